@@ -1,0 +1,762 @@
+/*
+ * tracker.c: the dirty-logging page table (see include/dirtylog/tracker.h).
+ *
+ * Representation. One bit per page, `bits`: in WP, PML and clear modes it is the
+ * page's "recorded" state, which is at once the dirty bitmap and the inverse of
+ * write protection (KVM re-protects exactly the pages whose dirty bits it clears,
+ * so while logging a page is writable iff its bit is set). In PML mode it is the
+ * EPT D bit; pages sitting in a PML log already have it set, so draining a log into
+ * the dirty bitmap changes no bit and the logs only carry the exits' accounting.
+ * In ring mode `bits` is KVM's view (pushed to a ring, not yet reset) and `coll`
+ * is the dirty bitmap the collector fills. Huge blocks have one state byte each.
+ *
+ * Hot loops are specialized per mode, per huge-page setting and per versions
+ * attachment through always-inlined templates; they allocate nothing.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+enum { BLK_HUGE_RW = 0, BLK_PROT = 1, BLK_SPLIT = 2 };
+
+typedef struct vcpu_counters {
+    uint64_t writes, faults, pml_full_exits, ring_full_exits, kicks, dirtied;
+} vcpu_counters;
+
+struct dl_tracker {
+    dl_tracker_config cfg;
+    uint64_t pages;
+    uint64_t nwords;
+    uint64_t nblocks;
+    int logging;
+    uint32_t soft_limit;
+    uint64_t *bits;
+    uint64_t *coll;         /* ring mode only */
+    uint8_t *blk;           /* huge pages only */
+    uint64_t *pml;          /* vcpus * pml_entries */
+    int64_t *pml_idx;       /* per vCPU */
+    dl_ring_entry *ring;    /* vcpus * ring_entries */
+    uint32_t *ring_used;    /* per vCPU */
+    vcpu_counters *vc;
+    dl_tracker_stats st;
+    uint32_t *versions;
+    uint64_t drop_page;
+};
+
+void dl_tracker_config_init(dl_tracker_config *cfg, uint64_t pages)
+{
+    if (!cfg)
+        return;
+    memset(cfg, 0, sizeof *cfg);
+    cfg->pages = pages;
+    cfg->mode = DL_MODE_WP;
+    cfg->vcpus = 1;
+    cfg->page_size = 4096;
+    cfg->huge = DL_HUGE_NONE;
+    cfg->pml_entries = 512;
+    cfg->ring_entries = 4096;
+}
+
+static int config_valid(const dl_tracker_config *c)
+{
+    if (c->pages < 1 || c->pages > DL_MAX_PAGES)
+        return 0;
+    if (c->mode > DL_MODE_CLEAR || c->huge > DL_HUGE_EAGER)
+        return 0;
+    if (c->vcpus < 1 || c->vcpus > DL_MAX_VCPUS)
+        return 0;
+    if (c->page_size < 512 || c->page_size > (1u << 20) || (c->page_size & (c->page_size - 1)))
+        return 0;
+    if (c->pml_entries < DL_PML_MIN_ENTRIES || c->pml_entries > DL_PML_MAX_ENTRIES)
+        return 0;
+    if (c->ring_entries < DL_RING_MIN_ENTRIES || c->ring_entries > DL_RING_MAX_ENTRIES ||
+        (c->ring_entries & (c->ring_entries - 1)))
+        return 0;
+    if (c->initially_set > 1 || (c->initially_set && c->mode != DL_MODE_CLEAR))
+        return 0;
+    if (c->reserved != 0)
+        return 0;
+    return 1;
+}
+
+int dl_tracker_create(const dl_tracker_config *cfg, dl_tracker **out)
+{
+    if (!out)
+        return DL_ERR_INVALID;
+    *out = NULL;
+    if (!cfg || !config_valid(cfg))
+        return DL_ERR_INVALID;
+    dl_tracker *t = calloc(1, sizeof *t);
+    if (!t)
+        return DL_ERR_NOMEM;
+    t->cfg = *cfg;
+    t->pages = cfg->pages;
+    t->nwords = (cfg->pages + 63) / 64;
+    t->nblocks = (cfg->pages + DL_BLOCK_PAGES - 1) / DL_BLOCK_PAGES;
+    t->soft_limit = cfg->ring_entries - DL_RING_RESERVED;
+    t->drop_page = UINT64_MAX;
+    uint32_t nv = cfg->vcpus;
+    t->bits = calloc(t->nwords, sizeof(uint64_t));
+    t->vc = calloc(nv, sizeof(vcpu_counters));
+    int ok = t->bits && t->vc;
+    if (cfg->mode == DL_MODE_RING) {
+        t->coll = calloc(t->nwords, sizeof(uint64_t));
+        t->ring = calloc((size_t)nv * cfg->ring_entries, sizeof(dl_ring_entry));
+        t->ring_used = calloc(nv, sizeof(uint32_t));
+        ok = ok && t->coll && t->ring && t->ring_used;
+    }
+    if (cfg->mode == DL_MODE_PML) {
+        t->pml = calloc((size_t)nv * cfg->pml_entries, sizeof(uint64_t));
+        t->pml_idx = calloc(nv, sizeof(int64_t));
+        ok = ok && t->pml && t->pml_idx;
+        if (ok)
+            for (uint32_t v = 0; v < nv; v++)
+                t->pml_idx[v] = (int64_t)cfg->pml_entries - 1;
+    }
+    if (cfg->huge != DL_HUGE_NONE) {
+        t->blk = calloc(t->nblocks, 1);
+        ok = ok && t->blk;
+    }
+    if (!ok) {
+        dl_tracker_destroy(t);
+        return DL_ERR_NOMEM;
+    }
+    *out = t;
+    return DL_OK;
+}
+
+void dl_tracker_destroy(dl_tracker *t)
+{
+    if (!t)
+        return;
+    free(t->bits);
+    free(t->coll);
+    free(t->blk);
+    free(t->pml);
+    free(t->pml_idx);
+    free(t->ring);
+    free(t->ring_used);
+    free(t->vc);
+    free(t);
+}
+
+uint64_t dl_tracker_memory_bytes(const dl_tracker *t)
+{
+    if (!t)
+        return 0;
+    uint64_t nv = t->cfg.vcpus;
+    uint64_t b = sizeof *t + t->nwords * 8 + nv * sizeof(vcpu_counters);
+    if (t->coll)
+        b += t->nwords * 8;
+    if (t->blk)
+        b += t->nblocks;
+    if (t->pml)
+        b += nv * t->cfg.pml_entries * 8 + nv * 8;
+    if (t->ring)
+        b += nv * t->cfg.ring_entries * sizeof(dl_ring_entry) + nv * 4;
+    return b;
+}
+
+int dl_tracker_get_config(const dl_tracker *t, dl_tracker_config *out)
+{
+    if (!t || !out)
+        return DL_ERR_INVALID;
+    *out = t->cfg;
+    return DL_OK;
+}
+
+int dl_tracker_is_logging(const dl_tracker *t) { return t ? t->logging : 0; }
+
+size_t dl_tracker_bitmap_words(const dl_tracker *t) { return t ? (size_t)t->nwords : 0; }
+
+static void reset_logs(dl_tracker *t)
+{
+    uint32_t nv = t->cfg.vcpus;
+    if (t->pml_idx)
+        for (uint32_t v = 0; v < nv; v++)
+            t->pml_idx[v] = (int64_t)t->cfg.pml_entries - 1;
+    if (t->ring_used)
+        memset(t->ring_used, 0, nv * sizeof(uint32_t));
+}
+
+int dl_tracker_start(dl_tracker *t)
+{
+    if (!t)
+        return DL_ERR_INVALID;
+    if (t->logging)
+        return DL_ERR_STATE;
+    reset_logs(t);
+    if (t->coll)
+        memset(t->coll, 0, t->nwords * 8);
+    t->st.dirty_pages = 0;
+    if (t->cfg.initially_set) {
+        dl_bitmap_fill(t->bits, t->pages);
+        t->st.dirty_pages = t->pages;
+    } else {
+        memset(t->bits, 0, t->nwords * 8);
+    }
+    if (t->blk) {
+        uint8_t s = BLK_PROT;
+        if (t->cfg.initially_set)
+            s = BLK_HUGE_RW;
+        else if (t->cfg.huge == DL_HUGE_EAGER) {
+            s = BLK_SPLIT;
+            t->st.splits += t->nblocks;
+        }
+        memset(t->blk, s, t->nblocks);
+    }
+    t->logging = 1;
+    return DL_OK;
+}
+
+int dl_tracker_stop(dl_tracker *t)
+{
+    if (!t)
+        return DL_ERR_INVALID;
+    if (!t->logging)
+        return DL_ERR_STATE;
+    reset_logs(t);
+    memset(t->bits, 0, t->nwords * 8);
+    if (t->coll)
+        memset(t->coll, 0, t->nwords * 8);
+    if (t->blk)
+        memset(t->blk, BLK_HUGE_RW, t->nblocks);
+    t->st.dirty_pages = 0;
+    t->logging = 0;
+    return DL_OK;
+}
+
+/* ---- ring helpers --------------------------------------------------------- */
+
+/* Collects vCPU v's ring into the dirty bitmap in order, then resets it (re-arms). */
+static void ring_reap(dl_tracker *t, uint32_t v)
+{
+    uint32_t n = t->ring_used[v];
+    if (n == 0)
+        return;
+    dl_ring_entry *r = t->ring + (size_t)v * t->cfg.ring_entries;
+    uint64_t fresh = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t p = r[i].offset;
+        uint64_t m = 1ull << (p & 63);
+        uint64_t old = t->coll[p >> 6];
+        t->coll[p >> 6] = old | m;
+        fresh += (old & m) == 0;
+        r[i].flags = DL_RING_RESET;
+    }
+    for (uint32_t i = 0; i < n; i++) { /* KVM_RESET_DIRTY_RINGS: re-protect */
+        uint64_t p = r[i].offset;
+        t->bits[p >> 6] &= ~(1ull << (p & 63));
+    }
+    t->st.dirty_pages += fresh;
+    t->st.ring_reaped += n;
+    t->st.tlb_flushes++;
+    t->ring_used[v] = 0;
+}
+
+/* Pushes page p (newly recorded) to vCPU v's ring; a full ring exits and is reaped. */
+static inline void ring_push(dl_tracker *t, uint32_t v, uint64_t p, dl_ring_entry *r, uint64_t *exits)
+{
+    uint32_t u = t->ring_used[v];
+    r[u].flags = DL_RING_DIRTY;
+    r[u].slot = 0;
+    r[u].offset = p;
+    t->ring_used[v] = ++u;
+    if (u == t->soft_limit) {
+        (*exits)++;
+        ring_reap(t, v);
+    }
+}
+
+/* ---- the write path ------------------------------------------------------- */
+
+typedef struct batch_counts {
+    uint64_t recorded; /* pages newly recorded by this vCPU */
+    uint64_t faults;
+    uint64_t exits;    /* PML-full or ring-full exits */
+    uint64_t splits;
+    uint64_t logged;   /* PML entries */
+    uint64_t pushed;   /* ring entries */
+} batch_counts;
+
+/* A write to a page of a write-protected huge block: fault, split, record directly. */
+static DL_NOINLINE void huge_fault(dl_tracker *t, uint32_t v, uint64_t p, batch_counts *c)
+{
+    t->blk[p / DL_BLOCK_PAGES] = BLK_SPLIT;
+    c->splits++;
+    c->faults++;
+    uint64_t m = 1ull << (p & 63);
+    uint64_t *w = &t->bits[p >> 6];
+    if (*w & m)
+        return;
+    *w |= m;
+    c->recorded++;
+    if (t->cfg.mode == DL_MODE_RING) {
+        c->pushed++;
+        ring_push(t, v, p, t->ring + (size_t)v * t->cfg.ring_entries, &c->exits);
+    } else {
+        t->st.dirty_pages++;
+    }
+}
+
+DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *pages, size_t n,
+                                 const int mode, const int huge, const int vers, batch_counts *c)
+{
+    uint64_t *bits = t->bits;
+    const uint8_t *blk = t->blk;
+    uint32_t *ver = t->versions;
+    if (mode == DL_MODE_WP || mode == DL_MODE_CLEAR) {
+        uint64_t rec = 0;
+        for (size_t i = 0; i < n; i++) {
+            uint64_t p = pages[i];
+            if (vers)
+                ver[p]++;
+            if (huge && blk[p / DL_BLOCK_PAGES] == BLK_PROT) {
+                huge_fault(t, v, p, c);
+                continue;
+            }
+            uint64_t m = 1ull << (p & 63);
+            uint64_t old = bits[p >> 6];
+            bits[p >> 6] = old | m;
+            rec += (old & m) == 0;
+        }
+        c->recorded += rec;
+        c->faults += rec;
+        t->st.dirty_pages += rec;
+    } else if (mode == DL_MODE_PML) {
+        const uint32_t entries = t->cfg.pml_entries;
+        uint64_t *log = t->pml + (size_t)v * entries;
+        int64_t idx = t->pml_idx[v];
+        for (size_t i = 0; i < n; i++) {
+            uint64_t p = pages[i];
+            if (vers)
+                ver[p]++;
+            if (huge && blk[p / DL_BLOCK_PAGES] == BLK_PROT) {
+                huge_fault(t, v, p, c);
+                continue;
+            }
+            uint64_t m = 1ull << (p & 63);
+            uint64_t old = bits[p >> 6];
+            if (old & m)
+                continue;
+            bits[p >> 6] = old | m;
+            if (DL_UNLIKELY(idx < 0)) { /* PML full: exit, drain, reset the index */
+                c->exits++;
+                idx = (int64_t)entries - 1;
+            }
+            log[idx--] = p;
+            c->logged++;
+        }
+        t->pml_idx[v] = idx;
+        c->recorded += c->logged;
+        t->st.dirty_pages += c->logged;
+    } else { /* DL_MODE_RING */
+        dl_ring_entry *r = t->ring + (size_t)v * t->cfg.ring_entries;
+        for (size_t i = 0; i < n; i++) {
+            uint64_t p = pages[i];
+            if (vers)
+                ver[p]++;
+            if (huge && blk[p / DL_BLOCK_PAGES] == BLK_PROT) {
+                huge_fault(t, v, p, c);
+                continue;
+            }
+            uint64_t m = 1ull << (p & 63);
+            uint64_t old = bits[p >> 6];
+            if (old & m)
+                continue;
+            bits[p >> 6] = old | m;
+            c->pushed++;
+            ring_push(t, v, p, r, &c->exits);
+        }
+        c->recorded += c->pushed;
+    }
+}
+
+#define DL_WRITE_VARIANT(name, mode, huge, vers)                                                   \
+    static void name(dl_tracker *t, uint32_t v, const uint64_t *p, size_t n, batch_counts *c)     \
+    {                                                                                              \
+        write_loop(t, v, p, n, mode, huge, vers, c);                                              \
+    }
+#define DL_WRITE_MODE(mode, tag)                                                                   \
+    DL_WRITE_VARIANT(write_##tag##_00, mode, 0, 0)                                                 \
+    DL_WRITE_VARIANT(write_##tag##_01, mode, 0, 1)                                                 \
+    DL_WRITE_VARIANT(write_##tag##_10, mode, 1, 0)                                                 \
+    DL_WRITE_VARIANT(write_##tag##_11, mode, 1, 1)
+DL_WRITE_MODE(DL_MODE_WP, wp)
+DL_WRITE_MODE(DL_MODE_PML, pml)
+DL_WRITE_MODE(DL_MODE_RING, ring)
+
+typedef void (*write_fn)(dl_tracker *, uint32_t, const uint64_t *, size_t, batch_counts *);
+static const write_fn write_table[3][4] = {
+    {write_wp_00, write_wp_01, write_wp_10, write_wp_11},
+    {write_pml_00, write_pml_01, write_pml_10, write_pml_11},
+    {write_ring_00, write_ring_01, write_ring_10, write_ring_11},
+};
+
+/* Applies an already validated batch. */
+void dl__tracker_write_unchecked(dl_tracker *t, uint32_t v, const uint64_t *pages, size_t n)
+{
+    if (n == 0)
+        return;
+    t->st.writes += n;
+    t->vc[v].writes += n;
+    if (!t->logging) {
+        if (t->versions)
+            for (size_t i = 0; i < n; i++)
+                t->versions[pages[i]]++;
+        return;
+    }
+    batch_counts c = {0, 0, 0, 0, 0, 0};
+    int m = t->cfg.mode == DL_MODE_CLEAR ? 0 : (int)t->cfg.mode;
+    int variant = (t->blk ? 2 : 0) | (t->versions ? 1 : 0);
+    write_table[m][variant](t, v, pages, n, &c);
+    vcpu_counters *vc = &t->vc[v];
+    vc->faults += c.faults;
+    vc->dirtied += c.recorded;
+    t->st.faults += c.faults;
+    t->st.splits += c.splits;
+    t->st.pml_logged += c.logged;
+    t->st.ring_pushed += c.pushed;
+    if (t->cfg.mode == DL_MODE_PML) {
+        vc->pml_full_exits += c.exits;
+        t->st.pml_full_exits += c.exits;
+    } else if (t->cfg.mode == DL_MODE_RING) {
+        vc->ring_full_exits += c.exits;
+        t->st.ring_full_exits += c.exits;
+    }
+}
+
+static int check_write(const dl_tracker *t, uint32_t vcpu, const void *pages, size_t n, size_t *bad)
+{
+    if (!t)
+        return DL_ERR_INVALID;
+    if (vcpu >= t->cfg.vcpus) {
+        if (bad)
+            *bad = SIZE_MAX;
+        return DL_ERR_RANGE;
+    }
+    if (n && !pages)
+        return DL_ERR_INVALID;
+    return DL_OK;
+}
+
+/* Position of the first element >= limit, or n. A branch-free max first, so the
+ * common all-valid case is one vectorizable pass. */
+#define DL_FIRST_BAD(T, CAST)                                                                      \
+    static size_t first_bad_##T(const T *a, size_t n, uint64_t limit)                             \
+    {                                                                                              \
+        uint64_t mx = 0;                                                                           \
+        for (size_t i = 0; i < n; i++) {                                                           \
+            uint64_t x = (uint64_t)(CAST)a[i];                                                     \
+            mx = x > mx ? x : mx;                                                                  \
+        }                                                                                          \
+        if (mx < limit)                                                                            \
+            return n;                                                                              \
+        for (size_t i = 0; i < n; i++)                                                             \
+            if ((uint64_t)(CAST)a[i] >= limit)                                                     \
+                return i;                                                                          \
+        return n;                                                                                  \
+    }
+DL_FIRST_BAD(uint64_t, uint64_t)
+DL_FIRST_BAD(int64_t, int64_t)
+DL_FIRST_BAD(uint32_t, uint32_t)
+DL_FIRST_BAD(int32_t, int64_t) /* negative int32 -> negative int64 -> huge uint64 */
+
+int dl_tracker_write(dl_tracker *t, uint32_t vcpu, const uint64_t *pages, size_t n, size_t *bad)
+{
+    int rc = check_write(t, vcpu, pages, n, bad);
+    if (rc)
+        return rc;
+    size_t b = first_bad_uint64_t(pages, n, t->pages);
+    if (b < n) {
+        if (bad)
+            *bad = b;
+        return DL_ERR_RANGE;
+    }
+    dl__tracker_write_unchecked(t, vcpu, pages, n);
+    return DL_OK;
+}
+
+int dl_tracker_write_i64(dl_tracker *t, uint32_t vcpu, const int64_t *pages, size_t n, size_t *bad)
+{
+    int rc = check_write(t, vcpu, pages, n, bad);
+    if (rc)
+        return rc;
+    size_t b = first_bad_int64_t(pages, n, t->pages);
+    if (b < n) {
+        if (bad)
+            *bad = b;
+        return DL_ERR_RANGE;
+    }
+    /* Valid int64 page indices are non-negative and share uint64's representation. */
+    dl__tracker_write_unchecked(t, vcpu, (const uint64_t *)(const void *)pages, n);
+    return DL_OK;
+}
+
+#define DL_WRITE_NARROW(fname, T)                                                                  \
+    int fname(dl_tracker *t, uint32_t vcpu, const T *pages, size_t n, size_t *bad)                \
+    {                                                                                              \
+        int rc = check_write(t, vcpu, pages, n, bad);                                              \
+        if (rc)                                                                                    \
+            return rc;                                                                             \
+        size_t b = first_bad_##T(pages, n, t->pages);                                              \
+        if (b < n) {                                                                               \
+            if (bad)                                                                               \
+                *bad = b;                                                                          \
+            return DL_ERR_RANGE;                                                                   \
+        }                                                                                          \
+        uint64_t buf[1024];                                                                        \
+        for (size_t i = 0; i < n; i += 1024) {                                                     \
+            size_t k = n - i < 1024 ? n - i : 1024;                                                \
+            for (size_t j = 0; j < k; j++)                                                         \
+                buf[j] = (uint64_t)pages[i + j];                                                   \
+            dl__tracker_write_unchecked(t, vcpu, buf, k);                                          \
+        }                                                                                          \
+        return DL_OK;                                                                              \
+    }
+DL_WRITE_NARROW(dl_tracker_write_u32, uint32_t)
+DL_WRITE_NARROW(dl_tracker_write_i32, int32_t)
+
+/* ---- harvest -------------------------------------------------------------- */
+
+uint64_t dl_tracker_pending(const dl_tracker *t)
+{
+    if (!t || !t->logging)
+        return 0;
+    uint64_t n = t->st.dirty_pages;
+    if (t->ring_used)
+        for (uint32_t v = 0; v < t->cfg.vcpus; v++)
+            n += t->ring_used[v];
+    return n;
+}
+
+/* Kick and drain (PML) or collect and reset every ring (ring mode). */
+static void sync_logs(dl_tracker *t)
+{
+    uint32_t nv = t->cfg.vcpus;
+    if (t->cfg.mode == DL_MODE_PML) {
+        for (uint32_t v = 0; v < nv; v++) {
+            t->vc[v].kicks++;
+            t->pml_idx[v] = (int64_t)t->cfg.pml_entries - 1; /* drained: bits are already set */
+        }
+        t->st.kicks += nv;
+    } else if (t->cfg.mode == DL_MODE_RING) {
+        for (uint32_t v = 0; v < nv; v++)
+            ring_reap(t, v);
+    }
+}
+
+static uint64_t *dirty_bitmap(dl_tracker *t) { return t->coll ? t->coll : t->bits; }
+
+static void apply_drop(dl_tracker *t)
+{
+    uint64_t p = t->drop_page;
+    if (p >= t->pages)
+        return;
+    uint64_t *bm = dirty_bitmap(t);
+    uint64_t m = 1ull << (p & 63);
+    if (bm[p >> 6] & m) {
+        bm[p >> 6] &= ~m;
+        t->st.dirty_pages--;
+    }
+    t->drop_page = UINT64_MAX;
+}
+
+int dl_tracker_harvest(dl_tracker *t, uint64_t *out, size_t cap, size_t *count)
+{
+    if (!t || !count || (cap && !out))
+        return DL_ERR_INVALID;
+    if (!t->logging)
+        return DL_ERR_STATE;
+    sync_logs(t);
+    uint64_t need = t->st.dirty_pages;
+    if (need > cap) {
+        *count = (size_t)need;
+        return DL_ERR_BUFFER;
+    }
+    apply_drop(t);
+    uint64_t *bm = dirty_bitmap(t);
+    size_t n;
+    if (t->cfg.mode == DL_MODE_CLEAR) {
+        n = dl_bitmap_to_pages(bm, t->nwords, out);
+    } else {
+        n = dl_bitmap_take_pages(bm, t->nwords, out);
+        t->st.dirty_pages = 0;
+        if (n)
+            t->st.tlb_flushes++;
+    }
+    t->st.harvests++;
+    t->st.harvested_pages += n;
+    *count = n;
+    return DL_OK;
+}
+
+int dl_tracker_harvest_bitmap(dl_tracker *t, uint64_t *words, size_t nwords, size_t *count)
+{
+    if (!t || !words)
+        return DL_ERR_INVALID;
+    if (nwords < t->nwords)
+        return DL_ERR_BUFFER;
+    if (!t->logging)
+        return DL_ERR_STATE;
+    sync_logs(t);
+    apply_drop(t);
+    uint64_t *bm = dirty_bitmap(t);
+    uint64_t n = t->st.dirty_pages;
+    if (t->cfg.mode == DL_MODE_CLEAR) {
+        memcpy(words, bm, t->nwords * 8);
+    } else {
+        dl_bitmap_take_words(bm, t->nwords, words);
+        t->st.dirty_pages = 0;
+        if (n)
+            t->st.tlb_flushes++;
+    }
+    if (nwords > t->nwords)
+        memset(words + t->nwords, 0, (nwords - t->nwords) * 8);
+    t->st.harvests++;
+    t->st.harvested_pages += n;
+    if (count)
+        *count = (size_t)n;
+    return DL_OK;
+}
+
+int dl_tracker_clear(dl_tracker *t, uint64_t first, uint64_t count, const uint64_t *mask,
+                     size_t mask_words, uint64_t *cleared)
+{
+    if (!t)
+        return DL_ERR_INVALID;
+    if (t->cfg.mode != DL_MODE_CLEAR)
+        return DL_ERR_MODE;
+    if (!t->logging)
+        return DL_ERR_STATE;
+    if (first % 64 || first > t->pages || count > t->pages - first)
+        return DL_ERR_RANGE;
+    if (count % 64 && first + count != t->pages)
+        return DL_ERR_INVALID;
+    uint64_t nw = (count + 63) / 64;
+    if (mask && mask_words < nw)
+        return DL_ERR_BUFFER;
+    uint64_t w0 = first / 64, total = 0;
+    for (uint64_t j = 0; j < nw; j++) {
+        uint64_t m = ~0ull;
+        if (j == nw - 1 && count % 64)
+            m = (1ull << (count % 64)) - 1;
+        if (mask)
+            m &= mask[j];
+        uint64_t x = t->bits[w0 + j] & m;
+        if (!x)
+            continue;
+        t->bits[w0 + j] &= ~x;
+        total += (uint64_t)__builtin_popcountll(x);
+        if (t->blk) {
+            uint8_t *b = &t->blk[(w0 + j) * 64 / DL_BLOCK_PAGES];
+            if (*b == BLK_HUGE_RW) {
+                if (t->cfg.huge == DL_HUGE_EAGER) {
+                    *b = BLK_SPLIT;
+                    t->st.splits++;
+                } else {
+                    *b = BLK_PROT;
+                }
+            }
+        }
+    }
+    t->st.dirty_pages -= total;
+    t->st.cleared_pages += total;
+    if (total)
+        t->st.tlb_flushes++;
+    if (cleared)
+        *cleared = total;
+    return DL_OK;
+}
+
+/* ---- introspection -------------------------------------------------------- */
+
+int dl_tracker_get_stats(const dl_tracker *t, dl_tracker_stats *out)
+{
+    if (!t || !out)
+        return DL_ERR_INVALID;
+    *out = t->st;
+    return DL_OK;
+}
+
+int dl_tracker_get_vcpu_stats(const dl_tracker *t, uint32_t vcpu, dl_vcpu_stats *out)
+{
+    if (!t || !out)
+        return DL_ERR_INVALID;
+    if (vcpu >= t->cfg.vcpus)
+        return DL_ERR_RANGE;
+    const vcpu_counters *c = &t->vc[vcpu];
+    out->writes = c->writes;
+    out->faults = c->faults;
+    out->pml_full_exits = c->pml_full_exits;
+    out->ring_full_exits = c->ring_full_exits;
+    out->kicks = c->kicks;
+    out->dirtied = c->dirtied;
+    out->pml_index = t->pml_idx ? t->pml_idx[vcpu] : -1;
+    out->ring_used = t->ring_used ? t->ring_used[vcpu] : 0;
+    return DL_OK;
+}
+
+int dl_tracker_pml_log(const dl_tracker *t, uint32_t vcpu, uint64_t *out, size_t cap, size_t *count)
+{
+    if (!t || !count || (cap && !out))
+        return DL_ERR_INVALID;
+    if (t->cfg.mode != DL_MODE_PML)
+        return DL_ERR_MODE;
+    if (vcpu >= t->cfg.vcpus)
+        return DL_ERR_RANGE;
+    int64_t idx = t->pml_idx[vcpu];
+    size_t n = (size_t)((int64_t)t->cfg.pml_entries - 1 - idx);
+    *count = n;
+    if (n > cap)
+        return DL_ERR_BUFFER;
+    const uint64_t *log = t->pml + (size_t)vcpu * t->cfg.pml_entries;
+    for (size_t i = 0; i < n; i++)
+        out[i] = log[idx + 1 + (int64_t)i];
+    return DL_OK;
+}
+
+int dl_tracker_ring_entries(const dl_tracker *t, uint32_t vcpu, dl_ring_entry *out, size_t cap, size_t *count)
+{
+    if (!t || !count || (cap && !out))
+        return DL_ERR_INVALID;
+    if (t->cfg.mode != DL_MODE_RING)
+        return DL_ERR_MODE;
+    if (vcpu >= t->cfg.vcpus)
+        return DL_ERR_RANGE;
+    size_t n = t->ring_used[vcpu];
+    *count = n;
+    if (n > cap)
+        return DL_ERR_BUFFER;
+    memcpy(out, t->ring + (size_t)vcpu * t->cfg.ring_entries, n * sizeof(dl_ring_entry));
+    return DL_OK;
+}
+
+int dl_tracker_attach_versions(dl_tracker *t, uint32_t *versions, uint64_t n)
+{
+    if (!t)
+        return DL_ERR_INVALID;
+    if (!versions) {
+        t->versions = NULL;
+        return DL_OK;
+    }
+    if (n < t->pages)
+        return DL_ERR_BUFFER;
+    t->versions = versions;
+    return DL_OK;
+}
+
+int dl_tracker_inject_drop(dl_tracker *t, uint64_t page)
+{
+    if (!t)
+        return DL_ERR_INVALID;
+    if (page != UINT64_MAX && page >= t->pages)
+        return DL_ERR_RANGE;
+    t->drop_page = page;
+    return DL_OK;
+}
+
+uint64_t dl__tracker_pages(const dl_tracker *t) { return t->pages; }
+uint32_t dl__tracker_vcpus(const dl_tracker *t) { return t->cfg.vcpus; }
+uint32_t dl__tracker_page_size(const dl_tracker *t) { return t->cfg.page_size; }

@@ -1,0 +1,173 @@
+"""Argument checks shared by the C-backed classes and the numpy reference models."""
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from .errors import ConfigError
+
+MODES = ("wp", "pml", "ring", "clear")
+HUGE_MODES = (None, "lazy", "eager")
+BLOCK_PAGES = 512
+MAX_PAGES = 1 << 40
+MAX_VCPUS = 4096
+PML_MIN, PML_MAX = 1, 65536
+RING_MIN, RING_MAX = 256, 65536
+RING_RESERVED = 64
+
+
+def as_int(name: str, value: Any, *, minimum: Optional[int] = None, maximum: Optional[int] = None) -> int:
+    """Return ``value`` as an int, or raise ConfigError/TypeError naming ``name`` and the allowed range."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, not a bool")
+    if isinstance(value, float):
+        if not math.isfinite(value) or value != int(value):
+            raise ConfigError(f"{name} must be a whole number, got {value!r}")
+        value = int(value)
+    try:
+        ivalue = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}") from None
+    if minimum is not None and ivalue < minimum or maximum is not None and ivalue > maximum:
+        lo = "" if minimum is None else f"{minimum} <= "
+        hi = "" if maximum is None else f" <= {maximum}"
+        raise ConfigError(f"{name} must be {lo}{name}{hi}, got {ivalue}")
+    return ivalue
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """A checked tracker configuration (see :class:`dirtylog.Tracker`)."""
+
+    pages: int
+    mode: str = "wp"
+    vcpus: int = 1
+    page_size: int = 4096
+    huge_pages: Optional[str] = None
+    pml_entries: int = 512
+    ring_entries: int = 4096
+    initially_set: bool = False
+
+    @property
+    def ring_soft_limit(self) -> int:
+        return self.ring_entries - RING_RESERVED
+
+    @property
+    def blocks(self) -> int:
+        return (self.pages + BLOCK_PAGES - 1) // BLOCK_PAGES
+
+    @property
+    def bitmap_words(self) -> int:
+        return (self.pages + 63) // 64
+
+
+def tracker_config(
+    pages: Any,
+    mode: str = "wp",
+    vcpus: Any = 1,
+    page_size: Any = 4096,
+    huge_pages: Optional[str] = None,
+    pml_entries: Any = 512,
+    ring_entries: Any = 4096,
+    initially_set: bool = False,
+) -> TrackerConfig:
+    """Check and normalize the Tracker constructor's arguments."""
+    npages = as_int("pages", pages, minimum=1, maximum=MAX_PAGES)
+    if not isinstance(mode, str) or mode.lower() not in MODES:
+        raise ConfigError(f"unknown tracker mode {mode!r}; allowed: {', '.join(MODES)}")
+    mode = mode.lower()
+    nvcpus = as_int("vcpus", vcpus, minimum=1, maximum=MAX_VCPUS)
+    if isinstance(page_size, str):
+        from .units import parse_size
+
+        psize = parse_size(page_size, name="page_size")
+    else:
+        psize = as_int("page_size", page_size)
+    if psize < 512 or psize > (1 << 20) or psize & (psize - 1):
+        raise ConfigError(f"page_size must be a power of two from 512 to 1048576 bytes, got {psize}")
+    if isinstance(huge_pages, str):
+        huge_pages = huge_pages.lower()
+        if huge_pages == "none":
+            huge_pages = None
+    if huge_pages is False:
+        huge_pages = None
+    if huge_pages not in HUGE_MODES:
+        raise ConfigError(f"huge_pages must be None, 'lazy' or 'eager', got {huge_pages!r}")
+    pml = as_int("pml_entries", pml_entries, minimum=PML_MIN, maximum=PML_MAX)
+    ring = as_int("ring_entries", ring_entries, minimum=RING_MIN, maximum=RING_MAX)
+    if ring & (ring - 1):
+        raise ConfigError(f"ring_entries must be a power of two from {RING_MIN} to {RING_MAX}, got {ring}")
+    if not isinstance(initially_set, (bool, np.bool_)):
+        raise TypeError(f"initially_set must be a bool, got {type(initially_set).__name__}")
+    if initially_set and mode != "clear":
+        raise ConfigError("initially_set=True needs mode='clear' (KVM allows it only with manual protect)")
+    return TrackerConfig(npages, mode, nvcpus, psize, huge_pages, pml, ring, bool(initially_set))
+
+
+_INT_KINDS = "iu"
+
+
+def write_batch(pages: Any, npages: int) -> np.ndarray:
+    """Return the batch as a 1-D integer array without copying when possible.
+
+    Raises TypeError for a non-integer dtype and ValueError naming the first page
+    index that is negative or >= npages.
+    """
+    arr = pages if isinstance(pages, np.ndarray) else np.asarray(pages)
+    if arr.dtype == object and arr.size == 0:
+        arr = np.empty(0, dtype=np.uint64)
+    if arr.size == 0 and arr.dtype.kind == "f":
+        arr = arr.astype(np.uint64)
+    if arr.dtype.kind not in _INT_KINDS:
+        raise TypeError(
+            f"pages must be integers (a numpy integer array or a sequence of ints), got dtype {arr.dtype}"
+        )
+    if arr.ndim != 1:
+        arr = arr.reshape(-1)
+    return arr
+
+
+def describe_bad_page(arr: np.ndarray, index: int, npages: int) -> str:
+    value = int(arr[index])
+    why = "is negative" if value < 0 else f"is out of range (the guest has pages 0..{npages - 1})"
+    return f"page {value} at position {index} of the batch {why}; the batch was rejected"
+
+
+def first_bad_page(arr: np.ndarray, npages: int) -> Optional[int]:
+    """Position of the first page index outside [0, npages), or None."""
+    if arr.size == 0:
+        return None
+    if arr.dtype.kind == "i":
+        bad = (arr < 0) | (arr >= npages)
+    else:
+        bad = arr >= np.uint64(npages) if arr.dtype == np.uint64 else arr >= npages
+    if not bad.any():
+        return None
+    return int(np.argmax(bad))
+
+
+def check_vcpu(vcpu: Any, vcpus: int) -> int:
+    v = as_int("vcpu", vcpu)
+    if v < 0 or v >= vcpus:
+        raise ConfigError(f"vcpu must be 0 <= vcpu < {vcpus} (the tracker has {vcpus} vCPUs), got {v}")
+    return v
+
+
+def check_clear_range(first: Any, count: Any, npages: int) -> tuple[int, int]:
+    f = as_int("first", first)
+    c = as_int("count", count)
+    if f < 0 or c < 0:
+        raise ConfigError(f"first and count must be >= 0, got first={f}, count={c}")
+    if f % 64:
+        raise ConfigError(f"first must be a multiple of 64 (KVM_CLEAR_DIRTY_LOG granularity), got {f}")
+    if f + c > npages:
+        raise ConfigError(f"range [{f}, {f + c}) goes past the last page ({npages - 1})")
+    if c % 64 and f + c != npages:
+        raise ConfigError(
+            f"count must be a multiple of 64 unless the range reaches the last page, got count={c} at first={f}"
+        )
+    return f, c

@@ -1,0 +1,36 @@
+"""Exceptions raised by dirtylog.
+
+Every error says what was wrong and what is allowed. They subclass the built-in
+exception a caller would expect (ValueError for bad values, TypeError for bad
+types, RuntimeError for calls made in the wrong state), so plain ``except
+ValueError`` keeps working.
+"""
+from __future__ import annotations
+
+__all__ = [
+    "DirtylogError",
+    "ConfigError",
+    "StateError",
+    "ModeError",
+    "CoreError",
+]
+
+
+class DirtylogError(Exception):
+    """Base class of every dirtylog error."""
+
+
+class ConfigError(DirtylogError, ValueError):
+    """A parameter is out of its allowed range or of an unknown kind."""
+
+
+class StateError(DirtylogError, RuntimeError):
+    """A call that the object's current state does not allow (e.g. harvest before start)."""
+
+
+class ModeError(DirtylogError, ValueError):
+    """A call that the tracker's mode does not support (e.g. clear() outside "clear" mode)."""
+
+
+class CoreError(DirtylogError, RuntimeError):
+    """The C core reported an error the Python layer did not anticipate."""

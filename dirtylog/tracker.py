@@ -1,0 +1,297 @@
+"""`Tracker`: the C core's dirty-logging page table, with a Pythonic face.
+
+See ``csrc/include/dirtylog/tracker.h`` for the exact semantics, which follow
+KVM's (write protection, Intel PML, dirty rings, manual protect). The numpy model
+in :mod:`dirtylog.reference` implements the same interface.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+
+from . import _validate as v
+from ._lib import as_buffer, check, ffi, lib, raise_status
+from .errors import ConfigError, StateError
+from .stats import TrackerStats, VcpuStats
+
+__all__ = ["Tracker"]
+
+_MODES = {"wp": 0, "pml": 1, "ring": 2, "clear": 3}
+_HUGE = {None: 0, "lazy": 1, "eager": 2}
+
+PagesLike = Union[np.ndarray, Sequence[int]]
+
+# Which C entry point takes which dtype without a copy; narrower ints are widened.
+_WRITERS = {
+    np.dtype(np.uint64): ("dl_tracker_write", "uint64_t[]"),
+    np.dtype(np.int64): ("dl_tracker_write_i64", "int64_t[]"),
+    np.dtype(np.uint32): ("dl_tracker_write_u32", "uint32_t[]"),
+    np.dtype(np.int32): ("dl_tracker_write_i32", "int32_t[]"),
+}
+
+
+class Tracker:
+    """Dirty-page tracking of a guest's memory, as a hypervisor does it during migration.
+
+    Parameters
+    ----------
+    pages:
+        Guest pages (any positive count, up to 2**40).
+    mode:
+        ``"wp"`` write protection (a fault per newly dirtied page), ``"pml"`` Intel
+        Page Modification Logging (a per-vCPU log, one exit per ``pml_entries`` pages),
+        ``"ring"`` KVM dirty rings (per-vCPU rings, an exit at the soft limit), or
+        ``"clear"`` manual protect (KVM_CLEAR_DIRTY_LOG: harvest does not re-protect,
+        :meth:`clear` does).
+    vcpus:
+        Number of vCPUs writing (1 to 4096).
+    page_size:
+        Bytes per page (power of two, 512 B to 1 MiB; used for reporting).
+    huge_pages:
+        None, ``"lazy"`` (2 MiB blocks write-protected whole, split on the first
+        write) or ``"eager"`` (every block split when logging starts).
+    pml_entries, ring_entries:
+        Per-vCPU PML log size (512 in hardware) and dirty ring size (a power of two
+        from 256 to 65536; soft limit ``ring_entries - 64``).
+    initially_set:
+        Clear mode only: the bitmap starts all ones and nothing is protected.
+
+    A 1 TiB guest (2**28 pages) takes 32 MiB of state (64 MiB in ring mode).
+    """
+
+    def __init__(
+        self,
+        pages: int,
+        mode: str = "wp",
+        vcpus: int = 1,
+        page_size: Union[int, str] = 4096,
+        huge_pages: Optional[str] = None,
+        pml_entries: int = 512,
+        ring_entries: int = 4096,
+        initially_set: bool = False,
+    ) -> None:
+        self.config = v.tracker_config(
+            pages, mode, vcpus, page_size, huge_pages, pml_entries, ring_entries, initially_set
+        )
+        c = self.config
+        cfg = ffi.new("dl_tracker_config *")
+        lib.dl_tracker_config_init(cfg, c.pages)
+        cfg.mode = _MODES[c.mode]
+        cfg.vcpus = c.vcpus
+        cfg.page_size = c.page_size
+        cfg.huge = _HUGE[c.huge_pages]
+        cfg.pml_entries = c.pml_entries
+        cfg.ring_entries = c.ring_entries
+        cfg.initially_set = int(c.initially_set)
+        out = ffi.new("dl_tracker **")
+        rc = lib.dl_tracker_create(cfg, out)
+        if rc == lib.DL_ERR_NOMEM:
+            raise MemoryError(
+                f"cannot allocate the tracker state for {c.pages} pages ({c.bitmap_words * 8} bytes per bitmap)"
+            )
+        check(rc, "creating the tracker")
+        self._t = ffi.gc(out[0], lib.dl_tracker_destroy)
+        self._versions: Optional[np.ndarray] = None
+
+    # -- configuration ------------------------------------------------------
+    pages = property(lambda self: self.config.pages, doc="Guest pages.")
+    mode = property(lambda self: self.config.mode, doc="Tracking mode.")
+    vcpus = property(lambda self: self.config.vcpus, doc="Number of vCPUs.")
+    page_size = property(lambda self: self.config.page_size, doc="Bytes per page.")
+    huge_pages = property(lambda self: self.config.huge_pages, doc="None, 'lazy' or 'eager'.")
+    pml_entries = property(lambda self: self.config.pml_entries, doc="PML log entries per vCPU.")
+    ring_entries = property(lambda self: self.config.ring_entries, doc="Dirty ring entries per vCPU.")
+    initially_set = property(lambda self: self.config.initially_set, doc="Clear mode: bitmap starts all ones.")
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes of tracker state held by the C core."""
+        return int(lib.dl_tracker_memory_bytes(self._t))
+
+    @property
+    def logging(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`."""
+        return bool(lib.dl_tracker_is_logging(self._t))
+
+    def __repr__(self) -> str:
+        c = self.config
+        huge = f", huge_pages={c.huge_pages!r}" if c.huge_pages else ""
+        return (
+            f"Tracker(pages={c.pages}, mode={c.mode!r}, vcpus={c.vcpus}{huge}, "
+            f"logging={self.logging})"
+        )
+
+    # -- logging ------------------------------------------------------------
+    def start(self) -> None:
+        """Start dirty logging: every page armed (or, with initially_set, all dirty)."""
+        if self.logging:
+            raise StateError("dirty logging is already started; call stop() first to restart it")
+        check(lib.dl_tracker_start(self._t), "start")
+
+    def stop(self) -> None:
+        """Stop dirty logging: every page writable again, nothing left pending."""
+        if not self.logging:
+            raise StateError("dirty logging is not started; nothing to stop")
+        check(lib.dl_tracker_stop(self._t), "stop")
+
+    def _require_logging(self, what: str) -> None:
+        if not self.logging:
+            raise StateError(f"{what}() needs dirty logging: call start() first")
+
+    def write(self, pages: PagesLike, vcpu: int = 0) -> None:
+        """A batch of guest writes by one vCPU, in order.
+
+        ``pages`` is a 1-D integer numpy array (passed to C without a copy when its
+        dtype is int32/int64/uint32/uint64 and it is contiguous) or a sequence of
+        ints. A bad page or vCPU rejects the whole batch and changes nothing.
+        """
+        vc = v.check_vcpu(vcpu, self.config.vcpus)
+        arr = v.write_batch(pages, self.config.pages)
+        if arr.size == 0:
+            return
+        if not arr.dtype.isnative:
+            arr = arr.astype(arr.dtype.newbyteorder("="))
+        if arr.dtype not in _WRITERS:
+            arr = arr.astype(np.int64 if arr.dtype.kind == "i" else np.uint64)
+        arr = np.ascontiguousarray(arr)
+        fname, ctype = _WRITERS[arr.dtype]
+        bad = ffi.new("size_t *")
+        rc = getattr(lib, fname)(self._t, vc, ffi.from_buffer(ctype, arr), arr.size, bad)
+        if rc == lib.DL_ERR_RANGE:
+            raise ConfigError(v.describe_bad_page(arr, int(bad[0]), self.config.pages))
+        check(rc, "write")
+
+    @property
+    def pending(self) -> int:
+        """Upper bound on the size of the next harvest (exact but in ring mode), no side effects."""
+        return int(lib.dl_tracker_pending(self._t))
+
+    def harvest(self) -> np.ndarray:
+        """Pages dirtied since the previous harvest, sorted (uint64), re-protecting them.
+
+        In clear mode the set is returned but neither cleared nor re-protected.
+        """
+        self._require_logging("harvest")
+        cap = self.pending
+        out = np.empty(cap, dtype=np.uint64)
+        count = ffi.new("size_t *")
+        rc = lib.dl_tracker_harvest(self._t, ffi.from_buffer("uint64_t[]", out), cap, count)
+        if rc == lib.DL_ERR_BUFFER:  # cannot happen by the pending() contract; be safe
+            out = np.empty(int(count[0]), dtype=np.uint64)
+            rc = lib.dl_tracker_harvest(self._t, ffi.from_buffer("uint64_t[]", out), out.size, count)
+        check(rc, "harvest")
+        n = int(count[0])
+        if n == cap:
+            return out
+        return out[:n].copy() if n < cap // 2 else out[:n]
+
+    def harvest_bitmap(self) -> np.ndarray:
+        """The same harvest as :meth:`harvest`, as packed uint64 words (bit p % 64 of word p // 64)."""
+        self._require_logging("harvest_bitmap")
+        words = np.empty(self.config.bitmap_words, dtype=np.uint64)
+        count = ffi.new("size_t *")
+        check(
+            lib.dl_tracker_harvest_bitmap(self._t, ffi.from_buffer("uint64_t[]", words), words.size, count),
+            "harvest_bitmap",
+        )
+        return words
+
+    def clear(self, first: int, count: int, mask: Optional[np.ndarray] = None) -> int:
+        """Clear mode: clear and re-protect dirty pages in ``[first, first + count)``.
+
+        Only pages whose bits are set (and set in ``mask``, uint64 words covering the
+        range, if given: KVM_CLEAR_DIRTY_LOG's bitmap) are re-armed. ``first`` must be
+        a multiple of 64 and ``count`` too unless the range reaches the last page.
+        Returns the number of pages re-armed.
+        """
+        if self.config.mode != "clear":
+            from .errors import ModeError
+
+            raise ModeError(f"clear() needs mode='clear' (manual protect); this tracker is in mode {self.mode!r}")
+        self._require_logging("clear")
+        f, c = v.check_clear_range(first, count, self.config.pages)
+        mptr: Any = ffi.NULL
+        nmask = 0
+        if mask is not None:
+            m = np.ascontiguousarray(mask, dtype=np.uint64) if not isinstance(mask, np.ndarray) or mask.dtype != np.uint64 else np.ascontiguousarray(mask)
+            need = (c + 63) // 64
+            if m.ndim != 1 or m.size < need:
+                raise ConfigError(f"mask must be a 1-D uint64 array of at least {need} words for {c} pages, got shape {m.shape}")
+            mptr, nmask = ffi.from_buffer("uint64_t[]", m), m.size
+        cleared = ffi.new("uint64_t *")
+        check(lib.dl_tracker_clear(self._t, f, c, mptr, nmask, cleared), "clear")
+        return int(cleared[0])
+
+    # -- introspection -------------------------------------------------------
+    @property
+    def stats(self) -> TrackerStats:
+        """Counters read from the C core (see :class:`dirtylog.stats.TrackerStats`)."""
+        s = ffi.new("dl_tracker_stats *")
+        check(lib.dl_tracker_get_stats(self._t, s), "stats")
+        vs = ffi.new("dl_vcpu_stats *")
+        per = []
+        for i in range(self.config.vcpus):
+            check(lib.dl_tracker_get_vcpu_stats(self._t, i, vs), "stats")
+            per.append(
+                VcpuStats(
+                    writes=vs.writes, faults=vs.faults, pml_full_exits=vs.pml_full_exits,
+                    ring_full_exits=vs.ring_full_exits, kicks=vs.kicks, dirtied=vs.dirtied,
+                    pml_index=vs.pml_index, ring_used=vs.ring_used,
+                )
+            )
+        return TrackerStats(
+            writes=s.writes, faults=s.faults, pml_full_exits=s.pml_full_exits,
+            ring_full_exits=s.ring_full_exits, kicks=s.kicks, splits=s.splits, harvests=s.harvests,
+            harvested_pages=s.harvested_pages, tlb_flushes=s.tlb_flushes, cleared_pages=s.cleared_pages,
+            pml_logged=s.pml_logged, ring_pushed=s.ring_pushed, ring_reaped=s.ring_reaped,
+            dirty_pages=s.dirty_pages, vcpus=tuple(per),
+        )
+
+    def pml_log(self, vcpu: int = 0) -> np.ndarray:
+        """The live entries of a vCPU's PML log, most recent first (PML mode)."""
+        vc = v.check_vcpu(vcpu, self.config.vcpus)
+        out = np.empty(self.config.pml_entries, dtype=np.uint64)
+        count = ffi.new("size_t *")
+        check(lib.dl_tracker_pml_log(self._t, vc, ffi.from_buffer("uint64_t[]", out), out.size, count), "pml_log")
+        return out[: int(count[0])].copy()
+
+    def ring_entries(self, vcpu: int = 0) -> np.ndarray:
+        """Page offsets in a vCPU's dirty ring not yet collected, oldest first (ring mode)."""
+        vc = v.check_vcpu(vcpu, self.config.vcpus)
+        buf = ffi.new("dl_ring_entry[]", self.config.ring_entries)
+        count = ffi.new("size_t *")
+        check(lib.dl_tracker_ring_entries(self._t, vc, buf, self.config.ring_entries, count), "ring_entries")
+        n = int(count[0])
+        raw = np.frombuffer(ffi.buffer(buf, n * ffi.sizeof("dl_ring_entry")), dtype=np.uint64)
+        return raw[1::2].copy()
+
+    # -- verification hooks (used by the migration engine and tests) ----------
+    def attach_versions(self, versions: Optional[np.ndarray]) -> None:
+        """Count writes per page into ``versions`` (uint32, >= pages long), or detach with None."""
+        if versions is None:
+            check(lib.dl_tracker_attach_versions(self._t, ffi.NULL, 0), "attach_versions")
+            self._versions = None
+            return
+        if not isinstance(versions, np.ndarray) or versions.dtype != np.uint32 or not versions.flags.c_contiguous:
+            raise TypeError("versions must be a C-contiguous numpy uint32 array")
+        if versions.size < self.config.pages:
+            raise ConfigError(f"versions must hold at least {self.config.pages} elements, got {versions.size}")
+        check(lib.dl_tracker_attach_versions(self._t, ffi.from_buffer("uint32_t[]", versions), versions.size), "attach_versions")
+        self._versions = versions  # keep it alive as long as the C side points at it
+
+    def inject_drop(self, page: Optional[int]) -> None:
+        """Fault injection: the next harvest silently loses ``page`` (None disarms)."""
+        if page is None:
+            check(lib.dl_tracker_inject_drop(self._t, 2**64 - 1), "inject_drop")
+            return
+        p = v.as_int("page", page, minimum=0, maximum=self.config.pages - 1)
+        check(lib.dl_tracker_inject_drop(self._t, p), "inject_drop")
+
+    @property
+    def _handle(self) -> Any:
+        """The cffi ``dl_tracker *`` (for the C workload generators and the engine)."""
+        return self._t
+
+
+del raise_status, as_buffer
