@@ -693,7 +693,7 @@ int dl_tracker_get_vcpu_stats(const dl_tracker *t, uint32_t vcpu, dl_vcpu_stats 
     out->ring_full_exits = c->ring_full_exits;
     out->kicks = c->kicks;
     out->dirtied = c->dirtied;
-    out->pml_index = t->pml_idx ? t->pml_idx[vcpu] : -1;
+    out->pml_index = t->pml_idx ? t->pml_idx[vcpu] : (int64_t)t->cfg.pml_entries - 1;
     out->ring_used = t->ring_used ? t->ring_used[vcpu] : 0;
     return DL_OK;
 }
@@ -760,3 +760,6 @@ int dl_tracker_inject_drop(dl_tracker *t, uint64_t page)
 uint64_t dl__tracker_pages(const dl_tracker *t) { return t->pages; }
 uint32_t dl__tracker_vcpus(const dl_tracker *t) { return t->cfg.vcpus; }
 uint32_t dl__tracker_page_size(const dl_tracker *t) { return t->cfg.page_size; }
+uint32_t *dl__tracker_versions(const dl_tracker *t) { return t->versions; }
+const dl_tracker_stats *dl__tracker_stats(const dl_tracker *t) { return &t->st; }
+uint32_t dl__tracker_mode(const dl_tracker *t) { return t->cfg.mode; }

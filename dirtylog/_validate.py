@@ -171,3 +171,20 @@ def check_clear_range(first: Any, count: Any, npages: int) -> tuple[int, int]:
             f"count must be a multiple of 64 unless the range reaches the last page, got count={c} at first={f}"
         )
     return f, c
+
+
+def clear_mask(mask: Any, count: int) -> np.ndarray:
+    """KVM_CLEAR_DIRTY_LOG's mask as contiguous uint64 words covering ``count`` pages.
+
+    Any 1-D integer array or sequence is accepted (values are taken as 64-bit words).
+    """
+    words = np.asarray(mask)
+    need = (count + 63) // 64
+    if words.ndim != 1 or (words.size and words.dtype.kind not in _INT_KINDS):
+        raise ConfigError(
+            "mask must be a 1-D array of integer words (bit j of word i covers page first + 64*i + j), "
+            f"got a {words.ndim}-D array of {words.dtype}"
+        )
+    if words.size < need:
+        raise ConfigError(f"mask must have at least {need} 64-bit words to cover {count} pages, got {words.size}")
+    return np.ascontiguousarray(words.astype(np.uint64, copy=False))

@@ -31,6 +31,7 @@ from ._validate import (
     BLOCK_PAGES,
     TrackerConfig,
     check_clear_range,
+    clear_mask,
     check_vcpu,
     describe_bad_page,
     first_bad_page,
@@ -430,15 +431,8 @@ class ReferenceTracker:
 
     @staticmethod
     def _mask_bits(mask: Any, count: int) -> np.ndarray:
-        words = np.asarray(mask)
+        words = clear_mask(mask, count)
         need = (count + 63) // 64
-        if words.dtype != np.uint64 or words.ndim != 1:
-            raise ConfigError(
-                f"mask must be a 1-D uint64 array (bit j of word i covers page first + 64*i + j), "
-                f"got {words.ndim}-D {words.dtype}"
-            )
-        if words.size < need:
-            raise ConfigError(f"mask must have at least {need} uint64 words to cover {count} pages, got {words.size}")
         bits = np.unpackbits(words[:need].astype("<u8").view(np.uint8), bitorder="little")
         return bits[:count].astype(bool)
 

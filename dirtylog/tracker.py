@@ -101,7 +101,6 @@ class Tracker:
     page_size = property(lambda self: self.config.page_size, doc="Bytes per page.")
     huge_pages = property(lambda self: self.config.huge_pages, doc="None, 'lazy' or 'eager'.")
     pml_entries = property(lambda self: self.config.pml_entries, doc="PML log entries per vCPU.")
-    ring_entries = property(lambda self: self.config.ring_entries, doc="Dirty ring entries per vCPU.")
     initially_set = property(lambda self: self.config.initially_set, doc="Clear mode: bitmap starts all ones.")
 
     @property
@@ -214,10 +213,7 @@ class Tracker:
         mptr: Any = ffi.NULL
         nmask = 0
         if mask is not None:
-            m = np.ascontiguousarray(mask, dtype=np.uint64) if not isinstance(mask, np.ndarray) or mask.dtype != np.uint64 else np.ascontiguousarray(mask)
-            need = (c + 63) // 64
-            if m.ndim != 1 or m.size < need:
-                raise ConfigError(f"mask must be a 1-D uint64 array of at least {need} words for {c} pages, got shape {m.shape}")
+            m = v.clear_mask(mask, c)
             mptr, nmask = ffi.from_buffer("uint64_t[]", m), m.size
         cleared = ffi.new("uint64_t *")
         check(lib.dl_tracker_clear(self._t, f, c, mptr, nmask, cleared), "clear")

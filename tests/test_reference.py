@@ -562,7 +562,7 @@ def test_bad_clears_change_nothing():
         dict(first=0, count=10),  # count not aligned and not reaching the end
         dict(first=256, count=64),  # past the last page
         dict(first=-64, count=64),
-        dict(first=0, count=64, mask=np.array([1], dtype=np.int64)),  # not uint64
+        dict(first=0, count=64, mask=np.array([1.5])),  # not integer words
         dict(first=0, count=128, mask=np.array([1], dtype=np.uint64)),  # too short
         dict(first=0, count=64, mask=np.ones((1, 1), dtype=np.uint64)),  # not 1-D
     ]
@@ -572,6 +572,7 @@ def test_bad_clears_change_nothing():
     with pytest.raises(TypeError):
         t.clear("0", 64)
     assert _observe(t) == before
+    assert t.clear(0, 64, mask=np.array([1 << 1], dtype=np.int64)) == 1  # any integer words
     assert t.clear(256, 44) == 1
     assert t.clear(0, 128, np.zeros(2, dtype=np.uint64)) == 0
     assert t.clear(0, 0) == 0
