@@ -1,0 +1,608 @@
+"""Sizes, rates and durations as numbers or strings.
+
+Everywhere in dirtylog a memory size, a bandwidth, a dirty rate or a time may
+be given either as a plain number (bytes, bytes per second, seconds) or as a
+string with a unit, the way QEMU and libvirt users write them:
+
+>>> parse_size("8GiB") == 8 * 2**30
+True
+>>> parse_size("4G") == 4 * 2**30            # bare K/M/G/T/P/E are binary, as in QEMU
+True
+>>> parse_size("100MB")                        # "B" after a prefix is decimal
+100000000
+>>> parse_rate("10Gbit/s")                     # lower-case "b" / "bit" means bits
+1250000000.0
+>>> parse_rate("128MiB/s") == 128 * 2**20
+True
+>>> parse_time("300ms")
+0.3
+>>> format_size(4 * 2**30), format_rate(1.25e9), format_rate(1.25e9, bits=True)
+('4.00 GiB', '1.25 GB/s', '10.0 Gbit/s')
+>>> format_time(0.3), format_time(125)
+('300 ms', '2 min 5 s')
+
+Conventions
+-----------
+* Prefixes ``k``/``K``, ``M``, ``G``, ``T``, ``P``, ``E`` are decimal (powers of
+  1000) when followed by ``B``, ``b`` or ``bit``; the ``i`` forms (``KiB``,
+  ``GiB``, ``Gibit``) are binary (powers of 1024); a bare prefix with no ``B``
+  (``"4G"``, ``"512k"``) is binary for sizes, as in QEMU's ``-m 4G``, and is
+  rejected as ambiguous for rates (``"10G"`` could be bits or bytes).
+* Upper-case ``B`` is bytes, lower-case ``b`` after a prefix is bits
+  (``"Gb/s"``, ``"Mbps"``); ``bps`` is bits per second and ``Bps`` bytes per
+  second.  Sizes reject bit units.  For sizes the ``i`` forms are
+  case-insensitive (``"8gib"`` is 8 GiB) and a lone ``b`` is bytes (QEMU accepts
+  ``"4096b"``).
+* ``/s`` may be left out of a rate when the unit says bits or bytes
+  (``"1Gbit"``, ``"1GiB"``).
+* Durations: ``ns``, ``us`` (or ``µs``), ``ms``, ``s``, ``min``, ``h``, ``d`` and
+  their long forms, and sums of them such as ``"2 min 5 s"`` (what
+  :func:`format_time` prints).
+
+All parsers raise :class:`~dirtylog.errors.ConfigError` (a ``ValueError``) for
+a value they cannot read or that is out of range, with a message naming the
+parameter, the bad value and the accepted forms; they raise ``TypeError`` for a
+value of the wrong type (``None``, a list, a ``bool``...).
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import re
+from fractions import Fraction
+from typing import Any, Dict, Literal, Optional, Tuple, Union, overload
+
+import numpy as np
+
+from .errors import ConfigError
+
+__all__ = [
+    "SizeLike",
+    "RateLike",
+    "TimeLike",
+    "parse_size",
+    "parse_rate",
+    "parse_time",
+    "parse_count_rate",
+    "format_size",
+    "format_rate",
+    "format_time",
+]
+
+#: A size: a number of bytes or a string such as ``"8GiB"``.
+SizeLike = Union[str, int, float, "np.integer[Any]", "np.floating[Any]"]
+#: A rate: a number of bytes per second or a string such as ``"10Gbit/s"``.
+RateLike = Union[str, int, float, "np.integer[Any]", "np.floating[Any]"]
+#: A duration: a number of seconds or a string such as ``"300ms"``.
+TimeLike = Union[str, int, float, "np.integer[Any]", "np.floating[Any]"]
+
+_SIZE_FORMS = "use a number of bytes or a string like '8GiB', '512KiB', '4G', '100MB'"
+_RATE_FORMS = "use a number of bytes/s or a string like '10Gbit/s', '1.25GB/s', '128MiB/s'"
+_TIME_FORMS = "use a number of seconds or a string like '300ms', '1.5s', '2min', '1h'"
+_COUNT_FORMS = "use a number of pages/s or a string like '5000/s', '5000 pages/s', '128MiB/s'"
+
+_NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:inf(?:inity)?|nan)"
+_SPLIT_RE = re.compile(rf"^\s*({_NUMBER})\s*(.*?)\s*$", re.IGNORECASE)
+
+# Exponent of each prefix letter: k=1, M=2, ... E=6.
+_PREFIX_POWER = {"k": 1, "m": 2, "g": 3, "t": 4, "p": 5, "e": 6}
+
+# size unit: optional prefix, optional "i", optional "B"/"b"
+_SIZE_UNIT_RE = re.compile(r"^(?P<p>[kmgtpe])(?P<i>i?)(?P<b>b?)$", re.IGNORECASE)
+_SIZE_BITS_RE = re.compile(r"^(?:[kmgtpe]i?)?bits?$", re.IGNORECASE)
+_SIZE_WORDS = {"", "b", "byte", "bytes"}
+
+# rate unit: optional prefix and "i", then bit(s)/byte(s)/B/b, then an optional "per second"
+_RATE_UNIT_RE = re.compile(
+    r"^(?:(?P<p>[kmgtpe])(?P<i>i?))?(?P<u>bits?|bytes?|b)?(?P<per>/s|/sec|/second|ps)?$",
+    re.IGNORECASE,
+)
+
+_ONE = Fraction(1)
+_TIME_UNITS: Dict[str, Fraction] = {}
+for _names, _factor in (
+    (("ns", "nsec", "nanosecond", "nanoseconds"), Fraction(1, 10**9)),
+    (("us", "µs", "μs", "usec", "microsecond", "microseconds"), Fraction(1, 10**6)),
+    (("ms", "msec", "millisecond", "milliseconds"), Fraction(1, 1000)),
+    (("s", "sec", "secs", "second", "seconds"), _ONE),
+    (("min", "mins", "minute", "minutes"), Fraction(60)),
+    (("h", "hr", "hrs", "hour", "hours"), Fraction(3600)),
+    (("d", "day", "days"), Fraction(86400)),
+):
+    for _n in _names:
+        _TIME_UNITS[_n] = _factor
+_TIME_PART_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zµμ]+)", re.IGNORECASE)
+
+# A parsed number: an exact Fraction, or a float for inf/nan.
+_Num = Union[Fraction, float]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check_type(x: Any, name: str, what: str) -> None:
+    """Raise TypeError unless ``x`` is a str or a real number (bool excluded)."""
+    if isinstance(x, (bool, np.bool_)):
+        raise TypeError(f"{name} must be {what}, not a bool ({x!r})")
+    if isinstance(x, str) or isinstance(x, numbers.Real):
+        return
+    raise TypeError(f"{name} must be {what}, got {type(x).__name__} {x!r}")
+
+
+def _number_from_real(x: Any, name: str, forms: str) -> _Num:
+    """Convert a real number to an exact Fraction (or a float inf/nan)."""
+    if isinstance(x, numbers.Integral):
+        return Fraction(int(x))
+    if isinstance(x, numbers.Rational):
+        return Fraction(int(x.numerator), int(x.denominator))
+    try:
+        f = float(x)
+    except (OverflowError, ValueError):
+        raise ConfigError(f"{name}: cannot read {x!r} as a number; {forms}") from None
+    if math.isnan(f) or math.isinf(f):
+        return f
+    return Fraction(f)
+
+
+def _split(s: str) -> Optional[Tuple[_Num, str]]:
+    """Split ``"1.5 GiB"`` into ``(Fraction(3, 2), "GiB")``; None if it has no leading number.
+
+    Spaces inside the unit are dropped (``"MiB / s"`` reads as ``"MiB/s"``).
+    """
+    m = _SPLIT_RE.match(s)
+    if m is None:
+        return None
+    text, unit = m.group(1), re.sub(r"\s+", "", m.group(2))
+    low = text.lower().lstrip("+")
+    if low.lstrip("-") in ("inf", "infinity"):
+        return (-math.inf if low.startswith("-") else math.inf), unit
+    if low.lstrip("-") == "nan":
+        return math.nan, unit
+    return Fraction(text), unit
+
+
+def _check_range(
+    value: _Num, x: Any, *, name: str, forms: str, allow_zero: bool, allow_inf: bool
+) -> None:
+    """Raise ConfigError if ``value`` (read from ``x``) is NaN, negative, infinite or zero when not allowed."""
+    if isinstance(value, float) and math.isnan(value):
+        raise ConfigError(f"{name} must be a number, got NaN ({x!r}); {forms}")
+    if value < 0:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{name} must be {bound}, got a negative value {x!r}; {forms}")
+    if isinstance(value, float) and math.isinf(value) and not allow_inf:
+        raise ConfigError(f"{name} must be finite, got {x!r}; {forms}")
+    if value == 0 and not allow_zero:
+        raise ConfigError(f"{name} must be > 0, got {x!r}; {forms}")
+
+
+def _unreadable(name: str, x: Any, noun: str, forms: str, hint: str = "") -> ConfigError:
+    return ConfigError(f"{name}: cannot read {x!r} as a {noun}{hint}; {forms}")
+
+
+def _number_text(s: str) -> str:
+    """The leading number of ``s`` as written (for suggestions in messages)."""
+    m = _SPLIT_RE.match(s)
+    return m.group(1) if m else s.strip()
+
+
+# --------------------------------------------------------------------------- sizes
+
+
+def _size_multiplier(unit: str, x: str, name: str) -> Optional[int]:
+    """Bytes per unit for a size unit; None if unknown; ConfigError for bit units."""
+    if unit.lower() in _SIZE_WORDS:
+        return 1
+    m = _SIZE_UNIT_RE.match(unit)
+    if m is not None:
+        power: int = _PREFIX_POWER[m.group("p").lower()]
+        if m.group("i"):  # KiB, kib, Gi, ...: binary, any case
+            return int(1024**power)
+        if m.group("b") == "B":  # KB, kB, MB: decimal bytes
+            return int(1000**power)
+        if m.group("b") == "b":  # Kb, Mb, Gb: bits, not a size
+            num, p = _number_text(x), m.group("p").upper()
+            raise ConfigError(
+                f"{name}: {x!r} is in bits (a lower-case 'b' after a prefix means bits) but a size is "
+                f"in bytes; write '{num}{p}B' (decimal) or '{num}{p}iB' (binary), or a number of bytes"
+            )
+        return int(1024**power)  # bare K, M, G...: binary, as in QEMU
+    if _SIZE_BITS_RE.match(unit):
+        raise ConfigError(
+            f"{name}: {x!r} is in bits but a size is in bytes; {_SIZE_FORMS}"
+        )
+    return None
+
+
+@overload
+def parse_size(
+    x: SizeLike, *, name: str = ..., allow_zero: bool = ..., allow_inf: Literal[False] = ...
+) -> int: ...
+
+
+@overload
+def parse_size(
+    x: SizeLike, *, name: str = ..., allow_zero: bool = ..., allow_inf: bool
+) -> Union[int, float]: ...
+
+
+def parse_size(
+    x: SizeLike, *, name: str = "value", allow_zero: bool = True, allow_inf: bool = False
+) -> Union[int, float]:
+    """Read a size in bytes.
+
+    Args:
+        x: a number of bytes (an int, or a float with no fractional part) or a
+            string such as ``"8GiB"``, ``"8 GiB"``, ``"4096"``, ``"512KiB"``,
+            ``"4KB"`` (4000), ``"1.5TiB"``, ``"100MB"``, ``"4G"`` (binary, as in
+            QEMU) or ``"512k"``.  A string with a prefix is rounded to a whole
+            number of bytes (``"0.1KiB"`` is 102); a plain number must be whole.
+        name: the parameter's name, used in error messages.
+        allow_zero: accept 0.
+        allow_inf: accept ``math.inf`` / ``"inf"`` (then returned as ``math.inf``).
+
+    Returns:
+        The size in bytes as an int (``math.inf`` if allowed and given).
+
+    Raises:
+        ConfigError: unreadable string, bit units (``"4Gb"``), a negative, NaN,
+            zero (unless allowed), infinite (unless allowed) or fractional
+            number of bytes.
+        TypeError: ``x`` is not a str or a real number (``bool`` included).
+    """
+    _check_type(x, name, "a number of bytes or a string like '8GiB'")
+    if isinstance(x, str):
+        parts = _split(x)
+        if parts is None:
+            raise _unreadable(name, x, "size", _SIZE_FORMS)
+        number, unit = parts
+        mult = _size_multiplier(unit, x, name)
+        if mult is None:
+            hint = " (that looks like a rate)" if "/" in unit or unit.lower().endswith("ps") else ""
+            raise _unreadable(name, x, "size", _SIZE_FORMS, hint)
+        _check_range(number, x, name=name, forms=_SIZE_FORMS, allow_zero=allow_zero, allow_inf=allow_inf)
+        if isinstance(number, float):  # +inf, allowed
+            return math.inf
+        exact = number * mult
+        if mult == 1 and exact.denominator != 1:
+            raise ConfigError(f"{name} must be a whole number of bytes, got {x!r}; {_SIZE_FORMS}")
+        result = round(exact)
+    else:
+        number = _number_from_real(x, name, _SIZE_FORMS)
+        _check_range(number, x, name=name, forms=_SIZE_FORMS, allow_zero=allow_zero, allow_inf=allow_inf)
+        if isinstance(number, float):
+            return math.inf
+        if number.denominator != 1:
+            raise ConfigError(f"{name} must be a whole number of bytes, got {x!r}; {_SIZE_FORMS}")
+        result = int(number)
+    if result == 0 and not allow_zero:
+        raise ConfigError(f"{name} must be > 0, got {x!r}; {_SIZE_FORMS}")
+    return result
+
+
+# --------------------------------------------------------------------------- rates
+
+
+def _rate_multiplier(unit: str, x: str, name: str) -> Optional[Fraction]:
+    """Bytes per second per unit for a rate unit; None if unknown; ConfigError if ambiguous."""
+    if unit == "":
+        return _ONE
+    m = _RATE_UNIT_RE.match(unit)
+    if m is None:
+        return None
+    p, i, u, per = m.group("p"), m.group("i"), m.group("u"), m.group("per")
+    if u is None:
+        if p is None:  # just "/s" (or "ps"): bytes per second
+            return _ONE if per is not None and per.lower() != "ps" else None
+        num = _number_text(x)
+        P = p.upper()
+        raise ConfigError(
+            f"{name}: {x!r} is ambiguous as a rate (bits or bytes?); write '{num}{P}bit/s' "
+            f"(bits), '{num}{P}B/s' (decimal bytes) or '{num}{P}iB/s' (binary bytes)"
+        )
+    low = u.lower()
+    if low in ("bit", "bits"):
+        bits = True
+    elif low in ("byte", "bytes") or u == "B":
+        bits = False
+    else:  # a lone lower-case "b"
+        if i:  # "Gib/s": GiB/s or Gibit/s?
+            num = _number_text(x)
+            P = (p or "").upper()
+            raise ConfigError(
+                f"{name}: {x!r} is ambiguous (bits or bytes?); write '{num}{P}iB/s' (bytes) "
+                f"or '{num}{P}ibit/s' (bits)"
+            )
+        bits = True
+    scale = _ONE
+    if p is not None:
+        base = 1024 if i else 1000
+        scale = Fraction(base ** _PREFIX_POWER[p.lower()])
+    return scale / 8 if bits else scale
+
+
+def parse_rate(
+    x: RateLike, *, name: str = "value", allow_zero: bool = True, allow_inf: bool = False
+) -> float:
+    """Read a rate in bytes per second.
+
+    Args:
+        x: a number of bytes per second or a string such as ``"10Gbit/s"``,
+            ``"10 Gbps"``, ``"10Gb/s"``, ``"1Gbit"`` (bits, decimal prefixes:
+            10 Gbit/s is 1.25e9 B/s), ``"1Gibit/s"`` (binary bits), ``"1GiB/s"``,
+            ``"128MiB/s"``, ``"100MB/s"``, ``"100 MBps"``, ``"1.5 GB/s"``,
+            ``"1e9 B/s"`` or ``"12500000"``.  ``/s`` may be left out.
+        name: the parameter's name, used in error messages.
+        allow_zero: accept 0.
+        allow_inf: accept ``math.inf`` / ``"inf"``.
+
+    Returns:
+        The rate in bytes per second, as a float.
+
+    Raises:
+        ConfigError: unreadable or ambiguous string (``"10G"``), a negative,
+            NaN, zero (unless allowed) or infinite (unless allowed) rate.
+        TypeError: ``x`` is not a str or a real number (``bool`` included).
+    """
+    _check_type(x, name, "a number of bytes/s or a string like '10Gbit/s'")
+    if isinstance(x, str):
+        parts = _split(x)
+        if parts is None:
+            raise _unreadable(name, x, "rate", _RATE_FORMS)
+        number, unit = parts
+        mult = _rate_multiplier(unit, x, name)
+        if mult is None:
+            raise _unreadable(name, x, "rate", _RATE_FORMS)
+        value: _Num = number if isinstance(number, float) else number * mult
+    else:
+        value = _number_from_real(x, name, _RATE_FORMS)
+    _check_range(value, x, name=name, forms=_RATE_FORMS, allow_zero=allow_zero, allow_inf=allow_inf)
+    try:
+        return float(value)
+    except OverflowError:
+        raise ConfigError(f"{name}: {x!r} is too large for a float; {_RATE_FORMS}") from None
+
+
+# --------------------------------------------------------------------------- counts of pages per second
+
+_COUNT_UNIT_RE = re.compile(
+    r"^(?:pages?|writes?|page-?writes?)?(?:/s|/sec|/second|ps)?$", re.IGNORECASE
+)
+
+
+def parse_count_rate(
+    x: RateLike,
+    page_size: SizeLike,
+    name: str = "rate",
+    *,
+    allow_zero: bool = True,
+    allow_inf: bool = False,
+) -> float:
+    """Read a rate of page writes (pages per second).
+
+    Args:
+        x: a bare number (pages/s, also as a string: ``"5000"``), a count per
+            second (``"5000/s"``, ``"5000 pages/s"``, ``"5000 writes/s"``) or
+            a byte or bit rate (``"1GiB/s"``, ``"800Mbit/s"``), which is
+            divided by ``page_size``.
+        page_size: bytes per page (anything :func:`parse_size` reads, > 0).
+        name: the parameter's name, used in error messages.
+        allow_zero: accept 0.
+        allow_inf: accept ``math.inf`` / ``"inf"``.
+
+    Returns:
+        Pages per second, as a float.
+
+    Raises:
+        ConfigError: as :func:`parse_rate`, or a bad ``page_size``.
+        TypeError: wrong type of ``x`` or ``page_size``.
+    """
+    _check_type(x, name, "a number of pages/s or a string like '5000/s' or '128MiB/s'")
+    psize = parse_size(page_size, name="page_size", allow_zero=False)
+    if isinstance(x, str):
+        parts = _split(x)
+        if parts is None:
+            raise _unreadable(name, x, "rate of page writes", _COUNT_FORMS)
+        number, unit = parts
+        if _COUNT_UNIT_RE.match(unit):  # "", "/s", "pages/s", "writes/s"
+            value: _Num = number
+        else:
+            try:
+                mult = _rate_multiplier(unit, x, name)
+            except ConfigError as exc:
+                raise ConfigError(f"{exc}; or {_COUNT_FORMS}") from None
+            if mult is None:
+                raise _unreadable(name, x, "rate of page writes", _COUNT_FORMS)
+            value = number if isinstance(number, float) else number * mult / psize
+    else:
+        value = _number_from_real(x, name, _COUNT_FORMS)
+    _check_range(value, x, name=name, forms=_COUNT_FORMS, allow_zero=allow_zero, allow_inf=allow_inf)
+    try:
+        return float(value)
+    except OverflowError:
+        raise ConfigError(f"{name}: {x!r} is too large for a float; {_COUNT_FORMS}") from None
+
+
+# --------------------------------------------------------------------------- durations
+
+
+def _parse_time_string(x: str, name: str) -> _Num:
+    parts = _split(x)
+    if parts is not None:
+        number, unit = parts
+        if unit == "":
+            return number
+        factor = _TIME_UNITS.get(unit.lower())
+        if factor is not None:
+            return number if isinstance(number, float) else number * factor
+    # a sum of parts, each with its unit: "2 min 5 s", "1h30min"
+    pos, total, count = 0, Fraction(0), 0
+    stripped = x.strip()
+    while pos < len(stripped):
+        m = _TIME_PART_RE.match(stripped, pos)
+        if m is None:
+            break
+        factor = _TIME_UNITS.get(m.group(2).lower())
+        if factor is None:
+            break
+        total += Fraction(m.group(1)) * factor
+        pos, count = m.end(), count + 1
+    if count >= 2 and pos == len(stripped):
+        return total
+    hint = ""
+    if parts is not None and parts[1].lower() == "m":
+        hint = " ('m' is ambiguous: use 'min' for minutes or 'ms' for milliseconds)"
+    raise _unreadable(name, x, "duration", _TIME_FORMS, hint)
+
+
+def parse_time(
+    x: TimeLike, *, name: str = "value", allow_zero: bool = True, allow_inf: bool = False
+) -> float:
+    """Read a duration in seconds.
+
+    Args:
+        x: a number of seconds or a string such as ``"300ms"``, ``"300 ms"``,
+            ``"1s"``, ``"1.5s"``, ``"5us"``, ``"5µs"``, ``"250ns"``, ``"2min"``,
+            ``"1h"``, ``"1.5 h"``, ``"0s"``, or a sum such as ``"2 min 5 s"``.
+        name: the parameter's name, used in error messages.
+        allow_zero: accept 0.
+        allow_inf: accept ``math.inf`` / ``"inf"``.
+
+    Returns:
+        The duration in seconds, as a float.
+
+    Raises:
+        ConfigError: unreadable string, a negative, NaN, zero (unless allowed)
+            or infinite (unless allowed) duration.
+        TypeError: ``x`` is not a str or a real number (``bool`` included).
+    """
+    _check_type(x, name, "a number of seconds or a string like '300ms'")
+    if isinstance(x, str):
+        value = _parse_time_string(x, name)
+    else:
+        value = _number_from_real(x, name, _TIME_FORMS)
+    _check_range(value, x, name=name, forms=_TIME_FORMS, allow_zero=allow_zero, allow_inf=allow_inf)
+    try:
+        return float(value)
+    except OverflowError:
+        raise ConfigError(f"{name}: {x!r} is too large for a float; {_TIME_FORMS}") from None
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _sig3(v: float) -> str:
+    """``v`` (finite, >= 0) with three significant digits: 4.00, 12.5, 300, 0.5."""
+    if v == 0:
+        return "0"
+    if v < 1:
+        text = f"{v:.3g}"
+        if float(text) < 1:
+            return text
+        v = 1.0  # 0.9999 rounds up to 1.00
+    text = f"{v:.2f}"
+    if float(text) >= 10:
+        text = f"{v:.1f}"
+        if float(text) >= 100:
+            text = f"{v:.0f}"
+    return text
+
+
+def _real_for_format(x: Any, name: str) -> float:
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(x).__name__} {x!r}")
+    return float(x)
+
+
+def _scaled(v: float, base: float, units: Tuple[str, ...], sep: str = " ") -> str:
+    """Format ``v`` >= 0 in the largest unit of ``units`` (each ``base`` times the previous)."""
+    k = 0
+    while k + 1 < len(units) and v >= base ** (k + 1):
+        k += 1
+    text = _sig3(v / base**k)
+    if float(text) >= base and k + 1 < len(units):  # 1023.99 KiB prints as 1.00 MiB
+        k += 1
+        text = _sig3(v / base**k)
+    return f"{text}{sep}{units[k]}"
+
+
+_SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+_BYTE_RATE_UNITS = ("B/s", "kB/s", "MB/s", "GB/s", "TB/s", "PB/s", "EB/s")
+_BIT_RATE_UNITS = ("bit/s", "kbit/s", "Mbit/s", "Gbit/s", "Tbit/s", "Pbit/s", "Ebit/s")
+
+
+def format_size(nbytes: SizeLike) -> str:
+    """Format a size with binary units and three significant digits.
+
+    ``4 * 2**30`` gives ``"4.00 GiB"``, ``512`` gives ``"512 B"``, ``1572864``
+    gives ``"1.50 MiB"``.  A string is read with :func:`parse_size` first.
+    """
+    v = float(parse_size(nbytes, name="nbytes", allow_inf=True)) if isinstance(nbytes, str) else (
+        _real_for_format(nbytes, "nbytes")
+    )
+    if math.isnan(v) or math.isinf(v):
+        return f"{v} B"
+    if v < 0:
+        return "-" + format_size(-v)
+    if v < 1024:
+        return f"{int(v)} B" if v.is_integer() else f"{_sig3(v)} B"
+    return _scaled(v, 1024, _SIZE_UNITS)
+
+
+def format_rate(bytes_per_s: RateLike, *, bits: bool = False) -> str:
+    """Format a rate with decimal units and three significant digits.
+
+    ``1.25e9`` gives ``"1.25 GB/s"``; with ``bits=True`` it gives
+    ``"10.0 Gbit/s"``.  A string is read with :func:`parse_rate` first.
+    """
+    v = parse_rate(bytes_per_s, name="bytes_per_s", allow_inf=True) if isinstance(bytes_per_s, str) else (
+        _real_for_format(bytes_per_s, "bytes_per_s")
+    )
+    units = _BIT_RATE_UNITS if bits else _BYTE_RATE_UNITS
+    if bits:
+        v *= 8
+    if math.isnan(v) or math.isinf(v):
+        return f"{v} {units[0]}"
+    if v < 0:
+        return "-" + _scaled(-v, 1000, units)
+    return _scaled(v, 1000, units)
+
+
+def format_time(seconds: TimeLike) -> str:
+    """Format a duration for people.
+
+    Below a minute: three significant digits in ns, us, ms or s (``"250 ns"``,
+    ``"12.0 us"``, ``"300 ms"``, ``"1.50 s"``); from a minute on: whole seconds
+    split into h, min and s (``"2 min 5 s"``, ``"1 h 30 min"``).  The output
+    is readable by :func:`parse_time`.  A string is read with
+    :func:`parse_time` first.
+    """
+    v = parse_time(seconds, name="seconds", allow_inf=True) if isinstance(seconds, str) else (
+        _real_for_format(seconds, "seconds")
+    )
+    if math.isnan(v) or math.isinf(v):
+        return f"{v} s"
+    if v < 0:
+        return "-" + format_time(-v)
+    if v == 0:
+        return "0 s"
+    for scale, unit in ((1e-9, "ns"), (1e-6, "us"), (1e-3, "ms")):
+        if v < scale * 1000:
+            text = _sig3(v / scale)
+            if float(text) < 1000:
+                return f"{text} {unit}"
+    if v < 60:
+        text = _sig3(v)
+        if float(text) < 60:
+            return f"{text} s"
+    total = int(round(v))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = []
+    if hours:
+        parts.append(f"{hours} h")
+    if minutes:
+        parts.append(f"{minutes} min")
+    if secs:
+        parts.append(f"{secs} s")
+    return " ".join(parts)

@@ -1,0 +1,510 @@
+"""Tests of dirtylog.units: parsing and formatting sizes, rates and durations."""
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import pytest
+
+from dirtylog.errors import ConfigError
+from dirtylog.units import (
+    format_rate,
+    format_size,
+    format_time,
+    parse_count_rate,
+    parse_rate,
+    parse_size,
+    parse_time,
+)
+
+KiB, MiB, GiB, TiB, PiB = 2**10, 2**20, 2**30, 2**40, 2**50
+
+# --------------------------------------------------------------------------- parse_size
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("8GiB", 8 * GiB),
+        ("8 GiB", 8 * GiB),
+        ("  8 GiB  ", 8 * GiB),
+        ("4096", 4096),
+        ("512KiB", 512 * KiB),
+        ("4KB", 4000),
+        ("4kB", 4000),
+        ("1.5TiB", 3 * TiB // 2),
+        ("1.5GiB", 3 * GiB // 2),
+        ("100MB", 100_000_000),
+        ("2 GB", 2_000_000_000),
+        ("1PB", 10**15),
+        ("1PiB", PiB),
+        ("4G", 4 * GiB),  # bare prefixes are binary, as in QEMU
+        ("4g", 4 * GiB),
+        ("512k", 512 * KiB),
+        ("512K", 512 * KiB),
+        ("1M", MiB),
+        ("2T", 2 * TiB),
+        ("1P", PiB),
+        ("1E", 2**60),
+        ("4Gi", 4 * GiB),
+        ("8gib", 8 * GiB),  # the i-forms are case-insensitive
+        ("8GIB", 8 * GiB),
+        ("8giB", 8 * GiB),
+        ("4096B", 4096),
+        ("4096 B", 4096),
+        ("4096b", 4096),  # QEMU accepts a lone b for bytes
+        ("4096 bytes", 4096),
+        ("1e3", 1000),
+        ("1e3 KiB", 1000 * KiB),
+        ("0", 0),
+        ("0 GiB", 0),
+        ("0.5KiB", 512),
+        ("0.1KiB", 102),  # strings with a prefix are rounded to whole bytes
+        ("1.1GB", 1_100_000_000),  # exact decimal arithmetic, no float error
+        (".5MiB", MiB // 2),
+        ("+4K", 4 * KiB),
+    ],
+)
+def test_parse_size_strings(text: str, expected: int) -> None:
+    result = parse_size(text)
+    assert result == expected
+    assert type(result) is int
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (4096, 4096),
+        (0, 0),
+        (4096.0, 4096),
+        (8 * GiB, 8 * GiB),
+        (np.int64(4096), 4096),
+        (np.uint32(512), 512),
+        (np.float64(2.0**33), 2**33),
+        (Fraction(8, 2), 4),
+        (2**70, 2**70),
+    ],
+)
+def test_parse_size_numbers(value: Any, expected: int) -> None:
+    result = parse_size(value)
+    assert result == expected
+    assert type(result) is int
+
+
+@pytest.mark.parametrize("text", ["4Gb", "4 Mb", "10Kb", "1Tb", "4Gbit", "64 bits", "4 Gibit", "8bit"])
+def test_parse_size_rejects_bits(text: str) -> None:
+    with pytest.raises(ConfigError, match=r"memory.*bits"):
+        parse_size(text, name="memory")
+
+
+def test_parse_size_bits_message_suggests_bytes() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_size("4Gb", name="memory")
+    msg = str(info.value)
+    assert "'4Gb'" in msg and "'4GB'" in msg and "'4GiB'" in msg
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "   ", "GiB", "8 XB", "8 GiBs", "eight GiB", "8GiB/s", "8 GB/s", "1.2.3", "4 G B x", "nan GiB", "--4K"],
+)
+def test_parse_size_unreadable(value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_size(value, name="memory")
+    msg = str(info.value)
+    assert msg.startswith("memory")
+    assert "'8GiB'" in msg  # an example of an allowed form
+
+
+@pytest.mark.parametrize("value", [-1, -1.0, "-1", "-4GiB", -math.inf, "-inf"])
+def test_parse_size_negative(value: Any) -> None:
+    with pytest.raises(ConfigError, match=r"memory must be >= 0"):
+        parse_size(value, name="memory")
+
+
+@pytest.mark.parametrize("value", [1.5, "1.5", "1.5 B", 0.25, np.float32(2.5)])
+def test_parse_size_fractional_bytes(value: Any) -> None:
+    with pytest.raises(ConfigError, match=r"page_size must be a whole number of bytes"):
+        parse_size(value, name="page_size")
+
+
+@pytest.mark.parametrize("value", [math.nan, "nan", "NaN", np.float64("nan")])
+def test_parse_size_nan(value: Any) -> None:
+    with pytest.raises(ConfigError, match=r"memory must be a number, got NaN"):
+        parse_size(value, name="memory")
+
+
+@pytest.mark.parametrize("value", [math.inf, "inf", "Infinity", "inf GiB"])
+def test_parse_size_inf(value: Any) -> None:
+    with pytest.raises(ConfigError, match=r"memory must be finite"):
+        parse_size(value, name="memory")
+    assert parse_size(value, name="memory", allow_inf=True) == math.inf
+
+
+@pytest.mark.parametrize("value", [0, 0.0, "0", "0 GiB", "0.0001KiB"])
+def test_parse_size_zero(value: Any) -> None:
+    assert parse_size(value) == 0
+    with pytest.raises(ConfigError, match=r"page_size must be > 0"):
+        parse_size(value, name="page_size", allow_zero=False)
+
+
+@pytest.mark.parametrize("value", [None, [4096], (1,), {"a": 1}, b"4G", True, False, np.bool_(True), object()])
+def test_parse_size_wrong_type(value: Any) -> None:
+    with pytest.raises(TypeError, match=r"memory must be"):
+        parse_size(value, name="memory")
+
+
+def test_config_error_is_value_error() -> None:
+    with pytest.raises(ValueError):
+        parse_size("lots", name="memory")
+
+
+# --------------------------------------------------------------------------- parse_rate
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("10Gbit/s", 1.25e9),
+        ("10 Gbit/s", 1.25e9),
+        ("10 Gbps", 1.25e9),
+        ("10Gb/s", 1.25e9),
+        ("10gbps", 1.25e9),
+        ("10 GBIT/S", 1.25e9),
+        ("10Gbits/s", 1.25e9),
+        ("1Gbit", 1.25e8),
+        ("1Gb", 1.25e8),
+        ("800Mbit/s", 1e8),
+        ("800 Mbps", 1e8),
+        ("100kbit/s", 12_500.0),
+        ("100Kb/s", 12_500.0),
+        ("1Tbit/s", 1.25e11),
+        ("8 bit/s", 1.0),
+        ("8 bps", 1.0),
+        ("1Kibit/s", 128.0),
+        ("1Gibit/s", GiB / 8),
+        ("1GiB/s", float(GiB)),
+        ("1 giB/s", float(GiB)),
+        ("1GiB", float(GiB)),
+        ("128MiB/s", float(128 * MiB)),
+        ("128 MiB / s", float(128 * MiB)),
+        ("128MiBps", float(128 * MiB)),
+        ("100MB/s", 1e8),
+        ("100 MBps", 1e8),
+        ("100MB", 1e8),
+        ("1.5 GB/s", 1.5e9),
+        ("1.25GB/s", 1.25e9),
+        ("1e9 B/s", 1e9),
+        ("1e9B/s", 1e9),
+        ("100 Bps", 100.0),
+        ("100 bytes/s", 100.0),
+        ("100 B", 100.0),
+        ("12500000", 12_500_000.0),
+        ("12500000/s", 12_500_000.0),
+        ("0.5", 0.5),
+        ("0", 0.0),
+        ("0 Gbit/s", 0.0),
+        ("1 MB/sec", 1e6),
+    ],
+)
+def test_parse_rate_strings(text: str, expected: float) -> None:
+    result = parse_rate(text)
+    assert result == pytest.approx(expected, rel=1e-15)
+    assert type(result) is float
+
+
+def test_parse_rate_exact_values() -> None:
+    assert parse_rate("10Gbit/s") == 1.25e9
+    assert parse_rate("1GiB/s") == 2.0**30
+    assert parse_rate("128MiB/s") == 128 * 2.0**20
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [(12_500_000, 12_500_000.0), (1.5, 1.5), (0, 0.0), (np.float32(2.0), 2.0), (np.int64(7), 7.0)],
+)
+def test_parse_rate_numbers(value: Any, expected: float) -> None:
+    result = parse_rate(value)
+    assert result == expected and type(result) is float
+
+
+@pytest.mark.parametrize("text", ["10G", "10 G/s", "10g", "512k", "1 M/s"])
+def test_parse_rate_bare_prefix_is_ambiguous(text: str) -> None:
+    with pytest.raises(ConfigError, match=r"bandwidth.*ambiguous.*bit/s"):
+        parse_rate(text, name="bandwidth")
+
+
+def test_parse_rate_gib_lower_b_is_ambiguous() -> None:
+    with pytest.raises(ConfigError, match=r"'1GiB/s' \(bytes\) or '1Gibit/s' \(bits\)"):
+        parse_rate("1Gib/s", name="bandwidth")
+
+
+def test_parse_rate_error_message_example() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_rate("10 Gbits per s", name="bandwidth")
+    assert str(info.value) == (
+        "bandwidth: cannot read '10 Gbits per s' as a rate; use a number of bytes/s or a string "
+        "like '10Gbit/s', '1.25GB/s', '128MiB/s'"
+    )
+
+
+@pytest.mark.parametrize("text", ["", "fast", "10 Gbit/h", "10 GHz", "10 Gbit/s/s", "Gbit/s", "10 Gbit per second"])
+def test_parse_rate_unreadable(text: str) -> None:
+    with pytest.raises(ConfigError, match=r"^bandwidth: cannot read .* as a rate.*'10Gbit/s'"):
+        parse_rate(text, name="bandwidth")
+
+
+@pytest.mark.parametrize("value", [-1, -0.5, "-1Gbit/s", "-inf"])
+def test_parse_rate_negative(value: Any) -> None:
+    with pytest.raises(ConfigError, match=r"dirty_rate must be >= 0.*'10Gbit/s'"):
+        parse_rate(value, name="dirty_rate")
+
+
+@pytest.mark.parametrize("value", [0, 0.0, "0", "0 Gbit/s"])
+def test_parse_rate_zero(value: Any) -> None:
+    assert parse_rate(value, name="bandwidth") == 0.0
+    with pytest.raises(ConfigError, match=r"bandwidth must be > 0, got"):
+        parse_rate(value, name="bandwidth", allow_zero=False)
+
+
+def test_parse_rate_negative_message_when_zero_not_allowed() -> None:
+    with pytest.raises(ConfigError, match=r"bandwidth must be > 0"):
+        parse_rate(-5, name="bandwidth", allow_zero=False)
+
+
+@pytest.mark.parametrize("value", [math.inf, "inf", "inf Gbit/s", np.inf])
+def test_parse_rate_inf(value: Any) -> None:
+    with pytest.raises(ConfigError, match=r"bandwidth must be finite"):
+        parse_rate(value, name="bandwidth")
+    assert parse_rate(value, name="bandwidth", allow_inf=True) == math.inf
+
+
+@pytest.mark.parametrize("value", [math.nan, "nan", "NaN B/s"])
+def test_parse_rate_nan(value: Any) -> None:
+    with pytest.raises(ConfigError, match=r"bandwidth must be a number, got NaN"):
+        parse_rate(value, name="bandwidth")
+
+
+@pytest.mark.parametrize("value", [None, [1e9], True, b"1G", {1: 2}])
+def test_parse_rate_wrong_type(value: Any) -> None:
+    with pytest.raises(TypeError, match=r"bandwidth must be"):
+        parse_rate(value, name="bandwidth")
+
+
+def test_parse_rate_too_large_for_float() -> None:
+    with pytest.raises(ConfigError, match=r"bandwidth.*too large"):
+        parse_rate(10**400, name="bandwidth")
+
+
+# --------------------------------------------------------------------------- parse_time
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("300ms", 0.3),
+        ("300 ms", 0.3),
+        ("300MS", 0.3),
+        ("1s", 1.0),
+        ("1.5s", 1.5),
+        ("1.5 sec", 1.5),
+        ("2 seconds", 2.0),
+        ("5us", 5e-6),
+        ("5µs", 5e-6),  # micro sign U+00B5
+        ("5μs", 5e-6),  # Greek mu U+03BC
+        ("250ns", 2.5e-7),
+        ("2min", 120.0),
+        ("2 minutes", 120.0),
+        ("1h", 3600.0),
+        ("1.5 h", 5400.0),
+        ("1 hour", 3600.0),
+        ("1d", 86400.0),
+        ("0s", 0.0),
+        ("0", 0.0),
+        ("30", 30.0),
+        ("1e-3 s", 1e-3),
+        ("2 min 5 s", 125.0),
+        ("1h30min", 5400.0),
+        ("1 h 2 min 5 s", 3725.0),
+        ("1 s 500 ms", 1.5),
+    ],
+)
+def test_parse_time_strings(text: str, expected: float) -> None:
+    result = parse_time(text)
+    assert result == pytest.approx(expected, rel=1e-15)
+    assert type(result) is float
+
+
+@pytest.mark.parametrize("value, expected", [(0.3, 0.3), (1, 1.0), (0, 0.0), (np.float64(0.03), 0.03)])
+def test_parse_time_numbers(value: Any, expected: float) -> None:
+    assert parse_time(value) == expected
+
+
+@pytest.mark.parametrize("text", ["", "soon", "5 m", "3 fortnights", "1 s 2", "s 5", "1:30"])
+def test_parse_time_unreadable(text: str) -> None:
+    with pytest.raises(ConfigError, match=r"^downtime_limit: cannot read .* as a duration.*'300ms'"):
+        parse_time(text, name="downtime_limit")
+
+
+def test_parse_time_m_is_ambiguous() -> None:
+    with pytest.raises(ConfigError, match=r"'min' for minutes or 'ms' for milliseconds"):
+        parse_time("5m", name="downtime_limit")
+
+
+@pytest.mark.parametrize("value", [-1, "-300ms", -0.001])
+def test_parse_time_negative(value: Any) -> None:
+    with pytest.raises(ConfigError, match=r"downtime_limit must be >= 0.*'300ms'"):
+        parse_time(value, name="downtime_limit")
+
+
+def test_parse_time_zero_inf_nan() -> None:
+    assert parse_time("0s", name="t") == 0.0
+    with pytest.raises(ConfigError, match=r"^t must be > 0"):
+        parse_time("0s", name="t", allow_zero=False)
+    with pytest.raises(ConfigError, match=r"^t must be finite"):
+        parse_time("inf", name="t")
+    assert parse_time("inf", name="t", allow_inf=True) == math.inf
+    assert parse_time(math.inf, name="t", allow_inf=True) == math.inf
+    with pytest.raises(ConfigError, match=r"^t must be a number, got NaN"):
+        parse_time(math.nan, name="t")
+
+
+@pytest.mark.parametrize("value", [None, [1], True, b"1s"])
+def test_parse_time_wrong_type(value: Any) -> None:
+    with pytest.raises(TypeError, match=r"resume_time must be"):
+        parse_time(value, name="resume_time")
+
+
+# --------------------------------------------------------------------------- parse_count_rate
+
+
+@pytest.mark.parametrize(
+    "value, page_size, expected",
+    [
+        (5000, 4096, 5000.0),
+        (2.5, 4096, 2.5),
+        ("5000", 4096, 5000.0),
+        ("5000/s", 4096, 5000.0),
+        ("5000 pages/s", 4096, 5000.0),
+        ("5000 page/s", 4096, 5000.0),
+        ("5000 writes/s", 4096, 5000.0),
+        ("1GiB/s", 4096, GiB / 4096),
+        ("1GiB/s", "4KiB", GiB / 4096),
+        ("1GiB/s", "2MiB", 512.0),
+        ("128MiB/s", 4096, 32768.0),
+        ("800Mbit/s", 4000, 25_000.0),
+        ("0/s", 4096, 0.0),
+    ],
+)
+def test_parse_count_rate(value: Any, page_size: Any, expected: float) -> None:
+    result = parse_count_rate(value, page_size)
+    assert result == pytest.approx(expected, rel=1e-15)
+    assert type(result) is float
+
+
+def test_parse_count_rate_errors() -> None:
+    with pytest.raises(ConfigError, match=r"^write_rate: cannot read .*'5000/s'"):
+        parse_count_rate("lots/s", 4096, name="write_rate")
+    with pytest.raises(ConfigError, match=r"^write_rate must be >= 0"):
+        parse_count_rate(-1, 4096, name="write_rate")
+    with pytest.raises(ConfigError, match=r"^write_rate must be > 0"):
+        parse_count_rate(0, 4096, name="write_rate", allow_zero=False)
+    with pytest.raises(ConfigError, match=r"write_rate.*ambiguous"):
+        parse_count_rate("1G/s", 4096, name="write_rate")
+    with pytest.raises(ConfigError, match=r"^page_size must be > 0"):
+        parse_count_rate(5, 0, name="write_rate")
+    with pytest.raises(ConfigError, match=r"^write_rate must be finite"):
+        parse_count_rate("inf", 4096, name="write_rate")
+    assert parse_count_rate("inf", 4096, allow_inf=True) == math.inf
+    with pytest.raises(TypeError, match=r"write_rate must be"):
+        parse_count_rate(None, 4096, name="write_rate")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"page_size must be"):
+        parse_count_rate(5, None, name="write_rate")  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (4 * GiB, "4.00 GiB"),
+        (512, "512 B"),
+        (0, "0 B"),
+        (1023, "1023 B"),
+        (1024, "1.00 KiB"),
+        (1.5 * MiB, "1.50 MiB"),
+        (12.5 * MiB, "12.5 MiB"),
+        (300 * GiB, "300 GiB"),
+        (MiB - 1, "1.00 MiB"),  # rounds up into the next unit
+        (2 * TiB, "2.00 TiB"),
+        (1.5, "1.50 B"),
+        ("8GiB", "8.00 GiB"),
+        (-2048, "-2.00 KiB"),
+        (math.inf, "inf B"),
+    ],
+)
+def test_format_size(value: Any, expected: str) -> None:
+    assert format_size(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value, bits, expected",
+    [
+        (1.25e9, False, "1.25 GB/s"),
+        (1.25e9, True, "10.0 Gbit/s"),
+        (128 * MiB, False, "134 MB/s"),
+        (512, False, "512 B/s"),
+        (0, False, "0 B/s"),
+        (12.5, False, "12.5 B/s"),
+        (999.7, False, "1.00 kB/s"),
+        (1.25e5, True, "1.00 Mbit/s"),
+        ("10Gbit/s", True, "10.0 Gbit/s"),
+        ("10Gbit/s", False, "1.25 GB/s"),
+    ],
+)
+def test_format_rate(value: Any, bits: bool, expected: str) -> None:
+    assert format_rate(value, bits=bits) == expected
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (0.3, "300 ms"),
+        (1.5, "1.50 s"),
+        (125, "2 min 5 s"),
+        (12e-6, "12.0 us"),
+        (250e-9, "250 ns"),
+        (0, "0 s"),
+        (0.99999, "1.00 s"),
+        (59.999, "1 min"),
+        (120, "2 min"),
+        (3600, "1 h"),
+        (3725, "1 h 2 min 5 s"),
+        ("300ms", "300 ms"),
+        (math.inf, "inf s"),
+    ],
+)
+def test_format_time(value: Any, expected: str) -> None:
+    assert format_time(value) == expected
+
+
+@pytest.mark.parametrize("func", [format_size, format_rate, format_time])
+@pytest.mark.parametrize("value", [None, [1], True])
+def test_format_wrong_type(func: Any, value: Any) -> None:
+    with pytest.raises(TypeError):
+        func(value)
+
+
+def test_format_then_parse_round_trips() -> None:
+    rng = np.random.default_rng(2024)
+    for exponent in rng.uniform(-8, 5, size=200):
+        seconds = float(10**exponent)
+        assert parse_time(format_time(seconds)) == pytest.approx(seconds, rel=6e-3, abs=0.5)
+    for exponent in rng.uniform(0, 15, size=200):
+        nbytes = int(10**exponent)
+        assert parse_size(format_size(nbytes)) == pytest.approx(nbytes, rel=6e-3, abs=1)
+        assert parse_rate(format_rate(nbytes)) == pytest.approx(nbytes, rel=6e-3)
+        assert parse_rate(format_rate(nbytes, bits=True)) == pytest.approx(nbytes, rel=6e-3)
