@@ -26,5 +26,9 @@ void dl__tracker_write_unchecked(dl_tracker *t, uint32_t vcpu, const uint64_t *p
 uint64_t dl__tracker_pages(const dl_tracker *t);
 uint32_t dl__tracker_vcpus(const dl_tracker *t);
 uint32_t dl__tracker_page_size(const dl_tracker *t);
+uint32_t *dl__tracker_versions(const dl_tracker *t);
+const dl_tracker_stats *dl__tracker_stats(const dl_tracker *t);
+uint32_t dl__tracker_mode(const dl_tracker *t);
+
 
 #endif

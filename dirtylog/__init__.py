@@ -9,11 +9,28 @@ from __future__ import annotations
 from .errors import ConfigError, DirtylogError, ModeError, StateError
 from .stats import TrackerStats, VcpuStats
 from .tracker import Tracker
+from . import models
+from .costs import TrackingCosts
+from .devices import Device, default_devices
+from .link import Link
+from .migration import Migration, simulate
+from .policy import PreCopy
+from .report import MigrationReport, RoundReport
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",
+    "Device",
+    "Link",
+    "Migration",
+    "MigrationReport",
+    "PreCopy",
+    "RoundReport",
+    "TrackingCosts",
+    "default_devices",
+    "models",
+    "simulate",
     "DirtylogError",
     "ModeError",
     "StateError",

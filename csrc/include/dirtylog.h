@@ -11,5 +11,7 @@
 
 #include "dirtylog/common.h"
 #include "dirtylog/tracker.h"
+#include "dirtylog/workload.h"
+#include "dirtylog/engine.h"
 
 #endif /* DIRTYLOG_H */

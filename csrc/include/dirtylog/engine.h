@@ -1,0 +1,115 @@
+/*
+ * dirtylog/engine.h: the hot loop of a migration: sending pages over a link while
+ * the guest keeps writing.
+ *
+ * The engine owns a simulated clock. dl_engine_send() walks a list of pages (or a
+ * range) in order, in chunks of chunk_pages. For each chunk it first copies the
+ * pages' source versions to the destination (the content at the moment it is
+ * read for sending), then lets the guest run for the chunk's transfer time: the
+ * workload's writes of that guest-time slice go through the tracker (which bumps
+ * the source versions). A page sent and then written is sent again in a later
+ * round; a page written before its turn is sent once with its newest content.
+ *
+ * Guest time runs at (1 - throttle) of wall time while the guest runs and stops
+ * while it is paused. With cost feedback on, the guest time a vCPU spends in
+ * tracking exits (faults, PML-full and ring-full exits, splits, kicks) is taken
+ * out of the following slices: a tracker that exits more lets the guest write less.
+ *
+ * In clear (manual protect) mode, set a clear mask (the bitmap of the last sync):
+ * before the first page of each clear chunk (default 1 GiB) is sent, the engine
+ * clears that chunk with the mask, as QEMU does.
+ */
+#ifndef DIRTYLOG_ENGINE_H
+#define DIRTYLOG_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dirtylog/common.h"
+#include "dirtylog/tracker.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* DL_CDEF_BEGIN (declarations below are also read by the cffi binding) */
+
+struct dl_workload;
+
+/* Version value of a page the destination does not hold. */
+enum { DL_ABSENT = 0xFFFFFFFF };
+
+typedef struct dl_engine_config {
+    double bandwidth;        /* link bytes per second (> 0) */
+    uint32_t page_bytes;     /* bytes on the wire for a page: page_size + header */
+    uint32_t zero_bytes;     /* bytes on the wire for a zero page (header only) */
+    uint32_t chunk_pages;    /* pages per send chunk (>= 1) */
+    uint32_t feedback;       /* 1: tracking exits take time from the guest */
+    double cost_fault;       /* guest seconds per write-protection fault */
+    double cost_pml_full;    /* guest seconds per PML-full exit */
+    double cost_ring_full;   /* guest seconds per ring-full exit */
+    double cost_split;       /* guest seconds per huge block split */
+    double cost_kick;        /* guest seconds per vCPU kick */
+    double zero_fraction;    /* fraction of pages that are zero before the guest writes them */
+    uint64_t zero_seed;      /* which pages are zero */
+} dl_engine_config;
+
+typedef struct dl_engine_state {
+    double clock;            /* wall (simulated) seconds */
+    double guest_clock;      /* guest run time: what workloads see */
+    double throttle;         /* 0 .. 1 (1: the guest is paused) */
+    double debt;             /* guest seconds still owed to tracking exits */
+    double lost;             /* vCPU-seconds lost to tracking exits so far */
+    double carry;            /* link seconds already spent on the next page */
+    uint64_t pages_sent;
+    uint64_t zero_pages_sent;
+    uint64_t bytes_sent;
+    uint64_t writes;         /* guest writes applied */
+    uint64_t clears;         /* clear-mode chunk clears issued */
+} dl_engine_state;
+
+typedef struct dl_engine dl_engine;
+
+void dl_engine_config_init(dl_engine_config *cfg);
+
+/* The tracker and workload (NULL: an idle guest) must outlive the engine; the
+ * workload must be bound to the tracker's pages and vCPUs. dst_versions (pages
+ * entries, set to DL_ABSENT by the caller) receives copies of the tracker's attached
+ * source versions; both may be NULL when not verifying. */
+int dl_engine_create(const dl_engine_config *cfg, dl_tracker *t, struct dl_workload *w,
+                     uint32_t *dst_versions, uint64_t n_dst, dl_engine **out);
+void dl_engine_destroy(dl_engine *e);
+
+int dl_engine_get_state(const dl_engine *e, dl_engine_state *out);
+int dl_engine_set_bandwidth(dl_engine *e, double bandwidth);
+int dl_engine_set_throttle(dl_engine *e, double throttle);
+/* Charges guest time for kicks done outside the engine (a harvest's kicks). */
+int dl_engine_charge(dl_engine *e, double vcpu_seconds);
+
+/* Sends pages[*pos .. n) in order (pages == NULL: the range first + *pos .. first + n)
+ * until all are sent or the clock reaches `deadline`; *pos advances. zero_pass = 1
+ * sends never-written zero pages as headers only (round 0). Returns DL_OK. */
+int dl_engine_send(dl_engine *e, const uint64_t *pages, uint64_t first, uint64_t n,
+                   uint64_t *pos, double deadline, int zero_pass);
+
+/* Lets the guest run (or, paused, lets time pass) until `deadline` with the link idle. */
+int dl_engine_idle(dl_engine *e, double deadline);
+
+/* Extra bytes on the link (device state, protocol): advances the clock by
+ * bytes / bandwidth, the guest running as usual. */
+int dl_engine_transfer(dl_engine *e, uint64_t bytes, double deadline, uint64_t *remaining);
+
+/* Clear mode: the bitmap of the last sync, used as KVM_CLEAR_DIRTY_LOG's mask, and
+ * the clear chunk in pages (a multiple of 64). The words are copied. NULL disables. */
+int dl_engine_set_clear_mask(dl_engine *e, const uint64_t *words, size_t nwords, uint64_t chunk_pages);
+
+/* Pages whose destination version differs from the source's; writes the first
+ * `cap` of them to out. Needs versions on both sides. */
+int dl_engine_verify(const dl_engine *e, uint64_t *out, size_t cap, uint64_t *mismatches);
+
+/* DL_CDEF_END */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DIRTYLOG_ENGINE_H */

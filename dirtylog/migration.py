@@ -1,0 +1,638 @@
+"""The migration engine: pre-copy rounds, stop-and-copy and rollback on a simulated clock.
+
+:class:`Migration` is advanced by its caller (:meth:`Migration.advance`,
+:meth:`Migration.run_until`), so that a host simulator can own the clock;
+:func:`simulate` runs one to the end and returns its :class:`MigrationReport`.
+
+How time passes (the C engine, ``csrc/engine.c``, does the hot part):
+
+1. Setup: dirty logging starts (write-protecting memory takes ``setup_time``,
+   see :mod:`dirtylog.costs`), then the first sync.
+2. Round 0 sends every page in page order, in chunks (``PreCopy.chunk_size``);
+   during each chunk's transfer time the guest runs and its writes go through the
+   tracker. Zero pages cost a header only in round 0.
+3. At the end of each round a sync harvests the dirty log (``dirty_sync_count``).
+   If the dirty bytes plus device state fit in ``bandwidth x downtime_limit`` the
+   guest is paused, the log harvested once more, and the rest plus the device
+   state are sent (the downtime: that transfer + latency + resume_time).
+   Otherwise the harvested pages are the next round, sent in page order.
+4. Limits (iterations, total bytes, dirty pages, timeout) end the migration by
+   ``on_limit``: "force" (stop-and-copy now) or "abort" (roll back: logging stops,
+   the source keeps running, nothing is lost).
+
+With ``verify=True`` each page carries a version on the source (bumped by every
+write) and on the destination (copied when the page is sent): at the end every
+page must match.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+from . import models as _models
+from ._lib import check, ffi, lib
+from ._validate import as_int
+from .costs import TrackingCosts
+from .devices import Device, default_devices, device_bytes, ordered
+from .errors import ConfigError, StateError
+from .link import Link
+from .policy import PreCopy
+from .report import MigrationReport, RoundReport
+from .tracker import Tracker
+from .units import format_size, format_time, parse_size, parse_time
+
+__all__ = ["Migration", "simulate"]
+
+GIB = 1 << 30
+_ABSENT = 0xFFFFFFFF
+_TRACKERS = ("wp", "pml", "ring", "clear")
+
+
+def _workload_handle(workload: Any, pages: int, vcpus: int, page_size: int) -> Any:
+    """The C handle of a workload bound to this guest (None for an idle guest)."""
+    if workload is None:
+        return None
+    bind = getattr(workload, "bind", None)
+    if bind is None:
+        raise TypeError(f"workload must be a dirtylog workload (Uniform, Hotspot, ...), got {type(workload).__name__}")
+    bound = bind(pages, vcpus=vcpus, page_size=page_size)
+    return getattr(bound, "_handle", bound)
+
+
+def _nominal_write_rate(workload: Any, pages: int, page_size: int) -> Optional[float]:
+    """Page writes per second the workload issues (for the closed-form models)."""
+    if workload is None:
+        return 0.0
+    fn = getattr(workload, "write_rate", None)
+    if fn is None:
+        return None
+    try:
+        return float(fn(pages=pages, page_size=page_size))
+    except TypeError:
+        return None
+
+
+class Migration:
+    """A live migration advanced step by step.
+
+    Parameters
+    ----------
+    memory, pages:
+        Guest memory as bytes or a string (``"4GiB"``), or as a page count.
+    workload:
+        A :mod:`dirtylog.workloads` workload (None: an idle guest that never writes).
+    link:
+        A :class:`Link` (default 10 Gbit/s, no latency, 8-byte page headers).
+    policy:
+        A :class:`PreCopy` (default: QEMU's rule with a 300 ms downtime limit).
+    tracker:
+        ``"wp"``, ``"pml"`` (default), ``"ring"`` or ``"clear"`` (manual protect,
+        with KVM_DIRTY_LOG_INITIALLY_SET as QEMU uses it), or a dict of
+        :class:`Tracker` keyword arguments (``{"mode": "ring", "ring_entries": 65536}``).
+    vcpus, page_size, huge_pages:
+        As for :class:`Tracker`.
+    zero_pages:
+        Fraction of memory that is zero pages (sent as headers only in round 0).
+    devices:
+        Device state sent during the downtime (default :func:`default_devices`).
+    seed:
+        Seed of the zero-page layout (workloads carry their own seeds).
+    verify:
+        Keep page versions on both sides and check them at the end.
+    costs:
+        :class:`TrackingCosts` (default: the documented defaults).
+    on_round:
+        Called with each :class:`RoundReport` as the round ends.
+    """
+
+    def __init__(
+        self,
+        memory: Union[int, str, None] = None,
+        workload: Any = None,
+        link: Optional[Link] = None,
+        policy: Optional[PreCopy] = None,
+        tracker: Union[str, Dict[str, Any]] = "pml",
+        vcpus: int = 1,
+        page_size: Union[int, str] = 4096,
+        huge_pages: Optional[str] = None,
+        zero_pages: float = 0.0,
+        devices: Optional[Sequence[Device]] = None,
+        seed: int = 0,
+        verify: bool = True,
+        pages: Optional[int] = None,
+        costs: Optional[TrackingCosts] = None,
+        on_round: Optional[Callable[[RoundReport], None]] = None,
+    ) -> None:
+        psize = int(parse_size(page_size, name="page_size", allow_zero=False))
+        if (memory is None) == (pages is None):
+            raise ConfigError("give exactly one of memory (bytes or a string like '4GiB') and pages")
+        if pages is not None:
+            npages = as_int("pages", pages, minimum=1)
+        else:
+            mem = int(parse_size(memory, name="memory", allow_zero=False))  # type: ignore[arg-type]
+            npages = -(-mem // psize)
+        self.link = link if link is not None else Link()
+        if not isinstance(self.link, Link):
+            raise TypeError(f"link must be a dirtylog.Link, got {type(self.link).__name__}")
+        self.policy = policy if policy is not None else PreCopy()
+        if not isinstance(self.policy, PreCopy):
+            raise TypeError(f"policy must be a dirtylog.PreCopy, got {type(self.policy).__name__}")
+        self.costs = costs if costs is not None else TrackingCosts()
+        if not isinstance(self.costs, TrackingCosts):
+            raise TypeError(f"costs must be a dirtylog.TrackingCosts, got {type(self.costs).__name__}")
+        try:
+            zfrac = float(zero_pages)
+        except (TypeError, ValueError):
+            raise TypeError(f"zero_pages must be a fraction between 0 and 1, got {zero_pages!r}") from None
+        if not 0.0 <= zfrac <= 1.0:
+            raise ConfigError(f"zero_pages must be a fraction in [0, 1], got {zero_pages!r}")
+        if isinstance(tracker, str):
+            if tracker.lower() not in _TRACKERS:
+                raise ConfigError(f"unknown tracker {tracker!r}; allowed: {', '.join(_TRACKERS)}")
+            topts: Dict[str, Any] = {"mode": tracker.lower()}
+        elif isinstance(tracker, dict):
+            topts = dict(tracker)
+            topts.setdefault("mode", "pml")
+        else:
+            raise TypeError(f"tracker must be a mode name or a dict of Tracker options, got {type(tracker).__name__}")
+        if topts["mode"] == "clear":
+            topts.setdefault("initially_set", True)  # QEMU enables it whenever KVM offers it
+        for k in ("pages", "vcpus", "page_size", "huge_pages"):
+            if k in topts:
+                raise ConfigError(f"give {k} to Migration itself, not in the tracker options")
+        self.tracker = Tracker(npages, vcpus=vcpus, page_size=psize, huge_pages=huge_pages, **topts)
+        self.pages = npages
+        self.page_size = psize
+        self.vcpus = self.tracker.vcpus
+        self.memory = npages * psize
+        self.workload = workload
+        self.devices = ordered(devices) if devices is not None else default_devices(self.vcpus)
+        self.device_bytes = device_bytes(self.devices)
+        self.seed = as_int("seed", seed, minimum=0, maximum=2**64 - 1)
+        self.verify = bool(verify)
+        self.on_round = on_round
+        self.page_bytes = psize + self.link.header_bytes
+
+        self._src: Optional[np.ndarray] = None
+        self._dst: Optional[np.ndarray] = None
+        if self.verify:
+            self._src = np.zeros(npages, dtype=np.uint32)
+            self._dst = np.full(npages, _ABSENT, dtype=np.uint32)
+            self.tracker.attach_versions(self._src)
+        self._wl = _workload_handle(workload, npages, self.vcpus, psize)
+
+        cfg = ffi.new("dl_engine_config *")
+        lib.dl_engine_config_init(cfg)
+        cfg.bandwidth = self.link.bandwidth
+        cfg.page_bytes = self.page_bytes
+        cfg.zero_bytes = self.link.header_bytes + 1
+        cfg.chunk_pages = max(1, self.policy.chunk_size // psize)
+        cfg.feedback = int(self.costs.slows_guest)
+        cfg.cost_fault = self.costs.fault
+        cfg.cost_pml_full = self.costs.pml_full
+        cfg.cost_ring_full = self.costs.ring_full
+        cfg.cost_split = self.costs.split
+        cfg.cost_kick = self.costs.kick
+        cfg.zero_fraction = zfrac
+        cfg.zero_seed = (self.seed * 0x9E3779B97F4A7C15 + 0xD1B54A32D192ED03) % 2**64
+        out = ffi.new("dl_engine **")
+        dst_ptr = ffi.from_buffer("uint32_t[]", self._dst) if self._dst is not None else ffi.NULL
+        check(lib.dl_engine_create(cfg, self.tracker._handle, self._wl if self._wl is not None else ffi.NULL,
+                                   dst_ptr, npages if self._dst is not None else 0, out), "creating the engine")
+        self._e = ffi.gc(out[0], lib.dl_engine_destroy)
+        self._state = ffi.new("dl_engine_state *")
+        self._pos = ffi.new("uint64_t *")
+        clear_pages = max(64, (self.policy.clear_chunk // psize) // 64 * 64)
+        self._clear_chunk = clear_pages
+
+        self.phase = "setup"
+        self.status = "active"
+        self.reason = ""
+        self.converged = False
+        self.rounds: List[RoundReport] = []
+        self.events: List[Dict[str, Any]] = []
+        self.dirty_sync_count = 0
+        self.expected_downtime = math.nan
+        self.setup_time = self._setup_time()
+        self._round_index = 0
+        self._round_pages: Optional[np.ndarray] = None  # None in round 0: every page
+        self._round_n = npages
+        self._mark = self._snapshot()
+        self._sent_precopy = 0
+        self._downtime_start = math.nan
+        self._downtime_end = math.nan
+        self._final_stage = ""
+        self._device_left = 0
+        self._mismatches: Optional[np.ndarray] = None
+        self._mismatch_count = 0
+        self._verified: Optional[bool] = None
+        self._started = False
+
+    # -- clock and state ---------------------------------------------------------
+    def _engine_state(self) -> Any:
+        check(lib.dl_engine_get_state(self._e, self._state), "engine state")
+        return self._state
+
+    @property
+    def clock(self) -> float:
+        """Simulated seconds since the migration started."""
+        return float(self._engine_state().clock)
+
+    @property
+    def done(self) -> bool:
+        return self.phase in ("completed", "failed")
+
+    @property
+    def current_round(self) -> Dict[str, Any]:
+        """Figures of the round in progress (or the downtime's, during it)."""
+        st = self._engine_state()
+        return {
+            "phase": self.phase,
+            "index": self._round_index,
+            "pages_total": int(self._round_n),
+            "pages_sent": int(self._pos[0]),
+            "bytes_sent": int(st.bytes_sent - self._mark["bytes"]),
+            "elapsed": float(st.clock - self._mark["clock"]),
+            "dirty_sync_count": self.dirty_sync_count,
+            "clock": float(st.clock),
+        }
+
+    def _setup_time(self) -> float:
+        gib = self.memory / GIB
+        per = (self.costs.log_start_initially_set_per_gib if self.tracker.initially_set
+               else self.costs.log_start_per_gib)
+        t = per * gib
+        if self.tracker.huge_pages == "eager" and not self.tracker.initially_set:
+            t += self.costs.split * self.tracker.config.blocks
+        return t
+
+    def _snapshot(self) -> Dict[str, Any]:
+        st = self._engine_state()
+        ts = self.tracker.stats
+        return {
+            "clock": float(st.clock), "bytes": int(st.bytes_sent), "pages": int(st.pages_sent),
+            "writes": int(st.writes), "lost": float(st.lost), "faults": ts.faults,
+            "pml": ts.pml_full_exits, "ring": ts.ring_full_exits, "splits": ts.splits, "kicks": ts.kicks,
+            "throttle": float(st.throttle),
+        }
+
+    def _event(self, kind: str, **detail: Any) -> None:
+        self.events.append({"time": self.clock, "event": kind, **detail})
+
+    # -- stepping ------------------------------------------------------------------
+    def advance(self, dt: Union[float, str]) -> "Migration":
+        """Run the migration for ``dt`` more simulated seconds (or until it ends)."""
+        step = parse_time(dt, name="dt", allow_inf=True)
+        return self.run_until(self.clock + step)
+
+    def run_until(self, t: Union[float, str]) -> "Migration":
+        """Run the migration until simulated time ``t`` (seconds) or until it ends."""
+        target = parse_time(t, name="t", allow_inf=True)
+        while not self.done:
+            before = (self.phase, self.clock, self._final_stage, self._round_index, int(self._pos[0]))
+            self._step(target)
+            after = (self.phase, self.clock, self._final_stage, self._round_index, int(self._pos[0]))
+            if after == before:  # nothing moved: the target is reached
+                break
+        return self
+
+    def run(self) -> MigrationReport:
+        """Run to the end and return the report."""
+        self.run_until(math.inf)
+        return self.report()
+
+    def cancel(self, reason: str = "cancelled by the user") -> None:
+        """Cancel a migration in progress: roll back, the source keeps running."""
+        if self.done:
+            raise StateError(f"the migration has already ended ({self.status})")
+        if self.phase == "downtime":
+            raise StateError("the migration is in its final stop-and-copy and can no longer be cancelled")
+        self._rollback(reason)
+
+    def _timeout_at(self) -> float:
+        return self.policy.timeout if self.policy.timeout is not None else math.inf
+
+    def _step(self, target: float) -> None:
+        if self.phase == "setup":
+            if not self._started:
+                self.tracker.start()
+                self._started = True
+                self._event("setup", setup_time=self.setup_time)
+            end = self.setup_time
+            check(lib.dl_engine_idle(self._e, min(target, end)), "setup")
+            if self.clock >= end:
+                self._sync()  # the setup sync; round 0 sends every page regardless
+                self.phase = "precopy"
+                self._begin_round(0, None)
+            return
+        if self.phase == "precopy":
+            limit_at = self._timeout_at()
+            deadline = min(target, limit_at)
+            pages = self._round_pages
+            ptr = ffi.from_buffer("uint64_t[]", pages) if pages is not None else ffi.NULL
+            check(lib.dl_engine_send(self._e, ptr, 0, self._round_n, self._pos, deadline,
+                                     int(self._round_index == 0)), "send")
+            if int(self._pos[0]) >= self._round_n:
+                self._end_round()
+            elif self.clock >= limit_at:
+                self._limit(f"timeout of {format_time(limit_at)} reached")
+            return
+        if self.phase == "downtime":
+            self._downtime_step(target)
+            return
+
+    def _begin_round(self, index: int, pages: Optional[np.ndarray]) -> None:
+        self._round_index = index
+        self._round_pages = pages
+        self._round_n = self.pages if pages is None else int(pages.size)
+        self._pos[0] = 0
+        self._mark = self._snapshot()
+        self._event("round", index=index, pages=self._round_n)
+
+    def _sync(self) -> np.ndarray:
+        """Harvest the dirty log (QEMU's migration_bitmap_sync); returns the dirty pages."""
+        kicks0 = self.tracker.stats.kicks
+        if self.tracker.mode == "clear":
+            words = self.tracker.harvest_bitmap()
+            check(lib.dl_engine_set_clear_mask(self._e, ffi.from_buffer("uint64_t[]", words), words.size,
+                                               self._clear_chunk), "clear mask")
+            dirty = _bitmap_pages(words, self.pages)
+        else:
+            dirty = self.tracker.harvest()
+        kicks = self.tracker.stats.kicks - kicks0
+        if kicks:
+            check(lib.dl_engine_charge(self._e, kicks * self.costs.kick), "charge")
+        self.dirty_sync_count += 1
+        return dirty
+
+    def _round_report(self, dirty_pages: int, final: bool = False) -> RoundReport:
+        st = self._engine_state()
+        ts = self.tracker.stats
+        m = self._mark
+        duration = float(st.clock) - m["clock"]
+        nbytes = int(st.bytes_sent) - m["bytes"]
+        lost = float(st.lost) - m["lost"]
+        denom = duration * self.vcpus
+        r = RoundReport(
+            index=self._round_index if not final else len(self.rounds),
+            start=m["clock"],
+            duration=duration,
+            pages_sent=int(st.pages_sent) - m["pages"],
+            bytes=nbytes,
+            dirty_pages=int(dirty_pages),
+            dirty_rate=dirty_pages / duration if duration > 0 else 0.0,
+            bandwidth=nbytes / duration if duration > 0 else self.link.bandwidth,
+            expected_downtime=dirty_pages * self.page_bytes / self.link.bandwidth,
+            writes=int(st.writes) - m["writes"],
+            faults=ts.faults - m["faults"],
+            pml_full_exits=ts.pml_full_exits - m["pml"],
+            ring_full_exits=ts.ring_full_exits - m["ring"],
+            splits=ts.splits - m["splits"],
+            kicks=ts.kicks - m["kicks"],
+            guest_lost=lost,
+            guest_slowdown=100.0 * lost / denom if denom > 0 else 0.0,
+            throttle=100.0 * m["throttle"],
+            final=final,
+        )
+        self.rounds.append(r)
+        if self.on_round is not None:
+            self.on_round(r)
+        return r
+
+    def _end_round(self) -> None:
+        if self._round_index >= 0:
+            self._sent_precopy = int(self._engine_state().bytes_sent)
+        dirty = self._sync()
+        self.expected_downtime = dirty.size * self.page_bytes / self.link.bandwidth
+        self._round_report(dirty.size)
+        p = self.policy
+        pending = dirty.size * self.page_bytes + self.device_bytes
+        threshold = self.link.bandwidth * p.downtime_limit
+        done_rounds = self._round_index  # iterative rounds after round 0 completed
+        if pending <= threshold:
+            self._switchover(dirty, True, f"converged: {format_size(pending)} pending <= threshold "
+                                          f"{format_size(threshold)} (bandwidth x downtime limit)")
+        elif dirty.size < p.min_dirty_pages:
+            self._switchover(dirty, True, f"converged: {dirty.size} dirty pages < {p.min_dirty_pages}")
+        elif p.max_iterations is not None and done_rounds >= p.max_iterations:
+            self._limit(f"iteration limit reached ({p.max_iterations} rounds after round 0)", dirty)
+        elif p.max_total_factor is not None and self._sent_precopy >= p.max_total_factor * self.memory:
+            self._limit(f"sent {self._sent_precopy / self.memory:.2f}x memory (limit {p.max_total_factor:g}x)", dirty)
+        elif self.clock >= self._timeout_at():
+            self._limit(f"timeout of {format_time(self._timeout_at())} reached", dirty)
+        else:
+            self._begin_round(self._round_index + 1, dirty)
+
+    def _limit(self, reason: str, dirty: Optional[np.ndarray] = None) -> None:
+        self._event("limit", reason=reason, action=self.policy.on_limit)
+        if self.policy.on_limit == "abort":
+            self._rollback(f"{reason}; rolled back (on_limit='abort')")
+            return
+        if self.policy.on_limit == "postcopy":
+            raise ConfigError("on_limit='postcopy' needs the post-copy engine, which this build does not have")
+        if dirty is None:  # mid-round: what is left of this round plus what the next sync finds
+            left = self._round_left()
+            dirty = left
+        self._switchover(dirty, False, f"{reason}; forced stop-and-copy (on_limit='force')")
+
+    def _round_left(self) -> np.ndarray:
+        pos = int(self._pos[0])
+        if self._round_pages is None:
+            return np.arange(pos, self.pages, dtype=np.uint64)
+        return self._round_pages[pos:].copy()
+
+    def _switchover(self, pending: np.ndarray, converged: bool, reason: str) -> None:
+        self.converged = converged
+        self.reason = reason
+        check(lib.dl_engine_set_throttle(self._e, 1.0), "pause")
+        if self.phase == "precopy" and self._round_index >= 0 and int(self._pos[0]) < self._round_n:
+            # a mid-round stop: the round's partial figures
+            self._round_report(0)
+        self._sent_precopy = int(self._engine_state().bytes_sent)
+        final = self._sync()
+        if self.tracker.mode == "clear":
+            check(lib.dl_engine_set_clear_mask(self._e, ffi.NULL, 0, 0), "clear mask")
+        pages = np.union1d(pending.astype(np.uint64, copy=False), final)
+        self._event("switchover", pages=int(pages.size), converged=converged)
+        self._downtime_start = self.clock
+        self.phase = "downtime"
+        self._final_stage = "pages"
+        self._round_index = -1
+        self._round_pages = pages
+        self._round_n = int(pages.size)
+        self._pos[0] = 0
+        self._mark = self._snapshot()
+        self._mark["throttle"] = 1.0
+        self._device_left = self.device_bytes
+
+    def _downtime_step(self, target: float) -> None:
+        if self._final_stage == "pages":
+            pages = self._round_pages
+            assert pages is not None
+            ptr = ffi.from_buffer("uint64_t[]", pages) if pages.size else ffi.NULL
+            if pages.size:
+                check(lib.dl_engine_send(self._e, ptr, 0, self._round_n, self._pos, target, 0), "send")
+            if int(self._pos[0]) >= self._round_n:
+                self._final_stage = "devices"
+            return
+        if self._final_stage == "devices":
+            left = ffi.new("uint64_t *")
+            check(lib.dl_engine_transfer(self._e, self._device_left, target, left), "device state")
+            self._device_left = int(left[0])
+            if self._device_left == 0:
+                self._final_stage = "resume"
+                self._resume_at = self.clock + self.link.latency + self.policy.resume_time
+            return
+        if self._final_stage == "resume":
+            check(lib.dl_engine_idle(self._e, min(target, self._resume_at)), "resume")
+            if self.clock >= self._resume_at:
+                self._finish()
+
+    def _finish(self) -> None:
+        self._downtime_end = self.clock
+        self._round_report(0, final=True)
+        self.tracker.stop()
+        self.phase = "completed"
+        self.status = "completed"
+        if self.verify:
+            self._check_destination()
+        self._event("completed", downtime=self._downtime_end - self._downtime_start, verified=self._verified)
+
+    def _check_destination(self) -> None:
+        cap = 16
+        out = np.empty(cap, dtype=np.uint64)
+        n = ffi.new("uint64_t *")
+        check(lib.dl_engine_verify(self._e, ffi.from_buffer("uint64_t[]", out), cap, n), "verify")
+        self._mismatch_count = int(n[0])
+        self._mismatches = out[: min(cap, self._mismatch_count)].copy()
+        self._verified = self._mismatch_count == 0
+
+    def _rollback(self, reason: str) -> None:
+        if self.tracker.logging:
+            self.tracker.stop()
+        check(lib.dl_engine_set_throttle(self._e, 0.0), "resume the source")
+        self.phase = "failed"
+        self.status = "failed"
+        self.reason = reason
+        self.converged = False
+        if self.verify:
+            # Nothing lost: the source still holds every write the guest made.
+            assert self._src is not None
+            writes = int(self._engine_state().writes)
+            self._verified = int(self._src.sum(dtype=np.int64)) == writes
+        self._event("failed", reason=reason)
+
+    # -- report ----------------------------------------------------------------------
+    def report(self) -> MigrationReport:
+        """The migration's report (partial while it is still running)."""
+        st = self._engine_state()
+        total = float(st.clock)
+        downtime = (self._downtime_end - self._downtime_start) if self.status == "completed" else 0.0
+        transferred = int(st.bytes_sent)
+        precopy = self._sent_precopy if self.phase in ("downtime", "completed") else transferred
+        zero = int(st.zero_pages_sent)
+        pages_sent = int(st.pages_sent)
+        normal = pages_sent - zero
+        rate = _nominal_write_rate(self.workload, self.pages, self.page_size)
+        return MigrationReport(
+            status=self.status,
+            converged=self.converged,
+            reason=self.reason,
+            total_time=total,
+            downtime=downtime,
+            setup_time=self.setup_time,
+            transferred=transferred,
+            precopy_bytes=precopy,
+            downtime_bytes=transferred - precopy if self.phase in ("downtime", "completed") else 0,
+            postcopy_bytes=0,
+            pages_sent=pages_sent,
+            duplicate=zero,
+            normal=normal,
+            normal_bytes=normal * self.page_size,
+            dirty_sync_count=self.dirty_sync_count,
+            expected_downtime=self.expected_downtime,
+            verified=self._verified,
+            mismatches=self._mismatch_count,
+            mismatched_pages=[int(x) for x in (self._mismatches if self._mismatches is not None else [])],
+            memory=self.memory,
+            pages=self.pages,
+            page_size=self.page_size,
+            vcpus=self.vcpus,
+            tracker=self.tracker.mode,
+            bandwidth=self.link.bandwidth,
+            downtime_limit=self.policy.downtime_limit,
+            guest_writes=int(st.writes),
+            guest_lost=float(st.lost),
+            device_bytes=self.device_bytes,
+            rounds=list(self.rounds),
+            tracker_stats=self.tracker.stats.to_dict(),
+            models=self._models(rate),
+            guest_running="destination" if self.status == "completed" else "source",
+            events=list(self.events),
+        )
+
+    def _models(self, write_rate: Optional[float]) -> Dict[str, Any]:
+        if write_rate is None:
+            return {}
+        out: Dict[str, Any] = {}
+        try:
+            g = _models.geometric(self.memory, self.link.bandwidth, write_rate * self.page_bytes,
+                                  downtime_limit=self.policy.downtime_limit,
+                                  resume_time=self.policy.resume_time + self.link.latency)
+            out["geometric"] = g.to_dict()
+            s = _models.saturating(self.pages, self.page_size, self.link.bandwidth, write_rate,
+                                   downtime_limit=self.policy.downtime_limit, header_bytes=self.link.header_bytes,
+                                   resume_time=self.policy.resume_time + self.link.latency)
+            out["saturating"] = s.to_dict()
+            out["cloudsim"] = {"total_time": _models.cloudsim(self.memory, self.link.bandwidth)}
+        except ConfigError:
+            pass
+        return out
+
+
+def _bitmap_pages(words: np.ndarray, pages: int) -> np.ndarray:
+    bits = np.unpackbits(words.view(np.uint8), bitorder="little")[:pages]
+    return np.flatnonzero(bits).astype(np.uint64)
+
+
+def simulate(
+    memory: Union[int, str, None] = None,
+    workload: Any = None,
+    link: Optional[Link] = None,
+    policy: Optional[PreCopy] = None,
+    tracker: Union[str, Dict[str, Any]] = "pml",
+    vcpus: int = 1,
+    page_size: Union[int, str] = 4096,
+    huge_pages: Optional[str] = None,
+    zero_pages: float = 0.0,
+    devices: Optional[Sequence[Device]] = None,
+    seed: int = 0,
+    verify: bool = True,
+    pages: Optional[int] = None,
+    costs: Optional[TrackingCosts] = None,
+    on_round: Optional[Callable[[RoundReport], None]] = None,
+    give_up_after: Union[float, str] = "1h",
+) -> MigrationReport:
+    """Run a live migration to its end and return its :class:`MigrationReport`.
+
+    Takes the arguments of :class:`Migration`. QEMU iterates forever when the dirty
+    rate outruns the link; so that a call always returns, a migration still running
+    after ``give_up_after`` of simulated time (when the policy sets no timeout of its
+    own) is rolled back with a reason saying so.
+    """
+    m = Migration(memory=memory, workload=workload, link=link, policy=policy, tracker=tracker, vcpus=vcpus,
+                  page_size=page_size, huge_pages=huge_pages, zero_pages=zero_pages, devices=devices, seed=seed,
+                  verify=verify, pages=pages, costs=costs, on_round=on_round)
+    limit = parse_time(give_up_after, name="give_up_after", allow_zero=False, allow_inf=True)
+    if m.policy.timeout is not None:
+        limit = math.inf
+    m.run_until(limit)
+    if not m.done:
+        if m.phase == "downtime":
+            m.run_until(math.inf)
+        else:
+            m.cancel(f"not converged after {format_time(limit)} of simulated time: QEMU would iterate forever; "
+                     "set PreCopy(timeout=..., on_limit=...), a higher bandwidth or a longer downtime limit")
+    return m.report()

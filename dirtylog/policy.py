@@ -1,0 +1,116 @@
+"""Migration policies: when pre-copy stops, and what happens at a limit.
+
+:class:`PreCopy` follows QEMU: iterate until the pending dirty bytes (plus the
+device state) fit in ``bandwidth x downtime_limit``, then stop and copy. QEMU has
+no iteration cap; Xen's rule (29 iterations, 3x memory sent, or fewer than 50
+dirty pages) is available as ``stop="xen"``, and every limit can be set by hand.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Union
+
+from ._validate import as_int
+from .errors import ConfigError
+from .units import parse_size, parse_time
+
+__all__ = ["PreCopy", "STOP_RULES", "ON_LIMIT"]
+
+STOP_RULES = ("qemu", "xen")
+ON_LIMIT = ("force", "abort")
+
+TimeLike = Union[float, int, str]
+
+
+@dataclass(frozen=True, init=False)
+class PreCopy:
+    """Pre-copy live migration: rounds of dirty pages, then stop-and-copy.
+
+    Parameters
+    ----------
+    downtime_limit:
+        The longest acceptable pause (QEMU's downtime-limit, default 300 ms). The
+        switch-over happens when ``pending dirty bytes + device state <=
+        bandwidth x downtime_limit``.
+    stop:
+        ``"qemu"`` (default): no iteration cap; ``"xen"``: at most 29 iterations,
+        at most 3x memory sent, or stop (successfully) below 50 dirty pages, and
+        ``on_limit="force"`` as Xen does.
+    max_iterations, max_total_factor, min_dirty_pages, timeout:
+        User limits (override the rule's): the number of pre-copy rounds after
+        round 0, total bytes sent as a multiple of memory, a dirty-page count under
+        which the switch-over happens regardless of the threshold, and the longest
+        total migration time.
+    on_limit:
+        What to do when a limit is hit without convergence: ``"force"`` stops and
+        copies now (with the long downtime that implies), ``"abort"`` rolls back
+        (logging stops, the source keeps running, status "failed").
+    resume_time:
+        Time for the destination to resume the guest, added to the downtime.
+    chunk_size:
+        Bytes per send chunk (QEMU's multifd packet is 512 KiB); writes interleave
+        with sending at this granularity.
+    clear_chunk:
+        Manual-protect (tracker "clear") chunk cleared right before its first page
+        is sent (QEMU: 1 GiB).
+    """
+
+    downtime_limit: float
+    stop: str
+    max_iterations: Optional[int]
+    max_total_factor: Optional[float]
+    min_dirty_pages: int
+    timeout: Optional[float]
+    on_limit: str
+    resume_time: float
+    chunk_size: int
+    clear_chunk: int
+
+    def __init__(
+        self,
+        downtime_limit: TimeLike = "300ms",
+        stop: str = "qemu",
+        max_iterations: Optional[int] = None,
+        max_total_factor: Optional[float] = None,
+        min_dirty_pages: Optional[int] = None,
+        timeout: Optional[TimeLike] = None,
+        on_limit: Optional[str] = None,
+        resume_time: TimeLike = 0.0,
+        chunk_size: Union[int, str] = "512KiB",
+        clear_chunk: Union[int, str] = "1GiB",
+    ) -> None:
+        if not isinstance(stop, str) or stop.lower() not in STOP_RULES:
+            raise ConfigError(f"unknown stop rule {stop!r}; allowed: {', '.join(STOP_RULES)}")
+        stop = stop.lower()
+        if stop == "xen":
+            max_iterations = 29 if max_iterations is None else max_iterations
+            max_total_factor = 3.0 if max_total_factor is None else max_total_factor
+            min_dirty_pages = 50 if min_dirty_pages is None else min_dirty_pages
+            on_limit = "force" if on_limit is None else on_limit
+        on_limit = "force" if on_limit is None else on_limit
+        if not isinstance(on_limit, str) or on_limit.lower() not in ON_LIMIT + ("postcopy",):
+            raise ConfigError(f"unknown on_limit {on_limit!r}; allowed: force, abort, postcopy")
+        s = object.__setattr__
+        s(self, "downtime_limit", parse_time(downtime_limit, name="downtime_limit"))
+        s(self, "stop", stop)
+        s(self, "max_iterations", None if max_iterations is None
+          else as_int("max_iterations", max_iterations, minimum=0))
+        if max_total_factor is not None:
+            try:
+                f = float(max_total_factor)
+            except (TypeError, ValueError):
+                raise TypeError(f"max_total_factor must be a number, got {max_total_factor!r}") from None
+            if not (f >= 1.0) or math.isinf(f):
+                raise ConfigError(f"max_total_factor must be a finite number >= 1 (memory is sent once at least), got {f}")
+            max_total_factor = f
+        s(self, "max_total_factor", max_total_factor)
+        s(self, "min_dirty_pages", 0 if min_dirty_pages is None else as_int("min_dirty_pages", min_dirty_pages, minimum=0))
+        s(self, "timeout", None if timeout is None else parse_time(timeout, name="timeout", allow_zero=False, allow_inf=True))
+        s(self, "on_limit", on_limit.lower())
+        s(self, "resume_time", parse_time(resume_time, name="resume_time"))
+        s(self, "chunk_size", int(parse_size(chunk_size, name="chunk_size", allow_zero=False)))
+        s(self, "clear_chunk", int(parse_size(clear_chunk, name="clear_chunk", allow_zero=False)))
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
