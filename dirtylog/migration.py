@@ -50,15 +50,14 @@ _ABSENT = 0xFFFFFFFF
 _TRACKERS = ("wp", "pml", "ring", "clear")
 
 
-def _workload_handle(workload: Any, pages: int, vcpus: int, page_size: int) -> Any:
-    """The C handle of a workload bound to this guest (None for an idle guest)."""
+def _bind(workload: Any, pages: int, vcpus: int, page_size: int) -> Any:
+    """The workload bound to this guest (None for an idle guest); keep it alive while its handle is used."""
     if workload is None:
         return None
     bind = getattr(workload, "bind", None)
     if bind is None:
         raise TypeError(f"workload must be a dirtylog workload (Uniform, Hotspot, ...), got {type(workload).__name__}")
-    bound = bind(pages, vcpus=vcpus, page_size=page_size)
-    return getattr(bound, "_handle", bound)
+    return bind(pages, vcpus=vcpus, page_size=page_size)
 
 
 def _nominal_write_rate(workload: Any, pages: int, page_size: int) -> Optional[float]:
@@ -181,7 +180,8 @@ class Migration:
             self._src = np.zeros(npages, dtype=np.uint32)
             self._dst = np.full(npages, _ABSENT, dtype=np.uint32)
             self.tracker.attach_versions(self._src)
-        self._wl = _workload_handle(workload, npages, self.vcpus, psize)
+        self._bound = _bind(workload, npages, self.vcpus, psize)
+        self._wl = self._bound._handle if self._bound is not None else None
 
         cfg = ffi.new("dl_engine_config *")
         lib.dl_engine_config_init(cfg)
