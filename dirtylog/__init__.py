@@ -16,6 +16,22 @@ from .link import Link
 from .migration import Migration, simulate
 from .policy import PreCopy
 from .report import MigrationReport, RoundReport
+from . import measure, workloads
+from .measure import DirtyCurveResult, DirtyRateResult, dirty_curve, dirty_rate
+from .workloads import (
+    DirtyCurve,
+    Hotspot,
+    Idle,
+    Mix,
+    Sequential,
+    Trace,
+    Uniform,
+    WorkingSet,
+    Workload,
+    Zipf,
+    load_trace,
+    save_trace,
+)
 
 __version__ = "0.1.0"
 
@@ -38,4 +54,22 @@ __all__ = [
     "TrackerStats",
     "VcpuStats",
     "__version__",
+    "measure",
+    "workloads",
+    "Workload",
+    "Uniform",
+    "Hotspot",
+    "Zipf",
+    "Sequential",
+    "WorkingSet",
+    "Idle",
+    "Mix",
+    "Trace",
+    "DirtyCurve",
+    "save_trace",
+    "load_trace",
+    "dirty_rate",
+    "dirty_curve",
+    "DirtyRateResult",
+    "DirtyCurveResult",
 ]

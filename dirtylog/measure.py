@@ -1,0 +1,304 @@
+"""Dirty-rate measurement, the way QEMU's ``calc-dirty-rate`` does it.
+
+:func:`dirty_rate` runs a workload for one window of guest time and reports a
+result like ``query-dirty-rate``; :func:`dirty_curve` measures the distinct
+pages dirtied in windows of several lengths from a clean state.
+
+Modes (background: QEMU migration/dirtyrate.c):
+
+``"page-sampling"`` (QEMU's default)
+    ``sample_pages`` pages per GiB of guest memory are chosen at random; QEMU
+    hashes them at the window's start and end and counts those whose hash
+    changed. Here every write changes its page, so a sampled page counts as
+    dirty iff it was written in the window. The estimate is the dirty fraction
+    of the sample times the number of pages, with its binomial standard error
+    (finite-population corrected, with the fraction taken as (d + 1) / (k + 2)
+    so that it is never 0).
+``"dirty-bitmap"``
+    a write-protection tracker started at the window's start and harvested at
+    its end: the exact number of distinct pages dirtied.
+``"dirty-ring"``
+    a dirty-ring tracker; the per-vCPU rates come from the ring entries each vCPU
+    pushed (``dirtied``) and the overall rate is their sum, as in QEMU. A ring
+    that fills up is reaped and its pages re-armed, so a page written again
+    after that counts again: this mode can report more than "dirty-bitmap".
+
+Rates are in MiB/s: ``dirty pages * page_size / window / 2**20``. A longer window
+gives a lower rate for the same workload, since each page counts once however
+often it is written (background.md §3, §5).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import _validate as v
+from .errors import ConfigError
+from .tracker import Tracker
+from .units import parse_size, parse_time
+
+__all__ = ["DirtyRateResult", "DirtyCurveResult", "dirty_rate", "dirty_curve", "MODES"]
+
+MODES = ("page-sampling", "dirty-bitmap", "dirty-ring")
+MIB = 1 << 20
+GIB = 1 << 30
+SAMPLE_PAGES_MIN, SAMPLE_PAGES_MAX = 128, 16384  # QEMU's MIN/MAX_SAMPLE_PAGE_COUNT
+
+
+@dataclass(frozen=True)
+class DirtyRateResult:
+    """One measurement, with the fields of QEMU's ``query-dirty-rate`` (rates in MiB/s).
+
+    dirty_rate_mib_s  the dirty rate
+    dirty_pages       dirty pages in the window (the estimate for page-sampling; the
+                      ring entries pushed for dirty-ring)
+    window            the window (calc-time), in seconds
+    mode              "page-sampling", "dirty-bitmap" or "dirty-ring"
+    sample_pages      sampled pages per GiB (page-sampling), else 0
+    vcpu_rates        MiB/s of each vCPU (dirty-ring), else None
+    stderr_mib_s      standard error of the estimate (page-sampling), else 0
+    sampled           pages actually sampled (page-sampling), else 0
+    total_pages       pages of the guest
+    page_size         bytes per page
+    start             guest time at which the window started (s)
+    """
+
+    dirty_rate_mib_s: float
+    dirty_pages: int
+    window: float
+    mode: str
+    sample_pages: int
+    vcpu_rates: Optional[Tuple[float, ...]]
+    stderr_mib_s: float
+    sampled: int
+    total_pages: int
+    page_size: int
+    start: float = 0.0
+
+    @property
+    def dirty_rate_pages_s(self) -> float:
+        """The dirty rate in pages per second (libvirt's "Dirty rate")."""
+        return self.dirty_rate_mib_s * MIB / self.page_size
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        if self.vcpu_rates is not None:
+            d["vcpu_rates"] = list(self.vcpu_rates)
+        return d
+
+
+@dataclass(frozen=True)
+class DirtyCurveResult:
+    """Distinct dirty pages per window, each window from a clean state at ``start``.
+
+    windows       window lengths (s), in the order asked
+    dirty_pages   distinct dirty pages in each (estimates scaled to all of memory in
+                  page-sampling mode)
+    sample_dirty  page-sampling: dirty pages counted in the sample, else None
+    sampled       page-sampling: pages in the sample, else None
+    """
+
+    windows: np.ndarray
+    dirty_pages: np.ndarray
+    total_pages: int
+    page_size: int
+    mode: str
+    start: float = 0.0
+    sample_dirty: Optional[np.ndarray] = None
+    sampled: Optional[int] = None
+
+    def rates_mib_s(self) -> np.ndarray:
+        """The dirty rate each window would report (MiB/s)."""
+        return self.dirty_pages * self.page_size / self.windows / MIB
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "windows": self.windows.tolist(),
+            "dirty_pages": self.dirty_pages.tolist(),
+            "total_pages": self.total_pages,
+            "page_size": self.page_size,
+            "mode": self.mode,
+            "start": self.start,
+            "sample_dirty": None if self.sample_dirty is None else self.sample_dirty.tolist(),
+            "sampled": self.sampled,
+        }
+
+    def fit(self, **kwargs: Any) -> Any:
+        """A :class:`~dirtylog.workloads.DirtyCurve` workload fitted to this curve."""
+        from .workloads import DirtyCurve
+
+        if self.sample_dirty is not None:
+            return DirtyCurve(self.windows, self.sample_dirty, self.total_pages, sampled_pages=self.sampled, **kwargs)
+        return DirtyCurve(self.windows, self.dirty_pages, self.total_pages, **kwargs)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _guest(memory: Any, page_size: Any, vcpus: Any) -> Tuple[int, int, int, int]:
+    psize = parse_size(page_size, name="page_size") if isinstance(page_size, str) else v.as_int("page_size", page_size)
+    if psize < 512 or psize > (1 << 20) or psize & (psize - 1):
+        raise ConfigError(f"page_size must be a power of two from 512 to 1048576 bytes, got {psize}")
+    nbytes = parse_size(memory, name="memory", allow_zero=False)
+    if nbytes % psize:
+        raise ConfigError(f"memory must be a whole number of {psize}-byte pages, got {memory!r} ({nbytes} bytes)")
+    pages = nbytes // psize
+    if pages > v.MAX_PAGES:
+        raise ConfigError(f"memory must be at most {v.MAX_PAGES} pages, got {pages}")
+    nv = v.as_int("vcpus", vcpus, minimum=1, maximum=v.MAX_VCPUS)
+    return nbytes, pages, psize, nv
+
+
+def _mode(mode: Any, allowed: Sequence[str]) -> str:
+    if not isinstance(mode, str) or mode.lower() not in allowed:
+        raise ConfigError(f"unknown mode {mode!r}; allowed: {', '.join(allowed)}")
+    return mode.lower()
+
+
+def _sample(nbytes: int, pages: int, sample_pages: Any, seed: Any) -> Tuple[int, np.ndarray]:
+    spg = v.as_int("sample_pages", sample_pages, minimum=SAMPLE_PAGES_MIN, maximum=SAMPLE_PAGES_MAX)
+    k = min(pages, max(1, (nbytes * spg) // GIB))
+    rng = np.random.default_rng(v.as_int("seed", seed, minimum=0))
+    if k * 4 >= pages:
+        idx = rng.permutation(pages)[:k]
+    else:  # without replacement, without an O(pages) permutation
+        idx = np.unique(rng.integers(0, pages, size=k))
+        while idx.size < k:
+            idx = np.unique(np.concatenate([idx, rng.integers(0, pages, size=k - idx.size)]))
+        idx = rng.permutation(idx)[:k]
+    return spg, np.sort(idx.astype(np.uint64))
+
+
+def _bits_set(words: np.ndarray, pages: np.ndarray) -> np.ndarray:
+    return ((words[pages >> np.uint64(6)] >> (pages & np.uint64(63))) & np.uint64(1)).astype(bool)
+
+
+def _check_workload(workload: Any) -> None:
+    if not hasattr(workload, "run") or not hasattr(workload, "bind"):
+        raise TypeError(f"workload must be a dirtylog workload (Uniform, Hotspot, ...), got {type(workload).__name__}")
+
+
+# ---------------------------------------------------------------------------- measurements
+
+
+def dirty_rate(
+    workload: Any,
+    memory: Union[int, str],
+    window: Union[float, str] = "1s",
+    mode: str = "page-sampling",
+    sample_pages: int = 512,
+    vcpus: int = 1,
+    page_size: Union[int, str] = 4096,
+    seed: int = 0,
+    start: Union[float, str] = 0.0,
+    ring_entries: int = 4096,
+) -> DirtyRateResult:
+    """Measure ``workload``'s dirty rate over one window, like QEMU's ``calc-dirty-rate``.
+
+    Args:
+        workload: a :mod:`dirtylog.workloads` workload.
+        memory: guest memory in bytes or as a size (``"4GiB"``); a whole number of pages.
+        window: the measurement window (calc-time), seconds or ``"1s"``, > 0.
+        mode: ``"page-sampling"``, ``"dirty-bitmap"`` or ``"dirty-ring"`` (module docs).
+        sample_pages: page-sampling: pages sampled per GiB (QEMU's range, 128..16384;
+            at least one page is sampled).
+        vcpus, page_size: the guest's.
+        seed: page-sampling: seed of the sample (the workload has its own).
+        start: guest time at which the window starts.
+        ring_entries: dirty-ring: entries per vCPU ring.
+    """
+    _check_workload(workload)
+    nbytes, pages, psize, nv = _guest(memory, page_size, vcpus)
+    win = parse_time(window, name="window", allow_zero=False)
+    t0 = parse_time(start, name="start")
+    m = _mode(mode, MODES)
+    to_mib = psize / win / MIB
+    if m == "dirty-ring":
+        tr = Tracker(pages, mode="ring", vcpus=nv, page_size=psize, ring_entries=ring_entries)
+        tr.start()
+        workload.run(tr, t0, t0 + win)
+        tr.harvest()
+        per = [vs.dirtied for vs in tr.stats.vcpus]
+        total = int(sum(per))
+        return DirtyRateResult(
+            total * to_mib, total, win, m, 0, tuple(p * to_mib for p in per), 0.0, 0, pages, psize, t0
+        )
+    if m == "dirty-bitmap":
+        tr = Tracker(pages, mode="wp", vcpus=nv, page_size=psize)
+        tr.start()
+        workload.run(tr, t0, t0 + win)
+        dirty = int(tr.harvest().size)
+        return DirtyRateResult(dirty * to_mib, dirty, win, m, 0, None, 0.0, 0, pages, psize, t0)
+    spg, sample = _sample(nbytes, pages, sample_pages, seed)
+    tr = Tracker(pages, mode="wp", vcpus=nv, page_size=psize)
+    tr.start()
+    workload.run(tr, t0, t0 + win)
+    d = int(_bits_set(tr.harvest_bitmap(), sample).sum())
+    k = sample.size
+    est = d / k * pages
+    p = (d + 1) / (k + 2)
+    fpc = (pages - k) / (pages - 1) if pages > 1 else 0.0
+    se_pages = pages * math.sqrt(p * (1 - p) / k * fpc)
+    return DirtyRateResult(
+        est * to_mib, int(round(est)), win, m, spg, None, se_pages * to_mib, k, pages, psize, t0
+    )
+
+
+def dirty_curve(
+    workload: Any,
+    memory: Union[int, str],
+    windows: Sequence[Union[float, str]],
+    *,
+    mode: str = "dirty-bitmap",
+    sample_pages: int = 512,
+    vcpus: int = 1,
+    page_size: Union[int, str] = 4096,
+    seed: int = 0,
+    start: Union[float, str] = 0.0,
+) -> DirtyCurveResult:
+    """Distinct pages dirtied in each window ``[start, start + w)``, from a clean state.
+
+    ``mode`` is ``"dirty-bitmap"`` (exact) or ``"page-sampling"`` (counted on a
+    sample of ``sample_pages`` pages per GiB and scaled; the raw counts are in
+    ``sample_dirty``, ready for :class:`~dirtylog.workloads.DirtyCurve`). The
+    workload runs once to the longest window; by the slicing invariance of
+    workloads this equals one fresh run per window.
+    """
+    _check_workload(workload)
+    nbytes, pages, psize, nv = _guest(memory, page_size, vcpus)
+    m = _mode(mode, ("dirty-bitmap", "page-sampling"))
+    if isinstance(windows, (str, bytes)) or not hasattr(windows, "__iter__"):
+        raise TypeError("windows must be a sequence of window lengths, e.g. [0.1, 1, '10s']")
+    ws = np.array([parse_time(w, name=f"windows[{i}]", allow_zero=False) for i, w in enumerate(windows)], dtype=float)
+    if ws.size == 0:
+        raise ConfigError("windows must hold at least one window length")
+    t0 = parse_time(start, name="start")
+    order = np.argsort(ws, kind="stable")
+    dirty = np.zeros(ws.size, dtype=np.int64 if m == "dirty-bitmap" else np.float64)
+    raw = None
+    sample = None
+    if m == "page-sampling":
+        _, sample = _sample(nbytes, pages, sample_pages, seed)
+        raw = np.zeros(ws.size, dtype=np.int64)
+        tr = Tracker(pages, mode="clear", vcpus=nv, page_size=psize)  # harvests leave the bitmap as it is
+    else:
+        tr = Tracker(pages, mode="wp", vcpus=nv, page_size=psize)
+    tr.start()
+    now = t0
+    for i in order:
+        end = t0 + ws[i]
+        if end > now:
+            workload.run(tr, now, end)
+            now = end
+        if sample is None:
+            dirty[i] = tr.stats.dirty_pages
+        else:
+            d = int(_bits_set(tr.harvest_bitmap(), sample).sum())
+            raw[i] = d
+            dirty[i] = d / sample.size * pages
+    return DirtyCurveResult(
+        ws, dirty, pages, psize, m, t0, raw, None if sample is None else int(sample.size)
+    )

@@ -1,0 +1,316 @@
+"""Recorded guest writes: the trace file formats, their validation and I/O.
+
+A trace is a list of records ``(time_ns, page[, vcpu])``: a guest write to page
+``page`` at guest time ``time_ns`` nanoseconds, by vCPU ``vcpu``. Records are in
+time order (timestamps non-decreasing) and numbered from 0 in error messages.
+
+Formats (chosen by the file's suffix):
+
+``.npy``
+    a structured array with fields ``time_ns`` and ``page`` (and ``vcpu``), as
+    :func:`save_trace` writes it, or a 2-D integer array of shape (n, 2) or
+    (n, 3) whose columns are time_ns, page[, vcpu].
+``.npz``
+    arrays named ``time_ns`` and ``page`` (and ``vcpu``), all 1-D and of one length.
+``.csv``
+    a header line naming the columns (``time_ns,page`` or ``time_ns,page,vcpu``,
+    in any order), then one record per line of non-negative integers.
+
+:func:`save_trace` writes ``time_ns`` and ``page`` as uint64 and ``vcpu`` as
+uint32, and :func:`load_trace` returns the same, so a trace round-trips exactly.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+
+from .errors import ConfigError
+
+__all__ = ["TraceData", "load_trace", "save_trace", "check_trace", "TRACE_SUFFIXES"]
+
+TRACE_SUFFIXES = (".npy", ".npz", ".csv")
+_REQUIRED = ("time_ns", "page")
+_OPTIONAL = ("vcpu",)
+_MAX_VCPU = 2**32 - 1
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+@dataclass(frozen=True)
+class TraceData:
+    """A validated trace: ``time_ns`` and ``page`` (uint64), ``vcpu`` (uint32 or None)."""
+
+    time_ns: np.ndarray
+    page: np.ndarray
+    vcpu: Optional[np.ndarray] = None
+
+    def __len__(self) -> int:
+        return int(self.time_ns.size)
+
+    @property
+    def duration(self) -> float:
+        """Seconds from time 0 to the last record (0 for an empty trace)."""
+        return float(self.time_ns[-1]) / 1e9 if self.time_ns.size else 0.0
+
+
+def _suffix(path: PathLike) -> str:
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    if suffix not in TRACE_SUFFIXES:
+        raise ConfigError(
+            f"trace file {os.fspath(path)!r}: unknown format {suffix or '(no suffix)'!r}; "
+            f"use one of {', '.join(TRACE_SUFFIXES)}"
+        )
+    return suffix
+
+
+def _column(values: Any, name: str, source: str, maximum: int) -> np.ndarray:
+    """One column as a 1-D uint64 array; ConfigError naming the first bad record."""
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ConfigError(f"{source}: column {name!r} must be 1-D, got shape {arr.shape}")
+    if arr.size == 0:
+        return np.zeros(0, dtype=np.uint64)
+    if arr.dtype == object:
+        try:
+            arr = arr.astype(np.int64)
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigError(f"{source}: column {name!r} must hold integers") from None
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr) | (arr != np.floor(arr))
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ConfigError(f"{source}: record {i}: {name} {float(arr[i])!r} is not a whole number")
+        if arr.size and float(arr.max()) >= 2.0**53:
+            raise ConfigError(f"{source}: column {name!r} is floating point and too large to be exact; store integers")
+        arr = arr.astype(np.int64)
+    if arr.dtype.kind == "b" or arr.dtype.kind not in "iu":
+        raise ConfigError(f"{source}: column {name!r} must hold integers, got dtype {arr.dtype}")
+    if arr.dtype.kind == "i":
+        neg = arr < 0
+        if neg.any():
+            i = int(np.argmax(neg))
+            raise ConfigError(f"{source}: record {i}: {name} is negative ({int(arr[i])}); it must be >= 0")
+    out = arr.astype(np.uint64, copy=False)
+    if maximum < 2**64 - 1:
+        big = out > np.uint64(maximum)
+        if big.any():
+            i = int(np.argmax(big))
+            raise ConfigError(f"{source}: record {i}: {name} {int(out[i])} is too large (at most {maximum})")
+    return np.ascontiguousarray(out)
+
+
+def check_trace(
+    time_ns: Any,
+    page: Any,
+    vcpu: Any = None,
+    *,
+    source: str = "trace",
+    pages: Optional[int] = None,
+    vcpus: Optional[int] = None,
+) -> TraceData:
+    """Validate trace columns and return them as a :class:`TraceData`.
+
+    Checks that the columns are 1-D integer sequences of one length with no
+    negative values, that the timestamps are non-decreasing and, if ``pages`` or
+    ``vcpus`` is given, that every page is below ``pages`` and every vCPU below
+    ``vcpus``. A ConfigError names ``source`` and the first bad record.
+    """
+    t = _column(time_ns, "time_ns", source, 2**64 - 1)
+    p = _column(page, "page", source, 2**64 - 1)
+    v = None if vcpu is None else _column(vcpu, "vcpu", source, _MAX_VCPU)
+    if p.size != t.size or (v is not None and v.size != t.size):
+        sizes = f"time_ns has {t.size}, page has {p.size}" + ("" if v is None else f", vcpu has {v.size}")
+        raise ConfigError(f"{source}: the columns must have one length; {sizes} records")
+    if t.size > 1:
+        back = t[1:] < t[:-1]
+        if back.any():
+            i = int(np.argmax(back)) + 1
+            raise ConfigError(
+                f"{source}: record {i}: time_ns {int(t[i])} is earlier than record {i - 1}'s {int(t[i - 1])}; "
+                "timestamps must be non-decreasing"
+            )
+    check_trace_bounds(TraceData(t, p, None if v is None else v.astype(np.uint32)), source, pages, vcpus)
+    return TraceData(t, p, None if v is None else v.astype(np.uint32))
+
+
+def check_trace_bounds(data: TraceData, source: str, pages: Optional[int], vcpus: Optional[int]) -> None:
+    """ConfigError naming the first record whose page >= pages or vcpu >= vcpus."""
+    if pages is not None and data.page.size:
+        big = data.page >= np.uint64(pages)
+        if big.any():
+            i = int(np.argmax(big))
+            raise ConfigError(
+                f"{source}: record {i}: page {int(data.page[i])} is out of range for a guest of {pages} pages "
+                f"(pages 0..{pages - 1})"
+            )
+    if vcpus is not None and data.vcpu is not None and data.vcpu.size:
+        big = data.vcpu >= np.uint32(min(vcpus, _MAX_VCPU))
+        if big.any():
+            i = int(np.argmax(big))
+            raise ConfigError(
+                f"{source}: record {i}: vcpu {int(data.vcpu[i])} is out of range for a guest of {vcpus} vCPUs "
+                f"(vCPUs 0..{vcpus - 1})"
+            )
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def _from_npy(path: PathLike, source: str) -> TraceData:
+    arr = np.load(os.fspath(path), allow_pickle=False)
+    if arr.dtype.names:
+        names = arr.dtype.names
+        missing = [c for c in _REQUIRED if c not in names]
+        if missing:
+            raise ConfigError(
+                f"{source}: missing column(s) {', '.join(missing)}; the fields are {', '.join(names)} "
+                f"(required: time_ns, page; optional: vcpu)"
+            )
+        if arr.ndim != 1:
+            arr = arr.reshape(-1)
+        return check_trace(arr["time_ns"], arr["page"], arr["vcpu"] if "vcpu" in names else None, source=source)
+    if arr.ndim == 2 and arr.shape[1] in (2, 3):
+        return check_trace(arr[:, 0], arr[:, 1], arr[:, 2] if arr.shape[1] == 3 else None, source=source)
+    raise ConfigError(
+        f"{source}: expected a structured array with fields time_ns, page[, vcpu] or an integer array of "
+        f"shape (n, 2) or (n, 3), got dtype {arr.dtype} and shape {arr.shape}"
+    )
+
+
+def _from_npz(path: PathLike, source: str) -> TraceData:
+    with np.load(os.fspath(path), allow_pickle=False) as z:
+        names = list(z.files)
+        missing = [c for c in _REQUIRED if c not in names]
+        if missing:
+            raise ConfigError(
+                f"{source}: missing array(s) {', '.join(missing)}; the file holds {', '.join(names) or 'nothing'} "
+                f"(required: time_ns, page; optional: vcpu)"
+            )
+        return check_trace(z["time_ns"], z["page"], z["vcpu"] if "vcpu" in names else None, source=source)
+
+
+def _parse_int(text: str, name: str, source: str, record: int, line: int) -> int:
+    s = text.strip()
+    if not s or not (s.isdigit() or (s[0] in "+-" and s[1:].isdigit())):
+        raise ConfigError(f"{source}: record {record} (line {line}): {name} {text!r} is not a whole number")
+    v = int(s)
+    if v < 0:
+        raise ConfigError(f"{source}: record {record} (line {line}): {name} is negative ({v}); it must be >= 0")
+    if v >= 2**64:
+        raise ConfigError(f"{source}: record {record} (line {line}): {name} {v} does not fit in 64 bits")
+    return v
+
+
+def _from_csv(path: PathLike, source: str) -> TraceData:
+    with open(os.fspath(path), newline="") as f:
+        text = f.read()
+    reader = csv.reader(io.StringIO(text))
+    header = None
+    first_line = 0
+    for row in reader:
+        first_line = reader.line_num
+        if row and any(c.strip() for c in row):
+            header = [c.strip().lower() for c in row]
+            break
+    if header is None:
+        raise ConfigError(f"{source}: the file is empty; it needs a header line such as 'time_ns,page,vcpu'")
+    unknown = [c for c in header if c not in _REQUIRED + _OPTIONAL]
+    missing = [c for c in _REQUIRED if c not in header]
+    if unknown or missing or len(set(header)) != len(header):
+        raise ConfigError(
+            f"{source}: line {first_line}: bad header {','.join(header)!r}; it must name the columns "
+            "time_ns and page, and optionally vcpu, each once (e.g. 'time_ns,page,vcpu')"
+        )
+    width = len(header)
+    cols = {name: i for i, name in enumerate(header)}
+    # Fast path: a clean file of non-negative integers.
+    body = [row for row in csv.reader(io.StringIO(text))][first_line:]
+    try:
+        rows = [r for r in body if r and any(c.strip() for c in r)]
+        if all(len(r) == width for r in rows):
+            data = np.array(rows, dtype=np.uint64).reshape(-1, width) if rows else np.zeros((0, width), np.uint64)
+            if not any(c.strip().startswith("-") for r in rows for c in r):
+                return check_trace(
+                    data[:, cols["time_ns"]],
+                    data[:, cols["page"]],
+                    data[:, cols["vcpu"]] if "vcpu" in cols else None,
+                    source=source,
+                )
+    except (ValueError, OverflowError):
+        pass
+    # Slow path: find the first bad record and say what is wrong with it.
+    values: dict = {name: [] for name in header}
+    record = 0
+    reader = csv.reader(io.StringIO(text))
+    for row in reader:
+        if reader.line_num <= first_line or not row or not any(c.strip() for c in row):
+            continue
+        if len(row) != width:
+            raise ConfigError(
+                f"{source}: record {record} (line {reader.line_num}): {len(row)} fields, expected {width} "
+                f"({','.join(header)})"
+            )
+        for name, cell in zip(header, row):
+            values[name].append(_parse_int(cell, name, source, record, reader.line_num))
+        record += 1
+    return check_trace(
+        np.array(values["time_ns"], dtype=np.uint64),
+        np.array(values["page"], dtype=np.uint64),
+        np.array(values["vcpu"], dtype=np.uint64) if "vcpu" in values else None,
+        source=source,
+    )
+
+
+def load_trace(path: PathLike) -> TraceData:
+    """Read and validate a trace file (``.npy``, ``.npz`` or ``.csv``; see the module docs)."""
+    suffix = _suffix(path)
+    source = f"trace file {os.fspath(path)!r}"
+    if suffix == ".npy":
+        return _from_npy(path, source)
+    if suffix == ".npz":
+        return _from_npz(path, source)
+    return _from_csv(path, source)
+
+
+def save_trace(
+    path: PathLike,
+    times_ns: Union[np.ndarray, Sequence[int]],
+    pages: Union[np.ndarray, Sequence[int]],
+    vcpus: Optional[Union[np.ndarray, Sequence[int]]] = None,
+) -> None:
+    """Write a trace in the format of ``path``'s suffix (``.npy``, ``.npz`` or ``.csv``).
+
+    The columns are validated as :func:`check_trace` does; :func:`load_trace`
+    (and :class:`dirtylog.workloads.Trace`) read the file back exactly.
+    """
+    suffix = _suffix(path)
+    data = check_trace(times_ns, pages, vcpus, source=f"save_trace({os.fspath(path)!r})")
+    p = os.fspath(path)
+    if suffix == ".npy":
+        fields = [("time_ns", "<u8"), ("page", "<u8")] + ([("vcpu", "<u4")] if data.vcpu is not None else [])
+        arr = np.empty(len(data), dtype=fields)
+        arr["time_ns"] = data.time_ns
+        arr["page"] = data.page
+        if data.vcpu is not None:
+            arr["vcpu"] = data.vcpu
+        with open(p, "wb") as f:  # np.save would append ".npy" to other suffixes
+            np.save(f, arr, allow_pickle=False)
+    elif suffix == ".npz":
+        arrays = {"time_ns": data.time_ns, "page": data.page}
+        if data.vcpu is not None:
+            arrays["vcpu"] = data.vcpu
+        with open(p, "wb") as f:
+            np.savez(f, **arrays)
+    else:
+        cols = [data.time_ns, data.page] + ([data.vcpu] if data.vcpu is not None else [])
+        header = "time_ns,page" + (",vcpu" if data.vcpu is not None else "")
+        with open(p, "w", newline="") as f:
+            f.write(header + "\n")
+            if len(data):
+                lines = [",".join(map(str, row)) for row in zip(*(c.tolist() for c in cols))]
+                f.write("\n".join(lines) + "\n")

@@ -1,0 +1,855 @@
+"""Workloads: seeded, reproducible guest write streams generated in C.
+
+A workload is a *spec* of how a guest writes its memory: :class:`Uniform`,
+:class:`Hotspot`, :class:`Zipf`, :class:`Sequential`, :class:`WorkingSet`,
+:class:`Idle`, :class:`Mix`, :class:`Trace` and :class:`DirtyCurve`. It is bound
+to a guest (pages, vCPUs, page size) when used, and is then a pure function of
+guest time: the writes of a slice ``[t0, t1)`` (seconds) depend on nothing but
+``t0``, ``t1``, the parameters and the seeds.
+
+>>> w = Uniform("40MiB/s", seed=1)          # 10240 page writes/s of 4 KiB pages
+>>> [a.size for a in w.writes(0, 0.5, pages=2**20)]
+[5120]
+>>> t = Tracker(2**20); t.start(); w.run(t, 0, 0.5)
+5120
+
+Common parameters
+-----------------
+``rate``
+    page writes per second of guest time: a number, a count string (``"5000/s"``)
+    or a byte rate (``"1GiB/s"`` means 1 GiB of page writes per second, i.e.
+    2**30 / page_size writes/s), read by :func:`dirtylog.units.parse_count_rate`.
+``shares``
+    how the writes are shared across vCPUs: None (round robin: equal shares) or
+    one non-negative weight per vCPU (normalized).
+``seed``
+    selects the stream (and the scattering of hot sets); the same seed gives the
+    same writes. Components of a :class:`Mix` also mix in their position, so
+    equal seeds still give independent components.
+
+Exact semantics (see ``csrc/include/dirtylog/workload.h``): writes are evenly
+spaced in guest time, vCPU j of a component writing ``floor(r_j t)`` pages in
+``[0, t)``; write k's page is a counter-based hash of (seed, component, j, k).
+Splitting a span into slices of any size therefore gives exactly the same
+writes. Within a slice, writes are applied vCPU by vCPU and, within a vCPU,
+component by component.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import warnings
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import _validate as v
+from ._lib import check, ffi, lib
+from .dirtycurve import ClassFit, expected_curve, fit_rate_classes
+from .errors import ConfigError
+from .trace import TraceData, check_trace, check_trace_bounds, load_trace, save_trace
+from .units import parse_count_rate, parse_size, parse_time
+
+__all__ = [
+    "Workload",
+    "BoundWorkload",
+    "Uniform",
+    "Hotspot",
+    "Zipf",
+    "Sequential",
+    "WorkingSet",
+    "Idle",
+    "Mix",
+    "Trace",
+    "DirtyCurve",
+    "save_trace",
+    "load_trace",
+]
+
+TimeLike = Union[float, int, str]
+RateLike = Union[float, int, str]
+
+_MAX_RATE = 1e15  # writes/s, the C core's bound
+_SEED_MAX = 2**64 - 1
+
+
+# ---------------------------------------------------------------------------- argument helpers
+
+
+def _rate(rate: Any, page_size: int, name: str = "rate") -> float:
+    r = parse_count_rate(rate, page_size, name)
+    if r > _MAX_RATE:
+        raise ConfigError(f"{name} must be at most {_MAX_RATE:g} page writes/s, got {rate!r} ({r:g} writes/s)")
+    return r
+
+
+def _fraction(x: Any, name: str) -> float:
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
+        raise TypeError(f"{name} must be a number in [0, 1], got {type(x).__name__} {x!r}")
+    f = float(x)
+    if not (0.0 <= f <= 1.0):  # also rejects NaN
+        raise ConfigError(f"{name} must be in [0, 1], got {x!r}")
+    return f
+
+
+def _seed(seed: Any) -> int:
+    return v.as_int("seed", seed, minimum=0, maximum=_SEED_MAX)
+
+
+def _shares(shares: Any) -> Optional[Tuple[float, ...]]:
+    if shares is None:
+        return None
+    if isinstance(shares, (str, bytes)) or not isinstance(shares, Iterable):
+        raise TypeError(f"shares must be None or a sequence of one weight per vCPU, got {shares!r}")
+    out = []
+    for i, s in enumerate(shares):
+        if isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Real):
+            raise TypeError(f"shares[{i}] must be a number, got {type(s).__name__} {s!r}")
+        f = float(s)
+        if not (f >= 0.0) or not math.isfinite(f):
+            raise ConfigError(f"shares[{i}] must be a finite number >= 0, got {s!r}")
+        out.append(f)
+    if not out:
+        raise ConfigError("shares must hold one weight per vCPU, got an empty sequence")
+    if sum(out) <= 0.0:
+        raise ConfigError(f"shares must have a positive sum (at least one vCPU writes), got {list(out)}")
+    return tuple(out)
+
+
+def _time(x: Any, name: str) -> float:
+    t = parse_time(x, name=name)
+    return t
+
+
+def _span(t0: Any, t1: Any) -> Tuple[float, float]:
+    a, b = _time(t0, "t0"), _time(t1, "t1")
+    if b < a:
+        raise ConfigError(f"t1 must be >= t0 (a slice [t0, t1) of guest time), got t0={a!r} s, t1={b!r} s")
+    return a, b
+
+
+def _pages_of(x: Any, name: str, pages: int, page_size: int, *, fraction: bool) -> int:
+    """A page count given as pages (int), a fraction of memory (float), a size or a percentage (str)."""
+    if isinstance(x, str):
+        s = x.strip()
+        if s.endswith("%"):
+            try:
+                f = float(s[:-1])
+            except ValueError:
+                raise ConfigError(f"{name}: cannot read {x!r} as a percentage") from None
+            if not (0.0 < f <= 100.0):
+                raise ConfigError(f"{name} must be a percentage in (0%, 100%], got {x!r}")
+            return max(1, min(pages, int(round(f / 100.0 * pages))))
+        nbytes = parse_size(s, name=name)
+        return nbytes // page_size
+    if isinstance(x, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a page count, a fraction or a size, not a bool")
+    if isinstance(x, numbers.Integral):
+        return int(x)
+    if isinstance(x, numbers.Real) and fraction:
+        f = float(x)
+        return max(1, min(pages, int(round(f * pages))))
+    raise TypeError(f"{name} must be a page count (int), {'a fraction (float), ' if fraction else ''}or a size string, got {x!r}")
+
+
+def _check_pages_spec(x: Any, name: str, *, fraction: bool, minimum: int = 1) -> None:
+    """Validate a page-count spec before the memory size is known."""
+    if isinstance(x, str):
+        s = x.strip()
+        if s.endswith("%"):
+            _pages_of(s, name, 100, 1, fraction=True)
+        else:
+            nbytes = parse_size(s, name=name)
+            if nbytes < minimum:
+                raise ConfigError(f"{name} must be at least {minimum} page(s), got {x!r}")
+        return
+    if isinstance(x, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a page count, a fraction or a size, not a bool")
+    if isinstance(x, numbers.Integral):
+        if int(x) < minimum:
+            raise ConfigError(f"{name} must be >= {minimum} pages, got {x!r}")
+        return
+    if isinstance(x, numbers.Real) and fraction:
+        f = float(x)
+        if not (0.0 < f <= 1.0):
+            raise ConfigError(f"{name} as a fraction of memory must be in (0, 1], got {x!r}")
+        return
+    raise TypeError(f"{name} must be a page count (int), {'a fraction (float), ' if fraction else ''}or a size string, got {x!r}")
+
+
+def _check_slice(rc: int, a: float, b: float, what: str) -> None:
+    if rc == lib.DL_ERR_RANGE:
+        raise ConfigError(
+            f"{what}: guest time {b!r} s is too far: a stream of the workload would pass 2**62 writes "
+            f"(the slice was [{a!r}, {b!r}) s)"
+        )
+    check(rc, what)
+
+
+def _dptr(a: Optional[np.ndarray]) -> Any:
+    return ffi.NULL if a is None else ffi.from_buffer("double[]", a)
+
+
+def _u64ptr(a: np.ndarray) -> Any:
+    return ffi.from_buffer("uint64_t[]", a)
+
+
+# ---------------------------------------------------------------------------- bound workloads
+
+
+class BoundWorkload:
+    """A workload bound to a guest: the C handle and the queries on it.
+
+    Made by :meth:`Workload.bind`; cached per (pages, vcpus, page_size).
+    """
+
+    def __init__(self, spec: "Workload", pages: int, vcpus: int, page_size: int) -> None:
+        self.spec = spec
+        self.pages = pages
+        self.vcpus = vcpus
+        self.page_size = page_size
+        out = ffi.new("dl_workload **")
+        rc = lib.dl_workload_create(pages, vcpus, 0, out)
+        check(rc, "creating the workload")
+        self._w = ffi.gc(out[0], lib.dl_workload_destroy)
+        spec._add(self)
+
+    # -- C plumbing used by the specs ---------------------------------------------
+    def _shares(self, shares: Optional[Tuple[float, ...]], what: str) -> Optional[np.ndarray]:
+        if shares is None:
+            return None
+        if len(shares) != self.vcpus:
+            raise ConfigError(
+                f"{what}: shares has {len(shares)} weight(s) but the guest has {self.vcpus} vCPU(s); "
+                "give one weight per vCPU"
+            )
+        return np.asarray(shares, dtype=np.float64)
+
+    @property
+    def _handle(self) -> Any:
+        """The cffi ``dl_workload *`` (for the C engine)."""
+        return self._w
+
+    @property
+    def components(self) -> int:
+        """Number of C components (a DirtyCurve adds one per class)."""
+        return int(lib.dl_workload_components(self._w))
+
+    @property
+    def memory_bytes(self) -> int:
+        return int(lib.dl_workload_memory_bytes(self._w))
+
+    def __repr__(self) -> str:
+        return f"BoundWorkload({self.spec!r}, pages={self.pages}, vcpus={self.vcpus}, page_size={self.page_size})"
+
+    # -- queries --------------------------------------------------------------------
+    def _vcpu(self, vcpu: Any) -> int:
+        return v.check_vcpu(vcpu, self.vcpus)
+
+    def count(self, t0: TimeLike, t1: TimeLike, vcpu: Optional[int] = None) -> int:
+        """Writes in ``[t0, t1)``: of one vCPU, or of all of them (``vcpu=None``)."""
+        a, b = _span(t0, t1)
+        c = ffi.new("uint64_t *")
+        vcpus = range(self.vcpus) if vcpu is None else [self._vcpu(vcpu)]
+        total = 0
+        for j in vcpus:
+            _check_slice(lib.dl_workload_count(self._w, a, b, j, c), a, b, "count")
+            total += int(c[0])
+        return total
+
+    def generate(self, t0: TimeLike, t1: TimeLike, vcpu: int = 0) -> np.ndarray:
+        """The pages vCPU ``vcpu`` writes in ``[t0, t1)``, in order (uint64)."""
+        a, b = _span(t0, t1)
+        j = self._vcpu(vcpu)
+        c = ffi.new("uint64_t *")
+        _check_slice(lib.dl_workload_count(self._w, a, b, j, c), a, b, "generate")
+        out = np.empty(int(c[0]), dtype=np.uint64)
+        n = ffi.new("size_t *")
+        check(lib.dl_workload_generate(self._w, a, b, j, _u64ptr(out), out.size, n), "generate")
+        return out
+
+    def writes(self, t0: TimeLike, t1: TimeLike) -> List[np.ndarray]:
+        """The pages each vCPU writes in ``[t0, t1)``: one uint64 array per vCPU."""
+        return [self.generate(t0, t1, j) for j in range(self.vcpus)]
+
+    def run(self, tracker: Any, t0: TimeLike, t1: TimeLike, vcpu: Optional[int] = None) -> int:
+        """Apply the writes of ``[t0, t1)`` to ``tracker`` (all vCPUs, or one); returns their number.
+
+        A :class:`dirtylog.Tracker` is fed in C without materializing the slice;
+        any other object with ``write(pages, vcpu)`` (e.g. the numpy
+        :class:`~dirtylog.reference.ReferenceTracker`) gets one batch per vCPU.
+        """
+        a, b = _span(t0, t1)
+        if tracker.pages != self.pages or tracker.vcpus != self.vcpus:
+            raise ConfigError(
+                f"the workload is bound to {self.pages} pages and {self.vcpus} vCPU(s) but the tracker has "
+                f"{tracker.pages} pages and {tracker.vcpus} vCPU(s)"
+            )
+        handle = getattr(tracker, "_handle", None)
+        if handle is None:
+            js = range(self.vcpus) if vcpu is None else [self._vcpu(vcpu)]
+            total = 0
+            for j in js:
+                pages = self.generate(a, b, j)
+                tracker.write(pages, vcpu=j)
+                total += pages.size
+            return total
+        n = ffi.new("uint64_t *")
+        if vcpu is None:
+            _check_slice(lib.dl_workload_run(self._w, handle, a, b, n), a, b, "run")
+        else:
+            _check_slice(lib.dl_workload_run_vcpu(self._w, handle, self._vcpu(vcpu), a, b, n), a, b, "run")
+        return int(n[0])
+
+
+# ---------------------------------------------------------------------------- the specs
+
+
+class Workload:
+    """Base class of the workload specs (see the module documentation)."""
+
+    def __init__(self, *, shares: Any = None, seed: Any = 0) -> None:
+        self._shares_spec = _shares(shares)
+        self._seed_value = _seed(seed)
+        self._bound: Dict[Tuple[int, int, int], BoundWorkload] = {}
+
+    seed = property(lambda self: self._seed_value, doc="The stream's seed.")
+    shares = property(lambda self: self._shares_spec, doc="Per-vCPU weights, or None for equal shares.")
+
+    # -- to implement --------------------------------------------------------------
+    def _add(self, bw: BoundWorkload) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def write_rate(self, pages: Optional[int] = None, page_size: int = 4096) -> float:
+        """Long-run page writes per second (for models; ``pages`` matters only for DirtyCurve)."""
+        raise NotImplementedError  # pragma: no cover
+
+    def _params(self) -> str:  # for repr
+        return ""
+
+    def __repr__(self) -> str:
+        extra = []
+        if self._shares_spec is not None:
+            extra.append(f"shares={list(self._shares_spec)}")
+        if self._seed_value:
+            extra.append(f"seed={self._seed_value}")
+        p = ", ".join([x for x in [self._params()] + extra if x])
+        return f"{type(self).__name__}({p})"
+
+    # -- binding and queries ----------------------------------------------------------
+    def bind(self, pages: int, vcpus: int = 1, page_size: Union[int, str] = 4096) -> BoundWorkload:
+        """The workload bound to a guest of ``pages`` pages and ``vcpus`` vCPUs (cached)."""
+        npages = v.as_int("pages", pages, minimum=1, maximum=v.MAX_PAGES)
+        nv = v.as_int("vcpus", vcpus, minimum=1, maximum=v.MAX_VCPUS)
+        psize = parse_size(page_size, name="page_size") if isinstance(page_size, str) else v.as_int(
+            "page_size", page_size
+        )
+        if psize < 512 or psize > (1 << 20) or psize & (psize - 1):
+            raise ConfigError(f"page_size must be a power of two from 512 to 1048576 bytes, got {psize}")
+        key = (npages, nv, psize)
+        bw = self._bound.get(key)
+        if bw is None:
+            bw = BoundWorkload(self, npages, nv, psize)
+            if len(self._bound) >= 8:  # keep a few bindings, not every size ever used
+                self._bound.pop(next(iter(self._bound)))
+            self._bound[key] = bw
+        return bw
+
+    def writes(
+        self, t0: TimeLike, t1: TimeLike, *, pages: int, vcpus: int = 1, page_size: Union[int, str] = 4096
+    ) -> List[np.ndarray]:
+        """The pages each vCPU writes in ``[t0, t1)`` of guest time (one uint64 array per vCPU)."""
+        return self.bind(pages, vcpus, page_size).writes(t0, t1)
+
+    def count(
+        self, t0: TimeLike, t1: TimeLike, *, pages: int, vcpus: int = 1, page_size: Union[int, str] = 4096
+    ) -> int:
+        """The number of writes (all vCPUs) in ``[t0, t1)``."""
+        return self.bind(pages, vcpus, page_size).count(t0, t1)
+
+    def run(self, tracker: Any, t0: TimeLike, t1: TimeLike, vcpu: Optional[int] = None) -> int:
+        """Apply the writes of ``[t0, t1)`` to ``tracker`` (fused in C for a Tracker); returns their number.
+
+        The workload is bound to the tracker's pages, vCPUs and page size.
+        """
+        bw = self.bind(tracker.pages, tracker.vcpus, tracker.page_size)
+        return bw.run(tracker, t0, t1, vcpu)
+
+    def __add__(self, other: "Workload") -> "Mix":
+        if not isinstance(other, Workload):
+            return NotImplemented
+        return Mix([self, other])
+
+    # for Mix
+    def _leaves(self) -> List["Workload"]:
+        return [self]
+
+
+class Uniform(Workload):
+    """Writes spread uniformly over all of memory at ``rate`` page writes per second."""
+
+    def __init__(self, rate: RateLike, *, shares: Any = None, seed: Any = 0) -> None:
+        super().__init__(shares=shares, seed=seed)
+        _rate(rate, 4096)
+        self.rate = rate
+
+    def _params(self) -> str:
+        return f"rate={self.rate!r}"
+
+    def write_rate(self, pages: Optional[int] = None, page_size: int = 4096) -> float:
+        return _rate(self.rate, page_size)
+
+    def _add(self, bw: BoundWorkload) -> None:
+        sh = bw._shares(self._shares_spec, type(self).__name__)
+        check(lib.dl_workload_add_uniform(bw._w, _rate(self.rate, bw.page_size), _dptr(sh), self.seed),
+              type(self).__name__)
+
+
+class Idle(Uniform):
+    """An idle guest: uniform writes at ``rate`` pages/s (50 by default; idle 4 GiB guests measure 37-74)."""
+
+    def __init__(self, rate: RateLike = 50, *, shares: Any = None, seed: Any = 0) -> None:
+        super().__init__(rate, shares=shares, seed=seed)
+
+
+class Hotspot(Workload):
+    """A hot set of ``hot_fraction`` of memory taking ``hot_share`` of the writes.
+
+    The hot pages are scattered over memory (a seeded permutation), not one
+    block. The hot set has ``round(hot_fraction * pages)`` pages, at least 1 when
+    ``hot_fraction > 0``; writes are uniform within the hot set and within the
+    rest. If either set is empty every write goes to the other one.
+    """
+
+    def __init__(
+        self,
+        rate: RateLike,
+        hot_fraction: float = 0.1,
+        hot_share: float = 0.9,
+        *,
+        shares: Any = None,
+        seed: Any = 0,
+    ) -> None:
+        super().__init__(shares=shares, seed=seed)
+        _rate(rate, 4096)
+        self.rate = rate
+        self.hot_fraction = _fraction(hot_fraction, "hot_fraction")
+        self.hot_share = _fraction(hot_share, "hot_share")
+
+    def _params(self) -> str:
+        return f"rate={self.rate!r}, hot_fraction={self.hot_fraction}, hot_share={self.hot_share}"
+
+    def hot_pages(self, pages: int) -> int:
+        """Size of the hot set in a guest of ``pages`` pages."""
+        if self.hot_fraction == 0.0:
+            return 0
+        return max(1, min(pages, int(round(self.hot_fraction * pages))))
+
+    def write_rate(self, pages: Optional[int] = None, page_size: int = 4096) -> float:
+        return _rate(self.rate, page_size)
+
+    def _add(self, bw: BoundWorkload) -> None:
+        sh = bw._shares(self._shares_spec, "Hotspot")
+        check(
+            lib.dl_workload_add_hotspot(
+                bw._w, _rate(self.rate, bw.page_size), self.hot_pages(bw.pages), self.hot_share, _dptr(sh), self.seed
+            ),
+            "Hotspot",
+        )
+
+
+class Zipf(Workload):
+    """Zipf-distributed writes: the page of rank r (1..pages) gets a share ~ r**-s.
+
+    Ranks are mapped to pages by a seeded permutation, so the most written pages
+    are scattered over memory. ``s`` must be in (0, 100].
+    """
+
+    def __init__(self, rate: RateLike, s: float = 1.0, *, shares: Any = None, seed: Any = 0) -> None:
+        super().__init__(shares=shares, seed=seed)
+        _rate(rate, 4096)
+        self.rate = rate
+        if isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Real):
+            raise TypeError(f"s must be a number, got {type(s).__name__} {s!r}")
+        if not (0.0 < float(s) <= 100.0):
+            raise ConfigError(f"s (the Zipf exponent) must be in (0, 100], got {s!r}")
+        self.s = float(s)
+
+    def _params(self) -> str:
+        return f"rate={self.rate!r}, s={self.s}"
+
+    def write_rate(self, pages: Optional[int] = None, page_size: int = 4096) -> float:
+        return _rate(self.rate, page_size)
+
+    def _add(self, bw: BoundWorkload) -> None:
+        sh = bw._shares(self._shares_spec, "Zipf")
+        check(lib.dl_workload_add_zipf(bw._w, _rate(self.rate, bw.page_size), self.s, _dptr(sh), self.seed), "Zipf")
+
+
+class Sequential(Workload):
+    """A sweep over ``[start, start + length)`` that wraps, like QEMU's migration-test guest.
+
+    Write number q (counting every vCPU's writes: vCPU j's k-th write is
+    q = k * vcpus + j) goes to page ``start + (q * stride) % length``. With one
+    vCPU (or equal shares) the dirty count grows exactly linearly until the sweep
+    wraps. ``start`` and ``length`` are pages (int) or sizes (``"100MiB"``);
+    ``length`` may also be a fraction of memory (float) and defaults to the rest
+    of memory. If ``gcd(stride, length) = g > 1`` only ``length / g`` pages are
+    written. No seed: the sweep is deterministic.
+    """
+
+    def __init__(
+        self,
+        rate: RateLike,
+        start: Union[int, str] = 0,
+        length: Union[int, float, str, None] = None,
+        stride: int = 1,
+        *,
+        shares: Any = None,
+    ) -> None:
+        super().__init__(shares=shares, seed=0)
+        _rate(rate, 4096)
+        self.rate = rate
+        _check_pages_spec(start, "start", fraction=False, minimum=0)
+        if length is not None:
+            _check_pages_spec(length, "length", fraction=True)
+        self.start = start
+        self.length = length
+        self.stride = v.as_int("stride", stride, minimum=1, maximum=2**63 - 1)
+
+    def _params(self) -> str:
+        return f"rate={self.rate!r}, start={self.start!r}, length={self.length!r}, stride={self.stride}"
+
+    def write_rate(self, pages: Optional[int] = None, page_size: int = 4096) -> float:
+        return _rate(self.rate, page_size)
+
+    def span(self, pages: int, page_size: int = 4096) -> Tuple[int, int]:
+        """``(start, length)`` in pages for a guest of ``pages`` pages (ConfigError if it does not fit)."""
+        start = _pages_of(self.start, "start", pages, page_size, fraction=False)
+        if not 0 <= start < pages:
+            raise ConfigError(f"start must be a page of the guest (0..{pages - 1}), got {self.start!r} ({start})")
+        if self.length is None:
+            length = pages - start
+        else:
+            length = _pages_of(self.length, "length", pages, page_size, fraction=True)
+        if length < 1 or start + length > pages:
+            raise ConfigError(
+                f"length must be 1..{pages - start} pages (from start={start} to the end of a {pages}-page guest), "
+                f"got {self.length!r} ({length})"
+            )
+        return start, length
+
+    def _add(self, bw: BoundWorkload) -> None:
+        sh = bw._shares(self._shares_spec, "Sequential")
+        start, length = self.span(bw.pages, bw.page_size)
+        check(
+            lib.dl_workload_add_sequential(bw._w, _rate(self.rate, bw.page_size), start, length, self.stride, _dptr(sh)),
+            "Sequential",
+        )
+
+
+class WorkingSet(Workload):
+    """A writable working set that moves over time.
+
+    ``phases`` is a list of ``(duration, working_set, rate)``: for ``duration``
+    (seconds or ``"500ms"``) the guest writes at ``rate`` uniformly over a set
+    of ``working_set`` pages (an int), a fraction of memory (a float in (0, 1]),
+    a size (``"512MiB"``) or a percentage (``"25%"``). Phase i's set is the
+    range ``[o_i, o_i + size_i)`` of a seeded permutation of the pages, with o_i
+    the sum of the previous sets' sizes (modulo memory): each set starts where
+    the previous one ended, so consecutive phases touch different pages, and
+    every set is scattered over memory. With ``repeat=True`` (the default) the
+    phase list repeats forever with the same sets; with ``repeat=False`` the
+    last phase lasts forever.
+    """
+
+    def __init__(
+        self, phases: Sequence[Tuple[TimeLike, Any, RateLike]], *, repeat: bool = True, shares: Any = None, seed: Any = 0
+    ) -> None:
+        super().__init__(shares=shares, seed=seed)
+        if isinstance(phases, (str, bytes)) or not isinstance(phases, Iterable):
+            raise TypeError("phases must be a list of (duration, working_set, rate) tuples")
+        checked = []
+        for i, ph in enumerate(phases):
+            if isinstance(ph, (str, bytes)) or not isinstance(ph, Sequence) or len(ph) != 3:
+                raise ConfigError(f"phases[{i}] must be a (duration, working_set, rate) tuple, got {ph!r}")
+            d, ws, r = ph
+            dur = parse_time(d, name=f"phases[{i}] duration", allow_zero=False)
+            _check_pages_spec(ws, f"phases[{i}] working_set", fraction=True)
+            _rate(r, 4096, f"phases[{i}] rate")
+            checked.append((dur, ws, r))
+        if not checked:
+            raise ConfigError("phases must hold at least one (duration, working_set, rate) phase, got none")
+        if not isinstance(repeat, (bool, np.bool_)):
+            raise TypeError(f"repeat must be a bool, got {type(repeat).__name__}")
+        self.phases = tuple(checked)
+        self.repeat = bool(repeat)
+
+    def _params(self) -> str:
+        return f"phases={list(self.phases)!r}, repeat={self.repeat}"
+
+    @property
+    def cycle(self) -> float:
+        """Duration of one pass over the phases, in seconds."""
+        return float(sum(d for d, _, _ in self.phases))
+
+    def set_pages(self, pages: int, page_size: int = 4096) -> List[int]:
+        """Working-set size of each phase, in pages, for a guest of ``pages`` pages."""
+        out = []
+        for i, (_, ws, _) in enumerate(self.phases):
+            n = _pages_of(ws, f"phases[{i}] working_set", pages, page_size, fraction=True)
+            if not 1 <= n <= pages:
+                raise ConfigError(
+                    f"phases[{i}] working_set must be 1..{pages} pages (the guest's memory), got {ws!r} ({n} pages)"
+                )
+            out.append(n)
+        return out
+
+    def write_rate(self, pages: Optional[int] = None, page_size: int = 4096) -> float:
+        """The average over a cycle (repeat) or the last phase's rate (hold)."""
+        rates = [_rate(r, page_size) for _, _, r in self.phases]
+        if not self.repeat:
+            return rates[-1]
+        return sum(d * r for (d, _, _), r in zip(self.phases, rates)) / self.cycle
+
+    def _add(self, bw: BoundWorkload) -> None:
+        sh = bw._shares(self._shares_spec, "WorkingSet")
+        durs = np.array([d for d, _, _ in self.phases], dtype=np.float64)
+        sets = np.array(self.set_pages(bw.pages, bw.page_size), dtype=np.uint64)
+        rates = np.array(
+            [_rate(r, bw.page_size, f"phases[{i}] rate") for i, (_, _, r) in enumerate(self.phases)], dtype=np.float64
+        )
+        check(
+            lib.dl_workload_add_phases(
+                bw._w, _dptr(durs), _u64ptr(sets), _dptr(rates), len(durs), int(self.repeat), _dptr(sh), self.seed
+            ),
+            "WorkingSet",
+        )
+
+
+class Mix(Workload):
+    """The sum of several workloads, each keeping its own rate, shares and stream."""
+
+    def __init__(self, components: Sequence[Workload]) -> None:
+        super().__init__()
+        if isinstance(components, Workload) or not isinstance(components, Iterable):
+            raise TypeError("Mix takes a list of workloads, e.g. Mix([Uniform(100), Hotspot(1000)])")
+        comps = list(components)
+        for i, c in enumerate(comps):
+            if not isinstance(c, Workload):
+                raise TypeError(f"Mix components must be workloads; component {i} is {type(c).__name__} {c!r}")
+        if not comps:
+            raise ConfigError("Mix needs at least one workload")
+        self.components = tuple(comps)
+
+    def __repr__(self) -> str:
+        return f"Mix([{', '.join(repr(c) for c in self.components)}])"
+
+    def _leaves(self) -> List[Workload]:
+        return [leaf for c in self.components for leaf in c._leaves()]
+
+    def write_rate(self, pages: Optional[int] = None, page_size: int = 4096) -> float:
+        return float(sum(c.write_rate(pages, page_size) for c in self.components))
+
+    def _add(self, bw: BoundWorkload) -> None:
+        for leaf in self._leaves():
+            leaf._add(bw)
+
+
+class Trace(Workload):
+    """Replays recorded writes: a record ``(time_ns, page[, vcpu])`` is a write at that guest time.
+
+    Give a file (``.npy``, ``.npz`` or ``.csv``, see :mod:`dirtylog.trace`) or the
+    columns. The records are validated (timestamps non-decreasing, integers >=
+    0, columns present and of one length); pages and vCPUs are checked against
+    the guest when bound. The writes of ``[t0, t1)`` are the records with
+    ``t0 * 1e9 <= time_ns < t1 * 1e9``. Without a vCPU column, record i belongs
+    to vCPU ``i % vcpus``. Nothing is written after the last record.
+    """
+
+    def __init__(
+        self,
+        path: Union[str, "os.PathLike[str]", None] = None,
+        *,
+        time_ns: Any = None,
+        pages: Any = None,
+        vcpus: Any = None,
+    ) -> None:
+        super().__init__()
+        if path is not None:
+            if time_ns is not None or pages is not None or vcpus is not None:
+                raise ConfigError("Trace takes a file path or the columns time_ns/pages[/vcpus], not both")
+            self.path: Optional[str] = os.fspath(path)
+            self.data = load_trace(path)
+            self._source = f"trace file {self.path!r}"
+        else:
+            if time_ns is None or pages is None:
+                raise ConfigError("Trace needs a file path, or both time_ns= and pages= (and optionally vcpus=)")
+            self.path = None
+            self._source = "trace"
+            self.data = check_trace(time_ns, pages, vcpus, source=self._source)
+
+    @property
+    def records(self) -> int:
+        return len(self.data)
+
+    @property
+    def duration(self) -> float:
+        """Guest time of the last record, in seconds."""
+        return self.data.duration
+
+    def _params(self) -> str:
+        return repr(self.path) if self.path else f"<{self.records} records>"
+
+    def write_rate(self, pages: Optional[int] = None, page_size: int = 4096) -> float:
+        """Records per second over ``[0, last record]`` (0 for an empty or instantaneous trace)."""
+        d = self.duration
+        return self.records / d if d > 0 else 0.0
+
+    def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
+        """Write the records to ``path`` (format from its suffix)."""
+        save_trace(path, self.data.time_ns, self.data.page, self.data.vcpu)
+
+    def _add(self, bw: BoundWorkload) -> None:
+        d = self.data
+        check_trace_bounds(d, self._source, bw.pages, bw.vcpus)
+        bad = ffi.new("size_t *")
+        vp = ffi.NULL if d.vcpu is None else ffi.from_buffer("uint32_t[]", d.vcpu)
+        rc = lib.dl_workload_add_trace(bw._w, _u64ptr(d.time_ns), _u64ptr(d.page), vp, len(d), bad)
+        check(rc, f"{self._source}: record {int(bad[0])}" if rc in (lib.DL_ERR_RANGE, lib.DL_ERR_INVALID) else "Trace")
+
+
+class DirtyCurve(Workload):
+    """A workload that reproduces a measured dirty curve.
+
+    ``periods`` are window lengths (seconds or strings such as ``"100ms"``) and
+    ``dirty_pages`` the distinct pages dirtied in a window of each length from a
+    clean state, in a guest of ``total_pages`` pages. If they were counted on a
+    sample of ``sampled_pages`` pages only (as page-sampling does), they are
+    scaled by ``total_pages / sampled_pages``.
+
+    The curve is fitted by a mixture of per-page Poisson rate classes (see
+    :mod:`dirtylog.dirtycurve`): ``class_pages[c]`` pages each written at
+    ``class_rates[c]`` per second, the rest of memory never written, so that
+    ``sum_c n_c (1 - exp(-lambda_c t))`` matches every point within 5 %;
+    :attr:`fit_error` is the largest relative error (a warning is issued if it is
+    above 5 %, e.g. for a curve that is not concave). The curve must be
+    non-decreasing in the window length and at most ``total_pages``.
+
+    Generation: each class is a component writing uniformly over its own range
+    of scattered pages; as writes are evenly spaced, its rate is set so that the
+    expected number of distinct pages written in t seconds is exactly
+    ``n_c (1 - exp(-lambda_c t))`` (``lambda_c / -log(1 - 1/n_c)`` writes/s), the
+    Poisson expectation. Bound to a guest of a different size, the class sizes
+    are scaled to it (the same fractions of memory, the same per-page rates).
+    """
+
+    def __init__(
+        self,
+        periods: Sequence[TimeLike],
+        dirty_pages: Sequence[float],
+        total_pages: int,
+        sampled_pages: Optional[int] = None,
+        *,
+        rates: Optional[Sequence[float]] = None,
+        per_decade: int = 10,
+        solver: str = "auto",
+        shares: Any = None,
+        seed: Any = 0,
+    ) -> None:
+        super().__init__(shares=shares, seed=seed)
+        total = v.as_int("total_pages", total_pages, minimum=1, maximum=v.MAX_PAGES)
+        if isinstance(periods, (str, bytes)) or not isinstance(periods, Iterable):
+            raise TypeError("periods must be a sequence of window lengths")
+        t = np.array([parse_time(p, name=f"periods[{i}]", allow_zero=False) for i, p in enumerate(periods)], dtype=float)
+        y = np.asarray(dirty_pages, dtype=float).reshape(-1)
+        if t.size == 0:
+            raise ConfigError("periods must hold at least one window length, got none")
+        if y.size != t.size:
+            raise ConfigError(f"dirty_pages must have one value per period: {t.size} periods, {y.size} values")
+        if np.any(~np.isfinite(y)) or np.any(y < 0):
+            i = int(np.argmax(~np.isfinite(y) | (y < 0)))
+            raise ConfigError(f"dirty_pages[{i}] must be a finite number >= 0, got {y[i]!r}")
+        limit = total
+        if sampled_pages is not None:
+            k = v.as_int("sampled_pages", sampled_pages, minimum=1, maximum=total)
+            limit = k
+            scale = total / k
+        else:
+            scale = 1.0
+        if np.any(y > limit):
+            i = int(np.argmax(y > limit))
+            what = f"the sample of {limit} pages" if sampled_pages is not None else f"total_pages ({total})"
+            raise ConfigError(f"dirty_pages[{i}] = {y[i]:g} is more than {what}")
+        order = np.argsort(t, kind="stable")
+        t, y = t[order], y[order] * scale
+        if np.any(np.diff(t) == 0):
+            i = int(np.argmax(np.diff(t) == 0))
+            raise ConfigError(f"periods must be distinct; {t[i]!r} s appears twice")
+        if np.any(np.diff(y) < 0):
+            i = int(np.argmax(np.diff(y) < 0))
+            raise ConfigError(
+                f"dirty_pages must not decrease as the window grows: {y[i]:g} pages in {t[i]:g} s but "
+                f"{y[i + 1]:g} in {t[i + 1]:g} s"
+            )
+        per_decade = v.as_int("per_decade", per_decade, minimum=1, maximum=100)
+        grid = None
+        if rates is not None:
+            grid = np.asarray(rates, dtype=float).reshape(-1)
+            if grid.size == 0 or np.any(~np.isfinite(grid)) or np.any(grid <= 0):
+                raise ConfigError("rates (the candidate per-page rates) must be finite numbers > 0")
+        self.periods = t
+        self.dirty_pages = y
+        self.total_pages = total
+        self.sampled_pages = sampled_pages
+        fit = fit_rate_classes(t, y, total, rates=grid, per_decade=per_decade, solver=solver)
+        self._fit: ClassFit = fit
+        if fit.fit_error > 0.05:
+            warnings.warn(
+                f"DirtyCurve: the best fit misses the curve by {fit.fit_error:.1%} at its worst point (more than 5%); "
+                "a mixture of per-page Poisson rates gives a concave, non-decreasing curve",
+                stacklevel=2,
+            )
+
+    class_pages = property(lambda self: self._fit.class_pages, doc="Pages in each rate class.")
+    class_rates = property(lambda self: self._fit.class_rates, doc="Per-page write rate of each class (1/s).")
+    fit_error = property(lambda self: self._fit.fit_error, doc="Largest relative error of the fit at the given points.")
+
+    def _params(self) -> str:
+        return (
+            f"<{self.periods.size} points, {self.total_pages} pages, {self.class_pages.size} classes, "
+            f"fit_error={self.fit_error:.2%}>"
+        )
+
+    def expected(self, windows: Any, pages: Optional[int] = None) -> np.ndarray:
+        """The fitted curve: expected distinct dirty pages for each window (seconds)."""
+        w = np.atleast_1d(np.asarray(windows, dtype=float))
+        n, lam = self._classes(pages if pages is not None else self.total_pages)
+        return expected_curve(w, n, lam)
+
+    def _classes(self, pages: int) -> Tuple[np.ndarray, np.ndarray]:
+        n = self.class_pages
+        if pages != self.total_pages:
+            n = np.floor(n * (pages / self.total_pages) + 0.5).astype(np.int64)
+            excess = int(n.sum()) - pages
+            while excess > 0:
+                j = int(np.argmax(n))
+                take = min(excess, int(n[j]))
+                n[j] -= take
+                excess -= take
+        return n.astype(np.uint64), self.class_rates.astype(np.float64)
+
+    def write_rate(self, pages: Optional[int] = None, page_size: int = 4096) -> float:
+        n, lam = self._classes(pages if pages is not None else self.total_pages)
+        nf = n.astype(float)
+        with np.errstate(divide="ignore"):
+            per = np.where(nf > 1, lam / -np.log1p(-1.0 / np.maximum(nf, 2.0)), lam)
+        return float(np.sum(np.where(nf > 0, per, 0.0)))
+
+    def _add(self, bw: BoundWorkload) -> None:
+        sh = bw._shares(self._shares_spec, "DirtyCurve")
+        n, lam = self._classes(bw.pages)
+        n = np.ascontiguousarray(n)
+        lam = np.ascontiguousarray(lam)
+        check(lib.dl_workload_add_classes(bw._w, _u64ptr(n), _dptr(lam), n.size, _dptr(sh), self.seed), "DirtyCurve")
