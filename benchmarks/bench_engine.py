@@ -1,0 +1,69 @@
+"""Engine benchmark: simulate() against the pure numpy engine loop, on the same write stream.
+
+A 64 GiB guest, Hotspot at 1 GiB/s, a 10 Gbit/s link, PML, 4 vCPUs. Reports the
+wall time of each, the simulated guest writes per second of wall time and their
+ratio (the issue's target: the C engine at least 20x faster). The numpy engine
+must find identical round sizes: that is checked (a correctness check, not a
+timing threshold).
+
+Run: ``pytest benchmarks/bench_engine.py --benchmark-only -s``
+(``DIRTYLOG_BENCH_ENGINE_MEMORY=8GiB`` for a quicker run).
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+import dirtylog
+from dirtylog import Link, PreCopy, TrackingCosts
+from dirtylog.workloads import Hotspot
+
+import numpy_engine
+
+MEMORY = os.environ.get("DIRTYLOG_BENCH_ENGINE_MEMORY", "64GiB")
+
+
+def test_engine_vs_numpy(benchmark):
+    costs = TrackingCosts(slows_guest=False)  # exits reported, not fed back: same guest time in both
+    kw = dict(memory=MEMORY, link=Link("10Gbit/s"), policy=PreCopy(downtime_limit="300ms"), tracker="pml",
+              vcpus=4, costs=costs)
+    w = Hotspot("1GiB/s", seed=1)
+
+    report = benchmark.pedantic(lambda: dirtylog.simulate(workload=w, **kw), rounds=3, iterations=1)
+    c_wall = benchmark.stats.stats.median
+    assert report.status == "completed" and report.verified
+
+    m = dirtylog.Migration(workload=w, **kw)
+    bound = w.bind(m.pages, vcpus=4, page_size=m.page_size)
+    t_gen = time.perf_counter()
+    streams = bound.writes(0.0, report.total_time)  # the write stream, generated once
+    t_gen = time.perf_counter() - t_gen
+
+    t0 = time.perf_counter()
+    res = numpy_engine.run(streams, bound, m.pages, m.page_bytes, m.link.bandwidth,
+                           max(1, m.policy.chunk_size // m.page_size), m.policy.downtime_limit,
+                           m.device_bytes, m.setup_time)
+    np_wall = time.perf_counter() - t0
+
+    c_rounds = [r.dirty_pages for r in report.rounds if not r.final]
+    assert res.round_dirty_pages == c_rounds, "the numpy engine must find the same round sizes"
+    assert res.verified
+
+    ratio = np_wall / c_wall
+    wps_c = report.guest_writes / c_wall
+    wps_np = res.writes / np_wall
+    benchmark.extra_info.update(
+        memory=MEMORY, rounds=len(c_rounds), simulated_time_s=report.total_time, guest_writes=report.guest_writes,
+        c_wall_s=c_wall, numpy_wall_s=np_wall, numpy_stream_generation_s=t_gen, speedup=ratio,
+        c_guest_writes_per_wall_s=wps_c, numpy_guest_writes_per_wall_s=wps_np,
+    )
+    print(
+        f"\nengine benchmark ({MEMORY}, Hotspot 1 GiB/s, 10 Gbit/s, PML, 4 vCPUs): "
+        f"{len(c_rounds)} rounds, {report.total_time:.1f} s simulated, {report.guest_writes:,} guest writes\n"
+        f"  C engine     {c_wall:8.3f} s wall   {wps_c / 1e6:8.2f} M simulated writes/s\n"
+        f"  numpy engine {np_wall:8.3f} s wall   {wps_np / 1e6:8.2f} M simulated writes/s"
+        f"   (+{t_gen:.2f} s to generate its stream)\n"
+        f"  speedup      {ratio:8.1f}x  (target >= 20x)"
+    )
