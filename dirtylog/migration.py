@@ -229,6 +229,13 @@ class Migration:
         self._mismatch_count = 0
         self._verified: Optional[bool] = None
         self._started = False
+        # auto-converge (QEMU's migration_trigger_throttle state)
+        self.throttle = 0  # percent
+        self.throttle_history: List[int] = []
+        self._period_start = 0.0
+        self._period_dirty = 0
+        self._period_xfer0 = 0
+        self._dirty_high = 0
 
     # -- clock and state ---------------------------------------------------------
     def _engine_state(self) -> Any:
@@ -365,7 +372,46 @@ class Migration:
         if kicks:
             check(lib.dl_engine_charge(self._e, kicks * self.costs.kick), "charge")
         self.dirty_sync_count += 1
+        if self.phase == "precopy":
+            self._period_dirty += int(dirty.size)
+            self._maybe_throttle()
         return dirty
+
+    def _maybe_throttle(self) -> None:
+        """QEMU's migration_trigger_throttle, run at a sync at least 1 s after the last period."""
+        now = self.clock
+        if now <= self._period_start + 1.0:
+            return
+        xfer = int(self._engine_state().bytes_sent)
+        p = self.policy
+        bytes_xfer = xfer - self._period_xfer0
+        bytes_dirty = self._period_dirty * self.page_size
+        threshold = bytes_xfer * p.throttle_trigger_threshold / 100
+        if p.auto_converge and bytes_dirty > threshold:
+            self._dirty_high += 1
+            if self._dirty_high >= 2:
+                self._dirty_high = 0
+                self._throttle_down(bytes_dirty, threshold)
+        self._period_start = now
+        self._period_dirty = 0
+        self._period_xfer0 = xfer
+
+    def _throttle_down(self, bytes_dirty: float, threshold: float) -> None:
+        p = self.policy
+        if self.throttle == 0:
+            new = p.cpu_throttle_initial
+        elif not p.cpu_throttle_tailslow:
+            new = self.throttle + p.cpu_throttle_increment
+        else:  # size the step by how far the dirty rate is from the threshold
+            cpu_now = 100 - self.throttle
+            cpu_ideal = cpu_now * (threshold / bytes_dirty)
+            new = self.throttle + int(min(cpu_now - cpu_ideal, p.cpu_throttle_increment))
+        new = min(new, p.max_cpu_throttle)
+        if new != self.throttle:
+            self.throttle = new
+            self.throttle_history.append(new)
+            check(lib.dl_engine_set_throttle(self._e, new / 100.0), "throttle")
+            self._event("throttle", percent=new)
 
     def _round_report(self, dirty_pages: int, final: bool = False) -> RoundReport:
         st = self._engine_state()
@@ -571,6 +617,8 @@ class Migration:
             models=self._models(rate),
             guest_running="destination" if self.status == "completed" else "source",
             events=list(self.events),
+            cpu_throttle_percentage=self.throttle,
+            guest_throttled=sum(r.duration * r.throttle / 100.0 * self.vcpus for r in self.rounds if not r.final),
         )
 
     def _models(self, write_rate: Optional[float]) -> Dict[str, Any]:

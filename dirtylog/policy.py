@@ -54,6 +54,14 @@ class PreCopy:
     clear_chunk:
         Manual-protect (tracker "clear") chunk cleared right before its first page
         is sent (QEMU: 1 GiB).
+    auto_converge:
+        QEMU's auto-converge: at each sync at least 1 s after the last measured one,
+        if the bytes dirtied in the period exceed ``throttle_trigger_threshold`` % of
+        the bytes sent in it, twice, throttle the vCPUs: ``cpu_throttle_initial`` %
+        first, then ``+cpu_throttle_increment`` % each time, at most
+        ``max_cpu_throttle`` %. With ``cpu_throttle_tailslow`` the later steps are
+        sized by the ratio of the dirty rate to the threshold (smaller near the end).
+        A throttled guest runs (100 - throttle) % of the time.
     """
 
     downtime_limit: float
@@ -66,6 +74,12 @@ class PreCopy:
     resume_time: float
     chunk_size: int
     clear_chunk: int
+    auto_converge: bool
+    throttle_trigger_threshold: int
+    cpu_throttle_initial: int
+    cpu_throttle_increment: int
+    max_cpu_throttle: int
+    cpu_throttle_tailslow: bool
 
     def __init__(
         self,
@@ -79,6 +93,12 @@ class PreCopy:
         resume_time: TimeLike = 0.0,
         chunk_size: Union[int, str] = "512KiB",
         clear_chunk: Union[int, str] = "1GiB",
+        auto_converge: bool = False,
+        throttle_trigger_threshold: int = 50,
+        cpu_throttle_initial: int = 20,
+        cpu_throttle_increment: int = 10,
+        max_cpu_throttle: int = 99,
+        cpu_throttle_tailslow: bool = False,
     ) -> None:
         if not isinstance(stop, str) or stop.lower() not in STOP_RULES:
             raise ConfigError(f"unknown stop rule {stop!r}; allowed: {', '.join(STOP_RULES)}")
@@ -111,6 +131,17 @@ class PreCopy:
         s(self, "resume_time", parse_time(resume_time, name="resume_time"))
         s(self, "chunk_size", int(parse_size(chunk_size, name="chunk_size", allow_zero=False)))
         s(self, "clear_chunk", int(parse_size(clear_chunk, name="clear_chunk", allow_zero=False)))
+        for flag, val in (("auto_converge", auto_converge), ("cpu_throttle_tailslow", cpu_throttle_tailslow)):
+            if not isinstance(val, bool):
+                raise TypeError(f"{flag} must be a bool, got {val!r}")
+            s(self, flag, val)
+        # QEMU's ranges: threshold 1..100, initial and increment 1..99, max 1..99
+        s(self, "throttle_trigger_threshold", as_int("throttle_trigger_threshold", throttle_trigger_threshold,
+                                                     minimum=1, maximum=100))
+        s(self, "cpu_throttle_initial", as_int("cpu_throttle_initial", cpu_throttle_initial, minimum=1, maximum=99))
+        s(self, "cpu_throttle_increment", as_int("cpu_throttle_increment", cpu_throttle_increment,
+                                                 minimum=1, maximum=99))
+        s(self, "max_cpu_throttle", as_int("max_cpu_throttle", max_cpu_throttle, minimum=1, maximum=99))
 
     def to_dict(self) -> Dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}

@@ -100,6 +100,8 @@ class MigrationReport:
     postcopy_stall_time: float = 0.0
     degraded_window: float = 0.0
     guest_running: str = "destination"
+    cpu_throttle_percentage: int = 0
+    guest_throttled: float = 0.0
     events: List[Dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -174,6 +176,9 @@ class MigrationReport:
             ("Iterations", f"{self.dirty_sync_count} dirty syncs, {self.precopy_rounds} pre-copy rounds"),
             ("Guest", f"{self.guest_writes:,} writes, {format_time(self.guest_lost)} of vCPU time lost to tracking"),
         ]
+        if self.cpu_throttle_percentage or self.guest_throttled:
+            items.append(("Throttle", f"{self.cpu_throttle_percentage} % at the end (auto-converge), "
+                                      f"{format_time(self.guest_throttled)} of vCPU time throttled away"))
         if self.postcopy_requests or self.postcopy_bytes:
             items.append(("Post-copy", f"{self.postcopy_requests:,} requests, {format_time(self.postcopy_stall_time)} stalled, "
                                        f"degraded for {format_time(self.degraded_window)}"))
