@@ -89,7 +89,14 @@ static inline void dl_perm_init(dl_perm *p, uint64_t n, uint64_t key)
         p->k[i] = dl_mix64(key + (uint64_t)(i + 1) * UINT64_C(0xd1b54a32d192ed03));
 }
 
-static inline uint64_t dl_perm_round(uint64_t x, uint64_t k) { return dl_mix64(x ^ k); }
+/* The round function: one multiply and a fold of the high half into the low
+ * bits (each half of the input has at most 32 bits, so every output bit that
+ * is kept depends on every input bit). */
+static inline uint64_t dl_perm_round(uint64_t x, uint64_t k)
+{
+    uint64_t y = (x ^ k) * UINT64_C(0xbf58476d1ce4e5b9);
+    return y ^ (y >> 32);
+}
 
 /* pi(x) for x < n. Each walk step is a bijection of [0, 2^bits); the walk
  * returns into [0, n) after fewer than two steps on average (2^bits < 2n). */

@@ -7,6 +7,7 @@ to a guest (pages, vCPUs, page size) when used, and is then a pure function of
 guest time: the writes of a slice ``[t0, t1)`` (seconds) depend on nothing but
 ``t0``, ``t1``, the parameters and the seeds.
 
+>>> from dirtylog import Tracker, Uniform
 >>> w = Uniform("40MiB/s", seed=1)          # 10240 page writes/s of 4 KiB pages
 >>> [a.size for a in w.writes(0, 0.5, pages=2**20)]
 [5120]
@@ -36,6 +37,7 @@ component by component.
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import os
@@ -307,7 +309,38 @@ class BoundWorkload:
 
 
 class Workload:
-    """Base class of the workload specs (see the module documentation)."""
+    """Base class of the workload specs (see the module documentation).
+
+    Specs are immutable once constructed (their bindings to guests are cached):
+    make a new one to change a parameter.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+
+        @functools.wraps(init)
+        def __init__(self: "Workload", *args: Any, **kw: Any) -> None:
+            depth = self.__dict__.get("_init_depth", 0)
+            object.__setattr__(self, "_init_depth", depth + 1)
+            try:
+                init(self, *args, **kw)
+            finally:
+                object.__setattr__(self, "_init_depth", depth)
+            if depth == 0:
+                object.__setattr__(self, "_frozen", True)
+
+        cls.__init__ = __init__  # type: ignore[misc]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if self.__dict__.get("_frozen"):
+            raise AttributeError(
+                f"{type(self).__name__} is immutable (its bindings to guests are cached); "
+                f"make a new workload instead of setting {name!r}"
+            )
+        object.__setattr__(self, name, value)
 
     def __init__(self, *, shares: Any = None, seed: Any = 0) -> None:
         self._shares_spec = _shares(shares)
@@ -688,7 +721,13 @@ class Trace(Workload):
                 raise ConfigError("Trace needs a file path, or both time_ns= and pages= (and optionally vcpus=)")
             self.path = None
             self._source = "trace"
-            self.data = check_trace(time_ns, pages, vcpus, source=self._source)
+            data = check_trace(time_ns, pages, vcpus, source=self._source)
+            self.data = TraceData(
+                data.time_ns.copy(), data.page.copy(), None if data.vcpu is None else data.vcpu.copy()
+            )
+        for arr in (self.data.time_ns, self.data.page, self.data.vcpu):
+            if arr is not None:
+                arr.setflags(write=False)
 
     @property
     def records(self) -> int:
@@ -804,6 +843,8 @@ class DirtyCurve(Workload):
         self.total_pages = total
         self.sampled_pages = sampled_pages
         fit = fit_rate_classes(t, y, total, rates=grid, per_decade=per_decade, solver=solver)
+        for arr in (fit.class_pages, fit.class_rates, t, y):
+            arr.setflags(write=False)
         self._fit: ClassFit = fit
         if fit.fit_error > 0.05:
             warnings.warn(

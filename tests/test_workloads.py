@@ -572,3 +572,15 @@ def test_bound_workload_is_cached_and_reports_its_size():
     assert b.components == w.class_pages.size
     assert b.memory_bytes > 0
     assert "DirtyCurve" in repr(w) and "Hotspot(rate=5" in repr(d.Hotspot(5))
+
+
+def test_specs_are_immutable():
+    w = d.Uniform(100)
+    with pytest.raises(AttributeError, match="immutable"):
+        w.rate = 5
+    i = d.Idle()
+    with pytest.raises(AttributeError):
+        i.rate = 5
+    t = d.Trace(time_ns=[0, 1], pages=[1, 2])
+    with pytest.raises(ValueError):
+        t.data.page[0] = 7

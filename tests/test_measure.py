@@ -1,0 +1,163 @@
+"""calc-dirty-rate style measurement: the three modes, their agreement, and dirty curves."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+import dirtylog as d
+from dirtylog.errors import ConfigError
+from dirtylog.measure import dirty_curve, dirty_rate
+
+GIB = 2**30
+MIB = 2**20
+
+
+def test_dirty_bitmap_counts_distinct_pages_exactly():
+    w = d.Hotspot(50000, hot_fraction=0.02, seed=4)
+    r = dirty_rate(w, "1GiB", window="2s", mode="dirty-bitmap", vcpus=2)
+    pages = GIB // 4096
+    expect = np.unique(np.concatenate(w.writes(0, 2, pages=pages, vcpus=2))).size
+    assert r.dirty_pages == expect
+    assert r.dirty_rate_mib_s == pytest.approx(expect * 4096 / 2 / MIB)
+    assert r.mode == "dirty-bitmap" and r.window == 2.0 and r.stderr_mib_s == 0 and r.vcpu_rates is None
+    assert r.total_pages == pages and r.sample_pages == 0
+    assert r.dirty_rate_pages_s == pytest.approx(expect / 2)
+
+
+def test_window_start_selects_the_guest_time():
+    w = d.WorkingSet([(1, 100, 1000), (1, 5000, 20000)], seed=1)
+    quiet = dirty_rate(w, 2**16 * 4096, window=1, mode="dirty-bitmap", start=0)
+    busy = dirty_rate(w, 2**16 * 4096, window=1, mode="dirty-bitmap", start="1s")
+    assert quiet.dirty_pages <= 100
+    assert busy.dirty_pages == pytest.approx(5000 * (1 - math.exp(-4)), rel=0.02)
+    assert busy.start == 1.0
+
+
+@pytest.mark.parametrize(
+    "workload",
+    [d.Uniform(200000, seed=2), d.Hotspot(300000, hot_fraction=0.05, seed=3), d.Zipf(500000, s=0.8, seed=5)],
+    ids=["uniform", "hotspot", "zipf"],
+)
+def test_page_sampling_agrees_with_dirty_bitmap_within_its_error(workload):
+    exact = dirty_rate(workload, "4GiB", mode="dirty-bitmap")
+    misses = 0
+    for seed in range(8):
+        est = dirty_rate(workload, "4GiB", mode="page-sampling", seed=seed)
+        assert est.sampled == 4 * 512 and est.sample_pages == 512
+        assert est.stderr_mib_s > 0
+        assert abs(est.dirty_rate_mib_s - exact.dirty_rate_mib_s) <= 4 * est.stderr_mib_s
+        misses += abs(est.dirty_rate_mib_s - exact.dirty_rate_mib_s) > 2 * est.stderr_mib_s
+    assert misses <= 2  # about 5 % of estimates fall outside 2 standard errors
+
+
+def test_page_sampling_error_matches_the_binomial_formula():
+    r = dirty_rate(d.Uniform(100000, seed=1), "1GiB", mode="page-sampling", sample_pages=1024, seed=3)
+    k, n = r.sampled, r.total_pages
+    dirty_in_sample = round(r.dirty_pages * k / n)
+    p = (dirty_in_sample + 1) / (k + 2)
+    se = n * math.sqrt(p * (1 - p) / k * (n - k) / (n - 1)) * 4096 / MIB
+    assert r.stderr_mib_s == pytest.approx(se)
+    assert r.sampled == 1024
+
+
+def test_dirty_ring_gives_per_vcpu_rates():
+    w = d.Uniform(60000, shares=[1, 2, 3], seed=7)
+    # 16 GiB: few pages are written by two vCPUs (the later vCPU finds them already dirty)
+    r = dirty_rate(w, "16GiB", mode="dirty-ring", vcpus=3, ring_entries=65536)
+    bitmap = dirty_rate(w, "16GiB", mode="dirty-bitmap", vcpus=3)
+    assert len(r.vcpu_rates) == 3
+    assert sum(r.vcpu_rates) == pytest.approx(r.dirty_rate_mib_s)
+    # rings this big never fill, so each page is pushed once: the same count as the bitmap
+    assert r.dirty_pages == bitmap.dirty_pages
+    a, b, c = r.vcpu_rates
+    assert b / a == pytest.approx(2, rel=0.03) and c / a == pytest.approx(3, rel=0.03)
+
+
+def test_dirty_ring_counts_pages_again_after_a_ring_full_reap():
+    w = d.Hotspot(100000, hot_fraction=0.001, hot_share=1.0, seed=1)  # 262 hot pages written over and over
+    ring = dirty_rate(w, "1GiB", mode="dirty-ring", ring_entries=256)
+    bitmap = dirty_rate(w, "1GiB", mode="dirty-bitmap")
+    assert bitmap.dirty_pages == 262
+    assert ring.dirty_pages > 10 * bitmap.dirty_pages
+
+
+def test_longer_windows_give_lower_rates():
+    w = d.Hotspot(20000, hot_fraction=0.01, seed=2)
+    rates = [dirty_rate(w, "1GiB", window=t, mode="dirty-bitmap").dirty_rate_mib_s for t in (0.5, 2, 8)]
+    assert rates[0] > rates[1] > rates[2]
+
+
+def test_dirty_curve_equals_fresh_runs_per_window():
+    w = d.Mix([d.Hotspot(30000, seed=1), d.Sequential(2000)])
+    windows = [2, 0.25, "500ms", 1]
+    res = dirty_curve(w, "256MiB", windows, vcpus=2, start=0.5)
+    assert res.windows.tolist() == [2, 0.25, 0.5, 1]  # the order asked
+    for t, got in zip(res.windows, res.dirty_pages):
+        fresh = dirty_rate(w, "256MiB", window=t, mode="dirty-bitmap", vcpus=2, start=0.5)
+        assert got == fresh.dirty_pages
+    assert np.allclose(res.rates_mib_s(), res.dirty_pages * 4096 / res.windows / MIB)
+    json.dumps(res.to_dict())
+
+
+def test_sampled_dirty_curve_and_fit():
+    n = 2**18
+    windows = [0.1, 0.5, 2, 8]
+    w = d.Hotspot(40000, hot_fraction=0.05, hot_share=0.8, seed=6)
+    exact = dirty_curve(w, n * 4096, windows)
+    sampled = dirty_curve(w, n * 4096, windows, mode="page-sampling", sample_pages=16384, seed=1)
+    assert sampled.sampled == 16384 and sampled.sample_dirty is not None
+    k = sampled.sampled
+    for e, s in zip(exact.dirty_pages, sampled.dirty_pages):
+        p = e / n
+        assert abs(s - e) <= 4 * n * math.sqrt(p * (1 - p) / k) + 1
+    assert np.allclose(sampled.dirty_pages, sampled.sample_dirty * n / k)
+    fitted = exact.fit()
+    assert fitted.fit_error < 0.05
+    again = dirty_curve(fitted, n * 4096, windows).dirty_pages
+    assert np.all(np.abs(again - exact.dirty_pages) <= 0.05 * exact.dirty_pages)
+    assert sampled.fit().total_pages == n
+
+
+def test_results_are_frozen_and_serializable():
+    r = dirty_rate(d.Uniform(1000), "64MiB", mode="dirty-ring", vcpus=2)
+    with pytest.raises(Exception):
+        r.dirty_pages = 3  # type: ignore[misc]
+    out = json.loads(json.dumps(r.to_dict()))
+    assert out["mode"] == "dirty-ring" and len(out["vcpu_rates"]) == 2
+    assert set(out) >= {"dirty_rate_mib_s", "dirty_pages", "window", "mode", "sample_pages", "vcpu_rates", "stderr_mib_s"}
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"mode": "hash"}, "unknown mode 'hash'; allowed: page-sampling, dirty-bitmap, dirty-ring"),
+        ({"memory": 4097}, "whole number of 4096-byte pages"),
+        ({"memory": 0}, "memory"),
+        ({"memory": "4Gb"}, "bits"),
+        ({"window": 0}, "window"),
+        ({"window": "-1s"}, "window"),
+        ({"sample_pages": 64}, "sample_pages must be 128 <= sample_pages <= 16384"),
+        ({"start": -1}, "start"),
+        ({"vcpus": 0}, "vcpus"),
+        ({"page_size": 3000}, "page_size"),
+    ],
+)
+def test_bad_measurement_parameters(kwargs, match):
+    args = {"memory": "64MiB"}
+    args.update(kwargs)
+    with pytest.raises(ConfigError, match=match):
+        dirty_rate(d.Uniform(100), **args)
+
+
+def test_bad_curve_parameters():
+    with pytest.raises(ConfigError, match="at least one"):
+        dirty_curve(d.Uniform(100), "64MiB", [])
+    with pytest.raises(ConfigError, match=r"windows\[1\]"):
+        dirty_curve(d.Uniform(100), "64MiB", [1, 0])
+    with pytest.raises(ConfigError, match="unknown mode"):
+        dirty_curve(d.Uniform(100), "64MiB", [1], mode="dirty-ring")
+    with pytest.raises(TypeError):
+        dirty_rate("uniform", "64MiB")
