@@ -12,6 +12,7 @@ from .tracker import Tracker
 from . import models
 from .costs import TrackingCosts
 from .devices import Device, default_devices
+from .faults import BandwidthChange, LinkFailure
 from .link import Link
 from .migration import Migration, simulate
 from .policy import PreCopy
@@ -36,7 +37,9 @@ from .workloads import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BandwidthChange",
     "ConfigError",
+    "LinkFailure",
     "Device",
     "Link",
     "Migration",

@@ -37,6 +37,7 @@ from ._validate import as_int
 from .costs import TrackingCosts
 from .devices import Device, default_devices, device_bytes, ordered
 from .errors import ConfigError, StateError
+from .faults import BandwidthChange, Fault, LinkFailure, check_fault
 from .link import Link
 from .policy import PreCopy
 from .report import MigrationReport, RoundReport
@@ -104,6 +105,9 @@ class Migration:
         :class:`TrackingCosts` (default: the documented defaults).
     on_round:
         Called with each :class:`RoundReport` as the round ends.
+    faults:
+        :class:`~dirtylog.faults.LinkFailure` and :class:`~dirtylog.faults.BandwidthChange`
+        events at given simulated times (see also :meth:`fail_link`, :meth:`set_bandwidth`).
     """
 
     def __init__(
@@ -123,6 +127,7 @@ class Migration:
         pages: Optional[int] = None,
         costs: Optional[TrackingCosts] = None,
         on_round: Optional[Callable[[RoundReport], None]] = None,
+        faults: Sequence[Fault] = (),
     ) -> None:
         psize = int(parse_size(page_size, name="page_size", allow_zero=False))
         if (memory is None) == (pages is None):
@@ -172,6 +177,12 @@ class Migration:
         self.seed = as_int("seed", seed, minimum=0, maximum=2**64 - 1)
         self.verify = bool(verify)
         self.on_round = on_round
+        for f in faults:
+            err = check_fault(f)
+            if err:
+                raise TypeError(err)
+        self._faults = sorted(faults, key=lambda f: f.at)
+        self.bandwidth = self.link.bandwidth
         self.page_bytes = psize + self.link.header_bytes
 
         self._src: Optional[np.ndarray] = None
@@ -298,11 +309,16 @@ class Migration:
         """Run the migration until simulated time ``t`` (seconds) or until it ends."""
         target = parse_time(t, name="t", allow_inf=True)
         while not self.done:
+            while self._faults and self._faults[0].at <= self.clock:
+                self._apply_fault(self._faults.pop(0))
+                if self.done:
+                    return self
+            step_to = min(target, self._faults[0].at) if self._faults else target
             before = (self.phase, self.clock, self._final_stage, self._round_index, int(self._pos[0]))
-            self._step(target)
+            self._step(step_to)
             after = (self.phase, self.clock, self._final_stage, self._round_index, int(self._pos[0]))
-            if after == before:  # nothing moved: the target is reached
-                break
+            if after == before and not (self._faults and self._faults[0].at <= self.clock):
+                break  # nothing moved: the target is reached
         return self
 
     def run(self) -> MigrationReport:
@@ -317,6 +333,28 @@ class Migration:
         if self.phase == "downtime":
             raise StateError("the migration is in its final stop-and-copy and can no longer be cancelled")
         self._rollback(reason)
+
+    def set_bandwidth(self, bandwidth: Union[float, str]) -> None:
+        """Change the link's bandwidth from now on (bytes/s or ``"1Gbit/s"``)."""
+        from .units import parse_rate
+
+        bw = parse_rate(bandwidth, name="bandwidth", allow_zero=False)
+        check(lib.dl_engine_set_bandwidth(self._e, bw), "set_bandwidth")
+        self.bandwidth = bw
+        self._event("bandwidth", bandwidth=bw)
+
+    def fail_link(self, reason: str = "the migration link failed") -> None:
+        """The link fails now: a pre-copy migration (even in its stop-and-copy) rolls back."""
+        if self.done:
+            raise StateError(f"the migration has already ended ({self.status})")
+        self._event("link-failure")
+        self._rollback(f"{reason} at {format_time(self.clock)}; rolled back, the source keeps running")
+
+    def _apply_fault(self, f: Fault) -> None:
+        if isinstance(f, BandwidthChange):
+            self.set_bandwidth(f.bandwidth)
+        elif isinstance(f, LinkFailure) and not self.done:
+            self.fail_link()
 
     def _timeout_at(self) -> float:
         return self.policy.timeout if self.policy.timeout is not None else math.inf
@@ -429,8 +467,8 @@ class Migration:
             bytes=nbytes,
             dirty_pages=int(dirty_pages),
             dirty_rate=dirty_pages / duration if duration > 0 else 0.0,
-            bandwidth=nbytes / duration if duration > 0 else self.link.bandwidth,
-            expected_downtime=dirty_pages * self.page_bytes / self.link.bandwidth,
+            bandwidth=nbytes / duration if duration > 0 else self.bandwidth,
+            expected_downtime=dirty_pages * self.page_bytes / self.bandwidth,
             writes=int(st.writes) - m["writes"],
             faults=ts.faults - m["faults"],
             pml_full_exits=ts.pml_full_exits - m["pml"],
@@ -451,11 +489,11 @@ class Migration:
         if self._round_index >= 0:
             self._sent_precopy = int(self._engine_state().bytes_sent)
         dirty = self._sync()
-        self.expected_downtime = dirty.size * self.page_bytes / self.link.bandwidth
+        self.expected_downtime = dirty.size * self.page_bytes / self.bandwidth
         self._round_report(dirty.size)
         p = self.policy
         pending = dirty.size * self.page_bytes + self.device_bytes
-        threshold = self.link.bandwidth * p.downtime_limit
+        threshold = self.bandwidth * p.downtime_limit
         done_rounds = self._round_index  # iterative rounds after round 0 completed
         if pending <= threshold:
             self._switchover(dirty, True, f"converged: {format_size(pending)} pending <= threshold "
@@ -661,6 +699,7 @@ def simulate(
     pages: Optional[int] = None,
     costs: Optional[TrackingCosts] = None,
     on_round: Optional[Callable[[RoundReport], None]] = None,
+    faults: Sequence[Fault] = (),
     give_up_after: Union[float, str] = "1h",
 ) -> MigrationReport:
     """Run a live migration to its end and return its :class:`MigrationReport`.
@@ -672,7 +711,7 @@ def simulate(
     """
     m = Migration(memory=memory, workload=workload, link=link, policy=policy, tracker=tracker, vcpus=vcpus,
                   page_size=page_size, huge_pages=huge_pages, zero_pages=zero_pages, devices=devices, seed=seed,
-                  verify=verify, pages=pages, costs=costs, on_round=on_round)
+                  verify=verify, pages=pages, costs=costs, on_round=on_round, faults=faults)
     limit = parse_time(give_up_after, name="give_up_after", allow_zero=False, allow_inf=True)
     if m.policy.timeout is not None:
         limit = math.inf
