@@ -37,7 +37,6 @@ component by component.
 """
 from __future__ import annotations
 
-import functools
 import math
 import numbers
 import os
@@ -311,36 +310,30 @@ class BoundWorkload:
 class Workload:
     """Base class of the workload specs (see the module documentation).
 
-    Specs are immutable once constructed (their bindings to guests are cached):
-    make a new one to change a parameter.
+    A spec caches its bindings to guests (:meth:`bind`); treat it as immutable.
+    Setting a parameter afterwards drops the cached bindings (they are rebuilt
+    on the next use), and copies and pickles carry no binding, so specs can be
+    sent to other processes.
     """
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        init = cls.__dict__.get("__init__")
-        if init is None:
-            return
-
-        @functools.wraps(init)
-        def __init__(self: "Workload", *args: Any, **kw: Any) -> None:
-            depth = self.__dict__.get("_init_depth", 0)
-            object.__setattr__(self, "_init_depth", depth + 1)
-            try:
-                init(self, *args, **kw)
-            finally:
-                object.__setattr__(self, "_init_depth", depth)
-            if depth == 0:
-                object.__setattr__(self, "_frozen", True)
-
-        cls.__init__ = __init__  # type: ignore[misc]
-
     def __setattr__(self, name: str, value: Any) -> None:
-        if self.__dict__.get("_frozen"):
-            raise AttributeError(
-                f"{type(self).__name__} is immutable (its bindings to guests are cached); "
-                f"make a new workload instead of setting {name!r}"
-            )
         object.__setattr__(self, name, value)
+        if not name.startswith("_") and "_bound" in self.__dict__:
+            object.__setattr__(self, "_bound", {})
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_bound"] = {}
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def __copy__(self) -> "Workload":
+        c = object.__new__(type(self))
+        c.__dict__.update(self.__dict__)
+        c.__dict__["_bound"] = {}
+        return c
 
     def __init__(self, *, shares: Any = None, seed: Any = 0) -> None:
         self._shares_spec = _shares(shares)

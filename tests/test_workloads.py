@@ -574,13 +574,21 @@ def test_bound_workload_is_cached_and_reports_its_size():
     assert "DirtyCurve" in repr(w) and "Hotspot(rate=5" in repr(d.Hotspot(5))
 
 
-def test_specs_are_immutable():
-    w = d.Uniform(100)
-    with pytest.raises(AttributeError, match="immutable"):
-        w.rate = 5
-    i = d.Idle()
-    with pytest.raises(AttributeError):
-        i.rate = 5
+def test_specs_pickle_and_copy_without_their_bindings():
+    import copy
+    import pickle
+
+    w = d.Mix([d.Hotspot(1000, seed=3), d.WorkingSet([(1, 50, 500)], seed=4)])
+    a = w.writes(0, 1, pages=5000, vcpus=2)
+    assert w._bound
+    for c in (pickle.loads(pickle.dumps(w)), copy.copy(w), copy.deepcopy(w)):
+        assert not c._bound
+        assert all(np.array_equal(x, y) for x, y in zip(c.writes(0, 1, pages=5000, vcpus=2), a))
+    assert w._bound  # the original keeps its binding
+    u = d.Uniform(100)
+    b = u.bind(1000)
+    u.rate = 200  # changing a parameter drops the cached bindings
+    assert u.bind(1000) is not b and u.count(0, 1, pages=1000) == 200
     t = d.Trace(time_ns=[0, 1], pages=[1, 2])
     with pytest.raises(ValueError):
         t.data.page[0] = 7
