@@ -410,6 +410,18 @@ def test_dirty_curve_scales_to_another_memory_size():
     assert w.write_rate(pages=2**17) == pytest.approx(2 * w.write_rate(), rel=0.01)
 
 
+def test_fit_without_scipy_uses_the_numpy_solver(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "scipy.optimize", None)  # "import scipy.optimize" now fails
+    windows = [0.05, 0.2, 1, 5]
+    y = mixture_curve(windows, [500, 5000], [20.0, 0.2])
+    w = d.DirtyCurve(windows, y, 10**5)
+    assert w._fit.solver == "numpy" and w.fit_error < 0.05
+    x, r = dirtycurve.nnls(np.eye(2), np.array([1.0, -1.0]))
+    assert x.tolist() == [1.0, 0.0] and r == pytest.approx(1.0)
+
+
 def test_numpy_nnls_matches_scipy():
     scipy_opt = pytest.importorskip("scipy.optimize")
     rng = np.random.default_rng(0)
