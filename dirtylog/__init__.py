@@ -33,6 +33,8 @@ from .workloads import (
     load_trace,
     save_trace,
 )
+from .embed import get_include, get_library_dir
+from .sweep import SweepConfig, SweepResult, sweep  # the function; its module is dirtylog.sweep too
 
 __version__ = "0.1.0"
 
@@ -75,4 +77,9 @@ __all__ = [
     "dirty_curve",
     "DirtyRateResult",
     "DirtyCurveResult",
+    "sweep",
+    "SweepConfig",
+    "SweepResult",
+    "get_include",
+    "get_library_dir",
 ]

@@ -1,0 +1,1125 @@
+"""The ``dirtylog`` command line (also ``python -m dirtylog``).
+
+Commands: ``simulate``, ``trackers``, ``dirty-rate``, ``curve``, ``sweep``,
+``bench``; and ``--cflags``, ``--libs`` and friends for building C programs
+against the core. ``main(argv)`` runs one command line in-process and returns
+its exit status:
+
+* 0: done;
+* 1: the simulation ran but its end-to-end check found a lost dirty write, or the
+  benchmarks failed;
+* 2: a bad option, value or unit (one line on stderr, no traceback), or
+  something this build cannot do (post-copy, a missing optional package);
+* 130: interrupted.
+
+Set ``DIRTYLOG_DEBUG=1`` to get the traceback of an error instead of its line.
+
+Tables and progress bars are drawn with rich. Progress bars go to stderr, only
+when stderr is a terminal (``--progress`` forces them, ``--no-progress`` turns
+them off), and tables to stdout; ``--json`` prints machine output instead.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from .errors import ConfigError, DirtylogError
+from .units import format_rate, format_size, format_time, parse_count_rate, parse_rate, parse_size, parse_time
+
+__all__ = ["main", "build_parser"]
+
+PROG = "dirtylog"
+
+# Defaults of `dirtylog simulate`: a guest that shows a real migration in well under a second.
+DEFAULTS = dict(
+    memory="4GiB",
+    workload="hotspot:1GiB/s",
+    bandwidth="10Gbit/s",
+    downtime_limit="300ms",
+    tracker="pml",
+    vcpus=4,
+)
+TRACKERS = ("wp", "pml", "ring", "clear")
+DIRTY_RATE_MODES = ("page-sampling", "dirty-bitmap", "dirty-ring")
+
+# Features whose engine is not built yet: the options exist so that scripts and
+# docs can name them, and say so clearly when used.
+NOT_AVAILABLE = {
+    "postcopy": "post-copy migration is not available yet in this version of dirtylog; use --policy precopy",
+    "on-limit-postcopy": "--on-limit postcopy needs post-copy migration, which is not available yet; "
+                         "use --on-limit force or abort",
+}
+
+
+class UsageError(DirtylogError):
+    """A command line that cannot be run (exit status 2)."""
+
+
+# ----------------------------------------------------------------------------- argument parsing
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with every error on one line of stderr (exit status 2)."""
+
+    def error(self, message: str) -> "NoReturn":  # type: ignore[name-defined]  # noqa: F821
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=30, width=min(100, _terminal_width(100)))
+
+
+def _terminal_width(default: int) -> int:
+    try:
+        return os.get_terminal_size().columns
+    except OSError:
+        return default
+
+
+def _strip_name(msg: str, name: str) -> str:
+    for prefix in (f"{name}: ", f"{name} "):
+        if msg.startswith(prefix) and prefix.endswith(": "):
+            return msg[len(prefix):]
+    return msg
+
+
+def _checked(parse: Callable[..., Any], name: str, **kw: Any) -> Callable[[str], str]:
+    """An argparse type that checks a value with a dirtylog parser and keeps the text."""
+
+    def check(text: str) -> str:
+        try:
+            parse(text, name=name, **kw)
+        except (ConfigError, TypeError) as exc:
+            raise argparse.ArgumentTypeError(_strip_name(str(exc), name)) from None
+        return text
+
+    check.__name__ = name
+    return check
+
+
+def _list_of(item: Callable[[str], Any]) -> Callable[[str], List[Any]]:
+    def parse(text: str) -> List[Any]:
+        parts = [p.strip() for p in text.split(",")]
+        if not text.strip() or any(not p for p in parts):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of values")
+        return [item(p) for p in parts]
+
+    parse.__name__ = "list"
+    return parse
+
+
+def _positive_int(name: str, minimum: int = 1) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            v = int(text.replace("_", ""), 0)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {v}")
+        return v
+
+    parse.__name__ = name
+    return parse
+
+
+def _percent(name: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        t = text.strip().rstrip("%")
+        try:
+            v = int(t)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole percentage") from None
+        if not 1 <= v <= 99:
+            raise argparse.ArgumentTypeError(f"must be 1 to 99 (%%), got {text!r}")
+        return v
+
+    parse.__name__ = name
+    return parse
+
+
+def _fraction(text: str) -> float:
+    t = text.strip()
+    try:
+        v = float(t[:-1]) / 100 if t.endswith("%") else float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction; write 0.3 or 30%") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (0%% to 100%%), got {text!r}")
+    return v
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def _spec(text: str) -> str:
+    from .specs import parse_terms
+
+    try:
+        parse_terms(text)
+    except (ConfigError, TypeError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+_size = _checked(parse_size, "size", allow_zero=False)
+_rate = _checked(parse_rate, "rate", allow_zero=False)
+_time = _checked(parse_time, "time")
+_time_pos = _checked(parse_time, "time", allow_zero=False)
+_time_inf = _checked(parse_time, "time", allow_zero=False, allow_inf=True)
+
+
+def _count_rate(text: str) -> str:
+    try:
+        parse_count_rate(text, 4096, name="rate", allow_zero=False)
+    except (ConfigError, TypeError) as exc:
+        raise argparse.ArgumentTypeError(_strip_name(str(exc), "rate")) from None
+    return text
+
+
+def _add_guest(p: argparse.ArgumentParser, workload_help: str = "") -> None:
+    g = p.add_argument_group("guest")
+    g.add_argument("-m", "--memory", type=_size, default=DEFAULTS["memory"], metavar="SIZE",
+                   help="guest memory (default %(default)s)")
+    g.add_argument("-w", "--workload", type=_spec, default=DEFAULTS["workload"], metavar="SPEC",
+                   help=workload_help or "how the guest writes its memory (default %(default)s; grammar below)")
+    g.add_argument("--vcpus", type=_positive_int("vcpus"), default=DEFAULTS["vcpus"], metavar="N",
+                   help="vCPUs sharing the writes (default %(default)s)")
+    g.add_argument("--seed", type=_positive_int("seed", 0), default=0, metavar="N",
+                   help="seed of the workload's writes (default %(default)s)")
+    g.add_argument("--page-size", type=_size, default="4096", metavar="SIZE",
+                   help="bytes per page (default %(default)s)")
+
+
+def _add_migration(p: argparse.ArgumentParser, tracker: bool = True) -> None:
+    g = p.add_argument_group("guest memory mapping")
+    g.add_argument("--huge-pages", choices=("none", "lazy", "eager"), default="none",
+                   help="2 MiB mappings split lazily on the first write or eagerly at start (default none)")
+    g.add_argument("--zero-pages", type=_fraction, default=0.0, metavar="FRACTION",
+                   help="share of memory that is zero pages, sent as headers only (e.g. 30%%; default 0)")
+    m = p.add_argument_group("link and policy")
+    m.add_argument("-b", "--bandwidth", type=_rate, default=DEFAULTS["bandwidth"], metavar="RATE",
+                   help="migration bandwidth (default %(default)s)")
+    m.add_argument("--latency", type=_time, default="0s", metavar="TIME",
+                   help="one-way link latency, added to the downtime (default 0s)")
+    m.add_argument("-d", "--downtime-limit", type=_time, default=DEFAULTS["downtime_limit"], metavar="TIME",
+                   help="longest acceptable pause (QEMU's downtime-limit; default %(default)s)")
+    if tracker:
+        m.add_argument("-t", "--tracker", choices=TRACKERS, default=DEFAULTS["tracker"],
+                       help="dirty tracking: wp (write protection), pml (Intel PML), ring (KVM dirty ring), "
+                            "clear (manual protect); default %(default)s")
+    _add_policy(m)
+
+
+def _add_policy(m: Any) -> None:
+    m.add_argument("--policy", choices=("precopy", "postcopy"), default="precopy",
+                   help="migration policy (default precopy; postcopy is not available yet)")
+    m.add_argument("--auto-converge", action="store_true",
+                   help="QEMU's auto-converge: throttle the vCPUs when they dirty more than half of what is sent, "
+                        "twice (20%%, then +10%% each time, at most 99%%)")
+    m.add_argument("--cpu-throttle-initial", type=_percent("cpu-throttle-initial"), default=20, metavar="PCT",
+                   help="auto-converge: first throttle (default 20)")
+    m.add_argument("--cpu-throttle-increment", type=_percent("cpu-throttle-increment"), default=10, metavar="PCT",
+                   help="auto-converge: throttle added each time (default 10)")
+    m.add_argument("--max-cpu-throttle", type=_percent("max-cpu-throttle"), default=99, metavar="PCT",
+                   help="auto-converge: highest throttle (default 99)")
+    m.add_argument("--cpu-throttle-tailslow", action="store_true",
+                   help="auto-converge: size the later steps by the ratio of dirty rate to bandwidth")
+    m.add_argument("--stop", choices=("qemu", "xen"), default="qemu",
+                   help="stop rule: qemu (no iteration cap) or xen (29 iterations, 3x memory, < 50 pages)")
+    m.add_argument("--max-iterations", type=_positive_int("max-iterations", 0), metavar="N",
+                   help="at most N pre-copy rounds after round 0")
+    m.add_argument("--max-total-factor", type=_number, metavar="X",
+                   help="at most X times memory sent before the limit action")
+    m.add_argument("--timeout", type=_time_inf, metavar="TIME", help="longest total migration time")
+    m.add_argument("--on-limit", choices=("force", "abort", "postcopy"),
+                   help="at a limit: force the stop-and-copy (default) or abort (roll back)")
+    m.add_argument("--resume-time", type=_time, default="0s", metavar="TIME",
+                   help="time for the destination to resume the guest (default 0s)")
+    m.add_argument("--give-up-after", type=_time_inf, metavar="TIME",
+                   help="QEMU iterates forever when the dirty rate outruns the link; without --timeout, "
+                        "stop simulating (status failed) after this much simulated time (default: 10min, or 20 "
+                        "times the time to send memory once if longer)")
+    m.add_argument("--no-verify", action="store_true",
+                   help="skip the end-to-end check that no dirty write was lost")
+
+
+def _add_progress(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--progress", dest="progress", action="store_const", const=True, default=None,
+                   help="show a progress bar on stderr even when it is not a terminal")
+    g.add_argument("--no-progress", dest="progress", action="store_const", const=False,
+                   help="never show a progress bar")
+
+
+def _add_json(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                   help=f"write {what} as JSON to FILE, or to stdout (instead of the tables) without FILE")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .specs import GRAMMAR
+
+    p = _Parser(
+        prog=PROG,
+        formatter_class=_Formatter,
+        description="Simulate hypervisor dirty-page tracking (write protection, Intel PML, KVM dirty rings) "
+                    "and live migration.",
+        epilog="Run 'dirtylog COMMAND --help' for a command's options. Sizes: 4GiB, 512MiB, 4G; rates: "
+               "10Gbit/s, 1GiB/s; times: 300ms, 1.5s, 2min.\n\nExit status: 0 done, 1 a lost dirty write or a "
+               "failed benchmark, 2 a bad option or value.",
+    )
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"dirtylog {__version__}")
+    c = p.add_argument_group("building C programs against the core (see dirtylog.embed)")
+    c.add_argument("--cflags", action="store_true", help="print the compiler flags (like pkg-config --cflags)")
+    c.add_argument("--libs", action="store_true", help="print the linker flags (like pkg-config --libs)")
+    c.add_argument("--include-dir", action="store_true", help="print the folder of dirtylog.h")
+    c.add_argument("--library-dir", action="store_true", help="print the folder of libdirtylog_core.a")
+    c.add_argument("--cmake-dir", action="store_true", help="print the folder of dirtylogConfig.cmake")
+    c.add_argument("--pkgconfig-dir", action="store_true", help="print the folder of dirtylog.pc")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    # simulate ---------------------------------------------------------------------------------
+    s = sub.add_parser(
+        "simulate", formatter_class=_Formatter, help="run one live migration and show it round by round",
+        description="Run one live migration and print it round by round, like a series of "
+                    "'virsh domjobinfo' snapshots, then a summary and the closed-form models' predictions.\n"
+                    "Bare 'dirtylog simulate' migrates a 4 GiB guest with a hot working set over 10 Gbit/s.",
+        epilog=GRAMMAR)
+    _add_guest(s)
+    _add_migration(s)
+    o = s.add_argument_group("output")
+    _add_json(o, "the full report (query-migrate fields, every round, the models)")
+    o.add_argument("--plot", metavar="FILE", help="draw dirty pages and expected downtime per round to FILE "
+                                                  "(.png, .svg, .pdf; needs matplotlib)")
+    o.add_argument("--rounds", type=_positive_int("rounds", 0), default=40, metavar="N",
+                   help="show at most N rounds in the table, the first and the last ones (0: all; default 40)")
+    o.add_argument("--no-models", action="store_true", help="leave out the table of model predictions")
+    _add_progress(o)
+    s.set_defaults(func=cmd_simulate)
+
+    # trackers ---------------------------------------------------------------------------------
+    t = sub.add_parser(
+        "trackers", formatter_class=_Formatter, help="compare wp, pml, ring and clear on the same migration",
+        description="Run the same migration with each dirty-tracking mechanism and compare them side by side: "
+                    "VM exits, guest slowdown, harvest cost, rounds, total time and downtime.\n\n"
+                    "'sim harvest' is the wall time dirtylog's C core takes to harvest the dirty log after the "
+                    "guest ran for one window (--harvest-window): a measured relative cost of each mechanism "
+                    "(a bitmap scan, the ring collection, the manual clear), not KVM's absolute figures.",
+        epilog=GRAMMAR)
+    _add_guest(t)
+    _add_migration(t, tracker=False)
+    t.add_argument("--trackers", type=_list_of(lambda x: _choice(x, TRACKERS, "tracker")),
+                   default=list(TRACKERS), metavar="LIST", help="trackers to compare (default wp,pml,ring,clear)")
+    t.add_argument("--harvest-window", type=_time_pos, default="1s", metavar="TIME",
+                   help="guest run time before the measured harvest (default 1s)")
+    t.add_argument("--jobs", "-j", type=_positive_int("jobs"), metavar="N",
+                   help="run N migrations at a time (default: one per CPU)")
+    _add_json(t, "the results")
+    _add_progress(t)
+    t.set_defaults(func=cmd_trackers)
+
+    # dirty-rate -------------------------------------------------------------------------------
+    d = sub.add_parser(
+        "dirty-rate", formatter_class=_Formatter, help="measure a workload's dirty rate (calc-dirty-rate)",
+        description="Measure a workload's dirty rate over one window the way QEMU's calc-dirty-rate does, in "
+                    "its three modes: page-sampling (a sample of pages per GiB checked at the window's start "
+                    "and end; QEMU's default), dirty-bitmap (exact) and dirty-ring (per-vCPU rates). A longer "
+                    "window gives a lower rate: each page counts once however often it is written.",
+        epilog=GRAMMAR)
+    _add_guest(d)
+    d.add_argument("--mode", choices=DIRTY_RATE_MODES + ("all",), default="all",
+                   help="measurement mode (default: all three side by side)")
+    d.add_argument("--window", "--calc-time", type=_time_pos, default="1s", metavar="TIME",
+                   help="measurement window (default %(default)s)")
+    d.add_argument("--sample-pages", type=_positive_int("sample-pages"), default=512, metavar="N",
+                   help="page-sampling: pages sampled per GiB (128..16384; default %(default)s)")
+    d.add_argument("--start", type=_time, default="0s", metavar="TIME",
+                   help="guest time at which the window starts (default 0s)")
+    _add_json(d, "the results (query-dirty-rate fields)")
+    d.set_defaults(func=cmd_dirty_rate)
+
+    # curve ------------------------------------------------------------------------------------
+    cv = sub.add_parser(
+        "curve", formatter_class=_Formatter, help="distinct dirty pages per window length (the dirty curve)",
+        description="Measure the dirty curve: the distinct pages a workload dirties in windows of several "
+                    "lengths, each from a clean state. Real curves grow far slower than linearly; save the "
+                    "curve with --json FILE and replay it with --workload curve:FILE.",
+        epilog=GRAMMAR)
+    _add_guest(cv)
+    cv.add_argument("--windows", type=_list_of(_time_pos), default=["100ms", "200ms", "500ms", "1s", "2s", "5s", "10s"],
+                    metavar="LIST", help="window lengths (default 100ms,200ms,500ms,1s,2s,5s,10s)")
+    cv.add_argument("--mode", choices=("dirty-bitmap", "page-sampling"), default="dirty-bitmap",
+                    help="exact bitmap, or page-sampling estimates (default dirty-bitmap)")
+    cv.add_argument("--sample-pages", type=_positive_int("sample-pages"), default=512, metavar="N",
+                    help="page-sampling: pages sampled per GiB (default %(default)s)")
+    cv.add_argument("--start", type=_time, default="0s", metavar="TIME", help="guest time of the windows' start")
+    _add_json(cv, "the curve (readable by --workload curve:FILE)")
+    cv.add_argument("--plot", metavar="FILE", help="draw the curve to FILE (needs matplotlib)")
+    cv.set_defaults(func=cmd_curve)
+
+    # sweep ------------------------------------------------------------------------------------
+    w = sub.add_parser(
+        "sweep", formatter_class=_Formatter, help="plan: a grid of bandwidth x downtime limit (x workload)",
+        description="Run a grid of migrations in parallel (bandwidth x downtime limit, and workloads or dirty "
+                    "rates) and print a planning table: rounds, total time, downtime and a verdict for each: "
+                    "'converges' (within the downtime limit), 'forced' (a limit forced the stop-and-copy) or "
+                    "'does not converge' (gave up, or rolled back).\nLists are comma-separated; --workload may "
+                    "be repeated. With --dirty-rate, each rate replaces the rate of each workload.",
+        epilog=GRAMMAR)
+    wg = w.add_argument_group("grid")
+    wg.add_argument("-m", "--memory", type=_list_of(_size), default=[DEFAULTS["memory"]], metavar="LIST",
+                    help="guest memory sizes (default %s)" % DEFAULTS["memory"])
+    wg.add_argument("-w", "--workload", type=_spec, action="append", metavar="SPEC",
+                    help="a workload (repeat the option for several; default %s)" % DEFAULTS["workload"])
+    wg.add_argument("--dirty-rate", type=_list_of(_count_rate), metavar="LIST",
+                    help="write rates put into each workload spec, e.g. 100MiB/s,500MiB/s,1GiB/s")
+    wg.add_argument("-b", "--bandwidth", type=_list_of(_rate), default=["1Gbit/s", "10Gbit/s", "25Gbit/s"],
+                    metavar="LIST", help="bandwidths (default 1Gbit/s,10Gbit/s,25Gbit/s)")
+    wg.add_argument("-d", "--downtime-limit", type=_list_of(_time), default=["100ms", "300ms", "1s"],
+                    metavar="LIST", help="downtime limits (default 100ms,300ms,1s)")
+    wg.add_argument("-t", "--tracker", type=_list_of(lambda x: _choice(x, TRACKERS, "tracker")),
+                    default=[DEFAULTS["tracker"]], metavar="LIST", help="trackers (default pml)")
+    wg.add_argument("--vcpus", type=_positive_int("vcpus"), default=DEFAULTS["vcpus"], metavar="N",
+                    help="vCPUs (default %(default)s)")
+    wg.add_argument("--seed", type=_positive_int("seed", 0), default=0, metavar="N", help="workload seed")
+    wg.add_argument("--huge-pages", choices=("none", "lazy", "eager"), default="none", help="huge page mode")
+    wg.add_argument("--zero-pages", type=_fraction, default=0.0, metavar="FRACTION", help="zero-page share")
+    wg.add_argument("--latency", type=_time, default="0s", metavar="TIME", help="one-way link latency")
+    _add_policy(w.add_argument_group("policy"))
+    wo = w.add_argument_group("running and output")
+    wo.add_argument("--jobs", "-j", type=_positive_int("jobs"), metavar="N",
+                    help="configurations run at a time, in processes (default: one per CPU)")
+    wo.add_argument("--csv", nargs="?", const="-", metavar="FILE",
+                    help="write every result as CSV to FILE, or to stdout without FILE")
+    _add_json(wo, "every result")
+    wo.add_argument("--heatmap", metavar="FILE", help="draw the grid as a heatmap to FILE (needs matplotlib)")
+    wo.add_argument("--heatmap-value", choices=("total_time", "downtime", "transferred", "rounds"),
+                    default="total_time", help="what the heatmap shows (default total_time)")
+    _add_progress(wo)
+    w.set_defaults(func=cmd_sweep)
+
+    # bench ------------------------------------------------------------------------------------
+    b = sub.add_parser(
+        "bench", formatter_class=_Formatter, help="run the benchmark suite and print the ratio table",
+        description="Run the benchmark suite (pytest-benchmark, in benchmarks/ of a source checkout), which "
+                    "ends with its ratio table: each measurement against its baseline from the same run. "
+                    "Arguments after '--' go to pytest (e.g. dirtylog bench -- -k harvest).")
+    b.add_argument("--benchmarks", metavar="DIR", help="the benchmarks folder (default: the source tree's)")
+    b.add_argument("--save-json", metavar="FILE", help="keep pytest-benchmark's JSON results in FILE")
+    b.add_argument("pytest_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def _choice(value: str, allowed: Sequence[str], what: str) -> str:
+    v = value.strip().lower()
+    if v not in allowed:
+        raise argparse.ArgumentTypeError(f"unknown {what} {value!r}; allowed: {', '.join(allowed)}")
+    return v
+
+
+# ----------------------------------------------------------------------------- shared helpers
+
+
+class _Out:
+    """rich output on stdout; off a terminal (a file, a pipe) lines lose rich's trailing padding."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+
+        self._tty = hasattr(sys.stdout, "isatty") and sys.stdout.isatty()
+        self._buf = None if self._tty else io.StringIO()
+        width = None if self._tty else int(os.environ.get("COLUMNS", "0") or 0) or 160
+        self.console = Console(file=sys.stdout if self._buf is None else self._buf, width=width, highlight=False,
+                               soft_wrap=False)
+
+    def print(self, *objects: Any, **kw: Any) -> None:
+        self.console.print(*objects, **kw)
+        if self._buf is not None:
+            text = self._buf.getvalue()
+            self._buf.seek(0)
+            self._buf.truncate()
+            sys.stdout.write("\n".join(line.rstrip() for line in text.split("\n")))
+            sys.stdout.flush()
+
+
+def _console(stderr: bool = False, force_terminal: Optional[bool] = None) -> Any:
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    tty = hasattr(stream, "isatty") and stream.isatty()
+    width = None if tty else int(os.environ.get("COLUMNS", "0") or 0) or 160
+    return Console(file=stream, width=width, highlight=False, soft_wrap=False, force_terminal=force_terminal)
+
+
+def _want_progress(args: argparse.Namespace) -> Optional[bool]:
+    """None: no bar; True: forced (draw as on a terminal); False: stderr is a terminal."""
+    if args.progress is False:
+        return None
+    if args.progress is True:
+        return True
+    return False if sys.stderr.isatty() else None
+
+
+def _check_not_available(args: argparse.Namespace) -> None:
+    if getattr(args, "policy", "precopy") == "postcopy":
+        raise UsageError(NOT_AVAILABLE["postcopy"])
+    if getattr(args, "on_limit", None) == "postcopy":
+        raise UsageError(NOT_AVAILABLE["on-limit-postcopy"])
+
+
+def _throttle(args: argparse.Namespace) -> Dict[str, Any]:
+    return dict(auto_converge=args.auto_converge, cpu_throttle_initial=args.cpu_throttle_initial,
+                cpu_throttle_increment=args.cpu_throttle_increment, max_cpu_throttle=args.max_cpu_throttle,
+                cpu_throttle_tailslow=args.cpu_throttle_tailslow)
+
+
+def _config(args: argparse.Namespace, **over: Any) -> Any:
+    """The SweepConfig of a simulate-like command line."""
+    from .sweep import SweepConfig
+
+    _check_not_available(args)
+    kw: Dict[str, Any] = dict(
+        memory=args.memory,
+        workload=args.workload,
+        bandwidth=args.bandwidth,
+        downtime_limit=args.downtime_limit,
+        tracker=getattr(args, "tracker", DEFAULTS["tracker"]),
+        vcpus=args.vcpus,
+        latency=args.latency,
+        stop=args.stop,
+        max_iterations=args.max_iterations,
+        max_total_factor=args.max_total_factor,
+        timeout=args.timeout,
+        on_limit=args.on_limit,
+        resume_time=args.resume_time,
+        **_throttle(args),
+        huge_pages=None if args.huge_pages == "none" else args.huge_pages,
+        zero_pages=args.zero_pages,
+        page_size=getattr(args, "page_size", 4096),
+        seed=args.seed,
+        verify=not args.no_verify,
+        give_up_after=args.give_up_after,
+    )
+    kw.update(over)
+    return SweepConfig(**kw)
+
+
+def _emit(text: str, dest: str, what: str) -> None:
+    """Write text to stdout (dest '-') or to a file (and say so on stderr)."""
+    if dest == "-":
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        return
+    with open(dest, "w", newline="") as f:
+        f.write(text if text.endswith("\n") else text + "\n")
+    print(f"{what} written to {dest}", file=sys.stderr)
+
+
+def _to_json(obj: Any) -> str:
+    def clean(x: Any) -> Any:
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        if hasattr(x, "tolist"):
+            return clean(x.tolist())
+        return x
+
+    return json.dumps(clean(obj), indent=2)
+
+
+def _table(title: Optional[str] = None, **kw: Any) -> Any:
+    from rich import box
+    from rich.table import Table
+
+    return Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", title_style="bold", pad_edge=False, **kw)
+
+
+def _guest_line(memory: int, spec: str, vcpus: int) -> str:
+    return f"{format_size(memory)} guest, {vcpus} vCPU{'s' if vcpus != 1 else ''}, workload {spec}"
+
+
+# ----------------------------------------------------------------------------- simulate
+
+
+class _MigrationBar:
+    """A progress bar of the round in progress (stderr)."""
+
+    def __init__(self, forced: bool) -> None:
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn
+
+        self._p = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                           TextColumn("{task.fields[info]}"),
+                           console=_console(stderr=True, force_terminal=True if forced else None), transient=True)
+        self._task = self._p.add_task("setup", total=1, info="")
+        self._p.start()
+
+    def update(self, m: Any) -> None:
+        cr = m.current_round
+        if cr["phase"] == "precopy":
+            desc = f"round {cr['index']}"
+        elif cr["phase"] == "downtime":
+            desc = "stop-and-copy"
+        else:
+            desc = cr["phase"]
+        total = max(int(cr["pages_total"]), 1)
+        self._p.update(self._task, description=desc, total=total, completed=min(int(cr["pages_sent"]), total),
+                       info=f"{format_time(cr['clock'])} simulated, {m.dirty_sync_count} syncs")
+
+    def close(self) -> None:
+        self._p.stop()
+
+
+class _SweepBar:
+    """A progress bar of a sweep (stderr), started with the first result: after the workers exist."""
+
+    def __init__(self, forced: bool, what: str) -> None:
+        self._forced = forced
+        self._what = what
+        self._p: Any = None
+        self._task: Any = None
+
+    def __call__(self, done: int, total: int, result: Any) -> None:
+        if self._p is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._p = Progress(TextColumn(self._what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                               console=_console(stderr=True, force_terminal=True if self._forced else None),
+                               transient=True)
+            self._task = self._p.add_task(self._what, total=total)
+            self._p.start()
+        self._p.update(self._task, completed=done)
+
+    def close(self) -> None:
+        if self._p is not None:
+            self._p.stop()
+
+
+def _run_sweep(configs: List[Any], args: argparse.Namespace, what: str) -> Any:
+    from .sweep import sweep
+
+    mode = _want_progress(args)
+    bar = _SweepBar(bool(mode), what) if mode is not None else None
+    try:
+        return sweep(configs, progress=bar if bar is not None else False, jobs=args.jobs)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _run_migration(m: Any, give_up_after: Any, bar: Optional[_MigrationBar]) -> Any:
+    """Run like dirtylog.simulate(), stepping so that a progress bar can follow."""
+    limit = parse_time(give_up_after, name="give_up_after", allow_zero=False, allow_inf=True)
+    if m.policy.timeout is not None:
+        limit = math.inf
+    if bar is None:
+        m.run_until(limit)
+    else:
+        step = 0.02
+        while not m.done and m.clock < limit:
+            c0, w0 = m.clock, time.perf_counter()
+            m.run_until(min(limit, c0 + step))
+            bar.update(m)
+            if m.clock <= c0 and not m.done:
+                break
+            spent = max(time.perf_counter() - w0, 1e-4)
+            step = min(step * 4, max(step * 0.1 / spent, 1e-4))  # about 10 updates per second
+    if not m.done:
+        if m.phase == "downtime":
+            m.run_until(math.inf)
+        else:
+            m.cancel(f"not converged after {format_time(limit)} of simulated time: QEMU would iterate forever; "
+                     "give --timeout with --on-limit, a higher --bandwidth or a longer --downtime-limit "
+                     "(or a longer --give-up-after)")
+    return m.report()
+
+
+def _rounds_table(report: Any, max_rows: int) -> Any:
+    rounds = list(report.rounds)
+    throttled = any(r.throttle > 0 for r in rounds if not r.final)
+    t = _table("Rounds")
+    for name in ("round", "start", "duration", "sent", "dirty pages", "dirty rate", "exp. downtime", "exits",
+                 "slowdown"):
+        t.add_column(name, justify="right", no_wrap=True)
+    if throttled:
+        t.add_column("throttle", justify="right", no_wrap=True)
+    shown: List[Any] = rounds
+    skipped = 0
+    if max_rows and len(rounds) > max_rows:
+        head = max_rows // 2
+        tail = max_rows - head
+        shown = rounds[:head] + [None] + rounds[-tail:]
+        skipped = len(rounds) - max_rows
+    for r in shown:
+        if r is None:
+            t.add_row(*["..."] * len(t.columns), style="dim")
+            t.caption = f"{skipped:,} rounds not shown (--rounds 0 shows all)"
+            t.caption_justify = "left"
+            continue
+        cells = [
+            "final" if r.final else str(r.index),
+            format_time(r.start),
+            format_time(r.duration),
+            format_size(r.bytes),
+            f"{r.dirty_pages:,}",
+            "-" if r.final else f"{r.dirty_rate:,.0f} pages/s",
+            "-" if r.final else format_time(r.expected_downtime),
+            f"{r.exits:,}",
+            f"{r.guest_slowdown:.2f} %",
+        ]
+        if throttled:
+            cells.append("-" if r.final else f"{r.throttle:.0f} %")
+        t.add_row(*cells, style="bold" if r.final else None)
+    return t
+
+
+def _status_text(report: Any) -> Tuple[str, str]:
+    if report.status == "completed" and report.converged:
+        return "completed (converged)", "bold green"
+    if report.status == "completed":
+        return "completed (forced stop-and-copy, not converged)", "bold yellow"
+    return report.status, "bold red"
+
+
+def _summary(report: Any) -> Any:
+    from rich.table import Table
+    from rich.text import Text
+
+    g = Table.grid(padding=(0, 2))
+    g.add_column(style="bold", no_wrap=True)
+    g.add_column()
+    status, style = _status_text(report)
+    g.add_row("Status", Text(status, style=style))
+    g.add_row("Reason", report.reason or "-")
+    g.add_row("Total time", format_time(report.total_time))
+    g.add_row("Downtime", Text(format_time(report.downtime) if report.status == "completed" else "- (no switch-over)",
+                               style="green" if report.status == "completed" and report.downtime <= report.downtime_limit
+                               else "yellow")
+              )
+    g.add_row("Expected downtime", format_time(report.expected_downtime) if math.isfinite(report.expected_downtime) else "-")
+    g.add_row("Setup time", format_time(report.setup_time))
+    g.add_row("Transferred", f"{format_size(report.transferred)} ({report.transferred / max(report.memory, 1):.2f}x memory): "
+                             f"pre-copy {format_size(report.precopy_bytes)}, downtime {format_size(report.downtime_bytes)}")
+    g.add_row("Pages", f"{report.pages_sent:,} sent (normal {report.normal:,}, zero {report.duplicate:,})")
+    g.add_row("Iterations", f"{report.precopy_rounds} pre-copy rounds, {report.dirty_sync_count} dirty syncs")
+    denom = report.total_time * report.vcpus
+    slow = 100.0 * report.guest_lost / denom if denom > 0 else 0.0
+    g.add_row("Guest", f"{report.guest_writes:,} page writes; {format_time(report.guest_lost)} of vCPU time lost to "
+                       f"tracking exits ({slow:.2f} %)")
+    ts = report.tracker_stats
+    g.add_row("Tracker", f"{report.tracker}: {ts.get('faults', 0):,} faults, {ts.get('pml_full_exits', 0):,} PML-full "
+                         f"exits, {ts.get('ring_full_exits', 0):,} ring-full exits, {ts.get('kicks', 0):,} kicks, "
+                         f"{ts.get('splits', 0):,} splits")
+    verified = {True: Text("yes: every page on the destination holds its newest version", style="green"),
+                False: Text(f"NO: {report.mismatches} pages differ (first: {report.mismatched_pages[:8]})",
+                            style="bold red"),
+                None: Text("not checked")}[report.verified]
+    if report.status != "completed" and report.verified:
+        verified = Text("yes: rolled back, the source holds every write", style="green")
+    g.add_row("Verified", verified)
+    return g
+
+
+def _models_table(report: Any) -> Optional[Any]:
+    models = {k: v for k, v in report.models.items() if isinstance(v, dict) and "total_time" in v}
+    if not models:
+        return None
+    t = _table("Closed-form models, same inputs")
+    for name in ("model", "rounds", "total time", "downtime", "sent", "converged"):
+        t.add_column(name, justify="left" if name == "model" else "right", no_wrap=True)
+    t.add_row("simulated", str(max(report.precopy_rounds - 1, 0)), format_time(report.total_time),
+              format_time(report.downtime), format_size(report.transferred), str(report.converged), style="bold")
+    for name, m in models.items():
+        # A model that does not converge grows without bound: its figures at its round cap mean nothing.
+        gone = m.get("converged") is False
+        t.add_row(name, str(m.get("rounds", "-")), "-" if gone else format_time(m["total_time"]),
+                  "-" if gone else format_time(m.get("downtime", 0.0)),
+                  format_size(m["total_bytes"]) if "total_bytes" in m and not gone else "-",
+                  str(m.get("converged", "-")))
+    return t
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .migration import Migration
+
+    cfg = _config(args)
+    kw = cfg.build()
+    give_up = kw.pop("give_up_after")
+    m = Migration(**kw)
+    mode = _want_progress(args)
+    bar = _MigrationBar(forced=bool(mode)) if mode is not None else None
+    try:
+        report = _run_migration(m, give_up, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    to_stdout_json = args.json == "-"
+    if args.json is not None:
+        _emit(report.to_json(), args.json, "report")
+    if not to_stdout_json:
+        con = _Out()
+        con.print(f"[bold]Live migration[/bold] of a {_guest_line(report.memory, cfg.workload_label(), report.vcpus)}; "
+                  f"{format_rate(report.bandwidth, bits=True)}, downtime limit {format_time(report.downtime_limit)}, "
+                  f"tracker {report.tracker}")
+        con.print(_rounds_table(report, args.rounds))
+        con.print()
+        con.print(_summary(report))
+        if not args.no_models:
+            mt = _models_table(report)
+            if mt is not None:
+                con.print()
+                con.print(mt)
+    if args.plot:
+        from .plot import plot_report
+
+        plot_report(report, args.plot)
+        print(f"plot written to {args.plot}", file=sys.stderr)
+    return 1 if report.verified is False else 0
+
+
+# ----------------------------------------------------------------------------- trackers
+
+
+def _harvest_cost(workload: Any, pages: int, vcpus: int, page_size: int, huge: Optional[str], mode: str,
+                  window: float) -> Tuple[float, int]:
+    """Wall seconds of one harvest (plus the clear, in clear mode) after ``window`` of the workload."""
+    from .tracker import Tracker
+
+    best, dirty = math.inf, 0
+    for _ in range(3):  # the best of three: a fresh tracker each time
+        tr = Tracker(pages, mode=mode, vcpus=vcpus, page_size=page_size, huge_pages=huge)
+        tr.start()
+        if workload is not None:
+            workload.run(tr, 0.0, window)
+        t0 = time.perf_counter()
+        harvested = tr.harvest()
+        if mode == "clear":
+            tr.clear(0, pages)
+        best = min(best, time.perf_counter() - t0)
+        dirty = int(harvested.size)
+    return best, dirty
+
+
+def cmd_trackers(args: argparse.Namespace) -> int:
+    from .specs import parse_workload
+
+    base = _config(args)
+    configs = [_config(args, tracker=t) for t in args.trackers]
+    results = _run_sweep(configs, args, "trackers")
+    window = parse_time(args.harvest_window)
+    wl = parse_workload(base.workload, seed=base.seed)
+    page_size = int(parse_size(args.page_size))
+    pages = -(-int(parse_size(args.memory)) // page_size)
+    harvest = {}
+    for r in results:
+        harvest[r.tracker] = _harvest_cost(wl, pages, r.vcpus, page_size, base.huge_pages, r.tracker, window)
+    if args.json is not None:
+        rows = []
+        for r in results:
+            d = r.to_dict()
+            d["sim_harvest_seconds"], d["sim_harvest_pages"] = harvest[r.tracker]
+            rows.append(d)
+        _emit(_to_json(rows), args.json, "results")
+        if args.json == "-":
+            return 1 if any(r.verified is False for r in results) else 0
+    con = _Out()
+    r0 = results[0]
+    con.print(f"[bold]Dirty tracking compared[/bold] on a {_guest_line(r0.memory, base.workload_label(), r0.vcpus)}; "
+              f"{format_rate(r0.bandwidth, bits=True)}, downtime limit {format_time(r0.downtime_limit)}")
+    t = _table()
+    extra = [c for c in ("kicks", "splits") if any(getattr(r, c) for r in results)]
+    cols = ["tracker", "exits", "faults", "PML full", "ring full", *extra, "guest lost", "slowdown", "sim harvest",
+            "rounds", "total time", "downtime", "verdict"]
+    for c in cols:
+        t.add_column(c, justify="left" if c in ("tracker", "verdict") else "right", no_wrap=True)
+    for r in results:
+        t.add_row(r.tracker, f"{r.exits:,}", f"{r.faults:,}", f"{r.pml_full_exits:,}", f"{r.ring_full_exits:,}",
+                  *[f"{getattr(r, c):,}" for c in extra], format_time(r.guest_lost), f"{r.guest_slowdown:.3f} %",
+                  format_time(harvest[r.tracker][0]), str(r.rounds), format_time(r.total_time),
+                  format_time(r.downtime) if r.status == "completed" else "-", r.verdict)
+    con.print(t)
+    bad = [r.tracker for r in results if r.verified is False]
+    con.print("Verified: " + (f"[bold red]DIRTY WRITES LOST with {', '.join(bad)}[/bold red]" if bad else
+                              "no dirty write lost with any tracker" if all(r.verified for r in results)
+                              else "not checked"))
+    con.print(f"[dim]exits: VM exits caused by tracking; slowdown: vCPU time lost to them / (total time x vCPUs); "
+              f"sim harvest: one harvest of the pages dirtied by {format_time(window)} of the workload "
+              f"({harvest[results[0].tracker][1]:,} with {results[0].tracker}), timed in dirtylog's C core."
+              "[/dim]")
+    return 1 if any(r.verified is False for r in results) else 0
+
+
+# ----------------------------------------------------------------------------- dirty-rate and curve
+
+
+def cmd_dirty_rate(args: argparse.Namespace) -> int:
+    from .measure import dirty_rate
+    from .specs import parse_workload
+
+    wl = parse_workload(args.workload, seed=args.seed)
+    if wl is None:
+        raise UsageError("dirty-rate needs a workload (not 'none')")
+    modes = DIRTY_RATE_MODES if args.mode == "all" else (args.mode,)
+    results = [dirty_rate(wl, args.memory, window=args.window, mode=mo, sample_pages=args.sample_pages,
+                          vcpus=args.vcpus, page_size=args.page_size, seed=args.seed, start=args.start)
+               for mo in modes]
+    if args.json is not None:
+        _emit(_to_json([r.to_dict() for r in results]), args.json, "results")
+        if args.json == "-":
+            return 0
+    con = _Out()
+    r0 = results[0]
+    memory = r0.total_pages * r0.page_size
+    nominal = wl.write_rate(pages=r0.total_pages, page_size=r0.page_size)
+    con.print(f"[bold]Dirty rate[/bold] of a {_guest_line(memory, args.workload, args.vcpus)}; window "
+              f"{format_time(r0.window)} from t = {format_time(r0.start)}; the workload writes "
+              f"{nominal * r0.page_size / 2**20:,.1f} MiB/s ({nominal:,.0f} pages/s)")
+    t = _table()
+    for c in ("mode", "dirty rate", "± std. error", "dirty pages", "pages/s", "sampled", "per vCPU (MiB/s)"):
+        t.add_column(c, justify="left" if c in ("mode", "per vCPU (MiB/s)") else "right", no_wrap=c != "per vCPU (MiB/s)")
+    for r in results:
+        t.add_row(r.mode, f"{r.dirty_rate_mib_s:,.1f} MiB/s",
+                  f"{r.stderr_mib_s:,.1f} MiB/s" if r.mode == "page-sampling" else "-",
+                  f"{r.dirty_pages:,}", f"{r.dirty_rate_pages_s:,.0f}",
+                  f"{r.sampled:,} ({r.sample_pages}/GiB)" if r.mode == "page-sampling" else "-",
+                  ", ".join(f"{x:,.1f}" for x in r.vcpu_rates) if r.vcpu_rates else "-")
+    con.print(t)
+    return 0
+
+
+def cmd_curve(args: argparse.Namespace) -> int:
+    from .measure import dirty_curve
+    from .specs import parse_workload
+
+    wl = parse_workload(args.workload, seed=args.seed)
+    if wl is None:
+        raise UsageError("curve needs a workload (not 'none')")
+    c = dirty_curve(wl, args.memory, args.windows, mode=args.mode, sample_pages=args.sample_pages, vcpus=args.vcpus,
+                    page_size=args.page_size, seed=args.seed, start=args.start)
+    if args.json is not None:
+        d = c.to_dict()
+        d["workload"] = args.workload
+        _emit(_to_json(d), args.json, "curve")
+    if args.json != "-":
+        con = _Out()
+        memory = c.total_pages * c.page_size
+        nominal = wl.write_rate(pages=c.total_pages, page_size=c.page_size)
+        con.print(f"[bold]Dirty curve[/bold] of a {_guest_line(memory, args.workload, args.vcpus)} ({c.mode}); "
+                  f"each window from a clean state at t = {format_time(c.start)}")
+        t = _table()
+        for col in ("window", "page writes", "dirty pages", "dirty memory", "of memory", "dirty rate"):
+            t.add_column(col, justify="right", no_wrap=True)
+        rates = c.rates_mib_s()
+        for i in sorted(range(len(c.windows)), key=lambda k: c.windows[k]):
+            wdw, n = float(c.windows[i]), float(c.dirty_pages[i])
+            t.add_row(format_time(wdw), f"{nominal * wdw:,.0f}", f"{n:,.0f}", format_size(n * c.page_size),
+                      f"{100 * n / c.total_pages:.1f} %", f"{rates[i]:,.1f} MiB/s")
+        con.print(t)
+    if args.plot:
+        from .plot import plot_curve
+
+        plot_curve(c, args.plot, title=f"Dirty curve: {args.workload}, {format_size(c.total_pages * c.page_size)}")
+        print(f"plot written to {args.plot}", file=sys.stderr)
+    return 0
+
+
+# ----------------------------------------------------------------------------- sweep
+
+
+def sweep_configs(args: argparse.Namespace) -> List[Any]:
+    """The grid a `dirtylog sweep` command line describes."""
+    from .specs import with_rate
+    from .sweep import grid
+
+    _check_not_available(args)
+    workloads = args.workload or [DEFAULTS["workload"]]
+    if args.dirty_rate:
+        workloads = [with_rate(w, r) for w in workloads for r in args.dirty_rate]
+    return grid(
+        memory=args.memory,
+        workload=workloads,
+        tracker=args.tracker,
+        bandwidth=args.bandwidth,
+        downtime_limit=args.downtime_limit,
+        vcpus=args.vcpus,
+        seed=args.seed,
+        huge_pages=None if args.huge_pages == "none" else args.huge_pages,
+        zero_pages=args.zero_pages,
+        latency=args.latency,
+        stop=args.stop,
+        max_iterations=args.max_iterations,
+        max_total_factor=args.max_total_factor,
+        timeout=args.timeout,
+        on_limit=args.on_limit,
+        resume_time=args.resume_time,
+        **_throttle(args),
+        verify=not args.no_verify,
+        give_up_after=args.give_up_after,
+    )
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from rich.text import Text
+
+    configs = sweep_configs(args)
+    results = _run_sweep(configs, args, "sweep")
+    quiet = args.json == "-" or args.csv == "-"
+    if args.csv is not None:
+        _emit(results.to_csv(), args.csv, "CSV")
+    if args.json is not None:
+        _emit(results.to_json(), args.json, "JSON")
+    if not quiet:
+        con = _Out()
+        n = len(results)
+        con.print(f"[bold]Migration plan[/bold]: {n} configuration{'s' if n != 1 else ''}, "
+                  f"{results[0].vcpus} vCPUs, tracker(s) {', '.join(sorted({r.tracker for r in results}))}")
+        headers, rows = results.table_rows(
+            [c for c in ("workload", "memory", "tracker") if c in results.varying() or c == "workload"]
+            + ["bandwidth", "downtime_limit"])
+        t = _table()
+        for i, h in enumerate(headers):
+            t.add_column(h, justify="left" if h in ("workload", "verdict") else "right", no_wrap=True)
+        styles = {"converges": "green", "forced": "yellow", "does not converge": "red"}
+        for r, row in zip(results, rows):
+            t.add_row(*row[:-1], Text(row[-1], style=styles.get(r.verdict, "")))
+        con.print(t)
+        counts = {v: sum(1 for r in results if r.verdict == v) for v in ("converges", "forced", "does not converge")}
+        con.print("[dim]" + ", ".join(f"{k}: {v}" for k, v in counts.items()) +
+                  ". 'does not converge': gave up after --give-up-after of simulated time (default 10 min, or "
+                  "20x the time to send memory once), or aborted at a limit.[/dim]")
+    if args.heatmap:
+        from .plot import plot_heatmap
+
+        plot_heatmap(results, args.heatmap, value=args.heatmap_value)
+        print(f"heatmap written to {args.heatmap}", file=sys.stderr)
+    return 1 if any(r.verified is False for r in results) else 0
+
+
+# ----------------------------------------------------------------------------- bench
+
+
+def _benchmarks_dir(given: Optional[str]) -> Optional[Path]:
+    if given:
+        return Path(given)
+    import dirtylog
+
+    for pkg in getattr(dirtylog, "__path__", []):
+        cand = Path(pkg).resolve().parent / "benchmarks"
+        if cand.is_dir() and any(cand.glob("*.py")) and (cand.parent / "pyproject.toml").is_file():
+            return cand
+    return None
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    bdir = _benchmarks_dir(args.benchmarks)
+    if bdir is None or not bdir.is_dir():
+        raise UsageError("the benchmark suite is not available: it lives in benchmarks/ of a source checkout, not in "
+                         "an installed wheel; run 'dirtylog bench' from a checkout installed with "
+                         "pip install -e '.[test]', or pass --benchmarks DIR")
+    if importlib.util.find_spec("pytest") is None or importlib.util.find_spec("pytest_benchmark") is None:
+        raise UsageError("the benchmarks need pytest and pytest-benchmark: pip install 'dirtylog[test]'")
+    extra = list(args.pytest_args or [])
+    if extra and extra[0] == "--":
+        extra = extra[1:]
+    cmd = [sys.executable, "-m", "pytest", str(bdir), "--benchmark-only", "-p", "no:cacheprovider", *extra]
+    if args.save_json:
+        cmd.append(f"--benchmark-json={args.save_json}")
+    print("running: " + " ".join(cmd), file=sys.stderr)
+    sys.stdout.flush()
+    # The suite prints its ratio table (measured against its baselines in the same run) at the end.
+    rc = subprocess.call(cmd, cwd=str(bdir.parent))
+    if rc == 5:
+        print(f"{PROG} bench: no benchmark was collected in {bdir}", file=sys.stderr)
+    return 0 if rc == 0 else 1
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Fail before a long run, not after it: output folders exist, matplotlib is there for pictures."""
+    for opt in ("json", "csv", "plot", "heatmap", "save_json"):
+        dest = getattr(args, opt, None)
+        if dest in (None, "-"):
+            continue
+        folder = os.path.dirname(os.path.abspath(dest))
+        if not os.path.isdir(folder):
+            raise UsageError(f"--{opt.replace('_', '-')} {dest}: the folder {folder} does not exist")
+        if opt in ("plot", "heatmap") and importlib.util.find_spec("matplotlib") is None:
+            from .plot import PlotUnavailable
+
+            raise PlotUnavailable(f"--{opt} needs matplotlib, which is not installed: pip install 'dirtylog[plot]'")
+
+
+def _embed_flags(args: argparse.Namespace) -> Optional[int]:
+    from . import embed
+
+    wanted = [(args.cflags, embed.cflags), (args.libs, embed.libs)]
+    dirs = [(args.include_dir, embed.get_include), (args.library_dir, embed.get_library_dir),
+            (args.cmake_dir, embed.get_cmake_dir), (args.pkgconfig_dir, embed.get_pkgconfig_dir)]
+    if not any(flag for flag, _ in wanted + dirs):
+        return None
+    flags = [fn() for flag, fn in wanted if flag]
+    if flags:
+        print(" ".join(flags))
+    for flag, fn in dirs:
+        if flag:
+            print(fn())
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run one ``dirtylog`` command line; returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(argv) if argv is not None else None)
+    except SystemExit as exc:  # --help, --version, or a usage error already reported
+        return int(exc.code) if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    prog = f"{PROG} {args.command}" if args.command else PROG
+    debug = os.environ.get("DIRTYLOG_DEBUG", "") not in ("", "0")
+    try:
+        rc = _embed_flags(args)
+        if rc is not None and args.command is None:
+            return rc
+        if args.command is None:
+            parser.print_help()
+            return 0
+        _check_outputs(args)
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `dirtylog sweep --csv | head`
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 0
+    except (DirtylogError, TypeError, ValueError, OSError, ImportError) as exc:
+        if debug:
+            raise
+        msg = str(exc).strip().replace("\n", " ") or type(exc).__name__
+        if isinstance(exc, OSError) and getattr(exc, "filename", None) and str(exc.filename) not in msg:
+            msg = f"{msg}: {exc.filename}"
+        print(f"{prog}: error: {msg}", file=sys.stderr)
+        return 2

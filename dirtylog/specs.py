@@ -1,0 +1,416 @@
+"""Workload specs: one short string per workload, for the command line and for sweeps.
+
+Grammar::
+
+    WORKLOAD := TERM ( "+" TERM )*          several terms: their sum (a Mix)
+    TERM     := KIND [ ":" ARG ( "," ARG )* ]
+    ARG      := VALUE | NAME "=" VALUE
+
+Arguments are given in the order listed below or by name; names may be
+abbreviated to any unique prefix. Rates are page writes per second of guest
+time: a byte rate (``1GiB/s``: that many bytes of 4 KiB pages per second), a
+count (``5000/s``) or a bare number (pages/s). Fractions are ``0.1`` or ``10%``.
+
+==================  =========================================================================
+``idle[:RATE]``     an idle guest, uniform writes at RATE (default 50 pages/s)
+``uniform:RATE``    writes spread uniformly over memory; ``seed=N``
+``hotspot:RATE``    ``hot=FRACTION`` of memory (default 10%) takes ``share=FRACTION`` of the
+                    writes (default 90%); hot pages scattered over memory; ``seed=N``
+``zipf:RATE``       Zipf-distributed writes, ``s=EXPONENT`` (default 1.0); ``seed=N``
+``sequential:RATE`` a wrapping sweep over ``start=PAGE|SIZE`` (default 0) ``length=PAGES|SIZE|
+                    FRACTION`` (default: to the end of memory), ``stride=N`` (default 1)
+``workingset:PHASE,PHASE...``
+                    a moving working set; PHASE is ``DURATION:SET:RATE`` (``2s:25%:1GiB/s``:
+                    for 2 s, write 25 % of memory at 1 GiB/s; SET is a fraction, a percentage, a
+                    size or a page count); ``repeat=yes|no`` (default yes); ``seed=N``
+``trace:FILE``      replay recorded writes (.npy, .npz or .csv; see dirtylog.trace)
+``curve:FILE``      a DirtyCurve fitted to a measured curve: the JSON that ``dirtylog curve
+                    --json FILE`` writes, or a CSV of ``window,dirty_pages`` rows with
+                    ``total=PAGES``
+==================  =========================================================================
+
+Examples: ``hotspot:2GiB/s``, ``hotspot:1GiB/s,hot=5%,share=0.95``, ``zipf:1GiB/s,s=1.2``,
+``uniform:500MiB/s+sequential:200MiB/s``, ``workingset:2s:10%:800MiB/s,2s:30%:200MiB/s``.
+
+:func:`parse_workload` builds the workload objects of :mod:`dirtylog.workloads`;
+:func:`with_rate` puts another rate into a one-term spec (for sweeps over the dirty
+rate). Errors are :class:`~dirtylog.errors.ConfigError` naming the term and the
+argument.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from .errors import ConfigError
+
+__all__ = ["GRAMMAR", "KINDS", "Term", "parse_terms", "parse_workload", "with_rate", "describe"]
+
+#: One line per kind, for ``--help``.
+GRAMMAR = """\
+workload spec: KIND[:ARG,...][+KIND[:ARG,...]...]   (terms joined by + are summed)
+  idle[:RATE]                          uniform writes at RATE (default 50 pages/s)
+  uniform:RATE[,seed=N]                writes spread over all memory
+  hotspot:RATE[,hot=10%][,share=90%][,seed=N]
+                                       hot= of memory takes share= of the writes
+  zipf:RATE[,s=1.0][,seed=N]           Zipf-distributed writes
+  sequential:RATE[,start=0][,length=ALL][,stride=1]
+                                       a wrapping sweep (QEMU's migration-test guest)
+  workingset:DUR:SET:RATE[,DUR:SET:RATE...][,repeat=yes][,seed=N]
+                                       a moving working set, e.g. 2s:25%:1GiB/s
+  trace:FILE                           replay recorded writes (.npy/.npz/.csv)
+  curve:FILE[,total=PAGES]             fit a measured dirty curve (JSON from
+                                       'dirtylog curve --json', or CSV window,dirty_pages)
+RATE: 1GiB/s (bytes of page writes per second), 5000/s or 5000 (pages/s).
+FRACTION: 0.1 or 10%.  Examples: hotspot:2GiB/s  zipf:1GiB/s,s=1.2
+  uniform:300MiB/s+sequential:100MiB/s"""
+
+
+@dataclass(frozen=True)
+class Term:
+    """One parsed term: its kind, positional and named arguments (strings), and its text."""
+
+    kind: str
+    args: Tuple[str, ...] = ()
+    options: Tuple[Tuple[str, str], ...] = ()
+    text: str = ""
+
+    def __str__(self) -> str:
+        parts = list(self.args) + [f"{k}={v}" for k, v in self.options]
+        return self.kind + (":" + ",".join(parts) if parts else "")
+
+
+@dataclass(frozen=True)
+class _Kind:
+    positional: Tuple[str, ...]          # names of the positional arguments, in order
+    required: int                        # how many of them must be given
+    options: Tuple[str, ...]             # every accepted name (positional names included)
+    build: Callable[[Dict[str, str], str, Optional[int]], Any]
+    has_rate: bool = True
+    raw: bool = False                    # the whole argument text is one value (a file name)
+    repeated: bool = False               # every positional argument is one more item (phases)
+    aliases: Dict[str, str] = field(default_factory=dict)
+
+
+def _fraction(value: str, name: str, where: str) -> float:
+    v = value.strip()
+    try:
+        if v.endswith("%"):
+            return float(v[:-1]) / 100.0
+        return float(v)
+    except ValueError:
+        raise ConfigError(f"{where}: {name}={value!r} is not a fraction; write 0.1 or 10%") from None
+
+
+def _int(value: str, name: str, where: str) -> int:
+    try:
+        return int(value.strip().replace("_", ""), 0)
+    except ValueError:
+        raise ConfigError(f"{where}: {name}={value!r} is not a whole number") from None
+
+
+def _bool(value: str, name: str, where: str) -> bool:
+    v = value.strip().lower()
+    if v in ("1", "yes", "true", "on", "y"):
+        return True
+    if v in ("0", "no", "false", "off", "n"):
+        return False
+    raise ConfigError(f"{where}: {name}={value!r} is not yes or no")
+
+
+def _seed(opts: Dict[str, str], where: str, seed: Optional[int]) -> int:
+    if "seed" in opts:
+        return _int(opts["seed"], "seed", where)
+    return 0 if seed is None else seed
+
+
+def _pages_or_size(value: str, name: str, where: str, fraction: bool) -> Any:
+    """An int page count, a size string ("1GiB") or (if allowed) a fraction (0.5, "50%")."""
+    v = value.strip()
+    if fraction and (v.endswith("%") or ("." in v and v.replace(".", "", 1).isdigit())):
+        return _fraction(v, name, where)
+    try:
+        return int(v.replace("_", ""), 0)
+    except ValueError:
+        return v  # a size: checked by the workload
+
+
+def _build_idle(o: Dict[str, str], where: str, seed: Optional[int]) -> Any:
+    from .workloads import Idle
+
+    return Idle(o.get("rate", 50), seed=_seed(o, where, seed))
+
+
+def _build_uniform(o: Dict[str, str], where: str, seed: Optional[int]) -> Any:
+    from .workloads import Uniform
+
+    return Uniform(o["rate"], seed=_seed(o, where, seed))
+
+
+def _build_hotspot(o: Dict[str, str], where: str, seed: Optional[int]) -> Any:
+    from .workloads import Hotspot
+
+    hot = _fraction(o["hot"], "hot", where) if "hot" in o else 0.1
+    share = _fraction(o["share"], "share", where) if "share" in o else 0.9
+    return Hotspot(o["rate"], hot_fraction=hot, hot_share=share, seed=_seed(o, where, seed))
+
+
+def _build_zipf(o: Dict[str, str], where: str, seed: Optional[int]) -> Any:
+    from .workloads import Zipf
+
+    s = 1.0
+    if "s" in o:
+        try:
+            s = float(o["s"])
+        except ValueError:
+            raise ConfigError(f"{where}: s={o['s']!r} is not a number") from None
+    return Zipf(o["rate"], s=s, seed=_seed(o, where, seed))
+
+
+def _build_sequential(o: Dict[str, str], where: str, seed: Optional[int]) -> Any:
+    from .workloads import Sequential
+
+    start = _pages_or_size(o["start"], "start", where, fraction=False) if "start" in o else 0
+    length = _pages_or_size(o["length"], "length", where, fraction=True) if "length" in o else None
+    stride = _int(o["stride"], "stride", where) if "stride" in o else 1
+    return Sequential(o["rate"], start=start, length=length, stride=stride)
+
+
+def _build_workingset(o: Dict[str, str], where: str, seed: Optional[int]) -> Any:
+    from .workloads import WorkingSet
+
+    phases = []
+    for i, text in enumerate(o.get("_phases", "").split("\x00")):
+        if not text:
+            continue
+        parts = text.split(":")
+        if len(parts) != 3:
+            raise ConfigError(
+                f"{where}: phase {i + 1} {text!r} must be DURATION:SET:RATE, e.g. 2s:25%:1GiB/s"
+            )
+        dur, ws, rate = (p.strip() for p in parts)
+        phases.append((dur, _pages_or_size(ws, f"phase {i + 1} set", where, fraction=True), rate))
+    if not phases:
+        raise ConfigError(f"{where}: give at least one phase DURATION:SET:RATE, e.g. workingset:2s:25%:1GiB/s")
+    repeat = _bool(o["repeat"], "repeat", where) if "repeat" in o else True
+    return WorkingSet(phases, repeat=repeat, seed=_seed(o, where, seed))
+
+
+def _build_trace(o: Dict[str, str], where: str, seed: Optional[int]) -> Any:
+    from .workloads import Trace
+
+    path = o.get("file", "")
+    if not path:
+        raise ConfigError(f"{where}: give the trace file, e.g. trace:writes.npz")
+    if not os.path.exists(path):
+        raise ConfigError(f"{where}: no such trace file {path!r}")
+    return Trace(path)
+
+
+def _build_curve(o: Dict[str, str], where: str, seed: Optional[int]) -> Any:
+    from .workloads import DirtyCurve
+
+    path = o.get("file", "")
+    if not path:
+        raise ConfigError(f"{where}: give the curve file, e.g. curve:curve.json")
+    if not os.path.exists(path):
+        raise ConfigError(f"{where}: no such curve file {path!r}")
+    total = _int(o["total"], "total", where) if "total" in o else None
+    sampled = None
+    try:
+        if path.lower().endswith(".json"):
+            with open(path) as f:
+                d = json.load(f)
+            windows = d["windows"]
+            if d.get("sample_dirty") is not None and d.get("sampled"):
+                dirty, sampled = d["sample_dirty"], int(d["sampled"])
+            else:
+                dirty = d["dirty_pages"]
+            total = total if total is not None else int(d["total_pages"])
+        else:
+            windows, dirty = [], []
+            with open(path, newline="") as f:
+                for row in csv.reader(f):
+                    if not row or row[0].lstrip().startswith("#"):
+                        continue
+                    try:
+                        w, n = row[0].strip(), float(row[1])
+                    except (IndexError, ValueError):
+                        if not windows:  # a header line
+                            continue
+                        raise ConfigError(f"{where}: bad row {row!r} in {path!r}; expected window,dirty_pages") from None
+                    windows.append(float(w) if w.replace(".", "", 1).isdigit() else w)
+                    dirty.append(n)
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{where}: cannot read a dirty curve from {path!r} ({exc})") from None
+    if total is None:
+        raise ConfigError(f"{where}: a CSV curve needs the guest's page count, e.g. curve:{path},total=1048576")
+    return DirtyCurve(windows, dirty, total, sampled_pages=sampled, seed=_seed(o, where, seed))
+
+
+_KINDS: Dict[str, _Kind] = {
+    "idle": _Kind(("rate",), 0, ("rate", "seed"), _build_idle),
+    "uniform": _Kind(("rate",), 1, ("rate", "seed"), _build_uniform),
+    "hotspot": _Kind(("rate", "hot", "share"), 1, ("rate", "hot", "share", "seed"), _build_hotspot,
+                     aliases={"hot_fraction": "hot", "hot_share": "share"}),
+    "zipf": _Kind(("rate", "s"), 1, ("rate", "s", "seed"), _build_zipf),
+    "sequential": _Kind(("rate", "start", "length", "stride"), 1, ("rate", "start", "length", "stride"),
+                        _build_sequential),
+    "workingset": _Kind(("phase",), 1, ("repeat", "seed"), _build_workingset, has_rate=False, repeated=True),
+    "trace": _Kind(("file",), 1, ("file",), _build_trace, has_rate=False, raw=True),
+    "curve": _Kind(("file",), 1, ("file", "total", "seed"), _build_curve, has_rate=False),
+}
+_ALIASES = {"working-set": "workingset", "working_set": "workingset", "seq": "sequential",
+            "dirtycurve": "curve"}
+
+#: The kinds a spec may name.
+KINDS = tuple(_KINDS)
+
+
+def _kind(name: str, text: str) -> Tuple[str, _Kind]:
+    key = _ALIASES.get(name.lower(), name.lower())
+    if key in _KINDS:
+        return key, _KINDS[key]
+    matches = [k for k in _KINDS if k.startswith(key)] if key else []
+    if len(matches) == 1:
+        return matches[0], _KINDS[matches[0]]
+    raise ConfigError(
+        f"workload {text!r}: unknown kind {name!r}; allowed: {', '.join(KINDS)} (terms joined by '+' are summed)"
+    )
+
+
+def _option_name(name: str, spec: _Kind, where: str) -> str:
+    key = spec.aliases.get(name, name)
+    allowed = set(spec.options) | set(spec.positional)
+    if key in allowed:
+        return key
+    matches = sorted(k for k in allowed if k.startswith(key))
+    if len(matches) == 1:
+        return matches[0]
+    names = ", ".join(k for k in spec.options if k != "phase")
+    raise ConfigError(f"{where}: unknown argument {name!r}" + (f"; allowed: {names}" if names else ""))
+
+
+def parse_terms(spec: str) -> List[Term]:
+    """Split a spec into its terms (no workload is built)."""
+    if not isinstance(spec, str):
+        raise TypeError(f"a workload spec must be a string, got {type(spec).__name__}")
+    text = spec.strip()
+    if not text:
+        raise ConfigError("empty workload spec; e.g. hotspot:2GiB/s (see the list of kinds in --help)")
+    if text.lower().startswith("mix:"):
+        text = text[4:]
+    terms: List[Term] = []
+    for raw in text.split("+"):
+        raw = raw.strip()
+        if not raw:
+            raise ConfigError(f"workload {spec!r}: empty term (two '+' in a row, or '+' at an end)")
+        name, sep, rest = raw.partition(":")
+        kind, k = _kind(name.strip(), spec)
+        where = f"workload {raw!r}"
+        if k.raw:
+            args: Tuple[str, ...] = (rest.strip(),) if rest.strip() else ()
+            terms.append(Term(kind, args, (), raw))
+            continue
+        pos: List[str] = []
+        opts: List[Tuple[str, str]] = []
+        for item in (rest.split(",") if sep else []):
+            item = item.strip()
+            if not item:
+                raise ConfigError(f"{where}: empty argument (two ',' in a row?)")
+            key, eq, value = item.partition("=")
+            if eq:
+                name_ = _option_name(key.strip().lower(), k, where)
+                if any(n == name_ for n, _ in opts):
+                    raise ConfigError(f"{where}: {name_} is given twice")
+                opts.append((name_, value.strip()))
+            else:
+                if opts and not k.repeated:
+                    raise ConfigError(f"{where}: positional argument {item!r} after a named one")
+                pos.append(item)
+        if not k.repeated and len(pos) > len(k.positional):
+            raise ConfigError(
+                f"{where}: too many arguments ({len(pos)}); {kind} takes {', '.join(k.positional)} in that order"
+            )
+        terms.append(Term(kind, tuple(pos), tuple(opts), raw))
+    return terms
+
+
+def _values(term: Term) -> Dict[str, str]:
+    k = _KINDS[term.kind]
+    where = f"workload {term.text or str(term)!r}"
+    vals: Dict[str, str] = {}
+    if k.repeated:
+        vals["_phases"] = "\x00".join(term.args)
+    else:
+        for name, value in zip(k.positional, term.args):
+            vals[name] = value
+    for name, value in term.options:
+        if name in vals:
+            raise ConfigError(f"{where}: {name} is given both by position and by name")
+        vals[name] = value
+    missing = [n for n in k.positional[: k.required] if n not in vals and not k.repeated]
+    if missing:
+        example = {"rate": "2GiB/s", "file": "FILE"}.get(missing[0], "VALUE")
+        raise ConfigError(f"{where}: missing {missing[0]}, e.g. {term.kind}:{example}")
+    return vals
+
+
+def parse_workload(spec: Any, seed: Optional[int] = None) -> Any:
+    """Build the workload a spec describes (a Mix for several terms; None for ``"none"``).
+
+    ``seed`` is the default seed of every term that does not give ``seed=``.
+    A workload object is returned as it is.
+    """
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() == "none"):
+        return None
+    if not isinstance(spec, str):
+        if hasattr(spec, "bind"):
+            return spec
+        raise TypeError(f"a workload must be a spec string or a dirtylog workload, got {type(spec).__name__}")
+    from .workloads import Mix
+
+    built = []
+    for term in parse_terms(spec):
+        vals = _values(term)
+        where = f"workload {term.text or str(term)!r}"
+        try:
+            built.append(_KINDS[term.kind].build(vals, where, seed))
+        except (ConfigError, TypeError, ValueError) as exc:
+            msg = str(exc)
+            if msg.startswith("workload "):
+                raise
+            raise ConfigError(f"{where}: {msg}") from None
+    return built[0] if len(built) == 1 else Mix(built)
+
+
+def with_rate(spec: str, rate: str) -> str:
+    """The spec with its rate replaced by ``rate`` (a bare kind such as ``"hotspot"`` gets one).
+
+    Only for a single term of a kind that has a rate.
+    """
+    terms = parse_terms(spec)
+    if len(terms) != 1:
+        raise ConfigError(f"workload {spec!r}: a dirty rate can replace the rate of a single-term workload only")
+    t = terms[0]
+    k = _KINDS[t.kind]
+    if not k.has_rate:
+        raise ConfigError(f"workload {spec!r}: a {t.kind} workload has no single rate to replace; "
+                          "use hotspot, uniform, zipf, sequential or idle")
+    opts = tuple((n, v) for n, v in t.options if n != "rate")
+    args = (rate,) + t.args[1:] if t.args else (rate,)
+    return str(Term(t.kind, args, opts, ""))
+
+
+def describe(spec: Any) -> str:
+    """A short label for a workload: the spec itself, or the object's repr."""
+    if spec is None:
+        return "none"
+    if isinstance(spec, str):
+        return spec.strip()
+    return repr(spec)

@@ -1,0 +1,301 @@
+"""The dirtylog command line, run in-process (main(argv)) and once as `python -m dirtylog`."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dirtylog.__main__ import main
+from dirtylog.errors import ConfigError
+from dirtylog.specs import parse_terms, parse_workload, with_rate
+from dirtylog.workloads import Hotspot, Idle, Mix, Sequential, Uniform, WorkingSet, Zipf, save_trace
+
+SMALL = ["-m", "32MiB", "-w", "hotspot:50MiB/s", "-b", "1Gbit/s", "--vcpus", "2"]
+
+
+def run(capsys, *argv):
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+# --------------------------------------------------------------------------------------- simulate
+
+
+def test_simulate_prints_rounds_summary_and_models(capsys):
+    rc, out, err = run(capsys, "simulate", *SMALL)
+    assert rc == 0, err
+    for text in ("Live migration", "Rounds", "dirty pages", "exp. downtime", "final", "Status",
+                 "completed (converged)", "Total time", "Downtime", "Transferred", "Verified", "geometric"):
+        assert text in out
+    assert err == ""
+    assert all(line == line.rstrip() for line in out.splitlines())  # no padding in files and pipes
+
+
+def test_simulate_json_is_the_full_report(capsys):
+    rc, out, _ = run(capsys, "simulate", *SMALL, "--json")
+    assert rc == 0
+    d = json.loads(out)
+    assert d["status"] == "completed" and d["verified"] is True
+    assert d["memory"] == 32 * 2**20 and d["vcpus"] == 2 and d["tracker"] == "pml"
+    assert d["bandwidth"] == pytest.approx(1.25e8)
+    assert d["rounds"][-1]["final"] is True
+    assert "geometric" in d["models"]
+
+
+def test_simulate_json_to_a_file_keeps_the_tables(capsys, tmp_path):
+    path = tmp_path / "r.json"
+    rc, out, err = run(capsys, "simulate", *SMALL, "--json", str(path), "--no-models")
+    assert rc == 0
+    assert "Rounds" in out and "geometric" not in out
+    assert json.loads(path.read_text())["status"] == "completed"
+    assert "written to" in err
+
+
+def test_simulate_options_reach_the_engine(capsys):
+    rc, out, _ = run(capsys, "simulate", "-m", "16MiB", "-w", "uniform:20MiB/s,seed=3", "-b", "100MiB/s",
+                     "-d", "50ms", "-t", "ring", "--vcpus", "3", "--huge-pages", "lazy", "--zero-pages", "25%",
+                     "--latency", "2ms", "--resume-time", "5ms", "--seed", "4", "--json")
+    assert rc == 0
+    d = json.loads(out)
+    assert d["tracker"] == "ring" and d["vcpus"] == 3 and d["downtime_limit"] == pytest.approx(0.05)
+    assert d["duplicate"] > 0
+    assert d["downtime"] >= 0.007
+    assert d["tracker_stats"]["splits"] > 0
+
+
+def test_stop_rule_and_limits(capsys):
+    # 1 GiB/s of writes over a slow link: never converges; a limit forces or aborts.
+    base = ["simulate", "-m", "32MiB", "-w", "uniform:200MiB/s", "-b", "100MiB/s", "-d", "10ms", "--json"]
+    rc, out, _ = run(capsys, *base, "--max-iterations", "3")
+    d = json.loads(out)
+    assert d["status"] == "completed" and d["converged"] is False and "iteration limit" in d["reason"]
+    rc, out, _ = run(capsys, *base, "--max-iterations", "3", "--on-limit", "abort")
+    d = json.loads(out)
+    assert d["status"] == "failed" and d["verified"] is True
+    rc, out, _ = run(capsys, *base, "--stop", "xen")
+    assert json.loads(out)["dirty_sync_count"] <= 32
+    rc, out, _ = run(capsys, *base, "--give-up-after", "3s")
+    d = json.loads(out)
+    assert d["status"] == "failed" and "not converged after 3.00 s" in d["reason"]
+    rc, out, _ = run(capsys, *base, "--timeout", "2s")
+    assert "timeout" in json.loads(out)["reason"]
+
+
+def test_auto_converge_throttles_and_shows_the_throttle(capsys):
+    rc, out, _ = run(capsys, "simulate", "-m", "64MiB", "-w", "hotspot:300MiB/s,hot=50%", "-b", "400Mbit/s",
+                     "--auto-converge", "--cpu-throttle-initial", "30", "--give-up-after", "2min")
+    assert rc == 0
+    assert "throttle" in out
+    assert "30 %" in out
+
+
+def test_long_runs_show_the_first_and_last_rounds(capsys):
+    rc, out, _ = run(capsys, "simulate", "-m", "16MiB", "-w", "uniform:100MiB/s", "-b", "200Mbit/s",
+                     "--give-up-after", "20s", "--rounds", "6")
+    assert rc == 0
+    assert "rounds not shown (--rounds 0 shows all)" in out
+    assert "failed" in out and "QEMU would iterate forever" in out
+
+
+def test_progress_bar_only_when_forced(capsys):
+    rc, out, err = run(capsys, "simulate", *SMALL)
+    assert err == ""
+    rc, out, err = run(capsys, "simulate", *SMALL, "--progress")
+    assert rc == 0 and err != ""  # drawn on stderr, tables still on stdout
+    assert "Rounds" in out
+
+
+def test_trace_and_mix_workloads(capsys, tmp_path):
+    path = tmp_path / "w.npz"
+    t = np.arange(1, 2001, dtype=np.uint64) * 1_000_000  # a write per ms for 2 s
+    save_trace(path, t, np.arange(2000, dtype=np.uint64) % 4096)
+    rc, out, _ = run(capsys, "simulate", "-m", "16MiB", "-w", f"trace:{path}", "-b", "100MiB/s", "--json")
+    assert rc == 0 and json.loads(out)["verified"] is True
+    rc, out, _ = run(capsys, "simulate", "-m", "16MiB", "-w", "idle+sequential:10MiB/s,start=1MiB", "-b",
+                     "100MiB/s", "--json")
+    assert rc == 0 and json.loads(out)["guest_writes"] > 0
+
+
+# --------------------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["simulate", "--memory", "4Gb"], "in bits"),
+    (["simulate", "--memory", "lots"], "cannot read"),
+    (["simulate", "--bandwidth", "10G"], "ambiguous"),
+    (["simulate", "--downtime-limit=-1s"], "negative"),
+    (["simulate", "--vcpus", "0"], ">= 1"),
+    (["simulate", "--tracker", "dirty"], "invalid choice"),
+    (["simulate", "--zero-pages", "150%"], "between 0 and 1"),
+    (["simulate", "-w", "hotpot:1GiB/s"], "unknown kind"),
+    (["simulate", "-w", "hotspot"], "missing rate"),
+    (["simulate", "-w", "hotspot:1GiB/s,hot=3"], "hot_fraction"),
+    (["simulate", "-w", "zipf:1GiB/s,q=1"], "unknown argument"),
+    (["simulate", "-m", "16MiB", "-w", "trace:/no/such/file.npz"], "no such trace file"),
+    (["simulate", "-m", "16MiB", "-w", "sequential:1GiB/s,start=1GiB"], "start"),
+    (["simulate", "-m", "16MiB", "--page-size", "3000"], "power of two"),
+    (["simulate", "--policy", "postcopy"], "not available yet"),
+    (["simulate", "--on-limit", "postcopy"], "not available yet"),
+    (["simulate", "--json", "/no/such/folder/r.json"], "does not exist"),
+    (["simulate", "--frobnicate"], "unrecognized arguments"),
+    (["sweep", "-b", "1Gbit/s,,2Gbit/s"], "comma-separated"),
+    (["sweep", "--dirty-rate", "1G/s"], "ambiguous"),
+    (["sweep", "-w", "workingset:1s:10%:1MiB/s", "--dirty-rate", "1MiB/s"], "no single rate"),
+    (["dirty-rate", "--window", "0"], "> 0"),
+    (["curve", "--windows", "1s,-2s"], "negative"),
+    (["trackers", "--trackers", "wp,xx"], "unknown tracker"),
+    (["bench", "--benchmarks", "/no/such/benchmarks"], "not available"),
+])
+def test_bad_values_give_one_line_and_status_2(capsys, argv, words):
+    rc, out, err = run(capsys, *argv)
+    assert rc == 2
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("dirtylog")
+    assert "error:" in lines[0] and words in lines[0]
+    assert "Traceback" not in err
+
+
+def test_help_version_and_bare_command(capsys):
+    rc, out, _ = run(capsys)
+    assert rc == 0 and "simulate" in out and "sweep" in out
+    rc, out, _ = run(capsys, "--version")
+    assert rc == 0 and out.startswith("dirtylog ")
+    rc, out, _ = run(capsys, "simulate", "--help")
+    assert rc == 0
+    for text in ("--memory", "--workload", "--bandwidth", "--downtime-limit", "--tracker", "--vcpus", "--policy",
+                 "--stop", "--max-iterations", "--timeout", "--on-limit", "--seed", "--huge-pages", "--zero-pages",
+                 "--latency", "--json", "--plot", "hotspot:RATE", "workingset:"):
+        assert text in out
+
+
+# --------------------------------------------------------------------------------------- other commands
+
+
+def test_trackers_side_by_side(capsys):
+    rc, out, _ = run(capsys, "trackers", *SMALL, "--jobs", "1")
+    assert rc == 0
+    for mode in ("wp", "pml", "ring", "clear"):
+        assert f"\n {mode} " in out or f"\n{mode} " in out
+    assert "sim harvest" in out and "no dirty write lost" in out
+    rc, out, _ = run(capsys, "trackers", *SMALL, "--trackers", "wp,pml", "--jobs", "1", "--json")
+    rows = json.loads(out)
+    assert [r["tracker"] for r in rows] == ["wp", "pml"]
+    wp, pml = rows
+    assert wp["faults"] > 0 and wp["pml_full_exits"] == 0
+    assert pml["pml_full_exits"] > 0 and pml["exits"] < wp["exits"]  # one exit per 512 pages, not per page
+    assert pml["guest_slowdown"] < wp["guest_slowdown"]
+    assert wp["sim_harvest_seconds"] > 0
+
+
+def test_dirty_rate_three_modes(capsys):
+    rc, out, _ = run(capsys, "dirty-rate", "-m", "64MiB", "-w", "uniform:40MiB/s", "--vcpus", "2", "--json")
+    assert rc == 0
+    rows = json.loads(out)
+    assert [r["mode"] for r in rows] == ["page-sampling", "dirty-bitmap", "dirty-ring"]
+    bitmap = rows[1]["dirty_rate_mib_s"]
+    assert 0 < bitmap <= 40
+    assert abs(rows[0]["dirty_rate_mib_s"] - bitmap) < 5 * rows[0]["stderr_mib_s"] + 1
+    assert len(rows[2]["vcpu_rates"]) == 2
+    rc, out, _ = run(capsys, "dirty-rate", "-m", "64MiB", "-w", "uniform:40MiB/s", "--mode", "dirty-bitmap",
+                     "--window", "500ms")
+    assert rc == 0 and "dirty-bitmap" in out and "page-sampling" not in out
+
+
+def test_curve_then_replay_it(capsys, tmp_path):
+    path = tmp_path / "curve.json"
+    rc, out, _ = run(capsys, "curve", "-m", "64MiB", "-w", "zipf:20MiB/s,s=1.1", "--windows", "0.1s,0.5s,1s,2s,5s",
+                     "--json", str(path))
+    assert rc == 0 and "dirty rate" in out
+    d = json.loads(path.read_text())
+    assert d["windows"] == [0.1, 0.5, 1.0, 2.0, 5.0]
+    assert d["dirty_pages"] == sorted(d["dirty_pages"])
+    rc, out, _ = run(capsys, "simulate", "-m", "64MiB", "-w", f"curve:{path}", "-b", "1Gbit/s", "--json")
+    assert rc == 0 and json.loads(out)["verified"] is True
+
+
+def test_sweep_table_csv_and_json(capsys, tmp_path):
+    csv_path = tmp_path / "plan.csv"
+    rc, out, _ = run(capsys, "sweep", "-m", "32MiB", "-w", "hotspot", "--dirty-rate", "20MiB/s,200MiB/s",
+                     "-b", "200Mbit/s,1Gbit/s", "-d", "30ms,300ms", "--vcpus", "1", "--jobs", "1",
+                     "--give-up-after", "20s", "--csv", str(csv_path))
+    assert rc == 0
+    assert "Migration plan" in out and "verdict" in out
+    assert "converges" in out and "does not converge" in out
+    rows = list(csv.DictReader(csv_path.open()))
+    assert len(rows) == 8
+    assert {r["workload"] for r in rows} == {"hotspot:20MiB/s", "hotspot:200MiB/s"}
+    rc, out, _ = run(capsys, "sweep", "-m", "32MiB", "-w", "uniform:10MiB/s", "-b", "1Gbit/s", "-d", "300ms",
+                     "--jobs", "1", "--json")
+    (row,) = json.loads(out)
+    assert row["verdict"] == "converges" and row["status"] == "completed"
+
+
+def test_bench_without_a_suite_says_so(capsys, tmp_path):
+    rc, out, err = run(capsys, "bench", "--benchmarks", str(tmp_path / "none"))
+    assert rc == 2 and "source checkout" in err
+
+
+def test_python_m_dirtylog_simulate():
+    r = subprocess.run([sys.executable, "-m", "dirtylog", "simulate", "--memory", "256MiB", "--workload",
+                        "hotspot:200MiB/s", "--bandwidth", "10Gbit/s"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "completed (converged)" in r.stdout and "Verified" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "dirtylog", "simulate", "--memory", "256XB"], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+# --------------------------------------------------------------------------------------- workload specs
+
+
+@pytest.mark.parametrize("spec, cls, attrs", [
+    ("uniform:500MiB/s", Uniform, {"rate": "500MiB/s"}),
+    ("hotspot:2GiB/s", Hotspot, {"rate": "2GiB/s", "hot_fraction": 0.1, "hot_share": 0.9}),
+    ("hotspot:1GiB/s,hot=5%,share=0.95,seed=3", Hotspot, {"hot_fraction": 0.05, "hot_share": 0.95, "seed": 3}),
+    ("hotspot:1GiB/s,0.2,80%", Hotspot, {"hot_fraction": 0.2, "hot_share": 0.8}),
+    ("zipf:1GiB/s,s=1.2", Zipf, {"s": 1.2}),
+    ("sequential:100MiB/s,start=1MiB,length=50%,stride=3", Sequential,
+     {"start": "1MiB", "length": 0.5, "stride": 3}),
+    ("idle", Idle, {"rate": 50}),
+    ("idle:74", Idle, {"rate": "74"}),
+    ("workingset:2s:10%:800MiB/s,1s:512MiB:200MiB/s,repeat=no", WorkingSet, {"repeat": False}),
+])
+def test_specs_build_workloads(spec, cls, attrs):
+    w = parse_workload(spec)
+    assert type(w) is cls
+    for k, v in attrs.items():
+        assert getattr(w, k) == v
+
+
+def test_spec_sums_seeds_and_none():
+    w = parse_workload("uniform:10MiB/s+hotspot:1GiB/s", seed=9)
+    assert isinstance(w, Mix) and [type(c) for c in w.components] == [Uniform, Hotspot]
+    assert all(c.seed == 9 for c in w.components)
+    assert parse_workload("hotspot:1GiB/s,seed=2", seed=9).seed == 2
+    assert parse_workload("none") is None
+    ws = parse_workload("workingset:2s:10%:800MiB/s,1s:512MiB:200MiB/s")
+    assert ws.phases == ((2.0, 0.1, "800MiB/s"), (1.0, "512MiB", "200MiB/s"))
+    assert [t.kind for t in parse_terms("mix:idle+seq:5")] == ["idle", "sequential"]
+
+
+@pytest.mark.parametrize("spec", ["", "+", "uniform:1GiB/s+", "nope:1", "uniform", "uniform:1GiB/s,2",
+                                  "hotspot:1GiB/s,hot=x", "hotspot:1GiB/s,hot=1%,hot=2%", "zipf:1GiB/s,s=-1",
+                                  "workingset:1s:10%", "workingset", "trace:", "curve:/no/file.json"])
+def test_bad_specs_raise_config_errors(spec):
+    with pytest.raises(ConfigError):
+        parse_workload(spec)
+
+
+def test_with_rate():
+    assert with_rate("hotspot", "1GiB/s") == "hotspot:1GiB/s"
+    assert with_rate("hotspot:2GiB/s,hot=5%", "100MiB/s") == "hotspot:100MiB/s,hot=5%"
+    assert with_rate("zipf:rate=1,s=2", "5") == "zipf:5,s=2"
+    with pytest.raises(ConfigError):
+        with_rate("uniform:1+idle", "5")

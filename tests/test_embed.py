@@ -1,0 +1,205 @@
+"""The C core as shipped for embedding: headers, static library, pkg-config and CMake files."""
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import dirtylog
+from dirtylog import embed
+from dirtylog.__main__ import main
+
+C_PROGRAM = r"""
+#include <stdio.h>
+#include <dirtylog.h>
+
+static int run_mode(uint32_t mode) {
+    dl_tracker_config cfg;
+    dl_tracker *t = NULL;
+    dl_tracker_config_init(&cfg, 1000);
+    cfg.mode = mode;
+    cfg.vcpus = 2;
+    if (dl_tracker_create(&cfg, &t) != DL_OK) return 1;
+    if (dl_tracker_start(t) != DL_OK) return 2;
+    uint64_t pages[] = {1, 5, 5, 999, 64};
+    size_t bad = 0;
+    if (dl_tracker_write(t, 1, pages, 5, &bad) != DL_OK) return 3;
+    uint64_t out[16];
+    size_t n = 0;
+    if (dl_tracker_harvest(t, out, 16, &n) != DL_OK) return 4;
+    printf("mode %u harvested %zu:", (unsigned)mode, n);
+    for (size_t i = 0; i < n; i++) printf(" %llu", (unsigned long long)out[i]);
+    dl_tracker_stats st;
+    dl_tracker_get_stats(t, &st);
+    printf(" writes %llu\n", (unsigned long long)st.writes);
+    uint64_t bogus = 5000;
+    int rc = dl_tracker_write(t, 0, &bogus, 1, &bad);
+    printf("out of range: %s\n", dl_strerror(rc));
+    dl_tracker_destroy(t);
+    return 0;
+}
+
+int main(void) {
+    printf("version %s\n", dl_version());
+    for (uint32_t mode = DL_MODE_WP; mode <= DL_MODE_RING; mode++) {
+        int rc = run_mode(mode);
+        if (rc) { printf("failed at step %d\n", rc); return rc; }
+    }
+    /* a workload run fused with a tracker (uses libm) */
+    dl_tracker_config cfg;
+    dl_tracker *t = NULL;
+    dl_workload *w = NULL;
+    dl_tracker_config_init(&cfg, 4096);
+    if (dl_tracker_create(&cfg, &t) || dl_tracker_start(t)) return 10;
+    if (dl_workload_create(4096, 1, 7, &w) || dl_workload_add_zipf(w, 1000.0, 1.1, NULL, 3)) return 11;
+    uint64_t nw = 0;
+    if (dl_workload_run(w, t, 0.0, 1.0, &nw)) return 12;
+    printf("workload wrote %llu pages, %llu dirty\n", (unsigned long long)nw, (unsigned long long)dl_tracker_pending(t));
+    dl_workload_destroy(w);
+    dl_tracker_destroy(t);
+    return 0;
+}
+"""
+
+
+def _compiler():
+    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler (gcc or cc) on PATH")
+    return cc
+
+
+def test_installed_files_are_found():
+    inc = Path(embed.get_include())
+    assert (inc / "dirtylog.h").is_file()
+    for h in ("common.h", "tracker.h", "workload.h", "engine.h"):
+        assert (inc / "dirtylog" / h).is_file()
+    assert (Path(embed.get_library_dir()) / "libdirtylog_core.a").is_file()
+    assert (Path(embed.get_cmake_dir()) / "dirtylogConfig.cmake").is_file()
+    assert (Path(embed.get_cmake_dir()) / "dirtylogConfigVersion.cmake").is_file()
+    assert (Path(embed.get_pkgconfig_dir()) / "dirtylog.pc").is_file()
+    assert dirtylog.get_include() == embed.get_include()
+    assert dirtylog.get_library_dir() == embed.get_library_dir()
+
+
+def test_flags_name_the_installed_folders():
+    assert f"-I{embed.get_include()}" in shlex.split(embed.cflags())
+    libs = shlex.split(embed.libs())
+    assert f"-L{embed.get_library_dir()}" in libs
+    assert "-ldirtylog_core" in libs and "-lm" in libs
+
+
+def test_cli_prints_flags(capsys):
+    assert main(["--cflags", "--libs"]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out == f"{embed.cflags()} {embed.libs()}"
+    assert main(["--include-dir", "--library-dir"]) == 0
+    lines = capsys.readouterr().out.split()
+    assert lines == [embed.get_include(), embed.get_library_dir()]
+
+
+def test_python_m_prints_flags():
+    r = subprocess.run([sys.executable, "-m", "dirtylog", "--cflags", "--libs"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "-ldirtylog_core" in r.stdout and "-I" in r.stdout
+
+
+def test_c_program_runs_a_tracker_through_the_c_api(tmp_path):
+    cc = _compiler()
+    src = tmp_path / "prog.c"
+    src.write_text(C_PROGRAM)
+    exe = tmp_path / "prog"
+    cmd = [cc, "-std=c11", "-Wall", "-Wextra", "-Werror", str(src), *shlex.split(embed.cflags()),
+           *shlex.split(embed.libs()), "-o", str(exe)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, f"{' '.join(cmd)}\n{r.stderr}"
+    r = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == f"version {dirtylog.__version__}"
+    for mode in (0, 1, 2):
+        assert f"mode {mode} harvested 4: 1 5 64 999 writes 5" in lines
+    assert lines.count("out of range: " + _strerror_range()) == 3
+    assert lines[-1].startswith("workload wrote 1000 pages, ")
+
+
+def _strerror_range() -> str:
+    from dirtylog._lib import ffi, lib
+
+    return ffi.string(lib.dl_strerror(lib.DL_ERR_RANGE)).decode()
+
+
+def test_pkg_config_file_is_relocatable(tmp_path):
+    pkg_config = shutil.which("pkg-config")
+    if pkg_config is None:
+        pytest.skip("pkg-config is not installed")
+    root = tmp_path / "moved"
+    shutil.copytree(Path(embed.get_include()), root / "include")
+    shutil.copytree(Path(embed.get_library_dir()), root / "lib")
+    env = dict(os.environ, PKG_CONFIG_PATH=str(root / "lib" / "pkgconfig"))
+    env.pop("PKG_CONFIG_LIBDIR", None)
+    r = subprocess.run([pkg_config, "--cflags", "--libs", "dirtylog"], capture_output=True, text=True, env=env,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    flags = shlex.split(r.stdout)
+    incs = [os.path.realpath(f[2:]) for f in flags if f.startswith("-I")]
+    libdirs = [os.path.realpath(f[2:]) for f in flags if f.startswith("-L")]
+    assert incs == [os.path.realpath(root / "include")]
+    assert libdirs == [os.path.realpath(root / "lib")]
+    assert "-ldirtylog_core" in flags
+
+
+def _cmake():
+    exe = shutil.which("cmake")
+    if exe is None:
+        pytest.skip("cmake is not installed")
+    try:
+        r = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60)
+    except OSError:
+        r = None
+    if r is None or r.returncode != 0:
+        pytest.skip("cmake does not run here")
+    return exe
+
+
+@pytest.mark.slow
+def test_cmake_find_package_gives_dirtylog_core(tmp_path):
+    cmake = _cmake()
+    _compiler()
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "prog.c").write_text(C_PROGRAM)
+    (proj / "CMakeLists.txt").write_text(
+        "cmake_minimum_required(VERSION 3.18)\n"
+        "project(embed_test LANGUAGES C)\n"
+        "find_package(dirtylog 0.1 CONFIG REQUIRED)\n"
+        "add_executable(prog prog.c)\n"
+        "target_link_libraries(prog PRIVATE dirtylog::core)\n"
+    )
+    root = str(Path(embed.get_cmake_dir()).parents[2])  # what the cmake.root entry point gives
+    build = tmp_path / "build"
+    r = subprocess.run([cmake, "-S", str(proj), "-B", str(build), f"-Ddirtylog_ROOT={root}",
+                        "-DCMAKE_BUILD_TYPE=Release"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run([cmake, "--build", str(build)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    exes = [p for p in build.rglob("prog") if p.is_file() and os.access(p, os.X_OK)]
+    assert exes
+    r = subprocess.run([str(exes[0])], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "mode 2 harvested 4: 1 5 64 999 writes 5" in r.stdout
+
+
+def test_cmake_root_entry_point_names_the_package():
+    from importlib.metadata import entry_points
+
+    eps = entry_points()
+    group = eps.select(group="cmake.root") if hasattr(eps, "select") else eps.get("cmake.root", [])
+    names = {ep.name: ep.value for ep in group}
+    assert names.get("dirtylog") == "dirtylog"

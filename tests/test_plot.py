@@ -1,0 +1,90 @@
+"""dirtylog.plot: the pictures render to files (matplotlib, the `plot` extra)."""
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+import dirtylog
+from dirtylog import Link, PreCopy, simulate
+from dirtylog.__main__ import main
+from dirtylog.measure import dirty_curve
+from dirtylog.sweep import grid, sweep
+from dirtylog.workloads import Hotspot, Zipf
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _png(path):
+    data = path.read_bytes()
+    assert data[:8] == PNG and len(data) > 5000
+    return data
+
+
+def test_without_matplotlib_the_error_says_what_to_install(monkeypatch):
+    from dirtylog import plot
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    r = simulate(memory="8MiB")
+    with pytest.raises(plot.PlotUnavailable, match=r"dirtylog\[plot\]"):
+        plot.plot_report(r)
+
+
+mpl = pytest.importorskip("matplotlib")
+
+
+def test_report_plot(tmp_path):
+    from dirtylog.plot import plot_report
+
+    r = simulate(memory="32MiB", workload=Hotspot("100MiB/s", seed=1), link=Link("500Mbit/s"),
+                 policy=PreCopy(downtime_limit="30ms"))
+    fig = plot_report(r, tmp_path / "r.png")
+    _png(tmp_path / "r.png")
+    assert len(fig.axes) == 2  # dirty pages and, on a twin axis, the expected downtime
+
+
+def test_report_plot_with_throttle(tmp_path):
+    from dirtylog.plot import plot_report
+
+    r = simulate(memory="64MiB", workload=Hotspot("300MiB/s", hot_fraction=0.5, seed=1), link=Link("400Mbit/s"),
+                 policy=PreCopy(auto_converge=True), give_up_after="2min")
+    assert any(x.throttle > 0 for x in r.rounds)
+    fig = plot_report(r, tmp_path / "t.svg")
+    assert (tmp_path / "t.svg").read_text().lstrip().startswith("<?xml")
+    assert len(fig.axes) == 3  # + the throttle panel
+
+
+def test_curve_plot(tmp_path):
+    from dirtylog.plot import plot_curve
+
+    c = dirty_curve(Zipf("20MiB/s", s=1.1, seed=2), "64MiB", [0.1, 0.5, 1, 2])
+    plot_curve(c, tmp_path / "c.png", expected=c.dirty_pages)
+    _png(tmp_path / "c.png")
+
+
+def test_heatmap(tmp_path):
+    from dirtylog.plot import plot_heatmap
+
+    res = sweep(grid(memory="16MiB", workload=["hotspot:10MiB/s", "hotspot:200MiB/s"],
+                     bandwidth=["200Mbit/s", "1Gbit/s"], downtime_limit=["30ms", "300ms"], give_up_after="5s"),
+                jobs=2)
+    fig = plot_heatmap(res, tmp_path / "h.png")
+    _png(tmp_path / "h.png")
+    assert len([a for a in fig.axes if a.get_visible()]) == 3  # two panels and the colour bar
+    plot_heatmap(res, tmp_path / "d.png", value="downtime")
+    _png(tmp_path / "d.png")
+    with pytest.raises(dirtylog.ConfigError):
+        plot_heatmap(res, value="speed")
+
+
+def test_cli_writes_pictures(tmp_path, capsys):
+    small = ["-m", "16MiB", "-w", "hotspot:50MiB/s", "-b", "500Mbit/s"]
+    assert main(["simulate", *small, "--plot", str(tmp_path / "s.png")]) == 0
+    assert main(["curve", *small[:4], "--windows", "0.1s,1s", "--plot", str(tmp_path / "c.png")]) == 0
+    assert main(["sweep", "-m", "16MiB", "-w", "hotspot:50MiB/s", "-b", "500Mbit/s,1Gbit/s", "-d", "30ms,300ms",
+                 "--jobs", "1", "--heatmap", str(tmp_path / "h.png")]) == 0
+    for name in ("s.png", "c.png", "h.png"):
+        _png(tmp_path / name)
+    err = capsys.readouterr().err
+    assert "written to" in err

@@ -1,0 +1,148 @@
+"""dirtylog.sweep: configurations, executors, results, planning table and files."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import pickle
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import dirtylog
+from dirtylog import simulate
+from dirtylog.errors import ConfigError
+from dirtylog.sweep import SweepConfig, SweepResult, SweepResults, default_give_up, grid, run_config, sweep
+from dirtylog.workloads import Hotspot, Mix, Uniform
+
+SMALL = dict(memory="16MiB", vcpus=1, give_up_after="10s")
+
+
+def small_grid():
+    return grid(workload=["hotspot:10MiB/s", "hotspot:200MiB/s"], bandwidth=["200Mbit/s", "1Gbit/s"],
+                downtime_limit=["30ms", "300ms"], **SMALL)
+
+
+def key(r: SweepResult):
+    return (r.workload, r.bandwidth, r.downtime_limit, r.status, r.total_time, r.downtime, r.transferred, r.rounds)
+
+
+def test_grid_is_the_cartesian_product_last_axis_fastest():
+    cfgs = small_grid()
+    assert len(cfgs) == 8
+    assert [(c.workload, c.bandwidth, c.downtime_limit) for c in cfgs[:3]] == [
+        ("hotspot:10MiB/s", "200Mbit/s", "30ms"), ("hotspot:10MiB/s", "200Mbit/s", "300ms"),
+        ("hotspot:10MiB/s", "1Gbit/s", "30ms")]
+    assert all(c.memory == "16MiB" for c in cfgs)
+    with pytest.raises(ConfigError, match="unknown sweep parameter"):
+        grid(bandwith=["1Gbit/s"])
+    with pytest.raises(ConfigError, match="empty"):
+        grid(bandwidth=[])
+
+
+def test_a_config_runs_like_simulate():
+    cfg = SweepConfig(memory="16MiB", workload="uniform:20MiB/s", bandwidth="1Gbit/s", downtime_limit="50ms",
+                      tracker="wp", vcpus=2, seed=5)
+    r = run_config(cfg, keep_report=True)
+    ref = simulate(memory="16MiB", workload=Uniform("20MiB/s", seed=5), link=dirtylog.Link("1Gbit/s"),
+                   policy=dirtylog.PreCopy(downtime_limit="50ms"), tracker="wp", vcpus=2, seed=5)
+    assert r.total_time == ref.total_time and r.transferred == ref.transferred and r.downtime == ref.downtime
+    assert r.rounds == ref.precopy_rounds and r.verdict == "converges" and r.verified is True
+    assert r.faults == ref.tracker_stats["faults"] and r.exits >= r.faults
+    assert r.report is not None and r.report.total_time == ref.total_time
+
+
+def test_inline_processes_and_threads_agree():
+    cfgs = small_grid()
+    inline = sweep(cfgs, jobs=1)
+    procs = sweep(cfgs, jobs=2)
+    with ThreadPoolExecutor(2) as ex:
+        threads = sweep(cfgs, executor=ex)
+    assert isinstance(inline, SweepResults) and len(inline) == 8
+    assert [key(r) for r in inline] == [key(r) for r in procs] == [key(r) for r in threads]
+    assert [r.index for r in procs] == list(range(8))
+    verdicts = {r.verdict for r in inline}
+    assert "converges" in verdicts and "does not converge" in verdicts
+
+
+def test_dicts_and_workload_objects_are_accepted_even_once_bound():
+    w = Hotspot("20MiB/s", seed=2)
+    simulate(memory="16MiB", workload=w)  # binds C state to the object
+    mix = Mix([Uniform("5MiB/s", seed=1), w])
+    configs = [dict(workload=w, label="hot", **SMALL), dict(workload=mix, **SMALL), SweepConfig(workload=None, **SMALL)]
+    res = sweep(configs, jobs=2)
+    assert [r.workload for r in res] == ["hot", repr(mix), "none"]
+    assert all(r.status == "completed" for r in res)
+    assert res[2].guest_writes == 0
+
+
+def test_bad_configurations_fail_before_anything_runs():
+    calls = []
+    with pytest.raises(ConfigError, match="bandwidth"):
+        sweep([SweepConfig(**SMALL), SweepConfig(bandwidth="10G", **SMALL)], progress=lambda *a: calls.append(a))
+    assert calls == []
+    with pytest.raises(ConfigError, match="unknown kind"):
+        sweep([SweepConfig(workload="hotpot:1GiB/s", **SMALL)])
+    with pytest.raises(ConfigError, match="post-copy"):
+        sweep([SweepConfig(on_limit="postcopy", **SMALL)])
+    with pytest.raises(TypeError):
+        sweep([42])
+    with pytest.raises(ConfigError, match="jobs"):
+        sweep([SweepConfig(**SMALL)], jobs=0)
+
+
+def test_progress_callback_sees_every_result():
+    seen = []
+    res = sweep(small_grid()[:3], jobs=2, progress=lambda done, total, r: seen.append((done, total, r.index)))
+    assert [d for d, _, _ in seen] == [1, 2, 3]
+    assert {t for _, t, _ in seen} == {3}
+    assert sorted(i for _, _, i in seen) == [0, 1, 2]
+    assert len(res) == 3
+
+
+def test_verdicts_forced_and_not_converging():
+    base = dict(memory="16MiB", workload="uniform:200MiB/s", bandwidth="100MiB/s", downtime_limit="10ms")
+    forced, aborted, gave_up = sweep([
+        SweepConfig(max_iterations=2, **base),
+        SweepConfig(max_iterations=2, on_limit="abort", **base),
+        SweepConfig(give_up_after="3s", **base),
+    ], jobs=1)
+    assert forced.verdict == "forced" and forced.status == "completed" and forced.downtime > 0.01
+    assert aborted.verdict == "does not converge" and aborted.status == "failed"
+    assert gave_up.verdict == "does not converge" and gave_up.total_time == pytest.approx(3.0, abs=0.5)
+
+
+def test_default_give_up_scales_with_memory_over_bandwidth():
+    assert default_give_up("4GiB", "10Gbit/s") == 600.0
+    assert default_give_up("1TiB", "1Gbit/s") == pytest.approx(20 * 2**40 * 4104 / 4096 / 1.25e8)
+
+
+def test_planning_table_csv_and_json(tmp_path):
+    res = sweep(small_grid(), jobs=2)
+    text = res.table()
+    assert text.splitlines()[0].split()[:2] == ["workload", "bandwidth"]
+    assert "total time" in text and "verdict" in text and "does not converge" in text
+    headers, rows = res.table_rows()
+    assert len(rows) == 8 and headers[-1] == "verdict"
+    path = tmp_path / "plan.csv"
+    res.to_csv(path)
+    rows = list(csv.DictReader(path.open()))
+    assert len(rows) == 8 and float(rows[0]["total_time"]) == res[0].total_time
+    assert "report" not in rows[0]
+    data = json.loads(res.to_json(tmp_path / "plan.json"))
+    assert json.loads((tmp_path / "plan.json").read_text()) == data
+    assert data[0]["verdict"] == res[0].verdict
+    assert list(csv.DictReader(io.StringIO(res.to_csv())))[1]["workload"] == res[1].workload
+
+
+def test_results_pickle():
+    (r,) = sweep([SweepConfig(**SMALL)])
+    assert pickle.loads(pickle.dumps(r)) == r
+
+
+def test_dask_distributed_executor():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            res = sweep(small_grid()[:4], executor=client.get_executor())
+    assert [key(r) for r in res] == [key(r) for r in sweep(small_grid()[:4], jobs=1)]
