@@ -21,6 +21,19 @@ struct dl_engine {
     uint64_t clear_chunk;  /* pages */
     uint64_t next_clear;   /* first chunk index not cleared yet in this round */
     double zero_cut;       /* zero_fraction scaled to 2^64 */
+    /* post-copy */
+    int pc_active;
+    uint64_t *need;        /* bitmap: pages the destination lacks */
+    uint8_t *received;
+    dl_workload *reads;
+    double read_scale, read_offset, latency;
+    uint32_t prepage;
+    uint64_t cursor;       /* next page the background push looks at */
+    uint64_t queued;       /* requested pages whose link time is not served yet */
+    double credit;         /* link seconds available for the next page */
+    uint64_t *buf;         /* access buffer */
+    size_t buf_cap;
+    dl_postcopy_state pc;
 };
 
 void dl_engine_config_init(dl_engine_config *cfg)
@@ -76,6 +89,8 @@ void dl_engine_destroy(dl_engine *e)
     if (!e)
         return;
     free(e->mask);
+    free(e->need);
+    free(e->buf);
     free(e);
 }
 
@@ -122,21 +137,32 @@ static double exit_cost(const dl_engine *e, const dl_tracker_stats *a, const dl_
            (double)(b->splits - a->splits) * c->cost_split + (double)(b->kicks - a->kicks) * c->cost_kick;
 }
 
-/* The guest runs for `wall` seconds of simulated time (the clock is advanced by the caller). */
-static int run_guest(dl_engine *e, double wall)
+/* The guest time of `wall` seconds of simulated time: throttled, and less what the
+ * vCPUs still owe to exits and stalls. Returns 0 when the guest does not run. */
+static int guest_slice(dl_engine *e, double wall, double *g0, double *g1)
 {
     double g = wall * (1.0 - e->st.throttle);
     if (!(g > 0))
-        return DL_OK;
+        return 0;
     if (e->st.debt > 0) {
         double pay = e->st.debt < g ? e->st.debt : g;
         e->st.debt -= pay;
         g -= pay;
     }
     if (!(g > 0))
+        return 0;
+    *g0 = e->st.guest_clock;
+    *g1 = *g0 + g;
+    e->st.guest_clock = *g1;
+    return 1;
+}
+
+/* The guest runs for `wall` seconds of simulated time (the clock is advanced by the caller). */
+static int run_guest(dl_engine *e, double wall)
+{
+    double g0, g1;
+    if (!guest_slice(e, wall, &g0, &g1))
         return DL_OK;
-    double g0 = e->st.guest_clock, g1 = g0 + g;
-    e->st.guest_clock = g1;
     if (!e->w)
         return DL_OK;
     dl_tracker_stats before = *dl__tracker_stats(e->t);
@@ -317,5 +343,216 @@ int dl_engine_verify(const dl_engine *e, uint64_t *out, size_t cap, uint64_t *mi
         }
     }
     *mismatches = bad;
+    return DL_OK;
+}
+
+/* ---- post-copy --------------------------------------------------------------- */
+
+int dl_engine_postcopy_begin(dl_engine *e, const uint64_t *stale_words, size_t nwords, uint8_t *received,
+                             uint64_t n_received, dl_workload *reads, double read_scale, double read_offset,
+                             double latency, uint32_t prepage)
+{
+    if (!e || !stale_words)
+        return DL_ERR_INVALID;
+    if (e->pc_active)
+        return DL_ERR_STATE;
+    uint64_t nw = (e->pages + 63) / 64;
+    if (nwords < nw || (received && n_received < e->pages))
+        return DL_ERR_BUFFER;
+    if (!(read_scale >= 0) || !isfinite(read_scale) || !isfinite(read_offset) || !(latency >= 0) ||
+        !isfinite(latency))
+        return DL_ERR_INVALID;
+    if (reads && (dl_workload_pages(reads) != e->pages || dl_workload_vcpus(reads) != e->vcpus))
+        return DL_ERR_INVALID;
+    e->need = malloc(nw * 8);
+    if (!e->need)
+        return DL_ERR_NOMEM;
+    memcpy(e->need, stale_words, nw * 8);
+    if (e->pages % 64)
+        e->need[nw - 1] &= (UINT64_C(1) << (e->pages % 64)) - 1;
+    memset(&e->pc, 0, sizeof e->pc);
+    e->pc.remaining = dl_bitmap_count(e->need, nw);
+    e->received = received;
+    e->reads = reads ? reads : e->w;
+    e->read_scale = read_scale;
+    e->read_offset = read_offset;
+    e->latency = latency;
+    e->prepage = prepage;
+    e->cursor = 0;
+    e->queued = 0;
+    e->credit = 0;
+    free(e->mask);
+    e->mask = NULL;
+    e->pc_active = 1;
+    if (e->pc.remaining == 0)
+        e->pc.done_at = e->st.clock;
+    return DL_OK;
+}
+
+int dl_engine_postcopy_state(const dl_engine *e, dl_postcopy_state *out)
+{
+    if (!e || !out)
+        return DL_ERR_INVALID;
+    if (!e->pc_active)
+        return DL_ERR_STATE;
+    *out = e->pc;
+    return DL_OK;
+}
+
+/* The destination receives page p (it lacked it). */
+DL_ALWAYS_INLINE void pc_receive(dl_engine *e, const uint32_t *src, uint64_t p)
+{
+    e->need[p >> 6] &= ~(UINT64_C(1) << (p & 63));
+    if (e->received)
+        e->received[p]++;
+    if (e->dst)
+        e->dst[p] = src ? src[p] : 0;
+    e->pc.remaining--;
+}
+
+DL_ALWAYS_INLINE int pc_lacks(const dl_engine *e, uint64_t p)
+{
+    return (int)((e->need[p >> 6] >> (p & 63)) & 1);
+}
+
+/* A guest access to page p on the destination: a remote fault if it lacks it.
+ * Returns the stall in seconds. */
+static double pc_access(dl_engine *e, const uint32_t *src, uint64_t p, double page_t)
+{
+    if (!pc_lacks(e, p))
+        return 0.0;
+    pc_receive(e, src, p);
+    e->pc.requests++;
+    e->queued++;
+    for (uint64_t q = p + 1; q <= p + e->prepage && q < e->pages; q++) {
+        if (pc_lacks(e, q)) {
+            pc_receive(e, src, q);
+            e->pc.prepaged++;
+            e->queued++;
+        }
+    }
+    return 2.0 * e->latency + page_t;
+}
+
+static int pc_fill(dl_engine *e, const dl_workload *w, double t0, double t1, uint32_t j, size_t *n)
+{
+    uint64_t cnt = 0;
+    int rc = dl_workload_count(w, t0, t1, j, &cnt);
+    if (rc)
+        return rc;
+    if (cnt > e->buf_cap) {
+        size_t cap = e->buf_cap ? e->buf_cap : 1024;
+        while (cap < cnt)
+            cap *= 2;
+        uint64_t *b = realloc(e->buf, cap * sizeof(uint64_t));
+        if (!b)
+            return DL_ERR_NOMEM;
+        e->buf = b;
+        e->buf_cap = cap;
+    }
+    return dl_workload_generate(w, t0, t1, j, e->buf, e->buf_cap, n);
+}
+
+/* The guest runs on the destination for `wall` seconds: its accesses fault on what it lacks. */
+static int pc_run_guest(dl_engine *e, double wall, double page_t)
+{
+    double g0, g1;
+    if (!guest_slice(e, wall, &g0, &g1) || !e->w)
+        return DL_OK;
+    uint32_t *src = dl__tracker_versions(e->t);
+    uint32_t *dst = e->dst;
+    double stall = 0.0;
+    for (uint32_t j = 0; j < e->vcpus; j++) {
+        size_t n = 0;
+        int rc = pc_fill(e, e->w, g0, g1, j, &n);
+        if (rc)
+            return rc;
+        for (size_t i = 0; i < n; i++) {
+            uint64_t p = e->buf[i];
+            if (e->pc.remaining)
+                stall += pc_access(e, src, p, page_t);
+            if (src)
+                src[p]++;
+            if (dst)
+                dst[p]++;
+        }
+        e->pc.writes += n;
+        e->st.writes += n;
+        if (e->read_scale > 0 && e->reads) {
+            double r0 = g0 * e->read_scale + e->read_offset, r1 = g1 * e->read_scale + e->read_offset;
+            rc = pc_fill(e, e->reads, r0, r1, j, &n);
+            if (rc)
+                return rc;
+            if (e->pc.remaining)
+                for (size_t i = 0; i < n; i++)
+                    stall += pc_access(e, src, e->buf[i], page_t);
+            e->pc.reads += n;
+        }
+    }
+    if (stall > 0) {
+        e->pc.stall += stall;
+        e->st.debt += stall / e->vcpus; /* a faulting vCPU waits for its page */
+    }
+    return DL_OK;
+}
+
+int dl_engine_postcopy_step(dl_engine *e, double deadline)
+{
+    if (!e || isnan(deadline))
+        return DL_ERR_INVALID;
+    if (!e->pc_active)
+        return DL_ERR_STATE;
+    uint32_t *src = dl__tracker_versions(e->t);
+    const double page_t = e->cfg.page_bytes / e->cfg.bandwidth;
+    while (e->pc.remaining > 0 && e->st.clock < deadline) {
+        uint64_t push = e->pc.remaining < e->cfg.chunk_pages ? e->pc.remaining : e->cfg.chunk_pages;
+        double want = (double)(e->queued + push) * page_t - e->credit;
+        if (want < page_t)
+            want = page_t;
+        double slice = deadline - e->st.clock < want ? deadline - e->st.clock : want;
+        e->st.clock += slice;
+        e->credit += slice;
+        /* requests first, then the background push in page order */
+        uint64_t fit = (uint64_t)(e->credit / page_t);
+        uint64_t served = e->queued < fit ? e->queued : fit;
+        e->queued -= served;
+        e->credit -= (double)served * page_t;
+        uint64_t sent = served;
+        uint64_t nw = (e->pages + 63) / 64;
+        while (e->credit >= page_t && e->pc.remaining > 0) {
+            uint64_t wi = e->cursor >> 6;
+            uint64_t word = wi < nw ? e->need[wi] & (~UINT64_C(0) << (e->cursor & 63)) : 0;
+            while (!word) {
+                if (++wi >= nw)
+                    wi = 0;
+                word = e->need[wi];
+            }
+            uint64_t p = (wi << 6) + (uint64_t)__builtin_ctzll(word);
+            pc_receive(e, src, p);
+            e->cursor = p + 1;
+            e->pc.pushed++;
+            e->credit -= page_t;
+            sent++;
+        }
+        e->pc.bytes += sent * e->cfg.page_bytes;
+        e->st.bytes_sent += sent * e->cfg.page_bytes;
+        e->st.pages_sent += sent;
+        int rc = pc_run_guest(e, slice, page_t);
+        if (rc)
+            return rc;
+        if (e->pc.remaining == 0) {
+            /* The last requested pages still have to cross the link: they arrive at
+             * done_at, which the caller lets the clock reach (dl_engine_idle). */
+            double tail = (double)e->queued * page_t - e->credit;
+            if (tail < 0)
+                tail = 0;
+            e->pc.bytes += e->queued * e->cfg.page_bytes;
+            e->st.bytes_sent += e->queued * e->cfg.page_bytes;
+            e->st.pages_sent += e->queued;
+            e->queued = 0;
+            e->credit = 0;
+            e->pc.done_at = e->st.clock + tail;
+        }
+    }
     return DL_OK;
 }

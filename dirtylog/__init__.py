@@ -15,7 +15,7 @@ from .devices import Device, default_devices
 from .faults import BandwidthChange, LinkFailure
 from .link import Link
 from .migration import Migration, simulate
-from .policy import PreCopy
+from .policy import PostCopy, PreCopy
 from .report import MigrationReport, RoundReport
 from . import measure, workloads
 from .measure import DirtyCurveResult, DirtyRateResult, dirty_curve, dirty_rate
@@ -46,6 +46,7 @@ __all__ = [
     "Link",
     "Migration",
     "MigrationReport",
+    "PostCopy",
     "PreCopy",
     "RoundReport",
     "TrackingCosts",

@@ -39,7 +39,7 @@ from .devices import Device, default_devices, device_bytes, ordered
 from .errors import ConfigError, StateError
 from .faults import BandwidthChange, Fault, LinkFailure, check_fault
 from .link import Link
-from .policy import PreCopy
+from .policy import PostCopy, PreCopy
 from .report import MigrationReport, RoundReport
 from .tracker import Tracker
 from .units import format_size, format_time, parse_size, parse_time
@@ -86,7 +86,8 @@ class Migration:
     link:
         A :class:`Link` (default 10 Gbit/s, no latency, 8-byte page headers).
     policy:
-        A :class:`PreCopy` (default: QEMU's rule with a 300 ms downtime limit).
+        A :class:`PreCopy` (default: QEMU's rule with a 300 ms downtime limit) or a
+        :class:`PostCopy`.
     tracker:
         ``"wp"``, ``"pml"`` (default), ``"ring"`` or ``"clear"`` (manual protect,
         with KVM_DIRTY_LOG_INITIALLY_SET as QEMU uses it), or a dict of
@@ -140,9 +141,14 @@ class Migration:
         self.link = link if link is not None else Link()
         if not isinstance(self.link, Link):
             raise TypeError(f"link must be a dirtylog.Link, got {type(self.link).__name__}")
-        self.policy = policy if policy is not None else PreCopy()
-        if not isinstance(self.policy, PreCopy):
-            raise TypeError(f"policy must be a dirtylog.PreCopy, got {type(self.policy).__name__}")
+        if isinstance(policy, PostCopy):
+            self.postcopy: Optional[PostCopy] = policy
+            self.policy = policy.precopy
+        elif policy is None or isinstance(policy, PreCopy):
+            self.policy = policy if policy is not None else PreCopy()
+            self.postcopy = PostCopy(precopy=self.policy) if self.policy.on_limit == "postcopy" else None
+        else:
+            raise TypeError(f"policy must be a dirtylog.PreCopy or PostCopy, got {type(policy).__name__}")
         self.costs = costs if costs is not None else TrackingCosts()
         if not isinstance(self.costs, TrackingCosts):
             raise TypeError(f"costs must be a dirtylog.TrackingCosts, got {type(self.costs).__name__}")
@@ -240,6 +246,13 @@ class Migration:
         self._mismatch_count = 0
         self._verified: Optional[bool] = None
         self._started = False
+        self._pc_started = False
+        self._pc_stale: Optional[np.ndarray] = None
+        self._received: Optional[np.ndarray] = None
+        self._pc_resume_at = math.nan
+        self._pc_done_at = math.nan
+        self._pc_state = ffi.new("dl_postcopy_state *")
+        self._bytes_at_resume = 0
         # auto-converge (QEMU's migration_trigger_throttle state)
         self.throttle = 0  # percent
         self.throttle_history: List[int] = []
@@ -260,7 +273,7 @@ class Migration:
 
     @property
     def done(self) -> bool:
-        return self.phase in ("completed", "failed")
+        return self.phase in ("completed", "failed", "lost")
 
     @property
     def current_round(self) -> Dict[str, Any]:
@@ -332,6 +345,9 @@ class Migration:
             raise StateError(f"the migration has already ended ({self.status})")
         if self.phase == "downtime":
             raise StateError("the migration is in its final stop-and-copy and can no longer be cancelled")
+        if self.phase in ("postcopy", "switchover"):
+            raise StateError("a post-copy migration cannot be cancelled: the destination already runs the guest "
+                             "and the source lacks its newest pages")
         self._rollback(reason)
 
     def set_bandwidth(self, bandwidth: Union[float, str]) -> None:
@@ -348,6 +364,9 @@ class Migration:
         if self.done:
             raise StateError(f"the migration has already ended ({self.status})")
         self._event("link-failure")
+        if self.phase == "postcopy" or (self.phase == "switchover" and self._pc_started):
+            self._lose(f"{reason} at {format_time(self.clock)} during post-copy")
+            return
         self._rollback(f"{reason} at {format_time(self.clock)}; rolled back, the source keeps running")
 
     def _apply_fault(self, f: Fault) -> None:
@@ -386,6 +405,12 @@ class Migration:
             return
         if self.phase == "downtime":
             self._downtime_step(target)
+            return
+        if self.phase == "switchover":
+            self._switchover_step(target)
+            return
+        if self.phase == "postcopy":
+            self._postcopy_step(target)
             return
 
     def _begin_round(self, index: int, pages: Optional[np.ndarray]) -> None:
@@ -451,7 +476,7 @@ class Migration:
             check(lib.dl_engine_set_throttle(self._e, new / 100.0), "throttle")
             self._event("throttle", percent=new)
 
-    def _round_report(self, dirty_pages: int, final: bool = False) -> RoundReport:
+    def _round_report(self, dirty_pages: int, final: bool = False, postcopy: bool = False) -> RoundReport:
         st = self._engine_state()
         ts = self.tracker.stats
         m = self._mark
@@ -479,6 +504,7 @@ class Migration:
             guest_slowdown=100.0 * lost / denom if denom > 0 else 0.0,
             throttle=100.0 * m["throttle"],
             final=final,
+            postcopy=postcopy,
         )
         self.rounds.append(r)
         if self.on_round is not None:
@@ -500,6 +526,9 @@ class Migration:
                                           f"{format_size(threshold)} (bandwidth x downtime limit)")
         elif dirty.size < p.min_dirty_pages:
             self._switchover(dirty, True, f"converged: {dirty.size} dirty pages < {p.min_dirty_pages}")
+        elif self.postcopy is not None and self.policy.on_limit != "postcopy" \
+                and self._round_index + 1 >= self.postcopy.after_rounds:
+            self._start_postcopy(dirty, f"switched to post-copy after {self._round_index + 1} pre-copy round(s)")
         elif p.max_iterations is not None and done_rounds >= p.max_iterations:
             self._limit(f"iteration limit reached ({p.max_iterations} rounds after round 0)", dirty)
         elif p.max_total_factor is not None and self._sent_precopy >= p.max_total_factor * self.memory:
@@ -514,11 +543,11 @@ class Migration:
         if self.policy.on_limit == "abort":
             self._rollback(f"{reason}; rolled back (on_limit='abort')")
             return
-        if self.policy.on_limit == "postcopy":
-            raise ConfigError("on_limit='postcopy' needs the post-copy engine, which this build does not have")
         if dirty is None:  # mid-round: what is left of this round plus what the next sync finds
-            left = self._round_left()
-            dirty = left
+            dirty = self._round_left()
+        if self.policy.on_limit == "postcopy":
+            self._start_postcopy(dirty, f"{reason}; switched to post-copy (on_limit='postcopy')")
+            return
         self._switchover(dirty, False, f"{reason}; forced stop-and-copy (on_limit='force')")
 
     def _round_left(self) -> np.ndarray:
@@ -574,6 +603,107 @@ class Migration:
             if self.clock >= self._resume_at:
                 self._finish()
 
+    # -- post-copy ----------------------------------------------------------------------
+    def _start_postcopy(self, pending: np.ndarray, reason: str) -> None:
+        """Pause, take the last dirty set, and send device state and the dirty bitmap."""
+        self.reason = reason
+        self.converged = False
+        check(lib.dl_engine_set_throttle(self._e, 1.0), "pause")
+        if int(self._pos[0]) < self._round_n:
+            self._round_report(0)
+        self._sent_precopy = int(self._engine_state().bytes_sent)
+        final = self._sync()
+        stale = np.union1d(pending.astype(np.uint64, copy=False), final)
+        self.tracker.stop()  # the source is paused for good: nothing more to track
+        self._pc_stale = stale
+        self._event("switchover", pages=int(stale.size), postcopy=True)
+        self._downtime_start = self.clock
+        self.phase = "switchover"
+        self._round_index = -1
+        self._round_pages = None
+        self._round_n = 0
+        self._pos[0] = 0
+        self._mark = self._snapshot()
+        self._mark["throttle"] = 1.0
+        # device state plus the discard bitmap (one bit per page)
+        self._device_left = self.device_bytes + (self.pages + 7) // 8
+        self._final_stage = "devices"
+
+    def _switchover_step(self, target: float) -> None:
+        if self._final_stage == "devices":
+            left = ffi.new("uint64_t *")
+            check(lib.dl_engine_transfer(self._e, self._device_left, target, left), "device state")
+            self._device_left = int(left[0])
+            if self._device_left == 0:
+                self._final_stage = "resume"
+                self._pc_resume_at = self.clock + self.link.latency + self.policy.resume_time
+            return
+        check(lib.dl_engine_idle(self._e, min(target, self._pc_resume_at)), "resume")
+        if self.clock < self._pc_resume_at:
+            return
+        # the destination resumes the guest: post-copy proper
+        self._downtime_end = self.clock
+        self._round_report(0, final=True)
+        pc = self.postcopy if self.postcopy is not None else PostCopy(precopy=self.policy)
+        stale = self._pc_stale
+        assert stale is not None
+        words = np.zeros(self.tracker.config.bitmap_words, dtype=np.uint64)
+        np.bitwise_or.at(words, (stale >> np.uint64(6)).astype(np.intp),
+                         np.left_shift(np.uint64(1), stale & np.uint64(63)))
+        self._received = np.zeros(self.pages, dtype=np.uint8)
+        rs = pc.read_share
+        check(lib.dl_engine_set_throttle(self._e, 0.0), "resume on the destination")
+        check(lib.dl_engine_postcopy_begin(
+            self._e, ffi.from_buffer("uint64_t[]", words), words.size,
+            ffi.from_buffer("uint8_t[]", self._received), self.pages, ffi.NULL,
+            rs / (1.0 - rs), 1.0e6, self.link.latency, pc.prepage), "post-copy")
+        self._pc_started = True
+        self._bytes_at_resume = int(self._engine_state().bytes_sent)
+        self.phase = "postcopy"
+        self._final_stage = "pages"
+        self._mark = self._snapshot()
+        self._event("postcopy", pages=int(stale.size))
+
+    def _postcopy_step(self, target: float) -> None:
+        st = self._pc_state
+        if self._final_stage == "pages":
+            check(lib.dl_engine_postcopy_step(self._e, target), "post-copy")
+            check(lib.dl_engine_postcopy_state(self._e, st), "post-copy")
+            if st.remaining == 0:
+                self._pc_done_at = float(st.done_at)
+                self._final_stage = "tail"
+            return
+        check(lib.dl_engine_idle(self._e, min(target, self._pc_done_at)), "post-copy")
+        if self.clock >= self._pc_done_at:
+            self._round_report(0, final=True, postcopy=True)
+            self.phase = "completed"
+            self.status = "completed"
+            if self.verify:
+                self._check_destination()
+                assert self._received is not None and self._pc_stale is not None
+                expect = np.zeros(self.pages, dtype=np.uint8)
+                expect[self._pc_stale.astype(np.intp)] = 1
+                once = bool(np.array_equal(self._received, expect))
+                if not once:
+                    bad = np.flatnonzero(self._received != expect)
+                    self._mismatch_count += int(bad.size)
+                    self._mismatches = np.concatenate([self._mismatches if self._mismatches is not None
+                                                       else np.empty(0, np.uint64), bad[:16].astype(np.uint64)])
+                self._verified = bool(self._verified) and once
+            self._event("completed", downtime=self._downtime_end - self._downtime_start, verified=self._verified)
+
+    def _lose(self, reason: str) -> None:
+        check(lib.dl_engine_postcopy_state(self._e, self._pc_state), "post-copy")
+        left = int(self._pc_state.remaining)
+        self.phase = "lost"
+        self.status = "lost"
+        self.converged = False
+        self.reason = (f"{reason}: the VM is lost, neither side holds all of its memory "
+                       f"({left:,} pages were still only on the source, the newest versions of the rest "
+                       f"only on the destination)")
+        self._verified = None
+        self._event("lost", pages_missing=left)
+
     def _finish(self) -> None:
         self._downtime_end = self.clock
         self._round_report(0, final=True)
@@ -613,9 +743,19 @@ class Migration:
         """The migration's report (partial while it is still running)."""
         st = self._engine_state()
         total = float(st.clock)
-        downtime = (self._downtime_end - self._downtime_start) if self.status == "completed" else 0.0
+        ended_precopy = self.phase in ("downtime", "completed", "switchover", "postcopy", "lost")
+        downtime = (self._downtime_end - self._downtime_start) if not math.isnan(self._downtime_end) else 0.0
         transferred = int(st.bytes_sent)
-        precopy = self._sent_precopy if self.phase in ("downtime", "completed") else transferred
+        precopy = self._sent_precopy if ended_precopy else transferred
+        after_resume = self._bytes_at_resume if self._pc_started else transferred
+        downtime_bytes = after_resume - precopy if ended_precopy else 0
+        pcs = self._pc_state
+        if self._pc_started:
+            check(lib.dl_engine_postcopy_state(self._e, pcs), "post-copy")
+        degraded = 0.0
+        if self._pc_started:
+            end = self._pc_done_at if not math.isnan(self._pc_done_at) else total
+            degraded = end - self._downtime_end
         zero = int(st.zero_pages_sent)
         pages_sent = int(st.pages_sent)
         normal = pages_sent - zero
@@ -629,8 +769,8 @@ class Migration:
             setup_time=self.setup_time,
             transferred=transferred,
             precopy_bytes=precopy,
-            downtime_bytes=transferred - precopy if self.phase in ("downtime", "completed") else 0,
-            postcopy_bytes=0,
+            downtime_bytes=downtime_bytes,
+            postcopy_bytes=transferred - after_resume,
             pages_sent=pages_sent,
             duplicate=zero,
             normal=normal,
@@ -653,7 +793,11 @@ class Migration:
             rounds=list(self.rounds),
             tracker_stats=self.tracker.stats.to_dict(),
             models=self._models(rate),
-            guest_running="destination" if self.status == "completed" else "source",
+            guest_running={"completed": "destination", "lost": "nowhere (lost)"}.get(self.status, "source"),
+            postcopy_requests=int(pcs.requests) if self._pc_started else 0,
+            postcopy_prepaged=int(pcs.prepaged) if self._pc_started else 0,
+            postcopy_stall_time=float(pcs.stall) if self._pc_started else 0.0,
+            degraded_window=degraded,
             events=list(self.events),
             cpu_throttle_percentage=self.throttle,
             guest_throttled=sum(r.duration * r.throttle / 100.0 * self.vcpus for r in self.rounds if not r.final),

@@ -15,7 +15,7 @@ from ._validate import as_int
 from .errors import ConfigError
 from .units import parse_size, parse_time
 
-__all__ = ["PreCopy", "STOP_RULES", "ON_LIMIT"]
+__all__ = ["PreCopy", "PostCopy", "STOP_RULES", "ON_LIMIT"]
 
 STOP_RULES = ("qemu", "xen")
 ON_LIMIT = ("force", "abort")
@@ -145,3 +145,60 @@ class PreCopy:
 
     def to_dict(self) -> Dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True, init=False)
+class PostCopy:
+    """Post-copy live migration: a few pre-copy rounds, then the destination runs the guest.
+
+    Parameters
+    ----------
+    after_rounds:
+        Pre-copy rounds to run first (round 0, the full pass, counts as one; QEMU
+        users typically switch after it). If pre-copy converges before, the
+        migration completes as a pre-copy one.
+    precopy:
+        The :class:`PreCopy` settings of those rounds (downtime limit, limits,
+        chunk size, auto-converge ...). Its ``on_limit`` applies as usual.
+    read_share:
+        Share of the guest's memory accesses that are reads (default 2/3: two reads
+        per write, a common load/store mix). Reads follow the write stream's
+        distribution over pages (drawn from the same generator at another point of
+        its stream); a read of a page the destination lacks faults like a write.
+    prepage:
+        Pages after a faulting page sent along with it (0: none).
+
+    At the switch-over the guest pauses while the device state and the dirty bitmap
+    are sent (that is its downtime), then runs on the destination: every access to
+    a page it does not hold yet is a remote fault (a request crosses the link, the
+    vCPU waits a round trip plus the page's transfer), served ahead of the
+    background push, which sends the remaining pages in page order. A failure
+    before the last page arrives loses the VM: neither side holds all of memory.
+    """
+
+    after_rounds: int
+    precopy: PreCopy
+    read_share: float
+    prepage: int
+
+    def __init__(self, after_rounds: int = 1, precopy: Optional[PreCopy] = None,
+                 read_share: float = 2.0 / 3.0, prepage: int = 0) -> None:
+        s = object.__setattr__
+        s(self, "after_rounds", as_int("after_rounds", after_rounds, minimum=1))
+        if precopy is None:
+            precopy = PreCopy()
+        if not isinstance(precopy, PreCopy):
+            raise TypeError(f"precopy must be a PreCopy, got {type(precopy).__name__}")
+        s(self, "precopy", precopy)
+        try:
+            rs = float(read_share)
+        except (TypeError, ValueError):
+            raise TypeError(f"read_share must be a number in [0, 1), got {read_share!r}") from None
+        if not 0.0 <= rs < 1.0:
+            raise ConfigError(f"read_share must be in [0, 1) (a share of the accesses), got {read_share!r}")
+        s(self, "read_share", rs)
+        s(self, "prepage", as_int("prepage", prepage, minimum=0, maximum=4096))
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"after_rounds": self.after_rounds, "precopy": self.precopy.to_dict(),
+                "read_share": self.read_share, "prepage": self.prepage}

@@ -41,6 +41,7 @@ class RoundReport:
     guest_slowdown: float
     throttle: float = 0.0
     final: bool = False
+    postcopy: bool = False
 
     @property
     def exits(self) -> int:
@@ -97,6 +98,7 @@ class MigrationReport:
     tracker_stats: Dict[str, Any] = field(default_factory=dict)
     models: Dict[str, Any] = field(default_factory=dict)
     postcopy_requests: int = 0
+    postcopy_prepaged: int = 0
     postcopy_stall_time: float = 0.0
     degraded_window: float = 0.0
     guest_running: str = "destination"
@@ -111,7 +113,7 @@ class MigrationReport:
     @property
     def precopy_rounds(self) -> int:
         """Rounds sent while the guest ran on the source (round 0 included)."""
-        return sum(1 for r in self.rounds if not r.final)
+        return sum(1 for r in self.rounds if not r.final and not r.postcopy)
 
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)
@@ -138,7 +140,7 @@ class MigrationReport:
         rows = []
         for r in self.rounds:
             rows.append((
-                "final" if r.final else str(r.index),
+                "post" if r.postcopy else ("final" if r.final else str(r.index)),
                 format_time(r.start),
                 format_time(r.duration),
                 format_size(r.bytes),
@@ -160,7 +162,9 @@ class MigrationReport:
         verified = {True: "yes (every page holds its newest version)", False: f"NO: {self.mismatches} pages differ, first {self.mismatched_pages[:8]}",
                     None: "not checked"}[self.verified]
         items = [
-            ("Status", self.status + ("" if self.converged or self.status != "completed" else " (forced, not converged)")),
+            ("Status", self.status + (" (post-copy)" if self.status == "completed" and self.degraded_window > 0
+                                      else "" if self.converged or self.status != "completed"
+                                      else " (forced, not converged)")),
             ("Reason", self.reason),
             ("Memory", f"{format_size(self.memory)} ({self.pages:,} pages of {self.page_size} B), {self.vcpus} vCPU(s), tracker {self.tracker}"),
             ("Link", f"{format_rate(self.bandwidth, bits=True)}, downtime limit {format_time(self.downtime_limit)}"),
@@ -196,6 +200,9 @@ class MigrationReport:
                      f"{format_time(self.downtime):>10} {format_size(self.transferred):>11}  {self.converged}")
         for name, m in self.models.items():
             if not isinstance(m, dict) or "total_time" not in m:
+                continue
+            if m.get("converged", True) is False:  # the closed forms diverge: no meaningful figures
+                lines.append(f"{name:<12} {'-':>7} {'never':>11} {'-':>10} {'-':>11}  False")
                 continue
             lines.append(f"{name:<12} {m.get('rounds', '-')!s:>7} {format_time(m['total_time']):>11} "
                          f"{format_time(m.get('downtime', 0.0)):>10} {format_size(m.get('total_bytes', 0)):>11}  "

@@ -15,6 +15,14 @@
  * tracking exits (faults, PML-full and ring-full exits, splits, kicks) is taken
  * out of the following slices: a tracker that exits more lets the guest write less.
  *
+ * Post-copy: after dl_engine_postcopy_begin the guest runs on the destination. The
+ * pages it lacks (the stale set) are pushed in page order in the background; an
+ * access (a write from the workload or a read from the read stream) to a page the
+ * destination lacks is a remote fault: the page is received at once, its link time
+ * is served ahead of the push in the next slice, and the vCPU stalls for a round
+ * trip plus the page's transfer. Writes on the destination bump the page's version
+ * on both sides (the source array then stands for the guest's memory).
+ *
  * In clear (manual protect) mode, set a clear mask (the bitmap of the last sync):
  * before the first page of each clear chunk (default 1 GiB) is sent, the engine
  * clears that chunk with the mask, as QEMU does.
@@ -106,6 +114,30 @@ int dl_engine_set_clear_mask(dl_engine *e, const uint64_t *words, size_t nwords,
 /* Pages whose destination version differs from the source's; writes the first
  * `cap` of them to out. Needs versions on both sides. */
 int dl_engine_verify(const dl_engine *e, uint64_t *out, size_t cap, uint64_t *mismatches);
+
+typedef struct dl_postcopy_state {
+    uint64_t remaining;      /* pages the destination still lacks */
+    uint64_t requests;       /* remote faults (QEMU's postcopy-requests) */
+    uint64_t prepaged;       /* pages sent along with a request (pre-paging) */
+    uint64_t pushed;         /* pages sent by the background push */
+    uint64_t bytes;          /* bytes sent since post-copy began */
+    uint64_t reads;          /* guest reads on the destination */
+    uint64_t writes;         /* guest writes on the destination */
+    double stall;            /* vCPU-seconds stalled on remote faults */
+    double done_at;          /* clock when the last page arrived (0 before) */
+} dl_postcopy_state;
+
+/* Switches the engine to post-copy. stale_words: bitmap of the pages the destination
+ * lacks (copied). received (pages entries, zeroed by the caller, may be NULL) counts
+ * how often each page is received from now on. Reads come from `reads` (NULL: the
+ * write workload) at guest time t * read_scale + read_offset (read_scale 0: no reads).
+ * prepage: pages after a faulting one sent along with it. */
+int dl_engine_postcopy_begin(dl_engine *e, const uint64_t *stale_words, size_t nwords, uint8_t *received,
+                             uint64_t n_received, struct dl_workload *reads, double read_scale,
+                             double read_offset, double latency, uint32_t prepage);
+/* Runs post-copy until every page has arrived or the clock reaches `deadline`. */
+int dl_engine_postcopy_step(dl_engine *e, double deadline);
+int dl_engine_postcopy_state(const dl_engine *e, dl_postcopy_state *out);
 
 /* DL_CDEF_END */
 

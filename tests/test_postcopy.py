@@ -1,0 +1,118 @@
+"""Post-copy migration: switch-over, remote faults, background push, failures."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dirtylog import Link, Migration, PostCopy, PreCopy, simulate
+from dirtylog.errors import ConfigError, StateError
+from dirtylog.faults import LinkFailure
+from dirtylog.workloads import Hotspot, Sequential, Uniform
+
+PAGE_BYTES = 4096 + 8
+KW = dict(memory="256MiB", link=Link("100MiB/s", latency="1ms"), tracker="pml")
+
+
+def _stale_pages(r):
+    post = [x for x in r.rounds if x.postcopy]
+    assert len(post) == 1
+    return post[0].pages_sent
+
+
+def test_postcopy_completes_verified_and_bounded():
+    r = simulate(workload=Hotspot("100MiB/s", seed=1), policy=PostCopy(after_rounds=1), **KW)
+    assert r.status == "completed" and r.verified is True
+    assert "post-copy" in r.reason
+    assert r.precopy_rounds == 1
+    assert r.postcopy_requests > 0 and r.postcopy_stall_time > 0
+    stale = _stale_pages(r)
+    assert r.postcopy_bytes == stale * PAGE_BYTES
+    # the link is never idle after resume: the post-copy phase lasts exactly its bytes' transfer time
+    assert r.degraded_window == pytest.approx(stale * PAGE_BYTES / 100 / 2**20, rel=1e-6)
+    # total time: round 0 + the switch-over + the remaining pages, nothing more
+    round0 = r.rounds[0]
+    bound = r.setup_time + round0.duration + r.downtime + r.postcopy_bytes / (100 * 2**20)
+    assert r.total_time == pytest.approx(bound, rel=1e-6)
+    assert r.total_time <= r.setup_time + (r.memory * PAGE_BYTES / 4096 + r.postcopy_bytes) / (100 * 2**20) + r.downtime + 1e-6
+    # the downtime is the device state and the dirty bitmap, not the dirty pages
+    assert r.downtime_bytes == r.device_bytes + (r.pages + 7) // 8
+    assert r.downtime < 0.05
+
+
+def test_remote_faults_grow_with_the_access_rate():
+    low = simulate(workload=Uniform("20MiB/s", seed=2), policy=PostCopy(), **KW)
+    high = simulate(workload=Uniform("200MiB/s", seed=2), policy=PostCopy(), **KW)
+    assert low.verified and high.verified
+    assert high.postcopy_requests > 3 * low.postcopy_requests > 0
+    assert high.postcopy_stall_time > low.postcopy_stall_time
+
+
+def test_reads_fault_too():
+    # no latency: a fault stalls the vCPU only for the page's transfer, so accesses are not stall-bound
+    kw = dict(KW, link=Link("100MiB/s"))
+    few = simulate(workload=Uniform("50MiB/s", seed=3), policy=PostCopy(read_share=0.0), **kw)
+    many = simulate(workload=Uniform("50MiB/s", seed=3), policy=PostCopy(read_share=0.5), **kw)
+    assert few.verified and many.verified
+    assert many.postcopy_requests > 1.4 * few.postcopy_requests
+
+
+def test_prepaging_sends_the_following_pages_with_each_request():
+    # A sweep faster than the link: after round 0 nearly every page is stale.
+    kw = dict(KW, link=Link("50MiB/s", latency="1ms"))
+    plain = simulate(workload=Sequential("200MiB/s"), policy=PostCopy(read_share=0.0), **kw)
+    pre = simulate(workload=Sequential("200MiB/s"), policy=PostCopy(read_share=0.0, prepage=16), **kw)
+    assert plain.verified and pre.verified  # every stale page still arrives exactly once
+    assert plain.postcopy_prepaged == 0 and plain.postcopy_requests > 1000
+    # a sequential sweep: nearly every request brings its 16 successors along
+    assert 15 * pre.postcopy_requests <= pre.postcopy_prepaged <= 16 * pre.postcopy_requests
+    assert pre.postcopy_bytes == plain.postcopy_bytes  # the same pages, sent once each
+
+
+def test_converging_migration_never_switches_to_postcopy():
+    r = simulate(workload=Uniform("1MiB/s", seed=4), policy=PostCopy(after_rounds=3), **KW)
+    assert r.status == "completed" and r.converged and r.postcopy_bytes == 0 and r.verified
+
+
+def test_on_limit_postcopy():
+    r = simulate(workload=Uniform("300MiB/s", seed=5),
+                 policy=PreCopy(max_iterations=2, on_limit="postcopy"), **KW)
+    assert r.status == "completed" and r.verified and r.precopy_rounds == 3
+    assert "on_limit='postcopy'" in r.reason and r.postcopy_bytes > 0
+
+
+def test_link_failure_during_postcopy_loses_the_vm():
+    ok = simulate(workload=Hotspot("100MiB/s", seed=1), policy=PostCopy(), **KW)
+    t_fail = ok.total_time - ok.degraded_window / 2
+    r = simulate(workload=Hotspot("100MiB/s", seed=1), policy=PostCopy(), faults=[LinkFailure(t_fail)], **KW)
+    assert r.status == "lost" and r.verified is None
+    assert "lost" in r.reason and "neither side" in r.reason
+    assert r.guest_running.startswith("nowhere")
+
+
+def test_link_failure_before_the_switch_rolls_back():
+    r = simulate(workload=Hotspot("100MiB/s", seed=1), policy=PostCopy(), faults=[LinkFailure("1s")], **KW)
+    assert r.status == "failed" and r.verified is True and r.guest_running == "source"
+
+
+def test_step_api_through_postcopy_and_no_cancel():
+    m = Migration(workload=Hotspot("100MiB/s", seed=1), policy=PostCopy(), **KW)
+    seen = set()
+    t = 0.0
+    while not m.done:
+        t += 0.1
+        m.run_until(t)
+        assert m.clock <= t + 1e-9
+        seen.add(m.phase)
+        if m.phase == "postcopy":
+            with pytest.raises(StateError):
+                m.cancel()
+    assert {"precopy", "postcopy", "completed"} <= seen
+    r = m.report()
+    ref = simulate(workload=Hotspot("100MiB/s", seed=1), policy=PostCopy(), **KW)
+    assert r.verified and r.total_time == pytest.approx(ref.total_time, rel=0.01)
+
+
+@pytest.mark.parametrize("kw", [dict(after_rounds=0), dict(read_share=1.0), dict(read_share=-0.1), dict(prepage=-1)])
+def test_bad_postcopy_parameters(kw):
+    with pytest.raises(ConfigError):
+        PostCopy(**kw)
