@@ -34,6 +34,10 @@ struct dl_engine {
     uint64_t *buf;         /* access buffer */
     size_t buf_cap;
     dl_postcopy_state pc;
+    /* dirty-limit: per-vCPU throttles and guest clocks (vmode once any was set) */
+    double *vthr;
+    double *vclock;
+    int vmode;
 };
 
 void dl_engine_config_init(dl_engine_config *cfg)
@@ -80,6 +84,12 @@ int dl_engine_create(const dl_engine_config *cfg, dl_tracker *t, dl_workload *w,
     e->pages = pages;
     e->vcpus = dl__tracker_vcpus(t);
     e->zero_cut = ldexp(cfg->zero_fraction, 64);
+    e->vthr = calloc(e->vcpus, sizeof(double));
+    e->vclock = calloc(e->vcpus, sizeof(double));
+    if (!e->vthr || !e->vclock) {
+        dl_engine_destroy(e);
+        return DL_ERR_NOMEM;
+    }
     *out = e;
     return DL_OK;
 }
@@ -91,6 +101,8 @@ void dl_engine_destroy(dl_engine *e)
     free(e->mask);
     free(e->need);
     free(e->buf);
+    free(e->vthr);
+    free(e->vclock);
     free(e);
 }
 
@@ -116,6 +128,46 @@ int dl_engine_set_throttle(dl_engine *e, double throttle)
         return DL_ERR_INVALID;
     e->st.throttle = throttle;
     return DL_OK;
+}
+
+int dl_engine_set_vcpu_throttle(dl_engine *e, uint32_t vcpu, double throttle)
+{
+    if (!e || !(throttle >= 0 && throttle <= 1))
+        return DL_ERR_INVALID;
+    if (vcpu >= e->vcpus)
+        return DL_ERR_RANGE;
+    if (!e->vmode) {
+        for (uint32_t j = 0; j < e->vcpus; j++)
+            e->vclock[j] = e->st.guest_clock;
+        e->vmode = 1;
+    }
+    e->vthr[vcpu] = throttle;
+    return DL_OK;
+}
+
+int dl_engine_get_vcpu_clock(const dl_engine *e, uint32_t vcpu, double *clock, double *throttle)
+{
+    if (!e || !clock || !throttle)
+        return DL_ERR_INVALID;
+    if (vcpu >= e->vcpus)
+        return DL_ERR_RANGE;
+    *clock = e->vmode ? e->vclock[vcpu] : e->st.guest_clock;
+    *throttle = e->vthr[vcpu];
+    return DL_OK;
+}
+
+/* vCPU j's guest window for the common guest slice [g0, g1): its own clock, slowed
+ * by its own (dirty-limit) throttle. */
+DL_ALWAYS_INLINE void vcpu_window(dl_engine *e, uint32_t j, double g0, double g1, double *a, double *b)
+{
+    if (!e->vmode) {
+        *a = g0;
+        *b = g1;
+        return;
+    }
+    *a = e->vclock[j];
+    *b = *a + (g1 - g0) * (1.0 - e->vthr[j]);
+    e->vclock[j] = *b;
 }
 
 int dl_engine_charge(dl_engine *e, double vcpu_seconds)
@@ -167,9 +219,21 @@ static int run_guest(dl_engine *e, double wall)
         return DL_OK;
     dl_tracker_stats before = *dl__tracker_stats(e->t);
     uint64_t nw = 0;
-    int rc = dl_workload_run(e->w, e->t, g0, g1, &nw);
-    if (rc)
-        return rc;
+    if (!e->vmode) {
+        int rc = dl_workload_run(e->w, e->t, g0, g1, &nw);
+        if (rc)
+            return rc;
+    } else {
+        for (uint32_t j = 0; j < e->vcpus; j++) {
+            double a, b;
+            uint64_t n = 0;
+            vcpu_window(e, j, g0, g1, &a, &b);
+            int rc = dl_workload_run_vcpu(e->w, e->t, j, a, b, &n);
+            if (rc)
+                return rc;
+            nw += n;
+        }
+    }
     e->st.writes += nw;
     double cost = exit_cost(e, &before, dl__tracker_stats(e->t));
     if (cost > 0) {
@@ -464,7 +528,9 @@ static int pc_run_guest(dl_engine *e, double wall, double page_t)
     double stall = 0.0;
     for (uint32_t j = 0; j < e->vcpus; j++) {
         size_t n = 0;
-        int rc = pc_fill(e, e->w, g0, g1, j, &n);
+        double a, b;
+        vcpu_window(e, j, g0, g1, &a, &b);
+        int rc = pc_fill(e, e->w, a, b, j, &n);
         if (rc)
             return rc;
         for (size_t i = 0; i < n; i++) {
@@ -479,7 +545,7 @@ static int pc_run_guest(dl_engine *e, double wall, double page_t)
         e->pc.writes += n;
         e->st.writes += n;
         if (e->read_scale > 0 && e->reads) {
-            double r0 = g0 * e->read_scale + e->read_offset, r1 = g1 * e->read_scale + e->read_offset;
+            double r0 = a * e->read_scale + e->read_offset, r1 = b * e->read_scale + e->read_offset;
             rc = pc_fill(e, e->reads, r0, r1, j, &n);
             if (rc)
                 return rc;

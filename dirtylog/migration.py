@@ -172,6 +172,9 @@ class Migration:
         for k in ("pages", "vcpus", "page_size", "huge_pages"):
             if k in topts:
                 raise ConfigError(f"give {k} to Migration itself, not in the tracker options")
+        if self.policy.dirty_limit and topts["mode"] != "ring":
+            raise ConfigError(f"dirty_limit needs the dirty ring tracker (tracker='ring'), as in QEMU, "
+                              f"not {topts['mode']!r}: the per-vCPU dirty rates come from the rings")
         self.tracker = Tracker(npages, vcpus=vcpus, page_size=psize, huge_pages=huge_pages, **topts)
         self.pages = npages
         self.page_size = psize
@@ -260,6 +263,11 @@ class Migration:
         self._period_dirty = 0
         self._period_xfer0 = 0
         self._dirty_high = 0
+        # dirty-limit
+        self.dirty_limit_active = False
+        self._dl_next = math.inf
+        self._dl_snap: List[int] = []
+        self._vthr = [0.0] * self.tracker.vcpus
 
     # -- clock and state ---------------------------------------------------------
     def _engine_state(self) -> Any:
@@ -393,11 +401,13 @@ class Migration:
             return
         if self.phase == "precopy":
             limit_at = self._timeout_at()
-            deadline = min(target, limit_at)
+            deadline = min(target, limit_at, self._dl_next)
             pages = self._round_pages
             ptr = ffi.from_buffer("uint64_t[]", pages) if pages is not None else ffi.NULL
             check(lib.dl_engine_send(self._e, ptr, 0, self._round_n, self._pos, deadline,
                                      int(self._round_index == 0)), "send")
+            if self.clock >= self._dl_next:
+                self._dirty_limit_adjust()
             if int(self._pos[0]) >= self._round_n:
                 self._end_round()
             elif self.clock >= limit_at:
@@ -450,7 +460,7 @@ class Migration:
         bytes_xfer = xfer - self._period_xfer0
         bytes_dirty = self._period_dirty * self.page_size
         threshold = bytes_xfer * p.throttle_trigger_threshold / 100
-        if p.auto_converge and bytes_dirty > threshold:
+        if (p.auto_converge or p.dirty_limit) and bytes_dirty > threshold:
             self._dirty_high += 1
             if self._dirty_high >= 2:
                 self._dirty_high = 0
@@ -461,6 +471,13 @@ class Migration:
 
     def _throttle_down(self, bytes_dirty: float, threshold: float) -> None:
         p = self.policy
+        if p.dirty_limit:
+            if not self.dirty_limit_active:
+                self.dirty_limit_active = True
+                self._dl_snap = [v.dirtied for v in self.tracker.stats.vcpus]
+                self._dl_next = self.clock + p.dirty_limit_period
+                self._event("dirty-limit", limit=p.vcpu_dirty_limit)
+            return
         if self.throttle == 0:
             new = p.cpu_throttle_initial
         elif not p.cpu_throttle_tailslow:
@@ -475,6 +492,34 @@ class Migration:
             self.throttle_history.append(new)
             check(lib.dl_engine_set_throttle(self._e, new / 100.0), "throttle")
             self._event("throttle", percent=new)
+
+    def _dirty_limit_adjust(self) -> None:
+        """Each period: hold every vCPU's dirty page rate at the limit by throttling it alone."""
+        p = self.policy
+        now = [v.dirtied for v in self.tracker.stats.vcpus]
+        rates = []
+        for j, (a, b) in enumerate(zip(self._dl_snap, now)):
+            rate = (b - a) * self.page_size / p.dirty_limit_period
+            cur = self._vthr[j]
+            new = 1.0 - (1.0 - cur) * p.vcpu_dirty_limit / rate if rate > 0 else 0.0
+            new = min(max(new, 0.0), 0.99)
+            if new != cur:
+                check(lib.dl_engine_set_vcpu_throttle(self._e, j, new), "dirty limit")
+                self._vthr[j] = new
+            rates.append(rate)
+        self._dl_snap = now
+        self._dl_next += p.dirty_limit_period
+        self._event("dirty-limit-period", rates=rates, throttles=list(self._vthr))
+
+    def _lift_dirty_limit(self) -> None:
+        if not self.dirty_limit_active:
+            return
+        for j in range(self.vcpus):
+            if self._vthr[j]:
+                check(lib.dl_engine_set_vcpu_throttle(self._e, j, 0.0), "dirty limit")
+                self._vthr[j] = 0.0
+        self.dirty_limit_active = False
+        self._dl_next = math.inf
 
     def _round_report(self, dirty_pages: int, final: bool = False, postcopy: bool = False) -> RoundReport:
         st = self._engine_state()
@@ -557,6 +602,7 @@ class Migration:
         return self._round_pages[pos:].copy()
 
     def _switchover(self, pending: np.ndarray, converged: bool, reason: str) -> None:
+        self._lift_dirty_limit()
         self.converged = converged
         self.reason = reason
         check(lib.dl_engine_set_throttle(self._e, 1.0), "pause")
@@ -608,6 +654,7 @@ class Migration:
         """Pause, take the last dirty set, and send device state and the dirty bitmap."""
         self.reason = reason
         self.converged = False
+        self._lift_dirty_limit()
         check(lib.dl_engine_set_throttle(self._e, 1.0), "pause")
         if int(self._pos[0]) < self._round_n:
             self._round_report(0)
@@ -727,6 +774,7 @@ class Migration:
         if self.tracker.logging:
             self.tracker.stop()
         check(lib.dl_engine_set_throttle(self._e, 0.0), "resume the source")
+        self._lift_dirty_limit()
         self.phase = "failed"
         self.status = "failed"
         self.reason = reason

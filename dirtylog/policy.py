@@ -13,7 +13,7 @@ from typing import Any, Dict, Optional, Union
 
 from ._validate import as_int
 from .errors import ConfigError
-from .units import parse_size, parse_time
+from .units import parse_rate, parse_size, parse_time
 
 __all__ = ["PreCopy", "PostCopy", "STOP_RULES", "ON_LIMIT"]
 
@@ -62,6 +62,11 @@ class PreCopy:
         ``max_cpu_throttle`` %. With ``cpu_throttle_tailslow`` the later steps are
         sized by the ratio of the dirty rate to the threshold (smaller near the end).
         A throttled guest runs (100 - throttle) % of the time.
+    dirty_limit, vcpu_dirty_limit, dirty_limit_period:
+        QEMU's dirty-limit (instead of auto-converge, which it excludes): when the
+        same trigger fires, each vCPU's dirty page rate, read from its dirty ring
+        every ``dirty_limit_period`` (1 s), is held at ``vcpu_dirty_limit`` (QEMU's
+        default 1 MB/s) by throttling that vCPU alone. Needs ``tracker="ring"``.
     """
 
     downtime_limit: float
@@ -80,6 +85,9 @@ class PreCopy:
     cpu_throttle_increment: int
     max_cpu_throttle: int
     cpu_throttle_tailslow: bool
+    dirty_limit: bool
+    vcpu_dirty_limit: float
+    dirty_limit_period: float
 
     def __init__(
         self,
@@ -99,6 +107,9 @@ class PreCopy:
         cpu_throttle_increment: int = 10,
         max_cpu_throttle: int = 99,
         cpu_throttle_tailslow: bool = False,
+        dirty_limit: bool = False,
+        vcpu_dirty_limit: Union[float, str] = "1MB/s",
+        dirty_limit_period: TimeLike = "1s",
     ) -> None:
         if not isinstance(stop, str) or stop.lower() not in STOP_RULES:
             raise ConfigError(f"unknown stop rule {stop!r}; allowed: {', '.join(STOP_RULES)}")
@@ -131,7 +142,8 @@ class PreCopy:
         s(self, "resume_time", parse_time(resume_time, name="resume_time"))
         s(self, "chunk_size", int(parse_size(chunk_size, name="chunk_size", allow_zero=False)))
         s(self, "clear_chunk", int(parse_size(clear_chunk, name="clear_chunk", allow_zero=False)))
-        for flag, val in (("auto_converge", auto_converge), ("cpu_throttle_tailslow", cpu_throttle_tailslow)):
+        for flag, val in (("auto_converge", auto_converge), ("cpu_throttle_tailslow", cpu_throttle_tailslow),
+                          ("dirty_limit", dirty_limit)):
             if not isinstance(val, bool):
                 raise TypeError(f"{flag} must be a bool, got {val!r}")
             s(self, flag, val)
@@ -142,6 +154,10 @@ class PreCopy:
         s(self, "cpu_throttle_increment", as_int("cpu_throttle_increment", cpu_throttle_increment,
                                                  minimum=1, maximum=99))
         s(self, "max_cpu_throttle", as_int("max_cpu_throttle", max_cpu_throttle, minimum=1, maximum=99))
+        if auto_converge and dirty_limit:
+            raise ConfigError("auto_converge and dirty_limit exclude each other (as in QEMU): choose one")
+        s(self, "vcpu_dirty_limit", parse_rate(vcpu_dirty_limit, name="vcpu_dirty_limit", allow_zero=False))
+        s(self, "dirty_limit_period", parse_time(dirty_limit_period, name="dirty_limit_period", allow_zero=False))
 
     def to_dict(self) -> Dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}

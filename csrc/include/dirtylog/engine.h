@@ -91,6 +91,10 @@ void dl_engine_destroy(dl_engine *e);
 int dl_engine_get_state(const dl_engine *e, dl_engine_state *out);
 int dl_engine_set_bandwidth(dl_engine *e, double bandwidth);
 int dl_engine_set_throttle(dl_engine *e, double throttle);
+/* Dirty-limit: a vCPU's own throttle (0 .. 1), on top of the global one. From the
+ * first call on, each vCPU keeps its own guest clock. */
+int dl_engine_set_vcpu_throttle(dl_engine *e, uint32_t vcpu, double throttle);
+int dl_engine_get_vcpu_clock(const dl_engine *e, uint32_t vcpu, double *clock, double *throttle);
 /* Charges guest time for kicks done outside the engine (a harvest's kicks). */
 int dl_engine_charge(dl_engine *e, double vcpu_seconds);
 
