@@ -6,7 +6,7 @@ The wheel ships, inside the ``dirtylog`` package:
 * ``lib/libdirtylog_core.a``: the static core library (tracker, workloads, engine);
 * ``lib/cmake/dirtylog/``: a CMake package config with the imported target
   ``dirtylog::core``; scikit-build-core projects find it through dirtylog's
-  ``cmake.root`` entry point, others pass ``-Ddirtylog_ROOT=$(python -m dirtylog --cmake-dir)``;
+  ``cmake.root`` entry point, others pass ``-Ddirtylog_DIR=$(python -m dirtylog --cmake-dir)``;
 * ``lib/pkgconfig/dirtylog.pc``: a relocatable pkg-config file (paths relative to
   the file itself): ``PKG_CONFIG_PATH=$(python -m dirtylog --pkgconfig-dir)``.
 

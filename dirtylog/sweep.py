@@ -13,8 +13,8 @@ of a :class:`concurrent.futures.Executor`: a ``ProcessPoolExecutor`` by default
 ``ThreadPoolExecutor`` or a dask.distributed cluster's
 (``client.get_executor()``), which spreads a large sweep over many machines.
 Tasks get a :class:`SweepConfig` (workloads travel as spec strings or as
-unbound workload objects) and return a :class:`SweepResult`, both plain
-picklable dataclasses.
+workload objects, which pickle without their C state) and return a
+:class:`SweepResult`, both plain picklable dataclasses.
 
 Non-converging configurations are where sweeps spend their time (QEMU iterates
 forever): a sweep gives up on a configuration after ``give_up_after`` of
@@ -24,7 +24,6 @@ and reports it as "does not converge".
 """
 from __future__ import annotations
 
-import copy
 import csv
 import io
 import itertools
@@ -35,7 +34,7 @@ import time
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures import wait as _wait
 from concurrent.futures import FIRST_COMPLETED
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from .errors import ConfigError
@@ -267,19 +266,6 @@ def grid(**axes: Any) -> List[SweepConfig]:
     return [SweepConfig(**dict(zip(keys, combo))) for combo in itertools.product(*values)]
 
 
-def _portable_workload(w: Any) -> Any:
-    """A copy of a workload object that pickles: bound C state is dropped (it is rebuilt in the worker)."""
-    if w is None or isinstance(w, str):
-        return w
-    c = copy.copy(w)
-    if hasattr(c, "_bound"):
-        c._bound = {}
-    comps = getattr(c, "components", None)
-    if isinstance(comps, tuple):
-        c.components = tuple(_portable_workload(x) for x in comps)
-    return c
-
-
 def _as_config(c: Any) -> SweepConfig:
     if isinstance(c, SweepConfig):
         cfg = c
@@ -291,7 +277,7 @@ def _as_config(c: Any) -> SweepConfig:
         cfg = SweepConfig(**c)
     else:
         raise TypeError(f"a sweep configuration must be a SweepConfig or a dict, got {type(c).__name__}")
-    return replace(cfg, workload=_portable_workload(cfg.workload))
+    return cfg
 
 
 # ------------------------------------------------------------------------------------ results
