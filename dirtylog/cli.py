@@ -239,6 +239,13 @@ def _add_policy(m: Any) -> None:
                    help="auto-converge: highest throttle (default 99)")
     m.add_argument("--cpu-throttle-tailslow", action="store_true",
                    help="auto-converge: size the later steps by the ratio of dirty rate to bandwidth")
+    m.add_argument("--dirty-limit", action="store_true",
+                   help="QEMU's dirty-limit instead of auto-converge: hold each vCPU's dirty rate at "
+                        "--vcpu-dirty-limit (needs --tracker ring)")
+    m.add_argument("--vcpu-dirty-limit", type=_rate, default="1MB/s", metavar="RATE",
+                   help="dirty-limit: each vCPU's dirty-rate quota (default %(default)s)")
+    m.add_argument("--dirty-limit-period", type=_time_pos, default="1s", metavar="TIME",
+                   help="dirty-limit: how often the vCPUs' dirty rates are read (default %(default)s)")
     m.add_argument("--stop", choices=("qemu", "xen"), default="qemu",
                    help="stop rule: qemu (no iteration cap) or xen (29 iterations, 3x memory, < 50 pages)")
     m.add_argument("--max-iterations", type=_positive_int("max-iterations", 0), metavar="N",
@@ -488,7 +495,8 @@ def _check_not_available(args: argparse.Namespace) -> None:
 def _throttle(args: argparse.Namespace) -> Dict[str, Any]:
     return dict(auto_converge=args.auto_converge, cpu_throttle_initial=args.cpu_throttle_initial,
                 cpu_throttle_increment=args.cpu_throttle_increment, max_cpu_throttle=args.max_cpu_throttle,
-                cpu_throttle_tailslow=args.cpu_throttle_tailslow)
+                cpu_throttle_tailslow=args.cpu_throttle_tailslow, dirty_limit=args.dirty_limit,
+                vcpu_dirty_limit=args.vcpu_dirty_limit, dirty_limit_period=args.dirty_limit_period)
 
 
 def _config(args: argparse.Namespace, **over: Any) -> Any:
@@ -780,8 +788,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         con.print(f"[bold]Live migration[/bold] of a {_guest_line(report.memory, cfg.workload_label(), report.vcpus)}; "
                   f"{format_rate(report.bandwidth, bits=True)}, downtime limit {format_time(report.downtime_limit)}, "
                   f"tracker {report.tracker}")
-        con.print(_rounds_table(report, args.rounds))
-        con.print()
+        table = _rounds_table(report, args.rounds)
+        con.print(table)
+        if table.caption:
+            con.print()
         con.print(_summary(report))
         if not args.no_models:
             mt = _models_table(report)

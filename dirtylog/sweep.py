@@ -88,6 +88,9 @@ class SweepConfig:
     cpu_throttle_increment: int = 10
     max_cpu_throttle: int = 99
     cpu_throttle_tailslow: bool = False
+    dirty_limit: bool = False
+    vcpu_dirty_limit: Union[float, str] = "1MB/s"
+    dirty_limit_period: Union[float, str] = "1s"
     huge_pages: Optional[str] = None
     zero_pages: float = 0.0
     page_size: Union[int, str] = 4096
@@ -116,7 +119,9 @@ class SweepConfig:
                            resume_time=self.resume_time, auto_converge=self.auto_converge,
                            cpu_throttle_initial=self.cpu_throttle_initial,
                            cpu_throttle_increment=self.cpu_throttle_increment,
-                           max_cpu_throttle=self.max_cpu_throttle, cpu_throttle_tailslow=self.cpu_throttle_tailslow),
+                           max_cpu_throttle=self.max_cpu_throttle, cpu_throttle_tailslow=self.cpu_throttle_tailslow,
+                           dirty_limit=self.dirty_limit, vcpu_dirty_limit=self.vcpu_dirty_limit,
+                           dirty_limit_period=self.dirty_limit_period),
             tracker=self.tracker,
             vcpus=self.vcpus,
             page_size=self.page_size,

@@ -94,6 +94,16 @@ def test_auto_converge_throttles_and_shows_the_throttle(capsys):
     assert "30 %" in out
 
 
+def test_dirty_limit_needs_the_ring_and_excludes_auto_converge(capsys):
+    small = ["simulate", "-m", "64MiB", "-w", "hotspot:300MiB/s,hot=50%", "-b", "400Mbit/s", "--give-up-after", "1min"]
+    rc, out, _ = run(capsys, *small, "-t", "ring", "--dirty-limit", "--vcpu-dirty-limit", "5MB/s", "--json")
+    assert rc == 0 and json.loads(out)["status"] == "completed"
+    rc, _, err = run(capsys, *small, "--dirty-limit")
+    assert rc == 2 and "ring" in err
+    rc, _, err = run(capsys, *small, "-t", "ring", "--dirty-limit", "--auto-converge")
+    assert rc == 2 and "exclude" in err
+
+
 def test_long_runs_show_the_first_and_last_rounds(capsys):
     rc, out, _ = run(capsys, "simulate", "-m", "16MiB", "-w", "uniform:100MiB/s", "-b", "200Mbit/s",
                      "--give-up-after", "20s", "--rounds", "6")
