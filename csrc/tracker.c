@@ -34,7 +34,7 @@ struct dl_tracker {
     uint64_t *bits;
     uint64_t *coll;         /* ring mode only */
     uint8_t *blk;           /* huge pages only */
-    uint64_t *pml;          /* vcpus * pml_entries */
+    uint64_t *pml;          /* vcpus * (pml_entries + 1): slot 0 of each log is scratch */
     int64_t *pml_idx;       /* per vCPU */
     dl_ring_entry *ring;    /* vcpus * ring_entries */
     uint32_t *ring_used;    /* per vCPU */
@@ -107,7 +107,7 @@ int dl_tracker_create(const dl_tracker_config *cfg, dl_tracker **out)
         ok = ok && t->coll && t->ring && t->ring_used;
     }
     if (cfg->mode == DL_MODE_PML) {
-        t->pml = calloc((size_t)nv * cfg->pml_entries, sizeof(uint64_t));
+        t->pml = calloc((size_t)nv * (cfg->pml_entries + 1), sizeof(uint64_t));
         t->pml_idx = calloc(nv, sizeof(int64_t));
         ok = ok && t->pml && t->pml_idx;
         if (ok)
@@ -152,7 +152,7 @@ uint64_t dl_tracker_memory_bytes(const dl_tracker *t)
     if (t->blk)
         b += t->nblocks;
     if (t->pml)
-        b += nv * t->cfg.pml_entries * 8 + nv * 8;
+        b += nv * (t->cfg.pml_entries + 1) * 8 + nv * 8;
     if (t->ring)
         b += nv * t->cfg.ring_entries * sizeof(dl_ring_entry) + nv * 4;
     return b;
@@ -227,6 +227,18 @@ int dl_tracker_stop(dl_tracker *t)
     return DL_OK;
 }
 
+/* Bitmaps larger than this (about the L2 size of current x86 cores) are prefetched
+ * DL_PF_DIST accesses ahead; smaller ones stay in cache, where prefetches only cost. */
+#define DL_PF_MIN_BYTES (UINT64_C(1) << 20)
+#define DL_PF_DIST 32
+
+/* vCPU v's PML log: entries [0, pml_entries), and log[-1] a scratch slot that the
+ * branch-free write loop stores to when the log is full and the page is not new. */
+static inline uint64_t *pml_log_base(const dl_tracker *t, uint32_t v)
+{
+    return t->pml + (size_t)v * (t->cfg.pml_entries + 1) + 1;
+}
+
 /* ---- ring helpers --------------------------------------------------------- */
 
 /* Collects vCPU v's ring into the dirty bitmap in order, then resets it (re-arms). */
@@ -236,18 +248,25 @@ static void ring_reap(dl_tracker *t, uint32_t v)
     if (n == 0)
         return;
     dl_ring_entry *r = t->ring + (size_t)v * t->cfg.ring_entries;
+    uint64_t *coll = t->coll, *bits = t->bits;
+    const int pf = t->nwords * 8 > DL_PF_MIN_BYTES;
     uint64_t fresh = 0;
+    /* Collect every entry into the dirty bitmap, then reset it (KVM_RESET_DIRTY_RINGS),
+     * which re-protects its page. A page sits in at most one ring, at most once, so
+     * doing both entry by entry leaves the same state as collecting all entries first. */
     for (uint32_t i = 0; i < n; i++) {
-        uint64_t p = r[i].offset;
-        uint64_t m = 1ull << (p & 63);
-        uint64_t old = t->coll[p >> 6];
-        t->coll[p >> 6] = old | m;
+        if (pf && i + DL_PF_DIST < n) {
+            const uint64_t q = r[i + DL_PF_DIST].offset;
+            __builtin_prefetch(&coll[q >> 6], 1, 3);
+            __builtin_prefetch(&bits[q >> 6], 1, 3);
+        }
+        const uint64_t p = r[i].offset;
+        const uint64_t m = UINT64_C(1) << (p & 63);
+        const uint64_t old = coll[p >> 6];
+        coll[p >> 6] = old | m;
         fresh += (old & m) == 0;
+        bits[p >> 6] &= ~m;
         r[i].flags = DL_RING_RESET;
-    }
-    for (uint32_t i = 0; i < n; i++) { /* KVM_RESET_DIRTY_RINGS: re-protect */
-        uint64_t p = r[i].offset;
-        t->bits[p >> 6] &= ~(1ull << (p & 63));
     }
     t->st.dirty_pages += fresh;
     t->st.ring_reaped += n;
@@ -291,108 +310,150 @@ static DL_NOINLINE void huge_fault(dl_tracker *t, uint32_t v, uint64_t p, batch_
     if (*w & m)
         return;
     *w |= m;
-    c->recorded++;
     if (t->cfg.mode == DL_MODE_RING) {
-        c->pushed++;
+        c->pushed++; /* the ring loop counts its pushes as recorded */
         ring_push(t, v, p, t->ring + (size_t)v * t->cfg.ring_entries, &c->exits);
     } else {
+        c->recorded++;
         t->st.dirty_pages++;
     }
 }
 
+/*
+ * The write loop, specialized at compile time by mode, huge pages, versions and
+ * prefetching. The bitmap word of the current write stays in a register (`cur`,
+ * word `cw`) and is stored back when a write goes to another word, so sequential
+ * streams touch the bitmap once per 64 pages. Whether a write records its page is
+ * computed without a branch (`isnew`); the PML log and the ring are written at their
+ * next free slot on every write and their index advances only for a new page, so
+ * the hot path has no data-dependent branch. (A store to a free slot is invisible:
+ * only live entries are ever read. When the PML log is full, index -1 is a scratch
+ * slot; a ring never holds more than soft_limit - 1 entries between writes.)
+ * Anything that changes the bitmap outside the loop (a huge-block fault, a ring
+ * reap) is preceded by a store of `cur` and followed by a reload.
+ */
 DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *pages, size_t n,
-                                 const int mode, const int huge, const int vers, batch_counts *c)
+                                 const int mode, const int huge, const int vers, const int pf,
+                                 batch_counts *c)
 {
     uint64_t *bits = t->bits;
     const uint8_t *blk = t->blk;
     uint32_t *ver = t->versions;
-    if (mode == DL_MODE_WP || mode == DL_MODE_CLEAR) {
-        uint64_t rec = 0;
-        for (size_t i = 0; i < n; i++) {
-            uint64_t p = pages[i];
-            if (vers)
-                ver[p]++;
-            if (huge && blk[p / DL_BLOCK_PAGES] == BLK_PROT) {
-                huge_fault(t, v, p, c);
-                continue;
-            }
-            uint64_t m = 1ull << (p & 63);
-            uint64_t old = bits[p >> 6];
-            bits[p >> 6] = old | m;
-            rec += (old & m) == 0;
+    uint64_t cw = pages[0] >> 6;
+    uint64_t cur = bits[cw];
+    int prot = huge && blk[cw / (DL_BLOCK_PAGES / 64)] == BLK_PROT;
+    uint64_t olds = 0, hfaults = 0, exits = 0;
+
+    const int64_t pml_top = (int64_t)t->cfg.pml_entries - 1;
+    uint64_t *log = mode == DL_MODE_PML ? pml_log_base(t, v) : NULL;
+    int64_t idx = mode == DL_MODE_PML ? t->pml_idx[v] : 0;
+
+    dl_ring_entry *r = mode == DL_MODE_RING ? t->ring + (size_t)v * t->cfg.ring_entries : NULL;
+    uint32_t u = mode == DL_MODE_RING ? t->ring_used[v] : 0;
+    const uint32_t soft = t->soft_limit;
+
+    const size_t pf_end = pf && n > DL_PF_DIST ? n - DL_PF_DIST : 0;
+    for (size_t i = 0; i < n; i++) {
+        const uint64_t p = pages[i];
+        if (vers) {
+            if (pf && i < pf_end)
+                __builtin_prefetch(&ver[pages[i + DL_PF_DIST]], 1, 3);
+            ver[p]++;
         }
+        const uint64_t w = p >> 6;
+        if (w != cw) {
+            /* another word: prefetch the one DL_PF_DIST writes ahead (sequential
+             * streams get here once per 64 writes, and need no prefetch anyway) */
+            if (pf && i < pf_end)
+                __builtin_prefetch(&bits[pages[i + DL_PF_DIST] >> 6], 1, 3);
+            bits[cw] = cur;
+            cw = w;
+            cur = bits[w];
+            if (huge)
+                prot = blk[w / (DL_BLOCK_PAGES / 64)] == BLK_PROT;
+        }
+        if (huge && DL_UNLIKELY(prot)) { /* write-protected block: fault and split */
+            bits[cw] = cur;
+            if (mode == DL_MODE_RING)
+                t->ring_used[v] = u;
+            huge_fault(t, v, p, c);
+            hfaults++;
+            if (mode == DL_MODE_RING)
+                u = t->ring_used[v];
+            cur = bits[cw];
+            prot = 0;
+            continue;
+        }
+        const unsigned sh = (unsigned)(p & 63);
+        const uint64_t old = (cur >> sh) & 1; /* 1: recorded already, 0: this write records it */
+        cur |= UINT64_C(1) << sh;
+        olds += old;
+        if (mode == DL_MODE_PML) {
+            log[idx] = p;
+            idx -= (int64_t)(old ^ 1);
+            if (DL_UNLIKELY(idx < -1)) { /* it was full (-1): exit, drain, log the page at the top */
+                exits++;
+                log[pml_top] = p;
+                idx = pml_top - 1;
+            }
+        } else if (mode == DL_MODE_RING) {
+            r[u].flags = DL_RING_DIRTY;
+            r[u].slot = 0;
+            r[u].offset = p;
+            u += (uint32_t)(old ^ 1);
+            if (DL_UNLIKELY(u == soft)) { /* ring full: exit, reap at once */
+                exits++;
+                bits[cw] = cur;
+                t->ring_used[v] = u;
+                ring_reap(t, v);
+                u = 0;
+                cur = bits[cw];
+            }
+        }
+    }
+    bits[cw] = cur;
+
+    const uint64_t rec = n - hfaults - olds; /* pages recorded by the loop itself */
+    c->exits += exits;
+    if (mode == DL_MODE_WP || mode == DL_MODE_CLEAR) {
         c->recorded += rec;
         c->faults += rec;
         t->st.dirty_pages += rec;
     } else if (mode == DL_MODE_PML) {
-        const uint32_t entries = t->cfg.pml_entries;
-        uint64_t *log = t->pml + (size_t)v * entries;
-        int64_t idx = t->pml_idx[v];
-        for (size_t i = 0; i < n; i++) {
-            uint64_t p = pages[i];
-            if (vers)
-                ver[p]++;
-            if (huge && blk[p / DL_BLOCK_PAGES] == BLK_PROT) {
-                huge_fault(t, v, p, c);
-                continue;
-            }
-            uint64_t m = 1ull << (p & 63);
-            uint64_t old = bits[p >> 6];
-            if (old & m)
-                continue;
-            bits[p >> 6] = old | m;
-            if (DL_UNLIKELY(idx < 0)) { /* PML full: exit, drain, reset the index */
-                c->exits++;
-                idx = (int64_t)entries - 1;
-            }
-            log[idx--] = p;
-            c->logged++;
-        }
         t->pml_idx[v] = idx;
-        c->recorded += c->logged;
-        t->st.dirty_pages += c->logged;
-    } else { /* DL_MODE_RING */
-        dl_ring_entry *r = t->ring + (size_t)v * t->cfg.ring_entries;
-        for (size_t i = 0; i < n; i++) {
-            uint64_t p = pages[i];
-            if (vers)
-                ver[p]++;
-            if (huge && blk[p / DL_BLOCK_PAGES] == BLK_PROT) {
-                huge_fault(t, v, p, c);
-                continue;
-            }
-            uint64_t m = 1ull << (p & 63);
-            uint64_t old = bits[p >> 6];
-            if (old & m)
-                continue;
-            bits[p >> 6] = old | m;
-            c->pushed++;
-            ring_push(t, v, p, r, &c->exits);
-        }
-        c->recorded += c->pushed;
+        c->logged += rec;
+        c->recorded += rec;
+        t->st.dirty_pages += rec;
+    } else {
+        t->ring_used[v] = u;
+        c->pushed += rec;
+        c->recorded += c->pushed; /* including the pushes of huge-block faults */
     }
 }
 
-#define DL_WRITE_VARIANT(name, mode, huge, vers)                                                   \
+#define DL_WRITE_VARIANT(name, mode, huge, vers, pf)                                               \
     static void name(dl_tracker *t, uint32_t v, const uint64_t *p, size_t n, batch_counts *c)     \
     {                                                                                              \
-        write_loop(t, v, p, n, mode, huge, vers, c);                                              \
+        write_loop(t, v, p, n, mode, huge, vers, pf, c);                                          \
     }
 #define DL_WRITE_MODE(mode, tag)                                                                   \
-    DL_WRITE_VARIANT(write_##tag##_00, mode, 0, 0)                                                 \
-    DL_WRITE_VARIANT(write_##tag##_01, mode, 0, 1)                                                 \
-    DL_WRITE_VARIANT(write_##tag##_10, mode, 1, 0)                                                 \
-    DL_WRITE_VARIANT(write_##tag##_11, mode, 1, 1)
+    DL_WRITE_VARIANT(write_##tag##_000, mode, 0, 0, 0)                                             \
+    DL_WRITE_VARIANT(write_##tag##_001, mode, 0, 0, 1)                                             \
+    DL_WRITE_VARIANT(write_##tag##_010, mode, 0, 1, 0)                                             \
+    DL_WRITE_VARIANT(write_##tag##_011, mode, 0, 1, 1)                                             \
+    DL_WRITE_VARIANT(write_##tag##_100, mode, 1, 0, 0)                                             \
+    DL_WRITE_VARIANT(write_##tag##_101, mode, 1, 0, 1)                                             \
+    DL_WRITE_VARIANT(write_##tag##_110, mode, 1, 1, 0)                                             \
+    DL_WRITE_VARIANT(write_##tag##_111, mode, 1, 1, 1)
 DL_WRITE_MODE(DL_MODE_WP, wp)
 DL_WRITE_MODE(DL_MODE_PML, pml)
 DL_WRITE_MODE(DL_MODE_RING, ring)
 
 typedef void (*write_fn)(dl_tracker *, uint32_t, const uint64_t *, size_t, batch_counts *);
-static const write_fn write_table[3][4] = {
-    {write_wp_00, write_wp_01, write_wp_10, write_wp_11},
-    {write_pml_00, write_pml_01, write_pml_10, write_pml_11},
-    {write_ring_00, write_ring_01, write_ring_10, write_ring_11},
-};
+#define DL_WRITE_ROW(tag)                                                                          \
+    {write_##tag##_000, write_##tag##_001, write_##tag##_010, write_##tag##_011,                   \
+     write_##tag##_100, write_##tag##_101, write_##tag##_110, write_##tag##_111}
+static const write_fn write_table[3][8] = {DL_WRITE_ROW(wp), DL_WRITE_ROW(pml), DL_WRITE_ROW(ring)};
 
 /* Applies an already validated batch. */
 void dl__tracker_write_unchecked(dl_tracker *t, uint32_t v, const uint64_t *pages, size_t n)
@@ -409,7 +470,8 @@ void dl__tracker_write_unchecked(dl_tracker *t, uint32_t v, const uint64_t *page
     }
     batch_counts c = {0, 0, 0, 0, 0, 0};
     int m = t->cfg.mode == DL_MODE_CLEAR ? 0 : (int)t->cfg.mode;
-    int variant = (t->blk ? 2 : 0) | (t->versions ? 1 : 0);
+    int pf = t->nwords * 8 > DL_PF_MIN_BYTES || (t->versions && t->pages * 4 > DL_PF_MIN_BYTES);
+    int variant = (t->blk ? 4 : 0) | (t->versions ? 2 : 0) | pf;
     write_table[m][variant](t, v, pages, n, &c);
     vcpu_counters *vc = &t->vc[v];
     vc->faults += c.faults;
@@ -441,17 +503,19 @@ static int check_write(const dl_tracker *t, uint32_t vcpu, const void *pages, si
     return DL_OK;
 }
 
-/* Position of the first element >= limit, or n. A branch-free max first, so the
- * common all-valid case is one vectorizable pass. */
+/* Position of the first element >= limit, or n. The common all-valid case is one
+ * branch-free pass that vectorizes with plain SSE2: for limit <= 2^63, x < limit
+ * exactly when the top bit of (x - limit) & ~x is set (x - limit borrows, and x
+ * itself is below 2^63), so the batch is valid iff that bit survives an AND of all. */
 #define DL_FIRST_BAD(T, CAST)                                                                      \
     static size_t first_bad_##T(const T *a, size_t n, uint64_t limit)                             \
     {                                                                                              \
-        uint64_t mx = 0;                                                                           \
+        uint64_t all = ~UINT64_C(0);                                                               \
         for (size_t i = 0; i < n; i++) {                                                           \
             uint64_t x = (uint64_t)(CAST)a[i];                                                     \
-            mx = x > mx ? x : mx;                                                                  \
+            all &= (x - limit) & ~x;                                                               \
         }                                                                                          \
-        if (mx < limit)                                                                            \
+        if (all >> 63)                                                                             \
             return n;                                                                              \
         for (size_t i = 0; i < n; i++)                                                             \
             if ((uint64_t)(CAST)a[i] >= limit)                                                     \
@@ -711,7 +775,7 @@ int dl_tracker_pml_log(const dl_tracker *t, uint32_t vcpu, uint64_t *out, size_t
     *count = n;
     if (n > cap)
         return DL_ERR_BUFFER;
-    const uint64_t *log = t->pml + (size_t)vcpu * t->cfg.pml_entries;
+    const uint64_t *log = pml_log_base(t, vcpu);
     for (size_t i = 0; i < n; i++)
         out[i] = log[idx + 1 + (int64_t)i];
     return DL_OK;

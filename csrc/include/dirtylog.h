@@ -13,5 +13,6 @@
 #include "dirtylog/tracker.h"
 #include "dirtylog/workload.h"
 #include "dirtylog/engine.h"
+#include "dirtylog/bench.h"
 
 #endif /* DIRTYLOG_H */

@@ -1,0 +1,276 @@
+"""Benchmarks of the C tracker against the bare C loops and the numpy reference.
+
+Write throughput: per mode (wp, pml, ring; clear writes exactly as wp), for 4 GiB,
+128 GiB and 1 TiB guests (4 KiB pages), with uniform, skewed and sequential index
+streams. A *round* is what a migration iteration sees: the dirty log is harvested
+(untimed), then the guest writes ``BATCHES_PER_ROUND`` batches of 1M pages (timed),
+so the tracker is measured in steady state: some writes find their page armed,
+most repeat earlier ones. The bare loop (``dl_bench_bare_set``: only
+``bitmap[i>>6] |= 1 << (i & 63)``) writes the same batches into a bitmap of the
+same size, zeroed between rounds. The reference model writes a prefix of each
+batch (it is 100x slower) and is re-armed with stop()/start() between rounds (the
+state a harvest leaves, much cheaper in numpy); its time is normalized per write.
+
+Harvest throughput: a 128 GiB guest with 0.1 %, 10 % and 100 % of its pages dirty
+(scattered), WP mode. The tracker is timed at the C API (``dl_tracker_harvest``
+into a caller's buffer: snapshot, clear, re-arm, list the pages) and through
+``Tracker.harvest()`` (which also allocates the result array); the bare scan
+(``dl_bench_bare_scan``) lists the set bits of the same bitmap into the same
+buffer. Pages are re-dirtied (untimed) before every round.
+
+All batches are contiguous uint64 arrays made before the timed region. Ratios are
+printed at the end (see conftest.py) and stored in ``benchmark.extra_info``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dirtylog import Tracker
+from dirtylog._lib import ffi, lib
+from dirtylog.reference import ReferenceTracker
+
+from conftest import (  # type: ignore[import-not-found]
+    BATCHES_PER_ROUND,
+    DENSITIES,
+    GUESTS,
+    HARVEST_GUEST,
+    REFERENCE_TARGET,
+    STREAMS,
+    TARGETS,
+    WRITE_BATCH,
+    dirty_pages,
+    per_op_ns,
+    write_batches,
+)
+
+WRITE_MODES = ("wp", "pml", "ring")
+ROUNDS = 10
+# The reference writes this many pages of each batch (wp is vectorized numpy;
+# pml and ring loop in Python over newly dirtied pages).
+REF_PREFIX = {"wp": WRITE_BATCH // 4, "pml": WRITE_BATCH // 64, "ring": WRITE_BATCH // 64}
+REF_ROUNDS = 3
+
+guest_ids = list(GUESTS)
+
+
+def _u64(a: np.ndarray):
+    return ffi.from_buffer("uint64_t[]", a)
+
+
+# ============================================================================ writes
+
+
+@pytest.mark.parametrize("stream", STREAMS)
+@pytest.mark.parametrize("guest", guest_ids)
+def test_write_bare(benchmark, results, guest, stream):
+    pages = GUESTS[guest]
+    batches = write_batches(pages, stream)
+    bitmap = np.zeros((pages + 63) // 64, dtype=np.uint64)
+    bp = _u64(bitmap)
+    ptrs = [(_u64(b), b.size) for b in batches]
+
+    def setup():
+        bitmap.fill(0)  # the bare loop's "harvest"
+
+    def round_():
+        for p, n in ptrs:
+            lib.dl_bench_bare_set(bp, p, n)
+
+    benchmark.group = f"write {guest} {stream}"
+    benchmark.pedantic(round_, setup=setup, rounds=ROUNDS, warmup_rounds=1)
+    ns = per_op_ns(benchmark, BATCHES_PER_ROUND * WRITE_BATCH)
+    results.record("write-bare", f"{guest}/{stream}", "bare", ns)
+    benchmark.extra_info.update(ns_per_write=ns, pages=pages, stream=stream)
+    # the bare loop computed what the tracker reports
+    t = Tracker(pages)
+    t.start()
+    for b in batches:
+        t.write(b)
+    assert np.array_equal(t.harvest_bitmap(), bitmap)
+
+
+@pytest.mark.parametrize("stream", STREAMS)
+@pytest.mark.parametrize("guest", guest_ids)
+@pytest.mark.parametrize("mode", WRITE_MODES)
+def test_write_tracker(benchmark, results, mode, guest, stream):
+    pages = GUESTS[guest]
+    batches = write_batches(pages, stream)
+    t = Tracker(pages, mode=mode, vcpus=1)
+    t.start()
+
+    def setup():
+        t.harvest_bitmap()  # the migration's sync between rounds, untimed
+
+    def round_():
+        for b in batches:
+            t.write(b)
+
+    benchmark.group = f"write {guest} {stream}"
+    benchmark.pedantic(round_, setup=setup, rounds=ROUNDS, warmup_rounds=1)
+    ns = per_op_ns(benchmark, BATCHES_PER_ROUND * WRITE_BATCH)
+    case = f"{mode}/{guest}/{stream}"
+    results.record("write", case, "tracker", ns)
+    s = t.stats
+    info = dict(ns_per_write=ns, pages=pages, mode=mode, stream=stream,
+                faults=s.faults, pml_full_exits=s.pml_full_exits, ring_full_exits=s.ring_full_exits)
+    bare = results.get("write-bare", f"{guest}/{stream}", "bare")
+    if bare:
+        info.update(bare_ns_per_write=bare, tracker_over_bare=ns / bare, target=TARGETS[mode])
+    benchmark.extra_info.update(info)
+
+
+@pytest.mark.parametrize("stream", STREAMS)
+@pytest.mark.parametrize("guest", guest_ids)
+@pytest.mark.parametrize("mode", WRITE_MODES)
+def test_write_reference(benchmark, results, mode, guest, stream):
+    pages = GUESTS[guest]
+    k = REF_PREFIX[mode]
+    batches = [b[:k] for b in write_batches(pages, stream)]
+    r = ReferenceTracker(pages, mode=mode, vcpus=1)
+    r.start()
+
+    def setup():
+        r.stop()  # re-arm everything: the state a harvest leaves
+        r.start()
+
+    def round_():
+        for b in batches:
+            r.write(b)
+
+    benchmark.group = f"write {guest} {stream}"
+    benchmark.pedantic(round_, setup=setup, rounds=REF_ROUNDS, warmup_rounds=0)
+    ns = per_op_ns(benchmark, BATCHES_PER_ROUND * k)
+    case = f"{mode}/{guest}/{stream}"
+    results.record("write", case, "reference", ns)
+    info = dict(ns_per_write=ns, pages=pages, mode=mode, stream=stream, writes_per_batch=k)
+    tr = results.get("write", case, "tracker")
+    if tr:
+        info.update(tracker_ns_per_write=tr, reference_over_tracker=ns / tr, target=REFERENCE_TARGET)
+    benchmark.extra_info.update(info)
+
+
+# ============================================================================ harvest
+
+
+class _HarvestCase:
+    """A WP tracker, its dirty pages and a prefaulted output buffer, shared by one density's benchmarks."""
+
+    _cache: dict = {}
+
+    @classmethod
+    def get(cls, density: str) -> "_HarvestCase":
+        if density not in cls._cache:
+            cls._cache.clear()  # one density at a time: the 100 % buffers are large
+            cls._cache[density] = cls(density)
+        return cls._cache[density]
+
+    def __init__(self, density: str) -> None:
+        self.pages = GUESTS[HARVEST_GUEST]
+        self.dirty = dirty_pages(self.pages, DENSITIES[density])
+        self.dirty.flags.writeable = False
+        self.out = np.zeros(max(1, self.dirty.size), dtype=np.uint64)  # zeroed: prefaulted
+        self.outp = _u64(self.out)
+        self.count = ffi.new("size_t *")
+        self.t = Tracker(self.pages, mode="wp")
+        self.t.start()
+        self.t.write(self.dirty)
+        self.bitmap = self.t.harvest_bitmap()  # the same bits, for the bare scan
+
+
+@pytest.mark.parametrize("density", list(DENSITIES))
+def test_harvest_bare(benchmark, results, density):
+    h = _HarvestCase.get(density)
+    bp = _u64(h.bitmap)
+    nwords = h.bitmap.size
+
+    def scan():
+        return lib.dl_bench_bare_scan(bp, nwords, h.outp)
+
+    benchmark.group = f"harvest {HARVEST_GUEST} {density}"
+    n = benchmark.pedantic(scan, rounds=ROUNDS, warmup_rounds=1)
+    assert n == h.dirty.size and np.array_equal(h.out[:n], h.dirty)
+    case = f"{HARVEST_GUEST}/{density}"
+    ns = per_op_ns(benchmark, 1)
+    results.record("harvest", case, "bare", ns)
+    results.extra[("harvest", case, "pages")] = str(h.dirty.size)
+    benchmark.extra_info.update(ns_per_harvest=ns, ns_per_page=ns / max(1, n), pages=int(n))
+
+
+@pytest.mark.parametrize("density", list(DENSITIES))
+def test_harvest_tracker(benchmark, results, density):
+    """dl_tracker_harvest into a caller's buffer: the C core's own cost."""
+    h = _HarvestCase.get(density)
+    handle = h.t._handle
+    cap = h.out.size
+
+    def setup():
+        h.t.write(h.dirty)
+
+    def harvest():
+        rc = lib.dl_tracker_harvest(handle, h.outp, cap, h.count)
+        assert rc == lib.DL_OK
+        return h.count[0]
+
+    benchmark.group = f"harvest {HARVEST_GUEST} {density}"
+    benchmark.pedantic(harvest, setup=setup, rounds=ROUNDS, warmup_rounds=1)
+    h.t.write(h.dirty)
+    assert harvest() == h.dirty.size and np.array_equal(h.out[: h.dirty.size], h.dirty)
+    case = f"{HARVEST_GUEST}/{density}"
+    ns = per_op_ns(benchmark, 1)
+    results.record("harvest", case, "tracker", ns)
+    info = dict(ns_per_harvest=ns, ns_per_page=ns / max(1, h.dirty.size), pages=int(h.dirty.size))
+    bare = results.get("harvest", case, "bare")
+    if bare:
+        info.update(bare_ns_per_harvest=bare, tracker_over_bare=ns / bare, target=TARGETS["harvest"])
+    benchmark.extra_info.update(info)
+
+
+@pytest.mark.parametrize("density", list(DENSITIES))
+def test_harvest_tracker_api(benchmark, results, density):
+    """Tracker.harvest(): the C harvest plus the Python call and a fresh result array."""
+    h = _HarvestCase.get(density)
+
+    def setup():
+        h.t.write(h.dirty)
+
+    benchmark.group = f"harvest {HARVEST_GUEST} {density}"
+    got = benchmark.pedantic(h.t.harvest, setup=setup, rounds=ROUNDS, warmup_rounds=1)
+    assert np.array_equal(got, h.dirty)
+    case = f"{HARVEST_GUEST}/{density}"
+    ns = per_op_ns(benchmark, 1)
+    results.record("harvest", case, "tracker-api", ns)
+    info = dict(ns_per_harvest=ns, ns_per_page=ns / max(1, h.dirty.size), pages=int(h.dirty.size))
+    bare = results.get("harvest", case, "bare")
+    if bare:
+        info.update(bare_ns_per_harvest=bare, api_over_bare=ns / bare)
+    benchmark.extra_info.update(info)
+
+
+@pytest.mark.parametrize("density", list(DENSITIES))
+def test_harvest_reference(benchmark, results, density):
+    h = _HarvestCase.get(density)
+    r = ReferenceTracker(h.pages, mode="wp")
+    r.start()
+
+    def setup():
+        # Re-dirty the pages. ReferenceTracker.write() of 32M pages takes ~10 s
+        # (np.unique), so the 100 % case sets the model's bitmap directly; the
+        # harvest itself, the part timed, is the model's own code either way.
+        if h.dirty.size > 4_000_000 and hasattr(r, "_bits") and isinstance(r._c, dict):
+            r._bits[h.dirty.astype(np.int64)] = True
+            r._c["dirty_pages"] = int(np.count_nonzero(r._bits))
+        else:
+            r.write(h.dirty)
+
+    benchmark.group = f"harvest {HARVEST_GUEST} {density}"
+    got = benchmark.pedantic(r.harvest, setup=setup, rounds=REF_ROUNDS, warmup_rounds=0)
+    assert np.array_equal(got, h.dirty)
+    case = f"{HARVEST_GUEST}/{density}"
+    ns = per_op_ns(benchmark, 1)
+    results.record("harvest", case, "reference", ns)
+    info = dict(ns_per_harvest=ns, pages=int(h.dirty.size))
+    tr = results.get("harvest", case, "tracker")
+    if tr:
+        info.update(tracker_ns_per_harvest=tr, reference_over_tracker=ns / tr, target=REFERENCE_TARGET)
+    benchmark.extra_info.update(info)
