@@ -38,6 +38,7 @@ struct dl_engine {
     double *vthr;
     double *vclock;
     int vmode;
+    uint64_t *xcache;      /* XBZRLE: the page held in each slot (UINT64_MAX: empty) */
 };
 
 void dl_engine_config_init(dl_engine_config *cfg)
@@ -58,7 +59,8 @@ static int config_ok(const dl_engine_config *c)
            c->cost_fault >= 0 && c->cost_pml_full >= 0 && c->cost_ring_full >= 0 && c->cost_split >= 0 &&
            c->cost_kick >= 0 && isfinite(c->cost_fault + c->cost_pml_full + c->cost_ring_full +
                                          c->cost_split + c->cost_kick) &&
-           c->zero_fraction >= 0 && c->zero_fraction <= 1;
+           c->zero_fraction >= 0 && c->zero_fraction <= 1 && c->xbzrle_slots <= (UINT64_C(1) << 32) &&
+           (c->xbzrle_slots == 0 || (c->xbzrle_ratio > 0 && isfinite(c->xbzrle_ratio)));
 }
 
 int dl_engine_create(const dl_engine_config *cfg, dl_tracker *t, dl_workload *w, uint32_t *dst_versions,
@@ -86,7 +88,12 @@ int dl_engine_create(const dl_engine_config *cfg, dl_tracker *t, dl_workload *w,
     e->zero_cut = ldexp(cfg->zero_fraction, 64);
     e->vthr = calloc(e->vcpus, sizeof(double));
     e->vclock = calloc(e->vcpus, sizeof(double));
-    if (!e->vthr || !e->vclock) {
+    if (cfg->xbzrle_slots) {
+        e->xcache = malloc(cfg->xbzrle_slots * sizeof(uint64_t));
+        if (e->xcache)
+            memset(e->xcache, 0xff, cfg->xbzrle_slots * sizeof(uint64_t));
+    }
+    if (!e->vthr || !e->vclock || (cfg->xbzrle_slots && !e->xcache)) {
         dl_engine_destroy(e);
         return DL_ERR_NOMEM;
     }
@@ -103,6 +110,7 @@ void dl_engine_destroy(dl_engine *e)
     free(e->buf);
     free(e->vthr);
     free(e->vclock);
+    free(e->xcache);
     free(e);
 }
 
@@ -328,6 +336,36 @@ DL_ALWAYS_INLINE int is_zero(const dl_engine *e, const uint32_t *src, uint64_t p
     return (double)dl_rng_at(e->cfg.zero_seed, p) < e->zero_cut;
 }
 
+/* XBZRLE: the bytes page p costs (a delta if cached and small enough). Returns 1 for
+ * a delta, 2 for an overflow, 0 for a miss; the cache is updated by xbzrle_commit
+ * once the page is actually sent. */
+static int xbzrle_cost(const dl_engine *e, uint64_t p, uint64_t *cost)
+{
+    uint64_t slot = p % e->cfg.xbzrle_slots;
+    if (e->xcache[slot] != p)
+        return 0;
+    double u = dl_rng_unit(dl_rng_at(e->cfg.zero_seed ^ UINT64_C(0x5bd1e995), p ^ (e->st.pages_sent << 20)));
+    double ratio = -e->cfg.xbzrle_ratio * log1p(-u); /* exponential with mean xbzrle_ratio */
+    if (ratio >= 1.0)
+        return 2;
+    uint64_t header = e->cfg.page_bytes - dl__tracker_page_size(e->t);
+    *cost = header + 2 + (uint64_t)(ratio * dl__tracker_page_size(e->t));
+    return 1;
+}
+
+static void xbzrle_commit(dl_engine *e, uint64_t p, int kind, uint64_t cost)
+{
+    if (kind == 1) {
+        e->st.xbzrle_pages++;
+        e->st.xbzrle_bytes += cost;
+    } else if (kind == 2) {
+        e->st.xbzrle_overflows++;
+    } else {
+        e->st.xbzrle_misses++;
+        e->xcache[p % e->cfg.xbzrle_slots] = p;
+    }
+}
+
 int dl_engine_send(dl_engine *e, const uint64_t *pages, uint64_t first, uint64_t n, uint64_t *pos,
                    double deadline, int zero_pass)
 {
@@ -351,7 +389,12 @@ int dl_engine_send(dl_engine *e, const uint64_t *pages, uint64_t first, uint64_t
             if (DL_UNLIKELY(p >= e->pages))
                 return DL_ERR_RANGE;
             int z = do_zero && is_zero(e, src, p);
-            double dt = z ? zero_t : page_t;
+            uint64_t cost = z ? e->cfg.zero_bytes : e->cfg.page_bytes;
+            int xb = 0;
+            if (e->xcache && !zero_pass) {
+                xb = xbzrle_cost(e, p, &cost);
+            }
+            double dt = z ? zero_t : (xb ? (double)cost / bw : page_t);
             if (t_used + dt > avail) {
                 partial = 1;
                 break;
@@ -364,8 +407,10 @@ int dl_engine_send(dl_engine *e, const uint64_t *pages, uint64_t first, uint64_t
             if (dst)
                 dst[p] = src ? src[p] : 0;
             t_used += dt;
-            bytes += z ? e->cfg.zero_bytes : e->cfg.page_bytes;
+            bytes += cost;
             zeros += (uint64_t)z;
+            if (e->xcache && !zero_pass)
+                xbzrle_commit(e, p, xb, cost);
         }
         uint64_t sent = i - *pos;
         double wall;

@@ -191,7 +191,7 @@ class Migration:
             if err:
                 raise TypeError(err)
         self._faults = sorted(faults, key=lambda f: f.at)
-        self.bandwidth = self.link.bandwidth
+        self.bandwidth = self.policy.effective_bandwidth(self.link.bandwidth)
         self.page_bytes = psize + self.link.header_bytes
 
         self._src: Optional[np.ndarray] = None
@@ -205,7 +205,10 @@ class Migration:
 
         cfg = ffi.new("dl_engine_config *")
         lib.dl_engine_config_init(cfg)
-        cfg.bandwidth = self.link.bandwidth
+        cfg.bandwidth = self.bandwidth
+        if self.policy.xbzrle:
+            cfg.xbzrle_slots = max(1, self.policy.xbzrle_cache_size // psize)
+            cfg.xbzrle_ratio = self.policy.xbzrle_ratio
         cfg.page_bytes = self.page_bytes
         cfg.zero_bytes = self.link.header_bytes + 1
         cfg.chunk_pages = max(1, self.policy.chunk_size // psize)
@@ -362,7 +365,7 @@ class Migration:
         """Change the link's bandwidth from now on (bytes/s or ``"1Gbit/s"``)."""
         from .units import parse_rate
 
-        bw = parse_rate(bandwidth, name="bandwidth", allow_zero=False)
+        bw = self.policy.effective_bandwidth(parse_rate(bandwidth, name="bandwidth", allow_zero=False))
         check(lib.dl_engine_set_bandwidth(self._e, bw), "set_bandwidth")
         self.bandwidth = bw
         self._event("bandwidth", bandwidth=bw)
@@ -848,8 +851,28 @@ class Migration:
             degraded_window=degraded,
             events=list(self.events),
             cpu_throttle_percentage=self.throttle,
+            compression=self._compression(st),
             guest_throttled=sum(r.duration * r.throttle / 100.0 * self.vcpus for r in self.rounds if not r.final),
         )
+
+    def _compression(self, st: Any) -> Dict[str, Any]:
+        p = self.policy
+        out: Dict[str, Any] = {"zero_pages": int(st.zero_pages_sent)}
+        if p.xbzrle:
+            looked = int(st.xbzrle_pages + st.xbzrle_misses + st.xbzrle_overflows)
+            out["xbzrle"] = {
+                "cache_size": p.xbzrle_cache_size,
+                "pages": int(st.xbzrle_pages),
+                "bytes": int(st.xbzrle_bytes),
+                "cache_miss": int(st.xbzrle_misses),
+                "cache_miss_rate": st.xbzrle_misses / looked if looked else 0.0,
+                "overflow": int(st.xbzrle_overflows),
+                "encoding_rate": (st.xbzrle_pages * self.page_size / st.xbzrle_bytes) if st.xbzrle_bytes else 0.0,
+            }
+        if p.multifd_channels or p.channel_bandwidth is not None:
+            out["multifd"] = {"channels": p.multifd_channels, "channel_bandwidth": p.channel_bandwidth,
+                              "effective_bandwidth": self.bandwidth}
+        return out
 
     def _models(self, write_rate: Optional[float]) -> Dict[str, Any]:
         if write_rate is None:

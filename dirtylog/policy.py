@@ -67,6 +67,19 @@ class PreCopy:
         same trigger fires, each vCPU's dirty page rate, read from its dirty ring
         every ``dirty_limit_period`` (1 s), is held at ``vcpu_dirty_limit`` (QEMU's
         default 1 MB/s) by throttling that vCPU alone. Needs ``tracker="ring"``.
+    xbzrle, xbzrle_cache_size, xbzrle_ratio:
+        XBZRLE delta compression of re-sent pages (a model): from round 1 on, each
+        page sent is looked up in a direct-mapped cache of ``xbzrle_cache_size``
+        (QEMU's default 64 MiB); a hit is sent as a delta whose size is exponential
+        with mean ``xbzrle_ratio`` of a page (0.25 by default: deltas of re-dirtied
+        pages are typically a few times smaller than the page; measure yours), a
+        delta larger than a page overflows and the page goes whole, a miss sends the
+        page whole and caches it. Round 0 (the bulk pass) does not use it, as in QEMU.
+    multifd_channels, channel_bandwidth:
+        What one sending thread can push caps the link: the effective bandwidth is
+        ``min(link bandwidth, max(1, multifd_channels) x channel_bandwidth)``
+        (``channel_bandwidth`` None: no cap). Multifd sends 512 KiB packets over its
+        channels; the default ``chunk_size`` is that packet.
     """
 
     downtime_limit: float
@@ -88,6 +101,11 @@ class PreCopy:
     dirty_limit: bool
     vcpu_dirty_limit: float
     dirty_limit_period: float
+    xbzrle: bool
+    xbzrle_cache_size: int
+    xbzrle_ratio: float
+    multifd_channels: int
+    channel_bandwidth: Optional[float]
 
     def __init__(
         self,
@@ -110,6 +128,11 @@ class PreCopy:
         dirty_limit: bool = False,
         vcpu_dirty_limit: Union[float, str] = "1MB/s",
         dirty_limit_period: TimeLike = "1s",
+        xbzrle: bool = False,
+        xbzrle_cache_size: Union[int, str] = "64MiB",
+        xbzrle_ratio: float = 0.25,
+        multifd_channels: int = 0,
+        channel_bandwidth: Optional[Union[float, str]] = None,
     ) -> None:
         if not isinstance(stop, str) or stop.lower() not in STOP_RULES:
             raise ConfigError(f"unknown stop rule {stop!r}; allowed: {', '.join(STOP_RULES)}")
@@ -143,7 +166,7 @@ class PreCopy:
         s(self, "chunk_size", int(parse_size(chunk_size, name="chunk_size", allow_zero=False)))
         s(self, "clear_chunk", int(parse_size(clear_chunk, name="clear_chunk", allow_zero=False)))
         for flag, val in (("auto_converge", auto_converge), ("cpu_throttle_tailslow", cpu_throttle_tailslow),
-                          ("dirty_limit", dirty_limit)):
+                          ("dirty_limit", dirty_limit), ("xbzrle", xbzrle)):
             if not isinstance(val, bool):
                 raise TypeError(f"{flag} must be a bool, got {val!r}")
             s(self, flag, val)
@@ -158,6 +181,23 @@ class PreCopy:
             raise ConfigError("auto_converge and dirty_limit exclude each other (as in QEMU): choose one")
         s(self, "vcpu_dirty_limit", parse_rate(vcpu_dirty_limit, name="vcpu_dirty_limit", allow_zero=False))
         s(self, "dirty_limit_period", parse_time(dirty_limit_period, name="dirty_limit_period", allow_zero=False))
+        s(self, "xbzrle_cache_size", int(parse_size(xbzrle_cache_size, name="xbzrle_cache_size", allow_zero=False)))
+        try:
+            ratio = float(xbzrle_ratio)
+        except (TypeError, ValueError):
+            raise TypeError(f"xbzrle_ratio must be a number in (0, 1], got {xbzrle_ratio!r}") from None
+        if not 0.0 < ratio <= 1.0:
+            raise ConfigError(f"xbzrle_ratio must be in (0, 1] (a delta's mean size as a share of a page), got {ratio}")
+        s(self, "xbzrle_ratio", ratio)
+        s(self, "multifd_channels", as_int("multifd_channels", multifd_channels, minimum=0, maximum=256))
+        s(self, "channel_bandwidth", None if channel_bandwidth is None
+          else parse_rate(channel_bandwidth, name="channel_bandwidth", allow_zero=False))
+
+    def effective_bandwidth(self, link_bandwidth: float) -> float:
+        """The link's bandwidth as the sending threads can use it (see ``channel_bandwidth``)."""
+        if self.channel_bandwidth is None:
+            return link_bandwidth
+        return min(link_bandwidth, max(1, self.multifd_channels) * self.channel_bandwidth)
 
     def to_dict(self) -> Dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}

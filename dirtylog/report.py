@@ -103,6 +103,7 @@ class MigrationReport:
     degraded_window: float = 0.0
     guest_running: str = "destination"
     cpu_throttle_percentage: int = 0
+    compression: Dict[str, Any] = field(default_factory=dict)
     guest_throttled: float = 0.0
     events: List[Dict[str, Any]] = field(default_factory=list)
 
@@ -186,6 +187,14 @@ class MigrationReport:
         if self.postcopy_requests or self.postcopy_bytes:
             items.append(("Post-copy", f"{self.postcopy_requests:,} requests, {format_time(self.postcopy_stall_time)} stalled, "
                                        f"degraded for {format_time(self.degraded_window)}"))
+        xb = self.compression.get("xbzrle")
+        if xb:
+            items.append(("XBZRLE", f"{xb['pages']:,} deltas ({format_size(xb['bytes'])}, {xb['encoding_rate']:.1f}x), "
+                                    f"{xb['cache_miss']:,} misses ({100 * xb['cache_miss_rate']:.1f} %), "
+                                    f"{xb['overflow']:,} overflows"))
+        mf = self.compression.get("multifd")
+        if mf:
+            items.append(("Multifd", f"{mf['channels']} channel(s), effective {format_rate(mf['effective_bandwidth'], bits=True)}"))
         items.append(("Verified", verified))
         w = max(len(k) for k, _ in items)
         return "\n".join(f"{k.ljust(w)}  {v}" for k, v in items)

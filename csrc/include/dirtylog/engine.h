@@ -23,6 +23,12 @@
  * trip plus the page's transfer. Writes on the destination bump the page's version
  * on both sides (the source array then stands for the guest's memory).
  *
+ * XBZRLE (rounds after round 0): a direct-mapped cache of xbzrle_slots pages (slot =
+ * page mod slots, as QEMU's page cache indexes by address). A page found in the
+ * cache is sent as a delta whose size is drawn from an exponential distribution
+ * with mean xbzrle_ratio of a page (a delta larger than a page overflows and the
+ * page goes whole); a miss sends the page whole and caches it.
+ *
  * In clear (manual protect) mode, set a clear mask (the bitmap of the last sync):
  * before the first page of each clear chunk (default 1 GiB) is sent, the engine
  * clears that chunk with the mask, as QEMU does.
@@ -60,6 +66,8 @@ typedef struct dl_engine_config {
     double cost_kick;        /* guest seconds per vCPU kick */
     double zero_fraction;    /* fraction of pages that are zero before the guest writes them */
     uint64_t zero_seed;      /* which pages are zero */
+    uint64_t xbzrle_slots;   /* XBZRLE cache size in pages (0: XBZRLE off) */
+    double xbzrle_ratio;     /* mean size of an encoded delta, as a fraction of a page */
 } dl_engine_config;
 
 typedef struct dl_engine_state {
@@ -74,6 +82,10 @@ typedef struct dl_engine_state {
     uint64_t bytes_sent;
     uint64_t writes;         /* guest writes applied */
     uint64_t clears;         /* clear-mode chunk clears issued */
+    uint64_t xbzrle_pages;   /* pages sent as XBZRLE deltas */
+    uint64_t xbzrle_bytes;   /* bytes of those deltas (with headers) */
+    uint64_t xbzrle_misses;  /* pages not in the cache (sent whole, then cached) */
+    uint64_t xbzrle_overflows; /* deltas larger than a page (sent whole) */
 } dl_engine_state;
 
 typedef struct dl_engine dl_engine;

@@ -1,0 +1,69 @@
+"""Zero pages, XBZRLE and multifd as models."""
+from __future__ import annotations
+
+import pytest
+
+from dirtylog import Link, PreCopy, simulate
+from dirtylog.errors import ConfigError
+from dirtylog.workloads import Hotspot
+
+KW = dict(memory="512MiB", link=Link("100MiB/s"), tracker="pml")
+
+
+def _hot():
+    return Hotspot("60MiB/s", hot_fraction=0.02, hot_share=0.95, seed=1)
+
+
+def _pre(**kw):
+    return PreCopy(downtime_limit="20ms", max_iterations=8, on_limit="force", **kw)
+
+
+def test_xbzrle_sends_deltas_of_re_dirtied_pages():
+    plain = simulate(workload=_hot(), policy=_pre(), **KW)
+    big = simulate(workload=_hot(), policy=_pre(xbzrle=True, xbzrle_cache_size="512MiB"), **KW)
+    assert plain.verified and big.verified and len(plain.rounds) >= 5
+    xb = big.compression["xbzrle"]
+    assert xb["pages"] > 1000 and xb["cache_miss"] > 0
+    # every page looked up is a hit, a miss or an overflow; round 0 is not looked up
+    looked = xb["pages"] + xb["cache_miss"] + xb["overflow"]
+    assert looked == sum(r.pages_sent for r in big.rounds[1:])
+    # deltas average about xbzrle_ratio of a page; overflows are the exponential's tail
+    assert 3.0 < xb["encoding_rate"] < 5.0
+    assert 0 < xb["overflow"] < 0.05 * looked
+    assert big.transferred < plain.transferred
+    assert big.total_time < plain.total_time
+
+
+def test_a_small_xbzrle_cache_misses_more():
+    small = simulate(workload=_hot(), policy=_pre(xbzrle=True, xbzrle_cache_size="1MiB"), **KW)
+    big = simulate(workload=_hot(), policy=_pre(xbzrle=True, xbzrle_cache_size="512MiB"), **KW)
+    assert small.verified
+    assert small.compression["xbzrle"]["cache_miss_rate"] > big.compression["xbzrle"]["cache_miss_rate"]
+
+
+def test_zero_pages_cost_a_header_in_round_0():
+    r = simulate(workload=None, zero_pages=0.5, devices=[], **KW)
+    pages = 512 * 256
+    assert r.duplicate == pytest.approx(pages / 2, rel=0.02)
+    assert r.transferred == r.normal * (4096 + 8) + r.duplicate * 9
+    assert r.verified
+
+
+def test_multifd_channels_lift_a_per_thread_cap():
+    kw = dict(memory="1GiB", workload=None, link=Link("10Gbit/s"), devices=[])
+    one = simulate(policy=PreCopy(channel_bandwidth="2Gbit/s"), **kw)
+    four = simulate(policy=PreCopy(multifd_channels=4, channel_bandwidth="2Gbit/s"), **kw)
+    eight = simulate(policy=PreCopy(multifd_channels=8, channel_bandwidth="2Gbit/s"), **kw)
+    def send(r):
+        return r.total_time - r.setup_time
+
+    assert send(one) == pytest.approx(4 * send(four), rel=1e-6)
+    assert send(eight) == pytest.approx(send(one) / 5, rel=1e-6)  # the 10 Gbit/s link caps it
+    assert four.compression["multifd"]["effective_bandwidth"] == 1e9
+
+
+@pytest.mark.parametrize("kw", [dict(xbzrle_ratio=0), dict(xbzrle_ratio=1.5), dict(xbzrle_cache_size=0),
+                                dict(multifd_channels=-1), dict(channel_bandwidth=0)])
+def test_bad_compression_parameters(kw):
+    with pytest.raises(ConfigError):
+        PreCopy(**kw)
