@@ -702,6 +702,11 @@ class Migration:
                          np.left_shift(np.uint64(1), stale & np.uint64(63)))
         self._received = np.zeros(self.pages, dtype=np.uint8)
         rs = pc.read_share
+        if rs is None:
+            from .workloads import DEFAULT_READ_SHARE
+
+            own = getattr(self.workload, "read_share", None)
+            rs = DEFAULT_READ_SHARE if own is None else float(own)
         check(lib.dl_engine_set_throttle(self._e, 0.0), "resume on the destination")
         check(lib.dl_engine_postcopy_begin(
             self._e, ffi.from_buffer("uint64_t[]", words), words.size,

@@ -217,8 +217,9 @@ class PostCopy:
         The :class:`PreCopy` settings of those rounds (downtime limit, limits,
         chunk size, auto-converge ...). Its ``on_limit`` applies as usual.
     read_share:
-        Share of the guest's memory accesses that are reads (default 2/3: two reads
-        per write, a common load/store mix). Reads follow the write stream's
+        Share of the guest's memory accesses that are reads. None (the default):
+        the workload's own (``Workload.with_read_share``), else 2/3 (two reads per
+        write, a common load/store mix). Reads follow the write stream's
         distribution over pages (drawn from the same generator at another point of
         its stream); a read of a page the destination lacks faults like a write.
     prepage:
@@ -234,11 +235,11 @@ class PostCopy:
 
     after_rounds: int
     precopy: PreCopy
-    read_share: float
+    read_share: Optional[float]
     prepage: int
 
     def __init__(self, after_rounds: int = 1, precopy: Optional[PreCopy] = None,
-                 read_share: float = 2.0 / 3.0, prepage: int = 0) -> None:
+                 read_share: Optional[float] = None, prepage: int = 0) -> None:
         s = object.__setattr__
         s(self, "after_rounds", as_int("after_rounds", after_rounds, minimum=1))
         if precopy is None:
@@ -246,12 +247,14 @@ class PostCopy:
         if not isinstance(precopy, PreCopy):
             raise TypeError(f"precopy must be a PreCopy, got {type(precopy).__name__}")
         s(self, "precopy", precopy)
-        try:
-            rs = float(read_share)
-        except (TypeError, ValueError):
-            raise TypeError(f"read_share must be a number in [0, 1), got {read_share!r}") from None
-        if not 0.0 <= rs < 1.0:
-            raise ConfigError(f"read_share must be in [0, 1) (a share of the accesses), got {read_share!r}")
+        rs: Optional[float] = None
+        if read_share is not None:
+            try:
+                rs = float(read_share)
+            except (TypeError, ValueError):
+                raise TypeError(f"read_share must be a number in [0, 1), got {read_share!r}") from None
+            if not 0.0 <= rs < 1.0:
+                raise ConfigError(f"read_share must be in [0, 1) (a share of the accesses), got {read_share!r}")
         s(self, "read_share", rs)
         s(self, "prepage", as_int("prepage", prepage, minimum=0, maximum=4096))
 

@@ -37,6 +37,8 @@ component by component.
 """
 from __future__ import annotations
 
+import copy
+
 import math
 import numbers
 import os
@@ -307,6 +309,11 @@ class BoundWorkload:
 # ---------------------------------------------------------------------------- the specs
 
 
+#: Share of memory accesses that are reads when a workload does not say: two reads
+#: per write, a common load/store mix of server and compute code.
+DEFAULT_READ_SHARE = 2.0 / 3.0
+
+
 class Workload:
     """Base class of the workload specs (see the module documentation).
 
@@ -342,6 +349,27 @@ class Workload:
 
     seed = property(lambda self: self._seed_value, doc="The stream's seed.")
     shares = property(lambda self: self._shares_spec, doc="Per-vCPU weights, or None for equal shares.")
+
+    #: Share of the guest's memory accesses that are reads (post-copy faults on reads
+    #: too). None: the default, :data:`DEFAULT_READ_SHARE`. Set with :meth:`with_read_share`.
+    read_share: Optional[float] = None
+
+    def with_read_share(self, share: float) -> "Workload":
+        """A copy of this workload whose accesses are ``share`` reads (0 <= share < 1).
+
+        Reads follow the same distribution over pages as the writes; they matter
+        only after a post-copy switch-over, where a read of a page the destination
+        lacks is a remote fault like a write.
+        """
+        try:
+            rs = float(share)
+        except (TypeError, ValueError):
+            raise TypeError(f"read_share must be a number in [0, 1), got {share!r}") from None
+        if not 0.0 <= rs < 1.0:
+            raise ConfigError(f"read_share must be in [0, 1) (a share of the accesses), got {share!r}")
+        c = copy.copy(self)
+        c.read_share = rs
+        return c
 
     # -- to implement --------------------------------------------------------------
     def _add(self, bw: BoundWorkload) -> None:  # pragma: no cover - abstract

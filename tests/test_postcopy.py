@@ -112,6 +112,19 @@ def test_step_api_through_postcopy_and_no_cancel():
     assert r.verified and r.total_time == pytest.approx(ref.total_time, rel=0.01)
 
 
+def test_the_workload_read_share_is_used_unless_the_policy_overrides_it():
+    kw = dict(KW, link=Link("100MiB/s"))
+    w = Uniform("50MiB/s", seed=3)
+    base = simulate(workload=w.with_read_share(0.0), policy=PostCopy(), **kw)
+    own = simulate(workload=w.with_read_share(0.5), policy=PostCopy(), **kw)
+    forced = simulate(workload=w.with_read_share(0.5), policy=PostCopy(read_share=0.0), **kw)
+    assert own.postcopy_requests > 1.4 * base.postcopy_requests
+    assert forced.postcopy_requests == base.postcopy_requests
+    assert w.read_share is None  # with_read_share copies
+    with pytest.raises(ConfigError):
+        w.with_read_share(1.0)
+
+
 @pytest.mark.parametrize("kw", [dict(after_rounds=0), dict(read_share=1.0), dict(read_share=-0.1), dict(prepage=-1)])
 def test_bad_postcopy_parameters(kw):
     with pytest.raises(ConfigError):
