@@ -7,11 +7,15 @@
  * so while logging a page is writable iff its bit is set). In PML mode it is the
  * EPT D bit; pages sitting in a PML log already have it set, so draining a log into
  * the dirty bitmap changes no bit and the logs only carry the exits' accounting.
- * In ring mode `bits` is KVM's view (pushed to a ring, not yet reset) and `coll`
- * is the dirty bitmap the collector fills. Huge blocks have one state byte each.
+ * In ring mode a page has two bits: KVM's view (pushed to a ring, not yet reset) and
+ * the dirty bitmap the collector fills (`coll`). They are interleaved word by word
+ * (word w of KVM's view at bits[2w], of the dirty bitmap at bits[2w + 1]: `stride`
+ * 2), so that collecting and resetting a ring entry touches the cache line its push
+ * touched. Huge blocks have one state byte each.
  *
- * Hot loops are specialized per mode, per huge-page setting and per versions
- * attachment through always-inlined templates; they allocate nothing.
+ * Hot loops are specialized per mode, per huge-page setting, per versions
+ * attachment and per prefetching (bitmaps over DL_PF_MIN_BYTES) through
+ * always-inlined templates; they allocate nothing.
  */
 #include "internal.h"
 
@@ -32,7 +36,8 @@ struct dl_tracker {
     int logging;
     uint32_t soft_limit;
     uint64_t *bits;
-    uint64_t *coll;         /* ring mode only */
+    uint64_t *coll;         /* ring mode only: bits + 1, read with stride 2 */
+    uint64_t stride;        /* words between two consecutive words of `bits` (2 in ring mode) */
     uint8_t *blk;           /* huge pages only */
     uint64_t *pml;          /* vcpus * (pml_entries + 1): slot 0 of each log is scratch */
     int64_t *pml_idx;       /* per vCPU */
@@ -97,11 +102,12 @@ int dl_tracker_create(const dl_tracker_config *cfg, dl_tracker **out)
     t->soft_limit = cfg->ring_entries - DL_RING_RESERVED;
     t->drop_page = UINT64_MAX;
     uint32_t nv = cfg->vcpus;
-    t->bits = calloc(t->nwords, sizeof(uint64_t));
+    t->stride = cfg->mode == DL_MODE_RING ? 2 : 1;
+    t->bits = calloc(t->nwords * t->stride, sizeof(uint64_t));
     t->vc = calloc(nv, sizeof(vcpu_counters));
     int ok = t->bits && t->vc;
     if (cfg->mode == DL_MODE_RING) {
-        t->coll = calloc(t->nwords, sizeof(uint64_t));
+        t->coll = t->bits ? t->bits + 1 : NULL;
         t->ring = calloc((size_t)nv * cfg->ring_entries, sizeof(dl_ring_entry));
         t->ring_used = calloc(nv, sizeof(uint32_t));
         ok = ok && t->coll && t->ring && t->ring_used;
@@ -130,8 +136,7 @@ void dl_tracker_destroy(dl_tracker *t)
 {
     if (!t)
         return;
-    free(t->bits);
-    free(t->coll);
+    free(t->bits); /* coll points into it */
     free(t->blk);
     free(t->pml);
     free(t->pml_idx);
@@ -146,9 +151,7 @@ uint64_t dl_tracker_memory_bytes(const dl_tracker *t)
     if (!t)
         return 0;
     uint64_t nv = t->cfg.vcpus;
-    uint64_t b = sizeof *t + t->nwords * 8 + nv * sizeof(vcpu_counters);
-    if (t->coll)
-        b += t->nwords * 8;
+    uint64_t b = sizeof *t + t->nwords * 8 * t->stride + nv * sizeof(vcpu_counters);
     if (t->blk)
         b += t->nblocks;
     if (t->pml)
@@ -187,14 +190,12 @@ int dl_tracker_start(dl_tracker *t)
     if (t->logging)
         return DL_ERR_STATE;
     reset_logs(t);
-    if (t->coll)
-        memset(t->coll, 0, t->nwords * 8);
     t->st.dirty_pages = 0;
     if (t->cfg.initially_set) {
         dl_bitmap_fill(t->bits, t->pages);
         t->st.dirty_pages = t->pages;
     } else {
-        memset(t->bits, 0, t->nwords * 8);
+        memset(t->bits, 0, t->nwords * 8 * t->stride);
     }
     if (t->blk) {
         uint8_t s = BLK_PROT;
@@ -217,9 +218,7 @@ int dl_tracker_stop(dl_tracker *t)
     if (!t->logging)
         return DL_ERR_STATE;
     reset_logs(t);
-    memset(t->bits, 0, t->nwords * 8);
-    if (t->coll)
-        memset(t->coll, 0, t->nwords * 8);
+    memset(t->bits, 0, t->nwords * 8 * t->stride);
     if (t->blk)
         memset(t->blk, BLK_HUGE_RW, t->nblocks);
     t->st.dirty_pages = 0;
@@ -248,26 +247,36 @@ static void ring_reap(dl_tracker *t, uint32_t v)
     if (n == 0)
         return;
     dl_ring_entry *r = t->ring + (size_t)v * t->cfg.ring_entries;
-    uint64_t *coll = t->coll, *bits = t->bits;
+    uint64_t *kc = t->bits; /* word w of KVM's view at kc[2w], of the dirty bitmap at kc[2w + 1] */
     const int pf = t->nwords * 8 > DL_PF_MIN_BYTES;
-    uint64_t fresh = 0;
     /* Collect every entry into the dirty bitmap, then reset it (KVM_RESET_DIRTY_RINGS),
      * which re-protects its page. A page sits in at most one ring, at most once, so
-     * doing both entry by entry leaves the same state as collecting all entries first. */
+     * doing both entry by entry leaves the same state as collecting all entries first.
+     * As in the write loop, the current pair of words stays in registers while
+     * consecutive entries fall in it. */
+    uint64_t cw = r[0].offset >> 6;
+    uint64_t k = kc[2 * cw], d = kc[2 * cw + 1], olds = 0;
     for (uint32_t i = 0; i < n; i++) {
-        if (pf && i + DL_PF_DIST < n) {
-            const uint64_t q = r[i + DL_PF_DIST].offset;
-            __builtin_prefetch(&coll[q >> 6], 1, 3);
-            __builtin_prefetch(&bits[q >> 6], 1, 3);
-        }
         const uint64_t p = r[i].offset;
-        const uint64_t m = UINT64_C(1) << (p & 63);
-        const uint64_t old = coll[p >> 6];
-        coll[p >> 6] = old | m;
-        fresh += (old & m) == 0;
-        bits[p >> 6] &= ~m;
+        const uint64_t w = p >> 6;
+        if (w != cw) {
+            if (pf && i + DL_PF_DIST < n)
+                __builtin_prefetch(&kc[2 * (r[i + DL_PF_DIST].offset >> 6)], 1, 3);
+            kc[2 * cw] = k;
+            kc[2 * cw + 1] = d;
+            cw = w;
+            k = kc[2 * w];
+            d = kc[2 * w + 1];
+        }
+        const unsigned sh = (unsigned)(p & 63);
+        olds += (d >> sh) & 1;
+        d |= UINT64_C(1) << sh;
+        k &= ~(UINT64_C(1) << sh);
         r[i].flags = DL_RING_RESET;
     }
+    kc[2 * cw] = k;
+    kc[2 * cw + 1] = d;
+    const uint64_t fresh = n - olds;
     t->st.dirty_pages += fresh;
     t->st.ring_reaped += n;
     t->st.tlb_flushes++;
@@ -306,7 +315,7 @@ static DL_NOINLINE void huge_fault(dl_tracker *t, uint32_t v, uint64_t p, batch_
     c->splits++;
     c->faults++;
     uint64_t m = 1ull << (p & 63);
-    uint64_t *w = &t->bits[p >> 6];
+    uint64_t *w = &t->bits[(p >> 6) * t->stride];
     if (*w & m)
         return;
     *w |= m;
@@ -336,11 +345,12 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
                                  const int mode, const int huge, const int vers, const int pf,
                                  batch_counts *c)
 {
+    const uint64_t S = mode == DL_MODE_RING ? 2 : 1; /* t->stride */
     uint64_t *bits = t->bits;
     const uint8_t *blk = t->blk;
     uint32_t *ver = t->versions;
     uint64_t cw = pages[0] >> 6;
-    uint64_t cur = bits[cw];
+    uint64_t cur = bits[cw * S];
     int prot = huge && blk[cw / (DL_BLOCK_PAGES / 64)] == BLK_PROT;
     uint64_t olds = 0, hfaults = 0, exits = 0;
 
@@ -365,22 +375,22 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
             /* another word: prefetch the one DL_PF_DIST writes ahead (sequential
              * streams get here once per 64 writes, and need no prefetch anyway) */
             if (pf && i < pf_end)
-                __builtin_prefetch(&bits[pages[i + DL_PF_DIST] >> 6], 1, 3);
-            bits[cw] = cur;
+                __builtin_prefetch(&bits[(pages[i + DL_PF_DIST] >> 6) * S], 1, 3);
+            bits[cw * S] = cur;
             cw = w;
-            cur = bits[w];
+            cur = bits[w * S];
             if (huge)
                 prot = blk[w / (DL_BLOCK_PAGES / 64)] == BLK_PROT;
         }
         if (huge && DL_UNLIKELY(prot)) { /* write-protected block: fault and split */
-            bits[cw] = cur;
+            bits[cw * S] = cur;
             if (mode == DL_MODE_RING)
                 t->ring_used[v] = u;
             huge_fault(t, v, p, c);
             hfaults++;
             if (mode == DL_MODE_RING)
                 u = t->ring_used[v];
-            cur = bits[cw];
+            cur = bits[cw * S];
             prot = 0;
             continue;
         }
@@ -403,15 +413,15 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
             u += (uint32_t)(old ^ 1);
             if (DL_UNLIKELY(u == soft)) { /* ring full: exit, reap at once */
                 exits++;
-                bits[cw] = cur;
+                bits[cw * S] = cur;
                 t->ring_used[v] = u;
                 ring_reap(t, v);
                 u = 0;
-                cur = bits[cw];
+                cur = bits[cw * S];
             }
         }
     }
-    bits[cw] = cur;
+    bits[cw * S] = cur;
 
     const uint64_t rec = n - hfaults - olds; /* pages recorded by the loop itself */
     c->exits += exits;
@@ -611,17 +621,45 @@ static void sync_logs(dl_tracker *t)
     }
 }
 
+/* The dirty bitmap: word w at dirty_bitmap(t)[w * t->stride]. */
 static uint64_t *dirty_bitmap(dl_tracker *t) { return t->coll ? t->coll : t->bits; }
+
+/* Snapshot-and-clear of ring mode's dirty bitmap (every other word of `bits`),
+ * emitting the set pages in order. */
+static size_t ring_take_pages(uint64_t *coll, uint64_t nwords, uint64_t *out)
+{
+    size_t n = 0;
+    for (uint64_t i = 0; i < nwords; i++) {
+        uint64_t w = coll[2 * i];
+        if (!w)
+            continue;
+        coll[2 * i] = 0;
+        const uint64_t base = i << 6;
+        do {
+            out[n++] = base + (uint64_t)__builtin_ctzll(w);
+            w &= w - 1;
+        } while (w);
+    }
+    return n;
+}
+
+static void ring_take_words(uint64_t *coll, uint64_t nwords, uint64_t *out)
+{
+    for (uint64_t i = 0; i < nwords; i++) {
+        out[i] = coll[2 * i];
+        coll[2 * i] = 0;
+    }
+}
 
 static void apply_drop(dl_tracker *t)
 {
     uint64_t p = t->drop_page;
     if (p >= t->pages)
         return;
-    uint64_t *bm = dirty_bitmap(t);
+    uint64_t *bm = dirty_bitmap(t) + (p >> 6) * t->stride;
     uint64_t m = 1ull << (p & 63);
-    if (bm[p >> 6] & m) {
-        bm[p >> 6] &= ~m;
+    if (*bm & m) {
+        *bm &= ~m;
         t->st.dirty_pages--;
     }
     t->drop_page = UINT64_MAX;
@@ -645,7 +683,7 @@ int dl_tracker_harvest(dl_tracker *t, uint64_t *out, size_t cap, size_t *count)
     if (t->cfg.mode == DL_MODE_CLEAR) {
         n = dl_bitmap_to_pages(bm, t->nwords, out);
     } else {
-        n = dl_bitmap_take_pages(bm, t->nwords, out);
+        n = t->stride == 2 ? ring_take_pages(bm, t->nwords, out) : dl_bitmap_take_pages(bm, t->nwords, out);
         t->st.dirty_pages = 0;
         if (n)
             t->st.tlb_flushes++;
@@ -670,6 +708,11 @@ int dl_tracker_harvest_bitmap(dl_tracker *t, uint64_t *words, size_t nwords, siz
     uint64_t n = t->st.dirty_pages;
     if (t->cfg.mode == DL_MODE_CLEAR) {
         memcpy(words, bm, t->nwords * 8);
+    } else if (t->stride == 2) {
+        ring_take_words(bm, t->nwords, words);
+        t->st.dirty_pages = 0;
+        if (n)
+            t->st.tlb_flushes++;
     } else {
         dl_bitmap_take_words(bm, t->nwords, words);
         t->st.dirty_pages = 0;
