@@ -52,13 +52,6 @@ DEFAULTS = dict(
 TRACKERS = ("wp", "pml", "ring", "clear")
 DIRTY_RATE_MODES = ("page-sampling", "dirty-bitmap", "dirty-ring")
 
-# Features whose engine is not built yet: the options exist so that scripts and
-# docs can name them, and say so clearly when used.
-NOT_AVAILABLE = {
-    "postcopy": "post-copy migration is not available yet in this version of dirtylog; use --policy precopy",
-    "on-limit-postcopy": "--on-limit postcopy needs post-copy migration, which is not available yet; "
-                         "use --on-limit force or abort",
-}
 
 
 class UsageError(DirtylogError):
@@ -227,7 +220,12 @@ def _add_migration(p: argparse.ArgumentParser, tracker: bool = True) -> None:
 
 def _add_policy(m: Any) -> None:
     m.add_argument("--policy", choices=("precopy", "postcopy"), default="precopy",
-                   help="migration policy (default precopy; postcopy is not available yet)")
+                   help="precopy (default), or postcopy: switch over after --postcopy-after-rounds pre-copy "
+                        "rounds, the destination fetching missing pages on demand")
+    m.add_argument("--postcopy-after-rounds", type=_positive_int("postcopy-after-rounds"), default=1, metavar="N",
+                   help="post-copy: pre-copy rounds first, round 0 included (default 1)")
+    m.add_argument("--prepage", type=_positive_int("prepage", 0), default=0, metavar="N",
+                   help="post-copy: pages after a faulting page sent along with it (default 0)")
     m.add_argument("--auto-converge", action="store_true",
                    help="QEMU's auto-converge: throttle the vCPUs when they dirty more than half of what is sent, "
                         "twice (20%%, then +10%% each time, at most 99%%)")
@@ -254,7 +252,7 @@ def _add_policy(m: Any) -> None:
                    help="at most X times memory sent before the limit action")
     m.add_argument("--timeout", type=_time_inf, metavar="TIME", help="longest total migration time")
     m.add_argument("--on-limit", choices=("force", "abort", "postcopy"),
-                   help="at a limit: force the stop-and-copy (default) or abort (roll back)")
+                   help="at a limit: force the stop-and-copy (default), abort (roll back) or switch to post-copy")
     m.add_argument("--resume-time", type=_time, default="0s", metavar="TIME",
                    help="time for the destination to resume the guest (default 0s)")
     m.add_argument("--give-up-after", type=_time_inf, metavar="TIME",
@@ -485,15 +483,8 @@ def _want_progress(args: argparse.Namespace) -> Optional[bool]:
     return False if sys.stderr.isatty() else None
 
 
-def _check_not_available(args: argparse.Namespace) -> None:
-    if getattr(args, "policy", "precopy") == "postcopy":
-        raise UsageError(NOT_AVAILABLE["postcopy"])
-    if getattr(args, "on_limit", None) == "postcopy":
-        raise UsageError(NOT_AVAILABLE["on-limit-postcopy"])
-
-
 def _throttle(args: argparse.Namespace) -> Dict[str, Any]:
-    return dict(auto_converge=args.auto_converge, cpu_throttle_initial=args.cpu_throttle_initial,
+    return dict(policy=args.policy, postcopy_after_rounds=args.postcopy_after_rounds, prepage=args.prepage,auto_converge=args.auto_converge, cpu_throttle_initial=args.cpu_throttle_initial,
                 cpu_throttle_increment=args.cpu_throttle_increment, max_cpu_throttle=args.max_cpu_throttle,
                 cpu_throttle_tailslow=args.cpu_throttle_tailslow, dirty_limit=args.dirty_limit,
                 vcpu_dirty_limit=args.vcpu_dirty_limit, dirty_limit_period=args.dirty_limit_period)
@@ -503,7 +494,6 @@ def _config(args: argparse.Namespace, **over: Any) -> Any:
     """The SweepConfig of a simulate-like command line."""
     from .sweep import SweepConfig
 
-    _check_not_available(args)
     kw: Dict[str, Any] = dict(
         memory=args.memory,
         workload=args.workload,
@@ -684,7 +674,7 @@ def _rounds_table(report: Any, max_rows: int) -> Any:
             t.caption_justify = "left"
             continue
         cells = [
-            "final" if r.final else str(r.index),
+            "post" if getattr(r, "postcopy", False) else ("final" if r.final else str(r.index)),
             format_time(r.start),
             format_time(r.duration),
             format_size(r.bytes),
@@ -701,6 +691,8 @@ def _rounds_table(report: Any, max_rows: int) -> Any:
 
 
 def _status_text(report: Any) -> Tuple[str, str]:
+    if report.status == "completed" and (report.postcopy_bytes or report.degraded_window > 0):
+        return "completed (post-copy)", "bold green"
     if report.status == "completed" and report.converged:
         return "completed (converged)", "bold green"
     if report.status == "completed":
@@ -727,6 +719,11 @@ def _summary(report: Any) -> Any:
     g.add_row("Setup time", format_time(report.setup_time))
     g.add_row("Transferred", f"{format_size(report.transferred)} ({report.transferred / max(report.memory, 1):.2f}x memory): "
                              f"pre-copy {format_size(report.precopy_bytes)}, downtime {format_size(report.downtime_bytes)}")
+    if report.postcopy_requests or report.postcopy_bytes:
+        g.add_row("Post-copy", f"{format_size(report.postcopy_bytes)} after the switch-over; "
+                               f"{report.postcopy_requests:,} page requests ({report.postcopy_prepaged:,} pages "
+                               f"prepaged), {format_time(report.postcopy_stall_time)} of vCPU time stalled, "
+                               f"degraded for {format_time(report.degraded_window)}")
     g.add_row("Pages", f"{report.pages_sent:,} sent (normal {report.normal:,}, zero {report.duplicate:,})")
     g.add_row("Iterations", f"{report.precopy_rounds} pre-copy rounds, {report.dirty_sync_count} dirty syncs")
     denom = report.total_time * report.vcpus
@@ -960,7 +957,6 @@ def sweep_configs(args: argparse.Namespace) -> List[Any]:
     from .specs import with_rate
     from .sweep import grid
 
-    _check_not_available(args)
     workloads = args.workload or [DEFAULTS["workload"]]
     if args.dirty_rate:
         workloads = [with_rate(w, r) for w in workloads for r in args.dirty_rate]
@@ -1008,11 +1004,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         t = _table()
         for i, h in enumerate(headers):
             t.add_column(h, justify="left" if h in ("workload", "verdict") else "right", no_wrap=True)
-        styles = {"converges": "green", "forced": "yellow", "does not converge": "red"}
+        styles = {"converges": "green", "post-copy": "green", "forced": "yellow", "does not converge": "red",
+                  "lost": "bold red"}
         for r, row in zip(results, rows):
             t.add_row(*row[:-1], Text(row[-1], style=styles.get(r.verdict, "")))
         con.print(t)
-        counts = {v: sum(1 for r in results if r.verdict == v) for v in ("converges", "forced", "does not converge")}
+        from .sweep import VERDICTS
+
+        counts = {v: n for v in VERDICTS if (n := sum(1 for r in results if r.verdict == v)) or v != "lost"}
         con.print("[dim]" + ", ".join(f"{k}: {v}" for k, v in counts.items()) +
                   ". 'does not converge': gave up after --give-up-after of simulated time (default 10 min, or "
                   "20x the time to send memory once), or aborted at a limit.[/dim]")

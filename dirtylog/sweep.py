@@ -43,7 +43,7 @@ from .units import format_rate, format_size, format_time
 __all__ = ["SweepConfig", "SweepResult", "SweepResults", "grid", "sweep", "run_config", "default_give_up", "VERDICTS"]
 
 #: Verdicts, best first.
-VERDICTS = ("converges", "forced", "does not converge")
+VERDICTS = ("converges", "post-copy", "forced", "does not converge", "lost")
 
 ProgressLike = Union[bool, None, Callable[[int, int, "SweepResult"], None]]
 
@@ -91,6 +91,9 @@ class SweepConfig:
     dirty_limit: bool = False
     vcpu_dirty_limit: Union[float, str] = "1MB/s"
     dirty_limit_period: Union[float, str] = "1s"
+    policy: str = "precopy"
+    postcopy_after_rounds: int = 1
+    prepage: int = 0
     huge_pages: Optional[str] = None
     zero_pages: float = 0.0
     page_size: Union[int, str] = 4096
@@ -107,21 +110,27 @@ class SweepConfig:
     def build(self) -> Dict[str, Any]:
         """The keyword arguments of :func:`dirtylog.simulate` (checks every value)."""
         from .link import Link
-        from .policy import PreCopy
+        from .policy import PostCopy, PreCopy
         from .specs import parse_workload
 
+        if self.policy not in ("precopy", "postcopy"):
+            raise ConfigError(f"unknown policy {self.policy!r}; allowed: precopy, postcopy")
+        pre = PreCopy(downtime_limit=self.downtime_limit, stop=self.stop, max_iterations=self.max_iterations,
+                      max_total_factor=self.max_total_factor, timeout=self.timeout, on_limit=self.on_limit,
+                      resume_time=self.resume_time, auto_converge=self.auto_converge,
+                      cpu_throttle_initial=self.cpu_throttle_initial,
+                      cpu_throttle_increment=self.cpu_throttle_increment,
+                      max_cpu_throttle=self.max_cpu_throttle, cpu_throttle_tailslow=self.cpu_throttle_tailslow,
+                      dirty_limit=self.dirty_limit, vcpu_dirty_limit=self.vcpu_dirty_limit,
+                      dirty_limit_period=self.dirty_limit_period)
+        policy: Any = pre
+        if self.policy == "postcopy":
+            policy = PostCopy(after_rounds=self.postcopy_after_rounds, precopy=pre, prepage=self.prepage)
         return dict(
             memory=self.memory,
             workload=parse_workload(self.workload, seed=self.seed),
             link=Link(self.bandwidth, latency=self.latency),
-            policy=PreCopy(downtime_limit=self.downtime_limit, stop=self.stop, max_iterations=self.max_iterations,
-                           max_total_factor=self.max_total_factor, timeout=self.timeout, on_limit=self.on_limit,
-                           resume_time=self.resume_time, auto_converge=self.auto_converge,
-                           cpu_throttle_initial=self.cpu_throttle_initial,
-                           cpu_throttle_increment=self.cpu_throttle_increment,
-                           max_cpu_throttle=self.max_cpu_throttle, cpu_throttle_tailslow=self.cpu_throttle_tailslow,
-                           dirty_limit=self.dirty_limit, vcpu_dirty_limit=self.vcpu_dirty_limit,
-                           dirty_limit_period=self.dirty_limit_period),
+            policy=policy,
             tracker=self.tracker,
             vcpus=self.vcpus,
             page_size=self.page_size,
@@ -137,19 +146,19 @@ class SweepConfig:
         """Raise ConfigError/TypeError now for a value the worker would reject."""
         from .units import parse_size
 
-        kw = self.build()
+        self.build()
         parse_size(self.memory, name="memory", allow_zero=False)
-        if kw["policy"].on_limit == "postcopy":
-            raise ConfigError("on_limit='postcopy' needs the post-copy engine, which is not available yet")
 
 
 @dataclass(frozen=True)
 class SweepResult:
     """The outcome of one configuration (times in seconds, sizes in bytes, rates in bytes/s).
 
-    ``verdict``: "converges" (completed within the downtime limit), "forced" (a
-    limit forced the stop-and-copy: completed, with a longer downtime) or "does
-    not converge" (rolled back, or given up after ``give_up_after``).
+    ``verdict``: "converges" (completed within the downtime limit), "post-copy"
+    (completed after switching to post-copy), "forced" (a limit forced the
+    stop-and-copy: completed, with a longer downtime), "does not converge" (rolled
+    back, or given up after ``give_up_after``) or "lost" (a failure during
+    post-copy lost the VM).
     ``guest_slowdown`` is the share (%) of vCPU time lost to tracking exits.
     """
 
@@ -189,7 +198,11 @@ class SweepResult:
 
 
 def _verdict(report: Any) -> str:
+    if report.status == "lost":
+        return "lost"
     if report.status == "completed":
+        if report.postcopy_bytes or report.degraded_window > 0:
+            return "post-copy"
         return "converges" if report.converged else "forced"
     return "does not converge"
 

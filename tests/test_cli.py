@@ -104,6 +104,16 @@ def test_dirty_limit_needs_the_ring_and_excludes_auto_converge(capsys):
     assert rc == 2 and "exclude" in err
 
 
+def test_postcopy_policy_and_on_limit(capsys):
+    small = ["simulate", "-m", "32MiB", "-w", "hotspot:300MiB/s", "-b", "200Mbit/s"]
+    rc, out, _ = run(capsys, *small, "--policy", "postcopy", "--prepage", "4")
+    assert rc == 0
+    assert "completed (post-copy)" in out and "Post-copy" in out and "page requests" in out
+    rc, out, _ = run(capsys, *small, "--max-iterations", "2", "--on-limit", "postcopy", "--json")
+    d = json.loads(out)
+    assert d["status"] == "completed" and d["postcopy_bytes"] > 0 and d["verified"] is True
+
+
 def test_long_runs_show_the_first_and_last_rounds(capsys):
     rc, out, _ = run(capsys, "simulate", "-m", "16MiB", "-w", "uniform:100MiB/s", "-b", "200Mbit/s",
                      "--give-up-after", "20s", "--rounds", "6")
@@ -149,9 +159,8 @@ def test_trace_and_mix_workloads(capsys, tmp_path):
     (["simulate", "-m", "16MiB", "-w", "trace:/no/such/file.npz"], "no such trace file"),
     (["simulate", "-m", "16MiB", "-w", "sequential:1GiB/s,start=1GiB"], "start"),
     (["simulate", "-m", "16MiB", "--page-size", "3000"], "power of two"),
-    (["simulate", "--policy", "postcopy"], "not available yet"),
-    (["simulate", "--on-limit", "postcopy"], "not available yet"),
     (["simulate", "--json", "/no/such/folder/r.json"], "does not exist"),
+    (["simulate", "--policy", "postcopy", "--postcopy-after-rounds", "0"], ">= 1"),
     (["simulate", "--frobnicate"], "unrecognized arguments"),
     (["sweep", "-b", "1Gbit/s,,2Gbit/s"], "comma-separated"),
     (["sweep", "--dirty-rate", "1G/s"], "ambiguous"),

@@ -83,8 +83,8 @@ def test_bad_configurations_fail_before_anything_runs():
     assert calls == []
     with pytest.raises(ConfigError, match="unknown kind"):
         sweep([SweepConfig(workload="hotpot:1GiB/s", **SMALL)])
-    with pytest.raises(ConfigError, match="post-copy"):
-        sweep([SweepConfig(on_limit="postcopy", **SMALL)])
+    with pytest.raises(ConfigError, match="unknown policy"):
+        sweep([SweepConfig(policy="hybrid", **SMALL)])
     with pytest.raises(TypeError):
         sweep([42])
     with pytest.raises(ConfigError, match="jobs"):
@@ -110,6 +110,14 @@ def test_verdicts_forced_and_not_converging():
     assert forced.verdict == "forced" and forced.status == "completed" and forced.downtime > 0.01
     assert aborted.verdict == "does not converge" and aborted.status == "failed"
     assert gave_up.verdict == "does not converge" and gave_up.total_time == pytest.approx(3.0, abs=0.5)
+
+
+def test_postcopy_verdict():
+    base = dict(memory="16MiB", workload="uniform:200MiB/s", bandwidth="100MiB/s", downtime_limit="10ms")
+    post, switched = sweep([SweepConfig(policy="postcopy", prepage=2, **base),
+                            SweepConfig(max_iterations=2, on_limit="postcopy", **base)], jobs=1)
+    assert post.verdict == switched.verdict == "post-copy"
+    assert post.status == "completed" and post.verified is True
 
 
 def test_default_give_up_scales_with_memory_over_bandwidth():
