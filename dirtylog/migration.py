@@ -141,8 +141,10 @@ class Migration:
         self.link = link if link is not None else Link()
         if not isinstance(self.link, Link):
             raise TypeError(f"link must be a dirtylog.Link, got {type(self.link).__name__}")
+        self.policy: PreCopy
+        self.postcopy: Optional[PostCopy]
         if isinstance(policy, PostCopy):
-            self.postcopy: Optional[PostCopy] = policy
+            self.postcopy = policy
             self.policy = policy.precopy
         elif policy is None or isinstance(policy, PreCopy):
             self.policy = policy if policy is not None else PreCopy()
