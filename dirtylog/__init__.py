@@ -34,7 +34,7 @@ from .workloads import (
     save_trace,
 )
 from .embed import get_include, get_library_dir
-from .sweep import SweepConfig, SweepResult, sweep  # the function; its module is dirtylog.sweep too
+from .sweeps import SweepConfig, SweepResult, sweep  # the function; its module is dirtylog.sweeps
 
 __version__ = "0.1.0"
 

@@ -492,7 +492,7 @@ def _throttle(args: argparse.Namespace) -> Dict[str, Any]:
 
 def _config(args: argparse.Namespace, **over: Any) -> Any:
     """The SweepConfig of a simulate-like command line."""
-    from .sweep import SweepConfig
+    from .sweeps import SweepConfig
 
     kw: Dict[str, Any] = dict(
         memory=args.memory,
@@ -613,7 +613,7 @@ class _SweepBar:
 
 
 def _run_sweep(configs: List[Any], args: argparse.Namespace, what: str) -> Any:
-    from .sweep import sweep
+    from .sweeps import sweep
 
     mode = _want_progress(args)
     bar = _SweepBar(bool(mode), what) if mode is not None else None
@@ -955,7 +955,7 @@ def cmd_curve(args: argparse.Namespace) -> int:
 def sweep_configs(args: argparse.Namespace) -> List[Any]:
     """The grid a `dirtylog sweep` command line describes."""
     from .specs import with_rate
-    from .sweep import grid
+    from .sweeps import grid
 
     workloads = args.workload or [DEFAULTS["workload"]]
     if args.dirty_rate:
@@ -1009,7 +1009,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         for r, row in zip(results, rows):
             t.add_row(*row[:-1], Text(row[-1], style=styles.get(r.verdict, "")))
         con.print(t)
-        from .sweep import VERDICTS
+        from .sweeps import VERDICTS
 
         counts = {v: n for v in VERDICTS if (n := sum(1 for r in results if r.verdict == v)) or v != "lost"}
         con.print("[dim]" + ", ".join(f"{k}: {v}" for k, v in counts.items()) +

@@ -9,7 +9,7 @@ import dirtylog
 from dirtylog import Link, PreCopy, simulate
 from dirtylog.__main__ import main
 from dirtylog.measure import dirty_curve
-from dirtylog.sweep import grid, sweep
+from dirtylog.sweeps import grid, sweep
 from dirtylog.workloads import Hotspot, Zipf
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -1,4 +1,4 @@
-"""dirtylog.sweep: configurations, executors, results, planning table and files."""
+"""dirtylog.sweeps: configurations, executors, results, planning table and files."""
 from __future__ import annotations
 
 import csv
@@ -12,7 +12,7 @@ import pytest
 import dirtylog
 from dirtylog import simulate
 from dirtylog.errors import ConfigError
-from dirtylog.sweep import SweepConfig, SweepResult, SweepResults, default_give_up, grid, run_config, sweep
+from dirtylog.sweeps import SweepConfig, SweepResult, SweepResults, default_give_up, grid, run_config, sweep
 from dirtylog.workloads import Hotspot, Mix, Uniform
 
 SMALL = dict(memory="16MiB", vcpus=1, give_up_after="10s")

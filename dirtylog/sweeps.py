@@ -1,6 +1,6 @@
 """Parallel sweeps of migrations: the capacity planner's table.
 
->>> from dirtylog.sweep import grid, sweep
+>>> from dirtylog.sweeps import grid, sweep
 >>> configs = grid(memory="1GiB", workload=["hotspot:200MiB/s", "hotspot:1GiB/s"],
 ...                bandwidth=["1Gbit/s", "10Gbit/s"], downtime_limit=["100ms", "300ms"])
 >>> results = sweep(configs)                                  # doctest: +SKIP
