@@ -76,6 +76,8 @@ int dl_engine_create(const dl_engine_config *cfg, dl_tracker *t, dl_workload *w,
         return DL_ERR_BUFFER;
     if (w && (dl_workload_pages(w) != pages || dl_workload_vcpus(w) != dl__tracker_vcpus(t)))
         return DL_ERR_INVALID;
+    if (cfg->xbzrle_slots && cfg->page_bytes < dl__tracker_page_size(t))
+        return DL_ERR_INVALID;
     dl_engine *e = calloc(1, sizeof *e);
     if (!e)
         return DL_ERR_NOMEM;
@@ -126,6 +128,10 @@ int dl_engine_set_bandwidth(dl_engine *e, double bandwidth)
 {
     if (!e || !(bandwidth > 0) || !isfinite(bandwidth))
         return DL_ERR_INVALID;
+    /* What is already on the wire of the page in flight is bytes, not seconds. */
+    double scale = e->cfg.bandwidth / bandwidth;
+    e->st.carry *= scale;
+    e->credit *= scale;
     e->cfg.bandwidth = bandwidth;
     return DL_OK;
 }
@@ -252,16 +258,28 @@ static int run_guest(dl_engine *e, double wall)
     return DL_OK;
 }
 
+static int pc_run_guest(dl_engine *e, double wall, double page_t);
+
 int dl_engine_idle(dl_engine *e, double deadline)
 {
-    if (!e || isnan(deadline))
+    if (!e || !isfinite(deadline))
         return DL_ERR_INVALID;
     if (!(deadline > e->st.clock))
         return DL_OK;
     double dt = deadline - e->st.clock;
     e->st.clock = deadline;
     e->st.carry = 0;
+    if (e->pc_active) /* the guest runs on the destination: its writes land there */
+        return pc_run_guest(e, dt, e->cfg.page_bytes / e->cfg.bandwidth);
     return run_guest(e, dt);
+}
+
+int dl_engine_reset_carry(dl_engine *e)
+{
+    if (!e)
+        return DL_ERR_INVALID;
+    e->st.carry = 0;
+    return DL_OK;
 }
 
 int dl_engine_transfer(dl_engine *e, uint64_t bytes, double deadline, uint64_t *remaining)
@@ -384,10 +402,12 @@ int dl_engine_send(dl_engine *e, const uint64_t *pages, uint64_t first, uint64_t
         double t_used = -e->st.carry; /* link time already spent on page i */
         uint64_t bytes = 0, zeros = 0;
         int partial = 0;
+        if (pages)
+            for (uint64_t k = i; k < end; k++)
+                if (DL_UNLIKELY(pages[k] >= e->pages))
+                    return DL_ERR_RANGE;
         for (; i < end; i++) {
             uint64_t p = pages ? pages[i] : first + i;
-            if (DL_UNLIKELY(p >= e->pages))
-                return DL_ERR_RANGE;
             int z = do_zero && is_zero(e, src, p);
             uint64_t cost = z ? e->cfg.zero_bytes : e->cfg.page_bytes;
             int xb = 0;
@@ -422,7 +442,7 @@ int dl_engine_send(dl_engine *e, const uint64_t *pages, uint64_t first, uint64_t
             e->st.clock = deadline;
         } else {
             e->st.carry = 0;
-            wall = t_used;
+            wall = t_used > 0 ? t_used : 0;
             e->st.clock += wall;
         }
         *pos = i;
@@ -549,6 +569,8 @@ static int pc_fill(dl_engine *e, const dl_workload *w, double t0, double t1, uin
     int rc = dl_workload_count(w, t0, t1, j, &cnt);
     if (rc)
         return rc;
+    if (cnt > SIZE_MAX / (2 * sizeof(uint64_t)))
+        return DL_ERR_RANGE;
     if (cnt > e->buf_cap) {
         size_t cap = e->buf_cap ? e->buf_cap : 1024;
         while (cap < cnt)

@@ -36,7 +36,7 @@ from ._lib import check, ffi, lib
 from ._validate import as_int
 from .costs import TrackingCosts
 from .devices import Device, default_devices, device_bytes, ordered
-from .errors import ConfigError, StateError
+from .errors import ConfigError, CoreError, StateError
 from .faults import BandwidthChange, Fault, LinkFailure, check_fault
 from .link import Link
 from .policy import PostCopy, PreCopy
@@ -101,7 +101,9 @@ class Migration:
     seed:
         Seed of the zero-page layout (workloads carry their own seeds).
     verify:
-        Keep page versions on both sides and check them at the end.
+        Keep page versions on both sides (4 bytes per page each) and check them at
+        the end. With ``zero_pages`` the source's are kept either way: they tell
+        which zero pages the guest has since written.
     costs:
         :class:`TrackingCosts` (default: the documented defaults).
     on_round:
@@ -198,10 +200,13 @@ class Migration:
 
         self._src: Optional[np.ndarray] = None
         self._dst: Optional[np.ndarray] = None
-        if self.verify:
+        if self.verify or zfrac > 0:
+            # Versions on the source also tell which zero pages the guest has written
+            # (no longer zero): zero-page modelling keeps them even without verification.
             self._src = np.zeros(npages, dtype=np.uint32)
-            self._dst = np.full(npages, _ABSENT, dtype=np.uint32)
             self.tracker.attach_versions(self._src)
+        if self.verify:
+            self._dst = np.full(npages, _ABSENT, dtype=np.uint32)
         self._bound = _bind(workload, npages, self.vcpus, psize)
         self._wl = self._bound._handle if self._bound is not None else None
 
@@ -334,6 +339,7 @@ class Migration:
     def run_until(self, t: Union[float, str]) -> "Migration":
         """Run the migration until simulated time ``t`` (seconds) or until it ends."""
         target = parse_time(t, name="t", allow_inf=True)
+        stalled = 0
         while not self.done:
             while self._faults and self._faults[0].at <= self.clock:
                 self._apply_fault(self._faults.pop(0))
@@ -345,6 +351,10 @@ class Migration:
             after = (self.phase, self.clock, self._final_stage, self._round_index, int(self._pos[0]))
             if after == before and not (self._faults and self._faults[0].at <= self.clock):
                 break  # nothing moved: the target is reached
+            stalled = stalled + 1 if after[1] == before[1] else 0
+            if stalled > 100_000:
+                raise CoreError(f"the migration makes no progress at {format_time(self.clock)} "
+                                f"(phase {self.phase}); please report this as a bug")
         return self
 
     def run(self) -> MigrationReport:
@@ -429,6 +439,7 @@ class Migration:
             return
 
     def _begin_round(self, index: int, pages: Optional[np.ndarray]) -> None:
+        check(lib.dl_engine_reset_carry(self._e), "new round")
         self._round_index = index
         self._round_pages = pages
         self._round_n = self.pages if pages is None else int(pages.size)
@@ -436,7 +447,7 @@ class Migration:
         self._mark = self._snapshot()
         self._event("round", index=index, pages=self._round_n)
 
-    def _sync(self) -> np.ndarray:
+    def _sync(self, measure: bool = False) -> np.ndarray:
         """Harvest the dirty log (QEMU's migration_bitmap_sync); returns the dirty pages."""
         kicks0 = self.tracker.stats.kicks
         if self.tracker.mode == "clear":
@@ -450,7 +461,7 @@ class Migration:
         if kicks:
             check(lib.dl_engine_charge(self._e, kicks * self.costs.kick), "charge")
         self.dirty_sync_count += 1
-        if self.phase == "precopy":
+        if measure:  # an end-of-round sync: QEMU's dirty-rate period and throttle trigger
             self._period_dirty += int(dirty.size)
             self._maybe_throttle()
         return dirty
@@ -484,14 +495,15 @@ class Migration:
                 self._event("dirty-limit", limit=p.vcpu_dirty_limit)
             return
         if self.throttle == 0:
-            new = p.cpu_throttle_initial
-        elif not p.cpu_throttle_tailslow:
-            new = self.throttle + p.cpu_throttle_increment
-        else:  # size the step by how far the dirty rate is from the threshold
-            cpu_now = 100 - self.throttle
-            cpu_ideal = cpu_now * (threshold / bytes_dirty)
-            new = self.throttle + int(min(cpu_now - cpu_ideal, p.cpu_throttle_increment))
-        new = min(new, p.max_cpu_throttle)
+            new = p.cpu_throttle_initial  # QEMU sets the initial throttle as given
+        else:
+            if not p.cpu_throttle_tailslow:
+                inc = p.cpu_throttle_increment
+            else:  # size the step by how far the dirty rate is from the threshold
+                cpu_now = 100 - self.throttle
+                cpu_ideal = int(cpu_now * (threshold / bytes_dirty))  # QEMU: uint64_t, truncated
+                inc = min(cpu_now - cpu_ideal, p.cpu_throttle_increment)
+            new = min(self.throttle + inc, p.max_cpu_throttle)
         if new != self.throttle:
             self.throttle = new
             self.throttle_history.append(new)
@@ -564,7 +576,7 @@ class Migration:
     def _end_round(self) -> None:
         if self._round_index >= 0:
             self._sent_precopy = int(self._engine_state().bytes_sent)
-        dirty = self._sync()
+        dirty = self._sync(measure=True)
         self.expected_downtime = dirty.size * self.page_bytes / self.bandwidth
         self._round_report(dirty.size)
         p = self.policy
@@ -574,6 +586,10 @@ class Migration:
         if pending <= threshold:
             self._switchover(dirty, True, f"converged: {format_size(pending)} pending <= threshold "
                                           f"{format_size(threshold)} (bandwidth x downtime limit)")
+        elif dirty.size == 0:  # another round cannot shrink the device state
+            self._switchover(dirty, True, f"converged: no dirty pages left; the device state alone "
+                                          f"({format_size(self.device_bytes)}) exceeds the threshold "
+                                          f"{format_size(threshold)}")
         elif dirty.size < p.min_dirty_pages:
             self._switchover(dirty, True, f"converged: {dirty.size} dirty pages < {p.min_dirty_pages}")
         elif self.postcopy is not None and self.policy.on_limit != "postcopy" \
@@ -581,7 +597,7 @@ class Migration:
             self._start_postcopy(dirty, f"switched to post-copy after {self._round_index + 1} pre-copy round(s)")
         elif p.max_iterations is not None and done_rounds >= p.max_iterations:
             self._limit(f"iteration limit reached ({p.max_iterations} rounds after round 0)", dirty)
-        elif p.max_total_factor is not None and self._sent_precopy >= p.max_total_factor * self.memory:
+        elif p.max_total_factor is not None and self._sent_precopy > p.max_total_factor * self.memory:
             self._limit(f"sent {self._sent_precopy / self.memory:.2f}x memory (limit {p.max_total_factor:g}x)", dirty)
         elif self.clock >= self._timeout_at():
             self._limit(f"timeout of {format_time(self._timeout_at())} reached", dirty)
@@ -621,6 +637,7 @@ class Migration:
         pages = np.union1d(pending.astype(np.uint64, copy=False), final)
         self._event("switchover", pages=int(pages.size), converged=converged)
         self._downtime_start = self.clock
+        check(lib.dl_engine_reset_carry(self._e), "stop-and-copy")
         self.phase = "downtime"
         self._final_stage = "pages"
         self._round_index = -1
@@ -755,9 +772,10 @@ class Migration:
         self.phase = "lost"
         self.status = "lost"
         self.converged = False
+        missing = (f"{left:,} pages were still only on the source" if left
+                   else "the last requested pages were still in flight")
         self.reason = (f"{reason}: the VM is lost, neither side holds all of its memory "
-                       f"({left:,} pages were still only on the source, the newest versions of the rest "
-                       f"only on the destination)")
+                       f"({missing}, the newest versions of the rest only on the destination)")
         self._verified = None
         self._event("lost", pages_missing=left)
 
@@ -816,7 +834,7 @@ class Migration:
             degraded = end - self._downtime_end
         zero = int(st.zero_pages_sent)
         pages_sent = int(st.pages_sent)
-        normal = pages_sent - zero
+        normal = pages_sent - zero - int(st.xbzrle_pages)  # QEMU counts XBZRLE pages apart
         rate = _nominal_write_rate(self.workload, self.pages, self.page_size)
         return MigrationReport(
             status=self.status,
@@ -939,7 +957,7 @@ def simulate(
         limit = math.inf
     m.run_until(limit)
     if not m.done:
-        if m.phase == "downtime":
+        if m.phase in ("downtime", "switchover", "postcopy"):  # these always finish
             m.run_until(math.inf)
         else:
             m.cancel(f"not converged after {format_time(limit)} of simulated time: QEMU would iterate forever; "

@@ -34,8 +34,9 @@ class PreCopy:
         switch-over happens when ``pending dirty bytes + device state <=
         bandwidth x downtime_limit``.
     stop:
-        ``"qemu"`` (default): no iteration cap; ``"xen"``: at most 29 iterations,
-        at most 3x memory sent, or stop (successfully) below 50 dirty pages, and
+        ``"qemu"`` (default): no iteration cap; ``"xen"``: at most 29 live iterations
+        (the full pass and 28 more, as xc_domain_save's DEF_MAX_ITERS), no more than
+        3x memory sent, or stop (successfully) below 50 dirty pages, and
         ``on_limit="force"`` as Xen does.
     max_iterations, max_total_factor, min_dirty_pages, timeout:
         User limits (override the rule's): the number of pre-copy rounds after
@@ -138,7 +139,8 @@ class PreCopy:
             raise ConfigError(f"unknown stop rule {stop!r}; allowed: {', '.join(STOP_RULES)}")
         stop = stop.lower()
         if stop == "xen":
-            max_iterations = 29 if max_iterations is None else max_iterations
+            # Xen's DEF_MAX_ITERS 29 counts the full pass as iteration 1: 28 rounds after round 0
+            max_iterations = 28 if max_iterations is None else max_iterations
             max_total_factor = 3.0 if max_total_factor is None else max_total_factor
             min_dirty_pages = 50 if min_dirty_pages is None else min_dirty_pages
             on_limit = "force" if on_limit is None else on_limit

@@ -116,8 +116,11 @@ int dl_engine_charge(dl_engine *e, double vcpu_seconds);
 int dl_engine_send(dl_engine *e, const uint64_t *pages, uint64_t first, uint64_t n,
                    uint64_t *pos, double deadline, int zero_pass);
 
-/* Lets the guest run (or, paused, lets time pass) until `deadline` with the link idle. */
+/* Lets the guest run (or, paused, lets time pass) until `deadline` (finite) with the
+ * link idle. After dl_engine_postcopy_begin the guest runs on the destination. */
 int dl_engine_idle(dl_engine *e, double deadline);
+/* Forgets the partly sent page: call it when the next dl_engine_send starts a new list. */
+int dl_engine_reset_carry(dl_engine *e);
 
 /* Extra bytes on the link (device state, protocol): advances the clock by
  * bytes / bandwidth, the guest running as usual. */
