@@ -261,13 +261,15 @@ def test_bench_without_a_suite_says_so(capsys, tmp_path):
     assert rc == 2 and "source checkout" in err
 
 
-def test_python_m_dirtylog_simulate():
+def test_python_m_dirtylog_simulate(tmp_path):
+    # run away from the source tree: `python -m` puts the working directory first on sys.path
     r = subprocess.run([sys.executable, "-m", "dirtylog", "simulate", "--memory", "256MiB", "--workload",
-                        "hotspot:200MiB/s", "--bandwidth", "10Gbit/s"], capture_output=True, text=True, timeout=300)
+                        "hotspot:200MiB/s", "--bandwidth", "10Gbit/s"], capture_output=True, text=True, timeout=300,
+                       cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "completed (converged)" in r.stdout and "Verified" in r.stdout
     r = subprocess.run([sys.executable, "-m", "dirtylog", "simulate", "--memory", "256XB"], capture_output=True,
-                       text=True, timeout=300)
+                       text=True, timeout=300, cwd=tmp_path)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
 
 

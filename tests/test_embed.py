@@ -103,9 +103,10 @@ def test_cli_prints_flags(capsys):
     assert lines == [embed.get_include(), embed.get_library_dir()]
 
 
-def test_python_m_prints_flags():
+def test_python_m_prints_flags(tmp_path):
+    # run away from the source tree: `python -m` puts the working directory first on sys.path
     r = subprocess.run([sys.executable, "-m", "dirtylog", "--cflags", "--libs"], capture_output=True, text=True,
-                       timeout=120)
+                       timeout=120, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "-ldirtylog_core" in r.stdout and "-I" in r.stdout
 
