@@ -7,7 +7,11 @@
  */
 #include "dirtylog/bench.h"
 
-void dl_bench_bare_set(uint64_t *bitmap, const uint64_t *pages, size_t n)
+/* Aligned like the tracker's write loops (tracker.c), so that neither side's speed
+ * depends on where the linker happens to place it. */
+#define DL_BENCH_ALIGNED __attribute__((aligned(64)))
+
+DL_BENCH_ALIGNED void dl_bench_bare_set(uint64_t *bitmap, const uint64_t *pages, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         uint64_t p = pages[i];
@@ -15,7 +19,7 @@ void dl_bench_bare_set(uint64_t *bitmap, const uint64_t *pages, size_t n)
     }
 }
 
-size_t dl_bench_bare_scan(const uint64_t *bitmap, size_t nwords, uint64_t *out)
+DL_BENCH_ALIGNED size_t dl_bench_bare_scan(const uint64_t *bitmap, size_t nwords, uint64_t *out)
 {
     size_t n = 0;
     for (size_t i = 0; i < nwords; i++) {

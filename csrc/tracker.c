@@ -357,73 +357,103 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
     const int64_t pml_top = (int64_t)t->cfg.pml_entries - 1;
     uint64_t *log = mode == DL_MODE_PML ? pml_log_base(t, v) : NULL;
     int64_t idx = mode == DL_MODE_PML ? t->pml_idx[v] : 0;
+    const int64_t idx0 = idx;
 
     dl_ring_entry *r = mode == DL_MODE_RING ? t->ring + (size_t)v * t->cfg.ring_entries : NULL;
     uint32_t u = mode == DL_MODE_RING ? t->ring_used[v] : 0;
     const uint32_t soft = t->soft_limit;
 
     const size_t pf_end = pf && n > DL_PF_DIST ? n - DL_PF_DIST : 0;
-    for (size_t i = 0; i < n; i++) {
-        const uint64_t p = pages[i];
-        if (vers) {
-            if (pf && i < pf_end)
-                __builtin_prefetch(&ver[pages[i + DL_PF_DIST]], 1, 3);
-            ver[p]++;
-        }
-        const uint64_t w = p >> 6;
-        if (w != cw) {
-            /* another word: prefetch the one DL_PF_DIST writes ahead (sequential
-             * streams get here once per 64 writes, and need no prefetch anyway) */
-            if (pf && i < pf_end)
-                __builtin_prefetch(&bits[(pages[i + DL_PF_DIST] >> 6) * S], 1, 3);
-            bits[cw * S] = cur;
-            cw = w;
-            cur = bits[w * S];
-            if (huge)
-                prot = blk[w / (DL_BLOCK_PAGES / 64)] == BLK_PROT;
-        }
-        if (huge && DL_UNLIKELY(prot)) { /* write-protected block: fault and split */
-            bits[cw * S] = cur;
-            if (mode == DL_MODE_RING)
-                t->ring_used[v] = u;
-            huge_fault(t, v, p, c);
-            hfaults++;
-            if (mode == DL_MODE_RING)
-                u = t->ring_used[v];
-            cur = bits[cw * S];
-            prot = 0;
+
+/* One write of page p, in the word cw held in cur. */
+#define DL_WRITE_ONE()                                                                             \
+    do {                                                                                           \
+        if (vers) {                                                                                \
+            if (pf && i < pf_end)                                                                  \
+                __builtin_prefetch(&ver[pages[i + DL_PF_DIST]], 1, 3);                             \
+            ver[p]++;                                                                              \
+        }                                                                                          \
+        if (huge && DL_UNLIKELY(prot)) { /* write-protected block: fault and split */              \
+            bits[cw * S] = cur;                                                                    \
+            if (mode == DL_MODE_RING)                                                              \
+                t->ring_used[v] = u;                                                               \
+            huge_fault(t, v, p, c);                                                                \
+            hfaults++;                                                                             \
+            if (mode == DL_MODE_RING)                                                              \
+                u = t->ring_used[v];                                                               \
+            cur = bits[cw * S];                                                                    \
+            prot = 0;                                                                              \
+            break;                                                                                 \
+        }                                                                                          \
+        const unsigned sh = (unsigned)(p & 63);                                                    \
+        const uint64_t old = (cur >> sh) & 1; /* 1: recorded already, 0: this write records it */ \
+        cur |= UINT64_C(1) << sh;                                                                  \
+        if (mode != DL_MODE_PML) /* PML mode counts by its index instead */                       \
+            olds += old;                                                                           \
+        if (mode == DL_MODE_PML) {                                                                 \
+            log[idx] = p;                                                                          \
+            idx += (int64_t)old - 1;                                                               \
+            if (DL_UNLIKELY(idx < -1)) { /* it was full (-1): exit, drain, log at the top */       \
+                exits++;                                                                           \
+                log[pml_top] = p;                                                                  \
+                idx = pml_top - 1;                                                                 \
+            }                                                                                      \
+        } else if (mode == DL_MODE_RING) {                                                         \
+            r[u].flags = DL_RING_DIRTY;                                                            \
+            r[u].slot = 0;                                                                         \
+            r[u].offset = p;                                                                       \
+            u += (uint32_t)(old ^ 1);                                                              \
+            if (DL_UNLIKELY(u == soft)) { /* ring full: exit, reap at once */                      \
+                exits++;                                                                           \
+                bits[cw * S] = cur;                                                                \
+                t->ring_used[v] = u;                                                               \
+                ring_reap(t, v);                                                                   \
+                u = 0;                                                                             \
+                cur = bits[cw * S];                                                                \
+            }                                                                                      \
+        }                                                                                          \
+    } while (0)
+
+    /* The outer loop takes a write to another word than the previous one; the inner
+     * loop the writes that follow in the same word. The body is written twice so that
+     * random streams (a new word every write) and sequential ones (64 writes a word)
+     * both run with one taken branch per write. */
+    size_t i = 0;
+    uint64_t p = pages[0];
+    for (;;) {
+        /* prefetch the word DL_PF_DIST writes ahead (sequential streams get here once
+         * per 64 writes, and need no prefetch anyway) */
+        if (pf && i < pf_end)
+            __builtin_prefetch(&bits[(pages[i + DL_PF_DIST] >> 6) * S], 1, 3);
+        bits[cw * S] = cur;
+        cw = p >> 6;
+        cur = bits[cw * S];
+        if (huge)
+            prot = blk[cw / (DL_BLOCK_PAGES / 64)] == BLK_PROT;
+        DL_WRITE_ONE();
+        if (++i == n)
+            break;
+        p = pages[i];
+        if ((p >> 6) != cw)
             continue;
-        }
-        const unsigned sh = (unsigned)(p & 63);
-        const uint64_t old = (cur >> sh) & 1; /* 1: recorded already, 0: this write records it */
-        cur |= UINT64_C(1) << sh;
-        olds += old;
-        if (mode == DL_MODE_PML) {
-            log[idx] = p;
-            idx -= (int64_t)(old ^ 1);
-            if (DL_UNLIKELY(idx < -1)) { /* it was full (-1): exit, drain, log the page at the top */
-                exits++;
-                log[pml_top] = p;
-                idx = pml_top - 1;
-            }
-        } else if (mode == DL_MODE_RING) {
-            r[u].flags = DL_RING_DIRTY;
-            r[u].slot = 0;
-            r[u].offset = p;
-            u += (uint32_t)(old ^ 1);
-            if (DL_UNLIKELY(u == soft)) { /* ring full: exit, reap at once */
-                exits++;
-                bits[cw * S] = cur;
-                t->ring_used[v] = u;
-                ring_reap(t, v);
-                u = 0;
-                cur = bits[cw * S];
-            }
+        for (;;) {
+            DL_WRITE_ONE();
+            if (++i == n)
+                goto done;
+            p = pages[i];
+            if ((p >> 6) != cw)
+                break;
         }
     }
+done:
+#undef DL_WRITE_ONE
     bits[cw * S] = cur;
 
-    const uint64_t rec = n - hfaults - olds; /* pages recorded by the loop itself */
+    /* pages recorded by the loop itself (PML: each one moved the index down by one,
+     * each exit moved it up by pml_entries) */
+    const uint64_t rec = mode == DL_MODE_PML
+                             ? (uint64_t)(idx0 - idx) + exits * t->cfg.pml_entries
+                             : n - hfaults - olds;
     c->exits += exits;
     if (mode == DL_MODE_WP || mode == DL_MODE_CLEAR) {
         c->recorded += rec;
@@ -441,8 +471,11 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
     }
 }
 
+/* Aligned so that the hot loops' placement, and so their speed, does not depend on
+ * what else is linked into the module (the bare loops of bench.c are aligned alike). */
 #define DL_WRITE_VARIANT(name, mode, huge, vers, pf)                                               \
-    static void name(dl_tracker *t, uint32_t v, const uint64_t *p, size_t n, batch_counts *c)     \
+    __attribute__((aligned(64))) static void name(dl_tracker *t, uint32_t v, const uint64_t *p,    \
+                                                  size_t n, batch_counts *c)                      \
     {                                                                                              \
         write_loop(t, v, p, n, mode, huge, vers, pf, c);                                          \
     }
