@@ -122,6 +122,14 @@ def write_batch(pages: Any, npages: int) -> np.ndarray:
         arr = np.empty(0, dtype=np.uint64)
     if arr.size == 0 and arr.dtype.kind == "f":
         arr = arr.astype(np.uint64)
+    if arr.dtype == object:  # Python ints too large for 64 bits, or mixed types
+        for i, x in enumerate(arr.reshape(-1)):
+            if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
+                raise TypeError(f"pages must be integers; element {i} is {type(x).__name__} {x!r}")
+            if not 0 <= int(x) < npages:
+                why = "is negative" if int(x) < 0 else f"is out of range (the guest has pages 0..{npages - 1})"
+                raise ConfigError(f"page {int(x)} at position {i} of the batch {why}; the batch was rejected")
+        arr = arr.astype(np.int64)
     if arr.dtype.kind not in _INT_KINDS:
         raise TypeError(
             f"pages must be integers (a numpy integer array or a sequence of ints), got dtype {arr.dtype}"

@@ -133,8 +133,6 @@ def test_bad_pages_reject_the_whole_batch(busy, batch, match):
         np.array([True, False]),
         ["1", "2"],
         np.array([1 + 2j]),
-        [2**64],  # beyond 64 bits: numpy makes an object array
-        [5, -(2**70)],
     ],
 )
 def test_non_integer_batches_are_type_errors(busy, batch):
@@ -820,3 +818,18 @@ def test_c_strerror_and_version():
         assert s != ffi.NULL and ffi.string(s)
     assert ffi.string(lib.dl_strerror(lib.DL_ERR_BUFFER)) == b"output buffer too small"
     assert ffi.string(lib.dl_version()).decode() == dirtylog.__version__
+
+
+@pytest.mark.parametrize("bad, kind, text", [
+    ([1, 2**64], ConfigError, "18446744073709551616"),
+    ([1, -2**70], ConfigError, "negative"),
+    ([1, "x"], TypeError, "integers"),
+])
+def test_python_ints_beyond_64_bits_are_named(bad, kind, text):
+    t = Tracker(100)
+    t.start()
+    with pytest.raises(kind, match=text):
+        t.write(bad)
+    assert t.stats.writes == 0
+    t.write(np.array([3, 4], dtype=object))  # an object array of small ints is fine
+    assert t.stats.writes == 2
