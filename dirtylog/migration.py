@@ -259,6 +259,7 @@ class Migration:
         self._mismatch_count = 0
         self._verified: Optional[bool] = None
         self._started = False
+        self._hbuf: List[Optional[np.ndarray]] = [None, None]  # harvest buffers, reused
         self._pc_started = False
         self._pc_stale: Optional[np.ndarray] = None
         self._received: Optional[np.ndarray] = None
@@ -456,7 +457,13 @@ class Migration:
                                                self._clear_chunk), "clear mask")
             dirty = _bitmap_pages(words, self.pages)
         else:
-            dirty = self.tracker.harvest()
+            # Two buffers used in turn: a harvest must not overwrite the list still pending.
+            need = self.tracker.pending
+            i = self.dirty_sync_count % 2
+            buf = self._hbuf[i]
+            if buf is None or buf.size < need:
+                buf = self._hbuf[i] = np.empty(min(self.pages, need + need // 4 + 1024), dtype=np.uint64)
+            dirty = self.tracker.harvest(out=buf)
         kicks = self.tracker.stats.kicks - kicks0
         if kicks:
             check(lib.dl_engine_charge(self._e, kicks * self.costs.kick), "charge")

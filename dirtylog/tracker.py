@@ -166,24 +166,35 @@ class Tracker:
         """Upper bound on the size of the next harvest (exact but in ring mode), no side effects."""
         return int(lib.dl_tracker_pending(self._t))
 
-    def harvest(self) -> np.ndarray:
+    def harvest(self, out: Optional[np.ndarray] = None) -> np.ndarray:
         """Pages dirtied since the previous harvest, sorted (uint64), re-protecting them.
 
         In clear mode the set is returned but neither cleared nor re-protected.
+        With ``out`` (a writable, C-contiguous uint64 array of at least
+        :attr:`pending` elements, e.g. reused from round to round) the pages are
+        written there and a view of it is returned.
         """
         self._require_logging("harvest")
         cap = self.pending
-        out = np.empty(cap, dtype=np.uint64)
+        if out is not None:
+            if (not isinstance(out, np.ndarray) or out.dtype != np.uint64 or out.ndim != 1
+                    or not out.flags.c_contiguous or not out.flags.writeable):
+                raise TypeError("out must be a writable, C-contiguous 1-D numpy uint64 array")
+            if out.size < cap:
+                raise ConfigError(f"out holds {out.size} pages but the harvest may need {cap} (see pending)")
+            buf = out
+        else:
+            buf = np.empty(cap, dtype=np.uint64)
         count = ffi.new("size_t *")
-        rc = lib.dl_tracker_harvest(self._t, ffi.from_buffer("uint64_t[]", out), cap, count)
-        if rc == lib.DL_ERR_BUFFER:  # cannot happen by the pending() contract; be safe
-            out = np.empty(int(count[0]), dtype=np.uint64)
-            rc = lib.dl_tracker_harvest(self._t, ffi.from_buffer("uint64_t[]", out), out.size, count)
+        rc = lib.dl_tracker_harvest(self._t, ffi.from_buffer("uint64_t[]", buf), buf.size, count)
+        if rc == lib.DL_ERR_BUFFER and out is None:  # cannot happen by the pending() contract; be safe
+            buf = np.empty(int(count[0]), dtype=np.uint64)
+            rc = lib.dl_tracker_harvest(self._t, ffi.from_buffer("uint64_t[]", buf), buf.size, count)
         check(rc, "harvest")
         n = int(count[0])
-        if n == cap:
-            return out
-        return out[:n].copy() if n < cap // 2 else out[:n]
+        if out is not None or n == buf.size:
+            return buf[:n]
+        return buf[:n].copy() if n < cap // 2 else buf[:n]
 
     def harvest_bitmap(self) -> np.ndarray:
         """The same harvest as :meth:`harvest`, as packed uint64 words (bit p % 64 of word p // 64)."""

@@ -833,3 +833,20 @@ def test_python_ints_beyond_64_bits_are_named(bad, kind, text):
     assert t.stats.writes == 0
     t.write(np.array([3, 4], dtype=object))  # an object array of small ints is fine
     assert t.stats.writes == 2
+
+
+def test_harvest_into_a_reused_buffer():
+    t = Tracker(1000, mode="pml")
+    t.start()
+    buf = np.empty(1000, dtype=np.uint64)
+    t.write([5, 7, 5])
+    got = t.harvest(out=buf)
+    assert got.tolist() == [5, 7] and np.shares_memory(got, buf)
+    t.write([9])
+    assert t.harvest(out=buf).tolist() == [9]
+    t.write(np.arange(10))
+    with pytest.raises(ConfigError, match="pending"):
+        t.harvest(out=np.empty(3, dtype=np.uint64))
+    with pytest.raises(TypeError):
+        t.harvest(out=np.empty(100, dtype=np.int64))
+    assert t.harvest().tolist() == list(range(10))  # the failed calls harvested nothing
