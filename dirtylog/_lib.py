@@ -8,7 +8,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from ._core import ffi, lib  # type: ignore[import-not-found]
+from ._core import ffi, lib  # generated cffi module, untyped (mypy: ignore_missing_imports)
 from .errors import ConfigError, CoreError, ModeError, StateError
 
 __all__ = ["ffi", "lib", "check", "raise_status", "u64_ptr", "as_buffer"]

@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 from .errors import ConfigError, DirtylogError
 from .units import format_rate, format_size, format_time, parse_count_rate, parse_rate, parse_size, parse_time
@@ -64,7 +64,7 @@ class UsageError(DirtylogError):
 class _Parser(argparse.ArgumentParser):
     """argparse, with every error on one line of stderr (exit status 2)."""
 
-    def error(self, message: str) -> "NoReturn":  # type: ignore[name-defined]  # noqa: F821
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
@@ -263,7 +263,7 @@ def _add_policy(m: Any) -> None:
                    help="skip the end-to-end check that no dirty write was lost")
 
 
-def _add_progress(p: argparse.ArgumentParser) -> None:
+def _add_progress(p: argparse._ActionsContainer) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--progress", dest="progress", action="store_const", const=True, default=None,
                    help="show a progress bar on stderr even when it is not a terminal")
@@ -271,7 +271,7 @@ def _add_progress(p: argparse.ArgumentParser) -> None:
                    help="never show a progress bar")
 
 
-def _add_json(p: argparse.ArgumentParser, what: str) -> None:
+def _add_json(p: argparse._ActionsContainer, what: str) -> None:
     p.add_argument("--json", nargs="?", const="-", metavar="FILE",
                    help=f"write {what} as JSON to FILE, or to stdout (instead of the tables) without FILE")
 
@@ -1068,7 +1068,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
     """Fail before a long run, not after it: output folders exist, matplotlib is there for pictures."""
     for opt in ("json", "csv", "plot", "heatmap", "save_json"):
         dest = getattr(args, opt, None)
-        if dest in (None, "-"):
+        if dest is None or dest == "-":
             continue
         folder = os.path.dirname(os.path.abspath(dest))
         if not os.path.isdir(folder):

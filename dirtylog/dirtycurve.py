@@ -19,7 +19,7 @@ numpy (scipy is not a dependency of dirtylog).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 
@@ -98,7 +98,13 @@ class ClassFit:
     solver: str
 
 
-def _solve(A: np.ndarray, y: np.ndarray, weights: np.ndarray, total: float, solver) -> np.ndarray:
+def _solve(
+    A: np.ndarray,
+    y: np.ndarray,
+    weights: np.ndarray,
+    total: float,
+    solver: Callable[[np.ndarray, np.ndarray], Tuple[np.ndarray, float]],
+) -> np.ndarray:
     x, _ = solver(A * weights[:, None], y * weights)
     if x.sum() > total:
         # Too many pages: ask for exactly `total` with a heavily weighted extra row.

@@ -296,6 +296,7 @@ def dirty_curve(
         if sample is None:
             dirty[i] = tr.stats.dirty_pages
         else:
+            assert raw is not None  # set with sample (page-sampling)
             d = int(_bits_set(tr.harvest_bitmap(), sample).sum())
             raw[i] = d
             dirty[i] = d / sample.size * pages

@@ -862,7 +862,7 @@ class Migration:
             expected_downtime=self.expected_downtime,
             verified=self._verified,
             mismatches=self._mismatch_count,
-            mismatched_pages=[int(x) for x in (self._mismatches if self._mismatches is not None else [])],
+            mismatched_pages=[int(x) for x in self._mismatches] if self._mismatches is not None else [],
             memory=self.memory,
             pages=self.pages,
             page_size=self.page_size,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 __all__ = ["PlotUnavailable", "plot_report", "plot_curve", "plot_heatmap"]
 
@@ -166,7 +166,10 @@ def plot_heatmap(results: Sequence[Any], path: Optional[PathLike] = None, *, val
     dls_all = sorted({r.downtime_limit for r in results})
     fig = _figure(max(4.5, 1.3 * len(dls_all) + 2.5) * ncols, max(3.2, 0.75 * len(bws_all) + 2.0) * nrows)
     axes = fig.subplots(nrows, ncols, squeeze=False)
-    fmt = {"total_time": format_time, "downtime": format_time, "transferred": format_size, "rounds": str}[value]
+    formats: Dict[str, Callable[[Any], str]] = {
+        "total_time": format_time, "downtime": format_time, "transferred": format_size, "rounds": str
+    }
+    fmt = formats[value]
 
     finite = [float(getattr(r, value)) for r in results if r.verdict != "does not converge"
               and float(getattr(r, value)) > 0 and math.isfinite(float(getattr(r, value)))]

@@ -23,7 +23,7 @@ State kept while logging:
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import numpy as np
 
@@ -143,7 +143,7 @@ class ReferenceTracker:
     @property
     def memory_bytes(self) -> int:
         """Bytes of tracking state (bitmaps, blocks, logs and rings) this model holds."""
-        arrays = [self._recorded, self._pml_index, self._ring_used]
+        arrays: List[np.ndarray] = [self._recorded, self._pml_index, self._ring_used]
         if self._cfg.mode == "ring":
             arrays += [self._coll, self._ring]
         if self._cfg.mode == "pml":
@@ -171,11 +171,12 @@ class ReferenceTracker:
             # Clear mode with initially_set: every page dirty, nothing protected, blocks stay huge.
             self._bits[:] = True
             self._c["dirty_pages"] = cfg.pages
-        elif cfg.huge_pages == "lazy":
-            self._blocks[:] = _PROTECTED
-        elif cfg.huge_pages == "eager":
-            self._blocks[:] = _SPLIT
-            self._c["splits"] += cfg.blocks
+        elif self._blocks is not None:  # huge_pages is "lazy" or "eager"
+            if cfg.huge_pages == "lazy":
+                self._blocks[:] = _PROTECTED
+            else:
+                self._blocks[:] = _SPLIT
+                self._c["splits"] += cfg.blocks
         self._logging = True
 
     def stop(self) -> None:
@@ -301,6 +302,7 @@ class ReferenceTracker:
         """A write to a write-protected block: one fault, the block is split and the page
         recorded directly (into the bitmap, or onto the ring; never into the PML log).
         Returns True if a ring push caused a ring-full exit."""
+        assert self._blocks is not None  # only blocks of a huge-page tracker are write-protected
         self._blocks[p // BLOCK_PAGES] = _SPLIT
         self._c["splits"] += 1
         self._c["faults"] += 1
@@ -451,7 +453,7 @@ class ReferenceTracker:
     def stats(self) -> TrackerStats:
         vcpus = tuple(
             VcpuStats(
-                *(int(self._v[name][v]) for name in _VCPU_COUNTERS),
+                **{name: int(self._v[name][v]) for name in _VCPU_COUNTERS},
                 pml_index=int(self._pml_index[v]),
                 ring_used=int(self._ring_used[v]),
             )

@@ -301,11 +301,12 @@ def save_trace(
         with open(p, "wb") as f:  # np.save would append ".npy" to other suffixes
             np.save(f, arr, allow_pickle=False)
     elif suffix == ".npz":
-        arrays = {"time_ns": data.time_ns, "page": data.page}
-        if data.vcpu is not None:
-            arrays["vcpu"] = data.vcpu
         with open(p, "wb") as f:
-            np.savez(f, **arrays)
+            # Named arrays spelt out: savez's other keyword (allow_pickle) is not an array.
+            if data.vcpu is not None:
+                np.savez(f, time_ns=data.time_ns, page=data.page, vcpu=data.vcpu)
+            else:
+                np.savez(f, time_ns=data.time_ns, page=data.page)
     else:
         cols = [data.time_ns, data.page] + ([data.vcpu] if data.vcpu is not None else [])
         header = "time_ns,page" + (",vcpu" if data.vcpu is not None else "")

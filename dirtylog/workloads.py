@@ -96,6 +96,15 @@ def _fraction(x: Any, name: str) -> float:
     return f
 
 
+def _exponent(x: Any) -> float:
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
+        raise TypeError(f"s must be a number, got {type(x).__name__} {x!r}")
+    f = float(x)
+    if not (0.0 < f <= 100.0):  # also rejects NaN
+        raise ConfigError(f"s (the Zipf exponent) must be in (0, 100], got {x!r}")
+    return f
+
+
 def _seed(seed: Any) -> int:
     return v.as_int("seed", seed, minimum=0, maximum=_SEED_MAX)
 
@@ -524,11 +533,9 @@ class Zipf(Workload):
         super().__init__(shares=shares, seed=seed)
         _rate(rate, 4096)
         self.rate = rate
-        if isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Real):
-            raise TypeError(f"s must be a number, got {type(s).__name__} {s!r}")
-        if not (0.0 < float(s) <= 100.0):
-            raise ConfigError(f"s (the Zipf exponent) must be in (0, 100], got {s!r}")
-        self.s = float(s)
+        # Checked in a helper taking Any: here `s` is annotated float, and type checkers hold
+        # that a float is never a numbers.Real (the ABC is registered at run time only).
+        self.s = _exponent(s)
 
     def _params(self) -> str:
         return f"rate={self.rate!r}, s={self.s}"
@@ -807,8 +814,8 @@ class DirtyCurve(Workload):
 
     def __init__(
         self,
-        periods: Sequence[TimeLike],
-        dirty_pages: Sequence[float],
+        periods: Union[Sequence[TimeLike], np.ndarray],
+        dirty_pages: Union[Sequence[float], np.ndarray],
         total_pages: int,
         sampled_pages: Optional[int] = None,
         *,
