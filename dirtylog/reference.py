@@ -360,9 +360,21 @@ class ReferenceTracker:
 
     # ------------------------------------------------------------------ harvest / clear
 
-    def harvest(self) -> np.ndarray:
-        """Pages dirtied since the previous harvest (or since start), sorted, as uint64."""
-        return np.flatnonzero(self._harvest_mask()).astype(np.uint64)
+    def harvest(self, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """Pages dirtied since the previous harvest (or since start), sorted, as uint64.
+
+        With ``out`` (a uint64 array of at least ``pending`` pages) they are written there
+        and a view of it is returned, as :meth:`dirtylog.Tracker.harvest` does.
+        """
+        if out is not None and (not isinstance(out, np.ndarray) or out.dtype != np.uint64 or out.ndim != 1):
+            raise TypeError("out must be a writable, C-contiguous 1-D numpy uint64 array")
+        if out is not None and out.size < self.pending:
+            raise ConfigError(f"out holds {out.size} pages but the harvest may need {self.pending} (see pending)")
+        pages = np.flatnonzero(self._harvest_mask()).astype(np.uint64)
+        if out is None:
+            return pages
+        out[: pages.size] = pages
+        return out[: pages.size]
 
     def harvest_bitmap(self) -> np.ndarray:
         """The same harvest as packed uint64 words: bit (p % 64) of word p // 64."""

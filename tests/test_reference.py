@@ -578,3 +578,12 @@ def test_bad_clears_change_nothing():
     assert as_list(t.harvest()) == [1, 65]
     assert t.clear(0, 64, mask=np.array([1 << 1], dtype=np.int64)) == 1  # any integer words
     assert as_list(t.harvest()) == [65]
+
+
+def test_reference_harvest_into_a_buffer_like_the_tracker():
+    t = ReferenceTracker(100)
+    t.start()
+    t.write([4, 2, 4])
+    buf = np.zeros(10, dtype=np.uint64)
+    got = t.harvest(out=buf)
+    assert got.tolist() == [2, 4] and np.shares_memory(got, buf)
