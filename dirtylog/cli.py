@@ -531,18 +531,9 @@ def _emit(text: str, dest: str, what: str) -> None:
 
 
 def _to_json(obj: Any) -> str:
-    def clean(x: Any) -> Any:
-        if isinstance(x, float) and not math.isfinite(x):
-            return None
-        if isinstance(x, dict):
-            return {k: clean(v) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return [clean(v) for v in x]
-        if hasattr(x, "tolist"):
-            return clean(x.tolist())
-        return x
+    from .report import json_safe
 
-    return json.dumps(clean(obj), indent=2)
+    return json.dumps(json_safe(obj), indent=2)
 
 
 def _table(title: Optional[str] = None, **kw: Any) -> Any:

@@ -8,7 +8,20 @@ from typing import Any, Dict, List, Optional
 
 from .units import format_rate, format_size, format_time
 
-__all__ = ["RoundReport", "MigrationReport"]
+__all__ = ["RoundReport", "MigrationReport", "json_safe"]
+
+
+def json_safe(x: Any) -> Any:
+    """``x`` with numpy values as Python ones and NaN/inf as None, ready for strict JSON."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    if hasattr(x, "tolist"):  # numpy arrays and scalars
+        return json_safe(x.tolist())
+    return x
 
 
 @dataclass(frozen=True)
@@ -122,16 +135,7 @@ class MigrationReport:
         return d
 
     def to_json(self, indent: Optional[int] = 2) -> str:
-        def clean(x: Any) -> Any:
-            if isinstance(x, float) and not math.isfinite(x):
-                return None
-            if isinstance(x, dict):
-                return {k: clean(v) for k, v in x.items()}
-            if isinstance(x, (list, tuple)):
-                return [clean(v) for v in x]
-            return x
-
-        return json.dumps(clean(self.to_dict()), indent=indent)
+        return json.dumps(json_safe(self.to_dict()), indent=indent)
 
     # -- readable output ------------------------------------------------------
     def rounds_table(self) -> str:

@@ -359,12 +359,9 @@ class SweepResults(list):  # of SweepResult
 
     def to_json(self, path: Union[str, "os.PathLike[str]", None] = None, indent: Optional[int] = 2) -> str:
         """Every result as a JSON list (non-finite numbers as null)."""
-        def clean(x: Any) -> Any:
-            if isinstance(x, float) and not math.isfinite(x):
-                return None
-            return x
+        from .report import json_safe
 
-        text = json.dumps([{k: clean(v) for k, v in d.items()} for d in self.to_dicts()], indent=indent)
+        text = json.dumps(json_safe(self.to_dicts()), indent=indent)
         if path is not None:
             with open(path, "w") as f:
                 f.write(text + "\n")
