@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import time
 
-import pytest
 
 import dirtylog
 from dirtylog import Link, PreCopy, TrackingCosts

@@ -28,7 +28,6 @@ import csv
 import io
 import itertools
 import json
-import math
 import os
 import time
 from concurrent.futures import Executor, Future, ProcessPoolExecutor

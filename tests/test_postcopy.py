@@ -1,7 +1,6 @@
 """Post-copy migration: switch-over, remote faults, background push, failures."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from dirtylog import Link, Migration, PostCopy, PreCopy, simulate
