@@ -418,6 +418,17 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
      * loop the writes that follow in the same word. The body is written twice so that
      * random streams (a new word every write) and sequential ones (64 writes a word)
      * both run with one taken branch per write. */
+    /* Warm up: the first DL_PF_DIST writes get their prefetches here, so that short
+     * batches (a migration feeds a few dozen writes per vCPU and chunk) overlap
+     * their cache misses too. */
+    if (pf) {
+        const size_t k = n < DL_PF_DIST ? n : DL_PF_DIST;
+        for (size_t j = 0; j < k; j++) {
+            if (vers)
+                __builtin_prefetch(&ver[pages[j]], 1, 3);
+            __builtin_prefetch(&bits[(pages[j] >> 6) * S], 1, 3);
+        }
+    }
     size_t i = 0;
     uint64_t p = pages[0];
     for (;;) {
