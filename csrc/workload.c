@@ -216,15 +216,27 @@ static int comp_init(dl_workload *w, wl_comp *c, int kind, double rate, const do
     return DL_OK;
 }
 
+/* Makes room for one more component and initializes it (the caller fills in its
+ * kind-specific part and then counts it with w->ncomp++). */
+static int comp_new(dl_workload *w, int kind, double rate, const double *shares, uint64_t key,
+                    int constant_rate, wl_comp **out)
+{
+    int rc = reserve(w, 1);
+    if (rc)
+        return rc;
+    *out = &w->comps[w->ncomp];
+    return comp_init(w, *out, kind, rate, shares, key, constant_rate);
+}
+
+/* The key of a component's page permutation, derived from its stream key. */
+static uint64_t perm_key(uint64_t key) { return dl_mix64(key ^ UINT64_C(0x2545f4914f6cdd1d)); }
+
 int dl_workload_add_uniform(dl_workload *w, double rate, const double *shares, uint64_t seed)
 {
     if (!w || !rate_ok(rate) || !shares_ok(w, shares))
         return DL_ERR_INVALID;
-    int rc = reserve(w, 1);
-    if (rc)
-        return rc;
-    wl_comp *c = &w->comps[w->ncomp];
-    rc = comp_init(w, c, WL_RANGE, rate, shares, comp_key(w, seed, w->ncomp), 1);
+    wl_comp *c;
+    int rc = comp_new(w, WL_RANGE, rate, shares, comp_key(w, seed, w->ncomp), 1, &c);
     if (rc)
         return rc;
     dl_perm_init(&c->perm, 1, 0); /* identity: uniform over all pages needs no permutation */
@@ -241,15 +253,12 @@ int dl_workload_add_hotspot(dl_workload *w, double rate, uint64_t hot_pages, dou
         return DL_ERR_INVALID;
     if (hot_pages > w->pages)
         return DL_ERR_RANGE;
-    int rc = reserve(w, 1);
-    if (rc)
-        return rc;
-    wl_comp *c = &w->comps[w->ncomp];
     uint64_t key = comp_key(w, seed, w->ncomp);
-    rc = comp_init(w, c, WL_HOTSPOT, rate, shares, key, 1);
+    wl_comp *c;
+    int rc = comp_new(w, WL_HOTSPOT, rate, shares, key, 1, &c);
     if (rc)
         return rc;
-    dl_perm_init(&c->perm, w->pages, dl_mix64(key ^ UINT64_C(0x2545f4914f6cdd1d)));
+    dl_perm_init(&c->perm, w->pages, perm_key(key));
     c->u.hot.hot = hot_pages;
     if (hot_pages == 0 || (hot_share <= 0.0 && hot_pages < w->pages))
         c->u.hot.all = 2; /* every write cold */
@@ -266,15 +275,12 @@ int dl_workload_add_zipf(dl_workload *w, double rate, double s, const double *sh
 {
     if (!w || !rate_ok(rate) || !shares_ok(w, shares) || !(s > 0.0 && s <= 100.0))
         return DL_ERR_INVALID;
-    int rc = reserve(w, 1);
-    if (rc)
-        return rc;
-    wl_comp *c = &w->comps[w->ncomp];
     uint64_t key = comp_key(w, seed, w->ncomp);
-    rc = comp_init(w, c, WL_ZIPF, rate, shares, key, 1);
+    wl_comp *c;
+    int rc = comp_new(w, WL_ZIPF, rate, shares, key, 1, &c);
     if (rc)
         return rc;
-    dl_perm_init(&c->perm, w->pages, dl_mix64(key ^ UINT64_C(0x2545f4914f6cdd1d)));
+    dl_perm_init(&c->perm, w->pages, perm_key(key));
     dl_zipf_init(&c->u.zipf, w->pages, s);
     w->ncomp++;
     return DL_OK;
@@ -287,11 +293,8 @@ int dl_workload_add_sequential(dl_workload *w, double rate, uint64_t start, uint
         return DL_ERR_INVALID;
     if (start >= w->pages || length > w->pages - start)
         return DL_ERR_RANGE;
-    int rc = reserve(w, 1);
-    if (rc)
-        return rc;
-    wl_comp *c = &w->comps[w->ncomp];
-    rc = comp_init(w, c, WL_SEQ, rate, shares, 0, 1);
+    wl_comp *c;
+    int rc = comp_new(w, WL_SEQ, rate, shares, 0, 1, &c);
     if (rc)
         return rc;
     dl_perm_init(&c->perm, 1, 0);
@@ -321,12 +324,9 @@ int dl_workload_add_phases(dl_workload *w, const double *durations, const uint64
     }
     if (!isfinite(T) || !isfinite(L) || L >= WL_MAX_LEVEL)
         return DL_ERR_RANGE;
-    int rc = reserve(w, 1);
-    if (rc)
-        return rc;
-    wl_comp *c = &w->comps[w->ncomp];
     uint64_t key = comp_key(w, seed, w->ncomp);
-    rc = comp_init(w, c, WL_PHASES, 0.0, shares, key, 0);
+    wl_comp *c;
+    int rc = comp_new(w, WL_PHASES, 0.0, shares, key, 0, &c);
     if (rc)
         return rc;
     wl_phases *p = &c->u.ph;
@@ -355,7 +355,7 @@ int dl_workload_add_phases(dl_workload *w, const double *durations, const uint64
     }
     p->level[nphases] = lv;
     p->cycle = t;
-    dl_perm_init(&c->perm, w->pages, dl_mix64(key ^ UINT64_C(0x2545f4914f6cdd1d)));
+    dl_perm_init(&c->perm, w->pages, perm_key(key));
     w->ncomp++;
     return DL_OK;
 }
@@ -386,7 +386,7 @@ int dl_workload_add_classes(dl_workload *w, const uint64_t *class_pages, const d
         return rc;
     size_t first = w->ncomp;
     /* One permutation for all the classes of this call, so their ranges are disjoint. */
-    uint64_t pkey = dl_mix64(comp_key(w, seed, first) ^ UINT64_C(0x2545f4914f6cdd1d));
+    uint64_t pkey = perm_key(comp_key(w, seed, first));
     uint64_t off = 0;
     for (size_t i = 0; i < nclasses; i++) {
         uint64_t n = class_pages[i];
@@ -427,11 +427,8 @@ int dl_workload_add_trace(dl_workload *w, const uint64_t *times_ns, const uint64
             return DL_ERR_RANGE;
         }
     }
-    int rc = reserve(w, 1);
-    if (rc)
-        return rc;
-    wl_comp *c = &w->comps[w->ncomp];
-    rc = comp_init(w, c, WL_TRACE, 0.0, NULL, 0, 0);
+    wl_comp *c;
+    int rc = comp_new(w, WL_TRACE, 0.0, NULL, 0, 0, &c);
     if (rc)
         return rc;
     wl_trace *tr = &c->u.tr;
