@@ -19,6 +19,7 @@ enum { WL_RANGE = 0, WL_HOTSPOT, WL_ZIPF, WL_SEQ, WL_PHASES, WL_TRACE };
 
 #define WL_MAX_RATE 1e15
 #define WL_MAX_LEVEL 0x1p62
+#define WL_MAX_CYCLES 0x1p52 /* repeats of a working-set cycle that a double still counts exactly */
 #define WL_CHUNK 1024
 
 typedef struct wl_phases {
@@ -525,9 +526,12 @@ static int comp_count_at(const wl_comp *c, uint32_t j, double t, uint64_t *out)
         *out = trace_threshold_count(&c->u.tr, j, t);
         return DL_OK;
     }
-    if (c->kind == WL_PHASES)
+    if (c->kind == WL_PHASES) {
+        /* a repeating cycle is located with doubles: past 2^52 cycles they cannot count it */
+        if (c->u.ph.repeat && !(t / c->u.ph.cycle < WL_MAX_CYCLES))
+            return DL_ERR_RANGE;
         x = phases_level(&c->u.ph, t) * c->share[j];
-    else
+    } else
         x = c->vrate[j] * t;
     if (!(x < WL_MAX_LEVEL))
         return DL_ERR_RANGE;
@@ -629,9 +633,9 @@ static void fill_phases(const wl_comp *c, uint64_t pages, uint32_t j, uint64_t v
     if (p->repeat) {
         double per = p->level[p->n] * s; /* > 0: writes exist */
         m = floor((double)k / per);
-        while (m > 0.0 && phase_first(p, m, 0, s) > k)
+        while (m > 0.0 && phase_first(p, m, 0, s) > k && m - 1.0 != m)
             m -= 1.0;
-        while (phase_first(p, m + 1.0, 0, s) <= k)
+        while (phase_first(p, m + 1.0, 0, s) <= k && m + 1.0 != m)
             m += 1.0;
     }
     size_t lo = 0, hi = p->n; /* K_lo(m) <= k < K_hi(m) */

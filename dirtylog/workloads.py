@@ -193,8 +193,8 @@ def _check_pages_spec(x: Any, name: str, *, fraction: bool, minimum: int = 1) ->
 def _check_slice(rc: int, a: float, b: float, what: str) -> None:
     if rc == lib.DL_ERR_RANGE:
         raise ConfigError(
-            f"{what}: guest time {b!r} s is too far: a stream of the workload would pass 2**62 writes "
-            f"(the slice was [{a!r}, {b!r}) s)"
+            f"{what}: guest time {b!r} s is too far: a stream of the workload would pass 2**62 writes, "
+            f"or a repeating working set 2**52 cycles (the slice was [{a!r}, {b!r}) s)"
         )
     check(rc, what)
 

@@ -604,3 +604,10 @@ def test_specs_pickle_and_copy_without_their_bindings():
     t = d.Trace(time_ns=[0, 1], pages=[1, 2])
     with pytest.raises(ValueError):
         t.data.page[0] = 7
+
+
+def test_a_repeating_working_set_far_in_time_errors_instead_of_hanging():
+    w = d.WorkingSet([(1e-6, 10, 1e6), (1e-6, 10, 1e6)])
+    assert w.writes(1e3, 1e3 + 1e-5, pages=100)[0].size > 0
+    with pytest.raises(ConfigError, match="2\\*\\*52 cycles"):
+        w.writes(2e10, 2e10 + 1e-5, pages=100)

@@ -132,7 +132,7 @@ int dl_workload_add_trace(dl_workload *w, const uint64_t *times_ns, const uint64
 
 /* The number of writes vCPU `vcpu` makes in the slice [t0, t1) of guest time
  * (0 <= t0 <= t1, finite; DL_ERR_INVALID otherwise, DL_ERR_RANGE if a stream
- * would pass 2^62 writes). */
+ * would pass 2^62 writes or a repeating working set 2^52 cycles). */
 int dl_workload_count(const dl_workload *w, double t0, double t1, uint32_t vcpu, uint64_t *count);
 
 /* The pages vCPU `vcpu` writes in [t0, t1), in order. If cap is too small it
