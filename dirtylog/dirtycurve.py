@@ -138,6 +138,8 @@ def fit_rate_classes(
     per_decade: int = 10,
     iterations: int = 30,
     solver: str = "auto",
+    resolution: float = 1.0,
+    tolerance: Optional[np.ndarray] = None,
 ) -> ClassFit:
     """Fit rate classes to the points ``(periods[i], dirty[i])`` (see the module docs).
 
@@ -145,7 +147,12 @@ def fit_rate_classes(
     distinct dirty pages in each (already scaled to the whole memory), and
     ``rates`` an optional grid of candidate per-page rates (writes per page per
     second) replacing the default one. ``solver`` is "auto" (scipy if installed),
-    "scipy" or "numpy".
+    "scipy" or "numpy". ``resolution`` is the smallest count a point can tell
+    apart, in pages: 1 for exact counts, ``total / sampled`` for a curve counted
+    on a sample (a window with no sampled dirty page means "fewer than one sample's
+    worth", not zero); errors are relative to ``max(dirty, resolution)``.
+    ``tolerance`` (one value per point, in pages) replaces that scale in the solver
+    only, e.g. a sampled curve's standard errors; ``fit_error`` stays relative.
     """
     t = np.asarray(periods, dtype=float)
     y = np.asarray(dirty, dtype=float)
@@ -168,12 +175,13 @@ def fit_rate_classes(
     else:
         grid = np.asarray(rates, dtype=float)
     A = -np.expm1(-np.outer(t, grid))
-    scale = np.maximum(y, 1.0)
-    weights = 1.0 / scale
+    scale = np.maximum(y, max(1.0, float(resolution)))
+    tol = scale if tolerance is None else np.maximum(np.asarray(tolerance, dtype=float), 1e-300)
+    weights = 1.0 / tol
     best: Optional[Tuple[float, np.ndarray]] = None
     for _ in range(max(1, iterations)):
         x = _solve(A, y, weights, float(total_pages), solve)
-        err = np.abs(A @ x - y) / scale
+        err = np.abs(A @ x - y) / tol
         worst = float(err.max(initial=0.0))
         if best is None or worst < best[0]:
             best = (worst, x)

@@ -870,16 +870,33 @@ class DirtyCurve(Workload):
         self.dirty_pages = y
         self.total_pages = total
         self.sampled_pages = sampled_pages
-        fit = fit_rate_classes(t, y, total, rates=grid, per_decade=per_decade, solver=solver)
+        se: Optional[np.ndarray] = None
+        if sampled_pages is not None:  # a sampled curve: its binomial standard errors, at least one sample
+            frac = np.clip(y / total, 0.0, 1.0)
+            se = np.maximum(total * np.sqrt(frac * (1.0 - frac) / float(sampled_pages)), scale)
+        fit = fit_rate_classes(t, y, total, rates=grid, per_decade=per_decade, solver=solver, resolution=scale,
+                               tolerance=se)
         for arr in (fit.class_pages, fit.class_rates, t, y):
             arr.setflags(write=False)
         self._fit: ClassFit = fit
-        if fit.fit_error > 0.05:
-            warnings.warn(
-                f"DirtyCurve: the best fit misses the curve by {fit.fit_error:.1%} at its worst point (more than 5%); "
-                "a mixture of per-page Poisson rates gives a concave, non-decreasing curve",
-                stacklevel=2,
-            )
+        if sampled_pages is None:
+            if fit.fit_error > 0.05:
+                warnings.warn(
+                    f"DirtyCurve: the best fit misses the curve by {fit.fit_error:.1%} at its worst point "
+                    "(more than 5%); a mixture of per-page Poisson rates gives a concave, non-decreasing curve",
+                    stacklevel=2,
+                )
+        else:
+            # A sampled curve is judged against its sampling error.
+            assert se is not None
+            off = np.abs(expected_curve(t, fit.class_pages, fit.class_rates) - y) / se
+            if float(off.max(initial=0.0)) > 3.0:
+                i = int(np.argmax(off))
+                warnings.warn(
+                    f"DirtyCurve: the fit misses the sampled curve by {off[i]:.1f} sampling standard errors "
+                    f"at {t[i]:g} s; a mixture of per-page Poisson rates gives a concave, non-decreasing curve",
+                    stacklevel=2,
+                )
 
     class_pages = property(lambda self: self._fit.class_pages, doc="Pages in each rate class.")
     class_rates = property(lambda self: self._fit.class_rates, doc="Per-page write rate of each class (1/s).")

@@ -161,3 +161,17 @@ def test_bad_curve_parameters():
         dirty_curve(d.Uniform(100), "64MiB", [1], mode="dirty-ring")
     with pytest.raises(TypeError):
         dirty_rate("uniform", "64MiB")
+
+
+def test_a_sampled_curve_with_an_empty_window_still_fits(recwarn):
+    # A 1 ms window in which no sampled page was written: "fewer than one sample's worth", not zero.
+    w = d.Hotspot("200MiB/s", seed=0)
+    wins = [0.001, 0.01, 0.1, 1, 10]
+    sampled = dirty_curve(w, "1GiB", windows=wins, mode="page-sampling", seed=0)
+    assert sampled.sample_dirty[0] == 0
+    fit = sampled.fit()
+    assert not [x for x in recwarn if "DirtyCurve" in str(x.message)]
+    replay = dirty_curve(fit, "1GiB", windows=wins).dirty_pages
+    exact = dirty_curve(w, "1GiB", windows=wins).dirty_pages
+    for r, e in zip(replay, exact):
+        assert r == pytest.approx(e, rel=0.2)
