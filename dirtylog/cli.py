@@ -29,6 +29,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
@@ -1103,7 +1104,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             parser.print_help()
             return 0
         _check_outputs(args)
-        return int(args.func(args))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            rc = int(args.func(args))
+        for w in caught:  # one line each, without Python's source-line echo
+            if issubclass(w.category, UserWarning):
+                print(f"{prog}: warning: {str(w.message).strip()}", file=sys.stderr)
+            else:
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+        return rc
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
@@ -1114,6 +1123,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except (OSError, ValueError):
             pass
         return 0
+    except MemoryError as exc:
+        if debug:
+            raise
+        print(f"{prog}: error: out of memory: {str(exc).strip() or 'an allocation failed'}; "
+              "try a smaller guest (--memory) or fewer jobs", file=sys.stderr)
+        return 2
     except (DirtylogError, TypeError, ValueError, OSError, ImportError) as exc:
         if debug:
             raise

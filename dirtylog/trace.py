@@ -24,6 +24,8 @@ from __future__ import annotations
 import csv
 import io
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Union
 
@@ -196,7 +198,7 @@ def _from_npz(path: PathLike, source: str) -> TraceData:
 
 def _parse_int(text: str, name: str, source: str, record: int, line: int) -> int:
     s = text.strip()
-    if not s or not (s.isdigit() or (s[0] in "+-" and s[1:].isdigit())):
+    if not s or not s.isascii() or not (s.isdigit() or (s[0] in "+-" and s[1:].isdigit())):
         raise ConfigError(f"{source}: record {record} (line {line}): {name} {text!r} is not a whole number")
     v = int(s)
     if v < 0:
@@ -270,11 +272,17 @@ def load_trace(path: PathLike) -> TraceData:
     """Read and validate a trace file (``.npy``, ``.npz`` or ``.csv``; see the module docs)."""
     suffix = _suffix(path)
     source = f"trace file {os.fspath(path)!r}"
-    if suffix == ".npy":
-        return _from_npy(path, source)
-    if suffix == ".npz":
-        return _from_npz(path, source)
-    return _from_csv(path, source)
+    try:
+        if suffix == ".npy":
+            return _from_npy(path, source)
+        if suffix == ".npz":
+            return _from_npz(path, source)
+        return _from_csv(path, source)
+    except ConfigError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, csv.Error, UnicodeDecodeError) as exc:
+        # a file the readers cannot even parse (truncated, corrupt, not what its suffix says)
+        raise ConfigError(f"{source}: cannot read it: {exc}") from exc
 
 
 def save_trace(

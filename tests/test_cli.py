@@ -320,3 +320,12 @@ def test_with_rate():
     assert with_rate("zipf:rate=1,s=2", "5") == "zipf:5,s=2"
     with pytest.raises(ConfigError):
         with_rate("uniform:1+idle", "5")
+
+
+def test_warnings_are_one_line_each(capsys, tmp_path):
+    # a convex "curve" cannot be fitted by a Poisson mixture: the fit warns
+    path = tmp_path / "convex.json"
+    path.write_text(json.dumps({"windows": [1, 2, 3], "dirty_pages": [10, 20, 1000], "total_pages": 10000}))
+    rc, out, err = run(capsys, "curve", "--memory", "64MiB", "--workload", f"curve:{path}", "--windows", "1s")
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert rc == 0 and lines and all(x.startswith("dirtylog curve: warning: ") for x in lines)

@@ -611,3 +611,17 @@ def test_a_repeating_working_set_far_in_time_errors_instead_of_hanging():
     assert w.writes(1e3, 1e3 + 1e-5, pages=100)[0].size > 0
     with pytest.raises(ConfigError, match="2\\*\\*52 cycles"):
         w.writes(2e10, 2e10 + 1e-5, pages=100)
+
+
+@pytest.mark.parametrize("name, content", [
+    ("bad.npz", b"PK\x03\x04garbage"),
+    ("empty.npy", b""),
+    ("quote.csv", b'time_ns,page\n0,"' + b"x" * 200_000 + b"\n"),
+    ("sup.csv", "time_ns,page\n0,\u00b2\n".encode()),
+    ("latin.csv", b"time_ns,page\n0,\xff\xfe\n"),
+])
+def test_malformed_trace_files_raise_config_errors(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match="trace file"):
+        d.Trace(path)
