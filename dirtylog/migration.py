@@ -581,8 +581,7 @@ class Migration:
         return r
 
     def _end_round(self) -> None:
-        if self._round_index >= 0:
-            self._sent_precopy = int(self._engine_state().bytes_sent)
+        self._sent_precopy = int(self._engine_state().bytes_sent)
         dirty = self._sync(measure=True)
         self.expected_downtime = dirty.size * self.page_bytes / self.bandwidth
         self._round_report(dirty.size)
@@ -629,19 +628,22 @@ class Migration:
             return np.arange(pos, self.pages, dtype=np.uint64)
         return self._round_pages[pos:].copy()
 
-    def _switchover(self, pending: np.ndarray, converged: bool, reason: str) -> None:
+    def _pause(self, pending: np.ndarray) -> np.ndarray:
+        """End pre-copy: pause the guest, sync once more; returns the pages still to send."""
         self._lift_dirty_limit()
-        self.converged = converged
-        self.reason = reason
         check(lib.dl_engine_set_throttle(self._e, 1.0), "pause")
-        if self.phase == "precopy" and self._round_index >= 0 and int(self._pos[0]) < self._round_n:
-            # a mid-round stop: the round's partial figures
+        if int(self._pos[0]) < self._round_n:  # a mid-round stop: the round's partial figures
             self._round_report(0)
         self._sent_precopy = int(self._engine_state().bytes_sent)
         final = self._sync()
+        return np.union1d(pending.astype(np.uint64, copy=False), final)
+
+    def _switchover(self, pending: np.ndarray, converged: bool, reason: str) -> None:
+        self.converged = converged
+        self.reason = reason
+        pages = self._pause(pending)
         if self.tracker.mode == "clear":
             check(lib.dl_engine_set_clear_mask(self._e, ffi.NULL, 0, 0), "clear mask")
-        pages = np.union1d(pending.astype(np.uint64, copy=False), final)
         self._event("switchover", pages=int(pages.size), converged=converged)
         self._downtime_start = self.clock
         check(lib.dl_engine_reset_carry(self._e), "stop-and-copy")
@@ -683,13 +685,7 @@ class Migration:
         """Pause, take the last dirty set, and send device state and the dirty bitmap."""
         self.reason = reason
         self.converged = False
-        self._lift_dirty_limit()
-        check(lib.dl_engine_set_throttle(self._e, 1.0), "pause")
-        if int(self._pos[0]) < self._round_n:
-            self._round_report(0)
-        self._sent_precopy = int(self._engine_state().bytes_sent)
-        final = self._sync()
-        stale = np.union1d(pending.astype(np.uint64, copy=False), final)
+        stale = self._pause(pending)
         self.tracker.stop()  # the source is paused for good: nothing more to track
         self._pc_stale = stale
         self._event("switchover", pages=int(stale.size), postcopy=True)

@@ -121,10 +121,6 @@ class MigrationReport:
     events: List[Dict[str, Any]] = field(default_factory=list)
 
     @property
-    def remaining(self) -> int:
-        return 0 if self.status == "completed" else -1
-
-    @property
     def precopy_rounds(self) -> int:
         """Rounds sent while the guest ran on the source (round 0 included)."""
         return sum(1 for r in self.rounds if not r.final and not r.postcopy)
