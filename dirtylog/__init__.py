@@ -21,6 +21,7 @@ from . import measure, workloads
 from .measure import DirtyCurveResult, DirtyRateResult, dirty_curve, dirty_rate
 from .workloads import (
     DirtyCurve,
+    DirtyRate,
     Hotspot,
     Idle,
     Mix,
@@ -72,6 +73,7 @@ __all__ = [
     "Mix",
     "Trace",
     "DirtyCurve",
+    "DirtyRate",
     "save_trace",
     "load_trace",
     "dirty_rate",

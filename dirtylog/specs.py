@@ -27,6 +27,13 @@ count (``5000/s``) or a bare number (pages/s). Fractions are ``0.1`` or ``10%``.
 ``curve:FILE``      a DirtyCurve fitted to a measured curve: the JSON that ``dirtylog curve
                     --json FILE`` writes, or a CSV of ``window,dirty_pages`` rows with
                     ``total=PAGES``
+``dirty-rate:RATE@WINDOW``
+                    a DirtyRate: a dirty rate as calc-dirty-rate measures it (distinct pages
+                    dirtied per second over WINDOW, default 1s); ``set=FRACTION|SIZE`` (the
+                    working set the writes stay in, default all memory); ``seed=N``
+``qemu-dirty-rate:FILE``
+                    a DirtyRate read from QEMU's query-dirty-rate JSON or libvirt's ``virsh
+                    domstats --dirtyrate`` output (per-vCPU rates included); ``set=``, ``seed=``
 ==================  =========================================================================
 
 Examples: ``hotspot:2GiB/s``, ``hotspot:1GiB/s,hot=5%,share=0.95``, ``zipf:1GiB/s,s=1.2``,
@@ -64,6 +71,12 @@ workload spec: KIND[:ARG,...][+KIND[:ARG,...]...]   (terms joined by + are summe
   trace:FILE                           replay recorded writes (.npy/.npz/.csv)
   curve:FILE[,total=PAGES]             fit a measured dirty curve (JSON from
                                        'dirtylog curve --json', or CSV window,dirty_pages)
+  dirty-rate:RATE[@WINDOW][,set=ALL][,seed=N]
+                                       a measured dirty rate (calc-dirty-rate), e.g.
+                                       dirty-rate:120MiB/s@1s; set= the working set
+  qemu-dirty-rate:FILE[,set=ALL][,seed=N]
+                                       a dirty rate from QEMU's query-dirty-rate JSON or
+                                       'virsh domstats --dirtyrate' output (per-vCPU rates)
 RATE: 1GiB/s (bytes of page writes per second), 5000/s or 5000 (pages/s).
 FRACTION: 0.1 or 10%.  Examples: hotspot:2GiB/s  zipf:1GiB/s,s=1.2
   uniform:300MiB/s+sequential:100MiB/s"""
@@ -253,6 +266,31 @@ def _build_curve(o: Dict[str, str], where: str, seed: Optional[int]) -> Any:
     return DirtyCurve(windows, dirty, total, sampled_pages=sampled, seed=_seed(o, where, seed))
 
 
+def _build_dirty_rate(o: Dict[str, str], where: str, seed: Optional[int]) -> Any:
+    from .workloads import DirtyRate
+
+    rate, at, window = o["rate"].partition("@")
+    if at and "window" in o:
+        raise ConfigError(f"{where}: the window is given twice (RATE@WINDOW and window=)")
+    if at and not window.strip():
+        raise ConfigError(f"{where}: give the window after '@', e.g. dirty-rate:120MiB/s@1s")
+    window = window.strip() if at else o.get("window", "1s")
+    ws = _pages_or_size(o["set"], "set", where, fraction=True) if "set" in o else None
+    return DirtyRate(rate.strip(), window=window, working_set=ws, seed=_seed(o, where, seed))
+
+
+def _build_qemu_dirty_rate(o: Dict[str, str], where: str, seed: Optional[int]) -> Any:
+    from .measured import read_dirty_rate
+
+    path = o.get("file", "")
+    if not path:
+        raise ConfigError(f"{where}: give the file, e.g. qemu-dirty-rate:query-dirty-rate.json")
+    if not os.path.exists(path):
+        raise ConfigError(f"{where}: no such file {path!r}")
+    ws = _pages_or_size(o["set"], "set", where, fraction=True) if "set" in o else None
+    return read_dirty_rate(path).workload(working_set=ws, seed=_seed(o, where, seed))
+
+
 _KINDS: Dict[str, _Kind] = {
     "idle": _Kind(("rate",), 0, ("rate", "seed"), _build_idle),
     "uniform": _Kind(("rate",), 1, ("rate", "seed"), _build_uniform),
@@ -264,9 +302,15 @@ _KINDS: Dict[str, _Kind] = {
     "workingset": _Kind(("phase",), 1, ("repeat", "seed"), _build_workingset, has_rate=False, repeated=True),
     "trace": _Kind(("file",), 1, ("file",), _build_trace, has_rate=False, raw=True),
     "curve": _Kind(("file",), 1, ("file", "total", "seed"), _build_curve, has_rate=False),
+    "dirty-rate": _Kind(("rate",), 1, ("rate", "window", "set", "seed"), _build_dirty_rate,
+                        aliases={"working_set": "set"}),
+    "qemu-dirty-rate": _Kind(("file",), 1, ("file", "set", "seed"), _build_qemu_dirty_rate, has_rate=False,
+                             aliases={"working_set": "set"}),
 }
 _ALIASES = {"working-set": "workingset", "working_set": "workingset", "seq": "sequential",
-            "dirtycurve": "curve"}
+            "dirtycurve": "curve", "dirtyrate": "dirty-rate", "dirty_rate": "dirty-rate",
+            "qemu-dirtyrate": "qemu-dirty-rate", "qemu_dirty_rate": "qemu-dirty-rate",
+            "domstats": "qemu-dirty-rate"}
 
 #: The kinds a spec may name.
 KINDS = tuple(_KINDS)
@@ -401,8 +445,10 @@ def with_rate(spec: str, rate: str) -> str:
     k = _KINDS[t.kind]
     if not k.has_rate:
         raise ConfigError(f"workload {spec!r}: a {t.kind} workload has no single rate to replace; "
-                          "use hotspot, uniform, zipf, sequential or idle")
+                          "use hotspot, uniform, zipf, sequential, idle or dirty-rate")
     opts = tuple((n, v) for n, v in t.options if n != "rate")
+    if t.kind == "dirty-rate" and t.args and "@" in t.args[0] and "@" not in rate:
+        rate = rate + "@" + t.args[0].partition("@")[2]  # a measured rate keeps its window
     args = (rate,) + t.args[1:] if t.args else (rate,)
     return str(Term(t.kind, args, opts, ""))
 

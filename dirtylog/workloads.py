@@ -2,7 +2,8 @@
 
 A workload is a *spec* of how a guest writes its memory: :class:`Uniform`,
 :class:`Hotspot`, :class:`Zipf`, :class:`Sequential`, :class:`WorkingSet`,
-:class:`Idle`, :class:`Mix`, :class:`Trace` and :class:`DirtyCurve`. It is bound
+:class:`Idle`, :class:`Mix`, :class:`Trace`, :class:`DirtyCurve` and
+:class:`DirtyRate` (from a measured dirty rate). It is bound
 to a guest (pages, vCPUs, page size) when used, and is then a pure function of
 guest time: the writes of a slice ``[t0, t1)`` (seconds) depend on nothing but
 ``t0``, ``t1``, the parameters and the seeds.
@@ -66,6 +67,7 @@ __all__ = [
     "Mix",
     "Trace",
     "DirtyCurve",
+    "DirtyRate",
     "save_trace",
     "load_trace",
 ]
@@ -939,3 +941,143 @@ class DirtyCurve(Workload):
         n = np.ascontiguousarray(n)
         lam = np.ascontiguousarray(lam)
         check(lib.dl_workload_add_classes(bw._w, _u64ptr(n), _dptr(lam), n.size, _dptr(sh), self.seed), "DirtyCurve")
+
+
+class DirtyRate(Workload):
+    """A workload from a measured dirty rate: what QEMU's ``calc-dirty-rate`` reports.
+
+    ``rate`` is the measured dirty rate (``"120MiB/s"``: bytes of distinct pages
+    dirtied per second of the window, or pages/s such as ``"30000/s"``) and
+    ``window`` the window it was measured over (calc-time, default 1 s). The
+    measurement says that ``d = rate x window / page_size`` distinct pages were
+    dirtied in one window; it does not say how often each was written, nor how
+    many pages a longer window would dirty. DirtyRate assumes:
+
+    * the guest writes uniformly at random over a set of ``working_set`` pages
+      (default: all of memory; a fraction, a percentage, a size or a page count),
+      each page written as a Poisson process of the same rate lambda;
+    * lambda is chosen by the saturation relation so that the expected distinct
+      pages dirtied in one window equal the measurement exactly:
+      ``n (1 - exp(-lambda W)) = d``, i.e. ``lambda = -ln(1 - d / n) / W``
+      (n the set's pages). For uniform writes at w writes/s this is
+      ``n (1 - (1 - 1/n)^(w W)) = d``, the relation QEMU's dirty-rate tests use.
+
+    So pages are rewritten within the window only by chance: with the whole of
+    memory as the set and ``d`` far below it, almost every write dirties a new
+    page and the dirty set grows almost linearly with time (the pessimistic
+    reading of one measurement: a longer window would report nearly the same
+    rate). A smaller ``working_set`` says the writes stay within that set: the
+    dirty set saturates at it, and windows longer than the measured one report
+    lower rates (:meth:`expected` gives the curve). If you measured several
+    windows, fit them with :class:`DirtyCurve` instead (``dirtylog curve``).
+
+    ``vcpu_rates`` (dirty-ring mode's per-vCPU rates, bytes/s or strings) share
+    the writes among the vCPUs in those proportions; ``rate`` may then be None
+    (their sum). The guest must have that many vCPUs. A measurement above what
+    the set can hold in one window (``d >= n``) is an error when the workload is
+    bound to a guest. The workload is stationary: the same rate forever.
+    """
+
+    @property
+    def stationary(self) -> bool:
+        """Always: a measured rate is taken to hold for the whole migration."""
+        return True
+
+    def __init__(
+        self,
+        rate: Optional[RateLike] = None,
+        window: TimeLike = "1s",
+        *,
+        working_set: Any = None,
+        vcpu_rates: Optional[Sequence[RateLike]] = None,
+        seed: Any = 0,
+    ) -> None:
+        vr: Optional[Tuple[RateLike, ...]] = None
+        shares = None
+        if vcpu_rates is not None:
+            if isinstance(vcpu_rates, (str, bytes)) or not isinstance(vcpu_rates, Iterable):
+                raise TypeError(f"vcpu_rates must be a sequence of one rate per vCPU, got {vcpu_rates!r}")
+            vr = tuple(vcpu_rates)
+            if not vr:
+                raise ConfigError("vcpu_rates must hold one rate per vCPU, got an empty sequence")
+            vals = [parse_count_rate(r, 4096, f"vcpu_rates[{i}]") for i, r in enumerate(vr)]
+            if sum(vals) > 0:
+                shares = vals
+        super().__init__(shares=shares, seed=seed)
+        if rate is None:
+            if vr is None:
+                raise ConfigError("DirtyRate needs the measured rate (e.g. '120MiB/s') or vcpu_rates")
+        else:
+            _rate(rate, 4096)
+        self.rate = rate
+        self.vcpu_rates = vr
+        self.window = parse_time(window, name="window", allow_zero=False)
+        if working_set is not None:
+            _check_pages_spec(working_set, "working_set", fraction=True)
+        self.working_set = working_set
+
+    def _params(self) -> str:
+        out = f"rate={self.rate!r}, window={self.window!r}"
+        if self.working_set is not None:
+            out += f", working_set={self.working_set!r}"
+        if self.vcpu_rates is not None:
+            out += f", vcpu_rates={list(self.vcpu_rates)!r}"
+        return out
+
+    def __repr__(self) -> str:  # shares come from vcpu_rates: not repeated
+        return f"DirtyRate({self._params()}{', seed=%d' % self.seed if self.seed else ''})"
+
+    def dirty_pages(self, page_size: int = 4096) -> float:
+        """Distinct pages dirtied in one window: the measurement, in pages."""
+        if self.rate is not None:
+            per_s = _rate(self.rate, page_size)
+        else:
+            assert self.vcpu_rates is not None
+            per_s = sum(_rate(r, page_size, f"vcpu_rates[{i}]") for i, r in enumerate(self.vcpu_rates))
+        return per_s * self.window
+
+    def set_pages(self, pages: int, page_size: int = 4096) -> int:
+        """Pages the writes cover in a guest of ``pages`` pages."""
+        if self.working_set is None:
+            return pages
+        n = _pages_of(self.working_set, "working_set", pages, page_size, fraction=True)
+        if not 1 <= n <= pages:
+            raise ConfigError(f"working_set must be 1..{pages} pages (the guest's memory), "
+                              f"got {self.working_set!r} ({n} pages)")
+        return n
+
+    def page_rate(self, pages: int, page_size: int = 4096) -> float:
+        """lambda, the per-page write rate (1/s) of the set, from the saturation relation."""
+        n = self.set_pages(pages, page_size)
+        d = self.dirty_pages(page_size)
+        if d >= n:
+            what = "memory" if self.working_set is None else f"the working set ({self.working_set!r})"
+            raise ConfigError(
+                f"DirtyRate: {d:,.0f} distinct pages in {self.window:g} s ({self.rate!r}) is not below the "
+                f"{n:,} pages of {what}: no write process over it dirties that many pages in one window; "
+                "was the rate measured on a larger guest, or over a shorter window?"
+            )
+        return -math.log1p(-d / n) / self.window if d > 0 else 0.0
+
+    def expected(self, windows: Any, pages: int, page_size: int = 4096) -> np.ndarray:
+        """Distinct dirty pages expected in windows of these lengths (s) from a clean state."""
+        w = np.atleast_1d(np.asarray(windows, dtype=float))
+        n = self.set_pages(pages, page_size)
+        return expected_curve(w, np.array([n]), np.array([self.page_rate(pages, page_size)]))
+
+    def write_rate(self, pages: Optional[int] = None, page_size: int = 4096) -> float:
+        """Page writes per second the assumed process issues (needs the guest's ``pages``)."""
+        if pages is None:
+            return self.dirty_pages(page_size) / self.window  # the small-window limit
+        n = self.set_pages(pages, page_size)
+        lam = self.page_rate(pages, page_size)
+        return lam if n == 1 else lam / -math.log1p(-1.0 / n)
+
+    def _add(self, bw: BoundWorkload) -> None:
+        sh = bw._shares(self._shares_spec, "DirtyRate (vcpu_rates)")
+        lam = self.page_rate(bw.pages, bw.page_size)
+        if lam <= 0.0:
+            return  # a measured rate of 0: a guest that does not write
+        n = np.array([self.set_pages(bw.pages, bw.page_size)], dtype=np.uint64)
+        check(lib.dl_workload_add_classes(bw._w, _u64ptr(n), _dptr(np.array([lam])), 1, _dptr(sh), self.seed),
+              "DirtyRate")
