@@ -316,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--rounds", type=_positive_int("rounds", 0), default=40, metavar="N",
                    help="show at most N rounds in the table, the first and the last ones (0: all; default 40)")
     o.add_argument("--no-models", action="store_true", help="leave out the table of model predictions")
+    o.add_argument("--advise", action="store_true",
+                   help="also find what would make it converge (more simulations; see 'dirtylog advise')")
     _add_progress(o)
     s.set_defaults(func=cmd_simulate)
 
@@ -419,6 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
                     default="total_time", help="what the heatmap shows (default total_time)")
     _add_progress(wo)
     w.set_defaults(func=cmd_sweep)
+
+    # advise -----------------------------------------------------------------------------------
+    _add_advise_parser(sub)
 
     # bench ------------------------------------------------------------------------------------
     b = sub.add_parser(
@@ -768,6 +773,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
+    report = _with_advice(args, cfg, report)
     to_stdout_json = args.json == "-"
     if args.json is not None:
         _emit(report.to_json(), args.json, "report")
@@ -786,6 +792,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             if mt is not None:
                 con.print()
                 con.print(mt)
+        _print_advice(con, report)
     if args.plot:
         from .plot import plot_report
 
@@ -1012,6 +1019,143 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         plot_heatmap(results, args.heatmap, value=args.heatmap_value)
         print(f"heatmap written to {args.heatmap}", file=sys.stderr)
     return 1 if any(r.verified is False for r in results) else 0
+
+
+# ----------------------------------------------------------------------------- advise
+
+_ADVICE_QUESTIONS = ("bandwidth", "downtime-limit", "auto-converge", "dirty-limit", "postcopy")
+
+
+def _add_advise_parser(sub: Any) -> None:
+    from .specs import GRAMMAR
+
+    a = sub.add_parser(
+        "advise", formatter_class=_Formatter, help="what would make a migration converge (found by simulation)",
+        description="Simulate the migration, then find by simulation what would make it converge: the least "
+                    "bandwidth at this downtime limit, the least downtime limit at this bandwidth, whether "
+                    "auto-converge does it (and at which CPU throttle the guest ends), whether a per-vCPU dirty "
+                    "limit does (and the largest quota that does), and what post-copy would cost instead. Each "
+                    "answer is a bisection over the engine, every probe stopped early once it cannot converge; "
+                    "each comes with the total time and downtime predicted there. For a migration that converges "
+                    "it tells how far bandwidth and downtime limit could go down.",
+        epilog=GRAMMAR)
+    _add_guest(a)
+    _add_migration(a)
+    g = a.add_argument_group("advice")
+    g.add_argument("--questions", type=_list_of(lambda x: _choice(x, _ADVICE_QUESTIONS, "question")),
+                   default=list(_ADVICE_QUESTIONS), metavar="LIST",
+                   help="what to search (default all: %s)" % ",".join(_ADVICE_QUESTIONS))
+    g.add_argument("--tolerance", type=_fraction, default=0.02, metavar="FRACTION",
+                   help="stop a bisection when its bracket is this narrow (default 2%%)")
+    g.add_argument("--max-probes", type=_positive_int("max-probes", 2), default=12, metavar="N",
+                   help="at most N simulations per question (default %(default)s)")
+    g.add_argument("--max-bandwidth", type=_rate, default="1Tbit/s", metavar="RATE",
+                   help="the highest bandwidth tried (default %(default)s)")
+    _add_json(g, "the advice (every answer and every probe)")
+    _add_progress(g)
+    a.set_defaults(func=cmd_advise)
+
+
+class _AdviceBar:
+    """A progress bar of an advice search (stderr): one step per question, the probe in progress."""
+
+    def __init__(self, forced: bool) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self._p = Progress(SpinnerColumn(), TextColumn("advice"), BarColumn(), MofNCompleteColumn(),
+                           TextColumn("{task.description}"), TimeElapsedColumn(),
+                           console=_console(stderr=True, force_terminal=True if forced else None), transient=True)
+        self._task = self._p.add_task("", total=None)
+        self._p.start()
+
+    def __call__(self, done: int, total: int, text: str) -> None:
+        self._p.update(self._task, completed=done, total=total, description=text)
+
+    def close(self) -> None:
+        self._p.stop()
+
+
+def _advise(args: argparse.Namespace, cfg: Any, report: Any) -> Any:
+    """The advice for a command line's migration (with a progress bar), given its report."""
+    from .advice import advise
+
+    kw = cfg.build()
+    kw.pop("verify", None)
+    questions = [q.replace("-", "_") for q in getattr(args, "questions", _ADVICE_QUESTIONS)]
+    mode = _want_progress(args)
+    bar = _AdviceBar(forced=bool(mode)) if mode is not None else None
+    try:
+        return advise(**kw, report=report, questions=questions, tolerance=getattr(args, "tolerance", 0.02),
+                      max_probes=getattr(args, "max_probes", 12),
+                      max_bandwidth=getattr(args, "max_bandwidth", "1Tbit/s"), progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _with_advice(args: argparse.Namespace, cfg: Any, report: Any) -> Any:
+    """simulate --advise: the report with its advice."""
+    if not getattr(args, "advise", False):
+        return report
+    import dataclasses
+
+    return dataclasses.replace(report, advice=_advise(args, cfg, report))
+
+
+def _print_advice(con: Any, report: Any) -> None:
+    """The advice section of the output (or, for a migration that does not converge, how to get it)."""
+    from rich.text import Text
+
+    adv = report.advice
+    if adv is None:
+        if not (report.status == "completed" and report.converged) and report.status != "lost":
+            con.print()
+            con.print("[dim]What would make it converge: add --advise, or run 'dirtylog advise' with the same "
+                      "options.[/dim]")
+        return
+    con.print()
+    head, rows = adv.table_rows()
+    t = _table("What would make it converge" if not adv.converges else "How far it could go (it converges)")
+    for h in head:
+        t.add_column(h, justify="left" if h in ("what would converge", "setting") else "right", no_wrap=True)
+    for a, row in zip(adv.answers(), rows):
+        t.add_row(row[0], Text(row[1], style="green" if a.found else "red"), *row[2:])
+    con.print(t)
+    for title, note in adv.notes():
+        con.print(Text.assemble((f"{title}: ", "bold"), note))
+    con.print(f"[dim]Found by {adv.probes} simulations in {adv.wall_time:.1f} s: bisections to the printed "
+              "precision, each probe stopped as soon as it can no longer converge.[/dim]")
+
+
+def cmd_advise(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .migration import Migration
+
+    cfg = _config(args, verify=False)
+    kw = cfg.build()
+    give_up = kw.pop("give_up_after")
+    m = Migration(**kw)
+    mode = _want_progress(args)
+    bar = _MigrationBar(forced=bool(mode)) if mode is not None else None
+    try:
+        report = _run_migration(m, give_up, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    adv = _advise(args, cfg, report)
+    if args.json is not None:
+        _emit(_to_json(adv.to_dict()), args.json, "advice")
+        if args.json == "-":
+            return 0
+    con = _Out()
+    con.print(f"[bold]Advice[/bold] for a {_guest_line(report.memory, cfg.workload_label(), report.vcpus)}; "
+              f"{format_rate(report.bandwidth, bits=True)}, downtime limit {format_time(report.downtime_limit)}, "
+              f"tracker {report.tracker}")
+    status, style = _status_text(report)
+    con.print(f"As given: [{style}]{status}[/{style}] after {format_time(report.total_time)}: {report.reason}")
+    _print_advice(con, dataclasses.replace(report, advice=adv))
+    return 0
 
 
 # ----------------------------------------------------------------------------- bench

@@ -944,6 +944,7 @@ def simulate(
     on_round: Optional[Callable[[RoundReport], None]] = None,
     faults: Sequence[Fault] = (),
     give_up_after: Union[float, str] = "1h",
+    advise: Union[bool, str] = False,
 ) -> MigrationReport:
     """Run a live migration to its end and return its :class:`MigrationReport`.
 
@@ -951,7 +952,14 @@ def simulate(
     rate outruns the link; so that a call always returns, a migration still running
     after ``give_up_after`` of simulated time (when the policy sets no timeout of its
     own) is rolled back with a reason saying so.
+
+    ``advise``: True to attach :class:`~dirtylog.advice.Advice` (what would make it
+    converge, found by more simulations: see :func:`dirtylog.advice.advise`) as
+    ``report.advice`` when the migration does not converge; ``"always"`` to attach it
+    to one that converges too (how far bandwidth and downtime limit could go down).
     """
+    if advise not in (True, False, "always"):
+        raise ConfigError(f"advise must be True, False or 'always', got {advise!r}")
     m = Migration(memory=memory, workload=workload, link=link, policy=policy, tracker=tracker, vcpus=vcpus,
                   page_size=page_size, huge_pages=huge_pages, zero_pages=zero_pages, devices=devices, seed=seed,
                   verify=verify, pages=pages, costs=costs, on_round=on_round, faults=faults)
@@ -965,4 +973,14 @@ def simulate(
         else:
             m.cancel(f"not converged after {format_time(limit)} of simulated time: QEMU would iterate forever; "
                      "set PreCopy(timeout=..., on_limit=...), a higher bandwidth or a longer downtime limit")
-    return m.report()
+    report = m.report()
+    if advise == "always" or (advise and not (report.status == "completed" and report.converged)):
+        import dataclasses
+
+        from .advice import advise as _advise
+
+        adv = _advise(memory=memory, workload=workload, link=link, policy=policy, tracker=tracker, vcpus=vcpus,
+                      page_size=page_size, huge_pages=huge_pages, zero_pages=zero_pages, devices=devices, seed=seed,
+                      pages=pages, costs=costs, faults=faults, give_up_after=give_up_after, report=report)
+        report = dataclasses.replace(report, advice=adv)
+    return report

@@ -119,6 +119,9 @@ class MigrationReport:
     compression: Dict[str, Any] = field(default_factory=dict)
     guest_throttled: float = 0.0
     events: List[Dict[str, Any]] = field(default_factory=list)
+    #: What would make it converge (:class:`dirtylog.advice.Advice`), when asked for
+    #: (``simulate(advise=True)``); None otherwise.
+    advice: Optional[Any] = None
 
     @property
     def precopy_rounds(self) -> int:
@@ -128,6 +131,8 @@ class MigrationReport:
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)
         d["rounds"] = [r.to_dict() for r in self.rounds]
+        if self.advice is not None:
+            d["advice"] = self.advice.to_dict()
         return d
 
     def to_json(self, indent: Optional[int] = 2) -> str:

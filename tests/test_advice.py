@@ -1,0 +1,152 @@
+"""Advice: what would make a migration converge, each answer checked by simulating around it."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+import dirtylog
+from dirtylog import Link, PostCopy, PreCopy, simulate
+from dirtylog.advice import QUESTIONS, Advice, _snap, advise
+from dirtylog.errors import ConfigError
+from dirtylog.workloads import Hotspot, WorkingSet
+
+# A guest that does not converge at 1 Gbit/s and 300 ms: its 51 MiB hot set takes 90 % of 512 MiB/s.
+GUEST = dict(memory="512MiB", workload=Hotspot("512MiB/s", seed=2), vcpus=2)
+LINK = Link("1Gbit/s")
+POLICY = PreCopy(downtime_limit="300ms")
+GIVE_UP = "60s"  # simulated; every check below runs the full QEMU loop, without the early verdict
+
+
+def _run(link=LINK, policy=POLICY, tracker="pml"):
+    # The check runs QEMU's endless loop (no early verdict) up to GIVE_UP: the advice's
+    # probes used the early verdict, so this also checks that the verdict was right.
+    if "stop_when_stalled" in PreCopy.__dataclass_fields__:
+        policy = _without_verdict(policy)
+    return simulate(link=link, policy=policy, tracker=tracker, give_up_after=GIVE_UP, verify=False, **GUEST)
+
+
+def _without_verdict(policy):
+    if isinstance(policy, PostCopy):
+        return dataclasses.replace(policy, precopy=dataclasses.replace(policy.precopy, stop_when_stalled=False))
+    return dataclasses.replace(policy, stop_when_stalled=False)
+
+
+def _ok(r):
+    return r.status == "completed" and r.converged
+
+
+@pytest.fixture(scope="module")
+def advice() -> Advice:
+    return advise(link=LINK, policy=POLICY, give_up_after=GIVE_UP, **GUEST)
+
+
+def test_the_migration_as_given_does_not_converge(advice):
+    assert not advice.converges
+    assert not _ok(_run())
+    assert [a.question for a in advice.answers()] == list(QUESTIONS)
+    assert advice.probes == len(advice.probe_log) > 5
+
+
+def test_least_bandwidth_converges_and_just_below_does_not(advice):
+    a = advice.bandwidth
+    assert a.found and a.below is not None and a.value > a.below >= LINK.bandwidth
+    assert a.value <= a.below * 1.02 + 1  # within the tolerance
+    above = _run(link=Link(a.value))
+    assert _ok(above)
+    assert above.total_time == pytest.approx(a.total_time) and above.downtime == pytest.approx(a.downtime)
+    assert not _ok(_run(link=Link(a.below)))
+
+
+def test_least_downtime_limit_converges_and_just_below_does_not(advice):
+    a = advice.downtime_limit
+    assert a.found and a.below is not None and a.value > a.below >= POLICY.downtime_limit
+    above = _run(policy=PreCopy(downtime_limit=a.value))
+    assert _ok(above) and above.downtime == pytest.approx(a.downtime)
+    assert not _ok(_run(policy=PreCopy(downtime_limit=a.below)))
+
+
+def test_auto_converge_answer(advice):
+    a = advice.auto_converge
+    r = _run(policy=PreCopy(auto_converge=True))
+    assert a.found == _ok(r)
+    assert a.found and a.value == r.cpu_throttle_percentage > 0
+    assert a.details["slowdown"] > 0 and a.total_time == pytest.approx(r.total_time)
+
+
+def test_dirty_limit_quota_converges_and_just_above_does_not(advice):
+    a = advice.dirty_limit
+    assert a.found and a.below is not None and a.below > a.value >= 1e6
+    assert _ok(_run(policy=PreCopy(dirty_limit=True, vcpu_dirty_limit=a.value), tracker="ring"))
+    assert not _ok(_run(policy=PreCopy(dirty_limit=True, vcpu_dirty_limit=a.below), tracker="ring"))
+
+
+def test_postcopy_cost(advice):
+    a = advice.postcopy
+    r = _run(policy=PostCopy(after_rounds=1, precopy=POLICY))
+    assert a.found and r.status == "completed"
+    assert a.value == pytest.approx(r.degraded_window) and a.value > 0
+    assert a.details["postcopy_requests"] == r.postcopy_requests > 0
+
+
+def test_advice_renders_and_serializes(advice):
+    text = str(advice)
+    for title in ("least bandwidth", "least downtime limit", "auto-converge", "dirty limit", "post-copy"):
+        assert title in text
+    d = json.loads(json.dumps(dirtylog.report.json_safe(advice.to_dict())))
+    assert d["bandwidth"]["value"] == advice.bandwidth.value
+    assert len(d["probe_log"]) == advice.probes
+
+
+def test_simulate_attaches_advice_on_request():
+    kw = dict(link=LINK, policy=POLICY, give_up_after=GIVE_UP, **GUEST)
+    r = simulate(advise=True, **kw)
+    assert r.status == "failed" and isinstance(r.advice, Advice) and r.advice.bandwidth.found
+    assert json.loads(r.to_json())["advice"]["bandwidth"]["value"] == r.advice.bandwidth.value
+    assert simulate(**kw).advice is None
+    # a converging migration gets advice only with advise="always"
+    fast = dict(kw, link=Link("10Gbit/s"))
+    assert simulate(advise=True, **fast).advice is None
+    adv = simulate(advise="always", **fast).advice
+    assert adv is not None and adv.converges
+
+
+def test_advice_for_a_migration_that_converges_finds_how_far_it_can_go_down():
+    link = Link("4Gbit/s")  # converges; its rounds shrink to about 30 ms, not below
+    a = advise(link=link, policy=POLICY, give_up_after=GIVE_UP, questions=("bandwidth", "downtime_limit"), **GUEST)
+    assert a.converges
+    bw = a.bandwidth
+    assert bw.found and bw.value < link.bandwidth and bw.below is not None and bw.below < bw.value
+    assert _ok(_run(link=Link(bw.value))) and not _ok(_run(link=Link(bw.below)))
+    dl = a.downtime_limit
+    assert dl.found and dl.value <= POLICY.downtime_limit and dl.below is not None
+    assert _ok(_run(link=link, policy=PreCopy(downtime_limit=dl.value)))
+    assert not _ok(_run(link=link, policy=PreCopy(downtime_limit=dl.below)))
+
+
+def test_a_hopeless_guest_says_so():
+    # every page rewritten far faster than any bandwidth searched can send it
+    a = advise(memory="64MiB", workload=Hotspot("8GiB/s", hot_fraction=1.0, seed=1), link=Link("100Mbit/s"),
+               policy=PreCopy(downtime_limit="1ms"), give_up_after="20s", max_bandwidth="400Mbit/s",
+               questions=("bandwidth",), max_probes=4)
+    assert not a.bandwidth.found and "does not converge even at" in a.bandwidth.note
+    assert a.bandwidth.probes <= 4
+
+
+def test_bad_arguments():
+    with pytest.raises(ConfigError, match="unknown advice question"):
+        advise(questions=("speed",), **GUEST)
+    with pytest.raises(ConfigError, match="tolerance"):
+        advise(tolerance=0, **GUEST)
+    with pytest.raises(ConfigError, match="max_probes"):
+        advise(max_probes=1, **GUEST)
+    with pytest.raises(ConfigError):
+        simulate(advise="sometimes", **GUEST)
+
+
+def test_snapping_to_printed_values():
+    assert _snap(3.1234, 1.0, up=True) == pytest.approx(3.13)
+    assert _snap(3.1234, 1.0, up=False) == pytest.approx(3.12)
+    assert _snap(3.0, 1.0, up=True) == pytest.approx(3.0)
+    assert _snap(441e6, 8.0, up=True) * 8 == pytest.approx(3.53e9)  # bytes/s printed in bits/s
