@@ -238,13 +238,14 @@ def _stall_supported() -> bool:
 
 def _cheap(policy: Any) -> Any:
     """The policy with the early verdict on (when the engine has it)."""
-    if not _stall_supported() or policy is None:
-        if policy is None and _stall_supported():
-            return PreCopy(stop_when_stalled=True)  # type: ignore[call-arg]
+    if not _stall_supported():
         return policy
+    on: Dict[str, Any] = {"stop_when_stalled": True}
+    if policy is None:
+        return PreCopy(**on)
     if isinstance(policy, PostCopy):
-        return dataclasses.replace(policy, precopy=dataclasses.replace(policy.precopy, stop_when_stalled=True))
-    return dataclasses.replace(policy, stop_when_stalled=True)
+        return dataclasses.replace(policy, precopy=dataclasses.replace(policy.precopy, **on))
+    return dataclasses.replace(policy, **on)
 
 
 def _bisect(
