@@ -13,6 +13,7 @@ __all__ = [
     "StateError",
     "ModeError",
     "CoreError",
+    "Interrupted",
 ]
 
 
@@ -34,3 +35,16 @@ class ModeError(DirtylogError, ValueError):
 
 class CoreError(DirtylogError, RuntimeError):
     """The C core reported an error the Python layer did not anticipate."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped :meth:`dirtylog.Migration.run` between two bounded steps.
+
+    A KeyboardInterrupt, so that an uncaught one still ends a program as Ctrl-C
+    does. ``report`` is the migration's partial report (``interrupted=True``); the
+    migration object itself is consistent and can be run further.
+    """
+
+    def __init__(self, report: object = None, message: str = "interrupted (Ctrl-C)") -> None:
+        super().__init__(message)
+        self.report = report

@@ -27,6 +27,8 @@ page must match.
 from __future__ import annotations
 
 import math
+import signal
+import threading
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
@@ -36,7 +38,7 @@ from ._lib import check, ffi, lib
 from ._validate import as_int
 from .costs import TrackingCosts
 from .devices import Device, default_devices, device_bytes, ordered
-from .errors import ConfigError, CoreError, StateError
+from .errors import ConfigError, CoreError, Interrupted, StateError
 from .faults import BandwidthChange, Fault, LinkFailure, check_fault
 from .link import Link
 from .policy import PostCopy, PreCopy
@@ -195,7 +197,10 @@ class Migration:
             if err:
                 raise TypeError(err)
         self._faults = sorted(faults, key=lambda f: f.at)
-        self.bandwidth = self.policy.effective_bandwidth(self.link.bandwidth)
+        # Two rates, as in QEMU: the live phase is capped by max_bandwidth, the
+        # stop-and-copy (and post-copy unless max_postcopy_bandwidth) runs at link speed.
+        self.link_bandwidth = self.policy.effective_bandwidth(self.link.bandwidth)
+        self.bandwidth = self.policy.live_bandwidth(self.link.bandwidth)
         self.page_bytes = psize + self.link.header_bytes
 
         self._src: Optional[np.ndarray] = None
@@ -279,6 +284,9 @@ class Migration:
         self._dl_next = math.inf
         self._dl_snap: List[int] = []
         self._vthr = [0.0] * self.tracker.vcpus
+        # early verdict: pending bytes at each sync since the last change of conditions
+        self._stall_hist: List[int] = []
+        self.interrupted = False
 
     # -- clock and state ---------------------------------------------------------
     def _engine_state(self) -> Any:
@@ -358,10 +366,57 @@ class Migration:
                                 f"(phase {self.phase}); please report this as a bug")
         return self
 
-    def run(self) -> MigrationReport:
-        """Run to the end and return the report."""
-        self.run_until(math.inf)
+    def run(self, give_up_after: Union[float, str, None] = None,
+            progress: Optional[Callable[["Migration"], None]] = None) -> MigrationReport:
+        """Run to the end and return the report: the one run loop (:func:`simulate`, the CLI and sweeps use it).
+
+        ``give_up_after`` (seconds or ``"1h"``; None: never) bounds the simulated
+        time when the policy sets no ``timeout`` of its own: QEMU iterates forever
+        when the dirty rate outruns the link, so a migration still iterating then is
+        rolled back (status "failed") with a reason saying so. A switch-over already
+        under way always finishes. ``progress`` is called with the migration after
+        each step (about 20 times per second of wall time).
+
+        Ctrl-C: every call into the C core does bounded work, and SIGINT is taken
+        between two steps (in the main thread), so the migration stays consistent;
+        :class:`~dirtylog.errors.Interrupted` (a KeyboardInterrupt) is raised carrying
+        ``.report``, the partial report marked ``interrupted``. ``run`` may be called
+        again to go on.
+        """
+        self.interrupted = False
+        limit = math.inf if give_up_after is None else parse_time(
+            give_up_after, name="give_up_after", allow_zero=False, allow_inf=True)
+        if self.policy.timeout is not None:
+            limit = math.inf
+        with _SigintDeferred() as sigint:
+            try:
+                step = self._run_step()
+                while not self.done:
+                    live = self.phase in ("setup", "precopy")
+                    if live and self.clock >= limit:
+                        self._rollback(f"not converged after {format_time(limit)} of simulated time: QEMU would "
+                                       "iterate forever; set PreCopy(timeout=..., on_limit=...), a higher bandwidth "
+                                       "or a longer downtime limit")
+                        break
+                    self.run_until(min(limit if live else math.inf, self.clock + step))
+                    if progress is not None:
+                        progress(self)
+                    if sigint.fired:
+                        raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                self.interrupted = True
+                raise Interrupted(self.report()) from None
         return self.report()
+
+    def _run_step(self) -> float:
+        """Simulated seconds per step of the run loop: about a million guest writes, at most 1 s.
+
+        A function of the configuration only (never of wall time), so that every caller of
+        the run loop gets the same figures for the same seed."""
+        rate = _nominal_write_rate(self.workload, self.pages, self.page_size)
+        if not rate or not math.isfinite(rate):
+            return 1.0
+        return min(1.0, max(1e-4, 1e6 / rate))
 
     def cancel(self, reason: str = "cancelled by the user") -> None:
         """Cancel a migration in progress: roll back, the source keeps running."""
@@ -378,10 +433,20 @@ class Migration:
         """Change the link's bandwidth from now on (bytes/s or ``"1Gbit/s"``)."""
         from .units import parse_rate
 
-        bw = self.policy.effective_bandwidth(parse_rate(bandwidth, name="bandwidth", allow_zero=False))
-        check(lib.dl_engine_set_bandwidth(self._e, bw), "set_bandwidth")
-        self.bandwidth = bw
-        self._event("bandwidth", bandwidth=bw)
+        link = parse_rate(bandwidth, name="bandwidth", allow_zero=False)
+        self.link_bandwidth = self.policy.effective_bandwidth(link)
+        self.bandwidth = self.policy.live_bandwidth(link)
+        check(lib.dl_engine_set_bandwidth(self._e, self._phase_bandwidth()), "set_bandwidth")
+        self._stall_hist.clear()
+        self._event("bandwidth", bandwidth=link)
+
+    def _phase_bandwidth(self) -> float:
+        """The rate the link is used at in the current phase."""
+        if self.phase in ("setup", "precopy"):
+            return self.bandwidth
+        if self.phase == "postcopy" or (self.phase == "switchover" and self._pc_started):
+            return self.policy.postcopy_bandwidth(self.link_bandwidth)
+        return self.link_bandwidth
 
     def fail_link(self, reason: str = "the migration link failed") -> None:
         """The link fails now: a pre-copy migration (even in its stop-and-copy) rolls back."""
@@ -462,7 +527,9 @@ class Migration:
             i = self.dirty_sync_count % 2
             buf = self._hbuf[i]
             if buf is None or buf.size < need:
-                buf = self._hbuf[i] = np.empty(min(self.pages, need + need // 4 + 1024), dtype=np.uint64)
+                # Ring mode's pending counts ring entries, which can exceed the page count
+                # (a page reset and dirtied again, entries of several vCPUs): size by it.
+                buf = self._hbuf[i] = np.empty(need + need // 4 + 1024, dtype=np.uint64)
             dirty = self.tracker.harvest(out=buf)
         kicks = self.tracker.stats.kicks - kicks0
         if kicks:
@@ -497,6 +564,7 @@ class Migration:
         if p.dirty_limit:
             if not self.dirty_limit_active:
                 self.dirty_limit_active = True
+                self._stall_hist.clear()
                 self._dl_snap = [v.dirtied for v in self.tracker.stats.vcpus]
                 self._dl_next = self.clock + p.dirty_limit_period
                 self._event("dirty-limit", limit=p.vcpu_dirty_limit)
@@ -514,6 +582,7 @@ class Migration:
         if new != self.throttle:
             self.throttle = new
             self.throttle_history.append(new)
+            self._stall_hist.clear()
             check(lib.dl_engine_set_throttle(self._e, new / 100.0), "throttle")
             self._event("throttle", percent=new)
 
@@ -527,6 +596,8 @@ class Migration:
             cur = self._vthr[j]
             new = 1.0 - (1.0 - cur) * p.vcpu_dirty_limit / rate if rate > 0 else 0.0
             new = min(max(new, 0.0), 0.99)
+            if abs(new - cur) > 0.01:  # still adjusting: no early verdict yet
+                self._stall_hist.clear()
             if new != cur:
                 check(lib.dl_engine_set_vcpu_throttle(self._e, j, new), "dirty limit")
                 self._vthr[j] = new
@@ -583,11 +654,13 @@ class Migration:
     def _end_round(self) -> None:
         self._sent_precopy = int(self._engine_state().bytes_sent)
         dirty = self._sync(measure=True)
-        self.expected_downtime = dirty.size * self.page_bytes / self.bandwidth
-        self._round_report(dirty.size)
         p = self.policy
+        sw_bw = p.switchover_bandwidth if p.switchover_bandwidth is not None else self.bandwidth
+        self.expected_downtime = dirty.size * self.page_bytes / sw_bw
+        self._round_report(dirty.size)
         pending = dirty.size * self.page_bytes + self.device_bytes
-        threshold = self.bandwidth * p.downtime_limit
+        threshold = sw_bw * p.downtime_limit
+        stalled = self._stalled(pending, threshold) if pending > threshold and dirty.size else None
         done_rounds = self._round_index  # iterative rounds after round 0 completed
         if pending <= threshold:
             self._switchover(dirty, True, f"converged: {format_size(pending)} pending <= threshold "
@@ -601,6 +674,8 @@ class Migration:
         elif self.postcopy is not None and self.policy.on_limit != "postcopy" \
                 and self._round_index + 1 >= self.postcopy.after_rounds:
             self._start_postcopy(dirty, f"switched to post-copy after {self._round_index + 1} pre-copy round(s)")
+        elif stalled is not None:
+            self._rollback(stalled)
         elif p.max_iterations is not None and done_rounds >= p.max_iterations:
             self._limit(f"iteration limit reached ({p.max_iterations} rounds after round 0)", dirty)
         elif p.max_total_factor is not None and self._sent_precopy > p.max_total_factor * self.memory:
@@ -609,6 +684,36 @@ class Migration:
             self._limit(f"timeout of {format_time(self._timeout_at())} reached", dirty)
         else:
             self._begin_round(self._round_index + 1, dirty)
+
+    def _stalled(self, pending: int, threshold: float) -> Optional[str]:
+        """The early verdict (``PreCopy.stop_when_stalled``): the reason if the migration can never converge."""
+        p = self.policy
+        hist = self._stall_hist
+        hist.append(int(pending))
+        if not p.stop_when_stalled or self.postcopy is not None or self._faults:
+            return None
+        if p.on_limit != "abort" and (p.timeout is not None or p.max_iterations is not None
+                                      or p.max_total_factor is not None):
+            return None  # a limit with its own action will end it
+        if self.workload is not None and not getattr(self.workload, "stationary", False):
+            return None
+        if p.auto_converge and self.throttle < p.max_cpu_throttle:
+            return None
+        if p.dirty_limit and not self.dirty_limit_active:
+            return None
+        k = p.stall_syncs
+        if len(hist) <= k:
+            return None
+        recent = hist[-k:]
+        if min(recent) < 0.99 * min(hist[:-k]):
+            return None  # still shrinking
+        steady = sorted(recent)[len(recent) // 2]
+        return (f"does not converge: pending holds steady at {format_size(steady)} (RAM and device state, "
+                f"median of the last {k} syncs) against a threshold of {format_size(threshold)} "
+                f"(bandwidth x downtime limit): {format_size(steady - threshold)} too much, "
+                f"{steady / threshold if threshold > 0 else math.inf:.1f}x the threshold. Under QEMU's rules this migration never converges; "
+                f"QEMU itself would keep iterating until cancelled (PreCopy(stop_when_stalled=False) simulates "
+                f"that)")
 
     def _limit(self, reason: str, dirty: Optional[np.ndarray] = None) -> None:
         self._event("limit", reason=reason, action=self.policy.on_limit)
@@ -647,6 +752,8 @@ class Migration:
         self._event("switchover", pages=int(pages.size), converged=converged)
         self._downtime_start = self.clock
         check(lib.dl_engine_reset_carry(self._e), "stop-and-copy")
+        # QEMU lifts the rate limit when it pauses the guest: the stop-and-copy runs at link speed
+        check(lib.dl_engine_set_bandwidth(self._e, self.link_bandwidth), "stop-and-copy")
         self.phase = "downtime"
         self._final_stage = "pages"
         self._round_index = -1
@@ -690,6 +797,8 @@ class Migration:
         self._pc_stale = stale
         self._event("switchover", pages=int(stale.size), postcopy=True)
         self._downtime_start = self.clock
+        check(lib.dl_engine_set_bandwidth(self._e, self.policy.postcopy_bandwidth(self.link_bandwidth)),
+              "post-copy")
         self.phase = "switchover"
         self._round_index = -1
         self._round_pages = None
@@ -881,6 +990,7 @@ class Migration:
             cpu_throttle_percentage=self.throttle,
             compression=self._compression(st),
             guest_throttled=sum(r.duration * r.throttle / 100.0 * self.vcpus for r in self.rounds if not r.final),
+            interrupted=self.interrupted,
         )
 
     def _compression(self, st: Any) -> Dict[str, Any]:
@@ -963,17 +1073,7 @@ def simulate(
     m = Migration(memory=memory, workload=workload, link=link, policy=policy, tracker=tracker, vcpus=vcpus,
                   page_size=page_size, huge_pages=huge_pages, zero_pages=zero_pages, devices=devices, seed=seed,
                   verify=verify, pages=pages, costs=costs, on_round=on_round, faults=faults)
-    limit = parse_time(give_up_after, name="give_up_after", allow_zero=False, allow_inf=True)
-    if m.policy.timeout is not None:
-        limit = math.inf
-    m.run_until(limit)
-    if not m.done:
-        if m.phase in ("downtime", "switchover", "postcopy"):  # these always finish
-            m.run_until(math.inf)
-        else:
-            m.cancel(f"not converged after {format_time(limit)} of simulated time: QEMU would iterate forever; "
-                     "set PreCopy(timeout=..., on_limit=...), a higher bandwidth or a longer downtime limit")
-    report = m.report()
+    report = m.run(give_up_after=give_up_after)
     if advise == "always" or (advise and not (report.status == "completed" and report.converged)):
         import dataclasses
 
@@ -984,3 +1084,26 @@ def simulate(
                       pages=pages, costs=costs, faults=faults, give_up_after=give_up_after, report=report)
         report = dataclasses.replace(report, advice=adv)
     return report
+
+
+class _SigintDeferred:
+    """Within ``with``: SIGINT sets ``fired`` instead of raising (main thread, default handler only)."""
+
+    def __init__(self) -> None:
+        self.fired = False
+        self._old: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.fired:  # a second Ctrl-C while the first is pending: raise at once
+            raise KeyboardInterrupt
+        self.fired = True
+
+    def __enter__(self) -> "_SigintDeferred":
+        if threading.current_thread() is threading.main_thread() \
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)

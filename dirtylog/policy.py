@@ -81,6 +81,32 @@ class PreCopy:
         ``min(link bandwidth, max(1, multifd_channels) x channel_bandwidth)``
         (``channel_bandwidth`` None: no cap). Multifd sends 512 KiB packets over its
         channels; the default ``chunk_size`` is that packet.
+    max_bandwidth:
+        QEMU's ``max-bandwidth``: a cap (bytes/s or ``"32MiB/s"``) on the live phase
+        only; the wire itself runs at the :class:`Link`'s speed. None (the default):
+        no cap, which is what libvirt sets unless ``virsh migrate --bandwidth`` is
+        given (QEMU's own default is 128 MiB/s). QEMU lifts the cap when it pauses
+        the guest, so the stop-and-copy runs at link speed, and so does post-copy's
+        page traffic unless ``max_postcopy_bandwidth`` is given.
+    max_postcopy_bandwidth:
+        QEMU's ``max-postcopy-bandwidth``: a cap on post-copy's page traffic (None:
+        link speed).
+    switchover_bandwidth:
+        QEMU's ``avail-switchover-bandwidth`` (8.2+): when set, it replaces the
+        measured bandwidth in the threshold and in the expected downtime.
+    stop_when_stalled:
+        The early verdict (default on): with a stationary workload, no throttle
+        still able to step, no pending fault or bandwidth change, and the pending
+        set no longer shrinking over ``stall_syncs`` syncs, the migration can never
+        converge under QEMU's rules; it stops there with status "failed" and a
+        reason giving the steady pending bytes and the threshold. QEMU itself
+        would keep iterating until cancelled: ``stop_when_stalled=False``
+        reproduces that (up to ``timeout`` or ``give_up_after``). It never
+        pre-empts a limit whose ``on_limit`` is "force" or "postcopy", nor a
+        post-copy policy.
+    stall_syncs:
+        Syncs without the pending set shrinking (by more than 1 %) before the
+        verdict (default 5).
     """
 
     downtime_limit: float
@@ -107,6 +133,11 @@ class PreCopy:
     xbzrle_ratio: float
     multifd_channels: int
     channel_bandwidth: Optional[float]
+    max_bandwidth: Optional[float]
+    max_postcopy_bandwidth: Optional[float]
+    switchover_bandwidth: Optional[float]
+    stop_when_stalled: bool
+    stall_syncs: int
 
     def __init__(
         self,
@@ -134,6 +165,11 @@ class PreCopy:
         xbzrle_ratio: float = 0.25,
         multifd_channels: int = 0,
         channel_bandwidth: Optional[Union[float, str]] = None,
+        max_bandwidth: Optional[Union[float, str]] = None,
+        max_postcopy_bandwidth: Optional[Union[float, str]] = None,
+        switchover_bandwidth: Optional[Union[float, str]] = None,
+        stop_when_stalled: bool = True,
+        stall_syncs: int = 5,
     ) -> None:
         if not isinstance(stop, str) or stop.lower() not in STOP_RULES:
             raise ConfigError(f"unknown stop rule {stop!r}; allowed: {', '.join(STOP_RULES)}")
@@ -168,7 +204,8 @@ class PreCopy:
         s(self, "chunk_size", int(parse_size(chunk_size, name="chunk_size", allow_zero=False)))
         s(self, "clear_chunk", int(parse_size(clear_chunk, name="clear_chunk", allow_zero=False)))
         for flag, val in (("auto_converge", auto_converge), ("cpu_throttle_tailslow", cpu_throttle_tailslow),
-                          ("dirty_limit", dirty_limit), ("xbzrle", xbzrle)):
+                          ("dirty_limit", dirty_limit), ("xbzrle", xbzrle),
+                          ("stop_when_stalled", stop_when_stalled)):
             if not isinstance(val, bool):
                 raise TypeError(f"{flag} must be a bool, got {val!r}")
             s(self, flag, val)
@@ -194,12 +231,29 @@ class PreCopy:
         s(self, "multifd_channels", as_int("multifd_channels", multifd_channels, minimum=0, maximum=256))
         s(self, "channel_bandwidth", None if channel_bandwidth is None
           else parse_rate(channel_bandwidth, name="channel_bandwidth", allow_zero=False))
+        rates: Dict[str, Optional[Union[float, str]]] = {
+            "max_bandwidth": max_bandwidth, "max_postcopy_bandwidth": max_postcopy_bandwidth,
+            "switchover_bandwidth": switchover_bandwidth}
+        for rname, rval in rates.items():
+            s(self, rname, None if rval is None else parse_rate(rval, name=rname, allow_zero=False))
+        s(self, "stall_syncs", as_int("stall_syncs", stall_syncs, minimum=2, maximum=10_000))
 
     def effective_bandwidth(self, link_bandwidth: float) -> float:
-        """The link's bandwidth as the sending threads can use it (see ``channel_bandwidth``)."""
+        """The link's bandwidth as the sending threads can use it (see ``channel_bandwidth``):
+        the rate of the stop-and-copy, which QEMU runs without a rate limit."""
         if self.channel_bandwidth is None:
             return link_bandwidth
         return min(link_bandwidth, max(1, self.multifd_channels) * self.channel_bandwidth)
+
+    def live_bandwidth(self, link_bandwidth: float) -> float:
+        """The rate of the live phase: the effective bandwidth capped by ``max_bandwidth``."""
+        bw = self.effective_bandwidth(link_bandwidth)
+        return bw if self.max_bandwidth is None else min(bw, self.max_bandwidth)
+
+    def postcopy_bandwidth(self, link_bandwidth: float) -> float:
+        """The rate of post-copy's page traffic: the effective bandwidth capped by ``max_postcopy_bandwidth``."""
+        bw = self.effective_bandwidth(link_bandwidth)
+        return bw if self.max_postcopy_bandwidth is None else min(bw, self.max_postcopy_bandwidth)
 
     def to_dict(self) -> Dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}

@@ -118,6 +118,8 @@ class MigrationReport:
     cpu_throttle_percentage: int = 0
     compression: Dict[str, Any] = field(default_factory=dict)
     guest_throttled: float = 0.0
+    #: True when Ctrl-C stopped the run loop: a partial report (see dirtylog.errors.Interrupted)
+    interrupted: bool = False
     events: List[Dict[str, Any]] = field(default_factory=list)
     #: What would make it converge (:class:`dirtylog.advice.Advice`), when asked for
     #: (``simulate(advise=True)``); None otherwise.

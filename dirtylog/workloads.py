@@ -382,6 +382,15 @@ class Workload:
         c.read_share = rs
         return c
 
+    @property
+    def stationary(self) -> bool:
+        """True when the write stream's statistics do not change with time (Uniform,
+        Hotspot, Zipf, Sequential, DirtyCurve, and a Mix of such): the migration
+        engine's early "never converges" verdict (``PreCopy(stop_when_stalled=True)``)
+        is only given for these. False for phases (WorkingSet with more than one
+        phase) and traces."""
+        return False
+
     # -- to implement --------------------------------------------------------------
     def _add(self, bw: BoundWorkload) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -454,6 +463,10 @@ class Workload:
 class Uniform(Workload):
     """Writes spread uniformly over all of memory at ``rate`` page writes per second."""
 
+    @property
+    def stationary(self) -> bool:
+        return True
+
     def __init__(self, rate: RateLike, *, shares: Any = None, seed: Any = 0) -> None:
         super().__init__(shares=shares, seed=seed)
         _rate(rate, 4096)
@@ -486,6 +499,10 @@ class Hotspot(Workload):
     ``hot_fraction > 0``; writes are uniform within the hot set and within the
     rest. If either set is empty every write goes to the other one.
     """
+
+    @property
+    def stationary(self) -> bool:
+        return True
 
     def __init__(
         self,
@@ -531,6 +548,10 @@ class Zipf(Workload):
     are scattered over memory. ``s`` must be in (0, 100].
     """
 
+    @property
+    def stationary(self) -> bool:
+        return True
+
     def __init__(self, rate: RateLike, s: float = 1.0, *, shares: Any = None, seed: Any = 0) -> None:
         super().__init__(shares=shares, seed=seed)
         _rate(rate, 4096)
@@ -561,6 +582,10 @@ class Sequential(Workload):
     of memory. If ``gcd(stride, length) = g > 1`` only ``length / g`` pages are
     written. No seed: the sweep is deterministic.
     """
+
+    @property
+    def stationary(self) -> bool:
+        return True
 
     def __init__(
         self,
@@ -626,6 +651,11 @@ class WorkingSet(Workload):
     phase list repeats forever with the same sets; with ``repeat=False`` the
     last phase lasts forever.
     """
+
+    @property
+    def stationary(self) -> bool:
+        """A single phase is stationary; a sequence of phases is not."""
+        return len(self.phases) == 1
 
     def __init__(
         self, phases: Sequence[Tuple[TimeLike, Any, RateLike]], *, repeat: bool = True, shares: Any = None, seed: Any = 0
@@ -693,6 +723,10 @@ class WorkingSet(Workload):
 
 class Mix(Workload):
     """The sum of several workloads, each keeping its own rate, shares and stream."""
+
+    @property
+    def stationary(self) -> bool:
+        return all(c.stationary for c in self.components)
 
     def __init__(self, components: Sequence[Workload]) -> None:
         super().__init__()
@@ -813,6 +847,10 @@ class DirtyCurve(Workload):
     Poisson expectation. Bound to a guest of a different size, the class sizes
     are scaled to it (the same fractions of memory, the same per-page rates).
     """
+
+    @property
+    def stationary(self) -> bool:
+        return True
 
     def __init__(
         self,

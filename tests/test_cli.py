@@ -79,9 +79,9 @@ def test_stop_rule_and_limits(capsys):
     assert d["status"] == "failed" and d["verified"] is True
     rc, out, _ = run(capsys, *base, "--stop", "xen")
     assert json.loads(out)["dirty_sync_count"] <= 32
-    rc, out, _ = run(capsys, *base, "--give-up-after", "3s")
+    rc, out, _ = run(capsys, *base, "--give-up-after", "1s")  # before the early verdict (6 syncs)
     d = json.loads(out)
-    assert d["status"] == "failed" and "not converged after 3.00 s" in d["reason"]
+    assert d["status"] == "failed" and "not converged after 1.00 s" in d["reason"]
     rc, out, _ = run(capsys, *base, "--timeout", "2s")
     assert "timeout" in json.loads(out)["reason"]
 
@@ -116,10 +116,10 @@ def test_postcopy_policy_and_on_limit(capsys):
 
 def test_long_runs_show_the_first_and_last_rounds(capsys):
     rc, out, _ = run(capsys, "simulate", "-m", "16MiB", "-w", "uniform:100MiB/s", "-b", "200Mbit/s",
-                     "--give-up-after", "20s", "--rounds", "6")
+                     "--give-up-after", "20s", "--rounds", "4")
     assert rc == 0
     assert "rounds not shown (--rounds 0 shows all)" in out
-    assert "failed" in out and "QEMU would iterate forever" in out
+    assert "failed" in out and "does not converge: pending holds steady" in out  # the early verdict
 
 
 def test_progress_bar_only_when_forced(capsys):

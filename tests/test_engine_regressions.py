@@ -82,3 +82,23 @@ def test_tailslow_steps_are_at_least_one_percent():
                  policy=PreCopy(auto_converge=True, cpu_throttle_tailslow=True))
     steps = [e["percent"] for e in r.events if e["event"] == "throttle"]
     assert all(b - a >= 1 for a, b in zip(steps, steps[1:]))
+
+
+# issue 15 item 1: ring mode's pending can exceed the page count; the harvest buffer is sized by it.
+def test_ring_mode_harvest_buffer_uniform_4_vcpus():
+    from dirtylog.errors import ConfigError
+
+    try:
+        r = simulate(memory="64MiB", workload=Uniform("4GiB/s", seed=1), link=Link("1Gbit/s"), tracker="ring",
+                     vcpus=4, give_up_after="10s")
+    except ConfigError as e:  # the regression: "out holds N pages but the harvest may need M"
+        pytest.fail(f"ring harvest buffer too small: {e}")
+    assert r.status in ("completed", "failed") and r.verified is True
+
+
+def test_ring_mode_harvest_buffer_sequential_eager():
+    from dirtylog.workloads import Sequential
+
+    r = simulate(pages=65536, workload=Sequential(rate=200000), link=Link(bandwidth=200000 * 4096 * 0.5),
+                 tracker="ring", huge_pages="eager", policy=PreCopy(on_limit="force", timeout=60))
+    assert r.status == "completed" and r.verified is True

@@ -109,7 +109,8 @@ def test_verdicts_forced_and_not_converging():
     ], jobs=1)
     assert forced.verdict == "forced" and forced.status == "completed" and forced.downtime > 0.01
     assert aborted.verdict == "does not converge" and aborted.status == "failed"
-    assert gave_up.verdict == "does not converge" and gave_up.total_time == pytest.approx(3.0, abs=0.5)
+    # the early verdict (stop_when_stalled) comes before the give-up
+    assert gave_up.verdict == "does not converge" and gave_up.total_time <= 3.0
 
 
 def test_postcopy_verdict():

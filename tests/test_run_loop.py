@@ -1,0 +1,150 @@
+"""The one run loop (Migration.run), Ctrl-C, the early verdict and the two rates (issues 10 and 12)."""
+from __future__ import annotations
+
+import math
+import os
+import signal
+
+import pytest
+
+from dirtylog import Link, Migration, PreCopy, simulate
+from dirtylog.errors import Interrupted
+from dirtylog.workloads import Hotspot, Mix, Sequential, Uniform, WorkingSet, Zipf
+
+
+# -- the early verdict ---------------------------------------------------------------------
+HOPELESS = dict(memory="64MiB", workload=Hotspot("400MiB/s", seed=3), link=Link("200Mbit/s"))
+
+
+def test_stalled_migration_fails_early_with_the_figures():
+    r = simulate(**HOPELESS, give_up_after="1h")
+    assert r.status == "failed" and not r.converged and r.verified is True
+    assert "does not converge" in r.reason and "threshold" in r.reason and "x the threshold" in r.reason
+    assert "QEMU itself would keep iterating" in r.reason
+    assert r.total_time < 600  # long before the give-up
+
+
+def test_stop_when_stalled_off_iterates_until_give_up():
+    r = simulate(**HOPELESS, policy=PreCopy(stop_when_stalled=False), give_up_after="60s")
+    assert r.status == "failed" and "QEMU would iterate forever" in r.reason
+    assert r.total_time == pytest.approx(60, abs=1e-6)
+
+
+def test_no_early_verdict_for_a_non_stationary_workload():
+    w = WorkingSet([("1s", "8MiB", "300MiB/s"), ("1s", "16MiB", "300MiB/s")])
+    r = simulate(memory="64MiB", workload=w, link=Link("200Mbit/s"), give_up_after="40s")
+    assert r.status == "failed" and "QEMU would iterate forever" in r.reason
+
+
+def test_no_early_verdict_while_auto_converge_can_still_step():
+    r = simulate(**HOPELESS, policy=PreCopy(auto_converge=True), give_up_after="1h")
+    # auto-converge throttles the guest until it converges (or reaches its maximum)
+    assert r.status == "completed" or r.cpu_throttle_percentage == 99
+
+
+def test_no_early_verdict_before_a_pending_bandwidth_change():
+    from dirtylog.faults import BandwidthChange
+
+    r = simulate(**HOPELESS, faults=[BandwidthChange(at=100.0, bandwidth="10Gbit/s")], give_up_after="1h")
+    assert r.status == "completed" and r.converged and r.total_time > 100
+
+
+def test_a_limit_with_its_own_action_is_not_pre_empted():
+    r = simulate(**HOPELESS, policy=PreCopy(timeout="30s", on_limit="force"))
+    assert r.status == "completed" and "timeout" in r.reason
+
+
+def test_workloads_say_whether_they_are_stationary():
+    assert Uniform(100).stationary and Hotspot(100).stationary and Zipf(100).stationary
+    assert Sequential(rate=100).stationary
+    assert Mix([Uniform(10), Hotspot(10)]).stationary
+    assert WorkingSet([("1s", "1MiB", 10)]).stationary
+    assert not WorkingSet([("1s", "1MiB", 10), ("1s", "2MiB", 10)]).stationary
+    assert not Mix([Uniform(10), WorkingSet([("1s", "1MiB", 10), ("1s", "2MiB", 10)])]).stationary
+
+
+# -- two rates -----------------------------------------------------------------------------
+def test_max_bandwidth_caps_the_live_phase_only():
+    link = Link("1GiB/s")
+    cap = 32 * 2**20
+    r = simulate(memory="64MiB", workload=None, link=link, policy=PreCopy(max_bandwidth="32MiB/s"))
+    assert r.status == "completed" and r.converged
+    round0 = r.rounds[0]
+    assert round0.bandwidth == pytest.approx(cap, rel=1e-3)
+    assert round0.duration == pytest.approx(r.pages * 4104 / cap, rel=1e-3)
+    final = r.rounds[-1]
+    assert final.final
+    # the stop-and-copy (device state here) runs at link speed
+    assert r.downtime == pytest.approx(r.device_bytes / link.bandwidth + final.duration * 0, abs=1e-3) \
+        or r.downtime < r.device_bytes / cap
+
+
+def test_switchover_bandwidth_replaces_the_measured_one_in_the_threshold():
+    w = Hotspot("200MiB/s", seed=1)
+    base = simulate(memory="128MiB", workload=w, link=Link("1Gbit/s"), give_up_after="1h")
+    assert base.status == "completed" and base.converged
+    # a tiny switch-over bandwidth: the threshold can never be met
+    low = simulate(memory="128MiB", workload=w, link=Link("1Gbit/s"),
+                   policy=PreCopy(switchover_bandwidth="1MiB/s"), give_up_after="1h")
+    assert low.status == "failed" and "307 KiB" in low.reason
+    assert low.expected_downtime > base.expected_downtime
+
+
+def test_policy_rates_accept_units():
+    p = PreCopy(max_bandwidth="32MiB/s", switchover_bandwidth=1e9, max_postcopy_bandwidth="1Gbit/s")
+    assert p.max_bandwidth == 32 * 2**20 and p.switchover_bandwidth == 1e9 and p.max_postcopy_bandwidth == 1.25e8
+    assert p.live_bandwidth(1e10) == 32 * 2**20 and p.effective_bandwidth(1e10) == 1e10
+    with pytest.raises(ValueError, match="max_bandwidth"):
+        PreCopy(max_bandwidth=0)
+
+
+# -- the run loop ----------------------------------------------------------------------------
+def test_simulate_is_the_run_loop():
+    kw = dict(memory="64MiB", workload=Uniform("20MiB/s", seed=4), link=Link("1Gbit/s"))
+    a = simulate(**kw)
+    b = Migration(**kw).run(give_up_after="1h")
+    assert a.total_time == b.total_time and a.transferred == b.transferred and a.downtime == b.downtime
+
+
+def test_progress_is_called():
+    seen = []
+    m = Migration(memory="64MiB", workload=Uniform("20MiB/s", seed=4), link=Link("1Gbit/s"))
+    r = m.run(progress=lambda mig: seen.append(mig.clock))
+    assert r.status == "completed" and seen and seen == sorted(seen)
+
+
+def test_give_up_during_postcopy_finishes_it():
+    from dirtylog import PostCopy
+
+    r = simulate(memory="64MiB", workload=Uniform("400MiB/s", seed=1), link=Link("200Mbit/s"),
+                 policy=PostCopy(after_rounds=1), give_up_after="3s")  # round 0 ends at 2.7 s
+    assert r.status == "completed" and r.verified is True
+
+
+def test_ctrl_c_raises_interrupted_with_a_partial_report_and_the_migration_goes_on():
+    m = Migration(memory="64MiB", workload=Uniform("20MiB/s", seed=4), link=Link("400Mbit/s"))
+    calls = []
+
+    def progress(mig):
+        calls.append(mig.clock)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(Interrupted) as ei:
+        m.run(progress=progress)
+    assert isinstance(ei.value, KeyboardInterrupt)
+    rep = ei.value.report
+    assert rep.interrupted and rep.status == "active" and 0 < rep.total_time < math.inf
+    r = m.run()  # consistent: it can go on, nothing lost
+    assert r.status == "completed" and r.verified is True and not r.interrupted
+
+
+def test_keyboard_interrupt_in_a_callback_becomes_interrupted():
+    m = Migration(memory="64MiB", workload=Uniform("20MiB/s", seed=4), link=Link("400Mbit/s"))
+
+    def progress(mig):
+        raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted) as ei:
+        m.run(progress=progress)
+    assert ei.value.report.interrupted
