@@ -702,12 +702,16 @@ class Migration:
         if p.dirty_limit and not self.dirty_limit_active:
             return None
         k = p.stall_syncs
-        if len(hist) <= k:
+        if len(hist) < 2 * k:
             return None
-        recent = hist[-k:]
-        if min(recent) < 0.99 * min(hist[:-k]):
-            return None  # still shrinking
-        steady = sorted(recent)[len(recent) // 2]
+        recent, before = sorted(hist[-k:]), sorted(hist[-2 * k:-k])
+        steady = recent[k // 2]  # medians: robust to one sync's fluctuation
+        gap = recent[0] - threshold
+        shrink = max(0, before[k // 2] - steady)
+        if gap <= 20 * shrink:
+            return None  # still shrinking: at this pace it may reach the threshold within 20 x k syncs
+        if gap <= max(4 * (recent[-1] - recent[0]), 0.1 * threshold):
+            return None  # close to the threshold: a lucky fluctuation may still get below it
         return (f"does not converge: pending holds steady at {format_size(steady)} (RAM and device state, "
                 f"median of the last {k} syncs) against a threshold of {format_size(threshold)} "
                 f"(bandwidth x downtime limit): {format_size(steady - threshold)} too much, "

@@ -97,7 +97,10 @@ class PreCopy:
     stop_when_stalled:
         The early verdict (default on): with a stationary workload, no throttle
         still able to step, no pending fault or bandwidth change, and the pending
-        set no longer shrinking over ``stall_syncs`` syncs, the migration can never
+        set no longer shrinking (the median of the last ``stall_syncs`` syncs against
+        that of the ``stall_syncs`` before: at that pace it would need more than 20
+        times as many syncs to reach the threshold) while even the lowest of the last
+        ones exceeds the threshold by more than four times their spread and 10 % (a lucky fluctuation could not get below it), the migration can never
         converge under QEMU's rules; it stops there with status "failed" and a
         reason giving the steady pending bytes and the threshold. QEMU itself
         would keep iterating until cancelled: ``stop_when_stalled=False``
