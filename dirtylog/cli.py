@@ -435,6 +435,24 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--save-json", metavar="FILE", help="keep pytest-benchmark's JSON results in FILE")
     b.add_argument("pytest_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     b.set_defaults(func=cmd_bench)
+
+    # validate ---------------------------------------------------------------------------------
+    v = sub.add_parser(
+        "validate", formatter_class=_Formatter, help="compare dirtylog with recorded real QEMU migrations",
+        description="Simulate each scenario recorded from real QEMU (validation/results/*.json of a source "
+                    "checkout, written by validation/run.py) with the recorded inputs, and print QEMU's figures "
+                    "(median and range over its repeats) beside dirtylog's: verdict, dirty-sync-count, total "
+                    "time, downtime, bytes transferred and sent in the pause, throttle, post-copy requests, "
+                    "XBZRLE pages. A figure agrees ('ok') when dirtylog lies within QEMU's run-to-run spread "
+                    "(plus a floor for QEMU's measurement resolution); 'known gap' marks a listed shortcoming "
+                    "of the model. Exit status 1 when a figure that is not a known gap disagrees.")
+    v.add_argument("results", nargs="*", metavar="RESULTS",
+                   help="recorded runs (JSON files) or folders of them (default: validation/results)")
+    v.add_argument("--scenario", action="append", metavar="NAME",
+                   help="only this scenario (may be repeated)")
+    _add_json(v, "the comparison")
+    v.add_argument("--markdown", action="store_true", help="print the table as Markdown (as in the README)")
+    v.set_defaults(func=cmd_validate)
     return p
 
 
@@ -1194,6 +1212,52 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if rc == 5:
         print(f"{PROG} bench: no benchmark was collected in {bdir}", file=sys.stderr)
     return 0 if rc == 0 else 1
+
+
+# ----------------------------------------------------------------------------- validate
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from rich.text import Text
+
+    from .validation import compare
+
+    result = compare(args.results, scenarios=args.scenario)
+    if args.json is not None:
+        _emit(_to_json(result.to_dict()), args.json, "comparison")
+        if args.json == "-":
+            return 1 if result.regressions else 0
+    if args.markdown:
+        sys.stdout.write(result.markdown() + "\n")
+        return 1 if result.regressions else 0
+    con = _Out()
+    runs = [r for s in result.scenarios for r in s.runs]
+    versions = sorted({f"QEMU {r.qemu_version} ({r.accel})" for r in runs})
+    n = len(result.scenarios)
+    con.print(f"[bold]dirtylog against real QEMU[/bold]: {len(runs)} recorded runs of {n} "
+              f"scenario{'s' if n != 1 else ''}, {', '.join(versions)}")
+    styles = {"ok": "green", "fixed gap": "green", "off": "bold red", "known gap": "yellow"}
+    for sc in result.scenarios:
+        doc = sc.runs[0].raw.get("doc", "")
+        t = _table(f"{sc.scenario}: {doc} ({len(sc.runs)} runs)" if doc else f"{sc.scenario} ({len(sc.runs)} runs)")
+        for c in ("figure", "QEMU median (range)", "dirtylog", "error", "status"):
+            t.add_column(c, justify="right" if c in ("QEMU median (range)", "dirtylog", "error") else "left",
+                         no_wrap=True)
+        for row in sc.cells():
+            t.add_row(*row[:-1], Text(row[-1], style=styles.get(row[-1], "")))
+        con.print(t)
+    summ = result.summary()
+    parts = [f"{v['label']} {v['ok']}/{v['compared']}" for v in summ.values()]
+    con.print("Within QEMU's spread: " + ", ".join(parts))
+    gaps = sorted({f.gap for f in result.figures() if f.status == "known gap"})
+    for g in gaps:
+        con.print(f"known gap: {g}")
+    bad = result.regressions
+    if bad:
+        con.print(f"[bold red]{len(bad)} figure(s) outside QEMU's spread that are not known gaps:[/bold red] "
+                  + ", ".join(f"{f.scenario} {f.label}" for f in bad))
+        return 1
+    return 0
 
 
 # ----------------------------------------------------------------------------- entry point
