@@ -451,7 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--scenario", action="append", metavar="NAME",
                    help="only this scenario (may be repeated)")
     _add_json(v, "the comparison")
-    v.add_argument("--markdown", action="store_true", help="print the table as Markdown (as in the README)")
+    v.add_argument("--markdown", action="store_true",
+                   help="print one Markdown row per scenario (QEMU / dirtylog per figure, as in the README)")
     v.set_defaults(func=cmd_validate)
     return p
 

@@ -33,7 +33,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 from .errors import ConfigError
 
 __all__ = ["QemuRun", "Figure", "ScenarioComparison", "Comparison", "FIGURES", "FLOORS", "KNOWN_GAPS",
-           "load_run", "inputs", "live_bandwidth", "simulate_run", "compare", "find_results", "RESULTS_FORMAT"]
+           "load_run", "inputs", "live_bandwidth", "band", "compare", "find_results", "RESULTS_FORMAT"]
 
 RESULTS_FORMAT = "dirtylog-qemu-run/1"
 #: The guest writes above 4 MiB (validation/guest/guest.c: REGION_START)
@@ -404,13 +404,6 @@ def inputs(runs: Sequence[QemuRun], seed: int = 1) -> Dict[str, Any]:
                 give_up_after=max(120.0, 2 * max(r.bound for r in runs)))
 
 
-def simulate_run(runs: Sequence[QemuRun], seed: int = 1) -> Any:
-    """dirtylog's :class:`~dirtylog.report.MigrationReport` for one scenario's recorded runs."""
-    from .migration import simulate
-
-    return simulate(**inputs(runs, seed=seed))
-
-
 def _dirtylog_figures(report: Any, runs: Sequence[QemuRun]) -> Dict[str, Any]:
     from .sweeps import _verdict
 
@@ -584,12 +577,23 @@ class Comparison:
         lines.insert(1, "  ".join("-" * w for w in widths))
         return "\n".join(lines)
 
-    def markdown(self) -> str:
-        """The table as Markdown (for the README)."""
-        out = ["| scenario | figure | QEMU median (range) | dirtylog | error | status |",
-               "| --- | --- | ---: | ---: | ---: | --- |"]
-        for r in self.rows():
-            out.append("| " + " | ".join(r) + " |")
+    def markdown(self, keys: Sequence[str] = ("verdict", "dirty_sync_count", "total_time", "downtime",
+                                              "transferred")) -> str:
+        """One row per scenario, a cell per figure: "QEMU median / dirtylog", marked ✓ when
+        dirtylog is within QEMU's spread and ✗ when not (the README's table)."""
+        labels = {k: lab for k, lab, _ in FIGURES}
+        out = ["| scenario | runs | " + " | ".join(labels[k] for k in keys) + " |",
+               "| --- | ---: | " + " | ".join("---" for _ in keys) + " |"]
+        for s in self.scenarios:
+            cells = []
+            for k in keys:
+                f = s.figure(k)
+                if f.status == "n/a":
+                    cells.append("-")
+                    continue
+                mark = "✓" if f.status in ("ok", "fixed gap") else "✗"
+                cells.append(f"{_fmt(f.qemu_median, f.unit)} / {_fmt(f.dirtylog, f.unit)} {mark}")
+            out.append(f"| {s.scenario} | {len(s.runs)} | " + " | ".join(cells) + " |")
         return "\n".join(out)
 
     def to_dict(self) -> Dict[str, Any]:

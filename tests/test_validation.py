@@ -117,6 +117,6 @@ def test_cli_prints_the_table(capsys):
     assert rc == (1 if V.compare(files).regressions else 0)  # 1 only for a figure off that is no known gap
     rc = main(["validate", "--markdown", *files])
     md = capsys.readouterr().out
-    assert md.startswith("| scenario | figure |")
+    assert md.startswith("| scenario | runs |") and "| idle | 3 |" in md
     rc = main(["validate", "--scenario", "nosuch", *files])
     assert rc == 2
