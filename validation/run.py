@@ -259,11 +259,12 @@ def record(sc: Dict[str, Any], repeat: int, qemu: str, accel: str, calc_dirty_ra
     src = dst = None
     qs = qd = None
     load_before = loadavg()
+    errs = {side: open(os.path.join(work, side + ".err"), "wb") for side in ("dst", "src")}
     try:
         dst = subprocess.Popen(qemu_cmd(qemu, accel, sc, work, "dst", port), stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "dst.err"), "wb"))
+                               stdout=subprocess.DEVNULL, stderr=errs["dst"])
         src = subprocess.Popen(qemu_cmd(qemu, accel, sc, work, "src", port), stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "src.err"), "wb"))
+                               stdout=subprocess.DEVNULL, stderr=errs["src"])
         qd = QMP(os.path.join(work, "dst.qmp"), dst)
         qs = QMP(os.path.join(work, "src.qmp"), src)
         con = Debugcon(os.path.join(work, "src.con"))
@@ -399,9 +400,20 @@ def record(sc: Dict[str, Any], repeat: int, qemu: str, accel: str, calc_dirty_ra
                       "max_bandwidth_mbps": sc["max_bandwidth"] * 8 / 1e6},
         }
         return result
+    except (QMPError, RuntimeError, OSError) as exc:
+        said = []
+        for side in ("src", "dst"):
+            errs[side].flush()
+            with open(os.path.join(work, side + ".err"), "rb") as f:
+                text = f.read().decode("utf-8", "replace").strip()
+            if text:
+                said.append(f"{side} QEMU said: {text[-500:]}")
+        raise RuntimeError(f"{sc['name']} #{repeat}: {exc}" + ("; " + "; ".join(said) if said else "")) from exc
     finally:
         stop(src, qs)
         stop(dst, qd)
+        for f in errs.values():
+            f.close()
         shutil.rmtree(work, ignore_errors=True)
 
 
