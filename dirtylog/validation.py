@@ -75,12 +75,8 @@ FLOORS: Dict[str, Tuple[float, float]] = {
 
 _LOOP = ("sync rule: QEMU syncs when what is left falls below the threshold (mid-pass, and in every 100 ms window "
          "near it) and keeps sending from where its scan stands; dirtylog syncs at the end of each pass (issue 10)")
-_SWITCHOVER = ("switch-over speed: QEMU lifts the rate limit for the stop-and-copy (it ran at 85-920 MB/s here); "
-               "dirtylog sends the pause at max-bandwidth (issue 10)")
 _ZERO_LAYOUT = ("zero-page layout: dirtylog scatters its zero pages at random and the workload writes into some of "
                 "them; the guest's zero pages are memory it never writes")
-_PC_PUSH = ("post-copy push: QEMU does not rate-limit it (max-postcopy-bandwidth 0 means unlimited); dirtylog pushes "
-            "at max-bandwidth")
 _PC_SWITCH = ("post-copy switch-over: QEMU's took 54-83 ms here (stop, device-state package, destination load) and "
               "counts no downtime-bytes; dirtylog sends the device state and bitmap only, counted as pause bytes")
 _PC_REQUESTS = ("post-copy requests: QEMU 7.2 without postcopy-preempt sends a requested page on the same stream "
@@ -96,20 +92,16 @@ KNOWN_GAPS: Dict[Tuple[str, str], str] = {
     ("idle", "downtime"): _LOOP,  # QEMU's pause carries the rest of pass 0; dirtylog's has nothing left
     ("idle", "pause_bytes"): _LOOP,
     ("idle", "first_round"): _LOOP,
-    ("uniform-converge", "downtime"): _SWITCHOVER,
     ("uniform-converge", "pause_bytes"): _LOOP,
     ("uniform-converge", "first_round"): _LOOP,
     ("uniform-threshold", "dirty_sync_count"): _LOOP,
-    ("uniform-threshold", "downtime"): _SWITCHOVER,
     ("uniform-threshold", "first_round"): _LOOP,
     ("uniform-threshold", "zero_pages"): _ZERO_LAYOUT,
     ("noconverge", "first_round"): _LOOP,
     ("noconverge", "zero_pages"): _ZERO_LAYOUT,
     ("autoconverge", "dirty_sync_count"): _LOOP,
-    ("autoconverge", "downtime"): _SWITCHOVER,
     ("autoconverge", "first_round"): _LOOP,
     ("autoconverge", "zero_pages"): _ZERO_LAYOUT,
-    ("hot-under", "downtime"): _SWITCHOVER,
     ("hot-under", "pause_bytes"): _LOOP,
     ("hot-under", "first_round"): _LOOP,
     # QEMU converges: near the threshold it syncs every window, so only ~100 ms of the sweep is
@@ -121,12 +113,10 @@ KNOWN_GAPS: Dict[Tuple[str, str], str] = {
     ("hot-above", "transferred"): _LOOP,
     ("hot-above", "pause_bytes"): _LOOP,
     ("hot-above", "first_round"): _LOOP,
-    ("zero-half", "downtime"): _SWITCHOVER,
     ("zero-half", "transferred"): _ZERO_LAYOUT,
     ("zero-half", "pause_bytes"): _LOOP,
     ("zero-half", "first_round"): _LOOP,
     ("zero-half", "zero_pages"): _ZERO_LAYOUT,
-    ("postcopy", "total_time"): _PC_PUSH,
     ("postcopy", "downtime"): _PC_SWITCH,
     ("postcopy", "pause_bytes"): _PC_SWITCH,
     ("postcopy", "first_round"): _LOOP,
@@ -134,7 +124,6 @@ KNOWN_GAPS: Dict[Tuple[str, str], str] = {
     ("postcopy", "postcopy_requests"): _PC_REQUESTS,
     ("xbzrle", "dirty_sync_count"): _LOOP,
     ("xbzrle", "total_time"): _XBZRLE,
-    ("xbzrle", "downtime"): _SWITCHOVER,
     ("xbzrle", "transferred"): _XBZRLE,
     ("xbzrle", "first_round"): _LOOP,
     ("xbzrle", "zero_pages"): _ZERO_LAYOUT,
@@ -290,9 +279,13 @@ def load_run(path: Union[str, Path]) -> QemuRun:
         figures["xbzrle_pages"] = xb.get("pages")
         if xb.get("pages"):
             xb_ratio = min(1.0, max(1e-4, xb["bytes"] / (xb["pages"] * ram.get("page-size", 4096))))
-    link = None
+    link = None  # the wire's speed where QEMU lifted the rate limit
     if status == "completed" and downtime_ms and ram.get("downtime-bytes"):
         link = ram["downtime-bytes"] / (downtime_ms / 1000.0)
+    pc_active = [e["t"] for e in events if e["event"] == "MIGRATION" and e["data"].get("status") == "postcopy-active"]
+    done = [e["t"] for e in events if e["event"] == "MIGRATION" and e["data"].get("status") == "completed"]
+    if pc_active and done and ram.get("postcopy-bytes") and done[0] > pc_active[0]:
+        link = ram["postcopy-bytes"] / (done[0] - pc_active[0])  # the post-copy push (faults stall it too)
     header = data["guest"].get("header", {})
     mode = header.get("mode") or _cmdline_value(data["guest"]["cmdline"], "mode") or "idle"
     host = data.get("host", {})
@@ -347,11 +340,11 @@ def inputs(runs: Sequence[QemuRun], seed: int = 1) -> Dict[str, Any]:
     """The arguments of :func:`dirtylog.simulate` for one scenario's recorded runs.
 
     Memory is QEMU's ``ram.total``; the workload is the guest's pattern at its measured
-    rate (the mean over the repeats); the rate QEMU's limiter delivered
-    (:func:`live_bandwidth`, at most max-bandwidth) caps the live rounds. Until the
-    engine has a separate rate limit (``PreCopy(max_bandwidth=...)``, issue 10), the
-    link's bandwidth *is* that rate, so the stop-and-copy and post-copy run at it too
-    (QEMU lifts the limit there: see :data:`KNOWN_GAPS`).
+    rate (the mean over the repeats); ``PreCopy(max_bandwidth=...)`` is the rate QEMU's
+    limiter delivered (:func:`live_bandwidth`, at most max-bandwidth); the link runs at
+    the speed QEMU reached where it lifts the limit (the stop-and-copy, or the
+    post-copy push). Like QEMU under the runner, the migration iterates until it
+    converges or reaches the runner's bound (``timeout``, no early verdict).
     """
     from .costs import TrackingCosts
     from .link import Link
@@ -373,10 +366,10 @@ def inputs(runs: Sequence[QemuRun], seed: int = 1) -> Dict[str, Any]:
     else:  # uniform, cpu: uniform random pages over the filled part of the region
         workload = Hotspot(rate, hot_fraction=filled / pages, hot_share=1.0, seed=seed)
     zero = _mean(r.figures.get("zero_pages") for r in runs) or 0.0
-    cancelled = all(r.figures["verdict"] == "does not converge" for r in runs)
-    pre: Dict[str, Any] = dict(downtime_limit=r0.downtime_limit)
-    if cancelled:
-        pre.update(timeout=_mean(r.bound for r in runs), on_limit="abort")
+    live_rate = live_bandwidth(runs)
+    # QEMU iterates until the runner cancels it at its bound: no early verdict, the same bound
+    pre: Dict[str, Any] = dict(downtime_limit=r0.downtime_limit, max_bandwidth=live_rate,
+                               timeout=_mean(r.bound for r in runs), on_limit="abort", stop_when_stalled=False)
     if "auto-converge" in r0.capabilities:
         pre["auto_converge"] = True
     if "xbzrle" in r0.capabilities:
@@ -386,13 +379,9 @@ def inputs(runs: Sequence[QemuRun], seed: int = 1) -> Dict[str, Any]:
         ratio = _mean(r.xbzrle_ratio for r in runs)
         if ratio:
             pre["xbzrle_ratio"] = ratio  # delta sizes depend on the data: taken from QEMU's own encoding rate
-    link_speed = _mean(r.link_bandwidth for r in runs)
-    live_rate = live_bandwidth(runs)
-    if "max_bandwidth" in getattr(PreCopy, "__dataclass_fields__", {}) and link_speed:
-        pre["max_bandwidth"] = live_rate
-        link = Link(bandwidth=link_speed, header_bytes=PAGE_HEADER)
-    else:
-        link = Link(bandwidth=live_rate, header_bytes=PAGE_HEADER)
+    # the wire: as fast as QEMU sent once it lifted the rate limit (the pause, or the post-copy push)
+    link_speed = _mean(r.link_bandwidth for r in runs) or live_rate
+    link = Link(bandwidth=max(link_speed, live_rate), header_bytes=PAGE_HEADER)
     policy: Any = PreCopy(**pre)
     if "postcopy-ram" in r0.capabilities:
         # the guest reads nothing but its own few pages of code, stack and counters: its
