@@ -50,6 +50,7 @@ FIGURES: Tuple[Tuple[str, str, str], ...] = (
     ("transferred", "transferred", "B"),
     ("pause_bytes", "pause bytes", "B"),             # downtime-bytes: sent while the guest is paused
     ("first_round", "to sync 2", "B"),               # bytes sent before the second sync
+    ("rounds", "rounds 2-4", "B"),                   # bytes sent between the next syncs (up to three rounds)
     ("zero_pages", "zero pages", "count"),           # duplicate
     ("throttle", "throttle", "%"),                   # the final cpu-throttle-percentage
     ("postcopy_requests", "pc requests", "count"),   # postcopy-requests
@@ -67,6 +68,7 @@ FLOORS: Dict[str, Tuple[float, float]] = {
     "transferred": (0.0, 0.02),
     "pause_bytes": (65536.0, 0.25),
     "first_round": (0.0, 0.03),
+    "rounds": (65536.0, 0.10),
     "zero_pages": (16.0, 0.0),
     "throttle": (10.0, 0.0),
     "postcopy_requests": (10.0, 0.25),
@@ -128,6 +130,17 @@ KNOWN_GAPS: Dict[Tuple[str, str], str] = {
     ("xbzrle", "first_round"): _LOOP,
     ("xbzrle", "zero_pages"): _ZERO_LAYOUT,
     ("xbzrle", "xbzrle_pages"): _XBZRLE,
+    ("xbzrle", "rounds"): _XBZRLE,
+    ("uniform-converge", "rounds"): _LOOP,
+    ("noconverge", "rounds"): _LOOP,
+    ("hot-under", "rounds"): _LOOP,
+    ("hot-above", "rounds"): _LOOP,
+    ("zero-half", "rounds"): _LOOP,
+    ("postcopy", "rounds"): _LOOP,
+    # swept faster than the per-window syncs: neither converges, but QEMU syncs in every window
+    ("hot-above-fast", "dirty_sync_count"): _LOOP,
+    ("hot-above-fast", "first_round"): _LOOP,
+    ("hot-above-fast", "rounds"): _LOOP,
 }
 
 
@@ -263,6 +276,7 @@ def load_run(path: Union[str, Path]) -> QemuRun:
                    for a, b in zip(marks, marks[1:]) if b > a)
     if len(live_syncs) >= 2:
         figures["first_round"] = rounds[0]
+    figures["rounds"] = tuple(rounds[1:4])
     steps: List[int] = []
     for s in series:
         v = s.get("cpu-throttle-percentage")
@@ -408,6 +422,7 @@ def _dirtylog_figures(report: Any, runs: Sequence[QemuRun]) -> Dict[str, Any]:
         "transferred": report.transferred,
         "pause_bytes": report.downtime_bytes if completed else None,
         "first_round": live[0].bytes if live else None,  # a sync follows every round
+        "rounds": tuple(r.bytes for r in live[1:4]),
         "zero_pages": report.duplicate,
         "throttle": report.cpu_throttle_percentage if "auto-converge" in caps else None,
         "postcopy_requests": report.postcopy_requests if "postcopy-ram" in caps else None,
@@ -440,6 +455,10 @@ class Figure:
 
     @property
     def qemu_median(self) -> Any:
+        seqs = [q for q in self.qemu if isinstance(q, tuple)]
+        if seqs:  # per-round figures: the median of each round over the runs that have it
+            n = max(len(q) for q in seqs)
+            return tuple(statistics.median(q[i] for q in seqs if len(q) > i) for i in range(n))
         nums = [q for q in self.qemu if isinstance(q, (int, float)) and not isinstance(q, bool)]
         if nums:
             return statistics.median(nums)
@@ -447,8 +466,12 @@ class Figure:
 
     @property
     def error(self) -> Optional[float]:
-        """dirtylog's relative error against QEMU's median (None for non-numbers)."""
+        """dirtylog's relative error against QEMU's median (None for non-numbers; for
+        per-round figures, that of the round furthest off)."""
         m = self.qemu_median
+        if isinstance(m, tuple) and isinstance(self.dirtylog, tuple):
+            errs = [(float(d) - float(q)) / abs(float(q)) for q, d in zip(m, self.dirtylog) if q]
+            return max(errs, key=abs) if errs else None
         if not isinstance(m, (int, float)) or not isinstance(self.dirtylog, (int, float)) or not m:
             return None
         return (float(self.dirtylog) - float(m)) / abs(float(m))
@@ -473,12 +496,19 @@ def band(key: str, values: Sequence[float]) -> Tuple[float, float]:
 def _judge(scenario: str, key: str, qemu: Sequence[Any], mine: Any) -> Figure:
     label, unit = next((lab, u) for k, lab, u in FIGURES if k == key)
     gap = KNOWN_GAPS.get((scenario, key), "")
-    vals = [q for q in qemu if q is not None]
-    if not vals and mine is None:
+    vals = [q for q in qemu if q is not None and q != ()]
+    if not vals and (mine is None or mine == ()):
         return Figure(scenario, key, label, unit, tuple(qemu), mine, None, None, "n/a", gap)
     lo = hi = None
     if key == "verdict":
         ok = mine in vals
+    elif key == "rounds":
+        # no later round agrees with a QEMU run that had none; otherwise as many rounds as
+        # dirtylog and every QEMU run have, each within QEMU's band
+        k = min([len(mine or ())] + [len(v) for v in vals])
+        ok = (not mine and any(q == () for q in qemu)) or k > 0 and all(
+            band(key, [float(v[i]) for v in vals])[0] <= float(mine[i]) <= band(key, [float(v[i]) for v in vals])[1]
+            for i in range(k))
     elif not vals or mine is None:
         ok = False
     else:
@@ -596,8 +626,12 @@ class Comparison:
 def _fmt(v: Any, unit: str) -> str:
     from .units import format_size, format_time
 
-    if v is None:
+    if v is None or v == ():
         return "-"
+    if isinstance(v, tuple):  # per-round sizes: 27.1/11.3/5.2 MiB
+        parts = [_fmt(x, unit) for x in v]
+        units = {p.split(" ", 1)[1] for p in parts if " " in p}
+        return "/".join(p.split(" ", 1)[0] for p in parts) + f" {units.pop()}" if len(units) == 1 else "/".join(parts)
     if isinstance(v, str):
         return v
     if unit == "s":
@@ -615,6 +649,8 @@ def _fmt_qemu(f: Figure) -> str:
         return "-"
     if f.key == "verdict":
         return ", ".join(sorted(set(str(v) for v in vals)))
+    if isinstance(vals[0], tuple):
+        return _fmt(f.qemu_median, f.unit)
     med = _fmt(f.qemu_median, f.unit)
     lo, hi = min(vals), max(vals)
     if len(vals) == 1 or lo == hi:

@@ -71,6 +71,8 @@ SCENARIOS: Dict[str, Dict[str, Any]] = {
     "hot-under": dict(guest="mode=hot hot=1024 rate=20000", doc="a 4 MiB hot set, well under the threshold"),
     "hot-above": dict(guest="mode=hot hot=3072 rate=20000", bound_s=30.0,
                       doc="a 12 MiB hot set, just above the 9.6 MiB threshold"),
+    "hot-above-fast": dict(guest="mode=hot hot=3072 rate=40000", bound_s=30.0,
+                           doc="the 12 MiB hot set swept faster than QEMU syncs near the threshold: never converges"),
     "zero-half": dict(guest="mode=uniform rate=1000 fill=50", doc="half of memory left zero, uniform writes in the rest"),
     "postcopy": dict(guest="mode=uniform rate=12000", capabilities=["postcopy-ram"], postcopy_after_sync=2,
                      doc="post-copy after the first pass of a migration that would not converge"),
