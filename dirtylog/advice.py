@@ -306,7 +306,9 @@ def _bisect(
         add(x, p, r)
         return p.ok
 
+    factor = 4.0  # expansion step; 2 around a guess (the boundary is likely near it)
     if guess is not None and math.isfinite(guess) and guess > 0:
+        factor = 2.0
         g = snap(guess)
         if inside(g) and used < max_probes and record(g) and used < max_probes:
             below = snap(g / (1.0 + tolerance) if helps_up else g * (1.0 + tolerance), toward_help=False)
@@ -314,13 +316,13 @@ def _bisect(
                 record(below)
     if good is None and bad is None and used < max_probes:
         record(snap(hi_limit if helps_up else lo_limit))  # the most helpful setting of the range
-    # Expand (x4) until the boundary is bracketed.
+    # Expand until the boundary is bracketed.
     while used < max_probes and (good is None or bad is None):
         if good is None:
             assert bad is not None
-            x = snap(bad * 4.0 if helps_up else bad / 4.0)
+            x = snap(bad * factor if helps_up else bad / factor)
         else:
-            x = snap(good[0] / 4.0 if helps_up else good[0] * 4.0, toward_help=False)
+            x = snap(good[0] / factor if helps_up else good[0] * factor, toward_help=False)
         if not inside(x):
             break  # at an end of the range
         record(x)
@@ -422,7 +424,7 @@ def _ask_bandwidth(s: _Searcher, base: Any, tolerance: float, max_probes: int, m
     if bad is None:
         note = f"converges down to {format_rate(v, bits=True)} (the lowest tried)"
     else:
-        note = f"{v / b0:.2f}x the given {format_rate(b0, bits=True)}; {format_rate(bad, bits=True)} does not converge"
+        note = f"{v / b0:.3g}x the given {format_rate(b0, bits=True)}; {format_rate(bad, bits=True)} does not converge"
     if pol.channel_bandwidth is not None and pol.effective_bandwidth(v) < v:
         note += f"; the multifd channels cap it at {format_rate(pol.effective_bandwidth(v), bits=True)}"
     return _answer_from("bandwidth", good, bad, used, note)
@@ -481,7 +483,7 @@ def _ask_downtime(s: _Searcher, base: Any, converges: bool, tolerance: float, ma
         return _answer_from("downtime_limit", None, bad, used,
                             f"does not converge with any downtime limit up to {format_time(bad or d0)}")
     v = good[0]
-    note = (f"{v / d0:.1f}x the given {format_time(d0)}; " if d0 > 0 else "") + \
+    note = (f"{v / d0:.3g}x the given {format_time(d0)}; " if d0 > 0 else "") + \
         (f"{format_time(bad)} does not converge" if bad is not None else "the lowest tried")
     return _answer_from("downtime_limit", good, bad, used, note)
 

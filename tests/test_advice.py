@@ -150,3 +150,26 @@ def test_snapping_to_printed_values():
     assert _snap(3.1234, 1.0, up=False) == pytest.approx(3.12)
     assert _snap(3.0, 1.0, up=True) == pytest.approx(3.0)
     assert _snap(441e6, 8.0, up=True) * 8 == pytest.approx(3.53e9)  # bytes/s printed in bits/s
+
+
+def test_command_line_advise_and_simulate_advise(capsys, tmp_path):
+    from dirtylog.__main__ import main
+
+    base = ["-m", "512MiB", "-w", "hotspot:512MiB/s,seed=2", "--vcpus", "2", "-b", "1Gbit/s",
+            "--give-up-after", GIVE_UP, "--no-progress"]
+    assert main(["advise", *base, "--questions", "bandwidth,auto-converge"]) == 0
+    out = capsys.readouterr().out
+    assert "What would make it converge" in out and "least bandwidth" in out and "auto-converge" in out
+    assert "least downtime limit" not in out
+    out_json = tmp_path / "advice.json"
+    assert main(["advise", *base, "--questions", "bandwidth", "--json", str(out_json)]) == 0
+    d = json.loads(out_json.read_text())
+    assert d["bandwidth"]["found"] and d["downtime_limit"] is None and not d["converges"]
+    # simulate: a hint without --advise, the section with it
+    assert main(["simulate", *base]) == 0
+    assert "--advise" in capsys.readouterr().out
+    assert main(["simulate", *base, "--advise", "--json", "-"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["advice"]["bandwidth"]["value"] == d["bandwidth"]["value"]
+    assert main(["advise", *base, "--questions", "speed"]) == 2
+    assert "unknown question" in capsys.readouterr().err
