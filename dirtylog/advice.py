@@ -138,6 +138,20 @@ class Advice:
         d["probe_log"] = [dataclasses.asdict(p) for p in self.probe_log]
         return d
 
+    def columns(self) -> Dict[str, Optional[float]]:
+        """The answers as flat numbers, for sweep tables and CSV (None: not found or not asked).
+
+        ``advice_bandwidth`` (bytes/s), ``advice_downtime_limit`` (s),
+        ``advice_auto_converge_throttle`` (%), ``advice_dirty_limit`` (bytes/s per
+        vCPU), ``advice_postcopy_degraded`` (s).
+        """
+        def v(a: Optional[Answer]) -> Optional[float]:
+            return a.value if a is not None and a.found else None
+
+        return {"advice_bandwidth": v(self.bandwidth), "advice_downtime_limit": v(self.downtime_limit),
+                "advice_auto_converge_throttle": v(self.auto_converge), "advice_dirty_limit": v(self.dirty_limit),
+                "advice_postcopy_degraded": v(self.postcopy)}
+
     def table_rows(self) -> Tuple[List[str], List[List[str]]]:
         """Headers and cells of the advice table (what the command line prints); notes apart."""
         head = ["what would converge", "setting", "total time", "downtime"]
