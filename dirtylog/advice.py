@@ -47,7 +47,7 @@ from .link import Link
 from .policy import PostCopy, PreCopy
 from .units import format_rate, format_size, format_time, parse_rate, parse_time
 
-__all__ = ["Advice", "Answer", "Probe", "advise", "QUESTIONS"]
+__all__ = ["Advice", "Answer", "Probe", "advise", "probe_give_up", "QUESTIONS"]
 
 #: The questions, in the order they are answered and printed.
 QUESTIONS = ("bandwidth", "downtime_limit", "auto_converge", "dirty_limit", "postcopy")
@@ -220,13 +220,25 @@ def _snap(x: float, scale: float, up: bool) -> float:
 class _Searcher:
     """Runs the probes of one advice computation (counts them, reports progress)."""
 
-    def __init__(self, kw: Dict[str, Any], progress: Optional[ProgressFn], give_up_after: Any) -> None:
+    def __init__(self, kw: Dict[str, Any], progress: Optional[ProgressFn], give_up_after: Optional[float],
+                 patience: float, memory: int) -> None:
         self.kw = kw
         self.progress = progress
         self.give_up_after = give_up_after
+        self.patience = patience
+        self.memory = memory
         self.log: List[Probe] = []
         self.question = ""
         self.index = 0
+
+    def give_up(self, kw: Dict[str, Any], question: str = "") -> float:
+        """How long a probe may take (simulated): see :func:`probe_give_up`."""
+        if self.give_up_after is not None:
+            return self.give_up_after
+        # A throttle steps once per two periods (syncs, when a round is long): give it time to reach
+        # its end; the early verdict stops the probe once it has and the migration still stalls.
+        slow = question in ("auto_converge", "dirty_limit")
+        return probe_give_up(self.memory, _link_of(kw), _policy_of(kw), self.patience * (4 if slow else 1))
 
     def run(self, question: str, value: float, label: str, **over: Any) -> Tuple[Probe, Any]:
         from .migration import simulate
@@ -237,7 +249,7 @@ class _Searcher:
         kw.update(over)
         kw["verify"] = False
         kw["policy"] = _cheap(kw.get("policy"))
-        kw.setdefault("give_up_after", self.give_up_after)
+        kw["give_up_after"] = self.give_up(kw, question)
         t0 = time.perf_counter()
         r = simulate(**kw)
         p = Probe(question, float(value), r.status, bool(r.converged), r.total_time,
@@ -246,20 +258,34 @@ class _Searcher:
         return p, r
 
 
-def _stall_supported() -> bool:
-    return "stop_when_stalled" in getattr(PreCopy, "__dataclass_fields__", {})
+def probe_give_up(memory: Union[int, str], link: Link, policy: Union[PreCopy, PostCopy, None] = None,
+                  patience: float = 5.0) -> float:
+    """How long (simulated seconds) an advice probe may run before it counts as not converging.
+
+    ``patience`` times the time to send memory once at the live bandwidth, and at
+    least a minute (auto-converge and dirty-limit need a few periods to act). The
+    early verdict stops most probes that cannot converge long before; this bounds
+    the others: near the boundary the pending set can level off just above the
+    threshold, where QEMU's loop converges only when a fluctuation happens to dip
+    below it, which may take hours. The advice counts such a migration as not
+    converging: its answers are settings that converge within this time.
+    """
+    from .units import parse_size
+
+    mem = parse_size(memory, name="memory", allow_zero=False)
+    pol = policy.precopy if isinstance(policy, PostCopy) else (policy if policy is not None else PreCopy())
+    bw = pol.live_bandwidth(link.bandwidth)
+    once = mem * (4096 + link.header_bytes) / 4096 / bw
+    return max(60.0, float(patience) * once)
 
 
 def _cheap(policy: Any) -> Any:
-    """The policy with the early verdict on (when the engine has it)."""
-    if not _stall_supported():
-        return policy
-    on: Dict[str, Any] = {"stop_when_stalled": True}
+    """The policy with the early verdict on, whatever the caller chose for the migration itself."""
     if policy is None:
-        return PreCopy(**on)
+        return PreCopy(stop_when_stalled=True)
     if isinstance(policy, PostCopy):
-        return dataclasses.replace(policy, precopy=dataclasses.replace(policy.precopy, **on))
-    return dataclasses.replace(policy, **on)
+        return dataclasses.replace(policy, precopy=dataclasses.replace(policy.precopy, stop_when_stalled=True))
+    return dataclasses.replace(policy, stop_when_stalled=True)
 
 
 def _bisect(
@@ -412,36 +438,49 @@ def _answer_from(question: str, good: Optional[Tuple[float, Probe, Any]], bad: O
     return Answer(question, True, v, bad, p.total_time, p.downtime, p.transferred, note, used, details or {})
 
 
+def _switch_bw(pol: PreCopy, link: Link) -> float:
+    """The bandwidth of QEMU's switch-over test (threshold = this x downtime limit)."""
+    return pol.switchover_bandwidth if pol.switchover_bandwidth is not None else pol.live_bandwidth(link.bandwidth)
+
+
 def _ask_bandwidth(s: _Searcher, base: Any, tolerance: float, max_probes: int, max_bandwidth: float,
                    curve: Optional[Callable[[float], float]]) -> Answer:
     link = _link_of(s.kw)
     pol = _policy_of(s.kw)
-    b0 = link.bandwidth
+    # The knob: QEMU's max-bandwidth when it is what caps the stream, else the link itself.
+    capped = pol.max_bandwidth is not None and pol.max_bandwidth < pol.effective_bandwidth(link.bandwidth)
+    knob = "max-bandwidth" if capped else "link bandwidth"
+    b0 = pol.live_bandwidth(link.bandwidth)
     dl = pol.downtime_limit
     guess = None
-    if curve is not None and dl > 0:
+    if curve is not None and dl > 0 and pol.switchover_bandwidth is None:
         # what the guest dirties within one downtime limit must be sendable within it
         guess = (curve(dl) * (base.page_size + link.header_bytes) + base.device_bytes) / dl
 
     def probe(bw: float) -> Tuple[Probe, Any]:
-        return s.run("bandwidth", bw, format_rate(bw, bits=True),
-                     link=dataclasses.replace(link, bandwidth=bw))
+        if capped:
+            return s.run("bandwidth", bw, f"max-bandwidth {format_rate(bw, bits=True)}",
+                         link=dataclasses.replace(link, bandwidth=max(link.bandwidth, bw)),
+                         policy=_with_precopy(s.kw.get("policy"), max_bandwidth=bw))
+        return s.run("bandwidth", bw, format_rate(bw, bits=True), link=dataclasses.replace(link, bandwidth=bw))
 
     good, bad, used = _bisect(probe, True, lo_limit=max(b0 / 1024, 1e5), hi_limit=max(max_bandwidth, b0),
                               scale=8.0, tolerance=tolerance, max_probes=max_probes,
                               known=[(b0, _probe_of(base, "bandwidth", b0), base)], guess=guess)
+    details = {"knob": knob}
     if good is None:
-        note = (f"does not converge even at {format_rate(bad or b0, bits=True)}"
+        note = (f"does not converge even with a {knob} of {format_rate(bad or b0, bits=True)}"
                 + (" (the multifd channels cap the stream)" if pol.channel_bandwidth is not None else ""))
-        return _answer_from("bandwidth", None, bad, used, note)
+        return _answer_from("bandwidth", None, bad, used, note, details)
     v = good[0]
     if bad is None:
-        note = f"converges down to {format_rate(v, bits=True)} (the lowest tried)"
+        note = f"{knob}: converges down to {format_rate(v, bits=True)} (the lowest tried)"
     else:
-        note = f"{v / b0:.3g}x the given {format_rate(b0, bits=True)}; {format_rate(bad, bits=True)} does not converge"
+        note = (f"{knob} {v / b0:.3g}x the given {format_rate(b0, bits=True)}; "
+                f"{format_rate(bad, bits=True)} does not converge")
     if pol.channel_bandwidth is not None and pol.effective_bandwidth(v) < v:
         note += f"; the multifd channels cap it at {format_rate(pol.effective_bandwidth(v), bits=True)}"
-    return _answer_from("bandwidth", good, bad, used, note)
+    return _answer_from("bandwidth", good, bad, used, note, details)
 
 
 def _probe_of(report: Any, question: str, value: float) -> Probe:
@@ -475,7 +514,7 @@ def _ask_downtime(s: _Searcher, base: Any, converges: bool, tolerance: float, ma
     pol = _policy_of(s.kw)
     link = _link_of(s.kw)
     d0 = pol.downtime_limit
-    bw = pol.effective_bandwidth(link.bandwidth)
+    bw = _switch_bw(pol, link)
     pb = base.page_size + link.header_bytes
     guess = None
     pending = [r.expected_downtime for r in base.rounds if not r.final and not r.postcopy]
@@ -521,7 +560,11 @@ def _ask_auto_converge(s: _Searcher, base: Any) -> Answer:
                 f"time taken from the guest ({slowdown:.0f} % over the migration)")
         return Answer("auto_converge", True, float(r.cpu_throttle_percentage), None, p.total_time, p.downtime,
                       p.transferred, note, 1, details)
-    note = f"not even at {r.cpu_throttle_percentage} % throttle (max {pol.max_cpu_throttle} %)"
+    if r.cpu_throttle_percentage < pol.max_cpu_throttle and "not converged after" in r.reason:
+        note = (f"no switch-over within {format_time(r.total_time)} (the throttle had reached "
+                f"{r.cpu_throttle_percentage} % of at most {pol.max_cpu_throttle} %)")
+    else:
+        note = f"not even at {r.cpu_throttle_percentage} % throttle (max {pol.max_cpu_throttle} %)"
     return Answer("auto_converge", False, None, float(r.cpu_throttle_percentage), None, None, None, note, 1, details)
 
 
@@ -532,7 +575,7 @@ def _ask_dirty_limit(s: _Searcher, base: Any, tolerance: float, max_probes: int,
     psize = int(base.page_size)
     pb = psize + link.header_bytes
     vcpus = max(int(base.vcpus), 1)
-    bw = pol.effective_bandwidth(link.bandwidth)
+    bw = _switch_bw(pol, link)
     dl = pol.downtime_limit
     period = pol.dirty_limit_period
     # A quota above what a vCPU dirties does nothing: search below the per-vCPU write rate.
@@ -608,6 +651,7 @@ def advise(
     tolerance: float = 0.02,
     max_probes: int = 12,
     max_bandwidth: Union[float, str] = "1Tbit/s",
+    patience: float = 5.0,
     progress: Optional[ProgressFn] = None,
 ) -> Advice:
     """What would make this migration converge (see :mod:`dirtylog.advice`).
@@ -618,13 +662,16 @@ def advise(
     :data:`QUESTIONS`. ``tolerance``: the relative width at which a bisection
     stops; ``max_probes``: probes per question at most; ``max_bandwidth``: the
     highest bandwidth tried. ``progress(done, total, text)`` is called before each
-    probe (done: questions answered so far). ``give_up_after``: as for
-    :func:`simulate` (default: 10 minutes of simulated time, or 20x the time to
-    send memory once if longer), for probes the early verdict cannot stop (a
-    workload that is not stationary).
+    probe (done: questions answered so far).
+
+    A probe converges if it switches over within ``give_up_after`` of simulated
+    time; by default (None) that is :func:`probe_give_up`: ``patience`` (5) times
+    the time to send memory once at the probe's bandwidth, at least a minute (four
+    times that for auto-converge and dirty-limit, whose throttles step slowly). The
+    early verdict stops most failing probes long before; the others (near the
+    boundary, or with a workload that is not stationary) run to that limit.
     """
     from .migration import simulate
-    from .sweeps import default_give_up
 
     for q in questions:
         if q not in QUESTIONS:
@@ -642,19 +689,25 @@ def advise(
                               policy=policy if policy is not None else PreCopy(), tracker=tracker, vcpus=vcpus,
                               page_size=page_size, huge_pages=huge_pages, zero_pages=zero_pages, devices=devices,
                               seed=seed, pages=pages, costs=costs, faults=faults)
-    if give_up_after is None:
-        from .units import parse_size
+    from .units import parse_size
 
-        mem = memory if memory is not None else int(pages or 0) * int(parse_size(page_size, name="page_size"))
-        give_up_after = default_give_up(mem, kw["link"].bandwidth, page_size)
-    parse_time(give_up_after, name="give_up_after", allow_zero=False, allow_inf=True)
+    mem = parse_size(memory, name="memory", allow_zero=False) if memory is not None else \
+        int(pages or 0) * parse_size(page_size, name="page_size")
+    fixed = None if give_up_after is None else parse_time(give_up_after, name="give_up_after", allow_zero=False,
+                                                          allow_inf=True)
+    try:
+        pat = float(patience)
+    except (TypeError, ValueError):
+        raise TypeError(f"patience must be a number, got {patience!r}") from None
+    if not pat >= 1.0 or math.isinf(pat):
+        raise ConfigError(f"patience must be a finite number >= 1 (times the time to send memory once), got {patience!r}")
     t0 = time.perf_counter()
-    s = _Searcher(kw, progress, give_up_after)
+    s = _Searcher(kw, progress, fixed, pat, int(mem))
     if report is None:
         s.question = "given"
         if progress is not None:
             progress(0, len(QUESTIONS), "the migration as given")
-        kwr = dict(kw, verify=False, policy=_cheap(kw["policy"]), give_up_after=give_up_after)
+        kwr = dict(kw, verify=False, policy=_cheap(kw["policy"]), give_up_after=s.give_up(kw))
         report = simulate(**kwr)
     converges = report.status == "completed" and bool(report.converged)
     pol = _policy_of(kw)
@@ -668,7 +721,7 @@ def advise(
             rate = None
     # The dirty curve up to a few times the time to send memory once: the searches' first guesses.
     link0 = _link_of(kw)
-    span = min(60.0, max(1.0, 4.0 * report.memory / pol.effective_bandwidth(link0.bandwidth)))
+    span = min(60.0, max(1.0, 4.0 * report.memory / pol.live_bandwidth(link0.bandwidth)))
     wins = _grid(min(1e-3, pol.downtime_limit / 4 or 1e-3), span, 8) + [pol.downtime_limit, pol.dirty_limit_period]
     curve = _dirty_curve(kw, report, wins)
     for i, q in enumerate(QUESTIONS):

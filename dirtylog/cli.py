@@ -1068,8 +1068,12 @@ def _add_advise_parser(sub: Any) -> None:
                    help="stop a bisection when its bracket is this narrow (default 2%%)")
     g.add_argument("--max-probes", type=_positive_int("max-probes", 2), default=12, metavar="N",
                    help="at most N simulations per question (default %(default)s)")
-    g.add_argument("--max-bandwidth", type=_rate, default="1Tbit/s", metavar="RATE",
+    g.add_argument("--max-bandwidth-tried", dest="max_bandwidth", type=_rate, default="1Tbit/s", metavar="RATE",
                    help="the highest bandwidth tried (default %(default)s)")
+    g.add_argument("--patience", type=_number, default=5.0, metavar="X",
+                   help="a setting converges if it switches over within X times the time to send memory once "
+                        "(at least 1 min of simulated time; default %(default)s); --give-up-after sets one "
+                        "limit for every probe instead")
     _add_json(g, "the advice (every answer and every probe)")
     _add_progress(g)
     a.set_defaults(func=cmd_advise)
@@ -1100,13 +1104,15 @@ def _advise(args: argparse.Namespace, cfg: Any, report: Any) -> Any:
 
     kw = cfg.build()
     kw.pop("verify", None)
+    kw["give_up_after"] = args.give_up_after  # None: each probe's own limit (advice.probe_give_up)
     questions = [q.replace("-", "_") for q in getattr(args, "questions", _ADVICE_QUESTIONS)]
     mode = _want_progress(args)
     bar = _AdviceBar(forced=bool(mode)) if mode is not None else None
     try:
         return advise(**kw, report=report, questions=questions, tolerance=getattr(args, "tolerance", 0.02),
                       max_probes=getattr(args, "max_probes", 12),
-                      max_bandwidth=getattr(args, "max_bandwidth", "1Tbit/s"), progress=bar)
+                      max_bandwidth=getattr(args, "max_bandwidth", "1Tbit/s"),
+                      patience=getattr(args, "patience", 5.0), progress=bar)
     finally:
         if bar is not None:
             bar.close()

@@ -130,7 +130,7 @@ def test_a_hopeless_guest_says_so():
     a = advise(memory="64MiB", workload=Hotspot("8GiB/s", hot_fraction=1.0, seed=1), link=Link("100Mbit/s"),
                policy=PreCopy(downtime_limit="1ms"), give_up_after="20s", max_bandwidth="400Mbit/s",
                questions=("bandwidth",), max_probes=4)
-    assert not a.bandwidth.found and "does not converge even at" in a.bandwidth.note
+    assert not a.bandwidth.found and "does not converge even with a link bandwidth of" in a.bandwidth.note
     assert a.bandwidth.probes <= 4
 
 
@@ -173,3 +173,22 @@ def test_command_line_advise_and_simulate_advise(capsys, tmp_path):
     assert rep["advice"]["bandwidth"]["value"] == d["bandwidth"]["value"]
     assert main(["advise", *base, "--questions", "speed"]) == 2
     assert "unknown question" in capsys.readouterr().err
+
+
+def test_a_max_bandwidth_cap_is_the_knob_searched():
+    link = Link("10Gbit/s")
+    a = advise(link=link, policy=PreCopy(max_bandwidth="1Gbit/s"), give_up_after=GIVE_UP,
+               questions=("bandwidth",), **GUEST)
+    bw = a.bandwidth
+    assert bw.found and bw.details["knob"] == "max-bandwidth" and bw.below is not None
+    assert _ok(_run(link=link, policy=PreCopy(max_bandwidth=bw.value)))
+    assert not _ok(_run(link=link, policy=PreCopy(max_bandwidth=bw.below)))
+
+
+def test_probe_give_up_scales_with_the_time_to_send_memory():
+    from dirtylog.advice import probe_give_up
+
+    assert probe_give_up("1GiB", Link("10Gbit/s")) == 60.0  # at least a minute
+    once = 64 * 2**30 * (4096 + 8) / 4096 / 1.25e8
+    assert probe_give_up("64GiB", Link("1Gbit/s"), patience=5) == pytest.approx(5 * once)
+    assert probe_give_up("64GiB", Link("10Gbit/s"), PreCopy(max_bandwidth="1Gbit/s")) == pytest.approx(5 * once)
