@@ -21,11 +21,13 @@ them off), and tables to stdout; ``--json`` prints machine output instead.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib.util
 import io
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -33,6 +35,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
+from . import config as _config_mod
 from .errors import ConfigError, DirtylogError
 from .units import format_rate, format_size, format_time, parse_count_rate, parse_rate, parse_size, parse_time
 
@@ -40,18 +43,13 @@ __all__ = ["main", "build_parser"]
 
 PROG = "dirtylog"
 
-# Defaults of `dirtylog simulate`: a guest that shows a real migration in well under a second.
-DEFAULTS = dict(
-    memory="4GiB",
-    workload="hotspot:1GiB/s",
-    bandwidth="10Gbit/s",
-    downtime_limit="300ms",
-    tracker="pml",
-    vcpus=4,
-)
-TRACKERS = ("wp", "pml", "ring", "clear")
+# The defaults of every command are dirtylog.config's: the same as simulate()'s and grid()'s.
+DEFAULTS = _config_mod.DEFAULTS
+TRACKERS = _config_mod.TRACKERS
 DIRTY_RATE_MODES = ("page-sampling", "dirty-bitmap", "dirty-ring")
-
+HUGE_PAGES = ("none", "lazy", "eager")
+# The axes of a bare `dirtylog sweep`.
+SWEEP_AXES = {"bandwidth": ["1Gbit/s", "10Gbit/s", "25Gbit/s"], "downtime_limit": ["100ms", "300ms", "1s"]}
 
 
 class UsageError(DirtylogError):
@@ -61,11 +59,55 @@ class UsageError(DirtylogError):
 # ----------------------------------------------------------------------------- argument parsing
 
 
+def _suggest(word: str, allowed: Sequence[str]) -> str:
+    near = difflib.get_close_matches(word, list(allowed), n=1, cutoff=0.6)
+    return f"; did you mean {near[0]}?" if near else ""
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse, with every error on one line of stderr (exit status 2)."""
+    """argparse, with every error on one line of stderr (exit status 2) and a suggestion for a typo."""
 
     def error(self, message: str) -> NoReturn:
+        message = self._with_suggestion(message)
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+    def _options(self, argv: Sequence[str]) -> Tuple[List[str], List[str]]:
+        """The option strings (of the subcommand named in argv, if any) and the subcommand names."""
+        options = [s for a in self._actions for s in a.option_strings]
+        commands: List[str] = []
+        for a in self._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                commands = list(a.choices)
+                for word in argv:
+                    if word in a.choices:
+                        options += [s for b in a.choices[word]._actions for s in b.option_strings]
+                        break
+        return options, commands
+
+    def _with_suggestion(self, message: str) -> str:
+        argv = sys.argv[1:] if _ARGV is None else _ARGV
+        options, commands = self._options(argv)
+        m = re.match(r"unrecognized arguments: (.*)$", message)
+        if m:
+            words = m.group(1).split()
+            unknown = [w for w in words if w.startswith("-")]
+            if unknown:
+                w = unknown[0].split("=", 1)[0]
+                return f"unknown option {w}{_suggest(w, [o for o in options if o.startswith('--')])}"
+            return f"unexpected argument {words[0]!r}"
+        m = re.match(r"argument (\S+): invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+        if m:
+            allowed = re.findall(r"'([^']*)'", m.group(3))
+            what = "command" if m.group(1) in ("COMMAND", "command") else f"value for {m.group(1)}"
+            head = f"unknown {what} {m.group(2)!r}" if what == "command" else f"argument {m.group(1)}: {m.group(2)!r} is not allowed"
+            return f"{head}{_suggest(m.group(2), allowed)} (allowed: {', '.join(allowed)})"
+        m = re.match(r"argument (\S+): expected one argument$", message)
+        if m:
+            return f"argument {m.group(1)}: expected a value after it"
+        return message
+
+
+_ARGV: Optional[List[str]] = None
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -87,17 +129,34 @@ def _strip_name(msg: str, name: str) -> str:
     return msg
 
 
-def _checked(parse: Callable[..., Any], name: str, **kw: Any) -> Callable[[str], str]:
-    """An argparse type that checks a value with a dirtylog parser and keeps the text."""
+_BARE_NUMBER = re.compile(r"^\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*$")
+# How to write a value of each kind on the command line; {n} is the number the user gave.
+_UNIT_HINT = {
+    "size": "write a size with its unit, such as '{n}GiB' or '{n}MiB' (a bare number would be bytes)",
+    "rate": "write a rate with its unit, such as '{n}Gbit/s' (bits) or '{n}MiB/s' (bytes; a bare number "
+            "would be bytes/s)",
+    "time": "write a time with its unit, such as '{n}ms' or '{n}s' (a bare number would be seconds)",
+}
+_PARSERS: Dict[str, Callable[..., Any]] = {"size": parse_size, "rate": parse_rate, "time": parse_time}
+
+
+def _united(kind: str, allow_zero: bool = True, allow_inf: bool = False) -> Callable[[str], str]:
+    """An argparse type for a size, rate or time: checked with dirtylog's parser, a unit required
+    (a bare 0 aside), and the text kept for the configuration."""
+    parse = _PARSERS[kind]
 
     def check(text: str) -> str:
+        if _BARE_NUMBER.match(text) and float(text) != 0:
+            raise argparse.ArgumentTypeError(f"{text.strip()!r} has no unit; "
+                                             + _UNIT_HINT[kind].format(n=text.strip().lstrip("+")))
         try:
-            parse(text, name=name, **kw)
+            parse(text, name=kind, allow_zero=allow_zero, allow_inf=allow_inf)
         except (ConfigError, TypeError) as exc:
-            raise argparse.ArgumentTypeError(_strip_name(str(exc), name)) from None
+            msg = re.sub(r"use a number of [^;]*? or a string like", "write", _strip_name(str(exc), kind))
+            raise argparse.ArgumentTypeError(msg) from None
         return text
 
-    check.__name__ = name
+    check.__name__ = kind
     return check
 
 
@@ -112,29 +171,34 @@ def _list_of(item: Callable[[str], Any]) -> Callable[[str], List[Any]]:
     return parse
 
 
-def _positive_int(name: str, minimum: int = 1) -> Callable[[str], int]:
+def _whole(name: str, minimum: Optional[float] = 1, maximum: Optional[float] = None) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             v = int(text.replace("_", ""), 0)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if v < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {v}")
+        if minimum is not None and v < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum:g}, got {v}")
+        if maximum is not None and v > maximum:
+            raise argparse.ArgumentTypeError(f"must be <= {maximum:g}, got {v}")
         return v
 
     parse.__name__ = name
     return parse
 
 
-def _percent(name: str) -> Callable[[str], int]:
+_positive_int = _whole
+
+
+def _percent(name: str, maximum: float = 99) -> Callable[[str], int]:
     def parse(text: str) -> int:
         t = text.strip().rstrip("%")
         try:
             v = int(t)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole percentage") from None
-        if not 1 <= v <= 99:
-            raise argparse.ArgumentTypeError(f"must be 1 to 99 (%%), got {text!r}")
+        if not 1 <= v <= maximum:
+            raise argparse.ArgumentTypeError(f"must be 1 to {maximum:g} (%), got {text!r}")
         return v
 
     parse.__name__ = name
@@ -148,15 +212,23 @@ def _fraction(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a fraction; write 0.3 or 30%") from None
     if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (0%% to 100%%), got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (0% to 100%), got {text!r}")
     return v
 
 
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+def _number(name: str, minimum: Optional[float] = None) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(v) or (minimum is not None and v < minimum):
+            raise argparse.ArgumentTypeError(f"must be a finite number >= {minimum:g}, got {text!r}"
+                                             if minimum is not None else f"must be finite, got {text!r}")
+        return v
+
+    parse.__name__ = name
+    return parse
 
 
 def _spec(text: str) -> str:
@@ -169,11 +241,11 @@ def _spec(text: str) -> str:
     return text
 
 
-_size = _checked(parse_size, "size", allow_zero=False)
-_rate = _checked(parse_rate, "rate", allow_zero=False)
-_time = _checked(parse_time, "time")
-_time_pos = _checked(parse_time, "time", allow_zero=False)
-_time_inf = _checked(parse_time, "time", allow_zero=False, allow_inf=True)
+_size = _united("size", allow_zero=False)
+_rate = _united("rate", allow_zero=False)
+_time = _united("time")
+_time_pos = _united("time", allow_zero=False)
+_time_inf = _united("time", allow_zero=False, allow_inf=True)
 
 
 def _count_rate(text: str) -> str:
@@ -184,77 +256,112 @@ def _count_rate(text: str) -> str:
     return text
 
 
+def _knob_type(k: Any) -> Callable[[str], Any]:
+    """The command-line reader of a policy knob (dirtylog.config.KNOBS)."""
+    if k.kind in _PARSERS:
+        return _united(k.kind, allow_zero=k.allow_zero, allow_inf=k.allow_inf)
+    if k.kind == "int":
+        return _whole(k.name, k.minimum, k.maximum)
+    if k.kind == "percent":
+        return _percent(k.name, k.maximum if k.maximum is not None else 99)
+    if k.kind == "number":
+        return _number(k.name, k.minimum)
+    if k.kind == "fraction":
+        return _fraction
+    if k.kind == "choice":
+        return lambda x: _choice(x, k.choices, "value")
+    raise AssertionError(k.kind)
+
+
+def _default_text(k: Any) -> str:
+    d = k.default
+    if d is None or d is False:
+        return ""
+    if k.kind == "percent":
+        return f"{d}%"
+    if k.kind == "size" and isinstance(d, int):
+        return format_size(d).replace(" ", "").replace(".00", "")
+    return str(d)
+
+
+_METAVAR = {"time": "TIME", "rate": "RATE", "size": "SIZE", "int": "N", "percent": "PCT", "number": "X",
+            "fraction": "FRACTION"}
+
+
+def _add_knobs(groups: Dict[str, Any], listed: bool = False, skip: Sequence[str] = ()) -> None:
+    """One option per policy knob of dirtylog.config.KNOBS, in the group of its name.
+
+    ``listed`` (sweeps): every valued knob takes a comma-separated list, a sweep axis."""
+    from .config import KNOBS
+
+    for k in KNOBS:
+        if k.name in skip:
+            continue
+        g = groups.get(k.group) or groups["policy"]
+        flags = ([k.short] if k.short else []) + [k.option]
+        default = _default_text(k)
+        help_text = k.help.replace("%", "%%") + (f" (default {default.replace('%', '%%')})" if default else "")
+        if k.kind == "flag":
+            g.add_argument(*flags, dest=k.name, action="store_const", const=True, default=None, help=help_text)
+            continue
+        typ = _knob_type(k)
+        if listed and k.name in SWEEP_AXES:
+            help_text = f"{k.help} (default {','.join(SWEEP_AXES[k.name])})".replace("%", "%%")
+        if listed:
+            help_text += "; a comma-separated list is a sweep axis"
+        g.add_argument(*flags, dest=k.name, type=_list_of(typ) if listed else typ, default=None,
+                       metavar=("LIST" if listed else (k.metavar or _METAVAR.get(k.kind, "VALUE"))),
+                       choices=None, help=help_text + (f" ({'|'.join(k.choices)})" if k.choices else ""))
+
+
+def _knob_values(args: argparse.Namespace) -> Dict[str, Any]:
+    """The policy knobs given on the command line (the others keep the policy's defaults)."""
+    from .config import KNOBS
+
+    return {k.name: getattr(args, k.name) for k in KNOBS if getattr(args, k.name, None) is not None}
+
+
 def _add_guest(p: argparse.ArgumentParser, workload_help: str = "") -> None:
     g = p.add_argument_group("guest")
     g.add_argument("-m", "--memory", type=_size, default=DEFAULTS["memory"], metavar="SIZE",
                    help="guest memory (default %(default)s)")
     g.add_argument("-w", "--workload", type=_spec, default=DEFAULTS["workload"], metavar="SPEC",
                    help=workload_help or "how the guest writes its memory (default %(default)s; grammar below)")
-    g.add_argument("--vcpus", type=_positive_int("vcpus"), default=DEFAULTS["vcpus"], metavar="N",
+    g.add_argument("--vcpus", type=_whole("vcpus"), default=DEFAULTS["vcpus"], metavar="N",
                    help="vCPUs sharing the writes (default %(default)s)")
-    g.add_argument("--seed", type=_positive_int("seed", 0), default=0, metavar="N",
+    g.add_argument("--seed", type=_whole("seed", 0), default=DEFAULTS["seed"], metavar="N",
                    help="seed of the workload's writes (default %(default)s)")
-    g.add_argument("--page-size", type=_size, default="4096", metavar="SIZE",
+    g.add_argument("--page-size", type=_size, default=f"{DEFAULTS['page_size'] // 1024}KiB", metavar="SIZE",
                    help="bytes per page (default %(default)s)")
 
 
 def _add_migration(p: argparse.ArgumentParser, tracker: bool = True) -> None:
     g = p.add_argument_group("guest memory mapping")
-    g.add_argument("--huge-pages", choices=("none", "lazy", "eager"), default="none",
+    g.add_argument("--huge-pages", choices=HUGE_PAGES, default="none",
                    help="2 MiB mappings split lazily on the first write or eagerly at start (default none)")
-    g.add_argument("--zero-pages", type=_fraction, default=0.0, metavar="FRACTION",
+    g.add_argument("--zero-pages", type=_fraction, default=DEFAULTS["zero_pages"], metavar="FRACTION",
                    help="share of memory that is zero pages, sent as headers only (e.g. 30%%; default 0)")
     m = p.add_argument_group("link and policy")
     m.add_argument("-b", "--bandwidth", type=_rate, default=DEFAULTS["bandwidth"], metavar="RATE",
                    help="migration bandwidth (default %(default)s)")
-    m.add_argument("--latency", type=_time, default="0s", metavar="TIME",
-                   help="one-way link latency, added to the downtime (default 0s)")
-    m.add_argument("-d", "--downtime-limit", type=_time, default=DEFAULTS["downtime_limit"], metavar="TIME",
-                   help="longest acceptable pause (QEMU's downtime-limit; default %(default)s)")
+    m.add_argument("--latency", type=_time, default=DEFAULTS["latency"], metavar="TIME",
+                   help="one-way link latency, added to the downtime (default %(default)s)")
     if tracker:
         m.add_argument("-t", "--tracker", choices=TRACKERS, default=DEFAULTS["tracker"],
                        help="dirty tracking: wp (write protection), pml (Intel PML), ring (KVM dirty ring), "
                             "clear (manual protect); default %(default)s")
-    _add_policy(m)
+    _add_policy(p, m)
 
 
-def _add_policy(m: Any) -> None:
-    m.add_argument("--policy", choices=("precopy", "postcopy"), default="precopy",
+def _add_policy(p: argparse.ArgumentParser, m: Any, listed: bool = False) -> None:
+    m.add_argument("--policy", choices=_config_mod.POLICIES, default=DEFAULTS["policy"],
                    help="precopy (default), or postcopy: switch over after --postcopy-after-rounds pre-copy "
                         "rounds, the destination fetching missing pages on demand")
-    m.add_argument("--postcopy-after-rounds", type=_positive_int("postcopy-after-rounds"), default=1, metavar="N",
-                   help="post-copy: pre-copy rounds first, round 0 included (default 1)")
-    m.add_argument("--prepage", type=_positive_int("prepage", 0), default=0, metavar="N",
-                   help="post-copy: pages after a faulting page sent along with it (default 0)")
-    m.add_argument("--auto-converge", action="store_true",
-                   help="QEMU's auto-converge: throttle the vCPUs when they dirty more than half of what is sent, "
-                        "twice (20%%, then +10%% each time, at most 99%%)")
-    m.add_argument("--cpu-throttle-initial", type=_percent("cpu-throttle-initial"), default=20, metavar="PCT",
-                   help="auto-converge: first throttle (default 20)")
-    m.add_argument("--cpu-throttle-increment", type=_percent("cpu-throttle-increment"), default=10, metavar="PCT",
-                   help="auto-converge: throttle added each time (default 10)")
-    m.add_argument("--max-cpu-throttle", type=_percent("max-cpu-throttle"), default=99, metavar="PCT",
-                   help="auto-converge: highest throttle (default 99)")
-    m.add_argument("--cpu-throttle-tailslow", action="store_true",
-                   help="auto-converge: size the later steps by the ratio of dirty rate to bandwidth")
-    m.add_argument("--dirty-limit", action="store_true",
-                   help="QEMU's dirty-limit instead of auto-converge: hold each vCPU's dirty rate at "
-                        "--vcpu-dirty-limit (needs --tracker ring)")
-    m.add_argument("--vcpu-dirty-limit", type=_rate, default="1MB/s", metavar="RATE",
-                   help="dirty-limit: each vCPU's dirty-rate quota (default %(default)s)")
-    m.add_argument("--dirty-limit-period", type=_time_pos, default="1s", metavar="TIME",
-                   help="dirty-limit: how often the vCPUs' dirty rates are read (default %(default)s)")
-    m.add_argument("--stop", choices=("qemu", "xen"), default="qemu",
-                   help="stop rule: qemu (no iteration cap) or xen (29 iterations, 3x memory, < 50 pages)")
-    m.add_argument("--max-iterations", type=_positive_int("max-iterations", 0), metavar="N",
-                   help="at most N pre-copy rounds after round 0")
-    m.add_argument("--max-total-factor", type=_number, metavar="X",
-                   help="at most X times memory sent before the limit action")
-    m.add_argument("--timeout", type=_time_inf, metavar="TIME", help="longest total migration time")
-    m.add_argument("--on-limit", choices=("force", "abort", "postcopy"),
-                   help="at a limit: force the stop-and-copy (default), abort (roll back) or switch to post-copy")
-    m.add_argument("--resume-time", type=_time, default="0s", metavar="TIME",
-                   help="time for the destination to resume the guest (default 0s)")
+    groups = {"link and policy": m, "policy": m if not listed else p.add_argument_group("policy")}
+    for name, title in (("auto-converge", "auto-converge"), ("dirty-limit", "dirty-limit"),
+                        ("post-copy", "post-copy"), ("compression", "XBZRLE and multifd")):
+        groups[name] = p.add_argument_group(title)
+    _add_knobs(groups, listed=listed)
     m.add_argument("--give-up-after", type=_time_inf, metavar="TIME",
                    help="QEMU iterates forever when the dirty rate outruns the link; without --timeout, "
                         "stop simulating (status failed) after this much simulated time (default: 10min, or 20 "
@@ -397,19 +504,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a workload (repeat the option for several; default %s)" % DEFAULTS["workload"])
     wg.add_argument("--dirty-rate", type=_list_of(_count_rate), metavar="LIST",
                     help="write rates put into each workload spec, e.g. 100MiB/s,500MiB/s,1GiB/s")
-    wg.add_argument("-b", "--bandwidth", type=_list_of(_rate), default=["1Gbit/s", "10Gbit/s", "25Gbit/s"],
-                    metavar="LIST", help="bandwidths (default 1Gbit/s,10Gbit/s,25Gbit/s)")
-    wg.add_argument("-d", "--downtime-limit", type=_list_of(_time), default=["100ms", "300ms", "1s"],
-                    metavar="LIST", help="downtime limits (default 100ms,300ms,1s)")
+    wg.add_argument("-b", "--bandwidth", type=_list_of(_rate), default=SWEEP_AXES["bandwidth"],
+                    metavar="LIST", help=f"bandwidths (default {','.join(SWEEP_AXES['bandwidth'])})")
     wg.add_argument("-t", "--tracker", type=_list_of(lambda x: _choice(x, TRACKERS, "tracker")),
                     default=[DEFAULTS["tracker"]], metavar="LIST", help="trackers (default pml)")
-    wg.add_argument("--vcpus", type=_positive_int("vcpus"), default=DEFAULTS["vcpus"], metavar="N",
-                    help="vCPUs (default %(default)s)")
-    wg.add_argument("--seed", type=_positive_int("seed", 0), default=0, metavar="N", help="workload seed")
-    wg.add_argument("--huge-pages", choices=("none", "lazy", "eager"), default="none", help="huge page mode")
-    wg.add_argument("--zero-pages", type=_fraction, default=0.0, metavar="FRACTION", help="zero-page share")
-    wg.add_argument("--latency", type=_time, default="0s", metavar="TIME", help="one-way link latency")
-    _add_policy(w.add_argument_group("policy"))
+    wg.add_argument("--vcpus", type=_list_of(_whole("vcpus")), default=[DEFAULTS["vcpus"]], metavar="LIST",
+                    help="vCPUs (default %s)" % DEFAULTS["vcpus"])
+    wg.add_argument("--seed", type=_whole("seed", 0), default=DEFAULTS["seed"], metavar="N", help="workload seed")
+    wg.add_argument("--huge-pages", choices=HUGE_PAGES, default="none", help="huge page mode")
+    wg.add_argument("--zero-pages", type=_fraction, default=DEFAULTS["zero_pages"], metavar="FRACTION",
+                    help="zero-page share")
+    wg.add_argument("--latency", type=_time, default=DEFAULTS["latency"], metavar="TIME", help="one-way link latency")
+    _add_policy(w, wg, listed=True)
     wo = w.add_argument_group("running and output")
     wo.add_argument("--jobs", "-j", type=_positive_int("jobs"), metavar="N",
                     help="configurations run at a time, in processes (default: one per CPU)")
@@ -460,7 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _choice(value: str, allowed: Sequence[str], what: str) -> str:
     v = value.strip().lower()
     if v not in allowed:
-        raise argparse.ArgumentTypeError(f"unknown {what} {value!r}; allowed: {', '.join(allowed)}")
+        raise argparse.ArgumentTypeError(f"unknown {what} {value!r}{_suggest(v, allowed)} (allowed: {', '.join(allowed)})")
     return v
 
 
@@ -507,41 +613,37 @@ def _want_progress(args: argparse.Namespace) -> Optional[bool]:
     return False if sys.stderr.isatty() else None
 
 
-def _throttle(args: argparse.Namespace) -> Dict[str, Any]:
-    return dict(policy=args.policy, postcopy_after_rounds=args.postcopy_after_rounds, prepage=args.prepage,auto_converge=args.auto_converge, cpu_throttle_initial=args.cpu_throttle_initial,
-                cpu_throttle_increment=args.cpu_throttle_increment, max_cpu_throttle=args.max_cpu_throttle,
-                cpu_throttle_tailslow=args.cpu_throttle_tailslow, dirty_limit=args.dirty_limit,
-                vcpu_dirty_limit=args.vcpu_dirty_limit, dirty_limit_period=args.dirty_limit_period)
-
-
-def _config(args: argparse.Namespace, **over: Any) -> Any:
-    """The SweepConfig of a simulate-like command line."""
-    from .sweeps import SweepConfig
-
+def _settings(args: argparse.Namespace) -> Dict[str, Any]:
+    """The configuration (dirtylog.config.MigrationConfig keywords) of a simulate-like command line;
+    in a sweep, lists are axes."""
     kw: Dict[str, Any] = dict(
         memory=args.memory,
         workload=args.workload,
         bandwidth=args.bandwidth,
-        downtime_limit=args.downtime_limit,
+        latency=args.latency,
         tracker=getattr(args, "tracker", DEFAULTS["tracker"]),
         vcpus=args.vcpus,
-        latency=args.latency,
-        stop=args.stop,
-        max_iterations=args.max_iterations,
-        max_total_factor=args.max_total_factor,
-        timeout=args.timeout,
-        on_limit=args.on_limit,
-        resume_time=args.resume_time,
-        **_throttle(args),
         huge_pages=None if args.huge_pages == "none" else args.huge_pages,
         zero_pages=args.zero_pages,
-        page_size=getattr(args, "page_size", 4096),
+        page_size=getattr(args, "page_size", DEFAULTS["page_size"]),
         seed=args.seed,
         verify=not args.no_verify,
         give_up_after=args.give_up_after,
+        policy=args.policy,
     )
+    kw.update(_knob_values(args))
+    return kw
+
+
+def _config(args: argparse.Namespace, **over: Any) -> Any:
+    """The MigrationConfig of a simulate-like command line, checked (errors name the options)."""
+    from .config import MigrationConfig
+
+    kw = _settings(args)
     kw.update(over)
-    return SweepConfig(**kw)
+    cfg = MigrationConfig(**kw)
+    cfg.check()
+    return cfg
 
 
 def _emit(text: str, dest: str, what: str) -> None:
@@ -565,6 +667,12 @@ def _table(title: Optional[str] = None, **kw: Any) -> Any:
     from rich.table import Table
 
     return Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", title_style="bold", pad_edge=False, **kw)
+
+
+def _plural(n: int, noun: str) -> str:
+    from .render import plural
+
+    return plural(n, noun)
 
 
 def _guest_line(memory: int, spec: str, vcpus: int) -> str:
@@ -666,116 +774,35 @@ def _run_migration(m: Any, give_up_after: Any, bar: Optional[_MigrationBar]) -> 
     return m.report()
 
 
-def _rounds_table(report: Any, max_rows: int) -> Any:
-    rounds = list(report.rounds)
-    throttled = any(r.throttle > 0 for r in rounds if not r.final)
-    t = _table("Rounds")
-    for name in ("round", "start", "duration", "sent", "dirty pages", "dirty rate", "exp. downtime", "exits",
-                 "slowdown"):
-        t.add_column(name, justify="right", no_wrap=True)
-    if throttled:
-        t.add_column("throttle", justify="right", no_wrap=True)
-    shown: List[Any] = rounds
-    skipped = 0
-    if max_rows and len(rounds) > max_rows:
-        head = max_rows // 2
-        tail = max_rows - head
-        shown = rounds[:head] + [None] + rounds[-tail:]
-        skipped = len(rounds) - max_rows
-    for r in shown:
-        if r is None:
-            t.add_row(*["..."] * len(t.columns), style="dim")
-            t.caption = f"{skipped:,} rounds not shown (--rounds 0 shows all)"
-            t.caption_justify = "left"
-            continue
-        cells = [
-            "post" if getattr(r, "postcopy", False) else ("final" if r.final else str(r.index)),
-            format_time(r.start),
-            format_time(r.duration),
-            format_size(r.bytes),
-            f"{r.dirty_pages:,}",
-            "-" if r.final else f"{r.dirty_rate:,.0f} pages/s",
-            "-" if r.final else format_time(r.expected_downtime),
-            f"{r.exits:,}",
-            f"{r.guest_slowdown:.2f} %",
-        ]
-        if throttled:
-            cells.append("-" if r.final else f"{r.throttle:.0f} %")
-        t.add_row(*cells, style="bold" if r.final else None)
-    return t
-
-
 def _status_text(report: Any) -> Tuple[str, str]:
-    if report.status == "completed" and (report.postcopy_bytes or report.degraded_window > 0):
-        return "completed (post-copy)", "bold green"
-    if report.status == "completed" and report.converged:
-        return "completed (converged)", "bold green"
-    if report.status == "completed":
-        return "completed (forced stop-and-copy, not converged)", "bold yellow"
-    return report.status, "bold red"
+    """The report's status as the tables say it, and its rich style."""
+    from .render import status_text
+
+    text, style = status_text(report)
+    return text, _STYLES[style]
 
 
-def _summary(report: Any) -> Any:
-    from rich.table import Table
+_STYLES = {"bold": "bold", "dim": "dim", "good": "green", "warn": "yellow", "bad": "bold red", "": ""}
+
+
+def _width() -> Optional[int]:
+    """The width to fit output to: the terminal's, or $COLUMNS; None (no limit) in a pipe or a file."""
+    if hasattr(sys.stdout, "isatty") and sys.stdout.isatty():
+        return _terminal_width(100)
+    cols = os.environ.get("COLUMNS", "")
+    return int(cols) if cols.isdigit() and int(cols) > 0 else None
+
+
+def _print_lines(lines: Sequence[Any]) -> None:
+    """Lines of dirtylog.render, coloured on a terminal (the text is the same as str(report)'s)."""
     from rich.text import Text
 
-    g = Table.grid(padding=(0, 2))
-    g.add_column(style="bold", no_wrap=True)
-    g.add_column()
-    status, style = _status_text(report)
-    g.add_row("Status", Text(status, style=style))
-    g.add_row("Reason", report.reason or "-")
-    g.add_row("Total time", format_time(report.total_time))
-    g.add_row("Downtime", Text(format_time(report.downtime) if report.status == "completed" else "- (no switch-over)",
-                               style="green" if report.status == "completed" and report.downtime <= report.downtime_limit
-                               else "yellow")
-              )
-    g.add_row("Expected downtime", format_time(report.expected_downtime) if math.isfinite(report.expected_downtime) else "-")
-    g.add_row("Setup time", format_time(report.setup_time))
-    g.add_row("Transferred", f"{format_size(report.transferred)} ({report.transferred / max(report.memory, 1):.2f}x memory): "
-                             f"pre-copy {format_size(report.precopy_bytes)}, downtime {format_size(report.downtime_bytes)}")
-    if report.postcopy_requests or report.postcopy_bytes:
-        g.add_row("Post-copy", f"{format_size(report.postcopy_bytes)} after the switch-over; "
-                               f"{report.postcopy_requests:,} page requests ({report.postcopy_prepaged:,} pages "
-                               f"prepaged), {format_time(report.postcopy_stall_time)} of vCPU time stalled, "
-                               f"degraded for {format_time(report.degraded_window)}")
-    g.add_row("Pages", f"{report.pages_sent:,} sent (normal {report.normal:,}, zero {report.duplicate:,})")
-    g.add_row("Iterations", f"{report.precopy_rounds} pre-copy rounds, {report.dirty_sync_count} dirty syncs")
-    denom = report.total_time * report.vcpus
-    slow = 100.0 * report.guest_lost / denom if denom > 0 else 0.0
-    g.add_row("Guest", f"{report.guest_writes:,} page writes; {format_time(report.guest_lost)} of vCPU time lost to "
-                       f"tracking exits ({slow:.2f} %)")
-    ts = report.tracker_stats
-    g.add_row("Tracker", f"{report.tracker}: {ts.get('faults', 0):,} faults, {ts.get('pml_full_exits', 0):,} PML-full "
-                         f"exits, {ts.get('ring_full_exits', 0):,} ring-full exits, {ts.get('kicks', 0):,} kicks, "
-                         f"{ts.get('splits', 0):,} splits")
-    verified = {True: Text("yes: every page on the destination holds its newest version", style="green"),
-                False: Text(f"NO: {report.mismatches} pages differ (first: {report.mismatched_pages[:8]})",
-                            style="bold red"),
-                None: Text("not checked")}[report.verified]
-    if report.status != "completed" and report.verified:
-        verified = Text("yes: rolled back, the source holds every write", style="green")
-    g.add_row("Verified", verified)
-    return g
-
-
-def _models_table(report: Any) -> Optional[Any]:
-    models = {k: v for k, v in report.models.items() if isinstance(v, dict) and "total_time" in v}
-    if not models:
-        return None
-    t = _table("Closed-form models, same inputs")
-    for name in ("model", "rounds", "total time", "downtime", "sent", "converged"):
-        t.add_column(name, justify="left" if name == "model" else "right", no_wrap=True)
-    t.add_row("simulated", str(max(report.precopy_rounds - 1, 0)), format_time(report.total_time),
-              format_time(report.downtime), format_size(report.transferred), str(report.converged), style="bold")
-    for name, m in models.items():
-        # A model that does not converge grows without bound: its figures at its round cap mean nothing.
-        gone = m.get("converged") is False
-        t.add_row(name, str(m.get("rounds", "-")), "-" if gone else format_time(m["total_time"]),
-                  "-" if gone else format_time(m.get("downtime", 0.0)),
-                  format_size(m["total_bytes"]) if "total_bytes" in m and not gone else "-",
-                  str(m.get("converged", "-")))
-    return t
+    con = _Out()
+    for line in lines:
+        t = Text(no_wrap=True, overflow="ignore")
+        for text, style in line:
+            t.append(text, style=_STYLES.get(style, ""))
+        con.print(t, soft_wrap=True)  # never folded by rich: the renderer fitted it
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -797,21 +824,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.json is not None:
         _emit(report.to_json(), args.json, "report")
     if not to_stdout_json:
-        con = _Out()
-        con.print(f"[bold]Live migration[/bold] of a {_guest_line(report.memory, cfg.workload_label(), report.vcpus)}; "
-                  f"{format_rate(report.bandwidth, bits=True)}, downtime limit {format_time(report.downtime_limit)}, "
-                  f"tracker {report.tracker}")
-        table = _rounds_table(report, args.rounds)
-        con.print(table)
-        if table.caption:
-            con.print()
-        con.print(_summary(report))
-        if not args.no_models:
-            mt = _models_table(report)
-            if mt is not None:
-                con.print()
-                con.print(mt)
-        _print_advice(con, report)
+        from .render import report_lines
+
+        title = (f"Live migration of a {_guest_line(report.memory, cfg.workload_label(), report.vcpus)}",
+                 f"over {format_rate(report.bandwidth, bits=True)}, downtime limit {format_time(report.downtime_limit)}, "
+                 f"tracker {report.tracker}")
+        _print_lines(report_lines(report, _width(), args.rounds, models=not args.no_models, title=title,
+                                  more="--rounds 0 shows all"))
+        _print_advice(_Out(), report)
     if args.plot:
         from .plot import plot_report
 
@@ -869,26 +889,31 @@ def cmd_trackers(args: argparse.Namespace) -> int:
     r0 = results[0]
     con.print(f"[bold]Dirty tracking compared[/bold] on a {_guest_line(r0.memory, base.workload_label(), r0.vcpus)}; "
               f"{format_rate(r0.bandwidth, bits=True)}, downtime limit {format_time(r0.downtime_limit)}")
-    t = _table()
+    from .render import Column, table, wrap
+
     extra = [c for c in ("kicks", "splits") if any(getattr(r, c) for r in results)]
-    cols = ["tracker", "exits", "faults", "PML full", "ring full", *extra, "guest lost", "slowdown", "sim harvest",
-            "rounds", "total time", "downtime", "verdict"]
-    for c in cols:
-        t.add_column(c, justify="left" if c in ("tracker", "verdict") else "right", no_wrap=True)
+    cols = [Column("tracker", "left"), Column("exits"), Column("faults", priority=5),
+            Column("PML full", priority=5), Column("ring full", priority=5),
+            *[Column(c, priority=6) for c in extra], Column("guest lost", priority=3), Column("slowdown"),
+            Column("sim harvest", priority=1), Column("rounds", priority=2), Column("total time", short="total"),
+            Column("downtime"), Column("verdict", "left")]
+    styles = {"converges": "good", "post-copy": "good", "forced": "warn", "does not converge": "bad", "lost": "bad"}
+    rows = []
     for r in results:
-        t.add_row(r.tracker, f"{r.exits:,}", f"{r.faults:,}", f"{r.pml_full_exits:,}", f"{r.ring_full_exits:,}",
-                  *[f"{getattr(r, c):,}" for c in extra], format_time(r.guest_lost), f"{r.guest_slowdown:.3f} %",
-                  format_time(harvest[r.tracker][0]), str(r.rounds), format_time(r.total_time),
-                  format_time(r.downtime) if r.status == "completed" else "-", r.verdict)
-    con.print(t)
+        cells = [r.tracker, f"{r.exits:,}", f"{r.faults:,}", f"{r.pml_full_exits:,}", f"{r.ring_full_exits:,}",
+                 *[f"{getattr(r, c):,}" for c in extra], format_time(r.guest_lost), f"{r.guest_slowdown:.3f} %",
+                 format_time(harvest[r.tracker][0]), str(r.rounds), format_time(r.total_time),
+                 format_time(r.downtime) if r.status == "completed" else "-", r.verdict]
+        rows.append((cells, [""] * (len(cells) - 1) + [styles.get(r.verdict, "")]))
+    _print_lines(table(cols, rows, _width()))
     bad = [r.tracker for r in results if r.verified is False]
     con.print("Verified: " + (f"[bold red]DIRTY WRITES LOST with {', '.join(bad)}[/bold red]" if bad else
                               "no dirty write lost with any tracker" if all(r.verified for r in results)
                               else "not checked"))
-    con.print(f"[dim]exits: VM exits caused by tracking; slowdown: vCPU time lost to them / (total time x vCPUs); "
-              f"sim harvest: one harvest of the pages dirtied by {format_time(window)} of the workload "
-              f"({harvest[results[0].tracker][1]:,} with {results[0].tracker}), timed in dirtylog's C core."
-              "[/dim]")
+    _print_lines(wrap("", [(f"exits: VM exits caused by tracking; slowdown: vCPU time lost to them / (total time x "
+                            f"vCPUs); sim harvest: one harvest of the pages dirtied by {format_time(window)} of the "
+                            f"workload ({harvest[results[0].tracker][1]:,} with {results[0].tracker}), timed in "
+                            "dirtylog's C core; rounds: pre-copy rounds, round 0 included.", "dim")], -1, _width()))
     return 1 if any(r.verified is False for r in results) else 0
 
 
@@ -977,32 +1002,19 @@ def sweep_configs(args: argparse.Namespace) -> List[Any]:
     workloads = args.workload or [DEFAULTS["workload"]]
     if args.dirty_rate:
         workloads = [with_rate(w, r) for w in workloads for r in args.dirty_rate]
-    return grid(
-        memory=args.memory,
-        workload=workloads,
-        tracker=args.tracker,
-        bandwidth=args.bandwidth,
-        downtime_limit=args.downtime_limit,
-        vcpus=args.vcpus,
-        seed=args.seed,
-        huge_pages=None if args.huge_pages == "none" else args.huge_pages,
-        zero_pages=args.zero_pages,
-        latency=args.latency,
-        stop=args.stop,
-        max_iterations=args.max_iterations,
-        max_total_factor=args.max_total_factor,
-        timeout=args.timeout,
-        on_limit=args.on_limit,
-        resume_time=args.resume_time,
-        **_throttle(args),
-        verify=not args.no_verify,
-        give_up_after=args.give_up_after,
-    )
+    kw = _settings(args)
+    kw["workload"] = workloads
+    kw.setdefault("downtime_limit", SWEEP_AXES["downtime_limit"])
+    first = ("memory", "workload", "tracker", "bandwidth", "downtime_limit", "vcpus")  # the last varies fastest
+    ordered = {k: kw.pop(k) for k in first}
+    ordered.update(kw)
+    configs = grid(**ordered)
+    for c in configs:
+        c.check()
+    return configs
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from rich.text import Text
-
     configs = sweep_configs(args)
     results = _run_sweep(configs, args, "sweep")
     quiet = args.json == "-" or args.csv == "-"
@@ -1013,25 +1025,23 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if not quiet:
         con = _Out()
         n = len(results)
-        con.print(f"[bold]Migration plan[/bold]: {n} configuration{'s' if n != 1 else ''}, "
-                  f"{results[0].vcpus} vCPUs, tracker(s) {', '.join(sorted({r.tracker for r in results}))}")
-        headers, rows = results.table_rows(
-            [c for c in ("workload", "memory", "tracker") if c in results.varying() or c == "workload"]
-            + ["bandwidth", "downtime_limit"])
-        t = _table()
-        for i, h in enumerate(headers):
-            t.add_column(h, justify="left" if h in ("workload", "verdict") else "right", no_wrap=True)
-        styles = {"converges": "green", "post-copy": "green", "forced": "yellow", "does not converge": "red",
-                  "lost": "bold red"}
-        for r, row in zip(results, rows):
-            t.add_row(*row[:-1], Text(row[-1], style=styles.get(r.verdict, "")))
-        con.print(t)
+        vcpus = sorted({r.vcpus for r in results})
+        trackers = sorted({r.tracker for r in results})
+        con.print(f"[bold]Migration plan[/bold]: {_plural(n, 'configuration')}, "
+                  f"{'/'.join(map(str, vcpus))} vCPU{'s' if vcpus != [1] else ''}, "
+                  f"tracker{'s' if len(trackers) > 1 else ''} {', '.join(trackers)}")
+        _print_lines(results.table_lines(
+            [c for c in ("workload", "memory", "tracker", "vcpus") if c in results.varying() or c == "workload"]
+            + ["bandwidth", "downtime_limit"] + [k for k in results.varying() if k in results.knobs()], _width()))
         from .sweeps import VERDICTS
 
+        from .render import wrap
+
         counts = {v: n for v in VERDICTS if (n := sum(1 for r in results if r.verdict == v)) or v != "lost"}
-        con.print("[dim]" + ", ".join(f"{k}: {v}" for k, v in counts.items()) +
-                  ". 'does not converge': gave up after --give-up-after of simulated time (default 10 min, or "
-                  "20x the time to send memory once), or aborted at a limit.[/dim]")
+        note = (", ".join(f"{k}: {v}" for k, v in counts.items()) + ". 'does not converge': gave up after "
+                "--give-up-after of simulated time (default 10 min, or 20x the time to send memory once), or "
+                "aborted at a limit; rounds: pre-copy rounds, round 0 included.")
+        _print_lines(wrap("", [(note, "dim")], -1, _width()))
     if args.heatmap:
         from .plot import plot_heatmap
 
@@ -1049,7 +1059,7 @@ def _add_advise_parser(sub: Any) -> None:
     from .specs import GRAMMAR
 
     a = sub.add_parser(
-        "advise", formatter_class=_Formatter, help="what would make a migration converge (found by simulation)",
+        "advise", formatter_class=_Formatter, conflict_handler="resolve",  # its --max-bandwidth: highest tried help="what would make a migration converge (found by simulation)",
         description="Simulate the migration, then find by simulation what would make it converge: the least "
                     "bandwidth at this downtime limit, the least downtime limit at this bandwidth, whether "
                     "auto-converge does it (and at which CPU throttle the guest ends), whether a per-vCPU dirty "
@@ -1283,6 +1293,79 @@ def _check_outputs(args: argparse.Namespace) -> None:
             from .plot import PlotUnavailable
 
             raise PlotUnavailable(f"--{opt} needs matplotlib, which is not installed: pip install 'dirtylog[plot]'")
+        if opt in ("plot", "heatmap"):
+            from .plot import check_path
+
+            try:
+                check_path(dest)
+            except ConfigError as exc:
+                raise UsageError(f"--{opt} {dest}: {exc}") from None
+
+
+# ----------------------------------------------------------------------------- messages in CLI syntax
+
+
+def _option_of(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+_PY_ARG = re.compile(r"\b([a-z][a-z0-9_]*)=('[^']*'|\"[^\"]*\"|True|False|[0-9][\w./]*|\.\.\.)")
+_PY_CALL = re.compile(r"\b(?:PreCopy|PostCopy|Link)\(([^()]*)\)")
+
+
+def cli_words(msg: str) -> str:
+    """A message of the Python API in command-line syntax: ``tracker='ring'`` becomes ``--tracker ring``,
+    ``PreCopy(timeout=..., on_limit=...)`` becomes ``--timeout and --on-limit``, ``give_up_after``
+    becomes ``--give-up-after``."""
+    from .config import FIELDS
+
+    names = set(FIELDS) | {"page_size", "give_up_after"}
+
+    def arg(m: "re.Match[str]") -> str:
+        name, value = m.group(1), m.group(2)
+        if name not in names:
+            return m.group(0)
+        if value == "True":
+            return _option_of(name)
+        if value in ("...", "False"):
+            return _option_of(name) if value == "..." else f"no {_option_of(name)}"
+        return f"{_option_of(name)} {value.strip(chr(39) + chr(34))}"
+
+    out = _PY_CALL.sub(lambda m: m.group(1).replace(", ", " and "), msg)
+    out = _PY_ARG.sub(arg, out)
+    out = re.sub(r"\b([a-z]+(?:_[a-z]+)+)\b", lambda m: _option_of(m.group(1)) if m.group(1) in names else m.group(0),
+                 out)
+    first = re.match(r"^([a-z]+)(:| must| is| of)", out)
+    if first and first.group(1) in names:
+        out = _option_of(first.group(1)) + out[len(first.group(1)):]
+    return out
+
+
+def _merge_negative_values(parser: argparse.ArgumentParser, argv: List[str]) -> List[str]:
+    """``-d -1s`` as ``-d=-1s``: argparse would take ``-1s`` for an option; its own parser should judge it."""
+    takes_value: set = set()
+    stack = [parser]
+    while stack:
+        p = stack.pop()
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                stack.extend(a.choices.values())
+            elif a.option_strings and a.nargs is None and a.const is None:
+                takes_value.update(a.option_strings)
+    out: List[str] = []
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word == "--":
+            out.extend(argv[i:])
+            break
+        if (word in takes_value and i + 1 < len(argv) and re.match(r"^-\.?\d", argv[i + 1])):
+            out.append(f"{word}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(word)
+        i += 1
+    return out
 
 
 def _embed_flags(args: argparse.Namespace) -> Optional[int]:
@@ -1302,11 +1385,48 @@ def _embed_flags(args: argparse.Namespace) -> Optional[int]:
     return 0
 
 
+class _own_warnings:
+    """dirtylog's own warnings as one ``PROG: warning:`` line each (in CLI syntax), as they come;
+    other packages' warnings keep Python's format, and their deprecation notices stay quiet."""
+
+    def __init__(self, prog: str) -> None:
+        self._prog = prog
+        self._cm = warnings.catch_warnings()
+
+    def __enter__(self) -> None:
+        self._cm.__enter__()
+        here = os.path.dirname(os.path.abspath(__file__))
+        original = warnings.showwarning
+        prog = self._prog
+        seen = set()
+
+        def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None,
+                 line: Optional[str] = None) -> None:
+            if os.path.abspath(filename).startswith(here + os.sep) and issubclass(category, UserWarning):
+                text = cli_words(str(message).strip())
+                if text not in seen:
+                    seen.add(text)
+                    print(f"{prog}: warning: {text}", file=sys.stderr)
+                return
+            if issubclass(category, (DeprecationWarning, PendingDeprecationWarning)) \
+                    or "Deprecation" in category.__name__:
+                return
+            original(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        warnings.filterwarnings("always", category=UserWarning, module=r"dirtylog(\.|$)")
+
+    def __exit__(self, *exc: Any) -> None:
+        self._cm.__exit__(*exc)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run one ``dirtylog`` command line; returns the exit status."""
+    global _ARGV
     parser = build_parser()
+    _ARGV = _merge_negative_values(parser, list(argv) if argv is not None else sys.argv[1:])
     try:
-        args = parser.parse_args(list(argv) if argv is not None else None)
+        args = parser.parse_args(_ARGV)
     except SystemExit as exc:  # --help, --version, or a usage error already reported
         return int(exc.code) if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     prog = f"{PROG} {args.command}" if args.command else PROG
@@ -1319,15 +1439,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             parser.print_help()
             return 0
         _check_outputs(args)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", UserWarning)
-            rc = int(args.func(args))
-        for w in caught:  # one line each, without Python's source-line echo
-            if issubclass(w.category, UserWarning):
-                print(f"{prog}: warning: {str(w.message).strip()}", file=sys.stderr)
-            else:
-                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-        return rc
+        with _own_warnings(prog):
+            return int(args.func(args))
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
@@ -1347,7 +1460,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (DirtylogError, TypeError, ValueError, OSError, ImportError) as exc:
         if debug:
             raise
-        msg = str(exc).strip().replace("\n", " ") or type(exc).__name__
+        msg = cli_words(str(exc).strip().replace("\n", " ")) or type(exc).__name__
         if isinstance(exc, OSError) and getattr(exc, "filename", None) and str(exc.filename) not in msg:
             msg = f"{msg}: {exc.filename}"
         print(f"{prog}: error: {msg}", file=sys.stderr)

@@ -36,6 +36,7 @@ import numpy as np
 from . import models as _models
 from ._lib import check, ffi, lib
 from ._validate import as_int
+from .config import DEFAULTS, simulate_kwargs
 from .costs import TrackingCosts
 from .devices import Device, default_devices, device_bytes, ordered
 from .errors import ConfigError, CoreError, Interrupted, StateError
@@ -936,7 +937,8 @@ class Migration:
         st = self._engine_state()
         total = float(st.clock)
         ended_precopy = self.phase in ("downtime", "completed", "switchover", "postcopy", "lost")
-        downtime = (self._downtime_end - self._downtime_start) if not math.isnan(self._downtime_end) else 0.0
+        # NaN (null in JSON): no switch-over happened, so there was no downtime to report
+        downtime = (self._downtime_end - self._downtime_start) if not math.isnan(self._downtime_end) else math.nan
         transferred = int(st.bytes_sent)
         precopy = self._sent_precopy if ended_precopy else transferred
         after_resume = self._bytes_at_resume if self._pc_started else transferred
@@ -1016,15 +1018,28 @@ class Migration:
                               "effective_bandwidth": self.bandwidth}
         return out
 
+    def _measured_dirty_rate(self) -> Optional[float]:
+        """Bytes dirtied per second over the pre-copy rounds, as the syncs measured them (QEMU's
+        dirty-pages-rate): distinct pages per round over the rounds' time, page headers included."""
+        live = [r for r in self.rounds if not r.final and not r.postcopy and r.duration > 0]
+        span = sum(r.duration for r in live)
+        if span <= 0:
+            return None
+        return sum(r.dirty_pages for r in live) / span * self.page_bytes
+
     def _models(self, write_rate: Optional[float]) -> Dict[str, Any]:
         if write_rate is None:
             return {}
         out: Dict[str, Any] = {}
         try:
-            g = _models.geometric(self.memory, self.link.bandwidth, write_rate * self.page_bytes,
+            # Liu et al.'s D is the dirty rate: fed the measured one (distinct pages per period), not the
+            # page-write rate, which counts a hot page's rewrites and makes it pessimistic for skewed workloads.
+            measured = self._measured_dirty_rate()
+            dirty = measured if measured is not None else write_rate * self.page_bytes
+            g = _models.geometric(self.memory, self.link.bandwidth, dirty,
                                   downtime_limit=self.policy.downtime_limit,
                                   resume_time=self.policy.resume_time + self.link.latency)
-            out["geometric"] = g.to_dict()
+            out["geometric"] = dict(g.to_dict(), dirty_rate=dirty, dirty_rate_measured=measured is not None)
             s = _models.saturating(self.pages, self.page_size, self.link.bandwidth, write_rate,
                                    downtime_limit=self.policy.downtime_limit, header_bytes=self.link.header_bytes,
                                    resume_time=self.policy.resume_time + self.link.latency)
@@ -1042,30 +1057,39 @@ def _bitmap_pages(words: np.ndarray, pages: int) -> np.ndarray:
 
 def simulate(
     memory: Union[int, str, None] = None,
-    workload: Any = None,
+    workload: Any = DEFAULTS["workload"],
     link: Optional[Link] = None,
-    policy: Optional[PreCopy] = None,
-    tracker: Union[str, Dict[str, Any]] = "pml",
-    vcpus: int = 1,
-    page_size: Union[int, str] = 4096,
-    huge_pages: Optional[str] = None,
-    zero_pages: float = 0.0,
+    policy: Union[PreCopy, PostCopy, str, None] = None,
+    tracker: Union[str, Dict[str, Any]] = DEFAULTS["tracker"],
+    vcpus: int = DEFAULTS["vcpus"],
+    page_size: Union[int, str] = DEFAULTS["page_size"],
+    huge_pages: Optional[str] = DEFAULTS["huge_pages"],
+    zero_pages: float = DEFAULTS["zero_pages"],
     devices: Optional[Sequence[Device]] = None,
-    seed: int = 0,
-    verify: bool = True,
+    seed: int = DEFAULTS["seed"],
+    verify: bool = DEFAULTS["verify"],
     pages: Optional[int] = None,
     costs: Optional[TrackingCosts] = None,
     on_round: Optional[Callable[[RoundReport], None]] = None,
     faults: Sequence[Fault] = (),
-    give_up_after: Union[float, str] = "1h",
+    give_up_after: Union[float, str, None] = DEFAULTS["give_up_after"],
     advise: Union[bool, str] = False,
+    **settings: Any,
 ) -> MigrationReport:
     """Run a live migration to its end and return its :class:`MigrationReport`.
 
-    Takes the arguments of :class:`Migration`. QEMU iterates forever when the dirty
-    rate outruns the link; so that a call always returns, a migration still running
-    after ``give_up_after`` of simulated time (when the policy sets no timeout of its
-    own) is rolled back with a reason saying so.
+    Takes the arguments of :class:`Migration` (``memory`` defaults to 4 GiB and
+    ``workload`` to ``"hotspot:1GiB/s"``; a workload may be a spec string, see
+    :mod:`dirtylog.specs`, and None is an idle guest), and the flat settings of
+    :class:`dirtylog.config.MigrationConfig` in place of ``link`` and ``policy``:
+    ``bandwidth=``, ``latency=``, ``policy="precopy"|"postcopy"`` and any policy
+    knob (``downtime_limit="100ms"``, ``auto_converge=True``, ...).
+
+    QEMU iterates forever when the dirty rate outruns the link; so that a call
+    always returns, a migration still running after ``give_up_after`` of simulated
+    time (when the policy sets no timeout of its own; by default 10 minutes, or 20
+    times the time to send memory once if longer) is rolled back with a reason
+    saying so.
 
     ``advise``: True to attach :class:`~dirtylog.advice.Advice` (what would make it
     converge, found by more simulations: see :func:`dirtylog.advice.advise`) as
@@ -1074,18 +1098,21 @@ def simulate(
     """
     if advise not in (True, False, "always"):
         raise ConfigError(f"advise must be True, False or 'always', got {advise!r}")
-    m = Migration(memory=memory, workload=workload, link=link, policy=policy, tracker=tracker, vcpus=vcpus,
-                  page_size=page_size, huge_pages=huge_pages, zero_pages=zero_pages, devices=devices, seed=seed,
-                  verify=verify, pages=pages, costs=costs, on_round=on_round, faults=faults)
-    report = m.run(give_up_after=give_up_after)
+    kw, limit = simulate_kwargs(
+        dict(memory=memory, workload=workload, link=link, policy=policy, tracker=tracker, vcpus=vcpus,
+             page_size=page_size, huge_pages=huge_pages, zero_pages=zero_pages, devices=devices, seed=seed,
+             verify=verify, pages=pages, costs=costs, on_round=on_round, faults=faults, give_up_after=give_up_after),
+        settings)
+    m = Migration(**kw)
+    given_up = limit
+    report = m.run(give_up_after=limit)
     if advise == "always" or (advise and not (report.status == "completed" and report.converged)):
         import dataclasses
 
         from .advice import advise as _advise
 
-        adv = _advise(memory=memory, workload=workload, link=link, policy=policy, tracker=tracker, vcpus=vcpus,
-                      page_size=page_size, huge_pages=huge_pages, zero_pages=zero_pages, devices=devices, seed=seed,
-                      pages=pages, costs=costs, faults=faults, give_up_after=give_up_after, report=report)
+        same = {k: v for k, v in kw.items() if k not in ("verify", "on_round")}
+        adv = _advise(**same, give_up_after=given_up, report=report)
         report = dataclasses.replace(report, advice=adv)
     return report
 

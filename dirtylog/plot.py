@@ -23,7 +23,7 @@ import math
 import os
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-__all__ = ["PlotUnavailable", "plot_report", "plot_curve", "plot_heatmap"]
+__all__ = ["PlotUnavailable", "plot_report", "plot_curve", "plot_heatmap", "check_path"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -42,8 +42,27 @@ def _figure(width: float, height: float) -> Any:
     return Figure(figsize=(width, height), layout="constrained")
 
 
+def check_path(path: PathLike) -> str:
+    """The format of ``path`` (its suffix), or ConfigError if matplotlib cannot write it."""
+    from .errors import ConfigError
+
+    ext = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        raise PlotUnavailable(
+            "plotting needs matplotlib, which is not installed: pip install 'dirtylog[plot]' (or pip install matplotlib)"
+        ) from None
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if ext not in formats:
+        said = f"'.{ext}' is not a picture format matplotlib writes" if ext else "the file name has no suffix"
+        raise ConfigError(f"{said}; name the file .png, .svg or .pdf (or {', '.join('.' + f for f in sorted(formats) if f not in ('png', 'svg', 'pdf'))})")
+    return ext
+
+
 def _save(fig: Any, path: Optional[PathLike]) -> Any:
     if path is not None:
+        check_path(path)
         fig.savefig(os.fspath(path), dpi=110)
     return fig
 

@@ -6,7 +6,6 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional
 
-from .units import format_rate, format_size, format_time
 
 __all__ = ["RoundReport", "MigrationReport", "json_safe"]
 
@@ -82,7 +81,7 @@ class MigrationReport:
     converged: bool
     reason: str
     total_time: float
-    downtime: float
+    downtime: float  # NaN when the guest never switched over
     setup_time: float
     transferred: int
     precopy_bytes: int
@@ -127,107 +126,80 @@ class MigrationReport:
 
     @property
     def precopy_rounds(self) -> int:
-        """Rounds sent while the guest ran on the source (round 0 included)."""
+        """The round count used everywhere in dirtylog: pre-copy rounds sent while the guest ran on
+        the source, round 0 (all of memory) included; the stop-and-copy is not one of them."""
         return sum(1 for r in self.rounds if not r.final and not r.postcopy)
 
-    def to_dict(self) -> Dict[str, Any]:
-        d = asdict(self)
-        d["rounds"] = [r.to_dict() for r in self.rounds]
-        if self.advice is not None:
-            d["advice"] = self.advice.to_dict()
-        return d
+    @property
+    def memory_remaining(self) -> int:
+        """Bytes still to send when the report was taken (QEMU's remaining ram): 0 once the guest
+        runs on the destination; otherwise what the last sync found dirty (all of memory before
+        the first round ends)."""
+        if self.status == "completed":
+            return 0
+        live = [r for r in self.rounds if not r.final and not r.postcopy]
+        return live[-1].dirty_pages * self.page_size if live else self.memory
+
+    @property
+    def mbps(self) -> float:
+        """The migration's mean throughput in megabits per second (QEMU's mbps)."""
+        return self.transferred * 8 / 1e6 / self.total_time if self.total_time > 0 else 0.0
+
+    @property
+    def pages_per_second(self) -> float:
+        """Pages sent per second over the migration (QEMU's pages-per-second)."""
+        return self.pages_sent / self.total_time if self.total_time > 0 else 0.0
+
+    @property
+    def multifd_bytes(self) -> int:
+        """Page data sent over the multifd channels (0 without multifd): all pages, not the device state."""
+        if not self.compression.get("multifd"):
+            return 0
+        return max(0, self.precopy_bytes + self.downtime_bytes + self.postcopy_bytes - self.device_bytes)
 
     def to_json(self, indent: Optional[int] = 2) -> str:
         return json.dumps(json_safe(self.to_dict()), indent=indent)
 
-    # -- readable output ------------------------------------------------------
-    def rounds_table(self) -> str:
+    def to_dict(self) -> Dict[str, Any]:
+        """Every field, and the operator figures (``precopy_rounds``, ``memory_remaining``, ``mbps``,
+        ``pages_per_second``, ``multifd_bytes``); a downtime that never happened is NaN (null in JSON)."""
+        d = asdict(self)
+        d["rounds"] = [r.to_dict() for r in self.rounds]
+        d["precopy_rounds"] = self.precopy_rounds
+        d["memory_remaining"] = self.memory_remaining
+        d["mbps"] = self.mbps
+        d["pages_per_second"] = self.pages_per_second
+        d["multifd_bytes"] = self.multifd_bytes
+        if self.advice is not None:
+            d["advice"] = self.advice.to_dict()
+        return d
+
+    # -- readable output: dirtylog.render builds the lines, the command line colours the same ----
+    def rounds_table(self, width: Optional[int] = None) -> str:
         """The round-by-round table, like a series of `virsh domjobinfo` snapshots."""
-        head = ("round", "start", "duration", "sent", "dirty pages", "dirty rate", "exp. downtime",
-                "exits", "slowdown", "throttle")
-        rows = []
-        for r in self.rounds:
-            rows.append((
-                "post" if r.postcopy else ("final" if r.final else str(r.index)),
-                format_time(r.start),
-                format_time(r.duration),
-                format_size(r.bytes),
-                f"{r.dirty_pages:,}",
-                f"{r.dirty_rate:,.0f} p/s",
-                "-" if r.final else format_time(r.expected_downtime),
-                f"{r.exits:,}",
-                f"{r.guest_slowdown:.2f} %",
-                f"{r.throttle:.0f} %",
-            ))
-        widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(head)]
-        lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths))]
-        lines.append("  ".join("-" * w for w in widths))
-        lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows]
-        return "\n".join(lines)
+        from .render import plain, rounds_lines
 
-    def summary(self) -> str:
+        return plain(rounds_lines(self, width))
+
+    def summary(self, width: Optional[int] = None) -> str:
         """The overall figures, one per line."""
-        verified = {True: "yes (every page holds its newest version)", False: f"NO: {self.mismatches} pages differ, first {self.mismatched_pages[:8]}",
-                    None: "not checked"}[self.verified]
-        items = [
-            ("Status", self.status + (" (post-copy)" if self.status == "completed" and self.degraded_window > 0
-                                      else "" if self.converged or self.status != "completed"
-                                      else " (forced, not converged)")),
-            ("Reason", self.reason),
-            ("Memory", f"{format_size(self.memory)} ({self.pages:,} pages of {self.page_size} B), {self.vcpus} vCPU(s), tracker {self.tracker}"),
-            ("Link", f"{format_rate(self.bandwidth, bits=True)}, downtime limit {format_time(self.downtime_limit)}"),
-            ("Total time", format_time(self.total_time)),
-            ("Downtime", format_time(self.downtime)),
-            ("Setup time", format_time(self.setup_time)),
-            ("Expected downtime", format_time(self.expected_downtime)),
-            ("Transferred", f"{format_size(self.transferred)} ({self.transferred / max(self.memory, 1):.2f}x memory)"),
-            ("  pre-copy", format_size(self.precopy_bytes)),
-            ("  downtime", format_size(self.downtime_bytes)),
-            ("  post-copy", format_size(self.postcopy_bytes)),
-            ("Pages sent", f"{self.pages_sent:,} (normal {self.normal:,}, zero {self.duplicate:,})"),
-            ("Iterations", f"{self.dirty_sync_count} dirty syncs, {self.precopy_rounds} pre-copy rounds"),
-            ("Guest", f"{self.guest_writes:,} writes, {format_time(self.guest_lost)} of vCPU time lost to tracking"),
-        ]
-        if self.cpu_throttle_percentage or self.guest_throttled:
-            items.append(("Throttle", f"{self.cpu_throttle_percentage} % at the end (auto-converge), "
-                                      f"{format_time(self.guest_throttled)} of vCPU time throttled away"))
-        if self.postcopy_requests or self.postcopy_bytes:
-            items.append(("Post-copy", f"{self.postcopy_requests:,} requests, {format_time(self.postcopy_stall_time)} stalled, "
-                                       f"degraded for {format_time(self.degraded_window)}"))
-        xb = self.compression.get("xbzrle")
-        if xb:
-            items.append(("XBZRLE", f"{xb['pages']:,} deltas ({format_size(xb['bytes'])}, {xb['encoding_rate']:.1f}x), "
-                                    f"{xb['cache_miss']:,} misses ({100 * xb['cache_miss_rate']:.1f} %), "
-                                    f"{xb['overflow']:,} overflows"))
-        mf = self.compression.get("multifd")
-        if mf:
-            items.append(("Multifd", f"{mf['channels']} channel(s), effective {format_rate(mf['effective_bandwidth'], bits=True)}"))
-        items.append(("Verified", verified))
-        w = max(len(k) for k, _ in items)
-        return "\n".join(f"{k.ljust(w)}  {v}" for k, v in items)
+        from .render import plain, summary_lines
 
-    def models_table(self) -> str:
+        return plain(summary_lines(self, width))
+
+    def models_table(self, width: Optional[int] = None) -> str:
         """The closed-form predictions for the same inputs beside the simulated figures."""
-        if not self.models:
-            return ""
-        lines = [f"{'model':<12} {'rounds':>7} {'total time':>11} {'downtime':>10} {'sent':>11}  converged"]
-        sim_rounds = max(self.precopy_rounds - 1, 0)
-        lines.append(f"{'simulated':<12} {sim_rounds:>7} {format_time(self.total_time):>11} "
-                     f"{format_time(self.downtime):>10} {format_size(self.transferred):>11}  {self.converged}")
-        for name, m in self.models.items():
-            if not isinstance(m, dict) or "total_time" not in m:
-                continue
-            if m.get("converged", True) is False:  # the closed forms diverge: no meaningful figures
-                lines.append(f"{name:<12} {'-':>7} {'never':>11} {'-':>10} {'-':>11}  False")
-                continue
-            lines.append(f"{name:<12} {m.get('rounds', '-')!s:>7} {format_time(m['total_time']):>11} "
-                         f"{format_time(m.get('downtime', 0.0)):>10} {format_size(m.get('total_bytes', 0)):>11}  "
-                         f"{m.get('converged', '-')}")
-        return "\n".join(lines)
+        from .render import models_lines, plain
+
+        return plain(models_lines(self, width))
+
+    def render(self, width: Optional[int] = None, max_rounds: int = 40) -> str:
+        """The tables as text, fitted to ``width`` columns (None: no limit)."""
+        from .render import plain, report_lines
+
+        return plain(report_lines(self, width, max_rounds))
 
     def __str__(self) -> str:
-        parts = [self.rounds_table(), "", self.summary()]
-        mt = self.models_table()
-        if mt:
-            parts += ["", mt]
-        return "\n".join(parts)
+        import shutil
+
+        return self.render(shutil.get_terminal_size((100, 24)).columns)

@@ -257,10 +257,20 @@ def _build_curve(o: Dict[str, str], where: str, seed: Optional[int]) -> Any:
                         raise ConfigError(f"{where}: bad row {row!r} in {path!r}; expected window,dirty_pages") from None
                     windows.append(float(w) if w.replace(".", "", 1).isdigit() else w)
                     dirty.append(n)
-    except (KeyError, TypeError, ValueError) as exc:
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{where}: {path!r} is not valid JSON (line {exc.lineno}, column {exc.colno}); "
+                          "save curves with 'dirtylog curve --json FILE'") from None
+    except KeyError as exc:
+        raise ConfigError(f"{where}: {path!r} has no {exc.args[0]!r} field; a curve JSON (from 'dirtylog curve "
+                          "--json FILE') has windows, dirty_pages and total_pages") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: {path!r} is not a text file; give a curve JSON or a CSV of window,dirty_pages") \
+            from None
+    except (TypeError, ValueError) as exc:
         if isinstance(exc, ConfigError):
             raise
-        raise ConfigError(f"{where}: cannot read a dirty curve from {path!r} ({exc})") from None
+        raise ConfigError(f"{where}: {path!r} does not hold a dirty curve: windows, dirty_pages and total_pages "
+                          "must be lists of numbers and a page count") from None
     if total is None:
         raise ConfigError(f"{where}: a CSV curve needs the guest's page count, e.g. curve:{path},total=1048576")
     return DirtyCurve(windows, dirty, total, sampled_pages=sampled, seed=_seed(o, where, seed))

@@ -36,6 +36,7 @@ from concurrent.futures import FIRST_COMPLETED
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+from .config import MigrationConfig, default_give_up
 from .errors import ConfigError
 from .units import format_rate, format_size, format_time
 
@@ -47,106 +48,9 @@ VERDICTS = ("converges", "post-copy", "forced", "does not converge", "lost")
 ProgressLike = Union[bool, None, Callable[[int, int, "SweepResult"], None]]
 
 
-def default_give_up(memory: Any, bandwidth: Any, page_size: Any = 4096) -> float:
-    """When a sweep stops waiting for convergence: 10 minutes of simulated time, or 20 times
-    the time to send memory once if that is longer (a big guest on a slow link needs it)."""
-    from .units import parse_rate, parse_size
-
-    mem = parse_size(memory, name="memory", allow_zero=False)
-    bw = parse_rate(bandwidth, name="bandwidth", allow_zero=False)
-    psize = parse_size(page_size, name="page_size", allow_zero=False)
-    once = mem * (psize + 8) / psize / bw
-    return max(600.0, 20.0 * once)
-
-
-@dataclass(frozen=True)
-class SweepConfig:
-    """One migration of a sweep: the arguments of :func:`dirtylog.simulate`, flattened.
-
-    ``workload`` is a spec string (see :mod:`dirtylog.specs`), a workload object
-    or None (an idle guest that never writes). Sizes, rates and times may be
-    numbers or strings. ``label`` names the configuration in tables (default:
-    the workload spec).
-    """
-
-    memory: Union[int, str] = "4GiB"
-    workload: Any = "hotspot:1GiB/s"
-    bandwidth: Union[float, str] = "10Gbit/s"
-    downtime_limit: Union[float, str] = "300ms"
-    tracker: str = "pml"
-    vcpus: int = 1
-    latency: Union[float, str] = 0.0
-    stop: str = "qemu"
-    max_iterations: Optional[int] = None
-    max_total_factor: Optional[float] = None
-    timeout: Union[float, str, None] = None
-    on_limit: Optional[str] = None
-    resume_time: Union[float, str] = 0.0
-    auto_converge: bool = False
-    cpu_throttle_initial: int = 20
-    cpu_throttle_increment: int = 10
-    max_cpu_throttle: int = 99
-    cpu_throttle_tailslow: bool = False
-    dirty_limit: bool = False
-    vcpu_dirty_limit: Union[float, str] = "1MB/s"
-    dirty_limit_period: Union[float, str] = "1s"
-    policy: str = "precopy"
-    postcopy_after_rounds: int = 1
-    prepage: int = 0
-    huge_pages: Optional[str] = None
-    zero_pages: float = 0.0
-    page_size: Union[int, str] = 4096
-    seed: int = 0
-    verify: bool = True
-    give_up_after: Union[float, str, None] = None
-    label: Optional[str] = None
-
-    def workload_label(self) -> str:
-        from .specs import describe
-
-        return self.label if self.label is not None else describe(self.workload)
-
-    def build(self) -> Dict[str, Any]:
-        """The keyword arguments of :func:`dirtylog.simulate` (checks every value)."""
-        from .link import Link
-        from .policy import PostCopy, PreCopy
-        from .specs import parse_workload
-
-        if self.policy not in ("precopy", "postcopy"):
-            raise ConfigError(f"unknown policy {self.policy!r}; allowed: precopy, postcopy")
-        pre = PreCopy(downtime_limit=self.downtime_limit, stop=self.stop, max_iterations=self.max_iterations,
-                      max_total_factor=self.max_total_factor, timeout=self.timeout, on_limit=self.on_limit,
-                      resume_time=self.resume_time, auto_converge=self.auto_converge,
-                      cpu_throttle_initial=self.cpu_throttle_initial,
-                      cpu_throttle_increment=self.cpu_throttle_increment,
-                      max_cpu_throttle=self.max_cpu_throttle, cpu_throttle_tailslow=self.cpu_throttle_tailslow,
-                      dirty_limit=self.dirty_limit, vcpu_dirty_limit=self.vcpu_dirty_limit,
-                      dirty_limit_period=self.dirty_limit_period)
-        policy: Any = pre
-        if self.policy == "postcopy":
-            policy = PostCopy(after_rounds=self.postcopy_after_rounds, precopy=pre, prepage=self.prepage)
-        return dict(
-            memory=self.memory,
-            workload=parse_workload(self.workload, seed=self.seed),
-            link=Link(self.bandwidth, latency=self.latency),
-            policy=policy,
-            tracker=self.tracker,
-            vcpus=self.vcpus,
-            page_size=self.page_size,
-            huge_pages=self.huge_pages,
-            zero_pages=self.zero_pages,
-            seed=self.seed,
-            verify=self.verify,
-            give_up_after=self.give_up_after if self.give_up_after is not None
-            else default_give_up(self.memory, self.bandwidth, self.page_size),
-        )
-
-    def check(self) -> None:
-        """Raise ConfigError/TypeError now for a value the worker would reject."""
-        from .units import parse_size
-
-        self.build()
-        parse_size(self.memory, name="memory", allow_zero=False)
+#: One migration of a sweep: :class:`dirtylog.config.MigrationConfig` (the arguments of
+#: :func:`dirtylog.simulate`, flattened), under the name sweeps have always used.
+SweepConfig = MigrationConfig
 
 
 @dataclass(frozen=True)
@@ -159,6 +63,9 @@ class SweepResult:
     back, or given up after ``give_up_after``) or "lost" (a failure during
     post-copy lost the VM).
     ``guest_slowdown`` is the share (%) of vCPU time lost to tracking exits.
+    ``rounds`` counts the pre-copy rounds sent while the guest ran (round 0
+    included), as everywhere in dirtylog. ``downtime`` is NaN when the guest never
+    switched over. ``options`` holds the policy knobs the configuration set.
     """
 
     index: int
@@ -189,6 +96,7 @@ class SweepResult:
     verified: Optional[bool]
     reason: str
     wall_time: float
+    options: Dict[str, Any] = field(default_factory=dict)
     report: Any = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -247,6 +155,7 @@ def run_config(config: SweepConfig, index: int = 0, keep_report: bool = False) -
         verified=r.verified,
         reason=r.reason,
         wall_time=wall,
+        options=config.knobs(),
         report=r if keep_report else None,
     )
 
@@ -271,10 +180,6 @@ def grid(**axes: Any) -> List[SweepConfig]:
     anything else a fixed value. The order is that of the keywords, the last
     varying fastest.
     """
-    names = {f.name for f in fields(SweepConfig)}
-    unknown = sorted(set(axes) - names)
-    if unknown:
-        raise ConfigError(f"unknown sweep parameter(s) {unknown}; allowed: {sorted(names)}")
     keys = list(axes)
     values = [_as_list(axes[k]) for k in keys]
     for k, v in zip(keys, values):
@@ -287,10 +192,6 @@ def _as_config(c: Any) -> SweepConfig:
     if isinstance(c, SweepConfig):
         cfg = c
     elif isinstance(c, dict):
-        names = {f.name for f in fields(SweepConfig)}
-        unknown = sorted(set(c) - names)
-        if unknown:
-            raise ConfigError(f"unknown sweep parameter(s) {unknown}; allowed: {sorted(names)}")
         cfg = SweepConfig(**c)
     else:
         raise TypeError(f"a sweep configuration must be a SweepConfig or a dict, got {type(c).__name__}")
@@ -300,13 +201,50 @@ def _as_config(c: Any) -> SweepConfig:
 # ------------------------------------------------------------------------------------ results
 
 
+def _option(r: "SweepResult", name: str) -> Any:
+    """A result's policy knob: as the configuration set it, else the policy's default."""
+    from .config import KNOB
+
+    return r.options[name] if name in r.options else KNOB[name].default
+
+
+def _knob_text(name: str, value: Any) -> str:
+    from .config import KNOB
+    from .units import parse_rate, parse_size, parse_time
+
+    kind = KNOB[name].kind
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if kind == "time":
+        return format_time(parse_time(value, allow_inf=True))
+    if kind == "rate":
+        return format_rate(parse_rate(value), bits=True)
+    if kind == "size":
+        return format_size(parse_size(value))
+    if kind == "percent":
+        return f"{value} %"
+    return str(value)
+
+
 class SweepResults(list):  # of SweepResult
     """The results of a sweep, in the order of the configurations (a list of :class:`SweepResult`)."""
 
     def varying(self) -> List[str]:
-        """The configuration fields that differ between results."""
+        """The configuration fields (and policy knobs) that differ between results."""
         keys = ("workload", "memory", "bandwidth", "downtime_limit", "tracker", "vcpus")
-        return [k for k in keys if len({getattr(r, k) for r in self}) > 1]
+        out = [k for k in keys if len({getattr(r, k) for r in self}) > 1]
+        return out + [k for k in self.knobs() if k not in out and len({repr(_option(r, k)) for r in self}) > 1]
+
+    def knobs(self) -> List[str]:
+        """The policy knobs any configuration set (but those with their own field, such as
+        ``downtime_limit``), in the order of :data:`dirtylog.config.KNOBS`."""
+        from .config import KNOBS
+
+        given = {k for r in self for k in r.options}
+        own = {f.name for f in fields(SweepResult)}
+        return [k.name for k in KNOBS if k.name in given and k.name not in own]
 
     def table_rows(self, columns: Optional[Sequence[str]] = None) -> Tuple[List[str], List[List[str]]]:
         """Headers and formatted cells of the planning table."""
@@ -317,27 +255,38 @@ class SweepResults(list):  # of SweepResult
             "workload": str, "memory": format_size, "bandwidth": lambda b: format_rate(b, bits=True),
             "downtime_limit": format_time, "tracker": str, "vcpus": str,
         }
-        headers = [head_names[a] for a in axes] + ["rounds", "total time", "downtime", "transferred", "verdict"]
+        headers = [head_names.get(a, a.replace("_", " ")) for a in axes] + [
+            "rounds", "total time", "downtime", "transferred", "verdict"]
         rows = []
         for r in self:
-            rows.append([fmt[a](getattr(r, a)) for a in axes] + [
+            rows.append([fmt[a](getattr(r, a)) if a in fmt else _knob_text(a, _option(r, a)) for a in axes] + [
                 str(r.rounds),
                 format_time(r.total_time),
-                format_time(r.downtime) if r.status == "completed" else "-",
+                format_time(r.downtime) if r.status == "completed" and r.downtime == r.downtime else "-",
                 format_size(r.transferred),
                 r.verdict,
             ])
         return headers, rows
 
-    def table(self, columns: Optional[Sequence[str]] = None) -> str:
-        """The planning table as plain text: the varying parameters, total time, downtime and verdict."""
+    def table_lines(self, columns: Optional[Sequence[str]] = None, width: Optional[int] = None) -> List[Any]:
+        """The planning table as :mod:`dirtylog.render` lines (the verdicts styled)."""
+        from .render import Column, table
+
         headers, rows = self.table_rows(columns)
-        widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(headers)]
-        lines = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths)))]
-        lines.append("  ".join("-" * w for w in widths))
-        for row in rows:
-            lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
-        return "\n".join(lines)
+        nax = len(headers) - 5
+        shorts = {"downtime limit": "limit", "total time": "total", "bandwidth": "link", "transferred": "sent"}
+        cols = [Column(h, "left" if h in ("workload", "verdict") else "right", 0 if i < nax else
+                       {"rounds": 2, "transferred": 1}.get(h, 0), shorts.get(h, "")) for i, h in enumerate(headers)]
+        styles = {"converges": "good", "post-copy": "good", "forced": "warn", "does not converge": "bad",
+                  "lost": "bad"}
+        return table(cols, [(row, [""] * (len(row) - 1) + [styles.get(r.verdict, "")]) for r, row in zip(self, rows)],
+                     width)
+
+    def table(self, columns: Optional[Sequence[str]] = None, width: Optional[int] = None) -> str:
+        """The planning table as plain text: the varying parameters, total time, downtime and verdict."""
+        from .render import plain
+
+        return plain(self.table_lines(columns, width))
 
     def to_dicts(self) -> List[Dict[str, Any]]:
         return [r.to_dict() for r in self]
@@ -345,11 +294,16 @@ class SweepResults(list):  # of SweepResult
     def to_csv(self, path: Union[str, "os.PathLike[str]", None] = None) -> str:
         """Every field of every result as CSV (returned, and written to ``path`` if given)."""
         buf = io.StringIO()
-        names = [f.name for f in fields(SweepResult) if f.name != "report"]
+        knobs = self.knobs()
+        names = [f.name for f in fields(SweepResult) if f.name not in ("report", "options")] + knobs
         w = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
         w.writeheader()
         for r in self:
-            w.writerow(r.to_dict())
+            row = r.to_dict()
+            row.pop("options")
+            row.update({k: _option(r, k) for k in knobs})
+            # not a number (a downtime that never happened): an empty cell
+            w.writerow({k: "" if isinstance(v, float) and v != v else v for k, v in row.items()})
         text = buf.getvalue()
         if path is not None:
             with open(path, "w", newline="") as f:

@@ -281,8 +281,21 @@ def load_trace(path: PathLike) -> TraceData:
     except ConfigError:
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, csv.Error, UnicodeDecodeError) as exc:
-        # a file the readers cannot even parse (truncated, corrupt, not what its suffix says)
-        raise ConfigError(f"{source}: cannot read it: {exc}") from exc
+        # a file the readers cannot even parse (truncated, corrupt, not what its suffix says): said in
+        # dirtylog's words, not numpy's ("pickled data", "allow_pickle") or zipfile's
+        raise ConfigError(f"{source}: {_unreadable_why(suffix, exc)}") from exc
+
+
+def _unreadable_why(suffix: str, exc: BaseException) -> str:
+    if isinstance(exc, OSError) and not isinstance(exc, (EOFError, zipfile.BadZipFile)) and exc.errno is not None:
+        return f"cannot read it ({exc.strerror or exc})"
+    if suffix == ".npy":
+        return ("not a valid .npy array file (corrupt, truncated, or another format); "
+                "write traces with dirtylog.save_trace() or numpy.save()")
+    if suffix == ".npz":
+        return ("not a valid .npz archive (corrupt, truncated, or another format); "
+                "write traces with dirtylog.save_trace() or numpy.savez()")
+    return "not a readable CSV text file (binary or in an unknown encoding); expected rows of time_ns,page[,vcpu]"
 
 
 def save_trace(

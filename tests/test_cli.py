@@ -150,7 +150,7 @@ def test_trace_and_mix_workloads(capsys, tmp_path):
     (["simulate", "--bandwidth", "10G"], "ambiguous"),
     (["simulate", "--downtime-limit=-1s"], "negative"),
     (["simulate", "--vcpus", "0"], ">= 1"),
-    (["simulate", "--tracker", "dirty"], "invalid choice"),
+    (["simulate", "--tracker", "dirty"], "'dirty' is not allowed (allowed: wp, pml, ring, clear)"),
     (["simulate", "--zero-pages", "150%"], "between 0 and 1"),
     (["simulate", "-w", "hotpot:1GiB/s"], "unknown kind"),
     (["simulate", "-w", "hotspot"], "missing rate"),
@@ -158,10 +158,10 @@ def test_trace_and_mix_workloads(capsys, tmp_path):
     (["simulate", "-w", "zipf:1GiB/s,q=1"], "unknown argument"),
     (["simulate", "-m", "16MiB", "-w", "trace:/no/such/file.npz"], "no such trace file"),
     (["simulate", "-m", "16MiB", "-w", "sequential:1GiB/s,start=1GiB"], "start"),
-    (["simulate", "-m", "16MiB", "--page-size", "3000"], "power of two"),
+    (["simulate", "-m", "16MiB", "--page-size", "3000B"], "power of two"),
     (["simulate", "--json", "/no/such/folder/r.json"], "does not exist"),
     (["simulate", "--policy", "postcopy", "--postcopy-after-rounds", "0"], ">= 1"),
-    (["simulate", "--frobnicate"], "unrecognized arguments"),
+    (["simulate", "--frobnicate"], "unknown option --frobnicate"),
     (["sweep", "-b", "1Gbit/s,,2Gbit/s"], "comma-separated"),
     (["sweep", "--dirty-rate", "1G/s"], "ambiguous"),
     (["sweep", "-w", "workingset:1s:10%:1MiB/s", "--dirty-rate", "1MiB/s"], "no single rate"),
@@ -178,6 +178,49 @@ def test_bad_values_give_one_line_and_status_2(capsys, argv, words):
     assert len(lines) == 1, err
     assert lines[0].startswith("dirtylog")
     assert "error:" in lines[0] and words in lines[0]
+    assert "%%" not in lines[0]
+
+
+@pytest.mark.parametrize("argv, words", [
+    # a size, rate or time needs a unit on the command line, and the error shows how to write it
+    (["simulate", "-b", "10"], ["argument -b/--bandwidth", "'10' has no unit", "'10Gbit/s'", "'10MiB/s'"]),
+    (["simulate", "-d", "300"], ["argument -d/--downtime-limit", "'300ms'"]),
+    (["simulate", "-m", "4"], ["argument -m/--memory", "'4GiB'"]),
+    (["simulate", "--page-size", "4096"], ["--page-size", "has no unit"]),
+    (["sweep", "-b", "1Gbit/s,10"], ["argument -b/--bandwidth", "'10' has no unit"]),
+    (["simulate", "--xbzrle-cache-size", "64"], ["--xbzrle-cache-size", "'64MiB'"]),
+    # negative values reach the option's own parser
+    (["simulate", "-d", "-1s"], ["argument -d/--downtime-limit", "negative"]),
+    (["simulate", "-m", "-4GiB"], ["argument -m/--memory", "negative"]),
+    (["simulate", "--latency", "-.5ms"], ["argument --latency", "negative"]),
+    # errors found after parsing name the option, in command-line syntax
+    (["simulate", "-m", "1EiB"], ["--memory must be at most"]),
+    (["simulate", "-m", "64MiB", "--dirty-limit"], ["--dirty-limit needs", "--tracker ring"]),
+    # typos: the nearest option or command
+    (["simulate", "--bandwith", "1Gbit/s"], ["unknown option --bandwith; did you mean --bandwidth?"]),
+    (["simulat"], ["unknown command 'simulat'; did you mean simulate?"]),
+    (["simulate", "--stop", "qmu"], ["'qmu'", "did you mean qemu?"]),
+    (["sweep", "--trackers", "pml"], ["did you mean --tracker?"]),
+    # no doubled percent signs
+    (["simulate", "--cpu-throttle-initial", "120"], ["1 to 99 (%)"]),
+    (["simulate", "--zero-pages", "2"], ["(0% to 100%)"]),
+    # the plot's format is checked before the run
+    (["simulate", "--plot", "out.jpg2"], ["--plot out.jpg2", "'.jpg2' is not a picture format", ".png"]),
+    (["sweep", "--heatmap", "out"], ["--heatmap out", "no suffix"]),
+])
+def test_cli_errors_say_how_to_write_it(capsys, argv, words):
+    rc, out, err = run(capsys, *argv)
+    assert rc == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    for w in words:
+        assert w in lines[0]
+    assert "%%" not in lines[0] and "tracker='" not in lines[0] and "expected one argument" not in lines[0]
+
+
+def test_bare_zero_needs_no_unit(capsys):
+    rc, out, err = run(capsys, "simulate", *SMALL, "--latency", "0", "--resume-time", "0", "--json")
+    assert rc == 0, err
     assert "Traceback" not in err
 
 
@@ -329,3 +372,53 @@ def test_warnings_are_one_line_each(capsys, tmp_path):
     rc, out, err = run(capsys, "curve", "--memory", "64MiB", "--workload", f"curve:{path}", "--windows", "1s")
     lines = [x for x in err.splitlines() if x.strip()]
     assert rc == 0 and lines and all(x.startswith("dirtylog curve: warning: ") for x in lines)
+
+
+@pytest.mark.parametrize("name, content, words", [
+    ("t.npy", b"garbage", "not a valid .npy array file"),
+    ("t.npy", b"\x93NUMPY\x01\x00garbage", "not a valid .npy array file"),
+    ("t.npz", b"PK\x03\x04garbage", "not a valid .npz archive"),
+    ("c.json", b'{"windows": [1, 2], "dirty', "is not valid JSON (line 1, column"),
+    ("c.json", b'{"windows": [1, 2]}', "has no 'dirty_pages' field"),
+    ("c.json", b"[1, 2]", "does not hold a dirty curve"),
+])
+def test_corrupt_workload_files_are_described_in_dirtylogs_words(capsys, tmp_path, name, content, words):
+    path = tmp_path / name
+    path.write_bytes(content)
+    kind = "curve" if name.endswith(".json") else "trace"
+    rc, out, err = run(capsys, "simulate", "-m", "16MiB", "-w", f"{kind}:{path}")
+    assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert words in err and str(path) in err
+    for foreign in ("allow_pickle", "pickled", "Unterminated", "Expecting", "KeyError", "Traceback"):
+        assert foreign not in err
+
+
+def test_only_dirtylogs_own_warnings_are_dirtylog_warnings(capsys, monkeypatch, tmp_path):
+    import warnings
+
+    import dirtylog.cli as cli
+
+    real = cli.cmd_simulate
+
+    def noisy(args):
+        warnings.warn("a library's deprecation notice", DeprecationWarning)
+        warnings.warn("some other package's warning", UserWarning)  # attributed to this test file
+        return real(args)
+
+    parser = cli.build_parser
+    monkeypatch.setattr(cli, "build_parser", lambda: _with_func(parser(), noisy))
+    curve = tmp_path / "c.csv"  # not concave: DirtyCurve's fit warns
+    curve.write_text("window,dirty_pages\n0.1,10\n1,100\n2,6000\n4,6050\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        rc, out, err = run(capsys, "simulate", *SMALL, "-w", f"curve:{curve},total=8192")
+    assert rc == 0
+    assert "deprecation notice" not in err
+    assert "dirtylog simulate: warning: some other package" not in err
+    assert "dirtylog simulate: warning: DirtyCurve: the best fit misses" in err
+
+
+def _with_func(p, fn):
+    sub = next(a for a in p._actions if a.__class__.__name__ == "_SubParsersAction")
+    sub.choices["simulate"].set_defaults(func=fn)
+    return p

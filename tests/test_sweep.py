@@ -34,7 +34,7 @@ def test_grid_is_the_cartesian_product_last_axis_fastest():
         ("hotspot:10MiB/s", "200Mbit/s", "30ms"), ("hotspot:10MiB/s", "200Mbit/s", "300ms"),
         ("hotspot:10MiB/s", "1Gbit/s", "30ms")]
     assert all(c.memory == "16MiB" for c in cfgs)
-    with pytest.raises(ConfigError, match="unknown sweep parameter"):
+    with pytest.raises(ConfigError, match="unknown parameter .bandwith.; did you mean .bandwidth."):
         grid(bandwith=["1Gbit/s"])
     with pytest.raises(ConfigError, match="empty"):
         grid(bandwidth=[])

@@ -1,0 +1,349 @@
+"""Text rendering shared by ``str(report)``, sweeps and the command line.
+
+Each renderer builds its lines once, as segments of text with a style name
+("" for none); :func:`plain` joins them into the text of ``str()``, and the
+command line only colours the same segments (see :func:`dirtylog.cli`).
+Tables fit a width by dropping their least important columns first.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+__all__ = ["Segment", "Line", "Column", "plural", "table", "plain"]
+
+#: A piece of text and its style ("" none, "bold", "dim", "good", "warn", "bad").
+Segment = Tuple[str, str]
+#: A line of segments.
+Line = List[Segment]
+
+
+def plural(n: int, noun: str, nouns: Optional[str] = None) -> str:
+    """``"1 round"``, ``"3 rounds"`` (``n`` with thousands separators)."""
+    return f"{n:,} {noun if n == 1 else (nouns or noun + 's')}"
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column: its header, alignment ("right" or "left") and priority (0 is kept longest)."""
+
+    header: str
+    justify: str = "right"
+    priority: int = 0
+    short: str = ""  # a shorter header for a narrow terminal
+
+
+def table(columns: Sequence[Column], rows: Sequence[Tuple[Sequence[str], Union[str, Sequence[str]]]],
+          width: Optional[int] = None, title: str = "", caption: str = "") -> List[Line]:
+    """A table as lines: a title, the header, a rule, the rows and a caption.
+
+    Each row is its cells and a style: one for the row, or one per cell.
+    With ``width``, columns of the highest priority number are dropped until the
+    table fits (the columns of priority 0 always stay); the caption says which.
+    """
+    def fit(headers: List[str]) -> Tuple[List[int], List[int], List[str]]:
+        widths = [max([len(headers[i])] + [len(r[0][i]) for r in rows]) for i in range(len(columns))]
+        keep = list(range(len(columns)))
+        dropped: List[str] = []
+        while width is not None and sum(widths[i] for i in keep) + 2 * (len(keep) - 1) > width:
+            cands = [i for i in keep if columns[i].priority > 0]
+            if not cands:
+                break
+            worst = max(cands, key=lambda i: (columns[i].priority, i))
+            keep.remove(worst)
+            dropped.append(columns[worst].header)
+        return keep, widths, dropped
+
+    headers = [c.header for c in columns]
+    keep, widths, dropped = fit(headers)
+    if width is not None and sum(widths[i] for i in keep) + 2 * (len(keep) - 1) > width:
+        headers = [c.short or c.header for c in columns]  # still too wide: the short headers
+        keep, widths, dropped = fit(headers)
+
+    def cell(text: str, i: int) -> str:
+        return text.rjust(widths[i]) if columns[i].justify == "right" else text.ljust(widths[i])
+
+    def line(cells: Sequence[str], style: Union[str, Sequence[str]]) -> Line:
+        if isinstance(style, str):
+            return [("  ".join(cell(cells[i], i) for i in keep).rstrip(), style)]
+        segs: Line = []
+        for n, i in enumerate(keep):
+            if n:
+                segs.append(("  ", ""))
+            segs.append((cell(cells[i], i), style[i]))
+        return segs
+
+    out: List[Line] = []
+    if title:
+        out.append([(title, "bold")])
+    out.append(line(headers, "bold"))
+    out.append([("  ".join("-" * widths[i] for i in keep), "dim")])
+    for cells, style in rows:
+        out.append(line(cells, style))
+    notes = [caption] if caption else []
+    if dropped:
+        notes.append(f"(narrow terminal: {', '.join(reversed(dropped))} not shown)")
+    for n in notes:
+        out += wrap("", [(n, "dim")], -1, width)
+    return out
+
+
+def plain(lines: Sequence[Line]) -> str:
+    """The lines as plain text."""
+    return "\n".join("".join(text for text, _ in line).rstrip() for line in lines)
+
+
+def wrap(label: str, value: Line, label_width: int, width: Optional[int]) -> List[Line]:
+    """``label  value`` lines, the value's words wrapped under itself to ``width``."""
+    pad = label_width + 2 if label_width >= 0 else 0
+    head: Line = [(label.ljust(label_width) + "  ", "bold")] if pad else []
+    if width is None or pad + sum(len(t) for t, _ in value) <= width:
+        return [head + value]
+    room = max(20, width - pad)
+    lines: List[Line] = []
+    cur: Line = []
+    used = 0
+    for text, style in value:
+        for word in text.split(" "):
+            piece = word if used == 0 else " " + word
+            if used and used + len(piece) > room:
+                lines.append(cur)
+                cur, used, piece = [], 0, word
+            cur.append((piece, style))
+            used += len(piece)
+    if cur:
+        lines.append(cur)
+    indent: Line = [(" " * pad, "")] if pad else []
+    return [head + lines[0]] + [indent + ln for ln in lines[1:]]
+
+
+# ----------------------------------------------------------------------------- a migration's report
+
+
+def status_text(report: Any) -> Tuple[str, str]:
+    """The status as the tables show it, and its style."""
+    if report.status == "interrupted":
+        return "interrupted (partial report)", "warn"
+    if report.status == "completed" and (report.postcopy_bytes or report.degraded_window > 0):
+        return "completed (post-copy)", "good"
+    if report.status == "completed" and report.converged:
+        return "completed (converged)", "good"
+    if report.status == "completed":
+        return "completed (forced stop-and-copy, not converged)", "warn"
+    if report.status == "failed":
+        return "failed (rolled back, the guest runs on the source)", "bad"
+    return report.status, "bad"
+
+
+def _t(x: float) -> str:
+    from .units import format_time
+
+    return format_time(x) if x == x and x not in (float("inf"), float("-inf")) else "-"
+
+
+def rounds_lines(report: Any, width: Optional[int] = None, max_rows: int = 40,
+                 more: str = "report.rounds has them all") -> List[Line]:
+    """The round-by-round table (like successive ``virsh domjobinfo`` snapshots)."""
+    from .units import format_rate, format_size
+
+    rounds = list(report.rounds)
+    throttled = any(r.throttle > 0 for r in rounds if not r.final)
+    cols = [Column("round", priority=0), Column("start", priority=5), Column("duration", priority=3),
+            Column("sent", priority=2), Column("dirty pages", priority=1), Column("dirty/s", priority=6),
+            Column("exp. downtime", priority=1), Column("throughput", priority=8), Column("exits", priority=4),
+            Column("slowdown", priority=7)]
+    if throttled:
+        cols.append(Column("throttle", priority=4))
+    shown: List[Any] = rounds
+    skipped = 0
+    if max_rows and len(rounds) > max_rows:
+        head = max_rows // 2
+        shown = rounds[:head] + [None] + rounds[head - max_rows:]
+        skipped = len(rounds) - max_rows
+    rows: List[Tuple[Sequence[str], Union[str, Sequence[str]]]] = []
+    for r in shown:
+        if r is None:
+            rows.append((["..."] * len(cols), "dim"))
+            continue
+        end = r.final
+        cells = [
+            "post" if r.postcopy else ("final" if end else str(r.index)),
+            _t(r.start),
+            _t(r.duration),
+            format_size(r.bytes),
+            "-" if end else f"{r.dirty_pages:,}",
+            "-" if end else f"{r.dirty_rate:,.0f}",
+            "-" if end else _t(r.expected_downtime),
+            format_rate(r.bandwidth, bits=True) if r.duration > 0 else "-",
+            f"{r.exits:,}",
+            f"{r.guest_slowdown:.2f} %",
+        ]
+        if throttled:
+            cells.append("-" if end else f"{r.throttle:.0f} %")
+        rows.append((cells, "bold" if end else ""))
+    caption = f"{plural(skipped, 'round')} not shown ({more})" if skipped else ""
+    if not rounds:
+        caption = "no round completed"
+    return table(cols, rows, width, title="Rounds", caption=caption)
+
+
+def _throttle_value(report: Any) -> Optional[Line]:
+    from .units import format_rate, format_time
+
+    steps = [e for e in report.events if e.get("event") == "throttle"]
+    if steps:
+        path = " -> ".join(f"{e['percent']} %" for e in steps[:6]) + (" -> ..." if len(steps) > 6 else "")
+        return [(f"auto-converge {path} ({plural(len(steps), 'step')}, the first at {format_time(steps[0]['time'])}"
+                 f"; {report.cpu_throttle_percentage} % at the end); {format_time(report.guest_throttled)} of "
+                 f"vCPU time throttled away", "")]
+    dl = [e for e in report.events if e.get("event") == "dirty-limit"]
+    if dl:
+        periods = [e for e in report.events if e.get("event") == "dirty-limit-period"]
+        text = f"dirty-limit {format_rate(dl[0]['limit'])} per vCPU, engaged at {format_time(dl[0]['time'])}"
+        if periods:
+            last = periods[-1]
+            rates, thr = last.get("rates") or [0.0], last.get("throttles") or [0.0]
+            text += (f"; last of {plural(len(periods), 'period')}: vCPU dirty rates up to {format_rate(max(rates))}, "
+                     f"vCPU throttles up to {100 * max(thr):.0f} %")
+        else:
+            text += "; no period completed"
+        return [(text, "")]
+    return None
+
+
+def summary_items(report: Any) -> List[Tuple[str, Line]]:
+    """The overall figures: (label, value) in the order shown."""
+    from .units import format_rate, format_size, format_time
+
+    items: List[Tuple[str, Line]] = []
+    status, style = status_text(report)
+    items.append(("Status", [(status, style)]))
+    items.append(("Reason", [(report.reason or "-", "")]))
+    items.append(("Total time", [(format_time(report.total_time), "")]))
+    switched = report.downtime == report.downtime and report.status in ("completed", "lost")
+    if switched:
+        ok = report.downtime <= report.downtime_limit
+        items.append(("Downtime", [(format_time(report.downtime), "good" if ok else "warn"),
+                                   (f" (limit {format_time(report.downtime_limit)})", "")]))
+    else:
+        items.append(("Downtime", [(f"- (no switch-over; limit {format_time(report.downtime_limit)})", "")]))
+    items.append(("Expected downtime", [(_t(report.expected_downtime), "")]))
+    items.append(("Setup time", [(format_time(report.setup_time), "")]))
+    parts = f"pre-copy {format_size(report.precopy_bytes)}, downtime {format_size(report.downtime_bytes)}"
+    if report.postcopy_bytes:
+        parts += f", post-copy {format_size(report.postcopy_bytes)}"
+    items.append(("Transferred", [(f"{format_size(report.transferred)} "
+                                   f"({report.transferred / max(report.memory, 1):.2f}x memory): {parts}", "")]))
+    items.append(("Remaining", [(f"{format_size(report.memory_remaining)} of {format_size(report.memory)}", "")]))
+    items.append(("Throughput", [(f"{report.mbps:,.0f} mbps ({format_rate(report.mbps * 1e6 / 8, bits=True)}), "
+                                  f"{report.pages_per_second:,.0f} pages/s", "")]))
+    if report.postcopy_requests or report.postcopy_bytes:
+        items.append(("Post-copy", [(f"{format_size(report.postcopy_bytes)} after the switch-over; "
+                                     f"{plural(report.postcopy_requests, 'page request')} "
+                                     f"({report.postcopy_prepaged:,} pages prepaged), "
+                                     f"{format_time(report.postcopy_stall_time)} of vCPU time stalled, "
+                                     f"degraded for {format_time(report.degraded_window)}", "")]))
+    xb = report.compression.get("xbzrle")
+    pages = f"{report.pages_sent:,} sent (normal {report.normal:,}, zero {report.duplicate:,}"
+    pages += f", XBZRLE {xb['pages']:,})" if xb else ")"
+    items.append(("Pages", [(pages, "")]))
+    items.append(("Rounds", [(f"{plural(report.precopy_rounds, 'pre-copy round')}"
+                              f"{' (round 0 sends all memory)' if report.precopy_rounds else ''}, "
+                              f"{plural(report.dirty_sync_count, 'dirty sync')}", "")]))
+    thr = _throttle_value(report)
+    if thr is not None:
+        items.append(("Throttle", thr))
+    if xb:
+        items.append(("XBZRLE", [(f"cache {format_size(xb['cache_size'])}; {xb['pages']:,} pages as deltas "
+                                  f"({format_size(xb['bytes'])}, encoding rate {xb['encoding_rate']:.1f}x), "
+                                  f"{plural(xb['cache_miss'], 'cache miss', 'cache misses')} "
+                                  f"({100 * xb['cache_miss_rate']:.1f} %), {plural(xb['overflow'], 'overflow')}",
+                                  "")]))
+    mf = report.compression.get("multifd")
+    if mf:
+        cap = (f", {format_rate(mf['channel_bandwidth'], bits=True)} each" if mf.get("channel_bandwidth") else "")
+        items.append(("Multifd", [(f"{plural(max(1, mf['channels']), 'channel')}{cap}: effective "
+                                   f"{format_rate(mf['effective_bandwidth'], bits=True)}; "
+                                   f"{format_size(report.multifd_bytes)} of pages", "")]))
+    denom = report.total_time * report.vcpus
+    slow = 100.0 * report.guest_lost / denom if denom > 0 else 0.0
+    items.append(("Guest", [(f"{report.guest_writes:,} page writes; {format_time(report.guest_lost)} of vCPU "
+                             f"time lost to tracking exits ({slow:.2f} %)", "")]))
+    ts = report.tracker_stats
+    items.append(("Tracker", [(f"{report.tracker}: {plural(ts.get('faults', 0), 'fault')}, "
+                               f"{plural(ts.get('pml_full_exits', 0), 'PML-full exit')}, "
+                               f"{plural(ts.get('ring_full_exits', 0), 'ring-full exit')}, "
+                               f"{plural(ts.get('kicks', 0), 'kick')}, {plural(ts.get('splits', 0), 'split')}",
+                               "")]))
+    if report.verified is True:
+        text = ("yes: rolled back, the source holds every write" if report.status == "failed"
+                else "yes: every page on the destination holds its newest version")
+        items.append(("Verified", [(text, "good")]))
+    elif report.verified is False:
+        items.append(("Verified", [(f"NO: {plural(report.mismatches, 'page differs', 'pages differ')} "
+                                    f"(first: {report.mismatched_pages[:8]})", "bad")]))
+    else:
+        items.append(("Verified", [("not checked" if report.status != "interrupted" else "not checked "
+                                    "(interrupted)", "")]))
+    return items
+
+
+def summary_lines(report: Any, width: Optional[int] = None) -> List[Line]:
+    items = summary_items(report)
+    w = max(len(k) for k, _ in items)
+    out: List[Line] = []
+    for k, v in items:
+        out += wrap(k, v, w, width)
+    return out
+
+
+def models_lines(report: Any, width: Optional[int] = None) -> List[Line]:
+    """The closed-form predictions for the same inputs, beside the simulated figures."""
+    from .units import format_rate, format_size
+
+    models = {k: v for k, v in report.models.items() if isinstance(v, dict) and "total_time" in v}
+    if not models:
+        return []
+    yes: Dict[Any, str] = {True: "yes", False: "no"}
+    cols = [Column("model", "left"), Column("rounds"), Column("total time"), Column("downtime"), Column("sent"),
+            Column("converged", "left")]
+    switched = report.downtime == report.downtime and report.status in ("completed", "lost")
+    rows: List[Tuple[Sequence[str], Union[str, Sequence[str]]]] = [(
+        ["simulated", str(report.precopy_rounds), _t(report.total_time), _t(report.downtime) if switched else "-",
+         format_size(report.transferred), yes.get(report.converged, "-")], "bold")]
+    for name, m in models.items():
+        gone = m.get("converged") is False  # diverges: its figures at its round cap mean nothing
+        rounds = m.get("rounds")
+        rows.append(([name, "-" if rounds is None or gone else str(rounds), "-" if gone else _t(m["total_time"]),
+                      "-" if gone or "downtime" not in m else _t(m["downtime"]),
+                      "-" if gone or "total_bytes" not in m else format_size(m["total_bytes"]),
+                      yes.get(m.get("converged"), "-")], ""))
+    notes = ["rounds: pre-copy rounds sent while the guest ran, round 0 included (a model's last, paused round "
+             "is the stop-and-copy)"]
+    g = models.get("geometric")
+    if g and g.get("dirty_rate") is not None:
+        notes.append(f"geometric: fed the measured dirty rate, {format_rate(g['dirty_rate'])}")
+    if "cloudsim" in models:
+        notes.append("cloudsim: RAM / (bandwidth / 2), no rounds and no downtime")
+    lines = table(cols, rows, width, title="Closed-form models, same inputs")
+    for n in notes:
+        lines += wrap("", [(n, "dim")], -1, width)
+    return lines
+
+
+def report_lines(report: Any, width: Optional[int] = None, max_rounds: int = 40, models: bool = True,
+                 title: Sequence[str] = (), more: str = "report.rounds has them all") -> List[Line]:
+    """The whole report: title lines, the rounds, the summary and the models."""
+    out: List[Line] = []
+    for i, t in enumerate(title):
+        out += wrap("", [(t, "bold" if i == 0 else "")], -1, width)
+    if title:
+        out.append([])
+    out += rounds_lines(report, width, max_rounds, more)
+    out.append([])
+    out += summary_lines(report, width)
+    ml = models_lines(report, width) if models else []
+    if ml:
+        out.append([])
+        out += ml
+    return out

@@ -1,0 +1,140 @@
+"""What users read: one text renderer for str(report) and the command line, fitted to 80 and 120 columns."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+
+import pytest
+
+import dirtylog
+from dirtylog.__main__ import main
+from dirtylog.render import plural
+
+SMALL = ["-m", "32MiB", "-w", "hotspot:50MiB/s", "-b", "1Gbit/s"]
+
+
+def run(capsys, monkeypatch, columns, *argv):
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", str(columns))
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_simulate_fits_the_terminal_and_keeps_round_and_exits(capsys, monkeypatch, columns):
+    argv = ["simulate", "-m", "64MiB", "-w", "hotspot:300MiB/s,hot=50%", "-b", "400Mbit/s", "--auto-converge",
+            "--rounds", "6"]
+    rc, out, _ = run(capsys, monkeypatch, columns, *argv)
+    assert rc == 0
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) <= columns
+    header = next(line for line in lines if line.startswith("round"))
+    for col in ("round", "duration", "sent", "dirty pages", "exp. downtime", "exits", "throttle"):
+        assert col in header, (columns, header)
+    if columns >= 120:
+        assert "slowdown" in header and "throughput" in header and "narrow terminal" not in out
+    else:
+        assert "narrow terminal:" in out
+    assert any(line.startswith("final") for line in lines)
+    assert "rounds not shown (--rounds 0 shows all)" in out
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_sweep_and_trackers_fit_the_terminal(capsys, monkeypatch, columns):
+    rc, out, _ = run(capsys, monkeypatch, columns, "sweep", "-m", "64MiB", "-w", "hotspot:1GiB/s", "-b",
+                     "1Gbit/s,10Gbit/s", "-d", "100ms", "--give-up-after", "5s", "--jobs", "1")
+    assert rc == 0 and max(len(line) for line in out.splitlines()) <= columns
+    assert "does not converge" in out and "converges" in out
+    rc, out, _ = run(capsys, monkeypatch, columns, "trackers", "-m", "16MiB", "-w", "hotspot:50MiB/s", "-b",
+                     "1Gbit/s", "--jobs", "1", "--harvest-window", "100ms")
+    assert rc == 0 and max(len(line) for line in out.splitlines()) <= columns
+    for t in ("wp", "pml", "ring", "clear"):
+        assert f"\n{t} " in out
+
+
+def test_str_report_is_the_command_lines_text(capsys, monkeypatch):
+    rc, out, _ = run(capsys, monkeypatch, 100, "simulate", *SMALL)
+    r = dirtylog.simulate(memory="32MiB", workload="hotspot:50MiB/s", bandwidth="1Gbit/s")
+    body = r.render(100)
+    assert rc == 0
+    assert body in out  # the command line adds only its title (and colour, on a terminal)
+    assert r.rounds_table() in str(r) and r.summary() in str(r)
+
+
+def test_one_round_count_everywhere(capsys, monkeypatch):
+    rc, out, _ = run(capsys, monkeypatch, 120, "simulate", *SMALL, "--json")
+    d = json.loads(out)
+    n = d["precopy_rounds"]
+    assert n == sum(1 for x in d["rounds"] if not x["final"])
+    rc, out, _ = run(capsys, monkeypatch, 120, "simulate", *SMALL)
+    assert f"{n} pre-copy round" in out
+    sim = next(line for line in out.splitlines() if line.startswith("simulated"))
+    assert sim.split()[1] == str(n)
+    rows = [line.split()[0] for line in out.splitlines()[3:] if line[:5].strip().isdigit()]
+    assert rows == [str(i) for i in range(n)]
+    rc, out, _ = run(capsys, monkeypatch, 120, "sweep", *SMALL, "-d", "300ms", "--json")
+    assert json.loads(out)[0]["rounds"] == n
+
+
+def test_a_failed_runs_downtime_is_missing_not_zero(capsys, monkeypatch):
+    argv = ["-m", "32MiB", "-w", "uniform:200MiB/s", "-b", "100MiB/s", "-d", "10ms", "--max-iterations", "2",
+            "--on-limit", "abort"]
+    rc, out, _ = run(capsys, monkeypatch, 120, "simulate", *argv, "--json")
+    d = json.loads(out)
+    assert d["status"] == "failed" and d["downtime"] is None
+    rc, out, _ = run(capsys, monkeypatch, 120, "simulate", *argv)
+    assert "Downtime           - (no switch-over" in out
+    sim = next(line for line in out.splitlines() if line.startswith("simulated"))
+    assert sim.split()[4] == "-"  # simulated, rounds, total time (2 words), downtime
+    rc, out, _ = run(capsys, monkeypatch, 120, "sweep", *argv, "--csv")
+    row = next(csv.DictReader(io.StringIO(out)))
+    assert row["downtime"] == "" and row["verdict"] == "does not converge"
+    r = dirtylog.simulate(memory="32MiB", workload="uniform:200MiB/s", bandwidth="100MiB/s", downtime_limit="10ms",
+                          max_iterations=2, on_limit="abort")
+    assert math.isnan(r.downtime) and "0 s" not in r.summary().split("Downtime")[1].splitlines()[0]
+
+
+def test_plurals():
+    assert plural(1, "round") == "1 round" and plural(3, "round") == "3 rounds"
+    assert plural(1, "cache miss", "cache misses") == "1 cache miss" and plural(1200, "sync") == "1,200 syncs"
+
+
+def test_operator_fields(capsys, monkeypatch):
+    rc, out, _ = run(capsys, monkeypatch, 120, "simulate", *SMALL, "--xbzrle", "--xbzrle-cache-size", "4MiB",
+                     "--multifd-channels", "4", "--channel-bandwidth", "200Mbit/s", "--json")
+    d = json.loads(out)
+    assert d["memory_remaining"] == 0 and d["mbps"] > 0 and d["pages_per_second"] > 0
+    assert d["compression"]["xbzrle"]["cache_size"] == 4 * 2**20
+    assert d["compression"]["multifd"]["channels"] == 4 and d["multifd_bytes"] > 0
+    rc, out, _ = run(capsys, monkeypatch, 120, "simulate", *SMALL, "--xbzrle", "--xbzrle-cache-size", "4MiB",
+                     "--multifd-channels", "4", "--channel-bandwidth", "200Mbit/s")
+    for label in ("Remaining", "Throughput", "mbps", "pages/s", "XBZRLE", "cache 4.00 MiB", "encoding rate",
+                  "Multifd", "4 channels"):
+        assert label in out, label
+
+
+def test_throttle_summaries(capsys, monkeypatch):
+    small = ["-m", "64MiB", "-w", "hotspot:300MiB/s,hot=50%", "-b", "400Mbit/s", "--give-up-after", "1min"]
+    rc, out, _ = run(capsys, monkeypatch, 120, "simulate", *small, "--auto-converge")
+    line = next(x for x in out.splitlines() if x.startswith("Throttle"))
+    assert "auto-converge 20 % -> 30 %" in line and "throttled away" in out
+    rc, out, _ = run(capsys, monkeypatch, 120, "simulate", *small, "-t", "ring", "--vcpus", "2", "--dirty-limit",
+                     "--vcpu-dirty-limit", "5MB/s")
+    assert "dirty-limit 5.00 MB/s per vCPU, engaged at" in out and "vCPU throttles up to" in out
+
+
+def test_models_geometric_uses_the_measured_dirty_rate_and_cloudsim_has_no_downtime():
+    r = dirtylog.simulate(memory="64MiB", workload="hotspot:300MiB/s", bandwidth="1Gbit/s")
+    g = r.models["geometric"]
+    assert g["dirty_rate_measured"] is True
+    live = [x for x in r.rounds if not x.final]
+    measured = sum(x.dirty_pages for x in live) / sum(x.duration for x in live) * (r.page_size + 8)
+    assert g["dirty_rate"] == pytest.approx(measured)
+    assert g["dirty_rate"] < 300 * 2**20  # a hot spot's rewrites are not new dirty pages
+    cloud = next(line for line in r.models_table().splitlines() if line.startswith("cloudsim"))
+    assert cloud.split()[1] == "-" and cloud.split()[4] == "-" and "0 s" not in cloud
