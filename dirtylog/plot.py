@@ -67,53 +67,142 @@ def _save(fig: Any, path: Optional[PathLike]) -> Any:
     return fig
 
 
-def _fmt_time(x: float) -> str:
+_TIME_UNITS = ((3600.0, "h"), (60.0, "min"), (1.0, "s"), (1e-3, "ms"), (1e-6, "us"))
+_SIZE_UNITS = ((2.0**40, "TiB"), (2.0**30, "GiB"), (2.0**20, "MiB"), (2.0**10, "KiB"), (1.0, "B"))
+
+
+def _unit(value: float, units: Sequence[Tuple[float, str]], at_least: float = 1.0) -> Tuple[float, str]:
+    """The largest unit in which ``value`` is at least ``at_least``."""
+    for scale, name in units:
+        if value >= scale * at_least:
+            return scale, name
+    return units[-1]
+
+
+def _plain_ticks(axis: Any) -> None:
+    """Tick labels as plain numbers (the data are in the axis' unit): no 1e6 offset, no scientific notation."""
+    from matplotlib.ticker import FuncFormatter
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.4g}"))
+
+
+def _log_if_wide(ax: Any, values: Sequence[float], axis: str = "y") -> bool:
+    """A log scale when the positive values span two decades or more (else the small ones vanish)."""
+    pos = [v for v in values if v > 0 and math.isfinite(v)]
+    if len(pos) >= 2 and max(pos) / min(pos) >= 100:
+        (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+        return True
+    return False
+
+
+def _time_ticks(axis: Any) -> None:
+    """Tick labels of a time axis (in seconds) as times: 100 ms, 1 s, 10 s."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
     from .units import format_time
 
-    return format_time(x) if math.isfinite(x) else "-"
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: format_time(v).replace(".00 ", " ").replace(".0 ", " ")
+                                           if v > 0 else "0"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _nice_ticks(vmin: float, vmax: float, count: int = 6) -> List[float]:
+    """About ``count`` round values from vmin to vmax, evenly spaced on a log scale (two significant digits)."""
+    if vmax <= vmin:
+        return [vmin]
+    out: List[float] = []
+    for i in range(count):
+        v = vmin * (vmax / vmin) ** (i / (count - 1))
+        mag = 10 ** math.floor(math.log10(v))
+        r = round(v / mag, 1) * mag
+        if vmin <= r <= vmax and (not out or r > out[-1] * 1.05):
+            out.append(r)
+    return out
+
+
+def _status(report: Any) -> str:
+    from .render import status_text
+
+    return status_text(report)[0]
 
 
 def plot_report(report: Any, path: Optional[PathLike] = None, *, title: Optional[str] = None) -> Any:
-    """Dirty pages and expected downtime per round (and the throttle, when there is one)."""
+    """A migration over simulated time: each pre-copy round as a bar (its span, and the memory it left dirty),
+    the switch-over threshold (bandwidth x downtime limit), the stop-and-copy and the post-copy phase; and the
+    vCPU throttle, when a convergence aid throttled the guest."""
     from .units import format_rate, format_size, format_time
 
-    rounds = [r for r in report.rounds if not r.final]
+    rounds = [r for r in report.rounds if not r.final and not r.postcopy]
+    final = [r for r in report.rounds if r.final]
     throttled = any(r.throttle > 0 for r in rounds)
-    fig = _figure(8.0, 6.5 if throttled else 4.8)
+    fig = _figure(8.0, 7.2 if throttled else 5.6)  # first: it says so when matplotlib is missing
+    from matplotlib.patches import Patch
+
     axes = fig.subplots(2 if throttled else 1, 1, sharex=True, squeeze=False)[:, 0]
     ax = axes[0]
-    xs = [r.index for r in rounds]
-    if len(xs) <= 200:
-        ax.bar(xs, [r.dirty_pages for r in rounds], color="#4C72B0", label="dirty pages at the round's end")
-    else:  # thousands of rounds of a migration that does not converge: bars would be a blur
-        ax.fill_between(xs, [r.dirty_pages for r in rounds], step="mid", color="#4C72B0",
-                        label="dirty pages at the round's end")
-    ax.set_ylabel("dirty pages")
-    ax.set_xlabel("round")
+    end = max(report.total_time, 1e-9)
+    tscale, tunit = _unit(end, _TIME_UNITS)
+    psize = report.page_size
+    threshold_bytes = report.bandwidth * report.downtime_limit
+    sscale, sunit = _unit(max([r.dirty_pages * psize for r in rounds] + [threshold_bytes, 1.0]), _SIZE_UNITS)
+    # the data in the axes' units (seconds or minutes, MiB or GiB): ticks at round numbers of them
+    dirty = [r.dirty_pages * psize / sscale for r in rounds]
+    threshold = threshold_bytes / sscale
+    top = max(dirty + [threshold])
+    end /= tscale
+    handles: List[Any] = []
+    if rounds:
+        # a short round still gets a visible bar (0.4 % of the time axis)
+        ax.bar([r.start / tscale for r in rounds], dirty, width=[max(r.duration / tscale, end * 4e-3) for r in rounds],
+               align="edge",
+               color="#4C72B0", edgecolor="white" if len(rounds) <= 60 else "none", linewidth=0.5)
+        handles.append(Patch(color="#4C72B0", label=f"pre-copy rounds ({len(rounds)}): memory dirtied "
+                                                    "during each, sent by the next"))
+    else:
+        ax.text(0.5, 0.5, f"no pre-copy round completed\n({_status(report)} at {format_time(report.total_time)})",
+                transform=ax.transAxes, ha="center", va="center", color="#444444")
+    thr = ax.axhline(threshold, color="#C44E52", linestyle="--", linewidth=1.2,
+                     label=f"switch-over threshold {format_size(threshold_bytes)} "
+                           f"({format_rate(report.bandwidth, bits=True)} x {format_time(report.downtime_limit)})")
+    handles.append(thr)
+    stop = [r for r in final if not r.postcopy]
+    if stop:
+        r = stop[0]
+        span = ax.axvspan(r.start / tscale, r.start / tscale + max(r.duration / tscale, end * 2e-3), color="#DD8452",
+                          alpha=0.35, linewidth=0,
+                          label=(f"switch-over (post-copy downtime {format_time(report.downtime)})"
+                                 if report.postcopy_bytes or report.degraded_window > 0
+                                 else f"stop-and-copy (downtime {format_time(report.downtime)})"))
+        handles.append(span)
+    post = [r for r in final if r.postcopy]
+    if post or report.degraded_window > 0:
+        p0 = (post[0].start if post else report.total_time - report.degraded_window) / tscale
+        span = ax.axvspan(p0, end, color="#55A868", alpha=0.25, linewidth=0,
+                          label=f"post-copy: the guest runs on the destination, degraded for "
+                                f"{format_time(report.degraded_window)}")
+        handles.append(span)
+    if not _log_if_wide(ax, dirty + [threshold]):
+        ax.set_ylim(0, top * 1.15)
+    _plain_ticks(ax.yaxis)
+    ax.set_ylabel(f"dirty memory ({sunit})")
     ax.grid(axis="y", alpha=0.3)
-    ax2 = ax.twinx()
-    ax2.plot(xs, [r.expected_downtime * 1e3 for r in rounds], color="#DD8452", marker="o", label="expected downtime")
-    ax2.axhline(report.downtime_limit * 1e3, color="#C44E52", linestyle="--", label="downtime limit")
-    if report.status == "completed":
-        ax2.axhline(report.downtime * 1e3, color="#55A868", linestyle=":", label=f"downtime {format_time(report.downtime)}")
-    ax2.set_ylabel("expected downtime (ms)")
-    ax2.set_ylim(bottom=0)
-    handles = ax.get_legend_handles_labels()
-    h2 = ax2.get_legend_handles_labels()
-    ax.legend(handles[0] + h2[0], handles[1] + h2[1], loc="upper right", fontsize="small")
+    axes[-1].legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize="small",
+                    frameon=False)
+    ax.set_xlim(0, end)
     if throttled:
         ax3 = axes[1]
-        ax3.step(xs, [r.throttle for r in rounds], where="mid", color="#8172B3")
+        xs = [r.start / tscale for r in rounds] + [(rounds[-1].start + rounds[-1].duration) / tscale]
+        ax3.step(xs, [r.throttle for r in rounds] + [rounds[-1].throttle], where="post", color="#8172B3")
         ax3.set_ylabel("vCPU throttle (%)")
         ax3.set_ylim(0, 100)
-        ax3.set_xlabel("round")
         ax3.grid(alpha=0.3)
-    if len(xs) <= 30:
-        ax.set_xticks(xs)
-    verdict = report.status + ("" if report.converged or report.status != "completed" else " (forced)")
+    axes[-1].set_xlabel(f"simulated time ({tunit})")
+    _plain_ticks(axes[-1].xaxis)
+    downtime = format_time(report.downtime) if report.downtime == report.downtime else "-"
     fig.suptitle(title or (
-        f"{format_size(report.memory)}, {report.tracker}, {format_rate(report.bandwidth, bits=True)}: {verdict}, "
-        f"total {format_time(report.total_time)}, downtime {format_time(report.downtime)}"), fontsize="medium")
+        f"{format_size(report.memory)}, {report.tracker}, {format_rate(report.bandwidth, bits=True)}: "
+        f"{_status(report)}\ntotal {format_time(report.total_time)}, downtime {downtime}, "
+        f"{len(rounds)} pre-copy round{'s' if len(rounds) != 1 else ''}"), fontsize="medium")
     return _save(fig, path)
 
 
@@ -129,24 +218,34 @@ def plot_curve(curve: Any, path: Optional[PathLike] = None, *, title: Optional[s
     d = np.asarray(curve.dirty_pages, dtype=float)
     order = np.argsort(w)
     w, d = w[order], d[order]
-    fig = _figure(7.5, 4.5)
+    fig = _figure(7.5, 5.0)
     ax = fig.subplots()
     ax.plot(w, d, marker="o", color="#4C72B0", label=f"dirty pages ({curve.mode})")
     if expected is not None:
         ax.plot(w, np.asarray(expected, dtype=float)[order], linestyle="--", color="#55A868", label="expected")
-    ax.axhline(curve.total_pages, color="grey", linestyle=":", label="all pages")
+    ax.axhline(curve.total_pages, color="grey", linestyle=":", label=f"all pages ({curve.total_pages:,})")
     ax.set_xscale("log")
-    ax.set_xlabel("window (s)")
+    ax.set_xlabel("window")
+    _time_ticks(ax.xaxis)
     ax.set_ylabel("distinct dirty pages")
+    if not _log_if_wide(ax, list(d)):
+        ax.set_ylim(bottom=0)
+    from matplotlib.ticker import FuncFormatter
+
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.0f}"))
     ax.grid(alpha=0.3, which="both")
+    # The rate each window would report (what calc-dirty-rate says for that window): another quantity,
+    # falling with the window length as rewrites stop counting.
     ax2 = ax.twinx()
     rate = d * curve.page_size / w / 2**20
-    ax2.plot(w, rate, marker="s", color="#DD8452", label="dirty rate (MiB/s)")
+    ax2.plot(w, rate, marker="s", color="#DD8452", label="dirty rate the window reports (MiB/s)")
     ax2.set_ylabel("dirty rate (MiB/s)")
     ax2.set_ylim(bottom=0)
+    _plain_ticks(ax2.yaxis)
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, loc="center right", fontsize="small")
+    ax.legend(h1 + h2, l1 + l2, loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize="small", frameon=False,
+              ncol=2)
     fig.suptitle(title or "Dirty curve: distinct pages dirtied per window (from a clean state)", fontsize="medium")
     return _save(fig, path)
 
@@ -241,6 +340,8 @@ def plot_heatmap(results: Sequence[Any], path: Optional[PathLike] = None, *, val
         from matplotlib.ticker import FuncFormatter
 
         cb = fig.colorbar(image, ax=axes.ravel().tolist(), label=_VALUES[value], shrink=0.9)
+        # a handful of labelled ticks across the range (a log scale has few or no decades inside it)
+        cb.set_ticks(_nice_ticks(norm.vmin, norm.vmax))
         cb.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: fmt(v) if value != "rounds" else f"{v:g}"))
         cb.ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
     fig.suptitle(title or f"Sweep: {_VALUES[value]} by bandwidth and downtime limit", fontsize="medium")

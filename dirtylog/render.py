@@ -122,8 +122,8 @@ def wrap(label: str, value: Line, label_width: int, width: Optional[int]) -> Lis
 
 def status_text(report: Any) -> Tuple[str, str]:
     """The status as the tables show it, and its style."""
-    if report.status == "interrupted":
-        return "interrupted (partial report)", "warn"
+    if getattr(report, "interrupted", False) or report.status == "active":
+        return "interrupted (Ctrl-C): a partial report, the migration had not ended", "warn"
     if report.status == "completed" and (report.postcopy_bytes or report.degraded_window > 0):
         return "completed (post-copy)", "good"
     if report.status == "completed" and report.converged:
@@ -283,8 +283,8 @@ def summary_items(report: Any) -> List[Tuple[str, Line]]:
         items.append(("Verified", [(f"NO: {plural(report.mismatches, 'page differs', 'pages differ')} "
                                     f"(first: {report.mismatched_pages[:8]})", "bad")]))
     else:
-        items.append(("Verified", [("not checked" if report.status != "interrupted" else "not checked "
-                                    "(interrupted)", "")]))
+        items.append(("Verified", [("not checked (interrupted)" if getattr(report, "interrupted", False)
+                                    else "not checked", "")]))
     return items
 
 

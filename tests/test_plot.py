@@ -38,10 +38,47 @@ def test_report_plot(tmp_path):
     from dirtylog.plot import plot_report
 
     r = simulate(memory="32MiB", workload=Hotspot("100MiB/s", seed=1), link=Link("500Mbit/s"),
-                 policy=PreCopy(downtime_limit="30ms"))
+                 policy=PreCopy(downtime_limit="100ms"))
+    assert r.status == "completed"
     fig = plot_report(r, tmp_path / "r.png")
     _png(tmp_path / "r.png")
-    assert len(fig.axes) == 2  # dirty pages and, on a twin axis, the expected downtime
+    assert len(fig.axes) == 1  # no twin axis repeating the same figures in other units
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    assert ax.get_xlabel() == "simulated time (ms)" and ax.get_ylabel() == "dirty memory (MiB)"  # a 0.75 s run
+    labels = [t.get_text() for t in ax.get_xticklabels() + ax.get_yticklabels()]
+    assert not any("e" in x or "×" in x for x in labels)  # plain numbers in the axis' unit, no offset
+    assert ax.yaxis.get_offset_text().get_text() == ""
+    legend = " ".join(t.get_text() for t in fig.legends[0].get_texts()) if fig.legends else \
+        " ".join(t.get_text() for t in ax.get_legend().get_texts())
+    assert "switch-over threshold" in legend and "stop-and-copy (downtime" in legend
+    assert "completed (converged)" in fig._suptitle.get_text()
+
+
+def test_report_plot_postcopy_phase_and_titles_as_the_cli(tmp_path):
+    from dirtylog.plot import plot_report
+    from dirtylog.render import status_text
+
+    r = simulate(memory="32MiB", workload="hotspot:300MiB/s", bandwidth="200Mbit/s", policy="postcopy")
+    fig = plot_report(r, tmp_path / "p.png")
+    ax = fig.axes[0]
+    legend = " ".join(t.get_text() for t in ax.get_legend().get_texts())
+    assert "post-copy: the guest runs on the destination" in legend
+    assert status_text(r)[0] == "completed (post-copy)" and "completed (post-copy)" in fig._suptitle.get_text()
+
+
+def test_report_plot_without_a_completed_round_and_with_a_wide_range(tmp_path):
+    from dirtylog.plot import plot_report
+
+    r = simulate(memory="64MiB", workload="uniform:300MiB/s", bandwidth="1Gbit/s", give_up_after="10ms")
+    assert not [x for x in r.rounds if not x.final]
+    fig = plot_report(r, tmp_path / "none.png")
+    _png(tmp_path / "none.png")
+    assert any("no pre-copy round completed" in t.get_text() for t in fig.axes[0].texts)
+    # dirty memory from a full round down to a few pages: a log scale keeps the small rounds visible
+    r = simulate(memory="1GiB", workload="uniform:50MiB/s", bandwidth="10Gbit/s", downtime_limit="1ms")
+    fig = plot_report(r)
+    assert fig.axes[0].get_yscale() == "log"
 
 
 def test_report_plot_with_throttle(tmp_path):
@@ -52,15 +89,18 @@ def test_report_plot_with_throttle(tmp_path):
     assert any(x.throttle > 0 for x in r.rounds)
     fig = plot_report(r, tmp_path / "t.svg")
     assert (tmp_path / "t.svg").read_text().lstrip().startswith("<?xml")
-    assert len(fig.axes) == 3  # + the throttle panel
+    assert len(fig.axes) == 2  # + the throttle panel
 
 
 def test_curve_plot(tmp_path):
     from dirtylog.plot import plot_curve
 
     c = dirty_curve(Zipf("20MiB/s", s=1.1, seed=2), "64MiB", [0.1, 0.5, 1, 2])
-    plot_curve(c, tmp_path / "c.png", expected=c.dirty_pages)
+    fig = plot_curve(c, tmp_path / "c.png", expected=c.dirty_pages)
     _png(tmp_path / "c.png")
+    fig.canvas.draw()
+    ticks = [t.get_text() for t in fig.axes[0].get_xticklabels() if t.get_text()]
+    assert "1 s" in ticks and "100 ms" in ticks
 
 
 def test_heatmap(tmp_path):
@@ -72,6 +112,10 @@ def test_heatmap(tmp_path):
     fig = plot_heatmap(res, tmp_path / "h.png")
     _png(tmp_path / "h.png")
     assert len([a for a in fig.axes if a.get_visible()]) == 3  # two panels and the colour bar
+    fig.canvas.draw()
+    bar = fig.axes[-1]
+    labels = [t.get_text() for t in bar.get_yticklabels() if t.get_text()]
+    assert len(labels) >= 3 and all(x.endswith(("s", "ms", "min")) for x in labels)
     plot_heatmap(res, tmp_path / "d.png", value="downtime")
     _png(tmp_path / "d.png")
     with pytest.raises(dirtylog.ConfigError):
