@@ -341,7 +341,7 @@ def plot_heatmap(results: Sequence[Any], path: Optional[PathLike] = None, *, val
 
         cb = fig.colorbar(image, ax=axes.ravel().tolist(), label=_VALUES[value], shrink=0.9)
         # a handful of labelled ticks across the range (a log scale has few or no decades inside it)
-        cb.set_ticks(_nice_ticks(norm.vmin, norm.vmax))
+        cb.set_ticks(_nice_ticks(vmin, vmax))
         cb.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: fmt(v) if value != "rounds" else f"{v:g}"))
         cb.ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
     fig.suptitle(title or f"Sweep: {_VALUES[value]} by bandwidth and downtime limit", fontsize="medium")
