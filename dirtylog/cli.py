@@ -301,8 +301,9 @@ def _add_knobs(groups: Dict[str, Any], listed: bool = False, skip: Sequence[str]
         flags = ([k.short] if k.short else []) + [k.option]
         default = _default_text(k)
         help_text = k.help.replace("%", "%%") + (f" (default {default.replace('%', '%%')})" if default else "")
-        if k.kind == "flag":
-            g.add_argument(*flags, dest=k.name, action="store_const", const=True, default=None, help=help_text)
+        if k.kind == "flag":  # a switch: turns the knob on, or off (--no-...) when it is on by default
+            g.add_argument(*([k.short] if k.short else []), k.option, dest=k.name, action="store_const",
+                           const=k.default is not True, default=None, help=help_text)
             continue
         typ = _knob_type(k)
         if listed and k.name in SWEEP_AXES:
@@ -683,95 +684,61 @@ def _guest_line(memory: int, spec: str, vcpus: int) -> str:
 
 
 class _MigrationBar:
-    """A progress bar of the round in progress (stderr)."""
+    """simulate's progress bar (stderr), called by Migration.run: one bar over the give-up horizon (it
+    does not restart each round), with the simulated time, the round, the memory left in it, the expected
+    downtime against the limit, and where the run gives up."""
 
-    def __init__(self, forced: bool) -> None:
-        from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn
+    def __init__(self, forced: bool, limit: float, downtime_limit: float, page_size: int) -> None:
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
 
-        self._p = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+        self._limit = limit
+        self._dl = downtime_limit
+        self._psize = page_size
+        self._p = Progress(SpinnerColumn(), TextColumn("{task.description:<13}"), BarColumn(bar_width=10),
                            TextColumn("{task.fields[info]}"),
                            console=_console(stderr=True, force_terminal=True if forced else None), transient=True)
-        self._task = self._p.add_task("setup", total=1, info="")
+        self._task = self._p.add_task("setup", total=limit if math.isfinite(limit) else None, info="")
         self._p.start()
 
-    def update(self, m: Any) -> None:
+    def __call__(self, m: Any) -> None:
         cr = m.current_round
-        if cr["phase"] == "precopy":
-            desc = f"round {cr['index']}"
-        elif cr["phase"] == "downtime":
-            desc = "stop-and-copy"
-        else:
-            desc = cr["phase"]
-        total = max(int(cr["pages_total"]), 1)
-        self._p.update(self._task, description=desc, total=total, completed=min(int(cr["pages_sent"]), total),
-                       info=f"{format_time(cr['clock'])} simulated, {m.dirty_sync_count} syncs")
+        phase = cr["phase"]
+        desc = {"precopy": f"round {cr['index']}", "downtime": "stop-and-copy", "switchover": "switch-over",
+                "postcopy": "post-copy"}.get(phase, phase)
+        left = max(int(cr["pages_total"]) - int(cr["pages_sent"]), 0) * self._psize
+        exp = m.expected_downtime
+        # the bar: simulated time against the give-up horizon
+        horizon = f" of {format_time(self._limit)}" if math.isfinite(self._limit) else " simulated"
+        info = [f"{format_time(cr['clock'])}{horizon}", f"{format_size(left)} left"]
+        if exp == exp:  # known after the first sync
+            info.append(f"exp. downtime {format_time(exp)} (limit {format_time(self._dl)})")
+        self._p.update(self._task, description=desc, completed=min(float(cr["clock"]), self._limit),
+                       info=", ".join(info))
 
     def close(self) -> None:
         self._p.stop()
 
 
-class _SweepBar:
-    """A progress bar of a sweep (stderr), started with the first result: after the workers exist."""
-
-    def __init__(self, forced: bool, what: str) -> None:
-        self._forced = forced
-        self._what = what
-        self._p: Any = None
-        self._task: Any = None
-
-    def __call__(self, done: int, total: int, result: Any) -> None:
-        if self._p is None:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._p = Progress(TextColumn(self._what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                               console=_console(stderr=True, force_terminal=True if self._forced else None),
-                               transient=True)
-            self._task = self._p.add_task(self._what, total=total)
-            self._p.start()
-        self._p.update(self._task, completed=done)
-
-    def close(self) -> None:
-        if self._p is not None:
-            self._p.stop()
-
-
-def _run_sweep(configs: List[Any], args: argparse.Namespace, what: str) -> Any:
-    from .sweeps import sweep
+def _run_sweep(configs: List[Any], args: argparse.Namespace, what: str) -> Tuple[Any, bool]:
+    """The results, and whether Ctrl-C cut the sweep short (then the results are those that finished)."""
+    from .errors import Interrupted
+    from .sweeps import SweepBar, sweep
 
     mode = _want_progress(args)
-    bar = _SweepBar(bool(mode), what) if mode is not None else None
+    bar = SweepBar(what, force_terminal=True if mode else None) if mode is not None else None
     try:
-        return sweep(configs, progress=bar if bar is not None else False, jobs=args.jobs)
+        return sweep(configs, progress=bar if bar is not None else False, jobs=args.jobs), False
+    except Interrupted as exc:
+        return exc.report, True
     finally:
         if bar is not None:
             bar.close()
 
 
-def _run_migration(m: Any, give_up_after: Any, bar: Optional[_MigrationBar]) -> Any:
-    """Run like dirtylog.simulate(), stepping so that a progress bar can follow."""
-    limit = parse_time(give_up_after, name="give_up_after", allow_zero=False, allow_inf=True)
-    if m.policy.timeout is not None:
-        limit = math.inf
-    if bar is None:
-        m.run_until(limit)
-    else:
-        step = 0.02
-        while not m.done and m.clock < limit:
-            c0, w0 = m.clock, time.perf_counter()
-            m.run_until(min(limit, c0 + step))
-            bar.update(m)
-            if m.clock <= c0 and not m.done:
-                break
-            spent = max(time.perf_counter() - w0, 1e-4)
-            step = min(step * 4, max(step * 0.1 / spent, 1e-4))  # about 10 updates per second
-    if not m.done:
-        if m.phase == "downtime":
-            m.run_until(math.inf)
-        else:
-            m.cancel(f"not converged after {format_time(limit)} of simulated time: QEMU would iterate forever; "
-                     "give --timeout with --on-limit, a higher --bandwidth or a longer --downtime-limit "
-                     "(or a longer --give-up-after)")
-    return m.report()
+def _interrupted(command: str, results: Any, total: int) -> int:
+    print(f"{PROG} {command}: interrupted: {len(results)} of {_plural(total, 'configuration')} finished"
+          f"{' (shown above)' if len(results) else ''}", file=sys.stderr)
+    return 130
 
 
 def _status_text(report: Any) -> Tuple[str, str]:
@@ -805,20 +772,31 @@ def _print_lines(lines: Sequence[Any]) -> None:
         con.print(t, soft_wrap=True)  # never folded by rich: the renderer fitted it
 
 
+def _run(m: Any, give_up: float, args: argparse.Namespace) -> Any:
+    """Migration.run (the one run loop), with simulate's progress bar when wanted."""
+    mode = _want_progress(args)
+    limit = math.inf if m.policy.timeout is not None else give_up
+    bar = _MigrationBar(bool(mode), limit, m.policy.downtime_limit, m.page_size) if mode is not None else None
+    try:
+        return m.run(give_up_after=give_up, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from .errors import Interrupted
     from .migration import Migration
 
     cfg = _config(args)
     kw = cfg.build()
     give_up = kw.pop("give_up_after")
     m = Migration(**kw)
-    mode = _want_progress(args)
-    bar = _MigrationBar(forced=bool(mode)) if mode is not None else None
+    interrupted = False
     try:
-        report = _run_migration(m, give_up, bar)
-    finally:
-        if bar is not None:
-            bar.close()
+        report = _run(m, give_up, args)
+    except Interrupted as exc:  # Ctrl-C: the rounds so far, marked interrupted, then exit status 130
+        report, interrupted = exc.report, True
     report = _with_advice(args, cfg, report)
     to_stdout_json = args.json == "-"
     if args.json is not None:
@@ -830,8 +808,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                  f"over {format_rate(report.bandwidth, bits=True)}, downtime limit {format_time(report.downtime_limit)}, "
                  f"tracker {report.tracker}")
         _print_lines(report_lines(report, _width(), args.rounds, models=not args.no_models, title=title,
-                                  more="--rounds 0 shows all"))
+                                  more="--rounds 0 shows all", words=cli_words))
         _print_advice(_Out(), report)
+    if interrupted:
+        print(f"{PROG} simulate: interrupted at {format_time(report.total_time)} of simulated time: "
+              "the report shows the rounds so far", file=sys.stderr)
+        return 130
     if args.plot:
         from .plot import plot_report
 
@@ -868,7 +850,9 @@ def cmd_trackers(args: argparse.Namespace) -> int:
 
     base = _config(args)
     configs = [_config(args, tracker=t) for t in args.trackers]
-    results = _run_sweep(configs, args, "trackers")
+    results, stopped = _run_sweep(configs, args, "trackers")
+    if stopped:
+        return _interrupted("trackers", results, len(configs))
     window = parse_time(args.harvest_window)
     wl = parse_workload(base.workload, seed=base.seed)
     page_size = int(parse_size(args.page_size))
@@ -1016,7 +1000,9 @@ def sweep_configs(args: argparse.Namespace) -> List[Any]:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     configs = sweep_configs(args)
-    results = _run_sweep(configs, args, "sweep")
+    results, stopped = _run_sweep(configs, args, "sweep")
+    if not results:
+        return _interrupted("sweep", results, len(configs)) if stopped else 0
     quiet = args.json == "-" or args.csv == "-"
     if args.csv is not None:
         _emit(results.to_csv(), args.csv, "CSV")
@@ -1027,7 +1013,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         n = len(results)
         vcpus = sorted({r.vcpus for r in results})
         trackers = sorted({r.tracker for r in results})
-        con.print(f"[bold]Migration plan[/bold]: {_plural(n, 'configuration')}, "
+        done = f"{n} of {_plural(len(configs), 'configuration')} (interrupted)" if stopped else \
+            _plural(n, "configuration")
+        con.print(f"[bold]Migration plan[/bold]: {done}, "
                   f"{'/'.join(map(str, vcpus))} vCPU{'s' if vcpus != [1] else ''}, "
                   f"tracker{'s' if len(trackers) > 1 else ''} {', '.join(trackers)}")
         _print_lines(results.table_lines(
@@ -1047,6 +1035,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
         plot_heatmap(results, args.heatmap, value=args.heatmap_value)
         print(f"heatmap written to {args.heatmap}", file=sys.stderr)
+    if stopped:
+        return _interrupted("sweep", results, len(configs))
     return 1 if any(r.verified is False for r in results) else 0
 
 
@@ -1171,13 +1161,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
     kw = cfg.build()
     give_up = kw.pop("give_up_after")
     m = Migration(**kw)
-    mode = _want_progress(args)
-    bar = _MigrationBar(forced=bool(mode)) if mode is not None else None
-    try:
-        report = _run_migration(m, give_up, bar)
-    finally:
-        if bar is not None:
-            bar.close()
+    report = _run(m, give_up, args)
     adv = _advise(args, cfg, report)
     if args.json is not None:
         _emit(_to_json(adv.to_dict()), args.json, "advice")

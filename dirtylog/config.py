@@ -108,8 +108,10 @@ class Knob:
 
     @property
     def option(self) -> str:
-        """The long command-line option, e.g. ``--downtime-limit``."""
-        return "--" + self.name.replace("_", "-")
+        """The long command-line option, e.g. ``--downtime-limit`` (``--no-...`` for a switch that is on
+        by default)."""
+        off = self.kind == "flag" and self.default is True
+        return ("--no-" if off else "--") + self.name.replace("_", "-")
 
     @property
     def default(self) -> Any:
@@ -137,10 +139,14 @@ _ALL_KNOBS: Tuple[Knob, ...] = (
     Knob("on_limit", "choice", "at a limit: force the stop-and-copy (default), abort (roll back) or switch to "
                                "post-copy", choices=("force", "abort", "postcopy")),
     Knob("resume_time", "time", "time for the destination to resume the guest"),
-    Knob("max_bandwidth", "rate", "cap on the migration's bandwidth (QEMU's max-bandwidth)", allow_zero=False),
-    Knob("switchover_bandwidth", "rate", "bandwidth assumed for the switch-over decision (QEMU's "
-                                         "avail-switchover-bandwidth)", allow_zero=False),
-    Knob("stop_when_stalled", "flag", "stop iterating when the dirty set no longer shrinks"),
+    Knob("max_bandwidth", "rate", "cap on the live phase's bandwidth (QEMU's max-bandwidth; the stop-and-copy "
+                                  "runs at link speed)", allow_zero=False),
+    Knob("switchover_bandwidth", "rate", "bandwidth assumed in the switch-over threshold and the expected "
+                                         "downtime (QEMU's avail-switchover-bandwidth)", allow_zero=False),
+    Knob("stop_when_stalled", "flag", "keep iterating as QEMU does when the dirty set no longer shrinks "
+                                      "(by default the run stops early, failed, with that verdict)"),
+    Knob("stall_syncs", "int", "syncs without the dirty set shrinking before that verdict", metavar="N",
+         minimum=1),
     Knob("auto_converge", "flag", "QEMU's auto-converge: throttle the vCPUs when they dirty more than half of "
                                   "what is sent, twice (20%, then +10% each time, at most 99%)",
          group="auto-converge"),
@@ -167,6 +173,8 @@ _ALL_KNOBS: Tuple[Knob, ...] = (
          group="compression", minimum=0, maximum=256),
     Knob("channel_bandwidth", "rate", "multifd: what one sending thread can push (caps the link at channels x "
                                       "this)", group="compression", allow_zero=False),
+    Knob("max_postcopy_bandwidth", "rate", "post-copy: cap on its page traffic (QEMU's max-postcopy-bandwidth)",
+         group="post-copy", allow_zero=False),
     Knob("postcopy_after_rounds", "int", "post-copy: pre-copy rounds first, round 0 included", metavar="N",
          group="post-copy", owner="PostCopy", param="after_rounds", minimum=1),
     Knob("prepage", "int", "post-copy: pages after a faulting page sent along with it", metavar="N",

@@ -7,8 +7,9 @@ Tables fit a width by dropping their least important columns first.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 __all__ = ["Segment", "Line", "Column", "plural", "table", "plain"]
 
@@ -93,6 +94,20 @@ def plain(lines: Sequence[Line]) -> str:
     return "\n".join("".join(text for text, _ in line).rstrip() for line in lines)
 
 
+_UNIT_WORD = re.compile(r"^(?:[KMGTPE]i?B|B|[kMGT]?bit/s|[kMGT]?B/s|ns|us|ms|s|min|h|%)[),;:.]*$")
+
+
+def _words(text: str) -> List[str]:
+    """The words of ``text``, a number kept with its unit ("9.93 MiB" is not split across lines)."""
+    out: List[str] = []
+    for w in text.split(" "):
+        if out and _UNIT_WORD.match(w) and out[-1][-1:].isdigit():
+            out[-1] += " " + w
+        else:
+            out.append(w)
+    return out
+
+
 def wrap(label: str, value: Line, label_width: int, width: Optional[int]) -> List[Line]:
     """``label  value`` lines, the value's words wrapped under itself to ``width``."""
     pad = label_width + 2 if label_width >= 0 else 0
@@ -104,7 +119,7 @@ def wrap(label: str, value: Line, label_width: int, width: Optional[int]) -> Lis
     cur: Line = []
     used = 0
     for text, style in value:
-        for word in text.split(" "):
+        for word in _words(text):
             piece = word if used == 0 else " " + word
             if used and used + len(piece) > room:
                 lines.append(cur)
@@ -211,14 +226,15 @@ def _throttle_value(report: Any) -> Optional[Line]:
     return None
 
 
-def summary_items(report: Any) -> List[Tuple[str, Line]]:
-    """The overall figures: (label, value) in the order shown."""
+def summary_items(report: Any, words: Optional[Callable[[str], str]] = None) -> List[Tuple[str, Line]]:
+    """The overall figures: (label, value) in the order shown. ``words`` rewrites the reason (the
+    command line puts the Python API's hints in its own syntax)."""
     from .units import format_rate, format_size, format_time
 
     items: List[Tuple[str, Line]] = []
     status, style = status_text(report)
     items.append(("Status", [(status, style)]))
-    items.append(("Reason", [(report.reason or "-", "")]))
+    items.append(("Reason", [((words or str)(report.reason) or "-", "")]))
     items.append(("Total time", [(format_time(report.total_time), "")]))
     switched = report.downtime == report.downtime and report.status in ("completed", "lost")
     if switched:
@@ -288,8 +304,8 @@ def summary_items(report: Any) -> List[Tuple[str, Line]]:
     return items
 
 
-def summary_lines(report: Any, width: Optional[int] = None) -> List[Line]:
-    items = summary_items(report)
+def summary_lines(report: Any, width: Optional[int] = None, words: Optional[Callable[[str], str]] = None) -> List[Line]:
+    items = summary_items(report, words)
     w = max(len(k) for k, _ in items)
     out: List[Line] = []
     for k, v in items:
@@ -332,7 +348,8 @@ def models_lines(report: Any, width: Optional[int] = None) -> List[Line]:
 
 
 def report_lines(report: Any, width: Optional[int] = None, max_rounds: int = 40, models: bool = True,
-                 title: Sequence[str] = (), more: str = "report.rounds has them all") -> List[Line]:
+                 title: Sequence[str] = (), more: str = "report.rounds has them all",
+                 words: Optional[Callable[[str], str]] = None) -> List[Line]:
     """The whole report: title lines, the rounds, the summary and the models."""
     out: List[Line] = []
     for i, t in enumerate(title):
@@ -341,7 +358,7 @@ def report_lines(report: Any, width: Optional[int] = None, max_rounds: int = 40,
         out.append([])
     out += rounds_lines(report, width, max_rounds, more)
     out.append([])
-    out += summary_lines(report, width)
+    out += summary_lines(report, width, words)
     ml = models_lines(report, width) if models else []
     if ml:
         out.append([])

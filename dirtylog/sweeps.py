@@ -40,12 +40,13 @@ from .config import MigrationConfig, default_give_up
 from .errors import ConfigError
 from .units import format_rate, format_size, format_time
 
-__all__ = ["SweepConfig", "SweepResult", "SweepResults", "grid", "sweep", "run_config", "default_give_up", "VERDICTS"]
+__all__ = ["SweepConfig", "SweepResult", "SweepResults", "SweepBar", "grid", "sweep", "run_config", "default_give_up",
+           "VERDICTS"]
 
 #: Verdicts, best first.
 VERDICTS = ("converges", "post-copy", "forced", "does not converge", "lost")
 
-ProgressLike = Union[bool, None, Callable[[int, int, "SweepResult"], None]]
+ProgressLike = Union[bool, None, Callable[[int, int, Optional["SweepResult"]], None]]
 
 
 #: One migration of a sweep: :class:`dirtylog.config.MigrationConfig` (the arguments of
@@ -324,23 +325,55 @@ class SweepResults(list):  # of SweepResult
 # ------------------------------------------------------------------------------------ running
 
 
-class _RichProgress:
-    """A progress bar on stderr (rich)."""
+class SweepBar:
+    """A sweep's progress bar on stderr (rich), for ``sweep(progress=...)``: drawn from the start
+    (``progress(0, total, None)``), with the elapsed time since then and the verdicts so far."""
 
-    def __init__(self, total: int, description: str) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    def __init__(self, description: str = "sweep", force_terminal: Optional[bool] = None) -> None:
+        self._what = description
+        self._force = force_terminal
+        self._p: Any = None
+        self._task: Any = None
+        self._verdicts: Dict[str, int] = {}
 
-        self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                           TimeElapsedColumn(), console=Console(stderr=True), transient=True)
-        self._task = self._p.add_task(description, total=total)
-        self._p.start()
+    def __call__(self, done: int, total: int, result: Optional[SweepResult]) -> None:
+        if self._p is None:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    def __call__(self, done: int, total: int, result: SweepResult) -> None:
-        self._p.update(self._task, completed=done)
+            self._p = Progress(TextColumn(self._what), BarColumn(bar_width=24), MofNCompleteColumn(),
+                               TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
+                               console=Console(stderr=True, force_terminal=self._force), transient=True)
+            self._task = self._p.add_task(self._what, total=total, info="")
+            self._p.start()
+        if result is not None:
+            self._verdicts[result.verdict] = self._verdicts.get(result.verdict, 0) + 1
+        info = ", ".join(f"{n} {v}" for v, n in sorted(self._verdicts.items(), key=lambda kv: VERDICTS.index(kv[0])))
+        self._p.update(self._task, completed=done, info=info)
 
     def close(self) -> None:
-        self._p.stop()
+        if self._p is not None:
+            self._p.stop()
+
+
+def _ignore_sigint() -> None:
+    """Worker processes leave Ctrl-C to the parent, which cancels the sweep."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop_workers(ex: Executor) -> None:
+    """Cancel what is queued and end the default executor's running workers now (Ctrl-C)."""
+    procs = list((getattr(ex, "_processes", None) or {}).values())  # shutdown() forgets them
+    ex.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        try:
+            proc.terminate()
+        except Exception:  # noqa: BLE001 (already gone)
+            pass
+    for proc in procs:
+        proc.join(5)
 
 
 def sweep(
@@ -361,15 +394,21 @@ def sweep(
             Default: a ``ProcessPoolExecutor`` of ``jobs`` processes, made and shut
             down here; with ``jobs=1`` (or a single configuration) everything runs in
             this process.
-        progress: True for a progress bar on stderr, or a callable
-            ``progress(done, total, result)`` called as each result arrives.
+        progress: True for a progress bar on stderr (:class:`SweepBar`), or a callable
+            ``progress(done, total, result)``, called with ``(0, total, None)`` once
+            the work is under way and then as each result arrives.
         jobs: worker processes of the default executor (default: the CPU count).
         keep_reports: keep each full :class:`~dirtylog.MigrationReport` in ``result.report``.
 
     Every configuration is checked before anything runs (a bad value raises
     ConfigError or TypeError here, not in a worker). If a task raises, the others
-    still queued are cancelled and the error is raised.
+    still queued are cancelled and the error is raised. Ctrl-C cancels the work
+    still queued, stops the default executor's workers, and raises
+    :class:`~dirtylog.errors.Interrupted` whose ``report`` is the
+    :class:`SweepResults` that had finished.
     """
+    from .errors import Interrupted
+
     cfgs = [_as_config(c) for c in configs]
     for c in cfgs:
         c.check()
@@ -379,48 +418,63 @@ def sweep(
         raise ConfigError(f"jobs must be a whole number >= 1, got {jobs!r}")
     if not (progress in (True, False, None) or callable(progress)):
         raise TypeError("progress must be a bool or a callable(done, total, result)")
-    bar: Optional[_RichProgress] = None
-    callback: Optional[Callable[[int, int, SweepResult], None]] = progress if callable(progress) else None
-
-    def start_bar() -> None:
-        # Started after the worker processes exist: never fork while the bar's thread runs.
-        nonlocal bar, callback
-        if progress is True:
-            bar = _RichProgress(n, "sweep")
-            callback = bar
-
+    bar: Optional[SweepBar] = SweepBar() if progress is True else None
+    callback: Optional[Callable[[int, int, Optional[SweepResult]], None]] = (
+        bar if bar is not None else progress if callable(progress) else None)
     done = 0
+
+    def finished() -> SweepResults:
+        return SweepResults(r for r in results if r is not None)
+
     try:
         if executor is None and (n <= 1 or jobs == 1):
-            start_bar()
+            if callback is not None:
+                callback(0, n, None)
             for i, c in enumerate(cfgs):
                 results[i] = run_config(c, i, keep_reports)
                 done += 1
                 if callback is not None:
-                    callback(done, n, results[i])  # type: ignore[arg-type]
+                    callback(done, n, results[i])
         else:
             own = executor is None
-            ex = executor if executor is not None else ProcessPoolExecutor(max_workers=min(jobs or os.cpu_count() or 1, n))
+            ex = executor if executor is not None else ProcessPoolExecutor(
+                max_workers=min(jobs or os.cpu_count() or 1, n), initializer=_ignore_sigint)
+            stopped = False
             try:
                 pending: Dict[Future, int] = {ex.submit(_task, (c, i, keep_reports)): i for i, c in enumerate(cfgs)}
-                start_bar()
-                while pending:
-                    finished, _ = _wait(list(pending), return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        i = pending.pop(fut)
-                        try:
-                            results[i] = fut.result()
-                        except BaseException:
-                            for other in pending:
-                                other.cancel()
-                            raise
-                        done += 1
-                        if callback is not None:
-                            callback(done, n, results[i])  # type: ignore[arg-type]
+                # The bar starts once the workers exist: never fork while its thread runs.
+                if callback is not None:
+                    callback(0, n, None)
+                try:
+                    while pending:
+                        done_now, _ = _wait(list(pending), return_when=FIRST_COMPLETED)
+                        for fut in done_now:
+                            i = pending.pop(fut)
+                            try:
+                                results[i] = fut.result()
+                            except BaseException:
+                                for other in pending:
+                                    other.cancel()
+                                raise
+                            done += 1
+                            if callback is not None:
+                                callback(done, n, results[i])
+                except KeyboardInterrupt:
+                    for fut in pending:
+                        fut.cancel()
+                    if own:
+                        _stop_workers(ex)
+                        stopped = True
+                    raise
             finally:
-                if own:
+                if own and not stopped:
                     ex.shutdown(wait=True, cancel_futures=True)
+    except KeyboardInterrupt as exc:
+        partial = finished()
+        if isinstance(exc, Interrupted):  # a run in this process: its partial report is not a result
+            pass
+        raise Interrupted(partial, f"interrupted: {done} of {n} configurations finished") from None
     finally:
         if bar is not None:
             bar.close()
-    return SweepResults(r for r in results if r is not None)
+    return finished()

@@ -138,3 +138,11 @@ def test_models_geometric_uses_the_measured_dirty_rate_and_cloudsim_has_no_downt
     assert g["dirty_rate"] < 300 * 2**20  # a hot spot's rewrites are not new dirty pages
     cloud = next(line for line in r.models_table().splitlines() if line.startswith("cloudsim"))
     assert cloud.split()[1] == "-" and cloud.split()[4] == "-" and "0 s" not in cloud
+
+
+def test_hints_use_command_line_syntax(capsys, monkeypatch):
+    argv = ["-m", "16MiB", "-w", "uniform:100MiB/s", "-b", "200Mbit/s", "--give-up-after", "3s"]
+    rc, out, _ = run(capsys, monkeypatch, 120, "simulate", *argv)
+    assert "set --timeout and --on-limit" in out and "PreCopy(" not in out
+    rc, out, _ = run(capsys, monkeypatch, 120, "simulate", *argv[:6], "-d", "10ms", "--max-iterations", "2")
+    assert "(--on-limit force)" in out and "on_limit=" not in out
