@@ -111,15 +111,28 @@ _ARGV: Optional[List[str]] = None
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Help fitted to the terminal: prose lines wrapped, indented blocks (the spec grammar) kept as written."""
+
     def __init__(self, prog: str) -> None:
         super().__init__(prog, max_help_position=30, width=min(100, _terminal_width(100)))
 
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import textwrap
+
+        out = []
+        for line in text.splitlines():
+            if len(indent + line) > width and not line.startswith(" "):
+                out.append(textwrap.fill(line, width, initial_indent=indent, subsequent_indent=indent))
+            else:
+                out.append(indent + line)
+        return "\n".join(out)
+
 
 def _terminal_width(default: int) -> int:
-    try:
-        return os.get_terminal_size().columns
-    except OSError:
-        return default
+    """The terminal's width ($COLUMNS first, as shutil reads it), or ``default``."""
+    import shutil
+
+    return shutil.get_terminal_size((default, 24)).columns
 
 
 def _strip_name(msg: str, name: str) -> str:
@@ -275,8 +288,10 @@ def _knob_type(k: Any) -> Callable[[str], Any]:
 
 def _default_text(k: Any) -> str:
     d = k.default
-    if d is None or d is False:
+    if d is None or isinstance(d, bool):
         return ""
+    if k.kind == "time" and isinstance(d, (int, float)):
+        return f"{d:g}s"
     if k.kind == "percent":
         return f"{d}%"
     if k.kind == "size" and isinstance(d, int):
@@ -310,9 +325,9 @@ def _add_knobs(groups: Dict[str, Any], listed: bool = False, skip: Sequence[str]
             help_text = f"{k.help} (default {','.join(SWEEP_AXES[k.name])})".replace("%", "%%")
         if listed:
             help_text += "; a comma-separated list is a sweep axis"
+        metavar = "|".join(k.choices) if k.choices else (k.metavar or _METAVAR.get(k.kind, "VALUE"))
         g.add_argument(*flags, dest=k.name, type=_list_of(typ) if listed else typ, default=None,
-                       metavar=("LIST" if listed else (k.metavar or _METAVAR.get(k.kind, "VALUE"))),
-                       choices=None, help=help_text + (f" ({'|'.join(k.choices)})" if k.choices else ""))
+                       metavar="LIST" if listed else metavar, help=help_text)
 
 
 def _knob_values(args: argparse.Namespace) -> Dict[str, Any]:
@@ -694,7 +709,7 @@ class _MigrationBar:
         self._limit = limit
         self._dl = downtime_limit
         self._psize = page_size
-        self._p = Progress(SpinnerColumn(), TextColumn("{task.description:<13}"), BarColumn(bar_width=10),
+        self._p = Progress(SpinnerColumn(), TextColumn("{task.description:<9}"), BarColumn(bar_width=8),
                            TextColumn("{task.fields[info]}"),
                            console=_console(stderr=True, force_terminal=True if forced else None), transient=True)
         self._task = self._p.add_task("setup", total=limit if math.isfinite(limit) else None, info="")
@@ -707,11 +722,12 @@ class _MigrationBar:
                 "postcopy": "post-copy"}.get(phase, phase)
         left = max(int(cr["pages_total"]) - int(cr["pages_sent"]), 0) * self._psize
         exp = m.expected_downtime
-        # the bar: simulated time against the give-up horizon
-        horizon = f" of {format_time(self._limit)}" if math.isfinite(self._limit) else " simulated"
+        # the bar: simulated time against the give-up horizon; then what is left of the round, and the
+        # downtime expected at the last sync against the limit (fits 80 columns)
+        horizon = f" / {format_time(self._limit)}" if math.isfinite(self._limit) else " simulated"
         info = [f"{format_time(cr['clock'])}{horizon}", f"{format_size(left)} left"]
         if exp == exp:  # known after the first sync
-            info.append(f"exp. downtime {format_time(exp)} (limit {format_time(self._dl)})")
+            info.append(f"downtime {format_time(exp)} {'>' if exp > self._dl else '<='} {format_time(self._dl)}")
         self._p.update(self._task, description=desc, completed=min(float(cr["clock"]), self._limit),
                        info=", ".join(info))
 
@@ -811,8 +827,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                                   more="--rounds 0 shows all", words=cli_words))
         _print_advice(_Out(), report)
     if interrupted:
-        print(f"{PROG} simulate: interrupted at {format_time(report.total_time)} of simulated time: "
-              "the report shows the rounds so far", file=sys.stderr)
+        print(f"{PROG} simulate: interrupted at {format_time(report.total_time)} (simulated); the rounds so far "
+              "are above", file=sys.stderr)
         return 130
     if args.plot:
         from .plot import plot_report
@@ -926,16 +942,22 @@ def cmd_dirty_rate(args: argparse.Namespace) -> int:
     con.print(f"[bold]Dirty rate[/bold] of a {_guest_line(memory, args.workload, args.vcpus)}; window "
               f"{format_time(r0.window)} from t = {format_time(r0.start)}; the workload writes "
               f"{nominal * r0.page_size / 2**20:,.1f} MiB/s ({nominal:,.0f} pages/s)")
-    t = _table()
-    for c in ("mode", "dirty rate", "± std. error", "dirty pages", "pages/s", "sampled", "per vCPU (MiB/s)"):
-        t.add_column(c, justify="left" if c in ("mode", "per vCPU (MiB/s)") else "right", no_wrap=c != "per vCPU (MiB/s)")
+    from .render import Column, table, wrap
+
+    cols = [Column("mode", "left"), Column("dirty rate"), Column("± std. error", priority=2, short="± s.e."),
+            Column("dirty pages", priority=1), Column("pages/s", priority=3), Column("sampled", priority=4)]
+    rows = []
     for r in results:
-        t.add_row(r.mode, f"{r.dirty_rate_mib_s:,.1f} MiB/s",
-                  f"{r.stderr_mib_s:,.1f} MiB/s" if r.mode == "page-sampling" else "-",
-                  f"{r.dirty_pages:,}", f"{r.dirty_rate_pages_s:,.0f}",
-                  f"{r.sampled:,} ({r.sample_pages}/GiB)" if r.mode == "page-sampling" else "-",
-                  ", ".join(f"{x:,.1f}" for x in r.vcpu_rates) if r.vcpu_rates else "-")
-    con.print(t)
+        rows.append(([r.mode, f"{r.dirty_rate_mib_s:,.1f} MiB/s",
+                      f"{r.stderr_mib_s:,.1f} MiB/s" if r.mode == "page-sampling" else "-",
+                      f"{r.dirty_pages:,}", f"{r.dirty_rate_pages_s:,.0f}",
+                      f"{r.sampled:,} ({r.sample_pages}/GiB)" if r.mode == "page-sampling" else "-"], ""))
+    lines = table(cols, rows, _width())
+    for r in results:
+        if r.vcpu_rates:
+            lines += wrap("", [(f"per-vCPU dirty rates ({r.mode}): "
+                                + ", ".join(f"{x:,.1f}" for x in r.vcpu_rates) + " MiB/s", "")], -1, _width())
+    _print_lines(lines)
     return 0
 
 
@@ -958,15 +980,17 @@ def cmd_curve(args: argparse.Namespace) -> int:
         nominal = wl.write_rate(pages=c.total_pages, page_size=c.page_size)
         con.print(f"[bold]Dirty curve[/bold] of a {_guest_line(memory, args.workload, args.vcpus)} ({c.mode}); "
                   f"each window from a clean state at t = {format_time(c.start)}")
-        t = _table()
-        for col in ("window", "page writes", "dirty pages", "dirty memory", "of memory", "dirty rate"):
-            t.add_column(col, justify="right", no_wrap=True)
+        from .render import Column, table
+
+        cols = [Column("window"), Column("page writes", priority=2), Column("dirty pages"),
+                Column("dirty memory", priority=1), Column("of memory", priority=3), Column("dirty rate")]
+        rows = []
         rates = c.rates_mib_s()
         for i in sorted(range(len(c.windows)), key=lambda k: c.windows[k]):
             wdw, n = float(c.windows[i]), float(c.dirty_pages[i])
-            t.add_row(format_time(wdw), f"{nominal * wdw:,.0f}", f"{n:,.0f}", format_size(n * c.page_size),
-                      f"{100 * n / c.total_pages:.1f} %", f"{rates[i]:,.1f} MiB/s")
-        con.print(t)
+            rows.append(([format_time(wdw), f"{nominal * wdw:,.0f}", f"{n:,.0f}", format_size(n * c.page_size),
+                          f"{100 * n / c.total_pages:.1f} %", f"{rates[i]:,.1f} MiB/s"], ""))
+        _print_lines(table(cols, rows, _width()))
     if args.plot:
         from .plot import plot_curve
 

@@ -138,7 +138,7 @@ def wrap(label: str, value: Line, label_width: int, width: Optional[int]) -> Lis
 def status_text(report: Any) -> Tuple[str, str]:
     """The status as the tables show it, and its style."""
     if getattr(report, "interrupted", False) or report.status == "active":
-        return "interrupted (Ctrl-C): a partial report, the migration had not ended", "warn"
+        return "interrupted (Ctrl-C): a partial report", "warn"
     if report.status == "completed" and (report.postcopy_bytes or report.degraded_window > 0):
         return "completed (post-copy)", "good"
     if report.status == "completed" and report.converged:
@@ -234,7 +234,10 @@ def summary_items(report: Any, words: Optional[Callable[[str], str]] = None) -> 
     items: List[Tuple[str, Line]] = []
     status, style = status_text(report)
     items.append(("Status", [(status, style)]))
-    items.append(("Reason", [((words or str)(report.reason) or "-", "")]))
+    reason = (words or str)(report.reason)
+    if not reason and getattr(report, "interrupted", False):
+        reason = f"stopped by Ctrl-C at {format_time(report.total_time)}: the migration had not ended"
+    items.append(("Reason", [(reason or "-", "")]))
     items.append(("Total time", [(format_time(report.total_time), "")]))
     switched = report.downtime == report.downtime and report.status in ("completed", "lost")
     if switched:

@@ -146,3 +146,16 @@ def test_hints_use_command_line_syntax(capsys, monkeypatch):
     assert "set --timeout and --on-limit" in out and "PreCopy(" not in out
     rc, out, _ = run(capsys, monkeypatch, 120, "simulate", *argv[:6], "-d", "10ms", "--max-iterations", "2")
     assert "(--on-limit force)" in out and "on_limit=" not in out
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_dirty_rate_and_curve_fit_the_terminal(capsys, monkeypatch, columns):
+    rc, out, _ = run(capsys, monkeypatch, columns, "dirty-rate", "-m", "64MiB", "-w", "zipf:100MiB/s", "--vcpus",
+                     "4", "--window", "200ms")
+    table = [line for line in out.splitlines() if not line.startswith(("Dirty rate", "s from", "per-vCPU"))]
+    assert rc == 0 and max(len(line) for line in table) <= columns
+    assert "per-vCPU dirty rates (dirty-ring):" in out and "dirty-bitmap" in out
+    rc, out, _ = run(capsys, monkeypatch, columns, "curve", "-m", "64MiB", "-w", "hotspot:100MiB/s", "--windows",
+                     "100ms,1s")
+    table = [line for line in out.splitlines() if line[:1] in ("w", "-") or line[:1].isdigit()]
+    assert rc == 0 and max(len(line) for line in table) <= columns
