@@ -142,9 +142,9 @@ def test_models_geometric_uses_the_measured_dirty_rate_and_cloudsim_has_no_downt
 
 def test_hints_use_command_line_syntax(capsys, monkeypatch):
     argv = ["-m", "16MiB", "-w", "uniform:100MiB/s", "-b", "200Mbit/s", "--give-up-after", "3s"]
-    rc, out, _ = run(capsys, monkeypatch, 120, "simulate", *argv)
+    rc, out, _ = run(capsys, monkeypatch, None, "simulate", *argv)
     assert "set --timeout and --on-limit" in out and "PreCopy(" not in out
-    rc, out, _ = run(capsys, monkeypatch, 120, "simulate", *argv[:6], "-d", "10ms", "--max-iterations", "2")
+    rc, out, _ = run(capsys, monkeypatch, None, "simulate", *argv[:6], "-d", "10ms", "--max-iterations", "2")
     assert "(--on-limit force)" in out and "on_limit=" not in out
 
 
