@@ -351,7 +351,7 @@ def _add_guest(p: argparse.ArgumentParser, workload_help: str = "") -> None:
                    help="bytes per page (default %(default)s)")
 
 
-def _add_migration(p: argparse.ArgumentParser, tracker: bool = True) -> None:
+def _add_migration(p: argparse.ArgumentParser, tracker: bool = True, skip: Sequence[str] = ()) -> None:
     g = p.add_argument_group("guest memory mapping")
     g.add_argument("--huge-pages", choices=HUGE_PAGES, default="none",
                    help="2 MiB mappings split lazily on the first write or eagerly at start (default none)")
@@ -366,10 +366,10 @@ def _add_migration(p: argparse.ArgumentParser, tracker: bool = True) -> None:
         m.add_argument("-t", "--tracker", choices=TRACKERS, default=DEFAULTS["tracker"],
                        help="dirty tracking: wp (write protection), pml (Intel PML), ring (KVM dirty ring), "
                             "clear (manual protect); default %(default)s")
-    _add_policy(p, m)
+    _add_policy(p, m, skip=skip)
 
 
-def _add_policy(p: argparse.ArgumentParser, m: Any, listed: bool = False) -> None:
+def _add_policy(p: argparse.ArgumentParser, m: Any, listed: bool = False, skip: Sequence[str] = ()) -> None:
     m.add_argument("--policy", choices=_config_mod.POLICIES, default=DEFAULTS["policy"],
                    help="precopy (default), or postcopy: switch over after --postcopy-after-rounds pre-copy "
                         "rounds, the destination fetching missing pages on demand")
@@ -377,7 +377,7 @@ def _add_policy(p: argparse.ArgumentParser, m: Any, listed: bool = False) -> Non
     for name, title in (("auto-converge", "auto-converge"), ("dirty-limit", "dirty-limit"),
                         ("post-copy", "post-copy"), ("compression", "XBZRLE and multifd")):
         groups[name] = p.add_argument_group(title)
-    _add_knobs(groups, listed=listed)
+    _add_knobs(groups, listed=listed, skip=skip)
     m.add_argument("--give-up-after", type=_time_inf, metavar="TIME",
                    help="QEMU iterates forever when the dirty rate outruns the link; without --timeout, "
                         "stop simulating (status failed) after this much simulated time (default: 10min, or 20 "
@@ -1073,7 +1073,7 @@ def _add_advise_parser(sub: Any) -> None:
     from .specs import GRAMMAR
 
     a = sub.add_parser(
-        "advise", formatter_class=_Formatter, conflict_handler="resolve",  # its --max-bandwidth: highest tried help="what would make a migration converge (found by simulation)",
+        "advise", formatter_class=_Formatter, help="what would make a migration converge (found by simulation)",
         description="Simulate the migration, then find by simulation what would make it converge: the least "
                     "bandwidth at this downtime limit, the least downtime limit at this bandwidth, whether "
                     "auto-converge does it (and at which CPU throttle the guest ends), whether a per-vCPU dirty "
@@ -1092,7 +1092,7 @@ def _add_advise_parser(sub: Any) -> None:
                    help="stop a bisection when its bracket is this narrow (default 2%%)")
     g.add_argument("--max-probes", type=_positive_int("max-probes", 2), default=12, metavar="N",
                    help="at most N simulations per question (default %(default)s)")
-    g.add_argument("--max-bandwidth-tried", dest="max_bandwidth", type=_rate, default="1Tbit/s", metavar="RATE",
+    g.add_argument("--max-bandwidth-tried", dest="max_bandwidth_tried", type=_rate, default="1Tbit/s", metavar="RATE",
                    help="the highest bandwidth tried (default %(default)s)")
     g.add_argument("--patience", type=_number, default=5.0, metavar="X",
                    help="a setting converges if it switches over within X times the time to send memory once "
@@ -1135,7 +1135,7 @@ def _advise(args: argparse.Namespace, cfg: Any, report: Any) -> Any:
     try:
         return advise(**kw, report=report, questions=questions, tolerance=getattr(args, "tolerance", 0.02),
                       max_probes=getattr(args, "max_probes", 12),
-                      max_bandwidth=getattr(args, "max_bandwidth", "1Tbit/s"),
+                      max_bandwidth=getattr(args, "max_bandwidth_tried", "1Tbit/s"),
                       patience=getattr(args, "patience", 5.0), progress=bar)
     finally:
         if bar is not None:
