@@ -112,18 +112,17 @@ def _time_ticks(axis: Any) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
-def _nice_ticks(vmin: float, vmax: float, count: int = 6) -> List[float]:
-    """About ``count`` round values from vmin to vmax, evenly spaced on a log scale (two significant digits)."""
-    if vmax <= vmin:
+def _nice_ticks(vmin: float, vmax: float) -> List[float]:
+    """Round values from vmin to vmax for a log colour bar: 1, 2, 5 of each decade (only 1 over many decades),
+    or the two ends when no round value lies between them."""
+    if not (vmin > 0 and vmax > vmin):
         return [vmin]
-    out: List[float] = []
-    for i in range(count):
-        v = vmin * (vmax / vmin) ** (i / (count - 1))
-        mag = 10 ** math.floor(math.log10(v))
-        r = round(v / mag, 1) * mag
-        if vmin <= r <= vmax and (not out or r > out[-1] * 1.05):
-            out.append(r)
-    return out
+    for subs in ((1.0, 2.0, 5.0), (1.0, 3.0), (1.0,)):
+        out = [m * 10.0 ** e for e in range(math.floor(math.log10(vmin)), math.ceil(math.log10(vmax)) + 1)
+               for m in subs if vmin <= m * 10.0 ** e <= vmax]
+        if len(out) <= 7:
+            break
+    return out if len(out) >= 2 else [vmin, vmax]
 
 
 def _status(report: Any) -> str:
@@ -347,8 +346,10 @@ def plot_heatmap(results: Sequence[Any], path: Optional[PathLike] = None, *, val
 
         cb = fig.colorbar(image, ax=axes.ravel().tolist(), label=_VALUES[value], shrink=0.9)
         # a handful of labelled ticks across the range (a log scale has few or no decades inside it)
-        cb.set_ticks(_nice_ticks(vmin, vmax))
-        cb.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: fmt(v) if value != "rounds" else f"{v:g}"))
+        ints = list(range(math.ceil(vmin), math.floor(vmax) + 1))
+        cb.set_ticks([float(i) for i in ints] if value == "rounds" and len(ints) <= 8 else _nice_ticks(vmin, vmax))
+        cb.ax.yaxis.set_major_formatter(FuncFormatter(  # round values without trailing zeros: 50 ms, 2 s
+            lambda v, _pos: fmt(v).replace(".00 ", " ").replace(".0 ", " ") if value != "rounds" else f"{v:g}"))
         cb.ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
     fig.suptitle(title or f"Sweep: {_VALUES[value]} by bandwidth and downtime limit", fontsize="medium")
     return _save(fig, path)
