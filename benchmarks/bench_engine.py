@@ -2,7 +2,7 @@
 
 A 64 GiB guest, Hotspot at 1 GiB/s, a 10 Gbit/s link, PML, 4 vCPUs. Reports the
 wall time of each, the simulated guest writes per second of wall time and their
-ratio (the issue's target: the C engine at least 20x faster). The numpy engine
+ratio (the design target: the C engine at least 20x faster). The numpy engine
 must find identical round sizes: that is checked (a correctness check, not a
 timing threshold).
 

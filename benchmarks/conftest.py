@@ -11,7 +11,7 @@ on the command line.
 
 Every benchmark records its time per operation in a session-wide table; the
 ratios (tracker / bare C loop, reference / tracker) are computed from figures
-measured in the same run and printed at the end with the targets of issue 2.
+measured in the same run and printed at the end beside dirtylog's design targets (TARGETS below).
 The targets are reported, never asserted.
 """
 from __future__ import annotations
@@ -52,7 +52,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector):
 
 # ---------------------------------------------------------------------------- workload data
 
-WRITE_BATCH = 1 << 20  # writes per batch (the issue's "batches of 1M")
+WRITE_BATCH = 1 << 20  # writes per batch (batches of 1 M writes)
 BATCHES_PER_ROUND = 4  # a round: harvest (untimed), then this many batches (timed)
 GUESTS = {"4GiB": 1 << 20, "128GiB": 1 << 25, "1TiB": 1 << 28}  # 4 KiB pages
 STREAMS = ("uniform", "skewed", "sequential")
@@ -167,7 +167,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     tr = terminalreporter
     tr.section("dirtylog: tracker vs bare C loop vs numpy reference (best of rounds, same run)")
     cpu = os.cpu_count()
-    tr.write_line(f"({cpu} CPUs; ns per write or per harvest; targets from issue 2, reported, never asserted)")
+    tr.write_line(f"({cpu} CPUs; ns per write or per harvest; targets are design goals, reported, never asserted)")
 
     # write table
     rows: List[List[str]] = []

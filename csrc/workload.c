@@ -38,6 +38,8 @@ typedef struct wl_trace {
     uint64_t *pages;
     size_t *first;   /* group of vCPU j = [first[j], first[j + 1]) */
     size_t n;
+    uint64_t last;   /* time of the last record (ns) */
+    uint64_t period; /* ns; 0: played once. Record i of cycle m is at times[i] + m * period */
 } wl_trace;
 
 typedef struct wl_comp {
@@ -434,6 +436,8 @@ int dl_workload_add_trace(dl_workload *w, const uint64_t *times_ns, const uint64
         return rc;
     wl_trace *tr = &c->u.tr;
     tr->n = n;
+    tr->last = n ? times_ns[n - 1] : 0;
+    tr->period = 0;
     tr->times = malloc((n ? n : 1) * sizeof(uint64_t));
     tr->pages = malloc((n ? n : 1) * sizeof(uint64_t));
     tr->first = calloc((size_t)nv + 1, sizeof(size_t));
@@ -460,6 +464,20 @@ int dl_workload_add_trace(dl_workload *w, const uint64_t *times_ns, const uint64
     free(fill);
     dl_perm_init(&c->perm, 1, 0);
     w->ncomp++;
+    return DL_OK;
+}
+
+int dl_workload_set_trace_period(dl_workload *w, size_t component, uint64_t period_ns)
+{
+    if (!w || component >= w->ncomp)
+        return DL_ERR_INVALID;
+    wl_comp *c = &w->comps[component];
+    if (c->kind != WL_TRACE)
+        return DL_ERR_MODE;
+    wl_trace *tr = &c->u.tr;
+    if (period_ns && (!tr->n || period_ns <= tr->last))
+        return DL_ERR_INVALID;
+    tr->period = period_ns;
     return DL_OK;
 }
 
@@ -500,14 +518,11 @@ static double phases_level(const wl_phases *p, double t)
     return m * p->level[p->n] + p->level[lo] + d * p->rate[lo];
 }
 
-static inline uint64_t trace_threshold_count(const wl_trace *tr, uint32_t j, double t)
+/* Records of vCPU j's group with time < thr. */
+static inline uint64_t trace_below(const wl_trace *tr, uint32_t j, uint64_t thr)
 {
     size_t lo = tr->first[j], hi = tr->first[j + 1];
-    double x = t * 1e9;
-    if (x >= 0x1p64)
-        return hi - lo;
-    uint64_t thr = (uint64_t)ceil(x); /* records with time < t * 1e9 */
-    size_t a = lo, b = hi;            /* first index with times[i] >= thr */
+    size_t a = lo, b = hi; /* first index with times[i] >= thr */
     while (a < b) {
         size_t mid = a + (b - a) / 2;
         if (tr->times[mid] < thr)
@@ -518,14 +533,50 @@ static inline uint64_t trace_threshold_count(const wl_trace *tr, uint32_t j, dou
     return a - lo;
 }
 
+/* Records of vCPU j before guest time t (all cycles of a repeating trace). Every
+ * cycle before the one holding t * 1e9 is complete, as the period exceeds the last
+ * record's time. DL_ERR_RANGE past 2^62 writes. */
+static int trace_count_at(const wl_trace *tr, uint32_t j, double t, uint64_t *out)
+{
+    uint64_t len = tr->first[j + 1] - tr->first[j];
+    double x = t * 1e9;
+    if (!tr->period) {
+        *out = x >= 0x1p64 ? len : trace_below(tr, j, (uint64_t)ceil(x));
+        return DL_OK;
+    }
+    if (!(x < 0x1p63))
+        return DL_ERR_RANGE;
+    uint64_t thr = (uint64_t)ceil(x); /* records with time < t * 1e9 */
+    uint64_t m = thr / tr->period;
+    if (len && m >= (uint64_t)WL_MAX_LEVEL / len)
+        return DL_ERR_RANGE;
+    *out = m * len + trace_below(tr, j, thr - m * tr->period);
+    return DL_OK;
+}
+
+/* Pages of vCPU j's records k .. k + n - 1 (a repeating trace wraps around its group). */
+static void fill_trace(const wl_trace *tr, uint32_t j, uint64_t k, size_t n, uint64_t *out)
+{
+    const uint64_t *g = tr->pages + tr->first[j];
+    uint64_t len = tr->first[j + 1] - tr->first[j];
+    if (!n || !len)
+        return;
+    uint64_t i = tr->period ? k % len : k;
+    while (n) {
+        size_t m = (uint64_t)n < len - i ? n : (size_t)(len - i);
+        memcpy(out, g + i, m * sizeof(uint64_t));
+        out += m;
+        n -= m;
+        i = 0;
+    }
+}
+
 /* W_cj(t): the writes of component c, vCPU j, in [0, t). DL_ERR_RANGE past 2^62. */
 static int comp_count_at(const wl_comp *c, uint32_t j, double t, uint64_t *out)
 {
     double x;
-    if (c->kind == WL_TRACE) {
-        *out = trace_threshold_count(&c->u.tr, j, t);
-        return DL_OK;
-    }
+    if (c->kind == WL_TRACE)
+        return trace_count_at(&c->u.tr, j, t, out);
     if (c->kind == WL_PHASES) {
         /* a repeating cycle is located with doubles: past 2^52 cycles they cannot count it */
         if (c->u.ph.repeat && !(t / c->u.ph.cycle < WL_MAX_CYCLES))
@@ -691,7 +742,7 @@ static void comp_fill(const dl_workload *w, const wl_comp *c, uint32_t j, uint64
         fill_phases(c, w->pages, j, vcpu_key(c, j), k, n, out);
         break;
     default: /* WL_TRACE */
-        memcpy(out, c->u.tr.pages + c->u.tr.first[j] + k, n * sizeof(uint64_t));
+        fill_trace(&c->u.tr, j, k, n, out);
         break;
     }
 }
@@ -766,8 +817,16 @@ static uint64_t run_one(const dl_workload *w, dl_tracker *t, uint32_t j, double 
         const wl_comp *c = &w->comps[i];
         uint64_t k0 = 0, k1 = 0;
         comp_span(c, j, t0, t1, &k0, &k1);
-        if (c->kind == WL_TRACE && k1 > k0) { /* already materialized: no copy */
-            dl__tracker_write_unchecked(t, j, c->u.tr.pages + c->u.tr.first[j] + k0, (size_t)(k1 - k0));
+        if (c->kind == WL_TRACE) { /* already materialized: no copy */
+            const wl_trace *tr = &c->u.tr;
+            const uint64_t *g = tr->pages + tr->first[j];
+            uint64_t len = tr->first[j + 1] - tr->first[j];
+            for (uint64_t k = k0; k < k1;) {
+                uint64_t i = tr->period ? k % len : k;
+                uint64_t m = k1 - k < len - i ? k1 - k : len - i;
+                dl__tracker_write_unchecked(t, j, g + i, (size_t)m);
+                k += m;
+            }
             done += k1 - k0;
             continue;
         }

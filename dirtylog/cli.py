@@ -550,10 +550,10 @@ def build_parser() -> argparse.ArgumentParser:
     # bench ------------------------------------------------------------------------------------
     b = sub.add_parser(
         "bench", formatter_class=_Formatter, help="run the benchmark suite and print the ratio table",
-        description="Run the benchmark suite (pytest-benchmark, in benchmarks/ of a source checkout), which "
+        description="Run the benchmark suite (pytest-benchmark; installed with dirtylog, needs the test extra), which "
                     "ends with its ratio table: each measurement against its baseline from the same run. "
                     "Arguments after '--' go to pytest (e.g. dirtylog bench -- -k harvest).")
-    b.add_argument("--benchmarks", metavar="DIR", help="the benchmarks folder (default: the source tree's)")
+    b.add_argument("--benchmarks", metavar="DIR", help="the benchmarks folder (default: the one installed with dirtylog)")
     b.add_argument("--save-json", metavar="FILE", help="keep pytest-benchmark's JSON results in FILE")
     b.add_argument("pytest_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     b.set_defaults(func=cmd_bench)
@@ -1205,35 +1205,44 @@ def cmd_advise(args: argparse.Namespace) -> int:
 
 
 def _benchmarks_dir(given: Optional[str]) -> Optional[Path]:
+    """The benchmark suite: --benchmarks DIR, the copy installed with the package, or a checkout's."""
     if given:
         return Path(given)
     import dirtylog
 
     for pkg in getattr(dirtylog, "__path__", []):
-        cand = Path(pkg).resolve().parent / "benchmarks"
-        if cand.is_dir() and any(cand.glob("*.py")) and (cand.parent / "pyproject.toml").is_file():
-            return cand
+        installed = Path(pkg).resolve() / "benchmarks"  # shipped in the wheel
+        checkout = Path(pkg).resolve().parent / "benchmarks"  # an editable install's source tree
+        for cand in (installed, checkout):
+            if cand.is_dir() and any(cand.glob("bench_*.py")) and (cand / "conftest.py").is_file():
+                return cand
     return None
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     bdir = _benchmarks_dir(args.benchmarks)
     if bdir is None or not bdir.is_dir():
-        raise UsageError("the benchmark suite is not available: it lives in benchmarks/ of a source checkout, not in "
-                         "an installed wheel; run 'dirtylog bench' from a checkout installed with "
-                         "pip install -e '.[test]', or pass --benchmarks DIR")
+        where = f"{args.benchmarks} is not a folder" if args.benchmarks else "no benchmarks/ beside the package"
+        raise UsageError(f"the benchmark suite is not available ({where}); reinstall dirtylog (pip install "
+                         "'dirtylog[test]'), which ships it, or pass --benchmarks DIR")
     if importlib.util.find_spec("pytest") is None or importlib.util.find_spec("pytest_benchmark") is None:
         raise UsageError("the benchmarks need pytest and pytest-benchmark: pip install 'dirtylog[test]'")
     extra = list(args.pytest_args or [])
     if extra and extra[0] == "--":
         extra = extra[1:]
-    cmd = [sys.executable, "-m", "pytest", str(bdir), "--benchmark-only", "-p", "no:cacheprovider", *extra]
+    bdir = bdir.resolve()
+    # The suite's own folder is the working directory and pytest's rootdir, and no
+    # configuration file is read: `python -m` puts the working directory first on sys.path,
+    # so run from a source checkout it would import the source tree (without the compiled
+    # core) instead of the installed package; and a project's pytest settings must not apply.
+    cmd = [sys.executable, "-m", "pytest", str(bdir), "--benchmark-only", "-p", "no:cacheprovider",
+           "--rootdir", str(bdir), "-c", os.devnull, *extra]
     if args.save_json:
-        cmd.append(f"--benchmark-json={args.save_json}")
+        cmd.append(f"--benchmark-json={os.path.abspath(args.save_json)}")
     print("running: " + " ".join(cmd), file=sys.stderr)
     sys.stdout.flush()
     # The suite prints its ratio table (measured against its baselines in the same run) at the end.
-    rc = subprocess.call(cmd, cwd=str(bdir.parent))
+    rc = subprocess.call(cmd, cwd=str(bdir))
     if rc == 5:
         print(f"{PROG} bench: no benchmark was collected in {bdir}", file=sys.stderr)
     return 0 if rc == 0 else 1

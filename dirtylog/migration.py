@@ -50,7 +50,7 @@ from .units import format_size, format_time, parse_size, parse_time
 __all__ = ["Migration", "simulate"]
 
 GIB = 1 << 30
-_ABSENT = 0xFFFFFFFF
+_ABSENT = int(lib.DL_ABSENT)  # csrc/include/dirtylog/engine.h
 _TRACKERS = ("wp", "pml", "ring", "clear")
 
 
@@ -339,6 +339,12 @@ class Migration:
 
     def _event(self, kind: str, **detail: Any) -> None:
         self.events.append({"time": self.clock, "event": kind, **detail})
+        if kind in ("completed", "failed", "lost"):  # every end of a migration passes here once
+            guest = float(self._engine_state().guest_clock)
+            for leaf in self.workload._leaves() if self.workload is not None else []:
+                check_covers = getattr(leaf, "check_covers", None)  # a Trace played once
+                if check_covers is not None:
+                    check_covers(guest)
 
     # -- stepping ------------------------------------------------------------------
     def advance(self, dt: Union[float, str]) -> "Migration":

@@ -23,7 +23,9 @@ count (``5000/s``) or a bare number (pages/s). Fractions are ``0.1`` or ``10%``.
                     a moving working set; PHASE is ``DURATION:SET:RATE`` (``2s:25%:1GiB/s``:
                     for 2 s, write 25 % of memory at 1 GiB/s; SET is a fraction, a percentage, a
                     size or a page count); ``repeat=yes|no`` (default yes); ``seed=N``
-``trace:FILE``      replay recorded writes (.npy, .npz or .csv; see dirtylog.trace)
+``trace:FILE``      replay recorded writes (.npy, .npz or .csv; see dirtylog.trace);
+                    ``repeat=yes`` replays them over and over (``repeat=PERIOD``, e.g. ``10s``,
+                    sets the period), otherwise the guest idles after the last record
 ``curve:FILE``      a DirtyCurve fitted to a measured curve: the JSON that ``dirtylog curve
                     --json FILE`` writes, or a CSV of ``window,dirty_pages`` rows with
                     ``total=PAGES``
@@ -68,7 +70,10 @@ workload spec: KIND[:ARG,...][+KIND[:ARG,...]...]   (terms joined by + are summe
                                        a wrapping sweep (QEMU's migration-test guest)
   workingset:DUR:SET:RATE[,DUR:SET:RATE...][,repeat=yes][,seed=N]
                                        a moving working set, e.g. 2s:25%:1GiB/s
-  trace:FILE                           replay recorded writes (.npy/.npz/.csv)
+  trace:FILE[,repeat=yes|PERIOD]       replay recorded writes (.csv with a header line
+                                       time_ns,page[,vcpu] then one write per line:
+                                       guest time in ns, page index, vCPU; or .npy/.npz
+                                       with those columns); repeat=yes replays them
   curve:FILE[,total=PAGES]             fit a measured dirty curve (JSON from
                                        'dirtylog curve --json', or CSV window,dirty_pages)
   dirty-rate:RATE[@WINDOW][,set=ALL][,seed=N]
@@ -220,7 +225,20 @@ def _build_trace(o: Dict[str, str], where: str, seed: Optional[int]) -> Any:
         raise ConfigError(f"{where}: give the trace file, e.g. trace:writes.npz")
     if not os.path.exists(path):
         raise ConfigError(f"{where}: no such trace file {path!r}")
-    return Trace(path)
+    repeat: Any = False
+    if "repeat" in o:
+        text = o["repeat"].strip()
+        if text.lower() in ("1", "yes", "true", "on", "y", "0", "no", "false", "off", "n"):
+            repeat = _bool(text, "repeat", where)
+        else:  # a period
+            from .units import parse_time
+
+            try:
+                repeat = parse_time(text, name="repeat", allow_zero=False)
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"{where}: repeat={text!r} is neither yes/no nor a period such as 10s ({exc})") \
+                    from None
+    return Trace(path, repeat=repeat)
 
 
 def _build_curve(o: Dict[str, str], where: str, seed: Optional[int]) -> Any:
@@ -310,7 +328,7 @@ _KINDS: Dict[str, _Kind] = {
     "sequential": _Kind(("rate", "start", "length", "stride"), 1, ("rate", "start", "length", "stride"),
                         _build_sequential),
     "workingset": _Kind(("phase",), 1, ("repeat", "seed"), _build_workingset, has_rate=False, repeated=True),
-    "trace": _Kind(("file",), 1, ("file",), _build_trace, has_rate=False, raw=True),
+    "trace": _Kind(("file",), 1, ("file", "repeat"), _build_trace, has_rate=False, raw=True),
     "curve": _Kind(("file",), 1, ("file", "total", "seed"), _build_curve, has_rate=False),
     "dirty-rate": _Kind(("rate",), 1, ("rate", "window", "set", "seed"), _build_dirty_rate,
                         aliases={"working_set": "set"}),
@@ -368,8 +386,22 @@ def parse_terms(spec: str) -> List[Term]:
         kind, k = _kind(name.strip(), spec)
         where = f"workload {raw!r}"
         if k.raw:
-            args: Tuple[str, ...] = (rest.strip(),) if rest.strip() else ()
-            terms.append(Term(kind, args, (), raw))
+            # The argument is a file name (commas allowed); trailing NAME=VALUE items that name
+            # one of the kind's options are options.
+            raw_opts: List[Tuple[str, str]] = []
+            body = rest
+            while "," in body:
+                head, _, tail = body.rpartition(",")
+                key, eq, value = tail.partition("=")
+                key = key.strip().lower()
+                if not eq or key not in k.options or key in k.positional:
+                    break
+                if any(n == key for n, _ in raw_opts):
+                    raise ConfigError(f"{where}: {key} is given twice")
+                raw_opts.insert(0, (key, value.strip()))
+                body = head
+            args: Tuple[str, ...] = (body.strip(),) if body.strip() else ()
+            terms.append(Term(kind, args, tuple(raw_opts), raw))
             continue
         pos: List[str] = []
         opts: List[Tuple[str, str]] = []

@@ -21,9 +21,10 @@ uint32, and :func:`load_trace` returns the same, so a trace round-trips exactly.
 """
 from __future__ import annotations
 
+import array
 import csv
-import io
 import os
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -208,64 +209,71 @@ def _parse_int(text: str, name: str, source: str, record: int, line: int) -> int
     return v
 
 
-def _from_csv(path: PathLike, source: str) -> TraceData:
-    with open(os.fspath(path), newline="") as f:
-        text = f.read()
-    reader = csv.reader(io.StringIO(text))
-    header = None
-    first_line = 0
-    for row in reader:
-        first_line = reader.line_num
-        if row and any(c.strip() for c in row):
+def _csv_header(f: Any, source: str) -> "tuple[list[str], int]":
+    """The header's column names and its line number (1-based); skips blank lines before it."""
+    line_no = 0
+    for line in f:
+        line_no += 1
+        if line.strip():
+            row = next(csv.reader([line]), [])
             header = [c.strip().lower() for c in row]
             break
-    if header is None:
+    else:
         raise ConfigError(f"{source}: the file is empty; it needs a header line such as 'time_ns,page,vcpu'")
     unknown = [c for c in header if c not in _REQUIRED + _OPTIONAL]
     missing = [c for c in _REQUIRED if c not in header]
     if unknown or missing or len(set(header)) != len(header):
         raise ConfigError(
-            f"{source}: line {first_line}: bad header {','.join(header)!r}; it must name the columns "
+            f"{source}: line {line_no}: bad header {','.join(header)!r}; it must name the columns "
             "time_ns and page, and optionally vcpu, each once (e.g. 'time_ns,page,vcpu')"
         )
+    return header, line_no
+
+
+def _csv_columns(data: np.ndarray, header: "list[str]", source: str) -> TraceData:
+    cols = {name: data[:, i] for i, name in enumerate(header)}
+    return check_trace(cols["time_ns"], cols["page"], cols.get("vcpu"), source=source)
+
+
+def _from_csv(path: PathLike, source: str) -> TraceData:
+    with open(os.fspath(path)) as f:
+        header, header_line = _csv_header(f, source)
     width = len(header)
-    cols = {name: i for i, name in enumerate(header)}
-    # Fast path: a clean file of non-negative integers.
-    body = [row for row in csv.reader(io.StringIO(text))][first_line:]
+    # Fast path: numpy's C parser on a clean file of non-negative integers, read in chunks
+    # (memory: the result, 8 bytes per value, and one chunk of text).
     try:
-        rows = [r for r in body if r and any(c.strip() for c in r)]
-        if all(len(r) == width for r in rows):
-            data = np.array(rows, dtype=np.uint64).reshape(-1, width) if rows else np.zeros((0, width), np.uint64)
-            if not any(c.strip().startswith("-") for r in rows for c in r):
-                return check_trace(
-                    data[:, cols["time_ns"]],
-                    data[:, cols["page"]],
-                    data[:, cols["vcpu"]] if "vcpu" in cols else None,
-                    source=source,
-                )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "input contained no data": an empty body is fine
+            data: Optional[np.ndarray] = np.loadtxt(os.fspath(path), dtype=np.uint64, delimiter=",", comments=None,
+                                                    skiprows=header_line, ndmin=2)
     except (ValueError, OverflowError):
-        pass
-    # Slow path: find the first bad record and say what is wrong with it.
-    values: dict = {name: [] for name in header}
+        data = None
+    if data is not None and data.size == 0:
+        data = np.zeros((0, width), dtype=np.uint64)
+    if data is not None and data.shape[1] == width:
+        return _csv_columns(data, header, source)
+    # Slow path (a file the fast path rejects): parse record by record, then either accept
+    # what numpy's parser would not (blank-looking lines, quoted or signed numbers) or name
+    # the first bad record and what is wrong with it.
+    values = [array.array("Q") for _ in header]
     record = 0
-    reader = csv.reader(io.StringIO(text))
-    for row in reader:
-        if reader.line_num <= first_line or not row or not any(c.strip() for c in row):
-            continue
-        if len(row) != width:
-            raise ConfigError(
-                f"{source}: record {record} (line {reader.line_num}): {len(row)} fields, expected {width} "
-                f"({','.join(header)})"
-            )
-        for name, cell in zip(header, row):
-            values[name].append(_parse_int(cell, name, source, record, reader.line_num))
-        record += 1
-    return check_trace(
-        np.array(values["time_ns"], dtype=np.uint64),
-        np.array(values["page"], dtype=np.uint64),
-        np.array(values["vcpu"], dtype=np.uint64) if "vcpu" in values else None,
-        source=source,
-    )
+    with open(os.fspath(path), newline="") as f:
+        reader = csv.reader(f)
+        for row in reader:
+            if reader.line_num <= header_line or not row or not any(c.strip() for c in row):
+                continue
+            if len(row) != width:
+                raise ConfigError(
+                    f"{source}: record {record} (line {reader.line_num}): {len(row)} fields, expected {width} "
+                    f"({','.join(header)})"
+                )
+            for col, name, cell in zip(values, header, row):
+                col.append(_parse_int(cell, name, source, record, reader.line_num))
+            record += 1
+    data = np.empty((record, width), dtype=np.uint64)
+    for i, col in enumerate(values):
+        data[:, i] = np.frombuffer(col, dtype=np.uint64) if record else 0
+    return _csv_columns(data, header, source)
 
 
 def load_trace(path: PathLike) -> TraceData:

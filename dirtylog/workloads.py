@@ -762,7 +762,15 @@ class Trace(Workload):
     0, columns present and of one length); pages and vCPUs are checked against
     the guest when bound. The writes of ``[t0, t1)`` are the records with
     ``t0 * 1e9 <= time_ns < t1 * 1e9``. Without a vCPU column, record i belongs
-    to vCPU ``i % vcpus``. Nothing is written after the last record.
+    to vCPU ``i % vcpus``.
+
+    Nothing is written after the last record (a migration that outlasts the trace
+    warns that the guest was idle from then on), unless ``repeat`` is given:
+    ``repeat=True`` replays the records over and over with a period of the last
+    record's time plus the mean gap between records (so evenly spaced records stay
+    evenly spaced across cycles); ``repeat="10s"`` (a time, seconds if a number)
+    sets the period, which must be longer than the last record's time. Record i of
+    cycle m is then written at ``time_ns[i] + m * period``.
     """
 
     def __init__(
@@ -772,6 +780,7 @@ class Trace(Workload):
         time_ns: Any = None,
         pages: Any = None,
         vcpus: Any = None,
+        repeat: Union[bool, TimeLike] = False,
     ) -> None:
         super().__init__()
         if path is not None:
@@ -792,6 +801,33 @@ class Trace(Workload):
         for arr in (self.data.time_ns, self.data.page, self.data.vcpu):
             if arr is not None:
                 arr.setflags(write=False)
+        self._period_ns = self._repeat_period(repeat)
+
+    def _repeat_period(self, repeat: Union[bool, TimeLike]) -> int:
+        """The repeat period in ns (0: played once) for ``repeat``."""
+        if repeat is None or repeat is False:
+            return 0
+        t = self.data.time_ns
+        last = int(t[-1]) if t.size else 0
+        if repeat is True:
+            if t.size < 2 or int(t[0]) == last:
+                raise ConfigError(
+                    f"{self._source}: repeat=True needs records spread over time to take the period from "
+                    f"({t.size} record(s), {'none' if not t.size else 'all at ' + str(last) + ' ns'}); "
+                    "give the period instead, e.g. repeat='1s'"
+                )
+            gap = (last - int(t[0]) + t.size - 2) // (t.size - 1)  # the mean gap, rounded up
+            return last + max(1, gap)
+        if not t.size:
+            raise ConfigError(f"{self._source}: an empty trace cannot repeat")
+        period = parse_time(repeat, name="repeat", allow_zero=False)
+        period_ns = int(round(period * 1e9))
+        if period_ns <= last:
+            raise ConfigError(
+                f"{self._source}: the repeat period {period:g} s must be longer than the last record's time "
+                f"({last / 1e9:g} s)"
+            )
+        return period_ns
 
     @property
     def records(self) -> int:
@@ -802,13 +838,35 @@ class Trace(Workload):
         """Guest time of the last record, in seconds."""
         return self.data.duration
 
+    @property
+    def period(self) -> Optional[float]:
+        """The repeat period in seconds, or None for a trace played once."""
+        return self._period_ns / 1e9 if self._period_ns else None
+
     def _params(self) -> str:
-        return repr(self.path) if self.path else f"<{self.records} records>"
+        base = repr(self.path) if self.path else f"<{self.records} records>"
+        return base + (f", repeat={self._period_ns / 1e9:g}" if self._period_ns else "")
 
     def write_rate(self, pages: Optional[int] = None, page_size: int = 4096) -> float:
-        """Records per second over ``[0, last record]`` (0 for an empty or instantaneous trace)."""
+        """Records per second: over one period if it repeats, else over ``[0, last record]``.
+
+        0 for an empty or instantaneous trace played once.
+        """
+        if self._period_ns:
+            return self.records / (self._period_ns / 1e9)
         d = self.duration
         return self.records / d if d > 0 else 0.0
+
+    def check_covers(self, seconds: float) -> None:
+        """Warn if a trace played once ends before ``seconds`` of guest time (the guest idles after it)."""
+        if self._period_ns or not self.records or self.duration >= seconds:
+            return
+        warnings.warn(
+            f"{self._source}: the trace ends at {self.duration:.3g} s of guest time but the guest ran for "
+            f"{seconds:.3g} s; it wrote nothing after the trace's end. Replay it with repeat=True "
+            "(Trace(..., repeat=True), or trace:FILE,repeat=yes)",
+            stacklevel=2,
+        )
 
     def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
         """Write the records to ``path`` (format from its suffix)."""
@@ -821,6 +879,9 @@ class Trace(Workload):
         vp = ffi.NULL if d.vcpu is None else ffi.from_buffer("uint32_t[]", d.vcpu)
         rc = lib.dl_workload_add_trace(bw._w, _u64ptr(d.time_ns), _u64ptr(d.page), vp, len(d), bad)
         check(rc, f"{self._source}: record {int(bad[0])}" if rc in (lib.DL_ERR_RANGE, lib.DL_ERR_INVALID) else "Trace")
+        if self._period_ns:
+            comp = lib.dl_workload_components(bw._w) - 1
+            check(lib.dl_workload_set_trace_period(bw._w, comp, self._period_ns), f"{self._source}: repeat")
 
 
 class DirtyCurve(Workload):
@@ -919,6 +980,14 @@ class DirtyCurve(Workload):
         for arr in (fit.class_pages, fit.class_rates, t, y):
             arr.setflags(write=False)
         self._fit: ClassFit = fit
+        if t.size == 1:
+            # One window cannot show how the dirty set grows with the window length.
+            warnings.warn(
+                f"DirtyCurve: a curve of one window ({y[0]:,.0f} pages in {t[0]:g} s) is fitted as a fixed "
+                f"working set of {int(fit.class_pages.sum()):,} pages; measure two or more window lengths "
+                "(e.g. dirtylog curve --windows 0.1s,1s,10s) for a curve that grows with the window",
+                stacklevel=2,
+            )
         if sampled_pages is None:
             if fit.fit_error > 0.05:
                 warnings.warn(

@@ -301,7 +301,7 @@ def test_sweep_table_csv_and_json(capsys, tmp_path):
 
 def test_bench_without_a_suite_says_so(capsys, tmp_path):
     rc, out, err = run(capsys, "bench", "--benchmarks", str(tmp_path / "none"))
-    assert rc == 2 and "source checkout" in err
+    assert rc == 2 and "not a folder" in err and "--benchmarks DIR" in err
 
 
 def test_python_m_dirtylog_simulate(tmp_path):

@@ -130,6 +130,30 @@ def test_c_program_runs_a_tracker_through_the_c_api(tmp_path):
     assert lines[-1].startswith("workload wrote 1000 pages, ")
 
 
+def _public_headers():
+    inc = Path(embed.get_include())
+    return [inc / "dirtylog.h", *sorted((inc / "dirtylog").glob("*.h"))]
+
+
+@pytest.mark.parametrize("std", ["c99", "c11"])
+def test_public_headers_compile_clean_with_pedantic(std, tmp_path):
+    """Each installed public header, on its own, is ISO C (no extensions, no int-overflowing enumerators)."""
+    cc = _compiler()
+    headers = _public_headers()
+    assert len(headers) >= 6
+    for h in headers:
+        cmd = [cc, f"-std={std}", "-pedantic", "-Werror", "-Wall", "-Wextra", "-fsyntax-only",
+               f"-I{embed.get_include()}", "-x", "c", str(h)]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert r.returncode == 0, f"{' '.join(cmd)}\n{r.stderr}"
+
+
+def test_absent_version_is_all_ones_in_c_and_python():
+    from dirtylog._lib import lib
+
+    assert lib.DL_ABSENT == 0xFFFFFFFF
+
+
 def _strerror_range() -> str:
     from dirtylog._lib import ffi, lib
 

@@ -4,7 +4,9 @@ Usage: build_ffi.py OUTPUT.c HEADER.h [HEADER.h ...]
 
 The declarations fed to cffi are the parts of each public header between the
 markers ``DL_CDEF_BEGIN`` and ``DL_CDEF_END``, with preprocessor lines removed,
-so the headers stay the single source of truth for the binding.
+so the headers stay the single source of truth for the binding. A constant
+defined there as a macro (``#define DL_NAME value``) is declared to cffi as
+``#define DL_NAME ...``: cffi takes its value from the compiled header.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import cffi
 
 BEGIN = "DL_CDEF_BEGIN"
 END = "DL_CDEF_END"
+_DEFINE = re.compile(r"\s*#\s*define\s+(DL_[A-Z0-9_]+)\s+\S")
 
 
 def extract_cdef(text: str, name: str) -> str:
@@ -25,7 +28,13 @@ def extract_cdef(text: str, name: str) -> str:
         raise SystemExit(f"{name}: missing {BEGIN}/{END} markers")
     body = text[text.index("\n", start) + 1 : stop]
     body = body[: body.rfind("\n") + 1] if "\n" in body else ""
-    lines = [ln for ln in body.splitlines() if not ln.lstrip().startswith("#")]
+    lines = []
+    for ln in body.splitlines():
+        m = _DEFINE.match(ln)
+        if m:
+            lines.append(f"#define {m.group(1)} ...")
+        elif not ln.lstrip().startswith("#"):
+            lines.append(ln)
     # cffi does not understand these qualifiers in declarations.
     out = "\n".join(lines)
     out = re.sub(r"\bDL_API\b", "", out)

@@ -50,8 +50,9 @@ extern "C" {
 
 struct dl_workload;
 
-/* Version value of a page the destination does not hold. */
-enum { DL_ABSENT = 0xFFFFFFFF };
+/* Version value of a page the destination does not hold (a macro: ISO C limits
+ * enumerators to the range of int). */
+#define DL_ABSENT UINT32_C(0xFFFFFFFF)
 
 typedef struct dl_engine_config {
     double bandwidth;        /* link bytes per second (> 0) */

@@ -55,7 +55,9 @@
  *   trace       recorded writes (time in ns, page, vCPU) replayed: a record is
  *               in the slice iff t0 * 1e9 <= time < t1 * 1e9 (in integers:
  *               ceil(t0 * 1e9) <= time < ceil(t1 * 1e9)). Without a vCPU column
- *               record i belongs to vCPU i mod vcpus. Nothing after the last record.
+ *               record i belongs to vCPU i mod vcpus. Nothing after the last
+ *               record, unless a period P is set (dl_workload_set_trace_period):
+ *               then the records repeat, record i of cycle m at time + m * P.
  *
  * Order of application in dl_workload_run and dl_workload_generate: vCPU by
  * vCPU (0, 1, ...), and within a vCPU component by component in the order they
@@ -129,6 +131,12 @@ int dl_workload_add_classes(dl_workload *w, const uint64_t *class_pages, const d
  * DL_ERR_INVALID *bad (if not NULL) gets the first bad record's index. */
 int dl_workload_add_trace(dl_workload *w, const uint64_t *times_ns, const uint64_t *pages,
                           const uint32_t *vcpus, size_t n, size_t *bad);
+/* Makes trace component `component` (0 .. dl_workload_components() - 1) repeat
+ * every period_ns nanoseconds: record i of cycle m is at times_ns[i] + m * period_ns.
+ * The period must exceed the last record's time (DL_ERR_INVALID otherwise, or for
+ * an empty trace); 0 plays the trace once. DL_ERR_MODE if the component is not a
+ * trace. */
+int dl_workload_set_trace_period(dl_workload *w, size_t component, uint64_t period_ns);
 
 /* The number of writes vCPU `vcpu` makes in the slice [t0, t1) of guest time
  * (0 <= t0 <= t1, finite; DL_ERR_INVALID otherwise, DL_ERR_RANGE if a stream
