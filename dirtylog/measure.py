@@ -52,18 +52,20 @@ SAMPLE_PAGES_MIN, SAMPLE_PAGES_MAX = 128, 16384  # QEMU's MIN/MAX_SAMPLE_PAGE_CO
 class DirtyRateResult:
     """One measurement, with the fields of QEMU's ``query-dirty-rate`` (rates in MiB/s).
 
-    dirty_rate_mib_s  the dirty rate
-    dirty_pages       dirty pages in the window (the estimate for page-sampling; the
-                      ring entries pushed for dirty-ring)
-    window            the window (calc-time), in seconds
-    mode              "page-sampling", "dirty-bitmap" or "dirty-ring"
-    sample_pages      sampled pages per GiB (page-sampling), else 0
-    vcpu_rates        MiB/s of each vCPU (dirty-ring), else None
-    stderr_mib_s      standard error of the estimate (page-sampling), else 0
-    sampled           pages actually sampled (page-sampling), else 0
-    total_pages       pages of the guest
-    page_size         bytes per page
-    start             guest time at which the window started (s)
+    Fields::
+
+        dirty_rate_mib_s  the dirty rate
+        dirty_pages       dirty pages in the window (the estimate for page-sampling; the
+                          ring entries pushed for dirty-ring)
+        window            the window (calc-time), in seconds
+        mode              "page-sampling", "dirty-bitmap" or "dirty-ring"
+        sample_pages      sampled pages per GiB (page-sampling), else 0
+        vcpu_rates        MiB/s of each vCPU (dirty-ring), else None
+        stderr_mib_s      standard error of the estimate (page-sampling), else 0
+        sampled           pages actually sampled (page-sampling), else 0
+        total_pages       pages of the guest
+        page_size         bytes per page
+        start             guest time at which the window started (s)
     """
 
     dirty_rate_mib_s: float
@@ -94,11 +96,13 @@ class DirtyRateResult:
 class DirtyCurveResult:
     """Distinct dirty pages per window, each window from a clean state at ``start``.
 
-    windows       window lengths (s), in the order asked
-    dirty_pages   distinct dirty pages in each (estimates scaled to all of memory in
-                  page-sampling mode)
-    sample_dirty  page-sampling: dirty pages counted in the sample, else None
-    sampled       page-sampling: pages in the sample, else None
+    Fields::
+
+        windows       window lengths (s), in the order asked
+        dirty_pages   distinct dirty pages in each (estimates scaled to all of memory in
+                      page-sampling mode)
+        sample_dirty  page-sampling: dirty pages counted in the sample, else None
+        sampled       page-sampling: pages in the sample, else None
     """
 
     windows: np.ndarray

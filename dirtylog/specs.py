@@ -11,32 +11,32 @@ abbreviated to any unique prefix. Rates are page writes per second of guest
 time: a byte rate (``1GiB/s``: that many bytes of 4 KiB pages per second), a
 count (``5000/s``) or a bare number (pages/s). Fractions are ``0.1`` or ``10%``.
 
-==================  =========================================================================
-``idle[:RATE]``     an idle guest, uniform writes at RATE (default 50 pages/s)
-``uniform:RATE``    writes spread uniformly over memory; ``seed=N``
-``hotspot:RATE``    ``hot=FRACTION`` of memory (default 10%) takes ``share=FRACTION`` of the
-                    writes (default 90%); hot pages scattered over memory; ``seed=N``
-``zipf:RATE``       Zipf-distributed writes, ``s=EXPONENT`` (default 1.0); ``seed=N``
-``sequential:RATE`` a wrapping sweep over ``start=PAGE|SIZE`` (default 0) ``length=PAGES|SIZE|
-                    FRACTION`` (default: to the end of memory), ``stride=N`` (default 1)
+=============================  =========================================================================
+``idle[:RATE]``                an idle guest, uniform writes at RATE (default 50 pages/s)
+``uniform:RATE``               writes spread uniformly over memory; ``seed=N``
+``hotspot:RATE``               ``hot=FRACTION`` of memory (default 10%) takes ``share=FRACTION`` of the
+                               writes (default 90%); hot pages scattered over memory; ``seed=N``
+``zipf:RATE``                  Zipf-distributed writes, ``s=EXPONENT`` (default 1.0); ``seed=N``
+``sequential:RATE``            a wrapping sweep over ``start=PAGE|SIZE`` (default 0) ``length=PAGES|SIZE|
+                               FRACTION`` (default: to the end of memory), ``stride=N`` (default 1)
 ``workingset:PHASE,PHASE...``
-                    a moving working set; PHASE is ``DURATION:SET:RATE`` (``2s:25%:1GiB/s``:
-                    for 2 s, write 25 % of memory at 1 GiB/s; SET is a fraction, a percentage, a
-                    size or a page count); ``repeat=yes|no`` (default yes); ``seed=N``
-``trace:FILE``      replay recorded writes (.npy, .npz or .csv; see dirtylog.trace);
-                    ``repeat=yes`` replays them over and over (``repeat=PERIOD``, e.g. ``10s``,
-                    sets the period), otherwise the guest idles after the last record
-``curve:FILE``      a DirtyCurve fitted to a measured curve: the JSON that ``dirtylog curve
-                    --json FILE`` writes, or a CSV of ``window,dirty_pages`` rows with
-                    ``total=PAGES``
+                               a moving working set; PHASE is ``DURATION:SET:RATE`` (``2s:25%:1GiB/s``:
+                               for 2 s, write 25 % of memory at 1 GiB/s; SET is a fraction, a percentage, a
+                               size or a page count); ``repeat=yes|no`` (default yes); ``seed=N``
+``trace:FILE``                 replay recorded writes (.npy, .npz or .csv; see dirtylog.trace);
+                               ``repeat=yes`` replays them over and over (``repeat=PERIOD``, e.g. ``10s``,
+                               sets the period), otherwise the guest idles after the last record
+``curve:FILE``                 a DirtyCurve fitted to a measured curve: the JSON that ``dirtylog curve
+                               --json FILE`` writes, or a CSV of ``window,dirty_pages`` rows with
+                               ``total=PAGES``
 ``dirty-rate:RATE@WINDOW``
-                    a DirtyRate: a dirty rate as calc-dirty-rate measures it (distinct pages
-                    dirtied per second over WINDOW, default 1s); ``set=FRACTION|SIZE`` (the
-                    working set the writes stay in, default all memory); ``seed=N``
+                               a DirtyRate: a dirty rate as calc-dirty-rate measures it (distinct pages
+                               dirtied per second over WINDOW, default 1s); ``set=FRACTION|SIZE`` (the
+                               working set the writes stay in, default all memory); ``seed=N``
 ``qemu-dirty-rate:FILE``
-                    a DirtyRate read from QEMU's query-dirty-rate JSON or libvirt's ``virsh
-                    domstats --dirtyrate`` output (per-vCPU rates included); ``set=``, ``seed=``
-==================  =========================================================================
+                               a DirtyRate read from QEMU's query-dirty-rate JSON or libvirt's ``virsh
+                               domstats --dirtyrate`` output (per-vCPU rates included); ``set=``, ``seed=``
+=============================  =========================================================================
 
 Examples: ``hotspot:2GiB/s``, ``hotspot:1GiB/s,hot=5%,share=0.95``, ``zipf:1GiB/s,s=1.2``,
 ``uniform:500MiB/s+sequential:200MiB/s``, ``workingset:2s:10%:800MiB/s,2s:30%:200MiB/s``.
@@ -70,10 +70,12 @@ workload spec: KIND[:ARG,...][+KIND[:ARG,...]...]   (terms joined by + are summe
                                        a wrapping sweep (QEMU's migration-test guest)
   workingset:DUR:SET:RATE[,DUR:SET:RATE...][,repeat=yes][,seed=N]
                                        a moving working set, e.g. 2s:25%:1GiB/s
-  trace:FILE[,repeat=yes|PERIOD]       replay recorded writes (.csv with a header line
-                                       time_ns,page[,vcpu] then one write per line:
-                                       guest time in ns, page index, vCPU; or .npy/.npz
-                                       with those columns); repeat=yes replays them
+  trace:FILE[,repeat=yes|PERIOD]       replay recorded writes: a .csv with the
+                                       header time_ns,page[,vcpu], then one
+                                       write per line (guest time in ns, page
+                                       index, vCPU), or .npy/.npz with those
+                                       columns; repeat=yes replays them again
+                                       and again (repeat=10s: that period)
   curve:FILE[,total=PAGES]             fit a measured dirty curve (JSON from
                                        'dirtylog curve --json', or CSV window,dirty_pages)
   dirty-rate:RATE[@WINDOW][,set=ALL][,seed=N]

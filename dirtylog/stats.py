@@ -16,15 +16,17 @@ __all__ = ["VcpuStats", "TrackerStats"]
 class VcpuStats:
     """Counters of one vCPU.
 
-    writes           guest writes this vCPU made, logging or not
-    faults           write-protection faults it took (including huge-block faults)
-    pml_full_exits   "PML full" exits (PML mode)
-    ring_full_exits  "dirty ring full" exits (ring mode)
-    kicks            kicks it received before PML harvests
-    dirtied          pages it newly recorded (by a fault, a PML entry or a ring push)
-    pml_index        next free slot of its PML log, -1 when the log is full
-                     (pml_entries - 1 when the log is empty, also outside PML mode)
-    ring_used        entries in its dirty ring not yet collected (0 outside ring mode)
+    Fields::
+
+        writes           guest writes this vCPU made, logging or not
+        faults           write-protection faults it took (including huge-block faults)
+        pml_full_exits   "PML full" exits (PML mode)
+        ring_full_exits  "dirty ring full" exits (ring mode)
+        kicks            kicks it received before PML harvests
+        dirtied          pages it newly recorded (by a fault, a PML entry or a ring push)
+        pml_index        next free slot of its PML log, -1 when the log is full
+                         (pml_entries - 1 when the log is empty, also outside PML mode)
+        ring_used        entries in its dirty ring not yet collected (0 outside ring mode)
     """
 
     writes: int
@@ -49,22 +51,24 @@ class VcpuStats:
 class TrackerStats:
     """Counters of a whole tracker (sums over its vCPUs where that applies).
 
-    writes           guest writes seen, logging or not
-    faults           write-protection faults (including huge-block faults)
-    pml_full_exits   "PML full" exits
-    ring_full_exits  "dirty ring full" exits
-    kicks            vCPU kicks before PML harvests (one per vCPU per harvest)
-    splits           huge blocks split (at a fault, at start with eager splitting, or by clear())
-    harvests         harvest() / harvest_bitmap() calls that succeeded
-    harvested_pages  sum of the sizes of every harvest's result
-    tlb_flushes      TLB flushes after re-arming pages (harvest, ring reset, clear)
-    cleared_pages    pages re-armed by clear() (clear mode)
-    pml_logged       PML log entries written
-    ring_pushed      dirty ring entries pushed
-    ring_reaped      dirty ring entries collected and reset
-    dirty_pages      pages dirty now in the dirty bitmap (in ring mode, entries
-                     still in the rings are not counted: see ``Tracker.pending``)
-    vcpus            one :class:`VcpuStats` per vCPU, in vCPU order
+    Fields::
+
+        writes           guest writes seen, logging or not
+        faults           write-protection faults (including huge-block faults)
+        pml_full_exits   "PML full" exits
+        ring_full_exits  "dirty ring full" exits
+        kicks            vCPU kicks before PML harvests (one per vCPU per harvest)
+        splits           huge blocks split (at a fault, at start with eager splitting, or by clear())
+        harvests         harvest() / harvest_bitmap() calls that succeeded
+        harvested_pages  sum of the sizes of every harvest's result
+        tlb_flushes      TLB flushes after re-arming pages (harvest, ring reset, clear)
+        cleared_pages    pages re-armed by clear() (clear mode)
+        pml_logged       PML log entries written
+        ring_pushed      dirty ring entries pushed
+        ring_reaped      dirty ring entries collected and reset
+        dirty_pages      pages dirty now in the dirty bitmap (in ring mode, entries
+                         still in the rings are not counted: see ``Tracker.pending``)
+        vcpus            one :class:`VcpuStats` per vCPU, in vCPU order
     """
 
     writes: int
