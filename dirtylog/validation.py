@@ -559,7 +559,7 @@ class Comparison:
         return [f for s in self.scenarios for f in s.figures if f.status != "n/a"]
 
     def summary(self) -> Dict[str, Any]:
-        """Per figure: how many scenarios agree, and the median and largest |relative error|."""
+        """Per figure: how many scenarios agree, and the median and largest absolute relative error."""
         out: Dict[str, Any] = {}
         for key, label, _ in FIGURES:
             fs = [f for f in self.figures() if f.key == key]
