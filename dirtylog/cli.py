@@ -825,7 +825,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                  f"tracker {report.tracker}")
         _print_lines(report_lines(report, _width(), args.rounds, models=not args.no_models, title=title,
                                   more="--rounds 0 shows all", words=cli_words))
-        _print_advice(_Out(), report)
+        if not interrupted:  # advice on a run that had not ended would mislead
+            _print_advice(_Out(), report)
     if interrupted:
         print(f"{PROG} simulate: interrupted at {format_time(report.total_time)} (simulated); the rounds so far "
               "are above", file=sys.stderr)
