@@ -6,9 +6,10 @@ migration engine runs pre-copy, stop-and-copy and post-copy on top.
 """
 from __future__ import annotations
 
-from .errors import ConfigError, DirtylogError, ModeError, StateError
+from .errors import ConfigError, DirtylogError, ModeError, StateError, UnsupportedError
 from .stats import TrackerStats, VcpuStats
 from .tracker import Tracker
+from .realtracker import RealTracker
 from . import models
 from .costs import TrackingCosts
 from .devices import Device, default_devices
@@ -57,7 +58,9 @@ __all__ = [
     "DirtylogError",
     "ModeError",
     "StateError",
+    "UnsupportedError",
     "Tracker",
+    "RealTracker",
     "TrackerStats",
     "VcpuStats",
     "__version__",

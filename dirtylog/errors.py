@@ -14,6 +14,7 @@ __all__ = [
     "ModeError",
     "CoreError",
     "Interrupted",
+    "UnsupportedError",
 ]
 
 
@@ -48,3 +49,7 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, report: object = None, message: str = "interrupted (Ctrl-C)") -> None:
         super().__init__(message)
         self.report = report
+
+
+class UnsupportedError(DirtylogError, RuntimeError):
+    """The operating system or kernel lacks a feature a call needs (e.g. userfaultfd WP async for RealTracker)."""

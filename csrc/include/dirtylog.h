@@ -14,5 +14,6 @@
 #include "dirtylog/workload.h"
 #include "dirtylog/engine.h"
 #include "dirtylog/bench.h"
+#include "dirtylog/realtrack.h"
 
 #endif /* DIRTYLOG_H */

@@ -19,7 +19,10 @@ typedef enum dl_status {
     DL_ERR_RANGE = -3,   /* a page or vCPU index is out of range */
     DL_ERR_STATE = -4,   /* not allowed in the object's current state */
     DL_ERR_MODE = -5,    /* not supported by the object's mode */
-    DL_ERR_BUFFER = -6   /* an output buffer is too small */
+    DL_ERR_BUFFER = -6,  /* an output buffer is too small */
+    DL_ERR_UNSUPPORTED = -7, /* the operating system lacks a needed feature (realtrack.h) */
+    DL_ERR_PERM = -8,    /* the operating system refused: permission denied (realtrack.h) */
+    DL_ERR_SYSTEM = -9   /* a system call failed; see the errno the call returned (realtrack.h) */
 } dl_status;
 
 /* A static, human-readable description of a status code (never NULL). */
