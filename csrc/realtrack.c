@@ -62,6 +62,7 @@ typedef struct dl_pm_scan_arg {
 #define DL_PAGE_IS_PFNZERO (1u << 5)
 
 #define DL_RT_VEC 256 /* page regions per PAGEMAP_SCAN call */
+#include "realtrack_internal.h"
 
 struct dl_rt {
     int uffd;
@@ -69,6 +70,7 @@ struct dl_rt {
     uint64_t page;
     dl_page_region vec[DL_RT_VEC];
 };
+_Static_assert(sizeof(struct dl_rt) <= DL_RT_ALLOC_BYTES, "dl_rt outgrew its mapping");
 
 static void set_errno(int *sys_errno, int e)
 {
@@ -166,20 +168,20 @@ int dl_rt_open(dl_rt **out, int *sys_errno)
     *out = NULL;
     set_errno(sys_errno, 0);
     /* mmap, not malloc: the preload library must not allocate from the program's heap. */
-    dl_rt *rt = mmap(NULL, sizeof *rt, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    dl_rt *rt = mmap(NULL, DL_RT_ALLOC_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (rt == MAP_FAILED)
         return DL_ERR_NOMEM;
     rt->page = dl_rt_page_size();
     rt->uffd = open_uffd(&err);
     if (rt->uffd < 0) {
-        munmap(rt, sizeof *rt);
+        munmap(rt, DL_RT_ALLOC_BYTES);
         set_errno(sys_errno, err);
         return err == ENOSYS ? DL_ERR_UNSUPPORTED : status_of_errno(err);
     }
     int rc = enable_wp_async(rt->uffd, &err);
     if (rc != DL_OK) {
         close(rt->uffd);
-        munmap(rt, sizeof *rt);
+        munmap(rt, DL_RT_ALLOC_BYTES);
         set_errno(sys_errno, err);
         return rc;
     }
@@ -187,7 +189,7 @@ int dl_rt_open(dl_rt **out, int *sys_errno)
     if (rt->pagemap < 0) {
         err = errno;
         close(rt->uffd);
-        munmap(rt, sizeof *rt);
+        munmap(rt, DL_RT_ALLOC_BYTES);
         set_errno(sys_errno, err);
         return status_of_errno(err);
     }
@@ -201,7 +203,7 @@ void dl_rt_close(dl_rt *rt)
         return;
     close(rt->pagemap); /* releasing the userfaultfd unregisters its ranges */
     close(rt->uffd);
-    munmap(rt, sizeof *rt);
+    munmap(rt, DL_RT_ALLOC_BYTES);
 }
 
 static int check_range(const dl_rt *rt, uint64_t addr, uint64_t len)

@@ -502,7 +502,33 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--start", type=_time, default="0s", metavar="TIME", help="guest time of the windows' start")
     _add_json(cv, "the curve (readable by --workload curve:FILE)")
     cv.add_argument("--plot", metavar="FILE", help="draw the curve to FILE (needs matplotlib)")
-    cv.set_defaults(func=cmd_curve)
+    cv.add_argument("trace", nargs="?", metavar="TRACE",
+                    help="a recorded trace (.npz from 'dirtylog record', or any trace file): the curve of its "
+                         "writes, in a guest of the recorded size unless --memory is given")
+    cv.set_defaults(func=cmd_curve, memory=None)  # None: the trace's recorded size, else the usual default
+
+    # record (issue 14) --------------------------------------------------------------------------
+    rc = sub.add_parser(
+        "record", formatter_class=_Formatter, help="record the dirty pages of a real program (Linux 6.7+)",
+        description="Run COMMAND with dirtylog's recorder preloaded: the kernel's own write tracking "
+                    "(userfaultfd write-protect in async mode, harvested with PAGEMAP_SCAN) records which pages of "
+                    "the program's private writable anonymous memory (heap, anonymous mmaps, thread stacks) it "
+                    "writes in each interval. The recording is a trace (.npz) that 'dirtylog simulate --workload "
+                    "trace:FILE' replays and 'dirtylog curve FILE' measures. Children of the program are not "
+                    "recorded; static and setuid programs cannot be.",
+        usage="dirtylog record [-o FILE] [--interval TIME] [--duration TIME] -- COMMAND [ARGS ...]")
+    rc.add_argument("-o", "--output", default="dirtylog-record.npz", metavar="FILE",
+                    help="the recording (.npz; default %(default)s)")
+    rc.add_argument("--interval", type=_time_pos, default="100ms", metavar="TIME",
+                    help="time between harvests (default %(default)s, at least 1ms)")
+    rc.add_argument("--duration", type=_time_pos, metavar="TIME",
+                    help="stop after TIME: the program gets SIGTERM (SIGKILL 5 s later); default: until it exits")
+    rc.add_argument("--pid", type=_positive_int("pid"), metavar="PID",
+                    help="record a running process with soft-dirty bits (kernels with CONFIG_MEM_SOFT_DIRTY)")
+    _add_json(rc, "the summary")
+    _add_progress(rc)
+    rc.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    rc.set_defaults(func=cmd_record)
 
     # sweep ------------------------------------------------------------------------------------
     w = sub.add_parser(
@@ -966,6 +992,17 @@ def cmd_curve(args: argparse.Namespace) -> int:
     from .measure import dirty_curve
     from .specs import parse_workload
 
+    if getattr(args, "trace", None):  # dirtylog curve app.npz: a recorded trace in a guest of its size
+        from .workloads import Trace
+
+        if not os.path.isfile(args.trace):
+            raise UsageError(f"no such trace file {args.trace!r}")
+        args.workload = f"trace:{args.trace}"
+        size = Trace(args.trace).guest_pages
+        if args.memory is None and size is not None:
+            args.memory = str(size * int(parse_size(args.page_size)))
+    if args.memory is None:
+        args.memory = DEFAULTS["memory"]
     wl = parse_workload(args.workload, seed=args.seed)
     if wl is None:
         raise UsageError("curve needs a workload (not 'none')")
@@ -997,6 +1034,83 @@ def cmd_curve(args: argparse.Namespace) -> int:
 
         plot_curve(c, args.plot, title=f"Dirty curve: {args.workload}, {format_size(c.total_pages * c.page_size)}")
         print(f"plot written to {args.plot}", file=sys.stderr)
+    return 0
+
+
+# ----------------------------------------------------------------------------- record (issue 14)
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from .record import record, summarize
+
+    if args.pid is not None:
+        from .softdirty import record_pid_unsupported
+
+        raise UsageError(record_pid_unsupported(args.pid))
+    command = list(args.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        raise UsageError("give the program to record after '--', e.g. dirtylog record -- python3 job.py")
+    con = _console(stderr=True)
+    mode = _want_progress(args)
+    status = None
+    if mode is not None:
+        status = con.status("starting", spinner="dots")
+        status.start()
+
+    def show(p: Any) -> None:
+        if status is not None:
+            mib = p.last_dirty * p.page_size / p.interval / 2**20
+            status.update(f"recording {command[0]}: {format_time(p.elapsed)}, {p.intervals:,} intervals, last "
+                          f"{p.last_dirty:,} dirty pages ({mib:,.1f} MiB/s), {format_size(p.pages * p.page_size)} "
+                          "tracked")
+
+    try:
+        rec = record(command, args.output, interval=args.interval, duration=args.duration, progress=show)
+    finally:
+        if status is not None:
+            status.stop()
+    print(f"recording written to {args.output}", file=sys.stderr)
+    s = summarize(rec)
+    if args.json is not None:
+        d = s.to_dict()
+        d.update(command=rec.command, exit_status=rec.exit_status, output=args.output)
+        _emit(_to_json(d), args.json, "summary")
+        if args.json == "-":
+            return 0
+    out = _Out()
+    ended = ("exited with status " + str(rec.exit_status)) if rec.exit_status is not None and rec.exit_status >= 0 \
+        else f"stopped by signal {-(rec.exit_status or 0)}"
+    from rich.markup import escape
+
+    out.print(f"[bold]Recorded[/bold] {escape(rec.command)} (pid {rec.pid}, {ended}): {format_time(s.duration)} in "
+              f"{s.intervals:,} intervals of {format_time(rec.interval_ns / 1e9)}; "
+              f"{format_size(s.pages * s.page_size)} of private writable memory tracked ({s.pages:,} pages)")
+    if not rec.complete:
+        out.print("[yellow]The program ended without running its exit handlers: the last, partial interval "
+                  "was not harvested.[/yellow]")
+    t = _table()
+    for c in ("", "mean", "median", "max"):
+        t.add_column(c, justify="left" if not c else "right", no_wrap=True)
+    t.add_row("dirty pages per interval", f"{s.dirty_mean:,.1f}", f"{s.dirty_median:,.0f}", f"{s.dirty_max:,}")
+    t.add_row(f"dirty rate, {format_time(s.rate_window)} windows (calc-dirty-rate)", f"{s.rate_mean_mib_s:,.1f} MiB/s",
+              "", f"{s.rate_max_mib_s:,.1f} MiB/s")
+    t.add_row("recorder's harvest per interval", format_time(s.scan_mean), "", format_time(s.scan_max))
+    out.print(t)
+    c = s.curve
+    ct = _table("Dirty curve (distinct pages per window, from the start)")
+    for col in ("window", "dirty pages", "dirty memory", "of tracked", "dirty rate"):
+        ct.add_column(col, justify="right", no_wrap=True)
+    rates = c.rates_mib_s()
+    for i in range(len(c.windows)):
+        n = float(c.dirty_pages[i])
+        ct.add_row(format_time(float(c.windows[i])), f"{n:,.0f}", format_size(n * c.page_size),
+                   f"{100 * n / c.total_pages:.1f} %", f"{rates[i]:,.1f} MiB/s")
+    out.print(ct)
+    out.print(f"[dim]{s.dirty_distinct:,} distinct pages written in all. Replay: dirtylog simulate --workload "
+              f"trace:{escape(args.output)} --memory {format_size(s.pages * s.page_size).replace(' ', '')} (or "
+              f"larger); curve: dirtylog curve {escape(args.output)}[/dim]")
     return 0
 
 

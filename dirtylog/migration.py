@@ -136,6 +136,8 @@ class Migration:
         faults: Sequence[Fault] = (),
     ) -> None:
         psize = int(parse_size(page_size, name="page_size", allow_zero=False))
+        if memory is None and pages is None and getattr(workload, "guest_pages", None):
+            pages = workload.guest_pages  # a recorded trace: a guest of the recorded size
         if (memory is None) == (pages is None):
             raise ConfigError("give exactly one of memory (bytes or a string like '4GiB') and pages")
         if pages is not None:

@@ -46,11 +46,16 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 @dataclass(frozen=True)
 class TraceData:
-    """A validated trace: ``time_ns`` and ``page`` (uint64), ``vcpu`` (uint32 or None)."""
+    """A validated trace: ``time_ns`` and ``page`` (uint64), ``vcpu`` (uint32 or None).
+
+    ``pages``: the size of the recorded memory in pages when the file says it (an
+    ``.npz`` with a scalar ``pages``, as ``dirtylog record`` writes), else None.
+    """
 
     time_ns: np.ndarray
     page: np.ndarray
     vcpu: Optional[np.ndarray] = None
+    pages: Optional[int] = None
 
     def __len__(self) -> int:
         return int(self.time_ns.size)
@@ -194,7 +199,16 @@ def _from_npz(path: PathLike, source: str) -> TraceData:
                 f"{source}: missing array(s) {', '.join(missing)}; the file holds {', '.join(names) or 'nothing'} "
                 f"(required: time_ns, page; optional: vcpu)"
             )
-        return check_trace(z["time_ns"], z["page"], z["vcpu"] if "vcpu" in names else None, source=source)
+        data = check_trace(z["time_ns"], z["page"], z["vcpu"] if "vcpu" in names else None, source=source)
+        if "pages" in names:  # a recording's memory size (dirtylog record); optional
+            size = z["pages"]
+            if size.ndim != 0 or size.dtype.kind not in "iu" or int(size) < 1:
+                raise ConfigError(f"{source}: 'pages' must be one positive integer (the recorded memory's size)")
+            if data.page.size and int(data.page.max()) >= int(size):
+                raise ConfigError(f"{source}: page {int(data.page.max())} is beyond the recorded size of "
+                                  f"{int(size)} pages")
+            data = TraceData(data.time_ns, data.page, data.vcpu, int(size))
+        return data
 
 
 def _parse_int(text: str, name: str, source: str, record: int, line: int) -> int:

@@ -781,8 +781,11 @@ class Trace(Workload):
         pages: Any = None,
         vcpus: Any = None,
         repeat: Union[bool, TimeLike] = False,
+        guest_pages: Optional[int] = None,
     ) -> None:
         super().__init__()
+        if guest_pages is not None:
+            guest_pages = v.as_int("guest_pages", guest_pages, minimum=1, maximum=v.MAX_PAGES)
         if path is not None:
             if time_ns is not None or pages is not None or vcpus is not None:
                 raise ConfigError("Trace takes a file path or the columns time_ns/pages[/vcpus], not both")
@@ -801,6 +804,10 @@ class Trace(Workload):
         for arr in (self.data.time_ns, self.data.page, self.data.vcpu):
             if arr is not None:
                 arr.setflags(write=False)
+        self.guest_pages: Optional[int] = guest_pages if guest_pages is not None else self.data.pages
+        if self.guest_pages is not None and self.data.page.size and int(self.data.page.max()) >= self.guest_pages:
+            raise ConfigError(f"{self._source}: page {int(self.data.page.max())} is beyond guest_pages="
+                              f"{self.guest_pages}")
         self._period_ns = self._repeat_period(repeat)
 
     def _repeat_period(self, repeat: Union[bool, TimeLike]) -> int:
