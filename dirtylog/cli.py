@@ -1085,7 +1085,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
     out.print(f"[bold]Recorded[/bold] {escape(rec.command)} (pid {rec.pid}, {ended}): {format_time(s.duration)} in "
-              f"{s.intervals:,} intervals of {format_time(rec.interval_ns / 1e9)}; "
+              f"{s.intervals:,} interval{'s' if s.intervals != 1 else ''} of {format_time(rec.interval_ns / 1e9)}; "
               f"{format_size(s.pages * s.page_size)} of private writable memory tracked ({s.pages:,} pages)")
     if not rec.complete:
         out.print("[yellow]The program ended without running its exit handlers: the last, partial interval "
@@ -1093,11 +1093,13 @@ def cmd_record(args: argparse.Namespace) -> int:
     t = _table()
     for c in ("", "mean", "median", "max"):
         t.add_column(c, justify="left" if not c else "right", no_wrap=True)
-    t.add_row("dirty pages per interval", f"{s.dirty_mean:,.1f}", f"{s.dirty_median:,.0f}", f"{s.dirty_max:,}")
-    t.add_row(f"dirty rate, {format_time(s.rate_window)} windows (calc-dirty-rate)", f"{s.rate_mean_mib_s:,.1f} MiB/s",
-              "", f"{s.rate_max_mib_s:,.1f} MiB/s")
-    t.add_row("recorder's harvest per interval", format_time(s.scan_mean), "", format_time(s.scan_max))
+    t.add_row("dirty pages / interval", f"{s.dirty_mean:,.1f}", f"{s.dirty_median:,.0f}", f"{s.dirty_max:,}")
+    t.add_row("dirty rate (calc-dirty-rate)", f"{s.rate_mean_mib_s:,.1f} MiB/s", "", f"{s.rate_max_mib_s:,.1f} MiB/s")
+    t.add_row("harvest time / interval", format_time(s.scan_mean), "", format_time(s.scan_max))
     out.print(t)
+    out.print(f"[dim]dirty rate: distinct pages dirtied in each whole {format_time(s.rate_window)} window of the "
+              "recording x page size / window, as QEMU's calc-dirty-rate reports it in dirty-bitmap mode; harvest "
+              "time: the recorder's own time to re-read the mappings and harvest them.[/dim]")
     c = s.curve
     ct = _table("Dirty curve (distinct pages per window, from the start)")
     for col in ("window", "dirty pages", "dirty memory", "of tracked", "dirty rate"):

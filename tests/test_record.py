@@ -116,7 +116,7 @@ def test_cli_records_a_numpy_job_and_the_curve_reads_it(tmp_path):
     text = subprocess.run([sys.executable, "-m", "dirtylog", "record", "-o", str(tmp_path / "t.npz"), "--",
                            "true"], capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "COLUMNS": "80"})
     assert text.returncode == 0, text.stderr
-    assert "dirty pages per interval" in text.stdout and "Dirty curve" in text.stdout
+    assert "dirty pages / interval" in text.stdout and "Dirty curve" in text.stdout
 
 
 @needs_kernel
