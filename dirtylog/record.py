@@ -368,7 +368,8 @@ def record(
         e.pop(k, None)
     t0 = time.monotonic()
     try:
-        proc = subprocess.Popen([path, *command[1:]], env=e, stdin=stdin, stdout=stdout, stderr=stderr)
+        # argv[0] as given: some programs act on their name (redis-server is a link to redis-check-rdb)
+        proc = subprocess.Popen(list(command), executable=path, env=e, stdin=stdin, stdout=stdout, stderr=stderr)
     except OSError as exc:
         os.unlink(raw_path)
         raise RecordError(f"cannot start {command[0]!r}: {exc}") from exc
