@@ -128,8 +128,7 @@ def test_realtracker_costs():
         harvest_full_ns_per_page=best["full"] / n * 1e9, harvest_empty_ns_per_page=best["empty"] / n * 1e9,
         harvest_1pct_ns_per_page=best["one"] / n * 1e9, harvest_full_ms=best["full"] * 1e3,
     )
-    del a
-    m.close()
+    del a, tr  # the mapping goes with them
 
 
 def teardown_module(module) -> None:

@@ -1062,9 +1062,9 @@ def cmd_record(args: argparse.Namespace) -> int:
     def show(p: Any) -> None:
         if status is not None:
             mib = p.last_dirty * p.page_size / p.interval / 2**20
-            status.update(f"recording {command[0]}: {format_time(p.elapsed)}, {p.intervals:,} intervals, last "
-                          f"{p.last_dirty:,} dirty pages ({mib:,.1f} MiB/s), {format_size(p.pages * p.page_size)} "
-                          "tracked")
+            name = os.path.basename(command[0])[:16]
+            status.update(f"{name}: {format_time(p.elapsed)}, {p.intervals:,} intervals; last: {p.last_dirty:,} "
+                          f"dirty pages, {mib:,.1f} MiB/s; {format_size(p.pages * p.page_size)} tracked")
 
     try:
         rec = record(command, args.output, interval=args.interval, duration=args.duration, progress=show)
