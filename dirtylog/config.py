@@ -360,10 +360,14 @@ def simulate_kwargs(kw: Dict[str, Any], settings: Dict[str, Any]) -> Tuple[Dict[
     unknown = [k for k in settings if k not in ("bandwidth", "latency") and k not in KNOB]
     if unknown:
         raise _unknown(unknown, "argument")
-    if kw.get("memory") is None and kw.get("pages") is None:
-        kw["memory"] = DEFAULTS["memory"]
     if isinstance(kw.get("workload"), str):
         kw["workload"] = parse_workload(kw["workload"], seed=kw.get("seed") or 0)
+    if kw.get("memory") is None and kw.get("pages") is None:
+        recorded = getattr(kw.get("workload"), "guest_pages", None)  # a recorded trace: its own size
+        if recorded:
+            kw["pages"] = recorded
+        else:
+            kw["memory"] = DEFAULTS["memory"]
     link_keys = [k for k in ("bandwidth", "latency") if k in settings]
     if link_keys:
         if kw.get("link") is not None:

@@ -1086,8 +1086,8 @@ def simulate(
 ) -> MigrationReport:
     """Run a live migration to its end and return its :class:`MigrationReport`.
 
-    Takes the arguments of :class:`Migration` (``memory`` defaults to 4 GiB and
-    ``workload`` to ``"hotspot:1GiB/s"``; a workload may be a spec string, see
+    Takes the arguments of :class:`Migration` (``memory`` defaults to 4 GiB, or to a
+    recorded trace's own size, and ``workload`` to ``"hotspot:1GiB/s"``; a workload may be a spec string, see
     :mod:`dirtylog.specs`, and None is an idle guest), and the flat settings of
     :class:`dirtylog.config.MigrationConfig` in place of ``link`` and ``policy``:
     ``bandwidth=``, ``latency=``, ``policy="precopy"|"postcopy"`` and any policy
