@@ -1348,12 +1348,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if extra and extra[0] == "--":
         extra = extra[1:]
     bdir = bdir.resolve()
-    # The suite's own folder is the working directory and pytest's rootdir, and no
-    # configuration file is read: `python -m` puts the working directory first on sys.path,
-    # so run from a source checkout it would import the source tree (without the compiled
-    # core) instead of the installed package; and a project's pytest settings must not apply.
+    # The suite's own folder is the working directory, and its pytest.ini the configuration:
+    # `python -m` puts the working directory first on sys.path, so run from a source checkout
+    # it would import the source tree (without the compiled core) instead of the installed
+    # package; and the settings of a project around the folder must not apply.
+    ini = bdir / "pytest.ini"
     cmd = [sys.executable, "-m", "pytest", str(bdir), "--benchmark-only", "-p", "no:cacheprovider",
-           "--rootdir", str(bdir), "-c", os.devnull, *extra]
+           "--rootdir", str(bdir), "-c", str(ini) if ini.is_file() else os.devnull, *extra]
     if args.save_json:
         cmd.append(f"--benchmark-json={os.path.abspath(args.save_json)}")
     print("running: " + " ".join(cmd), file=sys.stderr)
