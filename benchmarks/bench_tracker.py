@@ -11,6 +11,14 @@ same size, zeroed between rounds. The reference model writes a prefix of each
 batch (it is 100x slower) and is re-armed with stop()/start() between rounds (the
 state a harvest leaves, much cheaper in numpy); its time is normalized per write.
 
+First writes (issue 11): a stream where every write finds its page armed, as
+right after a harvest: batches of 1M distinct pages in random order, each written
+right after a harvest (untimed), in 4 GiB and 128 GiB guests. The bare loop zeroes
+its bitmap before each batch. ``stale`` also keeps the migration's verification
+bitmap (a bit set per write). The per-call cost of ``Tracker.write`` and of the
+lock that makes one tracker safe to share between threads is measured on batches
+of 64 pages (the lock's cost: the method against its unlocked body).
+
 Harvest throughput: a 128 GiB guest with 0.1 %, 10 % and 100 % of its pages dirty
 (scattered), WP mode. The tracker is timed at the C API (``dl_tracker_harvest``
 into a caller's buffer: snapshot, clear, re-arm, list the pages) and through
@@ -25,6 +33,8 @@ never asserted.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -35,6 +45,8 @@ from dirtylog.reference import ReferenceTracker
 from conftest import (  # type: ignore[import-not-found]
     BATCHES_PER_ROUND,
     DENSITIES,
+    FIRST_GUESTS,
+    FIRST_TARGETS,
     GUESTS,
     HARVEST_GUEST,
     REFERENCE_TARGET,
@@ -42,6 +54,7 @@ from conftest import (  # type: ignore[import-not-found]
     TARGETS,
     WRITE_BATCH,
     dirty_pages,
+    first_write_batches,
     per_op_ns,
     write_batches,
 )
@@ -151,6 +164,96 @@ def test_write_reference(benchmark, results, mode, guest, stream):
     if tr:
         info.update(tracker_ns_per_write=tr, reference_over_tracker=ns / tr, target=REFERENCE_TARGET)
     benchmark.extra_info.update(info)
+
+
+# ============================================================================ first writes
+
+
+def _first_rounds(benchmark, write, reset, batches):
+    """Times `write(i)` of batch i right after `reset()` (untimed), batch after batch."""
+    state = {"i": -1}
+
+    def setup():
+        state["i"] = (state["i"] + 1) % len(batches)
+        reset()
+        return (state["i"],), {}
+
+    benchmark.pedantic(write, setup=setup, rounds=ROUNDS * len(batches), warmup_rounds=1)
+
+
+@pytest.mark.parametrize("guest", FIRST_GUESTS)
+def test_first_write_bare(benchmark, results, guest):
+    pages = GUESTS[guest]
+    batches = first_write_batches(pages)
+    bitmap = np.zeros((pages + 63) // 64, dtype=np.uint64)
+    bp = _u64(bitmap)
+    ptrs = [(_u64(b), b.size) for b in batches]
+
+    def write(i):
+        lib.dl_bench_bare_set(bp, ptrs[i][0], ptrs[i][1])
+
+    benchmark.group = f"first writes {guest}"
+    _first_rounds(benchmark, write, lambda: bitmap.fill(0), batches)
+    ns = per_op_ns(benchmark, WRITE_BATCH)
+    results.record("first-write-bare", guest, "bare", ns)
+    benchmark.extra_info.update(ns_per_write=ns, pages=pages)
+
+
+@pytest.mark.parametrize("marks", ["-", "stale"])
+@pytest.mark.parametrize("guest", FIRST_GUESTS)
+@pytest.mark.parametrize("mode", WRITE_MODES)
+def test_first_write_tracker(benchmark, results, mode, guest, marks):
+    pages = GUESTS[guest]
+    batches = first_write_batches(pages)
+    t = Tracker(pages, mode=mode, vcpus=1)
+    if marks == "stale":
+        t.attach_stale(np.zeros(t.config.bitmap_words, dtype=np.uint64))
+    t.start()
+    handle = t._handle
+    ptrs = [(_u64(b), b.size) for b in batches]
+    ok = lib.DL_OK
+
+    def write(i):  # the C call itself: Tracker.write adds ~1 us per call (see test_write_call)
+        assert lib.dl_tracker_write(handle, 0, ptrs[i][0], ptrs[i][1], ffi.NULL) == ok
+
+    benchmark.group = f"first writes {guest}"
+    _first_rounds(benchmark, write, t.harvest_bitmap, batches)
+    ns = per_op_ns(benchmark, WRITE_BATCH)
+    case = f"{mode}/{guest}/{marks}"
+    results.record("first-write", case, "tracker", ns)
+    t.harvest_bitmap()
+    t.write(batches[0])
+    s = t.stats
+    assert s.dirty_pages + sum(v.ring_used for v in s.vcpus) >= WRITE_BATCH  # every write was a first write
+    bare = results.get("first-write-bare", guest, "bare")
+    info = dict(ns_per_write=ns, pages=pages, mode=mode, marks=marks)
+    if bare:
+        info.update(bare_ns_per_write=bare, tracker_over_bare=ns / bare, target=FIRST_TARGETS[(mode, guest)])
+    benchmark.extra_info.update(info)
+
+
+CALL_BATCH = 64
+CALLS = 2000
+
+
+@pytest.mark.parametrize("locked", ["locked", "unlocked"])
+def test_write_call(benchmark, results, locked):
+    """Tracker.write of small batches: the Python call with (or without) the tracker's lock."""
+    pages = GUESTS["4GiB"]
+    t = Tracker(pages, mode="pml")
+    t.start()
+    batches = [np.ascontiguousarray(b[:CALL_BATCH]) for b in write_batches(pages, "uniform")]
+    write = t.write if locked == "locked" else functools.partial(Tracker.write.__wrapped__, t)  # type: ignore[attr-defined]
+
+    def calls():
+        for k in range(CALLS):
+            write(batches[k & 3])
+
+    benchmark.group = "Tracker.write per call"
+    benchmark.pedantic(calls, rounds=ROUNDS, warmup_rounds=1)
+    ns = per_op_ns(benchmark, CALLS)
+    results.record("call", f"{CALL_BATCH} pages", locked, ns)
+    benchmark.extra_info.update(ns_per_call=ns, batch=CALL_BATCH)
 
 
 # ============================================================================ harvest

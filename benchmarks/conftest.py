@@ -91,6 +91,28 @@ def write_batches(pages: int, stream: str) -> Tuple[np.ndarray, ...]:
     return tuple(out)
 
 
+# The first-write stream (issue 11): every write finds its page armed, as just after
+# a harvest. Each batch holds WRITE_BATCH distinct pages in random order (slices of
+# seeded permutations of the guest's pages) and is written right after a harvest.
+FIRST_GUESTS = ("4GiB", "128GiB")
+
+
+@functools.lru_cache(maxsize=None)
+def first_write_batches(pages: int) -> Tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(4111 + pages.bit_length())
+    out: List[np.ndarray] = []
+    perm = rng.permutation(pages).astype(np.uint64)
+    at = 0
+    for _ in range(BATCHES_PER_ROUND):
+        if at + WRITE_BATCH > perm.size:
+            perm, at = rng.permutation(pages).astype(np.uint64), 0
+        b = np.ascontiguousarray(perm[at : at + WRITE_BATCH])
+        at += b.size
+        b.flags.writeable = False
+        out.append(b)
+    return tuple(out)
+
+
 HARVEST_GUEST = "128GiB"
 DENSITIES = {"0.1%": 0.001, "10%": 0.10, "100%": 1.0}
 
@@ -107,6 +129,9 @@ def dirty_pages(pages: int, density: float) -> np.ndarray:
 # ---------------------------------------------------------------------------- results
 
 TARGETS = {"wp": 1.5, "clear": 1.5, "pml": 1.7, "ring": 2.0, "harvest": 1.5}
+# issue 11: first writes against the bare loop, by mode and guest
+FIRST_TARGETS = {("wp", "4GiB"): 2.0, ("wp", "128GiB"): 2.0, ("pml", "4GiB"): 1.8, ("pml", "128GiB"): 1.8,
+                 ("ring", "4GiB"): 2.0, ("ring", "128GiB"): 2.2}
 REFERENCE_TARGET = 5.0
 
 
@@ -191,6 +216,28 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
         head = ["mode", "guest", "stream", "tracker ns", "bare ns", "ref ns", "tracker/bare", "target",
                 "ref/tracker", ""]
         _table(tr, "write throughput (ns per write)", head, rows)
+
+    rows = []
+    for case in sorted({c for (t, c, _) in res.ns if t == "first-write"}, key=_write_order):
+        mode, guest, stream = case.split("/")
+        tr_ns = res.get("first-write", case, "tracker")
+        bare = res.get("first-write-bare", guest, "bare")
+        r_bare = tr_ns / bare if tr_ns and bare else None
+        tgt = FIRST_TARGETS.get((mode, guest))
+        ok = None if r_bare is None or tgt is None else r_bare <= tgt
+        rows.append([mode, guest, stream, _fmt(tr_ns), _fmt(bare), _fmt(r_bare, ".2f", "x"),
+                     f"<= {tgt}x" if tgt else "-", _verdict(ok)])
+    if rows:
+        head = ["mode", "guest", "marks", "tracker ns", "bare ns", "tracker/bare", "target (issue 11)", ""]
+        _table(tr, "first writes: 1M distinct pages right after a harvest (ns per write)", head, rows)
+    rows = []
+    for case in sorted(c for (t, c, _) in res.ns if t == "call"):
+        calls = res.get("call", case, "locked")
+        bare = res.get("call", case, "unlocked")
+        rows.append([case, _fmt(calls, ".0f"), _fmt(bare, ".0f"), _fmt(calls and bare and calls - bare, ".0f")])
+    if rows:
+        head = ["batch", "Tracker.write ns/call", "without the lock", "lock cost ns/call"]
+        _table(tr, "per-call cost of Tracker.write and of its thread-safety lock", head, rows)
 
     rows = []
     for case in sorted({c for (t, c, _) in res.ns if t == "harvest"}, key=lambda c: DENSITIES.get(c.split("/")[-1], 0)):

@@ -393,6 +393,7 @@ int dl_engine_send(dl_engine *e, const uint64_t *pages, uint64_t first, uint64_t
         return DL_ERR_RANGE;
     uint32_t *src = dl__tracker_versions(e->t);
     uint32_t *dst = e->dst;
+    uint64_t *stale = dl__tracker_stale(e->t);
     int do_zero = zero_pass && e->cfg.zero_fraction > 0;
     const double bw = e->cfg.bandwidth;
     const double page_t = e->cfg.page_bytes / bw, zero_t = e->cfg.zero_bytes / bw;
@@ -426,6 +427,8 @@ int dl_engine_send(dl_engine *e, const uint64_t *pages, uint64_t first, uint64_t
             }
             if (dst)
                 dst[p] = src ? src[p] : 0;
+            if (stale) /* the destination now holds the page's newest content */
+                stale[p >> 6] &= ~(UINT64_C(1) << (p & 63));
             t_used += dt;
             bytes += cost;
             zeros += (uint64_t)z;
@@ -461,15 +464,30 @@ int dl_engine_verify(const dl_engine *e, uint64_t *out, size_t cap, uint64_t *mi
     if (!e || !mismatches || (cap && !out))
         return DL_ERR_INVALID;
     const uint32_t *src = dl__tracker_versions(e->t);
-    if (!src || !e->dst)
-        return DL_ERR_STATE;
+    const uint64_t *stale = dl__tracker_stale(e->t);
     uint64_t bad = 0;
-    for (uint64_t p = 0; p < e->pages; p++) {
-        if (e->dst[p] != src[p]) {
-            if (bad < cap)
-                out[bad] = p;
-            bad++;
+    if (stale) { /* pages written since they were last sent, or never sent */
+        const uint64_t nw = (e->pages + 63) / 64;
+        for (uint64_t i = 0; i < nw; i++) {
+            uint64_t w = stale[i];
+            if (i == nw - 1 && e->pages % 64)
+                w &= (UINT64_C(1) << (e->pages % 64)) - 1;
+            for (; w; w &= w - 1) {
+                if (bad < cap)
+                    out[bad] = i * 64 + (uint64_t)__builtin_ctzll(w);
+                bad++;
+            }
         }
+    } else if (src && e->dst) {
+        for (uint64_t p = 0; p < e->pages; p++) {
+            if (e->dst[p] != src[p]) {
+                if (bad < cap)
+                    out[bad] = p;
+                bad++;
+            }
+        }
+    } else {
+        return DL_ERR_STATE;
     }
     *mismatches = bad;
     return DL_OK;
@@ -536,6 +554,9 @@ DL_ALWAYS_INLINE void pc_receive(dl_engine *e, const uint32_t *src, uint64_t p)
         e->received[p]++;
     if (e->dst)
         e->dst[p] = src ? src[p] : 0;
+    uint64_t *stale = dl__tracker_stale(e->t);
+    if (stale)
+        stale[p >> 6] &= ~(UINT64_C(1) << (p & 63));
     e->pc.remaining--;
 }
 

@@ -27,6 +27,7 @@ uint64_t dl__tracker_pages(const dl_tracker *t);
 uint32_t dl__tracker_vcpus(const dl_tracker *t);
 uint32_t dl__tracker_page_size(const dl_tracker *t);
 uint32_t *dl__tracker_versions(const dl_tracker *t);
+uint64_t *dl__tracker_stale(const dl_tracker *t);
 const dl_tracker_stats *dl__tracker_stats(const dl_tracker *t);
 uint32_t dl__tracker_mode(const dl_tracker *t);
 

@@ -13,9 +13,19 @@
  * 2), so that collecting and resetting a ring entry touches the cache line its push
  * touched. Huge blocks have one state byte each.
  *
- * Hot loops are specialized per mode, per huge-page setting, per versions
- * attachment and per prefetching (bitmaps over DL_PF_MIN_BYTES) through
- * always-inlined templates; they allocate nothing.
+ * A ring holds only the entries' page offsets (8 bytes, appended like a PML log
+ * entry); dl_tracker_ring_entries() presents them as KVM's 16-byte entries. Only
+ * live entries are ever read, so a reset entry needs no flag store.
+ *
+ * Verification marks (attached by the migration engine): a stale bitmap whose bit
+ * is set by every write (logging or not; the engine clears it when it sends the
+ * page), and per-page write counts (versions). Neither depends on the tracker's
+ * own bits. The stale word of a write is the same word index as its tracker word,
+ * so the write loop keeps it in a register beside `cur`.
+ *
+ * Hot loops are specialized per mode, per huge-page setting, per attached marks
+ * (stale bitmap, versions) and per prefetching (bitmaps over DL_PF_MIN_BYTES)
+ * through always-inlined templates; they allocate nothing.
  */
 #include "internal.h"
 
@@ -41,11 +51,12 @@ struct dl_tracker {
     uint8_t *blk;           /* huge pages only */
     uint64_t *pml;          /* vcpus * (pml_entries + 1): slot 0 of each log is scratch */
     int64_t *pml_idx;       /* per vCPU */
-    dl_ring_entry *ring;    /* vcpus * ring_entries */
+    uint64_t *ring;         /* vcpus * ring_entries page offsets (KVM's entries without flags) */
     uint32_t *ring_used;    /* per vCPU */
     vcpu_counters *vc;
     dl_tracker_stats st;
     uint32_t *versions;
+    uint64_t *stale;        /* verification: bit p set by every write to p */
     uint64_t drop_page;
 };
 
@@ -108,7 +119,7 @@ int dl_tracker_create(const dl_tracker_config *cfg, dl_tracker **out)
     int ok = t->bits && t->vc;
     if (cfg->mode == DL_MODE_RING) {
         t->coll = t->bits ? t->bits + 1 : NULL;
-        t->ring = calloc((size_t)nv * cfg->ring_entries, sizeof(dl_ring_entry));
+        t->ring = calloc((size_t)nv * cfg->ring_entries, sizeof(uint64_t));
         t->ring_used = calloc(nv, sizeof(uint32_t));
         ok = ok && t->coll && t->ring && t->ring_used;
     }
@@ -157,7 +168,7 @@ uint64_t dl_tracker_memory_bytes(const dl_tracker *t)
     if (t->pml)
         b += nv * (t->cfg.pml_entries + 1) * 8 + nv * 8;
     if (t->ring)
-        b += nv * t->cfg.ring_entries * sizeof(dl_ring_entry) + nv * 4;
+        b += nv * t->cfg.ring_entries * sizeof(uint64_t) + nv * 4;
     return b;
 }
 
@@ -243,39 +254,29 @@ static inline uint64_t *pml_log_base(const dl_tracker *t, uint32_t v)
 /* Collects vCPU v's ring into the dirty bitmap in order, then resets it (re-arms). */
 static void ring_reap(dl_tracker *t, uint32_t v)
 {
-    uint32_t n = t->ring_used[v];
+    const uint32_t n = t->ring_used[v];
     if (n == 0)
         return;
-    dl_ring_entry *r = t->ring + (size_t)v * t->cfg.ring_entries;
+    const uint64_t *r = t->ring + (size_t)v * t->cfg.ring_entries;
     uint64_t *kc = t->bits; /* word w of KVM's view at kc[2w], of the dirty bitmap at kc[2w + 1] */
     const int pf = t->nwords * 8 > DL_PF_MIN_BYTES;
     /* Collect every entry into the dirty bitmap, then reset it (KVM_RESET_DIRTY_RINGS),
      * which re-protects its page. A page sits in at most one ring, at most once, so
      * doing both entry by entry leaves the same state as collecting all entries first.
-     * As in the write loop, the current pair of words stays in registers while
-     * consecutive entries fall in it. */
-    uint64_t cw = r[0].offset >> 6;
-    uint64_t k = kc[2 * cw], d = kc[2 * cw + 1], olds = 0;
+     * Each entry is one read-modify-write of its pair of words, which share a cache
+     * line (consecutive entries in one word forward through the store buffer). */
+    uint64_t olds = 0;
     for (uint32_t i = 0; i < n; i++) {
-        const uint64_t p = r[i].offset;
-        const uint64_t w = p >> 6;
-        if (w != cw) {
-            if (pf && i + DL_PF_DIST < n)
-                __builtin_prefetch(&kc[2 * (r[i + DL_PF_DIST].offset >> 6)], 1, 3);
-            kc[2 * cw] = k;
-            kc[2 * cw + 1] = d;
-            cw = w;
-            k = kc[2 * w];
-            d = kc[2 * w + 1];
-        }
-        const unsigned sh = (unsigned)(p & 63);
-        olds += (d >> sh) & 1;
-        d |= UINT64_C(1) << sh;
-        k &= ~(UINT64_C(1) << sh);
-        r[i].flags = DL_RING_RESET;
+        if (pf && i + DL_PF_DIST < n)
+            __builtin_prefetch(&kc[2 * (r[i + DL_PF_DIST] >> 6)], 1, 3);
+        const uint64_t p = r[i];
+        uint64_t *kw = &kc[2 * (p >> 6)];
+        const uint64_t m = UINT64_C(1) << (p & 63);
+        const uint64_t d = kw[1];
+        olds += (d & m) != 0;
+        kw[1] = d | m;
+        kw[0] &= ~m;
     }
-    kc[2 * cw] = k;
-    kc[2 * cw + 1] = d;
     const uint64_t fresh = n - olds;
     t->st.dirty_pages += fresh;
     t->st.ring_reaped += n;
@@ -284,12 +285,10 @@ static void ring_reap(dl_tracker *t, uint32_t v)
 }
 
 /* Pushes page p (newly recorded) to vCPU v's ring; a full ring exits and is reaped. */
-static inline void ring_push(dl_tracker *t, uint32_t v, uint64_t p, dl_ring_entry *r, uint64_t *exits)
+static inline void ring_push(dl_tracker *t, uint32_t v, uint64_t p, uint64_t *r, uint64_t *exits)
 {
     uint32_t u = t->ring_used[v];
-    r[u].flags = DL_RING_DIRTY;
-    r[u].slot = 0;
-    r[u].offset = p;
+    r[u] = p;
     t->ring_used[v] = ++u;
     if (u == t->soft_limit) {
         (*exits)++;
@@ -329,28 +328,31 @@ static DL_NOINLINE void huge_fault(dl_tracker *t, uint32_t v, uint64_t p, batch_
 }
 
 /*
- * The write loop, specialized at compile time by mode, huge pages, versions and
- * prefetching. The bitmap word of the current write stays in a register (`cur`,
- * word `cw`) and is stored back when a write goes to another word, so sequential
- * streams touch the bitmap once per 64 pages. Whether a write records its page is
- * computed without a branch (`isnew`); the PML log and the ring are written at their
- * next free slot on every write and their index advances only for a new page, so
- * the hot path has no data-dependent branch. (A store to a free slot is invisible:
- * only live entries are ever read. When the PML log is full, index -1 is a scratch
- * slot; a ring never holds more than soft_limit - 1 entries between writes.)
- * Anything that changes the bitmap outside the loop (a huge-block fault, a ring
- * reap) is preceded by a store of `cur` and followed by a reload.
+ * The write loop, specialized at compile time by mode, huge pages, marks (stale
+ * bitmap, versions) and prefetching. The bitmap word of the current write stays
+ * in a register (`cur`, word `cw`, and the stale word `scur` beside it) and is
+ * stored back when a write goes to another word, so sequential streams touch the
+ * bitmap once per 64 pages. Whether a write records its page is computed without a
+ * branch (`old`); the PML log and the ring are written at their next free slot on
+ * every write and their index advances only for a new page, so the hot path has no
+ * data-dependent branch. (A store to a free slot is invisible: only live entries
+ * are ever read. When the PML log is full, index -1 is a scratch slot; a ring never
+ * holds more than soft_limit - 1 entries between writes.) Anything that changes the
+ * bitmap outside the loop (a huge-block fault, a ring reap) is preceded by a store
+ * of `cur` and followed by a reload.
  */
 DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *pages, size_t n,
-                                 const int mode, const int huge, const int vers, const int pf,
-                                 batch_counts *c)
+                                 const int mode, const int huge, const int stl, const int vers,
+                                 const int pf, batch_counts *c)
 {
     const uint64_t S = mode == DL_MODE_RING ? 2 : 1; /* t->stride */
     uint64_t *bits = t->bits;
     const uint8_t *blk = t->blk;
     uint32_t *ver = t->versions;
+    uint64_t *stale = t->stale;
     uint64_t cw = pages[0] >> 6;
     uint64_t cur = bits[cw * S];
+    uint64_t scur = stl ? stale[cw] : 0;
     int prot = huge && blk[cw / (DL_BLOCK_PAGES / 64)] == BLK_PROT;
     uint64_t olds = 0, hfaults = 0, exits = 0;
 
@@ -359,7 +361,7 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
     int64_t idx = mode == DL_MODE_PML ? t->pml_idx[v] : 0;
     const int64_t idx0 = idx;
 
-    dl_ring_entry *r = mode == DL_MODE_RING ? t->ring + (size_t)v * t->cfg.ring_entries : NULL;
+    uint64_t *r = mode == DL_MODE_RING ? t->ring + (size_t)v * t->cfg.ring_entries : NULL;
     uint32_t u = mode == DL_MODE_RING ? t->ring_used[v] : 0;
     const uint32_t soft = t->soft_limit;
 
@@ -373,6 +375,9 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
                 __builtin_prefetch(&ver[pages[i + DL_PF_DIST]], 1, 3);                             \
             ver[p]++;                                                                              \
         }                                                                                          \
+        const unsigned sh = (unsigned)(p & 63);                                                    \
+        if (stl)                                                                                   \
+            scur |= UINT64_C(1) << sh;                                                             \
         if (huge && DL_UNLIKELY(prot)) { /* write-protected block: fault and split */              \
             bits[cw * S] = cur;                                                                    \
             if (mode == DL_MODE_RING)                                                              \
@@ -385,7 +390,6 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
             prot = 0;                                                                              \
             break;                                                                                 \
         }                                                                                          \
-        const unsigned sh = (unsigned)(p & 63);                                                    \
         const uint64_t old = (cur >> sh) & 1; /* 1: recorded already, 0: this write records it */ \
         cur |= UINT64_C(1) << sh;                                                                  \
         if (mode != DL_MODE_PML) /* PML mode counts by its index instead */                       \
@@ -399,9 +403,7 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
                 idx = pml_top - 1;                                                                 \
             }                                                                                      \
         } else if (mode == DL_MODE_RING) {                                                         \
-            r[u].flags = DL_RING_DIRTY;                                                            \
-            r[u].slot = 0;                                                                         \
-            r[u].offset = p;                                                                       \
+            r[u] = p;                                                                              \
             u += (uint32_t)(old ^ 1);                                                              \
             if (DL_UNLIKELY(u == soft)) { /* ring full: exit, reap at once */                      \
                 exits++;                                                                           \
@@ -426,6 +428,8 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
         for (size_t j = 0; j < k; j++) {
             if (vers)
                 __builtin_prefetch(&ver[pages[j]], 1, 3);
+            if (stl)
+                __builtin_prefetch(&stale[pages[j] >> 6], 1, 3);
             __builtin_prefetch(&bits[(pages[j] >> 6) * S], 1, 3);
         }
     }
@@ -434,11 +438,19 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
     for (;;) {
         /* prefetch the word DL_PF_DIST writes ahead (sequential streams get here once
          * per 64 writes, and need no prefetch anyway) */
-        if (pf && i < pf_end)
-            __builtin_prefetch(&bits[(pages[i + DL_PF_DIST] >> 6) * S], 1, 3);
+        if (pf && i < pf_end) {
+            const uint64_t pw = pages[i + DL_PF_DIST] >> 6;
+            __builtin_prefetch(&bits[pw * S], 1, 3);
+            if (stl)
+                __builtin_prefetch(&stale[pw], 1, 3);
+        }
         bits[cw * S] = cur;
+        if (stl)
+            stale[cw] = scur;
         cw = p >> 6;
         cur = bits[cw * S];
+        if (stl)
+            scur = stale[cw];
         if (huge)
             prot = blk[cw / (DL_BLOCK_PAGES / 64)] == BLK_PROT;
         DL_WRITE_ONE();
@@ -459,6 +471,8 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
 done:
 #undef DL_WRITE_ONE
     bits[cw * S] = cur;
+    if (stl)
+        stale[cw] = scur;
 
     /* pages recorded by the loop itself (PML: each one moved the index down by one,
      * each exit moved it up by pml_entries) */
@@ -482,32 +496,167 @@ done:
     }
 }
 
+/*
+ * The write loop without huge pages: one read-modify-write of the page's word per
+ * write, straight in memory (consecutive writes to one word forward through the
+ * store buffer, as in the bare loop), and no branch but the loop's own. A PML log
+ * with idx + 1 free slots and a ring with soft_limit - u free entries take at least
+ * that many writes before they can fill, so the writes go in runs of that length
+ * with the fill check after each run instead of after each write; only while a PML
+ * log is full (its next new page exits) are writes taken one at a time. The
+ * old-bit test is branch-free: the PML index and the ring's fill level move by
+ * (1 - old), and the log slot or ring entry is stored on every write (a store to a
+ * free slot is invisible; index -1 is the PML scratch slot).
+ */
+DL_ALWAYS_INLINE void write_flat(dl_tracker *t, uint32_t v, const uint64_t *pages, size_t n,
+                                 const int mode, const int stl, const int vers, const int pf,
+                                 batch_counts *c)
+{
+    const uint64_t S = mode == DL_MODE_RING ? 2 : 1; /* t->stride */
+    uint64_t *const bits = t->bits;
+    uint64_t *const stale = t->stale;
+    uint32_t *const ver = t->versions;
+    uint64_t olds = 0, exits = 0;
+
+    const int64_t pml_top = (int64_t)t->cfg.pml_entries - 1;
+    uint64_t *const log = mode == DL_MODE_PML ? pml_log_base(t, v) : NULL;
+    int64_t idx = mode == DL_MODE_PML ? t->pml_idx[v] : 0;
+    const int64_t idx0 = idx;
+
+    uint64_t *const r = mode == DL_MODE_RING ? t->ring + (size_t)v * t->cfg.ring_entries : NULL;
+    uint32_t u = mode == DL_MODE_RING ? t->ring_used[v] : 0;
+    const uint32_t u0 = u, soft = t->soft_limit;
+
+    if (pf) { /* the first DL_PF_DIST writes: the loop prefetches the rest ahead */
+        const size_t k = n < DL_PF_DIST ? n : DL_PF_DIST;
+        for (size_t j = 0; j < k; j++) {
+            __builtin_prefetch(&bits[(pages[j] >> 6) * S], 1, 3);
+            if (stl)
+                __builtin_prefetch(&stale[pages[j] >> 6], 1, 3);
+            if (vers)
+                __builtin_prefetch(&ver[pages[j]], 1, 3);
+        }
+    }
+    const size_t last = n - 1;
+    size_t i = 0;
+    while (i < n) {
+        size_t end = n;
+        if (mode == DL_MODE_PML) {
+            if (DL_UNLIKELY(idx < 0)) { /* full: one write at a time until a new page exits */
+                const uint64_t p = pages[i];
+                uint64_t *w = &bits[p >> 6];
+                const uint64_t m = UINT64_C(1) << (p & 63);
+                const uint64_t old = (*w & m) != 0;
+                *w |= m;
+                if (stl)
+                    stale[p >> 6] |= m;
+                if (vers)
+                    ver[p]++;
+                if (!old) {
+                    exits++;
+                    log[pml_top] = p;
+                    idx = pml_top - 1;
+                }
+                i++;
+                continue;
+            }
+            if ((uint64_t)idx + 1 < n - i)
+                end = i + (size_t)idx + 1;
+        } else if (mode == DL_MODE_RING) {
+            if ((uint64_t)(soft - u) < n - i)
+                end = i + (soft - u);
+        }
+        for (; i < end; i++) {
+            const uint64_t p = pages[i];
+            if (pf) {
+                const uint64_t q = pages[i + DL_PF_DIST < n ? i + DL_PF_DIST : last];
+                __builtin_prefetch(&bits[(q >> 6) * S], 1, 3);
+                if (stl)
+                    __builtin_prefetch(&stale[q >> 6], 1, 3);
+                if (vers)
+                    __builtin_prefetch(&ver[q], 1, 3);
+            }
+            uint64_t *w = &bits[(p >> 6) * S];
+            const uint64_t x = *w;
+            const uint64_t old = (x >> (p & 63)) & 1;
+            *w = x | (UINT64_C(1) << (p & 63));
+            if (stl)
+                stale[p >> 6] |= UINT64_C(1) << (p & 63);
+            if (vers)
+                ver[p]++;
+            if (mode == DL_MODE_PML) {
+                log[idx] = p;
+                idx += (int64_t)old - 1;
+            } else if (mode == DL_MODE_RING) {
+                r[u] = p;
+                u += (uint32_t)(old ^ 1);
+            } else {
+                olds += old;
+            }
+        }
+        if (mode == DL_MODE_RING && u == soft) { /* ring full: exit, reap at once */
+            exits++;
+            t->ring_used[v] = u;
+            ring_reap(t, v);
+            u = 0;
+        }
+    }
+
+    c->exits += exits;
+    if (mode == DL_MODE_PML) {
+        /* each new page moved the index down by one, each exit up by pml_entries */
+        const uint64_t rec = (uint64_t)(idx0 - idx) + exits * t->cfg.pml_entries;
+        t->pml_idx[v] = idx;
+        c->logged += rec;
+        c->recorded += rec;
+        t->st.dirty_pages += rec;
+    } else if (mode == DL_MODE_RING) {
+        /* each new page moved u up by one, each exit reaped soft_limit entries */
+        const uint64_t rec = exits * soft + u - u0;
+        t->ring_used[v] = u;
+        c->pushed += rec;
+        c->recorded += c->pushed;
+    } else {
+        const uint64_t rec = n - olds;
+        c->recorded += rec;
+        c->faults += rec;
+        t->st.dirty_pages += rec;
+    }
+}
+
 /* Aligned so that the hot loops' placement, and so their speed, does not depend on
  * what else is linked into the module (the bare loops of bench.c are aligned alike). */
-#define DL_WRITE_VARIANT(name, mode, huge, vers, pf)                                               \
+#define DL_WRITE_VARIANT(name, mode, huge, stl, vers, pf)                                          \
     __attribute__((aligned(64))) static void name(dl_tracker *t, uint32_t v, const uint64_t *p,    \
                                                   size_t n, batch_counts *c)                      \
     {                                                                                              \
-        write_loop(t, v, p, n, mode, huge, vers, pf, c);                                          \
+        if (huge)                                                                                  \
+            write_loop(t, v, p, n, mode, 1, stl, vers, pf, c);                                     \
+        else                                                                                       \
+            write_flat(t, v, p, n, mode, stl, vers, pf, c);                                        \
     }
-#define DL_WRITE_MODE(mode, tag)                                                                   \
-    DL_WRITE_VARIANT(write_##tag##_000, mode, 0, 0, 0)                                             \
-    DL_WRITE_VARIANT(write_##tag##_001, mode, 0, 0, 1)                                             \
-    DL_WRITE_VARIANT(write_##tag##_010, mode, 0, 1, 0)                                             \
-    DL_WRITE_VARIANT(write_##tag##_011, mode, 0, 1, 1)                                             \
-    DL_WRITE_VARIANT(write_##tag##_100, mode, 1, 0, 0)                                             \
-    DL_WRITE_VARIANT(write_##tag##_101, mode, 1, 0, 1)                                             \
-    DL_WRITE_VARIANT(write_##tag##_110, mode, 1, 1, 0)                                             \
-    DL_WRITE_VARIANT(write_##tag##_111, mode, 1, 1, 1)
+#define DL_WRITE_MARKS(mode, tag, huge)                                                            \
+    DL_WRITE_VARIANT(write_##tag##_##huge##000, mode, huge, 0, 0, 0)                               \
+    DL_WRITE_VARIANT(write_##tag##_##huge##001, mode, huge, 0, 0, 1)                               \
+    DL_WRITE_VARIANT(write_##tag##_##huge##010, mode, huge, 0, 1, 0)                               \
+    DL_WRITE_VARIANT(write_##tag##_##huge##011, mode, huge, 0, 1, 1)                               \
+    DL_WRITE_VARIANT(write_##tag##_##huge##100, mode, huge, 1, 0, 0)                               \
+    DL_WRITE_VARIANT(write_##tag##_##huge##101, mode, huge, 1, 0, 1)                               \
+    DL_WRITE_VARIANT(write_##tag##_##huge##110, mode, huge, 1, 1, 0)                               \
+    DL_WRITE_VARIANT(write_##tag##_##huge##111, mode, huge, 1, 1, 1)
+#define DL_WRITE_MODE(mode, tag) DL_WRITE_MARKS(mode, tag, 0) DL_WRITE_MARKS(mode, tag, 1)
 DL_WRITE_MODE(DL_MODE_WP, wp)
 DL_WRITE_MODE(DL_MODE_PML, pml)
 DL_WRITE_MODE(DL_MODE_RING, ring)
 
 typedef void (*write_fn)(dl_tracker *, uint32_t, const uint64_t *, size_t, batch_counts *);
-#define DL_WRITE_ROW(tag)                                                                          \
-    {write_##tag##_000, write_##tag##_001, write_##tag##_010, write_##tag##_011,                   \
-     write_##tag##_100, write_##tag##_101, write_##tag##_110, write_##tag##_111}
-static const write_fn write_table[3][8] = {DL_WRITE_ROW(wp), DL_WRITE_ROW(pml), DL_WRITE_ROW(ring)};
+#define DL_WRITE_HALF(tag, huge)                                                                   \
+    write_##tag##_##huge##000, write_##tag##_##huge##001, write_##tag##_##huge##010,               \
+        write_##tag##_##huge##011, write_##tag##_##huge##100, write_##tag##_##huge##101,           \
+        write_##tag##_##huge##110, write_##tag##_##huge##111
+#define DL_WRITE_ROW(tag) {DL_WRITE_HALF(tag, 0), DL_WRITE_HALF(tag, 1)}
+/* [mode][huge << 3 | stale << 2 | versions << 1 | prefetch] */
+static const write_fn write_table[3][16] = {DL_WRITE_ROW(wp), DL_WRITE_ROW(pml), DL_WRITE_ROW(ring)};
 
 /* Applies an already validated batch. */
 void dl__tracker_write_unchecked(dl_tracker *t, uint32_t v, const uint64_t *pages, size_t n)
@@ -520,12 +669,15 @@ void dl__tracker_write_unchecked(dl_tracker *t, uint32_t v, const uint64_t *page
         if (t->versions)
             for (size_t i = 0; i < n; i++)
                 t->versions[pages[i]]++;
+        if (t->stale)
+            for (size_t i = 0; i < n; i++)
+                t->stale[pages[i] >> 6] |= UINT64_C(1) << (pages[i] & 63);
         return;
     }
     batch_counts c = {0, 0, 0, 0, 0, 0};
     int m = t->cfg.mode == DL_MODE_CLEAR ? 0 : (int)t->cfg.mode;
     int pf = t->nwords * 8 > DL_PF_MIN_BYTES || (t->versions && t->pages * 4 > DL_PF_MIN_BYTES);
-    int variant = (t->blk ? 4 : 0) | (t->versions ? 2 : 0) | pf;
+    int variant = (t->blk ? 8 : 0) | (t->stale ? 4 : 0) | (t->versions ? 2 : 0) | pf;
     write_table[m][variant](t, v, pages, n, &c);
     vcpu_counters *vc = &t->vc[v];
     vc->faults += c.faults;
@@ -880,7 +1032,12 @@ int dl_tracker_ring_entries(const dl_tracker *t, uint32_t vcpu, dl_ring_entry *o
     *count = n;
     if (n > cap)
         return DL_ERR_BUFFER;
-    memcpy(out, t->ring + (size_t)vcpu * t->cfg.ring_entries, n * sizeof(dl_ring_entry));
+    const uint64_t *r = t->ring + (size_t)vcpu * t->cfg.ring_entries;
+    for (size_t i = 0; i < n; i++) {
+        out[i].flags = DL_RING_DIRTY;
+        out[i].slot = 0;
+        out[i].offset = r[i];
+    }
     return DL_OK;
 }
 
@@ -898,6 +1055,20 @@ int dl_tracker_attach_versions(dl_tracker *t, uint32_t *versions, uint64_t n)
     return DL_OK;
 }
 
+int dl_tracker_attach_stale(dl_tracker *t, uint64_t *words, uint64_t nwords)
+{
+    if (!t)
+        return DL_ERR_INVALID;
+    if (!words) {
+        t->stale = NULL;
+        return DL_OK;
+    }
+    if (nwords < t->nwords)
+        return DL_ERR_BUFFER;
+    t->stale = words;
+    return DL_OK;
+}
+
 int dl_tracker_inject_drop(dl_tracker *t, uint64_t page)
 {
     if (!t)
@@ -912,5 +1083,6 @@ uint64_t dl__tracker_pages(const dl_tracker *t) { return t->pages; }
 uint32_t dl__tracker_vcpus(const dl_tracker *t) { return t->cfg.vcpus; }
 uint32_t dl__tracker_page_size(const dl_tracker *t) { return t->cfg.page_size; }
 uint32_t *dl__tracker_versions(const dl_tracker *t) { return t->versions; }
+uint64_t *dl__tracker_stale(const dl_tracker *t) { return t->stale; }
 const dl_tracker_stats *dl__tracker_stats(const dl_tracker *t) { return &t->st; }
 uint32_t dl__tracker_mode(const dl_tracker *t) { return t->cfg.mode; }

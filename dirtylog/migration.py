@@ -20,9 +20,10 @@ How time passes (the C engine, ``csrc/engine.c``, does the hot part):
    ``on_limit``: "force" (stop-and-copy now) or "abort" (roll back: logging stops,
    the source keeps running, nothing is lost).
 
-With ``verify=True`` each page carries a version on the source (bumped by every
-write) and on the destination (copied when the page is sent): at the end every
-page must match.
+With ``verify=True`` a stale bitmap, independent of the tracker's own bitmaps,
+has a bit per page: set by every write, cleared when the page is sent (and set
+for every page at the start: the destination holds nothing). At the end no bit
+may be left: the destination holds the newest content of every page.
 """
 from __future__ import annotations
 
@@ -50,7 +51,6 @@ from .units import format_size, format_time, parse_size, parse_time
 __all__ = ["Migration", "simulate"]
 
 GIB = 1 << 30
-_ABSENT = int(lib.DL_ABSENT)  # csrc/include/dirtylog/engine.h
 _TRACKERS = ("wp", "pml", "ring", "clear")
 
 
@@ -104,9 +104,10 @@ class Migration:
     seed:
         Seed of the zero-page layout (workloads carry their own seeds).
     verify:
-        Keep page versions on both sides (4 bytes per page each) and check them at
-        the end. With ``zero_pages`` the source's are kept either way: they tell
-        which zero pages the guest has since written.
+        Keep a stale bitmap (1 bit per page: written since last sent) and check at
+        the end that no page is stale. With ``zero_pages`` the source also counts
+        writes per page (4 bytes each): they tell which zero pages the guest has
+        since written.
     costs:
         :class:`TrackingCosts` (default: the documented defaults).
     on_round:
@@ -207,14 +208,16 @@ class Migration:
         self.page_bytes = psize + self.link.header_bytes
 
         self._src: Optional[np.ndarray] = None
-        self._dst: Optional[np.ndarray] = None
-        if self.verify or zfrac > 0:
-            # Versions on the source also tell which zero pages the guest has written
-            # (no longer zero): zero-page modelling keeps them even without verification.
+        self._stale: Optional[np.ndarray] = None
+        if zfrac > 0:
+            # Versions on the source tell which zero pages the guest has written (no
+            # longer zero).
             self._src = np.zeros(npages, dtype=np.uint32)
             self.tracker.attach_versions(self._src)
         if self.verify:
-            self._dst = np.full(npages, _ABSENT, dtype=np.uint32)
+            # Every page stale: the destination holds nothing yet.
+            self._stale = np.full(self.tracker.config.bitmap_words, np.uint64(2**64 - 1), dtype=np.uint64)
+            self.tracker.attach_stale(self._stale)
         self._bound = _bind(workload, npages, self.vcpus, psize)
         self._wl = self._bound._handle if self._bound is not None else None
 
@@ -236,9 +239,8 @@ class Migration:
         cfg.zero_fraction = zfrac
         cfg.zero_seed = (self.seed * 0x9E3779B97F4A7C15 + 0xD1B54A32D192ED03) % 2**64
         out = ffi.new("dl_engine **")
-        dst_ptr = ffi.from_buffer("uint32_t[]", self._dst) if self._dst is not None else ffi.NULL
         check(lib.dl_engine_create(cfg, self.tracker._handle, self._wl if self._wl is not None else ffi.NULL,
-                                   dst_ptr, npages if self._dst is not None else 0, out), "creating the engine")
+                                   ffi.NULL, 0, out), "creating the engine")
         self._e = ffi.gc(out[0], lib.dl_engine_destroy)
         self._state = ffi.new("dl_engine_state *")
         self._pos = ffi.new("uint64_t *")
@@ -365,7 +367,8 @@ class Migration:
                     return self
             step_to = min(target, self._faults[0].at) if self._faults else target
             before = (self.phase, self.clock, self._final_stage, self._round_index, int(self._pos[0]))
-            self._step(step_to)
+            with self.tracker._lock:  # the engine's C calls write into the tracker
+                self._step(step_to)
             after = (self.phase, self.clock, self._final_stage, self._round_index, int(self._pos[0]))
             if after == before and not (self._faults and self._faults[0].at <= self.clock):
                 break  # nothing moved: the target is reached
@@ -933,10 +936,9 @@ class Migration:
         self.reason = reason
         self.converged = False
         if self.verify:
-            # Nothing lost: the source still holds every write the guest made.
-            assert self._src is not None
+            # Nothing lost: every write the guest made reached the source's memory.
             writes = int(self._engine_state().writes)
-            self._verified = int(self._src.sum(dtype=np.int64)) == writes
+            self._verified = self.tracker.stats.writes == writes
         self._event("failed", reason=reason)
 
     # -- report ----------------------------------------------------------------------

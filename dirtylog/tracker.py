@@ -6,7 +6,9 @@ in :mod:`dirtylog.reference` implements the same interface.
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Union
+import functools
+import threading
+from typing import Any, Callable, Optional, Sequence, TypeVar, Union, cast
 
 import numpy as np
 
@@ -21,6 +23,18 @@ _MODES = {"wp": 0, "pml": 1, "ring": 2, "clear": 3}
 _HUGE = {None: 0, "lazy": 1, "eager": 2}
 
 PagesLike = Union[np.ndarray, Sequence[int]]
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _locked(fn: _F) -> _F:
+    """Run the method holding the tracker's lock (cffi releases the GIL inside C calls)."""
+
+    @functools.wraps(fn)
+    def wrapper(self: "Tracker", *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return fn(self, *args, **kwargs)
+
+    return cast(_F, wrapper)
 
 # Which C entry point takes which dtype without a copy; narrower ints are widened.
 _WRITERS = {
@@ -58,6 +72,11 @@ class Tracker:
         Clear mode only: the bitmap starts all ones and nothing is protected.
 
     A 1 TiB guest (2**28 pages) takes 32 MiB of state (64 MiB in ring mode).
+
+    Thread safety: one tracker may be used from several threads. The C calls run
+    without the GIL, so every method holds a per-tracker lock: concurrent calls
+    on one tracker take turns (a harvest sees each concurrent write batch either
+    whole or not at all), calls on different trackers run in parallel.
     """
 
     def __init__(
@@ -92,7 +111,10 @@ class Tracker:
             )
         check(rc, "creating the tracker")
         self._t = ffi.gc(out[0], lib.dl_tracker_destroy)
+        #: Held around every C call on this tracker (also by the fused workload runs).
+        self._lock = threading.RLock()
         self._versions: Optional[np.ndarray] = None
+        self._stale: Optional[np.ndarray] = None
 
     # -- configuration ------------------------------------------------------
     pages = property(lambda self: self.config.pages, doc="Guest pages.")
@@ -104,11 +126,13 @@ class Tracker:
     initially_set = property(lambda self: self.config.initially_set, doc="Clear mode: bitmap starts all ones.")
 
     @property
+    @_locked
     def memory_bytes(self) -> int:
         """Bytes of tracker state held by the C core."""
         return int(lib.dl_tracker_memory_bytes(self._t))
 
     @property
+    @_locked
     def logging(self) -> bool:
         """True between :meth:`start` and :meth:`stop`."""
         return bool(lib.dl_tracker_is_logging(self._t))
@@ -122,12 +146,14 @@ class Tracker:
         )
 
     # -- logging ------------------------------------------------------------
+    @_locked
     def start(self) -> None:
         """Start dirty logging: every page armed (or, with initially_set, all dirty)."""
         if self.logging:
             raise StateError("dirty logging is already started; call stop() first to restart it")
         check(lib.dl_tracker_start(self._t), "start")
 
+    @_locked
     def stop(self) -> None:
         """Stop dirty logging: every page writable again, nothing left pending."""
         if not self.logging:
@@ -138,6 +164,7 @@ class Tracker:
         if not self.logging:
             raise StateError(f"{what}() needs dirty logging: call start() first")
 
+    @_locked
     def write(self, pages: PagesLike, vcpu: int = 0) -> None:
         """A batch of guest writes by one vCPU, in order.
 
@@ -162,10 +189,12 @@ class Tracker:
         check(rc, "write")
 
     @property
+    @_locked
     def pending(self) -> int:
         """Upper bound on the size of the next harvest (exact but in ring mode), no side effects."""
         return int(lib.dl_tracker_pending(self._t))
 
+    @_locked
     def harvest(self, out: Optional[np.ndarray] = None) -> np.ndarray:
         """Pages dirtied since the previous harvest, sorted (uint64), re-protecting them.
 
@@ -196,6 +225,7 @@ class Tracker:
             return buf[:n]
         return buf[:n].copy() if n < cap // 2 else buf[:n]
 
+    @_locked
     def harvest_bitmap(self) -> np.ndarray:
         """The same harvest as :meth:`harvest`, as packed uint64 words (bit p % 64 of word p // 64)."""
         self._require_logging("harvest_bitmap")
@@ -207,6 +237,7 @@ class Tracker:
         )
         return words
 
+    @_locked
     def clear(self, first: int, count: int, mask: Optional[np.ndarray] = None) -> int:
         """Clear mode: clear and re-protect dirty pages in ``[first, first + count)``.
 
@@ -232,6 +263,7 @@ class Tracker:
 
     # -- introspection -------------------------------------------------------
     @property
+    @_locked
     def stats(self) -> TrackerStats:
         """Counters read from the C core (see :class:`dirtylog.stats.TrackerStats`)."""
         s = ffi.new("dl_tracker_stats *")
@@ -255,6 +287,7 @@ class Tracker:
             dirty_pages=s.dirty_pages, vcpus=tuple(per),
         )
 
+    @_locked
     def pml_log(self, vcpu: int = 0) -> np.ndarray:
         """The live entries of a vCPU's PML log, most recent first (PML mode)."""
         vc = v.check_vcpu(vcpu, self.config.vcpus)
@@ -263,6 +296,7 @@ class Tracker:
         check(lib.dl_tracker_pml_log(self._t, vc, ffi.from_buffer("uint64_t[]", out), out.size, count), "pml_log")
         return out[: int(count[0])].copy()
 
+    @_locked
     def ring_entries(self, vcpu: int = 0) -> np.ndarray:
         """Page offsets in a vCPU's dirty ring not yet collected, oldest first (ring mode)."""
         vc = v.check_vcpu(vcpu, self.config.vcpus)
@@ -274,6 +308,7 @@ class Tracker:
         return raw[1::2].copy()
 
     # -- verification hooks (used by the migration engine and tests) ----------
+    @_locked
     def attach_versions(self, versions: Optional[np.ndarray]) -> None:
         """Count writes per page into ``versions`` (uint32, >= pages long), or detach with None."""
         if versions is None:
@@ -287,6 +322,28 @@ class Tracker:
         check(lib.dl_tracker_attach_versions(self._t, ffi.from_buffer("uint32_t[]", versions), versions.size), "attach_versions")
         self._versions = versions  # keep it alive as long as the C side points at it
 
+    @_locked
+    def attach_stale(self, words: Optional[np.ndarray]) -> None:
+        """Set bit ``p % 64`` of ``words[p // 64]`` on every write to page ``p`` (None detaches).
+
+        ``words`` is a C-contiguous uint64 array of at least ``config.bitmap_words``
+        elements, kept alive by the tracker while attached. The migration engine
+        clears a page's bit when it sends the page: a bit set at the end is a page
+        whose newest content the destination lacks (verification at 1 bit per page).
+        """
+        if words is None:
+            check(lib.dl_tracker_attach_stale(self._t, ffi.NULL, 0), "attach_stale")
+            self._stale = None
+            return
+        if not isinstance(words, np.ndarray) or words.dtype != np.uint64 or not words.flags.c_contiguous:
+            raise TypeError("the stale bitmap must be a C-contiguous numpy uint64 array")
+        need = self.config.bitmap_words
+        if words.size < need:
+            raise ConfigError(f"the stale bitmap must hold at least {need} words, got {words.size}")
+        check(lib.dl_tracker_attach_stale(self._t, ffi.from_buffer("uint64_t[]", words), words.size), "attach_stale")
+        self._stale = words  # keep it alive as long as the C side points at it
+
+    @_locked
     def inject_drop(self, page: Optional[int]) -> None:
         """Fault injection: the next harvest silently loses ``page`` (None disarms)."""
         if page is None:

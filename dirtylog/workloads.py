@@ -310,10 +310,12 @@ class BoundWorkload:
                 total += pages.size
             return total
         n = ffi.new("uint64_t *")
-        if vcpu is None:
-            _check_slice(lib.dl_workload_run(self._w, handle, a, b, n), a, b, "run")
-        else:
-            _check_slice(lib.dl_workload_run_vcpu(self._w, handle, self._vcpu(vcpu), a, b, n), a, b, "run")
+        with tracker._lock:  # the tracker's own methods hold it too: one C call on it at a time
+            if vcpu is None:
+                rc = lib.dl_workload_run(self._w, handle, a, b, n)
+            else:
+                rc = lib.dl_workload_run_vcpu(self._w, handle, self._vcpu(vcpu), a, b, n)
+        _check_slice(rc, a, b, "run")
         return int(n[0])
 
 

@@ -4,10 +4,10 @@
  *
  * The engine owns a simulated clock. dl_engine_send() walks a list of pages (or a
  * range) in order, in chunks of chunk_pages. For each chunk it first copies the
- * pages' source versions to the destination (the content at the moment it is
- * read for sending), then lets the guest run for the chunk's transfer time: the
- * workload's writes of that guest-time slice go through the tracker (which bumps
- * the source versions). A page sent and then written is sent again in a later
+ * pages' source versions to the destination, or clears their stale bits (the
+ * content at the moment it is read for sending), then lets the guest run for the
+ * chunk's transfer time: the workload's writes of that guest-time slice go through
+ * the tracker (which bumps the source versions, or sets the stale bits). A page sent and then written is sent again in a later
  * round; a page written before its turn is sent once with its newest content.
  *
  * Guest time runs at (1 - throttle) of wall time while the guest runs and stops
@@ -131,8 +131,12 @@ int dl_engine_transfer(dl_engine *e, uint64_t bytes, double deadline, uint64_t *
  * the clear chunk in pages (a multiple of 64). The words are copied. NULL disables. */
 int dl_engine_set_clear_mask(dl_engine *e, const uint64_t *words, size_t nwords, uint64_t chunk_pages);
 
-/* Pages whose destination version differs from the source's; writes the first
- * `cap` of them to out. Needs versions on both sides. */
+/* Pages whose newest content the destination lacks; writes the first `cap` of them
+ * (in page order) to out. With a stale bitmap attached to the tracker
+ * (dl_tracker_attach_stale, set to all ones by the caller: nothing sent yet), the
+ * pages whose bit is set (every send clears it, every write sets it); otherwise the
+ * pages whose destination version differs from the source's (needs versions on
+ * both sides). DL_ERR_STATE with neither. */
 int dl_engine_verify(const dl_engine *e, uint64_t *out, size_t cap, uint64_t *mismatches);
 
 typedef struct dl_postcopy_state {

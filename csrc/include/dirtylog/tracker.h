@@ -44,7 +44,7 @@
  * (eager, counted) at that moment.
  *
  * Writes while not logging change nothing but the write counters (and the page
- * versions, when attached). Stop re-enables writes everywhere and drops every
+ * versions and stale bits, when attached). Stop re-enables writes everywhere and drops every
  * pending record: nothing is reported after a stop.
  */
 #ifndef DIRTYLOG_TRACKER_H
@@ -200,6 +200,14 @@ int dl_tracker_ring_entries(const dl_tracker *t, uint32_t vcpu, dl_ring_entry *o
  * or not) increments versions[page]. The array belongs to the caller, must hold
  * at least `pages` elements and outlive the tracker or a detach (NULL, 0). */
 int dl_tracker_attach_versions(dl_tracker *t, uint32_t *versions, uint64_t n);
+
+/* A stale bitmap for end-to-end verification (1 bit per page instead of versions'
+ * 32): once attached, every write (logging or not) sets bit p % 64 of word p / 64;
+ * the migration engine clears a page's bit when it sends the page, so a bit still
+ * set at the end is a page whose newest content the destination lacks. The words
+ * belong to the caller, must cover `pages` bits (dl_tracker_bitmap_words()) and
+ * outlive the tracker or a detach (NULL, 0). */
+int dl_tracker_attach_stale(dl_tracker *t, uint64_t *words, uint64_t nwords);
 
 /* Fault injection for tests: the next harvest silently drops `page` from its
  * result (its bit is cleared as if reported). UINT64_MAX disarms it. */
