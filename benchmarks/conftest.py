@@ -264,6 +264,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
 
 def _write_order(case: str) -> tuple:
     mode, guest, stream = case.split("/")
+    stream = {"-": STREAMS[0], "stale": STREAMS[1]}.get(stream, stream)  # first-write rows: marks
     return (("wp", "pml", "ring", "clear").index(mode) if mode in ("wp", "pml", "ring", "clear") else 9,
             list(GUESTS).index(guest) if guest in GUESTS else 9,
             STREAMS.index(stream) if stream in STREAMS else 9)

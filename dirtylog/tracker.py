@@ -164,7 +164,6 @@ class Tracker:
         if not self.logging:
             raise StateError(f"{what}() needs dirty logging: call start() first")
 
-    @_locked
     def write(self, pages: PagesLike, vcpu: int = 0) -> None:
         """A batch of guest writes by one vCPU, in order.
 
@@ -183,7 +182,8 @@ class Tracker:
         arr = np.ascontiguousarray(arr)
         fname, ctype = _WRITERS[arr.dtype]
         bad = ffi.new("size_t *")
-        rc = getattr(lib, fname)(self._t, vc, ffi.from_buffer(ctype, arr), arr.size, bad)
+        with self._lock:  # held only around the C call: the checks above touch no tracker state
+            rc = getattr(lib, fname)(self._t, vc, ffi.from_buffer(ctype, arr), arr.size, bad)
         if rc == lib.DL_ERR_RANGE:
             raise ConfigError(v.describe_bad_page(arr, int(bad[0]), self.config.pages))
         check(rc, "write")
