@@ -4,6 +4,10 @@ Run them with::
 
     python -m pytest benchmarks/ --benchmark-only
 
+On a machine shared with other work, time with CPU time instead of wall time
+(``--benchmark-timer time.process_time``): the rounds a process spends descheduled
+then do not count, which keeps the ratios stable under load.
+
 The plain test run never sees these files: pyproject's ``testpaths`` is
 ``tests``, and the benchmark modules are named ``bench_*.py``, which this
 conftest collects only when the benchmarks directory (or a file in it) is named
