@@ -241,6 +241,8 @@ int dl_tracker_stop(dl_tracker *t)
  * DL_PF_DIST accesses ahead; smaller ones stay in cache, where prefetches only cost. */
 #define DL_PF_MIN_BYTES (UINT64_C(1) << 20)
 #define DL_PF_DIST 32
+/* Spans shorter than this are not worth their set-up: see write_loop. */
+#define DL_SPAN_MIN 32
 
 /* vCPU v's PML log: entries [0, pml_entries), and log[-1] a scratch slot that the
  * branch-free write loop stores to when the log is full and the page is not new. */
@@ -367,8 +369,9 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
 
     const size_t pf_end = pf && n > DL_PF_DIST ? n - DL_PF_DIST : 0;
 
-/* One write of page p, in the word cw held in cur. */
-#define DL_WRITE_ONE()                                                                             \
+/* One write of page p, in the word cw held in cur. CHK: check the PML log or the
+ * ring for a fill on this write (else the span's length guarantees room). */
+#define DL_WRITE_ONE(CHK)                                                                          \
     do {                                                                                           \
         if (vers) {                                                                                \
             if (pf && i < pf_end)                                                                  \
@@ -397,21 +400,25 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
         if (mode == DL_MODE_PML) {                                                                 \
             log[idx] = p;                                                                          \
             idx += (int64_t)old - 1;                                                               \
-            if (DL_UNLIKELY(idx < -1)) { /* it was full (-1): exit, drain, log at the top */       \
+            if ((CHK) && DL_UNLIKELY(idx < -1)) { /* it was full (-1): exit, drain, log at top */  \
                 exits++;                                                                           \
                 log[pml_top] = p;                                                                  \
                 idx = pml_top - 1;                                                                 \
+                if (!huge)                                                                         \
+                    end = i + 1; /* room again: back to unchecked spans */                         \
             }                                                                                      \
         } else if (mode == DL_MODE_RING) {                                                         \
             r[u] = p;                                                                              \
             u += (uint32_t)(old ^ 1);                                                              \
-            if (DL_UNLIKELY(u == soft)) { /* ring full: exit, reap at once */                      \
+            if ((CHK) && DL_UNLIKELY(u == soft)) { /* ring full: exit, reap at once */             \
                 exits++;                                                                           \
                 bits[cw * S] = cur;                                                                \
                 t->ring_used[v] = u;                                                               \
                 ring_reap(t, v);                                                                   \
                 u = 0;                                                                             \
                 cur = bits[cw * S];                                                                \
+                if (!huge)                                                                         \
+                    end = i + 1;                                                                   \
             }                                                                                      \
         }                                                                                          \
     } while (0)
@@ -433,42 +440,84 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
             __builtin_prefetch(&bits[(pages[j] >> 6) * S], 1, 3);
         }
     }
+/* The writes [i, end) of one span; CHK as for DL_WRITE_ONE. */
+#define DL_SPAN(CHK)                                                                               \
+    for (;;) {                                                                                     \
+        /* prefetch the word DL_PF_DIST writes ahead (sequential streams get here once             \
+         * per 64 writes, and need no prefetch anyway) */                                          \
+        if (pf && i < pf_end) {                                                                    \
+            const uint64_t pw = pages[i + DL_PF_DIST] >> 6;                                        \
+            __builtin_prefetch(&bits[pw * S], 1, 3);                                               \
+            if (stl)                                                                               \
+                __builtin_prefetch(&stale[pw], 1, 3);                                              \
+        }                                                                                          \
+        bits[cw * S] = cur;                                                                        \
+        if (stl)                                                                                   \
+            stale[cw] = scur;                                                                      \
+        cw = p >> 6;                                                                               \
+        cur = bits[cw * S];                                                                        \
+        if (stl)                                                                                   \
+            scur = stale[cw];                                                                      \
+        if (huge)                                                                                  \
+            prot = blk[cw / (DL_BLOCK_PAGES / 64)] == BLK_PROT;                                    \
+        DL_WRITE_ONE(CHK);                                                                         \
+        if (++i == end)                                                                            \
+            break;                                                                                 \
+        p = pages[i];                                                                              \
+        if ((p >> 6) != cw)                                                                        \
+            continue;                                                                              \
+        int more = 1;                                                                              \
+        for (;;) {                                                                                 \
+            DL_WRITE_ONE(CHK);                                                                     \
+            if (++i == end) {                                                                      \
+                more = 0;                                                                          \
+                break;                                                                             \
+            }                                                                                      \
+            p = pages[i];                                                                          \
+            if ((p >> 6) != cw)                                                                    \
+                break;                                                                             \
+        }                                                                                          \
+        if (!more)                                                                                 \
+            break;                                                                                 \
+    }
+
+    /* Spans: a PML log with idx + 1 free slots, or a ring with soft_limit - u free
+     * entries, takes at least that many writes to fill, so a span that long needs
+     * no fill check per write (the ring's fill is handled after it). With little
+     * room left (or huge pages, whose faults push to the ring on their own) writes
+     * are checked one by one until the next exit, then spans resume. */
     size_t i = 0;
     uint64_t p = pages[0];
-    for (;;) {
-        /* prefetch the word DL_PF_DIST writes ahead (sequential streams get here once
-         * per 64 writes, and need no prefetch anyway) */
-        if (pf && i < pf_end) {
-            const uint64_t pw = pages[i + DL_PF_DIST] >> 6;
-            __builtin_prefetch(&bits[pw * S], 1, 3);
-            if (stl)
-                __builtin_prefetch(&stale[pw], 1, 3);
+    while (i < n) {
+        size_t end = n;
+        int chk = mode != DL_MODE_WP || huge;
+        if (!huge && mode == DL_MODE_PML && idx + 1 >= DL_SPAN_MIN) {
+            chk = 0;
+            if ((uint64_t)idx + 1 < n - i)
+                end = i + (size_t)idx + 1;
+        } else if (!huge && mode == DL_MODE_RING && soft - u >= DL_SPAN_MIN) {
+            chk = 0;
+            if ((uint64_t)(soft - u) < n - i)
+                end = i + (soft - u);
         }
-        bits[cw * S] = cur;
-        if (stl)
-            stale[cw] = scur;
-        cw = p >> 6;
-        cur = bits[cw * S];
-        if (stl)
-            scur = stale[cw];
-        if (huge)
-            prot = blk[cw / (DL_BLOCK_PAGES / 64)] == BLK_PROT;
-        DL_WRITE_ONE();
-        if (++i == n)
-            break;
         p = pages[i];
-        if ((p >> 6) != cw)
-            continue;
-        for (;;) {
-            DL_WRITE_ONE();
-            if (++i == n)
-                goto done;
-            p = pages[i];
-            if ((p >> 6) != cw)
-                break;
+        if (chk) {
+            DL_SPAN(1)
+        } else {
+            DL_SPAN(0)
         }
+        if (mode == DL_MODE_RING && !chk && u == soft) { /* ring full: exit, reap at once */
+            exits++;
+            bits[cw * S] = cur;
+            t->ring_used[v] = u;
+            ring_reap(t, v);
+            u = 0;
+            cur = bits[cw * S];
+        }
+        if (i < n)
+            p = pages[i];
     }
-done:
+#undef DL_SPAN
 #undef DL_WRITE_ONE
     bits[cw * S] = cur;
     if (stl)
@@ -496,144 +545,13 @@ done:
     }
 }
 
-/*
- * The write loop without huge pages: one read-modify-write of the page's word per
- * write, straight in memory (consecutive writes to one word forward through the
- * store buffer, as in the bare loop), and no branch but the loop's own. A PML log
- * with idx + 1 free slots and a ring with soft_limit - u free entries take at least
- * that many writes before they can fill, so the writes go in runs of that length
- * with the fill check after each run instead of after each write; only while a PML
- * log is full (its next new page exits) are writes taken one at a time. The
- * old-bit test is branch-free: the PML index and the ring's fill level move by
- * (1 - old), and the log slot or ring entry is stored on every write (a store to a
- * free slot is invisible; index -1 is the PML scratch slot).
- */
-DL_ALWAYS_INLINE void write_flat(dl_tracker *t, uint32_t v, const uint64_t *pages, size_t n,
-                                 const int mode, const int stl, const int vers, const int pf,
-                                 batch_counts *c)
-{
-    const uint64_t S = mode == DL_MODE_RING ? 2 : 1; /* t->stride */
-    uint64_t *const bits = t->bits;
-    uint64_t *const stale = t->stale;
-    uint32_t *const ver = t->versions;
-    uint64_t olds = 0, exits = 0;
-
-    const int64_t pml_top = (int64_t)t->cfg.pml_entries - 1;
-    uint64_t *const log = mode == DL_MODE_PML ? pml_log_base(t, v) : NULL;
-    int64_t idx = mode == DL_MODE_PML ? t->pml_idx[v] : 0;
-    const int64_t idx0 = idx;
-
-    uint64_t *const r = mode == DL_MODE_RING ? t->ring + (size_t)v * t->cfg.ring_entries : NULL;
-    uint32_t u = mode == DL_MODE_RING ? t->ring_used[v] : 0;
-    const uint32_t u0 = u, soft = t->soft_limit;
-
-    if (pf) { /* the first DL_PF_DIST writes: the loop prefetches the rest ahead */
-        const size_t k = n < DL_PF_DIST ? n : DL_PF_DIST;
-        for (size_t j = 0; j < k; j++) {
-            __builtin_prefetch(&bits[(pages[j] >> 6) * S], 1, 3);
-            if (stl)
-                __builtin_prefetch(&stale[pages[j] >> 6], 1, 3);
-            if (vers)
-                __builtin_prefetch(&ver[pages[j]], 1, 3);
-        }
-    }
-    const size_t last = n - 1;
-    size_t i = 0;
-    while (i < n) {
-        size_t end = n;
-        if (mode == DL_MODE_PML) {
-            if (DL_UNLIKELY(idx < 0)) { /* full: one write at a time until a new page exits */
-                const uint64_t p = pages[i];
-                uint64_t *w = &bits[p >> 6];
-                const uint64_t m = UINT64_C(1) << (p & 63);
-                const uint64_t old = (*w & m) != 0;
-                *w |= m;
-                if (stl)
-                    stale[p >> 6] |= m;
-                if (vers)
-                    ver[p]++;
-                if (!old) {
-                    exits++;
-                    log[pml_top] = p;
-                    idx = pml_top - 1;
-                }
-                i++;
-                continue;
-            }
-            if ((uint64_t)idx + 1 < n - i)
-                end = i + (size_t)idx + 1;
-        } else if (mode == DL_MODE_RING) {
-            if ((uint64_t)(soft - u) < n - i)
-                end = i + (soft - u);
-        }
-        for (; i < end; i++) {
-            const uint64_t p = pages[i];
-            if (pf) {
-                const uint64_t q = pages[i + DL_PF_DIST < n ? i + DL_PF_DIST : last];
-                __builtin_prefetch(&bits[(q >> 6) * S], 1, 3);
-                if (stl)
-                    __builtin_prefetch(&stale[q >> 6], 1, 3);
-                if (vers)
-                    __builtin_prefetch(&ver[q], 1, 3);
-            }
-            uint64_t *w = &bits[(p >> 6) * S];
-            const uint64_t x = *w;
-            const uint64_t old = (x >> (p & 63)) & 1;
-            *w = x | (UINT64_C(1) << (p & 63));
-            if (stl)
-                stale[p >> 6] |= UINT64_C(1) << (p & 63);
-            if (vers)
-                ver[p]++;
-            if (mode == DL_MODE_PML) {
-                log[idx] = p;
-                idx += (int64_t)old - 1;
-            } else if (mode == DL_MODE_RING) {
-                r[u] = p;
-                u += (uint32_t)(old ^ 1);
-            } else {
-                olds += old;
-            }
-        }
-        if (mode == DL_MODE_RING && u == soft) { /* ring full: exit, reap at once */
-            exits++;
-            t->ring_used[v] = u;
-            ring_reap(t, v);
-            u = 0;
-        }
-    }
-
-    c->exits += exits;
-    if (mode == DL_MODE_PML) {
-        /* each new page moved the index down by one, each exit up by pml_entries */
-        const uint64_t rec = (uint64_t)(idx0 - idx) + exits * t->cfg.pml_entries;
-        t->pml_idx[v] = idx;
-        c->logged += rec;
-        c->recorded += rec;
-        t->st.dirty_pages += rec;
-    } else if (mode == DL_MODE_RING) {
-        /* each new page moved u up by one, each exit reaped soft_limit entries */
-        const uint64_t rec = exits * soft + u - u0;
-        t->ring_used[v] = u;
-        c->pushed += rec;
-        c->recorded += c->pushed;
-    } else {
-        const uint64_t rec = n - olds;
-        c->recorded += rec;
-        c->faults += rec;
-        t->st.dirty_pages += rec;
-    }
-}
-
 /* Aligned so that the hot loops' placement, and so their speed, does not depend on
  * what else is linked into the module (the bare loops of bench.c are aligned alike). */
 #define DL_WRITE_VARIANT(name, mode, huge, stl, vers, pf)                                          \
     __attribute__((aligned(64))) static void name(dl_tracker *t, uint32_t v, const uint64_t *p,    \
                                                   size_t n, batch_counts *c)                      \
     {                                                                                              \
-        if (huge)                                                                                  \
-            write_loop(t, v, p, n, mode, 1, stl, vers, pf, c);                                     \
-        else                                                                                       \
-            write_flat(t, v, p, n, mode, stl, vers, pf, c);                                        \
+        write_loop(t, v, p, n, mode, huge, stl, vers, pf, c);                                     \
     }
 #define DL_WRITE_MARKS(mode, tag, huge)                                                            \
     DL_WRITE_VARIANT(write_##tag##_##huge##000, mode, huge, 0, 0, 0)                               \
