@@ -46,6 +46,10 @@
  * Writes while not logging change nothing but the write counters (and the page
  * versions and stale bits, when attached). Stop re-enables writes everywhere and drops every
  * pending record: nothing is reported after a stop.
+ *
+ * Threads: calls on one dl_tracker (including the fused workload runs and an
+ * engine's calls that write into it) must not overlap; serialize them. Distinct
+ * trackers are independent. The Python Tracker holds a lock around its calls.
  */
 #ifndef DIRTYLOG_TRACKER_H
 #define DIRTYLOG_TRACKER_H
