@@ -567,6 +567,10 @@ def build_parser() -> argparse.ArgumentParser:
     wo.add_argument("--heatmap", metavar="FILE", help="draw the grid as a heatmap to FILE (needs matplotlib)")
     wo.add_argument("--heatmap-value", choices=("total_time", "downtime", "transferred", "rounds"),
                     default="total_time", help="what the heatmap shows (default total_time)")
+    wo.add_argument("--advise", action="store_true",
+                    help="for each configuration that does not converge, find what would (more simulations): "
+                         "columns least bw, least limit, auto-conv (its end throttle), dirty quota, post-copy "
+                         "(its degraded window)")
     _add_progress(wo)
     w.set_defaults(func=cmd_sweep)
 
@@ -769,7 +773,8 @@ def _run_sweep(configs: List[Any], args: argparse.Namespace, what: str) -> Tuple
     mode = _want_progress(args)
     bar = SweepBar(what, force_terminal=True if mode else None) if mode is not None else None
     try:
-        return sweep(configs, progress=bar if bar is not None else False, jobs=args.jobs), False
+        return sweep(configs, progress=bar if bar is not None else False, jobs=args.jobs,
+                     advise=getattr(args, "advise", False)), False
     except Interrupted as exc:
         return exc.report, True
     finally:
@@ -1170,6 +1175,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         note = (", ".join(f"{k}: {v}" for k, v in counts.items()) + ". 'does not converge': gave up after "
                 "--give-up-after of simulated time (default 10 min, or 20x the time to send memory once), or "
                 "aborted at a limit; rounds: pre-copy rounds, round 0 included.")
+        if getattr(args, "advise", False):
+            note += (" What would make a configuration that does not converge converge (found by simulation, "
+                     "see 'dirtylog advise'): the least bandwidth at its downtime limit (least bw), or the least "
+                     "downtime limit at its bandwidth (least limit), or auto-converge (the throttle it ends at), "
+                     "or a per-vCPU dirty limit (the largest quota), or post-copy (its degraded window).")
         _print_lines(wrap("", [(note, "dim")], -1, _width()))
     if args.heatmap:
         from .plot import plot_heatmap

@@ -43,6 +43,9 @@ from .units import format_rate, format_size, format_time
 __all__ = ["SweepConfig", "SweepResult", "SweepResults", "SweepBar", "grid", "sweep", "run_config", "default_give_up",
            "VERDICTS"]
 
+#: Columns the table adds with advice (sweep(advise=True)): what would make it converge.
+ADVICE_COLUMNS = ("least bw", "least limit", "auto-conv", "dirty quota", "post-copy")
+
 #: Verdicts, best first.
 VERDICTS = ("converges", "post-copy", "forced", "does not converge", "lost")
 
@@ -98,6 +101,15 @@ class SweepResult:
     reason: str
     wall_time: float
     options: Dict[str, Any] = field(default_factory=dict)
+    # With sweep(advise=True), for a configuration that does not converge: the answers of
+    # dirtylog.advice (Advice.columns()): least bandwidth (bytes/s), least downtime limit (s),
+    # the throttle auto-converge ends at (%), the largest per-vCPU dirty quota (bytes/s) and
+    # post-copy's degraded window (s); None when not found or not asked.
+    advice_bandwidth: Optional[float] = None
+    advice_downtime_limit: Optional[float] = None
+    advice_auto_converge_throttle: Optional[float] = None
+    advice_dirty_limit: Optional[float] = None
+    advice_postcopy_degraded: Optional[float] = None
     report: Any = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -115,13 +127,15 @@ def _verdict(report: Any) -> str:
     return "does not converge"
 
 
-def run_config(config: SweepConfig, index: int = 0, keep_report: bool = False) -> SweepResult:
-    """Run one configuration (in a worker) and summarize it."""
+def run_config(config: SweepConfig, index: int = 0, keep_report: bool = False, advise: bool = False) -> SweepResult:
+    """Run one configuration (in a worker) and summarize it (with ``advise``: the advice too, if it
+    does not converge)."""
     from .migration import simulate
 
     t0 = time.perf_counter()
-    r = simulate(**config.build())
+    r = simulate(**config.build(), advise=advise)
     wall = time.perf_counter() - t0
+    cols: Dict[str, Any] = r.advice.columns() if r.advice is not None else {}
     ts = r.tracker_stats
     faults = int(ts.get("faults", 0))
     pml = int(ts.get("pml_full_exits", 0))
@@ -158,10 +172,11 @@ def run_config(config: SweepConfig, index: int = 0, keep_report: bool = False) -
         wall_time=wall,
         options=config.knobs(),
         report=r if keep_report else None,
+        **cols,
     )
 
 
-def _task(args: Tuple[SweepConfig, int, bool]) -> SweepResult:
+def _task(args: Tuple[SweepConfig, int, bool, bool]) -> SweepResult:
     return run_config(*args)
 
 
@@ -258,15 +273,33 @@ class SweepResults(list):  # of SweepResult
         }
         headers = [head_names.get(a, a.replace("_", " ")) for a in axes] + [
             "rounds", "total time", "downtime", "transferred", "verdict"]
+        advised = any(r.advice_bandwidth is not None or r.advice_downtime_limit is not None
+                      or r.advice_auto_converge_throttle is not None or r.advice_dirty_limit is not None
+                      or r.advice_postcopy_degraded is not None for r in self)
+        if advised:
+            # what would converge: the least bandwidth, or the least downtime limit, or auto-converge
+            # (its end throttle), or a dirty limit (its quota), or post-copy (its degraded window)
+            headers += list(ADVICE_COLUMNS)
+
+        def opt(x: Optional[float], f: Callable[[float], str]) -> str:
+            return "-" if x is None else f(x)
+
         rows = []
         for r in self:
-            rows.append([fmt[a](getattr(r, a)) if a in fmt else _knob_text(a, _option(r, a)) for a in axes] + [
+            row = [fmt[a](getattr(r, a)) if a in fmt else _knob_text(a, _option(r, a)) for a in axes] + [
                 str(r.rounds),
                 format_time(r.total_time),
                 format_time(r.downtime) if r.status == "completed" and r.downtime == r.downtime else "-",
                 format_size(r.transferred),
                 r.verdict,
-            ])
+            ]
+            if advised:
+                row += [opt(r.advice_bandwidth, lambda b: format_rate(b, bits=True)),
+                        opt(r.advice_downtime_limit, format_time),
+                        opt(r.advice_auto_converge_throttle, lambda t: f"{t:.0f} %"),
+                        opt(r.advice_dirty_limit, format_rate),
+                        opt(r.advice_postcopy_degraded, format_time)]
+            rows.append(row)
         return headers, rows
 
     def table_lines(self, columns: Optional[Sequence[str]] = None, width: Optional[int] = None) -> List[Any]:
@@ -274,14 +307,17 @@ class SweepResults(list):  # of SweepResult
         from .render import Column, table
 
         headers, rows = self.table_rows(columns)
-        nax = len(headers) - 5
+        nax = headers.index("rounds")
+        v = headers.index("verdict")
         shorts = {"downtime limit": "limit", "total time": "total", "bandwidth": "link", "transferred": "sent"}
+        # dropped first in a narrow terminal: rounds, transferred, then the less used advice columns
+        drop = {"rounds": 5, "transferred": 4, "dirty quota": 3, "post-copy": 2, "auto-conv": 1}
         cols = [Column(h, "left" if h in ("workload", "verdict") else "right", 0 if i < nax else
-                       {"rounds": 2, "transferred": 1}.get(h, 0), shorts.get(h, "")) for i, h in enumerate(headers)]
+                       drop.get(h, 0), shorts.get(h, "")) for i, h in enumerate(headers)]
         styles = {"converges": "good", "post-copy": "good", "forced": "warn", "does not converge": "bad",
                   "lost": "bad"}
-        return table(cols, [(row, [""] * (len(row) - 1) + [styles.get(r.verdict, "")]) for r, row in zip(self, rows)],
-                     width)
+        return table(cols, [(row, [styles.get(r.verdict, "") if i == v else "" for i in range(len(row))])
+                            for r, row in zip(self, rows)], width)
 
     def table(self, columns: Optional[Sequence[str]] = None, width: Optional[int] = None) -> str:
         """The planning table as plain text: the varying parameters, total time, downtime and verdict."""
@@ -383,6 +419,7 @@ def sweep(
     *,
     jobs: Optional[int] = None,
     keep_reports: bool = False,
+    advise: bool = False,
 ) -> SweepResults:
     """Run every configuration and return their results, in the order given.
 
@@ -399,6 +436,9 @@ def sweep(
             the work is under way and then as each result arrives.
         jobs: worker processes of the default executor (default: the CPU count).
         keep_reports: keep each full :class:`~dirtylog.MigrationReport` in ``result.report``.
+        advise: for each configuration that does not converge, find what would make it
+            converge (:mod:`dirtylog.advice`; more simulations in the same task) and add
+            the answers as the ``advice_*`` fields (and table columns).
 
     Every configuration is checked before anything runs (a bad value raises
     ConfigError or TypeError here, not in a worker). If a task raises, the others
@@ -431,7 +471,7 @@ def sweep(
             if callback is not None:
                 callback(0, n, None)
             for i, c in enumerate(cfgs):
-                results[i] = run_config(c, i, keep_reports)
+                results[i] = run_config(c, i, keep_reports, advise)
                 done += 1
                 if callback is not None:
                     callback(done, n, results[i])
@@ -441,7 +481,8 @@ def sweep(
                 max_workers=min(jobs or os.cpu_count() or 1, n), initializer=_ignore_sigint)
             stopped = False
             try:
-                pending: Dict[Future, int] = {ex.submit(_task, (c, i, keep_reports)): i for i, c in enumerate(cfgs)}
+                pending: Dict[Future, int] = {ex.submit(_task, (c, i, keep_reports, advise)): i
+                                               for i, c in enumerate(cfgs)}
                 # The bar starts once the workers exist: never fork while its thread runs.
                 if callback is not None:
                     callback(0, n, None)

@@ -192,3 +192,21 @@ def test_probe_give_up_scales_with_the_time_to_send_memory():
     once = 64 * 2**30 * (4096 + 8) / 4096 / 1.25e8
     assert probe_give_up("64GiB", Link("1Gbit/s"), patience=5) == pytest.approx(5 * once)
     assert probe_give_up("64GiB", Link("10Gbit/s"), PreCopy(max_bandwidth="1Gbit/s")) == pytest.approx(5 * once)
+
+
+def test_sweep_adds_advice_columns_for_configurations_that_do_not_converge():
+    from dirtylog.sweeps import grid, sweep
+
+    configs = grid(memory="512MiB", workload="hotspot:512MiB/s,seed=2", vcpus=2, bandwidth=["1Gbit/s", "10Gbit/s"],
+                   give_up_after=GIVE_UP)
+    res = sweep(configs, jobs=1, advise=True)
+    slow, fast = res
+    assert slow.verdict == "does not converge" and fast.verdict == "converges"
+    alone = advise(link=LINK, policy=POLICY, give_up_after=GIVE_UP, **GUEST)
+    assert slow.advice_bandwidth == alone.bandwidth.value
+    assert slow.advice_downtime_limit == alone.downtime_limit.value
+    assert slow.advice_auto_converge_throttle == alone.auto_converge.value
+    assert fast.advice_bandwidth is None and fast.advice_postcopy_degraded is None
+    headers, rows = res.table_rows()
+    assert "least bw" in headers and rows[1][headers.index("least bw")] == "-"
+    assert "advice_bandwidth" in res.to_csv().splitlines()[0]
