@@ -9,8 +9,7 @@
    zipf:1GiB/s,s=1.2`` over the default grid (1, 10 and 25 Gbit/s x 100 ms,
    300 ms and 1 s): six cells at 1 Gbit/s cannot converge (issue target: under
    30 s, from 3 min 35 s). The run without the verdict takes minutes: it is
-   measured only with ``DIRTYLOG_BENCH_PLANNING_BASELINE=1`` (it needs the sweep
-   configurations' ``stop_when_stalled`` field).
+   measured only with ``DIRTYLOG_BENCH_PLANNING_BASELINE=1``.
 3. ``dirtylog advise`` on a guest that does not converge: its wall time and the
    number of simulations it ran.
 
@@ -23,7 +22,6 @@ figure that does not depend on the load. Run: ``pytest benchmarks/bench_planning
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import json
 import os
@@ -39,18 +37,7 @@ SWEEP = ["sweep", "-m", "16GiB", "-w", "hotspot:1GiB/s", "-w", "zipf:1GiB/s,s=1.
 ADVISE = ["advise", "-m", "8GiB", "-b", "1Gbit/s", "-w", "hotspot:1GiB/s", "--no-progress", "--json", "-"]
 
 
-def _baseline_simulate():
-    """The same migration as SIMULATE with the early verdict off: QEMU's loop up to the CLI's give-up."""
-    import dirtylog
-    from dirtylog import Link, PreCopy
-    from dirtylog.sweeps import default_give_up
-    from dirtylog.workloads import Hotspot
-
-    c0, t0 = _cpu(), time.perf_counter()
-    r = dirtylog.simulate(memory="64GiB", workload=Hotspot("1GiB/s"), link=Link("1Gbit/s"), vcpus=4,
-                          policy=PreCopy(stop_when_stalled=False), give_up_after=default_give_up("64GiB", "1Gbit/s"))
-    LAST_CPU["baseline"] = _cpu() - c0
-    return r.to_dict(), time.perf_counter() - t0
+NO_VERDICT = ["--no-stop-when-stalled"]  # QEMU's endless loop, up to the command line's give-up
 
 
 def _cpu() -> float:
@@ -77,9 +64,10 @@ def test_early_verdict_64gib(benchmark):
     report, _ = benchmark.pedantic(lambda: _run(SIMULATE), rounds=1, iterations=1)
     wall = benchmark.stats.stats.median
     assert report["status"] == "failed" and "never converges" in report["reason"]
-    base, base_wall = _baseline_simulate()
+    cpu = LAST_CPU["simulate"]
+    base, base_wall = _run(SIMULATE + NO_VERDICT)
+    base_cpu = LAST_CPU["simulate"]
     assert base["status"] == "failed"
-    cpu, base_cpu = LAST_CPU["simulate"], LAST_CPU["baseline"]
     benchmark.extra_info.update(wall_s=wall, cpu_s=cpu, simulated_s=report["total_time"], baseline_wall_s=base_wall,
                                 baseline_cpu_s=base_cpu, baseline_simulated_s=base["total_time"],
                                 speedup=base_wall / wall)
@@ -103,15 +91,9 @@ def test_sweep_18_cells(benchmark):
             f"{wall:.1f} s wall, {cpu:.1f} s CPU in all processes (target < 30 s wall), {hopeless} cells do not "
             f"converge; slowest cell {slow[0]:.1f} s")
     if BASELINE:
-        from dirtylog.cli import build_parser, sweep_configs
-        from dirtylog.sweeps import sweep
-
-        configs = sweep_configs(build_parser().parse_args(SWEEP))
-        configs = [dataclasses.replace(c, stop_when_stalled=False) for c in configs]
-        c0, t0 = _cpu(), time.perf_counter()
-        base = sweep(configs)
-        base_wall, base_cpu = time.perf_counter() - t0, _cpu() - c0
-        assert [r.verdict for r in base] == verdicts
+        base, base_wall = _run(SWEEP + NO_VERDICT)
+        base_cpu = LAST_CPU["sweep"]
+        assert [r["verdict"] for r in base] == verdicts
         benchmark.extra_info.update(baseline_wall_s=base_wall, baseline_cpu_s=base_cpu)
         line += (f"\n  without the verdict: {base_wall:.1f} s wall, {base_cpu:.1f} s CPU; "
                  f"{base_wall / wall:.1f}x the wall time")

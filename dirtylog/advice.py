@@ -167,14 +167,14 @@ class Advice:
         return [(_TITLES[a.question], a.note) for a in self.answers()]
 
     def __str__(self) -> str:
+        from .render import Column, plain, table
+
         head, rows = self.table_rows()
-        widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(head)]
-        lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip()]
-        lines.append("  ".join("-" * w for w in widths))
-        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-        lines += [f"{t}: {n}" for t, n in self.notes()]
-        lines.append(f"({self.probes} simulations, {self.wall_time:.1f} s of wall time)")
-        return "\n".join(lines)
+        cols = [Column(h, "left" if i < 2 else "right") for i, h in enumerate(head)]
+        lines = table(cols, [(r, "") for r in rows])
+        lines += [[(f"{t}: {n}", "")] for t, n in self.notes()]
+        lines.append([(f"({self.probes} simulations, {self.wall_time:.1f} s of wall time)", "")])
+        return plain(lines)
 
 
 _TITLES = {
