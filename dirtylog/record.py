@@ -10,17 +10,17 @@ interval), and harvests every ``interval`` from its own thread.
 
 The result is a trace in dirtylog's format (:mod:`dirtylog.trace`, ``.npz``): records
 ``(time_ns, page)`` that :class:`dirtylog.Trace` replays, plus arrays that describe the
-recording (ignored by trace readers that do not know them):
+recording (ignored by trace readers that do not know them)::
 
-``pages``              the recording's size in pages: every address the program used for
+    pages              the recording's size in pages: every address the program used for
                        such memory got one page index, kept for the whole run (a guest of
                        this many pages runs it)
-``page_size``, ``interval_ns``, ``pid``, ``command``, ``exit_status``
-``interval``           each record's harvest interval
-``interval_end_ns``    end of each interval; ``scan_ns`` the recorder's time to harvest it
-``region_start``, ``region_pages``, ``region_first_page``
-                       the page -> address map: pages ``first .. first + pages`` are the
-                       addresses ``start + i * page_size``
+    page_size, interval_ns, pid, command, exit_status
+    interval           each record's harvest interval
+    interval_end_ns    end of each interval; scan_ns the recorder's time to harvest it
+    region_start, region_pages, region_first_page
+                       the page -> address map: pages first .. first + pages are the
+                       addresses start + i * page_size
 
 A page written during interval k (between harvests k-1 and k) is reported in interval
 k; a write racing harvest k may be reported in k or k+1. The records of interval k are
