@@ -134,7 +134,7 @@ def test_realtracker_costs():
 def teardown_module(module) -> None:
     if not RESULTS:
         return
-    out = ["", "Real dirty tracking (issue 14), measured in this run:"]
+    out = ["", "Real dirty tracking, measured in this run:"]
     r = RESULTS.get("realtracker")
     if r:
         out += [f"  RealTracker over 1 GiB ({r['pages']:,} pages):",

@@ -232,7 +232,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
         rows.append([mode, guest, stream, _fmt(tr_ns), _fmt(bare), _fmt(r_bare, ".2f", "x"),
                      f"<= {tgt}x" if tgt else "-", _verdict(ok)])
     if rows:
-        head = ["mode", "guest", "marks", "tracker ns", "bare ns", "tracker/bare", "target (issue 11)", ""]
+        head = ["mode", "guest", "marks", "tracker ns", "bare ns", "tracker/bare", "target", ""]
         _table(tr, "first writes: 1M distinct pages right after a harvest (ns per write)", head, rows)
     rows = []
     for case in sorted(c for (t, c, _) in res.ns if t == "call"):
