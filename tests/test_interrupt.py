@@ -74,10 +74,10 @@ def test_a_sweep_interrupted_in_process_returns_what_finished(monkeypatch):
 
     real = sweeps.run_config
 
-    def second_is_interrupted(config, index=0, keep_report=False):
+    def second_is_interrupted(config, index=0, *args, **kw):
         if index == 1:
             raise KeyboardInterrupt
-        return real(config, index, keep_report)
+        return real(config, index, *args, **kw)
 
     monkeypatch.setattr(sweeps, "run_config", second_is_interrupted)
     with pytest.raises(Interrupted) as info:
