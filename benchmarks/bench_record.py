@@ -6,10 +6,12 @@ populates 1 GiB of anonymous memory, then makes random page writes; it runs plai
 `dirtylog record` (100 ms intervals), best of two runs each. Reported: the slowdown of its
 timed phase, the recorder's harvest time per interval, and the cost per written page: the
 extra time of the timed phase divided by the dirty pages the recording holds for it (each
-one a first write after a harvest, i.e. one async write-protect fault).
+one a first write after a harvest, i.e. one async write-protect fault). The CPU time of the
+whole runs (populate phase, recorder thread and start-up included) is reported beside the
+wall times, which other jobs on a loaded machine inflate.
 
 In-process (RealTracker over a 1 GiB anonymous mmap, numpy strided writes, one byte per
-page): the cost of a first write to a protected page (tracked minus untracked time, per
+page; CPU time of this process, so that other jobs on the machine do not inflate it): the cost of a first write to a protected page (tracked minus untracked time, per
 page), and the harvest time per written page with 100 % of the pages written and per page
 of the region with 0 % and 1 % written.
 
@@ -19,6 +21,7 @@ Figures are reported, never asserted.
 from __future__ import annotations
 
 import mmap
+import resource
 import shutil
 import subprocess
 import sys
@@ -50,31 +53,38 @@ def randwrite(tmp_path_factory) -> str:
     return str(out)
 
 
-def _plain(prog: str) -> float:
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _plain(prog: str):
+    c0 = _children_cpu()
     r = subprocess.run([prog, str(GIB_MIB), str(WRITES)], capture_output=True, text=True, check=True)
     t0, t1, _ = map(int, r.stdout.split())
-    return (t1 - t0) / 1e9
+    return (t1 - t0) / 1e9, _children_cpu() - c0
 
 
 def _recorded(prog: str, tmp: Path):
     from dirtylog.record import record
 
     log = tmp / "out.txt"
+    c0 = _children_cpu()
     with open(log, "w") as f:
         rec = record([prog, str(GIB_MIB), str(WRITES)], None, interval="100ms", stdout=f)
     t0, t1, _ = map(int, log.read_text().split())
-    return rec, t0, t1
+    return rec, t0, t1, _children_cpu() - c0
 
 
 def test_record_overhead(randwrite, tmp_path):
-    plain = min(_plain(randwrite) for _ in range(2))
+    plain, plain_cpu = min(_plain(randwrite) for _ in range(2))
     best = None
     for _ in range(2):
-        rec, t0, t1 = _recorded(randwrite, tmp_path)
+        rec, t0, t1, cpu = _recorded(randwrite, tmp_path)
         took = (t1 - t0) / 1e9
         if best is None or took < best[0]:
-            best = (took, rec, t0, t1)
-    took, rec, t0, t1 = best
+            best = (took, rec, t0, t1, cpu)
+    took, rec, t0, t1, cpu = best
     # The timed phase is the end of the run (the program exits right after it): its intervals are
     # those that ended within the phase's length of the recording's end (the first may include
     # the end of the populate phase).
@@ -88,6 +98,7 @@ def test_record_overhead(randwrite, tmp_path):
         harvest_ms_mean=float(scan.mean() * 1e3), harvest_ms_max=float(scan.max() * 1e3),
         dirty_pages=dirty, cost_per_page_us=(took - plain) / max(dirty, 1) * 1e6,
         harvest_ns_per_dirty_page=float(rec.scan_ns[first:].sum()) / max(dirty, 1),
+        plain_cpu_s=plain_cpu, recorded_cpu_s=cpu, writes_per_dirty=WRITES / max(dirty, 1),
     )
 
 
@@ -103,23 +114,23 @@ def test_realtracker_costs():
     n = a.size // PAGE
     best = {}
     for _ in range(3):
-        t = time.perf_counter()
+        t = time.process_time()
         a[::PAGE] = 2
-        untracked = time.perf_counter() - t
+        untracked = time.process_time() - t
         with RealTracker(a) as tr:
-            t = time.perf_counter()
+            t = time.process_time()
             h0 = tr.harvest()  # nothing written
-            empty = time.perf_counter() - t
+            empty = time.process_time() - t
             a[:: PAGE * 100] = 3  # 1 %
-            t = time.perf_counter()
+            t = time.process_time()
             h1 = tr.harvest()
-            one = time.perf_counter() - t
-            t = time.perf_counter()
+            one = time.process_time() - t
+            t = time.process_time()
             a[::PAGE] = 4  # every page: one first write each
-            tracked = time.perf_counter() - t
-            t = time.perf_counter()
+            tracked = time.process_time() - t
+            t = time.process_time()
             h100 = tr.harvest()
-            full = time.perf_counter() - t
+            full = time.process_time() - t
         assert h0.size == 0 and h1.size == -(-n // 100) and h100.size == n
         for k, v in (("untracked", untracked), ("tracked", tracked), ("empty", empty), ("one", one), ("full", full)):
             best[k] = min(best.get(k, float("inf")), v)
@@ -152,5 +163,8 @@ def teardown_module(module) -> None:
                 f"{r['harvest_ms_max']:.1f} ms max ({r['intervals']} intervals)",
                 f"    dirty pages recorded in the phase     {r['dirty_pages']:,}",
                 f"    cost per written page                 {r['cost_per_page_us']:.2f} us of the program's time, "
-                f"+ {r['harvest_ns_per_dirty_page']:.0f} ns of the recorder's harvest"]
+                f"+ {r['harvest_ns_per_dirty_page']:.0f} ns of the recorder's harvest",
+                f"    CPU time (whole run) plain / recorded {r['plain_cpu_s']:.2f} s / {r['recorded_cpu_s']:.2f} s: "
+                f"x{r['recorded_cpu_s'] / max(r['plain_cpu_s'], 1e-9):.2f}",
+                f"    writes per recorded dirty page        {r['writes_per_dirty']:.2f}"]
     sys.stdout.write("\n".join(out) + "\n")
