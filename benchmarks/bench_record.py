@@ -1,4 +1,4 @@
-"""Benchmarks of real dirty tracking (issue 14): what `dirtylog record` costs a program, and the
+"""Benchmarks of real dirty tracking: what `dirtylog record` costs a program, and the
 kernel operations RealTracker is built on.
 
 Recording: a write-heavy C program (benchmarks/data/randwrite.c, built with the system cc)

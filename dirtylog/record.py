@@ -15,7 +15,7 @@ recording (ignored by trace readers that do not know them)::
     pages              the recording's size in pages: every address the program used for
                        such memory got one page index, kept for the whole run (a guest of
                        this many pages runs it)
-    page_size, interval_ns, pid, command, exit_status
+    page_size, interval_ns, pid, command, exit_status, complete (the exit ran the final harvest)
     interval           each record's harvest interval
     interval_end_ns    end of each interval; scan_ns the recorder's time to harvest it
     region_start, region_pages, region_first_page
@@ -26,7 +26,7 @@ A page written during interval k (between harvests k-1 and k) is reported in int
 k; a write racing harvest k may be reported in k or k+1. The records of interval k are
 spread evenly over it in page order (the kernel tells which pages were written in an
 interval, not when). Documented extra reports: a private page discarded with
-``MADV_DONTNEED`` (e.g. by ``free()``) reads as written once, and a new mapping's
+``MADV_DONTNEED`` (e.g. by an allocator giving memory back) reads as written once, and a new mapping's
 populated pages count as written in the interval it appears in.
 """
 from __future__ import annotations
