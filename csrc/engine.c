@@ -19,7 +19,7 @@ struct dl_engine {
     uint64_t *mask;        /* clear mode: bitmap of the last sync */
     uint64_t mask_words;
     uint64_t clear_chunk;  /* pages */
-    uint64_t next_clear;   /* first chunk index not cleared yet in this round */
+    uint8_t *cleared;      /* per clear chunk: cleared since the last mask (QEMU's clear_bmap, inverted) */
     double zero_cut;       /* zero_fraction scaled to 2^64 */
     /* post-copy */
     int pc_active;
@@ -39,6 +39,16 @@ struct dl_engine {
     double *vclock;
     int vmode;
     uint64_t *xcache;      /* XBZRLE: the page held in each slot (UINT64_MAX: empty) */
+    /* the migration bitmap and the rate-limited send loop */
+    uint64_t *mbm;         /* dirty pages not sent yet */
+    uint64_t nwords;
+    uint64_t *zmap;        /* zero-page placement (NULL: scattered by zero_fraction) */
+    double win_len, iter_len, iter_start;
+    uint64_t budget;
+    int iter_open;
+    uint64_t win_normal_acc; /* normal pages sent in the current window */
+    dl_engine_counters ct;
+    uint32_t psize;
 };
 
 void dl_engine_config_init(dl_engine_config *cfg)
@@ -88,6 +98,11 @@ int dl_engine_create(const dl_engine_config *cfg, dl_tracker *t, dl_workload *w,
     e->pages = pages;
     e->vcpus = dl__tracker_vcpus(t);
     e->zero_cut = ldexp(cfg->zero_fraction, 64);
+    e->nwords = (pages + 63) / 64;
+    e->mbm = calloc(e->nwords, sizeof(uint64_t));
+    e->psize = dl__tracker_page_size(t);
+    e->win_len = 0.1;
+    e->iter_len = 0.05;
     e->vthr = calloc(e->vcpus, sizeof(double));
     e->vclock = calloc(e->vcpus, sizeof(double));
     if (cfg->xbzrle_slots) {
@@ -95,7 +110,7 @@ int dl_engine_create(const dl_engine_config *cfg, dl_tracker *t, dl_workload *w,
         if (e->xcache)
             memset(e->xcache, 0xff, cfg->xbzrle_slots * sizeof(uint64_t));
     }
-    if (!e->vthr || !e->vclock || (cfg->xbzrle_slots && !e->xcache)) {
+    if (!e->vthr || !e->vclock || !e->mbm || (cfg->xbzrle_slots && !e->xcache)) {
         dl_engine_destroy(e);
         return DL_ERR_NOMEM;
     }
@@ -113,6 +128,9 @@ void dl_engine_destroy(dl_engine *e)
     free(e->vthr);
     free(e->vclock);
     free(e->xcache);
+    free(e->mbm);
+    free(e->zmap);
+    free(e->cleared);
     free(e);
 }
 
@@ -313,7 +331,8 @@ int dl_engine_set_clear_mask(dl_engine *e, const uint64_t *words, size_t nwords,
     free(e->mask);
     e->mask = NULL;
     e->mask_words = 0;
-    e->next_clear = 0;
+    free(e->cleared);
+    e->cleared = NULL;
     if (!words)
         return DL_OK;
     if (dl__tracker_mode(e->t) != DL_MODE_CLEAR)
@@ -322,8 +341,14 @@ int dl_engine_set_clear_mask(dl_engine *e, const uint64_t *words, size_t nwords,
     if (nwords < need || chunk_pages == 0 || chunk_pages % 64)
         return DL_ERR_INVALID;
     e->mask = malloc(need * 8);
-    if (!e->mask)
+    e->cleared = calloc((e->pages + chunk_pages - 1) / chunk_pages, 1);
+    if (!e->mask || !e->cleared) {
+        free(e->mask);
+        free(e->cleared);
+        e->mask = NULL;
+        e->cleared = NULL;
         return DL_ERR_NOMEM;
+    }
     memcpy(e->mask, words, need * 8);
     e->mask_words = need;
     e->clear_chunk = chunk_pages;
@@ -334,7 +359,7 @@ int dl_engine_set_clear_mask(dl_engine *e, const uint64_t *words, size_t nwords,
 static int maybe_clear(dl_engine *e, uint64_t p)
 {
     uint64_t c = p / e->clear_chunk;
-    if (c < e->next_clear)
+    if (e->cleared[c])
         return DL_OK;
     uint64_t first = c * e->clear_chunk;
     uint64_t count = e->pages - first < e->clear_chunk ? e->pages - first : e->clear_chunk;
@@ -343,7 +368,7 @@ static int maybe_clear(dl_engine *e, uint64_t p)
     if (rc)
         return rc;
     e->st.clears++;
-    e->next_clear = c + 1;
+    e->cleared[c] = 1;
     return DL_OK;
 }
 
@@ -351,6 +376,8 @@ DL_ALWAYS_INLINE int is_zero(const dl_engine *e, const uint32_t *src, uint64_t p
 {
     if (src && src[p] != 0)
         return 0;
+    if (e->zmap)
+        return (int)((e->zmap[p >> 6] >> (p & 63)) & 1);
     return (double)dl_rng_at(e->cfg.zero_seed, p) < e->zero_cut;
 }
 
@@ -706,6 +733,262 @@ int dl_engine_postcopy_step(dl_engine *e, double deadline)
             e->queued = 0;
             e->credit = 0;
             e->pc.done_at = e->st.clock + tail;
+        }
+    }
+    return DL_OK;
+}
+
+/* ---- the migration bitmap and the rate-limited send loop ---------------------- */
+
+int dl_engine_get_counters(const dl_engine *e, dl_engine_counters *out)
+{
+    if (!e || !out)
+        return DL_ERR_INVALID;
+    *out = e->ct;
+    return DL_OK;
+}
+
+int dl_engine_set_rate_limit(dl_engine *e, double window, uint64_t budget, double iteration)
+{
+    if (!e || !(window > 0) || !isfinite(window) || !(iteration > 0) || !isfinite(iteration))
+        return DL_ERR_INVALID;
+    e->win_len = window;
+    e->budget = budget;
+    e->iter_len = iteration;
+    return DL_OK;
+}
+
+int dl_engine_dirty_fill(dl_engine *e)
+{
+    if (!e)
+        return DL_ERR_INVALID;
+    memset(e->mbm, 0xff, e->nwords * 8);
+    if (e->pages % 64)
+        e->mbm[e->nwords - 1] = (UINT64_C(1) << (e->pages % 64)) - 1;
+    e->ct.remaining = e->pages;
+    e->ct.scan = 0;
+    return DL_OK;
+}
+
+int dl_engine_dirty_add(dl_engine *e, const uint64_t *pages, size_t n, uint64_t *added)
+{
+    if (!e || !added || (n && !pages))
+        return DL_ERR_INVALID;
+    for (size_t i = 0; i < n; i++)
+        if (pages[i] >= e->pages)
+            return DL_ERR_RANGE;
+    uint64_t add = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t p = pages[i], bit = UINT64_C(1) << (p & 63);
+        uint64_t w = e->mbm[p >> 6];
+        add += (w & bit) == 0;
+        e->mbm[p >> 6] = w | bit;
+    }
+    e->ct.remaining += add;
+    *added = add;
+    return DL_OK;
+}
+
+int dl_engine_dirty_add_words(dl_engine *e, const uint64_t *words, size_t nwords, uint64_t *added)
+{
+    if (!e || !added || !words)
+        return DL_ERR_INVALID;
+    if (nwords < e->nwords)
+        return DL_ERR_BUFFER;
+    uint64_t add = 0;
+    for (uint64_t i = 0; i < e->nwords; i++) {
+        uint64_t w = words[i];
+        if (i == e->nwords - 1 && e->pages % 64)
+            w &= (UINT64_C(1) << (e->pages % 64)) - 1;
+        add += (uint64_t)__builtin_popcountll(w & ~e->mbm[i]);
+        e->mbm[i] |= w;
+    }
+    e->ct.remaining += add;
+    *added = add;
+    return DL_OK;
+}
+
+int dl_engine_dirty_get(const dl_engine *e, uint64_t *words, size_t nwords)
+{
+    if (!e || !words)
+        return DL_ERR_INVALID;
+    if (nwords < e->nwords)
+        return DL_ERR_BUFFER;
+    memcpy(words, e->mbm, e->nwords * 8);
+    return DL_OK;
+}
+
+int dl_engine_dirty_clear(dl_engine *e)
+{
+    if (!e)
+        return DL_ERR_INVALID;
+    memset(e->mbm, 0, e->nwords * 8);
+    e->ct.remaining = 0;
+    return DL_OK;
+}
+
+int dl_engine_set_zero_map(dl_engine *e, const uint64_t *words, size_t nwords)
+{
+    if (!e)
+        return DL_ERR_INVALID;
+    free(e->zmap);
+    e->zmap = NULL;
+    if (!words)
+        return DL_OK;
+    if (nwords < e->nwords)
+        return DL_ERR_BUFFER;
+    e->zmap = malloc(e->nwords * 8);
+    if (!e->zmap)
+        return DL_ERR_NOMEM;
+    memcpy(e->zmap, words, e->nwords * 8);
+    return DL_OK;
+}
+
+/* The next dirty page at or after the scan position, wrapping (remaining > 0). */
+DL_ALWAYS_INLINE uint64_t next_dirty(dl_engine *e)
+{
+    uint64_t s = e->ct.scan < e->pages ? e->ct.scan : 0;
+    if (s == 0 && e->ct.scan != 0)
+        e->ct.passes++;
+    uint64_t wi = s >> 6;
+    uint64_t word = e->mbm[wi] & (~UINT64_C(0) << (s & 63));
+    while (!word) {
+        if (++wi >= e->nwords) {
+            wi = 0;
+            e->ct.passes++;
+        }
+        word = e->mbm[wi];
+    }
+    return (wi << 6) + (uint64_t)__builtin_ctzll(word);
+}
+
+static void close_window(dl_engine *e)
+{
+    double len = e->st.clock - e->ct.window_start;
+    e->ct.last_length = len;
+    e->ct.last_bytes = e->ct.window_bytes;
+    e->ct.bandwidth = (double)e->ct.window_bytes / len;
+    e->ct.windows++;
+    e->ct.window_start = e->st.clock;
+    e->ct.window_bytes = 0;
+}
+
+int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, uint64_t below_bytes, int *why)
+{
+    if (!e || !why || isnan(deadline) || !(below_seconds >= 0))
+        return DL_ERR_INVALID;
+    *why = DL_SEND_DEADLINE;
+    uint32_t *src = dl__tracker_versions(e->t);
+    uint32_t *dst = e->dst;
+    uint64_t *stale = dl__tracker_stale(e->t);
+    const int do_zero = e->zmap != NULL || e->cfg.zero_fraction > 0;
+    const double bw = e->cfg.bandwidth;
+    const double page_t = e->cfg.page_bytes / bw, zero_t = e->cfg.zero_bytes / bw;
+    while (e->st.clock < deadline) {
+        if (!e->iter_open) {
+            e->iter_open = 1;
+            e->iter_start = e->st.clock;
+        }
+        int limited = e->budget && e->ct.window_bytes >= e->budget;
+        int iter_over = limited || e->ct.remaining == 0 || e->st.clock >= e->iter_start + e->iter_len;
+        if (!iter_over) {
+            /* one chunk: pages read now, the guest runs for their transfer time */
+            double avail = deadline - e->st.clock;
+            double iter_left = e->iter_start + e->iter_len - e->st.clock;
+            double t_used = -e->st.carry;
+            uint64_t bytes = 0, zeros = 0, normal = 0, sent = 0;
+            int partial = 0;
+            const int xb_on = e->xcache && e->ct.passes > 0;
+            while (sent < e->cfg.chunk_pages && e->ct.remaining > 0) {
+                if (e->budget && e->ct.window_bytes + bytes >= e->budget)
+                    break;
+                if (t_used >= iter_left)
+                    break;
+                uint64_t p = next_dirty(e);
+                int z = do_zero && is_zero(e, src, p);
+                uint64_t cost = z ? e->cfg.zero_bytes : e->cfg.page_bytes;
+                int xb = 0;
+                if (xb_on && !z)
+                    xb = xbzrle_cost(e, p, &cost);
+                double dt = z ? zero_t : (xb == 1 ? (double)cost / bw : page_t);
+                if (t_used + dt > avail) {
+                    partial = 1;
+                    e->ct.scan = p; /* the page in flight is the next one */
+                    break;
+                }
+                if (e->mask) {
+                    int rc = maybe_clear(e, p);
+                    if (rc)
+                        return rc;
+                }
+                if (dst)
+                    dst[p] = src ? src[p] : 0;
+                if (stale) /* the destination now holds the page's newest content */
+                    stale[p >> 6] &= ~(UINT64_C(1) << (p & 63));
+                e->mbm[p >> 6] &= ~(UINT64_C(1) << (p & 63));
+                e->ct.remaining--;
+                e->ct.scan = p + 1;
+                t_used += dt;
+                bytes += cost;
+                zeros += (uint64_t)z;
+                normal += (uint64_t)(!z && xb != 1);
+                sent++;
+                if (xb_on && !z)
+                    xbzrle_commit(e, p, xb, cost);
+            }
+            double wall;
+            if (partial) {
+                e->st.carry = avail - t_used;
+                wall = avail;
+                e->st.clock = deadline;
+            } else {
+                e->st.carry = 0;
+                wall = t_used > 0 ? t_used : 0;
+                e->st.clock += wall;
+            }
+            e->st.pages_sent += sent;
+            e->st.zero_pages_sent += zeros;
+            e->st.bytes_sent += bytes;
+            e->ct.window_bytes += bytes;
+            e->win_normal_acc += normal;
+            if (wall > 0) {
+                int rc = run_guest(e, wall);
+                if (rc)
+                    return rc;
+            }
+            if (partial)
+                return DL_OK;
+            continue;
+        }
+        /* the iteration is over: QEMU's migration_rate_limit */
+        if (limited) {
+            double end = e->ct.window_start + e->win_len;
+            if (end > e->st.clock) {
+                double t = end < deadline ? end : deadline;
+                double dt = t - e->st.clock;
+                e->st.clock = t;
+                int rc = run_guest(e, dt);
+                if (rc)
+                    return rc;
+                if (t < end)
+                    return DL_OK; /* the wait goes on in the next call */
+            }
+        }
+        e->iter_open = 0;
+        e->ct.iterations++;
+        if (e->st.clock >= e->ct.window_start + e->win_len) {
+            e->ct.last_pages = e->win_normal_acc;
+            e->win_normal_acc = 0;
+            close_window(e);
+        }
+        if (e->ct.remaining == 0) {
+            *why = DL_SEND_EMPTY;
+            return DL_OK;
+        }
+        double thr = below_bytes ? (double)below_bytes : e->ct.bandwidth * below_seconds;
+        if ((double)e->ct.remaining * e->psize < thr) {
+            *why = DL_SEND_BELOW;
+            return DL_OK;
         }
     }
     return DL_OK;

@@ -8,16 +8,28 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ._lib import lib
 from .errors import ConfigError
 
-MODES = ("wp", "pml", "ring", "clear")
+#: Tracker modes by name, read from the C header's dl_mode (DL_MODE_WP -> "wp"), in value order.
+MODE_VALUES = dict(sorted(((n[len("DL_MODE_"):].lower(), int(getattr(lib, n))) for n in dir(lib)
+                           if n.startswith("DL_MODE_")), key=lambda kv: kv[1]))
+MODES = tuple(MODE_VALUES)
 HUGE_MODES = (None, "lazy", "eager")
-BLOCK_PAGES = 512
+# Limits checked by dl_tracker_create (csrc/include/dirtylog/tracker.h)
+BLOCK_PAGES = int(lib.DL_BLOCK_PAGES)
 MAX_PAGES = 1 << 40
-MAX_VCPUS = 4096
-PML_MIN, PML_MAX = 1, 65536
-RING_MIN, RING_MAX = 256, 65536
-RING_RESERVED = 64
+MAX_VCPUS = int(lib.DL_MAX_VCPUS)
+PML_MIN, PML_MAX = int(lib.DL_PML_MIN_ENTRIES), int(lib.DL_PML_MAX_ENTRIES)
+RING_MIN, RING_MAX = int(lib.DL_RING_MIN_ENTRIES), int(lib.DL_RING_MAX_ENTRIES)
+RING_RESERVED = int(lib.DL_RING_RESERVED)
+
+
+def tracker_mode(mode: Any, name: str = "tracker mode") -> str:
+    """The canonical (lower-case) name of a tracker mode given in any case; ConfigError naming the allowed ones."""
+    if not isinstance(mode, str) or mode.lower() not in MODE_VALUES:
+        raise ConfigError(f"unknown {name} {mode!r}; allowed: {', '.join(MODES)}")
+    return mode.lower()
 
 
 def as_int(name: str, value: Any, *, minimum: Optional[int] = None, maximum: Optional[int] = None) -> int:

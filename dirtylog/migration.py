@@ -36,10 +36,11 @@ import numpy as np
 
 from . import models as _models
 from ._lib import check, ffi, lib
-from ._validate import as_int
+from ._validate import as_int, tracker_mode
 from .config import DEFAULTS, simulate_kwargs
 from .costs import TrackingCosts
 from .devices import Device, default_devices, device_bytes, ordered
+from .engine import WINDOW, Engine, SendResult
 from .errors import ConfigError, CoreError, Interrupted, StateError
 from .faults import BandwidthChange, Fault, LinkFailure, check_fault
 from .link import Link
@@ -51,7 +52,30 @@ from .units import format_size, format_time, parse_size, parse_time
 __all__ = ["Migration", "simulate"]
 
 GIB = 1 << 30
-_TRACKERS = ("wp", "pml", "ring", "clear")
+_ABSENT = int(lib.DL_ABSENT)  # csrc/include/dirtylog/engine.h
+#: Rounds kept at each end of a long migration's report (the ones between are summed into one).
+KEEP_ROUNDS = 500
+
+
+def _merge_rounds(a: RoundReport, b: RoundReport) -> RoundReport:
+    """Rounds a and b (consecutive) summed into one, marked ``aggregated``."""
+    import dataclasses
+
+    dur = a.duration + b.duration
+    lost = a.guest_lost + b.guest_lost
+    n = max(a.aggregated, 1) + max(b.aggregated, 1)
+    return dataclasses.replace(
+        a, duration=dur, pages_sent=a.pages_sent + b.pages_sent, bytes=a.bytes + b.bytes,
+        dirty_pages=a.dirty_pages + b.dirty_pages,
+        dirty_rate=(a.dirty_pages + b.dirty_pages) / dur if dur > 0 else 0.0,
+        bandwidth=(a.bytes + b.bytes) / dur if dur > 0 else a.bandwidth,
+        expected_downtime=b.expected_downtime, writes=a.writes + b.writes, faults=a.faults + b.faults,
+        pml_full_exits=a.pml_full_exits + b.pml_full_exits, ring_full_exits=a.ring_full_exits + b.ring_full_exits,
+        splits=a.splits + b.splits, kicks=a.kicks + b.kicks, guest_lost=lost,
+        guest_slowdown=a.guest_slowdown if dur <= 0 else min(100.0, (a.guest_slowdown * a.duration
+                                                                      + b.guest_slowdown * b.duration) / dur),
+        throttle=(a.throttle * a.duration + b.throttle * b.duration) / dur if dur > 0 else b.throttle,
+        remaining_pages=b.remaining_pages, aggregated=n)
 
 
 def _bind(workload: Any, pages: int, vcpus: int, page_size: int) -> Any:
@@ -169,12 +193,10 @@ class Migration:
         if not 0.0 <= zfrac <= 1.0:
             raise ConfigError(f"zero_pages must be a fraction in [0, 1], got {zero_pages!r}")
         if isinstance(tracker, str):
-            if tracker.lower() not in _TRACKERS:
-                raise ConfigError(f"unknown tracker {tracker!r}; allowed: {', '.join(_TRACKERS)}")
-            topts: Dict[str, Any] = {"mode": tracker.lower()}
+            topts: Dict[str, Any] = {"mode": tracker_mode(tracker, "tracker")}
         elif isinstance(tracker, dict):
             topts = dict(tracker)
-            topts.setdefault("mode", "pml")
+            topts["mode"] = tracker_mode(topts.get("mode", "pml"), "tracker mode")
         else:
             raise TypeError(f"tracker must be a mode name or a dict of Tracker options, got {type(tracker).__name__}")
         if topts["mode"] == "clear":
@@ -223,7 +245,7 @@ class Migration:
 
         cfg = ffi.new("dl_engine_config *")
         lib.dl_engine_config_init(cfg)
-        cfg.bandwidth = self.bandwidth
+        cfg.bandwidth = self.link_bandwidth  # the wire; max_bandwidth is the live phase's rate limit
         if self.policy.xbzrle:
             cfg.xbzrle_slots = max(1, self.policy.xbzrle_cache_size // psize)
             cfg.xbzrle_ratio = self.policy.xbzrle_ratio
@@ -238,12 +260,10 @@ class Migration:
         cfg.cost_kick = self.costs.kick
         cfg.zero_fraction = zfrac
         cfg.zero_seed = (self.seed * 0x9E3779B97F4A7C15 + 0xD1B54A32D192ED03) % 2**64
-        out = ffi.new("dl_engine **")
-        check(lib.dl_engine_create(cfg, self.tracker._handle, self._wl if self._wl is not None else ffi.NULL,
-                                   ffi.NULL, 0, out), "creating the engine")
-        self._e = ffi.gc(out[0], lib.dl_engine_destroy)
+        self.engine = Engine(cfg, self.tracker, self._wl)
+        self._e = self.engine.handle
+        self._live_rate_limit()
         self._state = ffi.new("dl_engine_state *")
-        self._pos = ffi.new("uint64_t *")
         clear_pages = max(64, (self.policy.clear_chunk // psize) // 64 * 64)
         self._clear_chunk = clear_pages
 
@@ -251,15 +271,20 @@ class Migration:
         self.status = "active"
         self.reason = ""
         self.converged = False
-        self.rounds: List[RoundReport] = []
+        self._rounds_head: List[RoundReport] = []
+        self._rounds_tail: List[RoundReport] = []
+        self._rounds_mid: Optional[RoundReport] = None
+        self._round_count = 0
+        self._callbacks: List[RoundReport] = []
         self.events: List[Dict[str, Any]] = []
         self.dirty_sync_count = 0
         self.expected_downtime = math.nan
         self.setup_time = self._setup_time()
         self._round_index = 0
-        self._round_pages: Optional[np.ndarray] = None  # None in round 0: every page
-        self._round_n = npages
+        self._pending_at_sync = npages  # pages in the migration bitmap after the last sync
+        self._round_reported = False
         self._mark = self._snapshot()
+        self._window: Dict[str, float] = {}  # QEMU's last counters of the live phase (mbps, ...)
         self._sent_precopy = 0
         self._downtime_start = math.nan
         self._downtime_end = math.nan
@@ -272,6 +297,7 @@ class Migration:
         self._hbuf: List[Optional[np.ndarray]] = [None, None]  # harvest buffers, reused
         self._pc_started = False
         self._pc_stale: Optional[np.ndarray] = None
+        self._pc_words: Optional[np.ndarray] = None
         self._received: Optional[np.ndarray] = None
         self._pc_resume_at = math.nan
         self._pc_done_at = math.nan
@@ -305,7 +331,7 @@ class Migration:
 
     @property
     def done(self) -> bool:
-        return self.phase in ("completed", "failed", "lost")
+        return self.phase in ("completed", "failed", "cancelled", "lost")
 
     @property
     def current_round(self) -> Dict[str, Any]:
@@ -314,8 +340,8 @@ class Migration:
         return {
             "phase": self.phase,
             "index": self._round_index,
-            "pages_total": int(self._round_n),
-            "pages_sent": int(self._pos[0]),
+            "pages_total": int(self._pending_at_sync),
+            "pages_sent": int(st.pages_sent - self._mark["pages"]),
             "bytes_sent": int(st.bytes_sent - self._mark["bytes"]),
             "elapsed": float(st.clock - self._mark["clock"]),
             "dirty_sync_count": self.dirty_sync_count,
@@ -366,10 +392,11 @@ class Migration:
                 if self.done:
                     return self
             step_to = min(target, self._faults[0].at) if self._faults else target
-            before = (self.phase, self.clock, self._final_stage, self._round_index, int(self._pos[0]))
+            before = (self.phase, self.clock, self._final_stage, self.dirty_sync_count, self.engine.remaining)
             with self.tracker._lock:  # the engine's C calls write into the tracker
                 self._step(step_to)
-            after = (self.phase, self.clock, self._final_stage, self._round_index, int(self._pos[0]))
+            self._fire_callbacks()
+            after = (self.phase, self.clock, self._final_stage, self.dirty_sync_count, self.engine.remaining)
             if after == before and not (self._faults and self._faults[0].at <= self.clock):
                 break  # nothing moved: the target is reached
             stalled = stalled + 1 if after[1] == before[1] else 0
@@ -431,7 +458,7 @@ class Migration:
         return min(1.0, max(1e-4, 1e6 / rate))
 
     def cancel(self, reason: str = "cancelled by the user") -> None:
-        """Cancel a migration in progress: roll back, the source keeps running."""
+        """Cancel a migration in progress (status "cancelled", as QEMU's): roll back, the source keeps running."""
         if self.done:
             raise StateError(f"the migration has already ended ({self.status})")
         if self.phase == "downtime":
@@ -439,7 +466,7 @@ class Migration:
         if self.phase in ("postcopy", "switchover"):
             raise StateError("a post-copy migration cannot be cancelled: the destination already runs the guest "
                              "and the source lacks its newest pages")
-        self._rollback(reason)
+        self._rollback(reason, status="cancelled")
 
     def set_bandwidth(self, bandwidth: Union[float, str]) -> None:
         """Change the link's bandwidth from now on (bytes/s or ``"1Gbit/s"``)."""
@@ -488,21 +515,26 @@ class Migration:
             end = self.setup_time
             check(lib.dl_engine_idle(self._e, min(target, end)), "setup")
             if self.clock >= end:
-                self._sync()  # the setup sync; round 0 sends every page regardless
+                self._sync(measure=False)  # the setup sync (QEMU's ram_init_bitmaps): every page is dirty anyway
+                self.engine.dirty_fill()
                 self.phase = "precopy"
-                self._begin_round(0, None)
+                self._begin_round(0)
             return
         if self.phase == "precopy":
             limit_at = self._timeout_at()
             deadline = min(target, limit_at, self._dl_next)
-            pages = self._round_pages
-            ptr = ffi.from_buffer("uint64_t[]", pages) if pages is not None else ffi.NULL
-            check(lib.dl_engine_send(self._e, ptr, 0, self._round_n, self._pos, deadline,
-                                     int(self._round_index == 0)), "send")
+            p = self.policy
+            if p.stop == "xen":  # Xen syncs at the end of each pass over the dirty set
+                why = self.engine.send_dirty(deadline)
+            elif p.switchover_bandwidth is not None:
+                why = self.engine.send_dirty(deadline, below_bytes=max(1, int(p.switchover_bandwidth
+                                                                              * p.downtime_limit)))
+            else:
+                why = self.engine.send_dirty(deadline, below_seconds=p.downtime_limit)
             if self.clock >= self._dl_next:
                 self._dirty_limit_adjust()
-            if int(self._pos[0]) >= self._round_n:
-                self._end_round()
+            if why != SendResult.DEADLINE:
+                self._iteration()
             elif self.clock >= limit_at:
                 self._limit(f"timeout of {format_time(limit_at)} reached")
             return
@@ -516,23 +548,44 @@ class Migration:
             self._postcopy_step(target)
             return
 
-    def _begin_round(self, index: int, pages: Optional[np.ndarray]) -> None:
-        check(lib.dl_engine_reset_carry(self._e), "new round")
+    def _begin_round(self, index: int) -> None:
+        self._round_reported = False
         self._round_index = index
-        self._round_pages = pages
-        self._round_n = self.pages if pages is None else int(pages.size)
-        self._pos[0] = 0
+        self._pending_at_sync = self.engine.remaining
         self._mark = self._snapshot()
-        self._event("round", index=index, pages=self._round_n)
+        self._event("round", index=index, pages=self._pending_at_sync)
 
-    def _sync(self, measure: bool = False) -> np.ndarray:
-        """Harvest the dirty log (QEMU's migration_bitmap_sync); returns the dirty pages."""
+    def _live_rate_limit(self) -> None:
+        """QEMU's rate limit of the live phase: max_bandwidth x window bytes per 100 ms window."""
+        cap = self.policy.max_bandwidth
+        budget = 0 if cap is None or cap >= self.link_bandwidth else max(1, int(cap * WINDOW))
+        self.engine.set_rate_limit(budget)
+
+    def threshold(self) -> float:
+        """QEMU's threshold_size: the measured bandwidth of the last window (or switchover_bandwidth)
+        x downtime limit; 0 before the first window closes, as in QEMU."""
+        p = self.policy
+        bw = p.switchover_bandwidth if p.switchover_bandwidth is not None else self.engine.counters().bandwidth
+        return bw * p.downtime_limit
+
+    def _measured_bandwidth(self) -> float:
+        p = self.policy
+        if p.switchover_bandwidth is not None:
+            return p.switchover_bandwidth
+        bw = self.engine.counters().bandwidth
+        return bw if bw > 0 else self.bandwidth
+
+    def _sync(self, measure: bool = True) -> int:
+        """QEMU's migration_bitmap_sync: harvest the dirty log into the migration bitmap.
+
+        Returns the pages newly set in the bitmap (QEMU's num_dirty_pages_period share);
+        with ``measure`` the dirty-rate period and the throttle are evaluated, as QEMU does
+        in every sync but the final one."""
         kicks0 = self.tracker.stats.kicks
         if self.tracker.mode == "clear":
             words = self.tracker.harvest_bitmap()
-            check(lib.dl_engine_set_clear_mask(self._e, ffi.from_buffer("uint64_t[]", words), words.size,
-                                               self._clear_chunk), "clear mask")
-            dirty = _bitmap_pages(words, self.pages)
+            self.engine.set_clear_mask(words, self._clear_chunk)
+            added = self.engine.dirty_add_words(words)
         else:
             # Two buffers used in turn: a harvest must not overwrite the list still pending.
             need = self.tracker.pending
@@ -542,15 +595,15 @@ class Migration:
                 # Ring mode's pending counts ring entries, which can exceed the page count
                 # (a page reset and dirtied again, entries of several vCPUs): size by it.
                 buf = self._hbuf[i] = np.empty(need + need // 4 + 1024, dtype=np.uint64)
-            dirty = self.tracker.harvest(out=buf)
+            added = self.engine.dirty_add(self.tracker.harvest(out=buf))
         kicks = self.tracker.stats.kicks - kicks0
         if kicks:
-            check(lib.dl_engine_charge(self._e, kicks * self.costs.kick), "charge")
+            self.engine.charge(kicks * self.costs.kick)
         self.dirty_sync_count += 1
-        if measure:  # an end-of-round sync: QEMU's dirty-rate period and throttle trigger
-            self._period_dirty += int(dirty.size)
+        if measure:
+            self._period_dirty += added
             self._maybe_throttle()
-        return dirty
+        return added
 
     def _maybe_throttle(self) -> None:
         """QEMU's migration_trigger_throttle, run at a sync at least 1 s after the last period."""
@@ -628,7 +681,8 @@ class Migration:
         self.dirty_limit_active = False
         self._dl_next = math.inf
 
-    def _round_report(self, dirty_pages: int, final: bool = False, postcopy: bool = False) -> RoundReport:
+    def _round_report(self, dirty_pages: int, final: bool = False, postcopy: bool = False,
+                      remaining_pages: int = 0) -> RoundReport:
         st = self._engine_state()
         ts = self.tracker.stats
         m = self._mark
@@ -637,7 +691,7 @@ class Migration:
         lost = float(st.lost) - m["lost"]
         denom = duration * self.vcpus
         r = RoundReport(
-            index=self._round_index if not final else len(self.rounds),
+            index=self._round_index if not final else self._round_count,
             start=m["clock"],
             duration=duration,
             pages_sent=int(st.pages_sent) - m["pages"],
@@ -645,7 +699,7 @@ class Migration:
             dirty_pages=int(dirty_pages),
             dirty_rate=dirty_pages / duration if duration > 0 else 0.0,
             bandwidth=nbytes / duration if duration > 0 else self.bandwidth,
-            expected_downtime=dirty_pages * self.page_bytes / self.bandwidth,
+            expected_downtime=remaining_pages * self.page_size / self._measured_bandwidth(),
             writes=int(st.writes) - m["writes"],
             faults=ts.faults - m["faults"],
             pml_full_exits=ts.pml_full_exits - m["pml"],
@@ -653,49 +707,78 @@ class Migration:
             splits=ts.splits - m["splits"],
             kicks=ts.kicks - m["kicks"],
             guest_lost=lost,
-            guest_slowdown=100.0 * lost / denom if denom > 0 else 0.0,
+            guest_slowdown=min(100.0, 100.0 * lost / denom) if denom > 0 else 0.0,
             throttle=100.0 * m["throttle"],
             final=final,
             postcopy=postcopy,
+            remaining_pages=int(remaining_pages),
         )
-        self.rounds.append(r)
+        self._keep_round(r)
         if self.on_round is not None:
-            self.on_round(r)
+            self._callbacks.append(r)  # called once the step's state is committed (run_until)
         return r
 
-    def _end_round(self) -> None:
-        self._sent_precopy = int(self._engine_state().bytes_sent)
-        dirty = self._sync(measure=True)
+    def _keep_round(self, r: RoundReport) -> None:
+        """Keep the first and the last KEEP_ROUNDS rounds; the ones between are summed into one."""
+        self._round_count += 1
+        if len(self._rounds_head) < KEEP_ROUNDS:
+            self._rounds_head.append(r)
+            return
+        if len(self._rounds_tail) == KEEP_ROUNDS:
+            old = self._rounds_tail.pop(0)
+            self._rounds_mid = old if self._rounds_mid is None else _merge_rounds(self._rounds_mid, old)
+        self._rounds_tail.append(r)
+
+    @property
+    def rounds(self) -> List[RoundReport]:
+        """The rounds so far: all of them, or the first and last KEEP_ROUNDS with the ones between
+        summed into one (``aggregated`` says how many; the report's ``rounds_aggregated`` too)."""
+        mid = [self._rounds_mid] if self._rounds_mid is not None else []
+        return self._rounds_head + mid + self._rounds_tail
+
+    def _fire_callbacks(self) -> None:
+        while self._callbacks:
+            r = self._callbacks.pop(0)
+            assert self.on_round is not None
+            self.on_round(r)  # an exception propagates; the migration's state is already consistent
+
+    def _iteration(self) -> None:
+        """QEMU's migration_iteration_run, at an iteration's end with remaining below the threshold
+        (or nothing left): sync, then switch over if what is pending is still below it."""
         p = self.policy
-        sw_bw = p.switchover_bandwidth if p.switchover_bandwidth is not None else self.bandwidth
-        self.expected_downtime = dirty.size * self.page_bytes / sw_bw
-        self._round_report(dirty.size)
-        pending = dirty.size * self.page_bytes + self.device_bytes
-        threshold = sw_bw * p.downtime_limit
-        stalled = self._stalled(pending, threshold) if pending > threshold and dirty.size else None
-        done_rounds = self._round_index  # iterative rounds after round 0 completed
-        if pending <= threshold:
-            self._switchover(dirty, True, f"converged: {format_size(pending)} pending <= threshold "
-                                          f"{format_size(threshold)} (bandwidth x downtime limit)")
-        elif dirty.size == 0:  # another round cannot shrink the device state
-            self._switchover(dirty, True, f"converged: no dirty pages left; the device state alone "
-                                          f"({format_size(self.device_bytes)}) exceeds the threshold "
-                                          f"{format_size(threshold)}")
-        elif dirty.size < p.min_dirty_pages:
-            self._switchover(dirty, True, f"converged: {dirty.size} dirty pages < {p.min_dirty_pages}")
+        threshold = self.threshold()
+        remaining = self.engine.remaining * self.page_size
+        if not (remaining < threshold or remaining == 0 or p.stop == "xen"):
+            return
+        self._sent_precopy = int(self._engine_state().bytes_sent)
+        added = self._sync()
+        threshold = self.threshold()  # unchanged by the sync; re-read for clarity
+        npend = self.engine.remaining
+        pending = npend * self.page_size  # QEMU counts RAM only here; the device state goes in the pause
+        bw = self._measured_bandwidth()
+        self.expected_downtime = pending / bw
+        self._round_report(added, remaining_pages=npend)
+        self._round_reported = True
+        done_rounds = self._round_index  # syncs after round 0's
+        stalled = self._stalled(pending, threshold) if pending >= threshold and npend else None
+        if npend == 0 or pending < threshold:
+            self._switchover(True, f"converged: {format_size(pending)} pending < threshold "
+                                   f"{format_size(threshold)} (bandwidth x downtime limit)")
+        elif npend < p.min_dirty_pages:
+            self._switchover(True, f"converged: {npend} dirty pages < {p.min_dirty_pages}")
         elif self.postcopy is not None and self.policy.on_limit != "postcopy" \
                 and self._round_index + 1 >= self.postcopy.after_rounds:
-            self._start_postcopy(dirty, f"switched to post-copy after {self._round_index + 1} pre-copy round(s)")
+            self._start_postcopy(f"switched to post-copy after {self._round_index + 1} pre-copy round(s)")
         elif stalled is not None:
             self._rollback(stalled)
         elif p.max_iterations is not None and done_rounds >= p.max_iterations:
-            self._limit(f"iteration limit reached ({p.max_iterations} rounds after round 0)", dirty)
+            self._limit(f"iteration limit reached ({p.max_iterations} rounds after round 0)")
         elif p.max_total_factor is not None and self._sent_precopy > p.max_total_factor * self.memory:
-            self._limit(f"sent {self._sent_precopy / self.memory:.2f}x memory (limit {p.max_total_factor:g}x)", dirty)
+            self._limit(f"sent {self._sent_precopy / self.memory:.2f}x memory (limit {p.max_total_factor:g}x)")
         elif self.clock >= self._timeout_at():
-            self._limit(f"timeout of {format_time(self._timeout_at())} reached", dirty)
+            self._limit(f"timeout of {format_time(self._timeout_at())} reached")
         else:
-            self._begin_round(self._round_index + 1, dirty)
+            self._begin_round(self._round_index + 1)
 
     def _stalled(self, pending: int, threshold: float) -> Optional[str]:
         """The early verdict (``PreCopy.stop_when_stalled``): the reason if the migration can never converge."""
@@ -724,70 +807,60 @@ class Migration:
             return None  # still shrinking: at this pace it may reach the threshold within 20 x k syncs
         if gap <= max(4 * (recent[-1] - recent[0]), 0.1 * threshold):
             return None  # close to the threshold: a lucky fluctuation may still get below it
-        return (f"does not converge: pending holds steady at {format_size(steady)} (RAM and device state, "
+        return (f"does not converge: pending holds steady at {format_size(steady)} (RAM, "
                 f"median of the last {k} syncs) against a threshold of {format_size(threshold)} "
                 f"(bandwidth x downtime limit): {format_size(steady - threshold)} too much, "
                 f"{steady / threshold if threshold > 0 else math.inf:.1f}x the threshold. Under QEMU's rules this migration never converges; "
                 f"QEMU itself would keep iterating until cancelled (PreCopy(stop_when_stalled=False) simulates "
                 f"that)")
 
-    def _limit(self, reason: str, dirty: Optional[np.ndarray] = None) -> None:
+    def _limit(self, reason: str) -> None:
         self._event("limit", reason=reason, action=self.policy.on_limit)
         if self.policy.on_limit == "abort":
             self._rollback(f"{reason}; rolled back (on_limit='abort')")
             return
-        if dirty is None:  # mid-round: what is left of this round plus what the next sync finds
-            dirty = self._round_left()
         if self.policy.on_limit == "postcopy":
-            self._start_postcopy(dirty, f"{reason}; switched to post-copy (on_limit='postcopy')")
+            self._start_postcopy(f"{reason}; switched to post-copy (on_limit='postcopy')")
             return
-        self._switchover(dirty, False, f"{reason}; forced stop-and-copy (on_limit='force')")
+        self._switchover(False, f"{reason}; forced stop-and-copy (on_limit='force')")
 
-    def _round_left(self) -> np.ndarray:
-        pos = int(self._pos[0])
-        if self._round_pages is None:
-            return np.arange(pos, self.pages, dtype=np.uint64)
-        return self._round_pages[pos:].copy()
-
-    def _pause(self, pending: np.ndarray) -> np.ndarray:
-        """End pre-copy: pause the guest, sync once more; returns the pages still to send."""
+    def _pause(self) -> None:
+        """End pre-copy as QEMU's migration_completion does: stop the vCPUs, sync once more
+        (into the migration bitmap) and lift the rate limit."""
         self._lift_dirty_limit()
-        check(lib.dl_engine_set_throttle(self._e, 1.0), "pause")
-        if int(self._pos[0]) < self._round_n:  # a mid-round stop: the round's partial figures
-            self._round_report(0)
+        c = self.engine.counters()
+        self._window = {"bandwidth": c.bandwidth, "mbps": c.bandwidth * 8 / 1e6,
+                        "pages_per_second": c.last_pages / c.last_length if c.last_length > 0 else 0.0}
+        self.engine.set_throttle(1.0)
+        if not self._round_reported:  # a stop between two syncs: the round's partial figures
+            self._round_report(0, remaining_pages=self.engine.remaining)
         self._sent_precopy = int(self._engine_state().bytes_sent)
-        final = self._sync()
-        return np.union1d(pending.astype(np.uint64, copy=False), final)
+        self._sync(measure=False)
+        self.engine.set_rate_limit(0)
+        self.engine.reset_carry()
 
-    def _switchover(self, pending: np.ndarray, converged: bool, reason: str) -> None:
+    def _switchover(self, converged: bool, reason: str) -> None:
         self.converged = converged
         self.reason = reason
-        pages = self._pause(pending)
+        self._pause()
         if self.tracker.mode == "clear":
-            check(lib.dl_engine_set_clear_mask(self._e, ffi.NULL, 0, 0), "clear mask")
-        self._event("switchover", pages=int(pages.size), converged=converged)
+            self.engine.set_clear_mask(None)
+        pages = self.engine.remaining
+        self._event("switchover", pages=pages, converged=converged)
         self._downtime_start = self.clock
-        check(lib.dl_engine_reset_carry(self._e), "stop-and-copy")
         # QEMU lifts the rate limit when it pauses the guest: the stop-and-copy runs at link speed
-        check(lib.dl_engine_set_bandwidth(self._e, self.link_bandwidth), "stop-and-copy")
+        self.engine.set_bandwidth(self.link_bandwidth)
         self.phase = "downtime"
         self._final_stage = "pages"
         self._round_index = -1
-        self._round_pages = pages
-        self._round_n = int(pages.size)
-        self._pos[0] = 0
+        self._pending_at_sync = pages
         self._mark = self._snapshot()
         self._mark["throttle"] = 1.0
         self._device_left = self.device_bytes
 
     def _downtime_step(self, target: float) -> None:
         if self._final_stage == "pages":
-            pages = self._round_pages
-            assert pages is not None
-            ptr = ffi.from_buffer("uint64_t[]", pages) if pages.size else ffi.NULL
-            if pages.size:
-                check(lib.dl_engine_send(self._e, ptr, 0, self._round_n, self._pos, target, 0), "send")
-            if int(self._pos[0]) >= self._round_n:
+            if self.engine.send_dirty(target) == SendResult.EMPTY:
                 self._final_stage = "devices"
             return
         if self._final_stage == "devices":
@@ -804,22 +877,22 @@ class Migration:
                 self._finish()
 
     # -- post-copy ----------------------------------------------------------------------
-    def _start_postcopy(self, pending: np.ndarray, reason: str) -> None:
+    def _start_postcopy(self, reason: str) -> None:
         """Pause, take the last dirty set, and send device state and the dirty bitmap."""
         self.reason = reason
         self.converged = False
-        stale = self._pause(pending)
+        self._pause()
         self.tracker.stop()  # the source is paused for good: nothing more to track
-        self._pc_stale = stale
-        self._event("switchover", pages=int(stale.size), postcopy=True)
+        words = self.engine.dirty_words()
+        self.engine.dirty_clear()
+        self._pc_words = words
+        self._pc_stale = _bitmap_pages(words, self.pages)
+        self._event("switchover", pages=int(self._pc_stale.size), postcopy=True)
         self._downtime_start = self.clock
-        check(lib.dl_engine_set_bandwidth(self._e, self.policy.postcopy_bandwidth(self.link_bandwidth)),
-              "post-copy")
+        self.engine.set_bandwidth(self.policy.postcopy_bandwidth(self.link_bandwidth))
         self.phase = "switchover"
         self._round_index = -1
-        self._round_pages = None
-        self._round_n = 0
-        self._pos[0] = 0
+        self._pending_at_sync = 0
         self._mark = self._snapshot()
         self._mark["throttle"] = 1.0
         # device state plus the discard bitmap (one bit per page)
@@ -844,9 +917,8 @@ class Migration:
         pc = self.postcopy if self.postcopy is not None else PostCopy(precopy=self.policy)
         stale = self._pc_stale
         assert stale is not None
-        words = np.zeros(self.tracker.config.bitmap_words, dtype=np.uint64)
-        np.bitwise_or.at(words, (stale >> np.uint64(6)).astype(np.intp),
-                         np.left_shift(np.uint64(1), stale & np.uint64(63)))
+        words = self._pc_words
+        assert words is not None
         self._received = np.zeros(self.pages, dtype=np.uint8)
         rs = pc.read_share
         if rs is None:
@@ -926,20 +998,20 @@ class Migration:
         self._mismatches = out[: min(cap, self._mismatch_count)].copy()
         self._verified = self._mismatch_count == 0
 
-    def _rollback(self, reason: str) -> None:
+    def _rollback(self, reason: str, status: str = "failed") -> None:
         if self.tracker.logging:
             self.tracker.stop()
         check(lib.dl_engine_set_throttle(self._e, 0.0), "resume the source")
         self._lift_dirty_limit()
-        self.phase = "failed"
-        self.status = "failed"
+        self.phase = status
+        self.status = status
         self.reason = reason
         self.converged = False
         if self.verify:
             # Nothing lost: every write the guest made reached the source's memory.
             writes = int(self._engine_state().writes)
             self._verified = self.tracker.stats.writes == writes
-        self._event("failed", reason=reason)
+        self._event(status, reason=reason)
 
     # -- report ----------------------------------------------------------------------
     def report(self) -> MigrationReport:
@@ -1007,7 +1079,18 @@ class Migration:
             compression=self._compression(st),
             guest_throttled=sum(r.duration * r.throttle / 100.0 * self.vcpus for r in self.rounds if not r.final),
             interrupted=self.interrupted,
+            rounds_aggregated=self._rounds_mid.aggregated if self._rounds_mid is not None else 0,
+            mbps=self._window_figures()["mbps"],
+            pages_per_second=self._window_figures()["pages_per_second"],
         )
+
+    def _window_figures(self) -> Dict[str, float]:
+        """QEMU's mbps and pages-per-second of the last window of the live phase."""
+        if self._window:
+            return self._window
+        c = self.engine.counters()
+        return {"bandwidth": c.bandwidth, "mbps": c.bandwidth * 8 / 1e6,
+                "pages_per_second": c.last_pages / c.last_length if c.last_length > 0 else 0.0}
 
     def _compression(self, st: Any) -> Dict[str, Any]:
         p = self.policy

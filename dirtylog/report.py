@@ -54,6 +54,10 @@ class RoundReport:
     throttle: float = 0.0
     final: bool = False
     postcopy: bool = False
+    #: pages left in the migration bitmap after the sync that ended the round
+    remaining_pages: int = 0
+    #: > 0: this entry sums that many consecutive rounds of a long migration (see Migration.rounds)
+    aggregated: int = 0
 
     @property
     def exits(self) -> int:
@@ -119,6 +123,11 @@ class MigrationReport:
     guest_throttled: float = 0.0
     #: True when Ctrl-C stopped the run loop: a partial report (see dirtylog.errors.Interrupted)
     interrupted: bool = False
+    #: rounds summed into one entry of ``rounds`` (a long migration keeps its first and last rounds)
+    rounds_aggregated: int = 0
+    #: QEMU's counters of the live phase's last 100 ms window: mbps and pages-per-second
+    mbps: float = 0.0
+    pages_per_second: float = 0.0
     events: List[Dict[str, Any]] = field(default_factory=list)
     #: What would make it converge (:class:`dirtylog.advice.Advice`), when asked for
     #: (``simulate(advise=True)``); None otherwise.

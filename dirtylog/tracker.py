@@ -19,7 +19,7 @@ from .stats import TrackerStats, VcpuStats
 
 __all__ = ["Tracker"]
 
-_MODES = {"wp": 0, "pml": 1, "ring": 2, "clear": 3}
+_MODES = v.MODE_VALUES
 _HUGE = {None: 0, "lazy": 1, "eager": 2}
 
 PagesLike = Union[np.ndarray, Sequence[int]]

@@ -246,7 +246,8 @@ def test_trackers_side_by_side(capsys):
     for mode in ("wp", "pml", "ring", "clear"):
         assert f"\n {mode} " in out or f"\n{mode} " in out
     assert "sim harvest" in out and "no dirty write lost" in out
-    rc, out, _ = run(capsys, "trackers", *SMALL, "--trackers", "wp,pml", "--jobs", "1", "--json")
+    # a 10 ms downtime limit: the guest is sent live (with 300 ms its 32 MiB fit in the first pause)
+    rc, out, _ = run(capsys, "trackers", *SMALL, "-d", "10ms", "--trackers", "wp,pml", "--jobs", "1", "--json")
     rows = json.loads(out)
     assert [r["tracker"] for r in rows] == ["wp", "pml"]
     wp, pml = rows

@@ -69,14 +69,12 @@ def test_max_bandwidth_caps_the_live_phase_only():
     cap = 32 * 2**20
     r = simulate(memory="64MiB", workload=None, link=link, policy=PreCopy(max_bandwidth="32MiB/s"))
     assert r.status == "completed" and r.converged
-    round0 = r.rounds[0]
-    assert round0.bandwidth == pytest.approx(cap, rel=1e-3)
-    assert round0.duration == pytest.approx(r.pages * 4104 / cap, rel=1e-3)
-    final = r.rounds[-1]
-    assert final.final
-    # the stop-and-copy (device state here) runs at link speed
-    assert r.downtime == pytest.approx(r.device_bytes / link.bandwidth + final.duration * 0, abs=1e-3) \
-        or r.downtime < r.device_bytes / cap
+    # QEMU's counters of the last 100 ms window: the live phase ran at the cap
+    assert r.mbps == pytest.approx(cap * 8 / 1e6, rel=0.02)
+    assert r.rounds[0].bandwidth == pytest.approx(cap, rel=0.02)
+    # the pause sends what was left (up to one threshold) and the device state at link speed
+    assert r.downtime_bytes > 0
+    assert r.downtime == pytest.approx(r.downtime_bytes / link.bandwidth, rel=0.01)
 
 
 def test_switchover_bandwidth_replaces_the_measured_one_in_the_threshold():

@@ -139,6 +139,58 @@ int dl_engine_set_clear_mask(dl_engine *e, const uint64_t *words, size_t nwords,
  * both sides). DL_ERR_STATE with neither. */
 int dl_engine_verify(const dl_engine *e, uint64_t *out, size_t cap, uint64_t *mismatches);
 
+/* ---- the migration bitmap and QEMU's rate-limited send loop -------------------
+ *
+ * The engine keeps QEMU's migration bitmap: the dirty pages not sent yet. Syncs
+ * (done by the caller: harvest the tracker, then dl_engine_dirty_add*) set bits;
+ * dl_engine_send_dirty() sends set pages in address order from the scan position,
+ * wrapping at the end of memory, clearing each bit as its page is sent.
+ *
+ * Sending is organised as QEMU's migration thread does it: an iteration sends until
+ * the window's byte budget is used (the rate limit: max-bandwidth x window), or for
+ * at most `iteration` seconds (MAX_WAIT), or until the bitmap is empty. After an
+ * iteration, a window of at least `window` seconds (BUFFER_DELAY) is closed and its
+ * counters kept (bytes, length, normal pages, measured bandwidth); a rate-limited
+ * iteration first waits, the link idle and the guest running, for its window's end. */
+typedef struct dl_engine_counters {
+    uint64_t remaining;      /* dirty pages in the migration bitmap */
+    uint64_t scan;           /* the next page the scan looks at */
+    uint64_t passes;         /* times the scan wrapped at the end of memory */
+    uint64_t windows;        /* windows closed */
+    uint64_t iterations;     /* iterations ended */
+    double window_start;     /* clock at which the current window began */
+    uint64_t window_bytes;   /* bytes sent in the current window */
+    double bandwidth;        /* bytes/s measured over the last closed window (0 before the first) */
+    double last_length;      /* seconds of the last closed window */
+    uint64_t last_bytes;     /* bytes sent in it */
+    uint64_t last_pages;     /* normal (non-zero, whole) pages sent in it */
+} dl_engine_counters;
+
+/* Why dl_engine_send_dirty returned. */
+enum { DL_SEND_DEADLINE = 0, DL_SEND_EMPTY = 1, DL_SEND_BELOW = 2 };
+
+int dl_engine_get_counters(const dl_engine *e, dl_engine_counters *out);
+/* window and iteration in seconds (> 0); budget: bytes per window (0: no limit). */
+int dl_engine_set_rate_limit(dl_engine *e, double window, uint64_t budget, double iteration);
+/* Every page dirty (the first pass); the scan starts at page 0. */
+int dl_engine_dirty_fill(dl_engine *e);
+/* Sets the bits of pages[0 .. n) (any order, duplicates allowed); *added: bits newly set. */
+int dl_engine_dirty_add(dl_engine *e, const uint64_t *pages, size_t n, uint64_t *added);
+/* The same for a bitmap of nwords words (bit p % 64 of word p / 64). */
+int dl_engine_dirty_add_words(dl_engine *e, const uint64_t *words, size_t nwords, uint64_t *added);
+/* Copies the migration bitmap out (nwords >= (pages + 63) / 64). */
+int dl_engine_dirty_get(const dl_engine *e, uint64_t *words, size_t nwords);
+int dl_engine_dirty_clear(dl_engine *e);
+/* Sends dirty pages (see above) until the clock reaches `deadline`, the bitmap is
+ * empty (DL_SEND_EMPTY) or, at the end of an iteration, remaining x page size is
+ * below the threshold (DL_SEND_BELOW): `below_bytes` if > 0, else the last window's
+ * measured bandwidth x `below_seconds` (0: never). *why says which. The first pass's
+ * zero pages and, once the scan has wrapped, XBZRLE apply as configured. */
+int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, uint64_t below_bytes, int *why);
+/* Zero-page placement as a bitmap (copied; NULL: the scattered zero_fraction): a page
+ * whose bit is set holds zeros until the guest first writes it. */
+int dl_engine_set_zero_map(dl_engine *e, const uint64_t *words, size_t nwords);
+
 typedef struct dl_postcopy_state {
     uint64_t remaining;      /* pages the destination still lacks */
     uint64_t requests;       /* remote faults (QEMU's postcopy-requests) */

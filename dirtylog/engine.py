@@ -1,0 +1,174 @@
+"""The Python face of the C migration engine (``dl_engine_*``, csrc/include/dirtylog/engine.h).
+
+:class:`Engine` owns one ``dl_engine``: a simulated clock, the link, the guest's
+writes through a :class:`~dirtylog.tracker.Tracker`, QEMU's migration bitmap and its
+rate-limited send loop (100 ms windows, 50 ms iterations), and post-copy. It is
+mechanism only: it never decides when to sync, switch over or throttle;
+:class:`~dirtylog.migration.Migration` does (with :mod:`dirtylog.policy` and
+:mod:`dirtylog.throttle`).
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from ._lib import check, ffi, lib
+
+__all__ = ["Engine", "Counters", "SendResult", "WINDOW", "ITERATION"]
+
+#: QEMU's BUFFER_DELAY: the rate-limit window and the period of its counters (seconds).
+WINDOW = 0.1
+#: QEMU's MAX_WAIT: the longest an iteration sends before the pending size is checked again.
+ITERATION = 0.05
+
+
+class SendResult(enum.IntEnum):
+    """Why :meth:`Engine.send_dirty` returned."""
+
+    DEADLINE = int(lib.DL_SEND_DEADLINE)
+    EMPTY = int(lib.DL_SEND_EMPTY)
+    BELOW = int(lib.DL_SEND_BELOW)
+
+
+@dataclass(frozen=True)
+class Counters:
+    """QEMU's per-window counters and the migration bitmap's state (see ``dl_engine_counters``)."""
+
+    remaining: int
+    scan: int
+    passes: int
+    windows: int
+    iterations: int
+    window_start: float
+    window_bytes: int
+    bandwidth: float
+    last_length: float
+    last_bytes: int
+    last_pages: int
+
+
+class Engine:
+    """One C engine bound to a tracker and a workload (both must outlive it)."""
+
+    def __init__(self, config: Any, tracker: Any, workload_handle: Any, dst: Optional[np.ndarray] = None) -> None:
+        """``dst``: destination versions (uint32 per page, DL_ABSENT at first) to verify against the
+        tracker's source versions; None when the tracker carries a stale bitmap (or no verification)."""
+        out = ffi.new("dl_engine **")
+        dst_ptr = ffi.from_buffer("uint32_t[]", dst) if dst is not None else ffi.NULL
+        check(lib.dl_engine_create(config, tracker._handle, workload_handle if workload_handle is not None
+                                   else ffi.NULL, dst_ptr, dst.size if dst is not None else 0, out),
+              "creating the engine")
+        self._e = ffi.gc(out[0], lib.dl_engine_destroy)
+        self._dst = dst  # kept alive while the engine writes into it
+        self._state = ffi.new("dl_engine_state *")
+        self._ct = ffi.new("dl_engine_counters *")
+        self._u64 = ffi.new("uint64_t *")
+        self._why = ffi.new("int *")
+        self.words = int(tracker.config.bitmap_words)
+
+    @property
+    def handle(self) -> Any:
+        return self._e
+
+    def state(self) -> Any:
+        """The ``dl_engine_state`` (a cffi struct, reused: copy what you keep)."""
+        check(lib.dl_engine_get_state(self._e, self._state), "engine state")
+        return self._state
+
+    @property
+    def clock(self) -> float:
+        return float(self.state().clock)
+
+    def counters(self) -> Counters:
+        check(lib.dl_engine_get_counters(self._e, self._ct), "engine counters")
+        c = self._ct
+        return Counters(int(c.remaining), int(c.scan), int(c.passes), int(c.windows), int(c.iterations),
+                        float(c.window_start), int(c.window_bytes), float(c.bandwidth), float(c.last_length),
+                        int(c.last_bytes), int(c.last_pages))
+
+    @property
+    def remaining(self) -> int:
+        check(lib.dl_engine_get_counters(self._e, self._ct), "engine counters")
+        return int(self._ct.remaining)
+
+    # -- rates and throttles -------------------------------------------------------
+    def set_bandwidth(self, bandwidth: float) -> None:
+        check(lib.dl_engine_set_bandwidth(self._e, float(bandwidth)), "set_bandwidth")
+
+    def set_rate_limit(self, budget: int, window: float = WINDOW, iteration: float = ITERATION) -> None:
+        """``budget`` bytes per ``window`` (0: no limit), iterations of at most ``iteration`` seconds."""
+        check(lib.dl_engine_set_rate_limit(self._e, window, int(budget), iteration), "rate limit")
+
+    def set_throttle(self, throttle: float) -> None:
+        check(lib.dl_engine_set_throttle(self._e, float(throttle)), "throttle")
+
+    def set_vcpu_throttle(self, vcpu: int, throttle: float) -> None:
+        check(lib.dl_engine_set_vcpu_throttle(self._e, vcpu, float(throttle)), "vCPU throttle")
+
+    def charge(self, vcpu_seconds: float) -> None:
+        check(lib.dl_engine_charge(self._e, float(vcpu_seconds)), "charge")
+
+    # -- the migration bitmap ----------------------------------------------------
+    def dirty_fill(self) -> None:
+        check(lib.dl_engine_dirty_fill(self._e), "dirty_fill")
+
+    def dirty_add(self, pages: np.ndarray) -> int:
+        """Marks ``pages`` (uint64) dirty; returns how many were not dirty yet."""
+        if pages.size == 0:
+            return 0
+        check(lib.dl_engine_dirty_add(self._e, ffi.from_buffer("uint64_t[]", pages), pages.size, self._u64),
+              "dirty_add")
+        return int(self._u64[0])
+
+    def dirty_add_words(self, words: np.ndarray) -> int:
+        check(lib.dl_engine_dirty_add_words(self._e, ffi.from_buffer("uint64_t[]", words), words.size, self._u64),
+              "dirty_add_words")
+        return int(self._u64[0])
+
+    def dirty_words(self) -> np.ndarray:
+        out = np.empty(self.words, dtype=np.uint64)
+        check(lib.dl_engine_dirty_get(self._e, ffi.from_buffer("uint64_t[]", out), out.size), "dirty_get")
+        return out
+
+    def dirty_clear(self) -> None:
+        check(lib.dl_engine_dirty_clear(self._e), "dirty_clear")
+
+    def set_zero_map(self, words: Optional[np.ndarray]) -> None:
+        ptr = ffi.from_buffer("uint64_t[]", words) if words is not None else ffi.NULL
+        check(lib.dl_engine_set_zero_map(self._e, ptr, words.size if words is not None else 0), "zero map")
+
+    # -- time passing ----------------------------------------------------------------
+    def send_dirty(self, deadline: float, below_seconds: float = 0.0, below_bytes: int = 0) -> SendResult:
+        """Send dirty pages until ``deadline``, an empty bitmap, or (at an iteration's end) remaining
+        below the threshold (``below_bytes``, or the measured bandwidth x ``below_seconds``)."""
+        check(lib.dl_engine_send_dirty(self._e, deadline, below_seconds, int(below_bytes), self._why),
+              "send")
+        return SendResult(int(self._why[0]))
+
+    def idle(self, deadline: float) -> None:
+        check(lib.dl_engine_idle(self._e, deadline), "idle")
+
+    def transfer(self, nbytes: int, deadline: float) -> int:
+        """Sends ``nbytes`` of other state; returns what is left at ``deadline``."""
+        check(lib.dl_engine_transfer(self._e, int(nbytes), deadline, self._u64), "transfer")
+        return int(self._u64[0])
+
+    def reset_carry(self) -> None:
+        check(lib.dl_engine_reset_carry(self._e), "reset carry")
+
+    def set_clear_mask(self, words: Optional[np.ndarray], chunk_pages: int = 0) -> None:
+        if words is None:
+            check(lib.dl_engine_set_clear_mask(self._e, ffi.NULL, 0, 0), "clear mask")
+        else:
+            check(lib.dl_engine_set_clear_mask(self._e, ffi.from_buffer("uint64_t[]", words), words.size,
+                                               chunk_pages), "clear mask")
+
+    def verify(self, cap: int = 16) -> "tuple[int, np.ndarray]":
+        """(mismatched pages, the first ``cap`` of them)."""
+        out = np.empty(cap, dtype=np.uint64)
+        check(lib.dl_engine_verify(self._e, ffi.from_buffer("uint64_t[]", out), cap, self._u64), "verify")
+        n = int(self._u64[0])
+        return n, out[: min(cap, n)].copy()
