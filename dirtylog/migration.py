@@ -27,6 +27,7 @@ may be left: the destination holds the newest content of every page.
 """
 from __future__ import annotations
 
+import enum
 import math
 import signal
 import threading
@@ -49,10 +50,31 @@ from .report import MigrationReport, RoundReport
 from .tracker import Tracker
 from .units import format_size, format_time, parse_size, parse_time
 
-__all__ = ["Migration", "simulate"]
+__all__ = ["Migration", "Phase", "simulate"]
 
 GIB = 1 << 30
 _ABSENT = int(lib.DL_ABSENT)  # csrc/include/dirtylog/engine.h
+
+
+class Phase(str, enum.Enum):
+    """Where a migration stands (``Migration.phase``; compares equal to its string value)."""
+
+    SETUP = "setup"            # dirty logging starts
+    PRECOPY = "precopy"        # iterating: the guest runs on the source
+    DOWNTIME = "downtime"      # the stop-and-copy: paused, the rest and the device state go
+    SWITCHOVER = "switchover"  # post-copy's pause: device state and the dirty bitmap go
+    POSTCOPY = "postcopy"      # the guest runs on the destination, pages follow
+    COMPLETED = "completed"
+    FAILED = "failed"          # rolled back (a failure, a limit, the early verdict, the give-up)
+    CANCELLED = "cancelled"    # rolled back by the user's cancel, as QEMU's status
+    LOST = "lost"              # a failure during post-copy
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+#: The phases in which a migration has ended (plain strings: ``phase in ENDED`` holds for both forms).
+ENDED = ("completed", "failed", "cancelled", "lost")
 #: Rounds kept at each end of a long migration's report (the ones between are summed into one).
 KEEP_ROUNDS = 500
 
@@ -267,7 +289,7 @@ class Migration:
         clear_pages = max(64, (self.policy.clear_chunk // psize) // 64 * 64)
         self._clear_chunk = clear_pages
 
-        self.phase = "setup"
+        self.phase: str = Phase.SETUP
         self.status = "active"
         self.reason = ""
         self.converged = False
@@ -331,7 +353,48 @@ class Migration:
 
     @property
     def done(self) -> bool:
-        return self.phase in ("completed", "failed", "cancelled", "lost")
+        return self.phase in ENDED
+
+    def next_event_time(self) -> float:
+        """The simulated time of the next point at which the migration's state can change in a way a
+        host simulator schedules on (SimPy: ``yield env.timeout(m.next_event_time() - env.now)``):
+
+        - setup: the end of dirty-log start; pre-copy: the end of the current 100 ms window (QEMU's
+          counters, the earliest a sync or a switch-over can happen), or an earlier fault, timeout or
+          dirty-limit period; stop-and-copy and post-copy's switch-over: the end of the transfer in
+          progress (at link speed) or the resume; post-copy: the next push slice (one chunk);
+        - ``math.inf`` once the migration has ended.
+
+        Advancing to it (:meth:`run_until`) never skips a decision; a caller may also advance by less.
+        """
+        if self.done:
+            return math.inf
+        now = self.clock
+        nxt = math.inf
+        if self._faults:
+            nxt = self._faults[0].at
+        if self.phase == Phase.SETUP:
+            return min(nxt, self.setup_time) if self.setup_time > now else now
+        if self.phase == Phase.PRECOPY:
+            c = self.engine.counters()
+            end = c.window_start + WINDOW
+            while end <= now:
+                end += WINDOW
+            return min(nxt, end, self._timeout_at(), self._dl_next)
+        bw = self._phase_bandwidth()
+        if self._final_stage == "pages":
+            if self.phase == Phase.POSTCOPY:
+                chunk = max(1, self.policy.chunk_size // self.page_size) * self.page_bytes / bw
+                return min(nxt, now + chunk)
+            return min(nxt, now + self.engine.remaining * self.page_bytes / bw)
+        if self._final_stage == "devices":
+            return min(nxt, now + self._device_left / bw)
+        if self._final_stage == "resume":
+            at = self._pc_resume_at if self.phase == Phase.SWITCHOVER else self._resume_at
+            return min(nxt, at)
+        if self._final_stage == "tail":
+            return min(nxt, self._pc_done_at)
+        return min(nxt, now)
 
     @property
     def current_round(self) -> Dict[str, Any]:
@@ -661,7 +724,7 @@ class Migration:
             cur = self._vthr[j]
             new = 1.0 - (1.0 - cur) * p.vcpu_dirty_limit / rate if rate > 0 else 0.0
             new = min(max(new, 0.0), 0.99)
-            if abs(new - cur) > 0.01:  # still adjusting: no early verdict yet
+            if abs(new - cur) > 1e-3:  # still adjusting: no early verdict yet
                 self._stall_hist.clear()
             if new != cur:
                 check(lib.dl_engine_set_vcpu_throttle(self._e, j, new), "dirty limit")

@@ -1,0 +1,174 @@
+"""QEMU 7.2's migration loop (issue 10): windows, the sync rule, the scan position, the switch-over,
+zero pages, status words, phases, next_event_time, bounded reports and committed callbacks."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from dirtylog import Link, Migration, PreCopy, simulate
+from dirtylog.costs import TrackingCosts
+from dirtylog.engine import WINDOW, Engine, SendResult
+from dirtylog.migration import KEEP_ROUNDS, Phase
+from dirtylog.workloads import Hotspot, Uniform
+
+NO_COST = TrackingCosts.zero()
+
+
+def test_the_first_sync_comes_when_what_is_left_falls_below_the_threshold_not_at_the_end_of_the_pass():
+    r = simulate(memory="256MiB", workload=Uniform("10MiB/s", seed=1), link=Link("1Gbit/s"), costs=NO_COST)
+    first = r.rounds[0]
+    assert r.status == "completed" and r.verified
+    left = r.pages - first.pages_sent
+    # QEMU's threshold: measured bandwidth (1 Gbit/s) x 300 ms, in pages of 4 KiB; checked every 50 ms
+    threshold_pages = 1.25e8 * 0.3 / 4096
+    assert 0 < left < threshold_pages
+    assert left > threshold_pages - 1.25e8 * 0.05 / 4104 - 1
+
+
+def test_sending_goes_on_from_the_scan_position_and_wraps():
+    m = Migration(memory="64MiB", workload=Uniform("20MiB/s", seed=2), link=Link("400Mbit/s"),
+                  policy=PreCopy(downtime_limit="100ms"), costs=NO_COST)
+    while m.dirty_sync_count < 2:  # the setup sync, then the first one of the loop
+        m.advance("10ms")
+    c = m.engine.counters()
+    assert c.scan > 0 and c.passes == 0  # mid-memory: the rest of the first pass comes first
+    m.run()
+    assert m.engine.counters().passes >= 1 and m.report().verified
+
+
+def test_threshold_is_the_measured_bandwidth_of_the_last_window():
+    m = Migration(memory="256MiB", workload=Uniform("10MiB/s", seed=1), link=Link("1GiB/s"),
+                  policy=PreCopy(max_bandwidth="64MiB/s", downtime_limit="200ms"))
+    assert m.threshold() == 0.0  # before the first window closes, as in QEMU
+    m.advance("0.35s")
+    c = m.engine.counters()
+    assert c.windows >= 2 and c.last_length == pytest.approx(WINDOW, abs=1e-9)
+    assert c.bandwidth == pytest.approx(64 * 2**20, rel=0.01)
+    assert m.threshold() == pytest.approx(c.bandwidth * 0.2)
+
+
+def test_near_the_threshold_qemu_syncs_in_every_window():
+    # a hot set just above the threshold: re-tested about ten times a second
+    r = simulate(memory="64MiB", workload=Hotspot("300MiB/s", hot_fraction=0.06, hot_share=1.0, seed=3),
+                 link=Link("100MiB/s"), policy=PreCopy(downtime_limit="30ms", stop_when_stalled=False),
+                 give_up_after="5s", costs=NO_COST)
+    late = [x for x in r.rounds if x.start > 2.0 and not x.final]
+    assert r.dirty_sync_count > 20 and late
+    assert max(x.duration for x in late) <= 2 * WINDOW + 1e-9
+
+
+def test_zero_pages_are_detected_on_every_send():
+    # an idle guest whose memory fits the threshold: most of pass 0 goes in the pause, zero pages as headers
+    r = simulate(memory="256MiB", workload=None, link=Link("1Gbit/s"), zero_pages=0.5, seed=4)
+    assert r.status == "completed" and r.downtime_bytes > 0 and r.verified
+    assert r.pages_sent == r.pages  # each page once
+    assert abs(r.duplicate - r.pages / 2) < 4 * math.sqrt(r.pages / 4)
+    final = r.rounds[-1]
+    page_bytes = r.downtime_bytes - r.device_bytes
+    zeros_in_pause = (final.pages_sent * 4104 - page_bytes) / (4104 - 9)
+    assert zeros_in_pause > 0.3 * final.pages_sent  # the pause sent its zero pages as headers too
+
+
+def test_a_users_cancel_is_cancelled_a_failure_is_failed():
+    m = Migration(memory="64MiB", workload=Uniform("20MiB/s", seed=1), link=Link("100MiB/s"))
+    m.advance("0.2s")
+    m.cancel()
+    assert m.report().status == "cancelled" and m.phase == Phase.CANCELLED and m.done
+    m = Migration(memory="64MiB", workload=Uniform("20MiB/s", seed=1), link=Link("100MiB/s"))
+    m.advance("0.2s")
+    m.fail_link()
+    assert m.report().status == "failed" and m.phase == "failed"
+
+
+def test_phases_are_an_enum_that_compares_as_strings():
+    m = Migration(memory="16MiB", workload=None, link=Link("1Gbit/s"))
+    assert m.phase == Phase.SETUP == "setup"
+    m.run()
+    assert m.phase == Phase.COMPLETED and str(Phase.COMPLETED) == "completed"
+
+
+def test_next_event_time_lets_a_host_schedule_instead_of_polling():
+    m = Migration(memory="64MiB", workload=Uniform("20MiB/s", seed=5), link=Link("400Mbit/s"))
+    steps = 0
+    while not m.done:
+        t = m.next_event_time()
+        assert t >= m.clock
+        m.run_until(t if t > m.clock else m.clock + 1e-3)
+        steps += 1
+        assert steps < 10_000
+    assert m.next_event_time() == math.inf
+    ref = simulate(memory="64MiB", workload=Uniform("20MiB/s", seed=5), link=Link("400Mbit/s"))
+    assert m.report().status == ref.status == "completed"
+    assert m.report().dirty_sync_count == ref.dirty_sync_count
+    assert m.report().total_time == pytest.approx(ref.total_time, rel=1e-3)
+
+
+def test_tracker_mode_names_in_any_case():
+    for t in ("RING", {"mode": "RING"}, {"mode": "Pml"}):
+        r = simulate(memory="16MiB", workload=Uniform(1000, seed=1), link=Link("1Gbit/s"), tracker=t)
+        assert r.status == "completed" and r.verified
+    with pytest.raises(ValueError, match="allowed: wp, pml, ring, clear"):
+        Migration(memory="16MiB", tracker={"mode": "nope"})
+
+
+def test_long_reports_keep_the_first_and_last_rounds_and_sum_the_middle():
+    seen = []
+    r = simulate(memory="64MiB", workload=Hotspot("300MiB/s", hot_fraction=0.06, hot_share=1.0, seed=3),
+                 link=Link("100MiB/s"), policy=PreCopy(downtime_limit="30ms", stop_when_stalled=False),
+                 give_up_after="150s", costs=NO_COST, on_round=seen.append)
+    assert len(seen) > 2 * KEEP_ROUNDS + 10  # every round went to on_round
+    assert r.rounds_aggregated == len(seen) - 2 * KEEP_ROUNDS
+    assert len(r.rounds) == 2 * KEEP_ROUNDS + 1
+    mid = r.rounds[KEEP_ROUNDS]
+    assert mid.aggregated == r.rounds_aggregated
+    assert sum(x.bytes for x in r.rounds) == sum(x.bytes for x in seen)
+
+
+def test_an_exception_in_on_round_loses_nothing():
+    calls = []
+
+    def boom(rr):
+        calls.append(rr)
+        if len(calls) == 2:
+            raise RuntimeError("callback failed")
+
+    m = Migration(memory="64MiB", workload=Uniform("20MiB/s", seed=2), link=Link("400Mbit/s"),
+                  policy=PreCopy(downtime_limit="100ms"), on_round=boom)
+    with pytest.raises(RuntimeError, match="callback failed"):
+        m.run()
+    r = m.run()  # goes on
+    assert r.status == "completed" and r.verified is True
+    assert len(calls) == len(r.rounds)  # no round reported twice, none lost
+
+
+def test_guest_slowdown_never_exceeds_100_percent():
+    r = simulate(memory="256MiB", workload=Uniform("2GiB/s", seed=1), link=Link("10Gbit/s"), tracker="wp",
+                 page_size="1KiB", policy=PreCopy(chunk_size="16GiB", timeout="3s"), give_up_after="3s")
+    assert all(x.guest_slowdown <= 100.0 for x in r.rounds)
+
+
+def test_the_engine_face_directly():
+    from dirtylog import Tracker
+
+    t = Tracker(1000, mode="wp")
+    t.start()
+    import dirtylog._lib as L
+
+    cfg = L.ffi.new("dl_engine_config *")
+    L.lib.dl_engine_config_init(cfg)
+    cfg.bandwidth = 4104 * 100.0  # 100 pages/s
+    e = Engine(cfg, t, None, None)
+    e.dirty_fill()
+    assert e.remaining == 1000
+    assert e.send_dirty(0.5) == SendResult.DEADLINE and e.remaining == 950
+    e.set_rate_limit(4104 * 5)  # 5 pages per 100 ms window
+    e.send_dirty(1.5)
+    assert 899 <= e.remaining <= 901 and e.counters().bandwidth == pytest.approx(4104 * 50, rel=0.05)
+    assert e.dirty_add(np.array([0, 1, 2, 999], dtype=np.uint64)) == 3  # sent pages come back; 999 is still dirty
+    assert e.dirty_add(np.array([0], dtype=np.uint64)) == 0
+    words = e.dirty_words()
+    assert int(words[0]) & 3 == 3
+    e.dirty_clear()
+    assert e.send_dirty(2.0) == SendResult.EMPTY
