@@ -1143,8 +1143,8 @@ class Migration:
             guest_throttled=sum(r.duration * r.throttle / 100.0 * self.vcpus for r in self.rounds if not r.final),
             interrupted=self.interrupted,
             rounds_aggregated=self._rounds_mid.aggregated if self._rounds_mid is not None else 0,
-            mbps=self._window_figures()["mbps"],
-            pages_per_second=self._window_figures()["pages_per_second"],
+            window_mbps=self._window_figures()["mbps"],
+            window_pages_per_second=self._window_figures()["pages_per_second"],
         )
 
     def _window_figures(self) -> Dict[str, float]:

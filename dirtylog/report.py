@@ -125,9 +125,10 @@ class MigrationReport:
     interrupted: bool = False
     #: rounds summed into one entry of ``rounds`` (a long migration keeps its first and last rounds)
     rounds_aggregated: int = 0
-    #: QEMU's counters of the live phase's last 100 ms window: mbps and pages-per-second
-    mbps: float = 0.0
-    pages_per_second: float = 0.0
+    #: QEMU's query-migrate mbps and pages-per-second as of the live phase's last 100 ms window
+    #: (``mbps`` and ``pages_per_second`` are the means over the whole migration)
+    window_mbps: float = 0.0
+    window_pages_per_second: float = 0.0
     events: List[Dict[str, Any]] = field(default_factory=list)
     #: What would make it converge (:class:`dirtylog.advice.Advice`), when asked for
     #: (``simulate(advise=True)``); None otherwise.

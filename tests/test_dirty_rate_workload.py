@@ -175,7 +175,9 @@ def test_a_dirty_rate_workload_migrates_and_verifies():
     r = dirtylog.simulate(memory="256MiB", workload=DirtyRate("50MiB/s", window="1s"), link=Link("1GiB/s"),
                           policy=PreCopy(downtime_limit="300ms"), vcpus=2)
     assert r.status == "completed" and r.verified
-    # the first round's dirty set matches the measured rate over that round's length
+    # the first round's dirty set matches the measured rate over that round's length; as in QEMU the
+    # sync adds only pages already sent (the unsent ones are still dirty in the migration bitmap)
     r0 = r.rounds[0]
     w = DirtyRate("50MiB/s", window="1s")
-    assert r0.dirty_pages == pytest.approx(w.expected([r0.duration], 65536)[0], rel=0.1)
+    sent_share = r0.pages_sent / r.pages
+    assert r0.dirty_pages == pytest.approx(w.expected([r0.duration], 65536)[0] * sent_share, rel=0.1)

@@ -70,7 +70,7 @@ def test_max_bandwidth_caps_the_live_phase_only():
     r = simulate(memory="64MiB", workload=None, link=link, policy=PreCopy(max_bandwidth="32MiB/s"))
     assert r.status == "completed" and r.converged
     # QEMU's counters of the last 100 ms window: the live phase ran at the cap
-    assert r.mbps == pytest.approx(cap * 8 / 1e6, rel=0.02)
+    assert r.window_mbps == pytest.approx(cap * 8 / 1e6, rel=0.02)
     assert r.rounds[0].bandwidth == pytest.approx(cap, rel=0.02)
     # the pause sends what was left (up to one threshold) and the device state at link speed
     assert r.downtime_bytes > 0
