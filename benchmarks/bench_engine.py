@@ -3,8 +3,9 @@
 A 64 GiB guest, Hotspot at 1 GiB/s, a 10 Gbit/s link, PML, 4 vCPUs. Reports the
 wall time of each, the simulated guest writes per second of wall time and their
 ratio (the design target: the C engine at least 20x faster). The numpy engine
-must find identical round sizes: that is checked (a correctness check, not a
-timing threshold).
+runs the older pass-based loop (a sync at the end of each pass) over the same
+write stream and must verify; its round sizes differ from the C engine's QEMU
+loop, so they are not compared.
 
 Run: ``pytest benchmarks/bench_engine.py --benchmark-only -s``
 (``DIRTYLOG_BENCH_ENGINE_MEMORY=8GiB`` for a quicker run).
@@ -47,7 +48,9 @@ def test_engine_vs_numpy(benchmark):
     np_wall = time.perf_counter() - t0
 
     c_rounds = [r.dirty_pages for r in report.rounds if not r.final]
-    assert res.round_dirty_pages == c_rounds, "the numpy engine must find the same round sizes"
+    # The numpy engine runs the pass-based loop (a sync at the end of each pass) over the same write
+    # stream; the C engine runs QEMU's loop (windows, a sync below the threshold), so their round
+    # sizes differ: the comparison is of speed on the same stream, each engine verified on its own.
     assert res.verified
 
     ratio = np_wall / c_wall
