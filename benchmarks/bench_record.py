@@ -15,7 +15,8 @@ page; CPU time of this process, so that other jobs on the machine do not inflate
 page), and the harvest time per written page with 100 % of the pages written and per page
 of the region with 0 % and 1 % written.
 
-Run with ``python -m pytest benchmarks/bench_record.py -s`` (``-s`` shows the table).
+Run with ``dirtylog bench -- -k record -s`` (``-s`` shows the table; the figures are also in
+each benchmark's ``extra_info``, e.g. with ``dirtylog bench --save-json FILE``).
 Figures are reported, never asserted.
 """
 from __future__ import annotations
@@ -76,7 +77,12 @@ def _recorded(prog: str, tmp: Path):
     return rec, t0, t1, _children_cpu() - c0
 
 
-def test_record_overhead(randwrite, tmp_path):
+def test_record_overhead(benchmark, randwrite, tmp_path):
+    benchmark.pedantic(_record_overhead, args=(randwrite, tmp_path), rounds=1, iterations=1)
+    benchmark.extra_info.update(RESULTS["record"])
+
+
+def _record_overhead(randwrite: str, tmp_path: Path) -> None:
     plain, plain_cpu = min(_plain(randwrite) for _ in range(2))
     best = None
     for _ in range(2):
@@ -109,7 +115,12 @@ def _region():
     return m, a
 
 
-def test_realtracker_costs():
+def test_realtracker_costs(benchmark):
+    benchmark.pedantic(_realtracker_costs, rounds=1, iterations=1)
+    benchmark.extra_info.update(RESULTS["realtracker"])
+
+
+def _realtracker_costs() -> None:
     m, a = _region()
     n = a.size // PAGE
     best = {}
