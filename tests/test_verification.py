@@ -24,8 +24,9 @@ def test_a_page_the_tracker_drops_fails_verification_in_every_mode(tmp_path, mod
     # Page 7 is sent at the start of round 0 and written once at t = 0.1 s, during round 0.
     path = tmp_path / "one.npz"
     save_trace(path, np.array([100_000_000], dtype=np.uint64), np.array([7], dtype=np.uint64))
+    # a 10 ms downtime limit: the first sync comes near the end of the pass (0.64 s)
     kw = dict(pages=16384, workload=Trace(path), link=Link("100MiB/s"), devices=[], costs=NO_COST, tracker=mode,
-              huge_pages=huge)
+              huge_pages=huge, policy=PreCopy(downtime_limit="10ms"))
     m = Migration(**kw)  # type: ignore[arg-type]
     m.run_until(0.5)
     assert m.phase == "precopy" and m.current_round["index"] == 0
