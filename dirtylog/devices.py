@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 from .errors import ConfigError
-from .units import parse_size
+from .units import format_size, parse_size
 
 __all__ = ["Device", "default_devices", "device_bytes", "ordered"]
 
@@ -33,12 +33,19 @@ class Device:
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise TypeError(f"device {name!r}: priority must be an int, got {priority!r}")
         object.__setattr__(self, "name", name)
-        object.__setattr__(self, "state_bytes", int(parse_size(state_bytes, name=f"device {name!r} state_bytes")))
+        size = int(parse_size(state_bytes, name=f"device {name!r} state_bytes"))
+        if size > MAX_STATE_BYTES:
+            raise ConfigError(f"device {name!r} state_bytes must be at most {format_size(MAX_STATE_BYTES)}, "
+                              f"got {state_bytes!r} ({format_size(size)})")
+        object.__setattr__(self, "state_bytes", size)
         object.__setattr__(self, "priority", priority)
 
     def to_dict(self) -> Dict[str, Any]:
         return {"name": self.name, "state_bytes": self.state_bytes, "priority": self.priority}
 
+
+#: Largest state of one device, and of all devices together (far above any real device).
+MAX_STATE_BYTES = 1 << 50
 
 #: Per-vCPU state: general and control registers, MSRs, the XSAVE area (up to ~10 KiB
 #: with AVX-512), pending events: QEMU's "cpu" section.
@@ -70,10 +77,17 @@ def default_devices(vcpus: int = 1) -> List[Device]:
 
 def ordered(devices: Iterable[Device]) -> List[Device]:
     """Devices in the order they are sent (stable sort by decreasing priority)."""
+    if isinstance(devices, (str, bytes)) or not isinstance(devices, Iterable):
+        raise TypeError(f"devices must be a sequence of Device objects (or None for the defaults), "
+                        f"got {type(devices).__name__} {devices!r}")
     devs = list(devices)
     for d in devs:
         if not isinstance(d, Device):
             raise TypeError(f"devices must be Device objects, got {type(d).__name__}")
+    total = device_bytes(devs)
+    if total > MAX_STATE_BYTES:
+        raise ConfigError(f"devices: the state of all devices together must be at most "
+                          f"{format_size(MAX_STATE_BYTES)}, got {format_size(total)}")
     return sorted(devs, key=lambda d: -d.priority)
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Union
 
-from .units import parse_rate, parse_time
+from .link import check_bandwidth
+from .units import parse_time
 
 __all__ = ["LinkFailure", "BandwidthChange", "Fault"]
 
@@ -35,7 +36,7 @@ class BandwidthChange:
 
     def __init__(self, at: Union[float, str], bandwidth: Union[float, str]) -> None:
         object.__setattr__(self, "at", parse_time(at, name="BandwidthChange.at"))
-        object.__setattr__(self, "bandwidth", parse_rate(bandwidth, name="BandwidthChange.bandwidth", allow_zero=False))
+        object.__setattr__(self, "bandwidth", check_bandwidth(bandwidth, "BandwidthChange.bandwidth"))
 
     def to_dict(self) -> Dict[str, Any]:
         return {"kind": "bandwidth-change", "at": self.at, "bandwidth": self.bandwidth}

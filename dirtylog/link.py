@@ -5,9 +5,21 @@ from dataclasses import dataclass
 from typing import Any, Dict, Union
 
 from ._validate import as_int
+from .errors import ConfigError
 from .units import format_rate, format_time, parse_rate, parse_time
 
-__all__ = ["Link"]
+__all__ = ["Link", "check_bandwidth", "MIN_BANDWIDTH"]
+
+#: The slowest link dirtylog models: 1 byte/s (a 4 KiB page every 68 minutes).
+MIN_BANDWIDTH = 1.0
+
+
+def check_bandwidth(x: Any, name: str) -> float:
+    """A link or sending-thread bandwidth: a positive, finite rate of at least MIN_BANDWIDTH."""
+    bw = parse_rate(x, name=name, allow_zero=False)
+    if bw < MIN_BANDWIDTH:
+        raise ConfigError(f"{name} must be at least {format_rate(MIN_BANDWIDTH)} (8 bit/s), got {x!r}")
+    return bw
 
 
 @dataclass(frozen=True, init=False)
@@ -35,7 +47,7 @@ class Link:
 
     def __init__(self, bandwidth: Union[float, str] = "10Gbit/s", latency: Union[float, str] = 0.0,
                  header_bytes: int = 8) -> None:
-        object.__setattr__(self, "bandwidth", parse_rate(bandwidth, name="bandwidth", allow_zero=False))
+        object.__setattr__(self, "bandwidth", check_bandwidth(bandwidth, "bandwidth"))
         object.__setattr__(self, "latency", parse_time(latency, name="latency"))
         object.__setattr__(self, "header_bytes", as_int("header_bytes", header_bytes, minimum=0, maximum=1 << 20))
 

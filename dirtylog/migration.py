@@ -31,22 +31,23 @@ import enum
 import math
 import signal
 import threading
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 
 from . import models as _models
 from ._lib import check, ffi, lib
-from ._validate import as_int, tracker_mode
+from ._validate import MAX_PAGES, as_int, tracker_config, tracker_mode
 from .config import DEFAULTS, simulate_kwargs
 from .costs import TrackingCosts
 from .devices import Device, default_devices, device_bytes, ordered
 from .engine import WINDOW, Engine, SendResult
 from .errors import ConfigError, CoreError, Interrupted, StateError
 from .faults import BandwidthChange, Fault, LinkFailure, check_fault
-from .link import Link
+from .link import Link, check_bandwidth
 from .policy import PostCopy, PreCopy
 from .report import MigrationReport, RoundReport
+from .resources import check_memory, migration_memory
 from .tracker import Tracker
 from .units import format_size, format_time, parse_size, parse_time
 
@@ -180,7 +181,7 @@ class Migration:
         pages: Optional[int] = None,
         costs: Optional[TrackingCosts] = None,
         on_round: Optional[Callable[[RoundReport], None]] = None,
-        faults: Sequence[Fault] = (),
+        faults: Optional[Sequence[Fault]] = (),
     ) -> None:
         psize = int(parse_size(page_size, name="page_size", allow_zero=False))
         if memory is None and pages is None and getattr(workload, "guest_pages", None):
@@ -188,10 +189,13 @@ class Migration:
         if (memory is None) == (pages is None):
             raise ConfigError("give exactly one of memory (bytes or a string like '4GiB') and pages")
         if pages is not None:
-            npages = as_int("pages", pages, minimum=1)
+            npages = as_int("pages", pages, minimum=1, maximum=MAX_PAGES)
         else:
             mem = int(parse_size(memory, name="memory", allow_zero=False))  # type: ignore[arg-type]
             npages = -(-mem // psize)
+            if npages > MAX_PAGES:
+                raise ConfigError(f"memory must be at most {format_size(MAX_PAGES * psize)} with "
+                                  f"{format_size(psize)} pages ({MAX_PAGES:,} pages), got {memory!r}")
         self.link = link if link is not None else Link()
         if not isinstance(self.link, Link):
             raise TypeError(f"link must be a dirtylog.Link, got {type(self.link).__name__}")
@@ -229,6 +233,13 @@ class Migration:
         if self.policy.dirty_limit and topts["mode"] != "ring":
             raise ConfigError(f"dirty_limit needs the dirty ring tracker (tracker='ring'), as in QEMU, "
                               f"not {topts['mode']!r}: the per-vCPU dirty rates come from the rings")
+        tcfg = tracker_config(npages, vcpus=vcpus, page_size=psize, huge_pages=huge_pages, **topts)
+        check_memory(migration_memory(
+            tcfg, verify=bool(verify), source_versions=bool(verify) or zfrac > 0,
+            write_rate=_nominal_write_rate(workload, npages, psize),
+            bandwidth=self.policy.live_bandwidth(self.link.bandwidth),
+            page_bytes=psize + self.link.header_bytes, postcopy=self.postcopy is not None,
+            xbzrle_slots=self._xbzrle_slots(npages, psize)), f"a migration of a {format_size(npages * psize)} guest")
         self.tracker = Tracker(npages, vcpus=vcpus, page_size=psize, huge_pages=huge_pages, **topts)
         self.pages = npages
         self.page_size = psize
@@ -238,8 +249,19 @@ class Migration:
         self.devices = ordered(devices) if devices is not None else default_devices(self.vcpus)
         self.device_bytes = device_bytes(self.devices)
         self.seed = as_int("seed", seed, minimum=0, maximum=2**64 - 1)
+        if not isinstance(verify, (bool, np.bool_)):
+            raise TypeError(f"verify must be a bool, got {type(verify).__name__} {verify!r}")
         self.verify = bool(verify)
+        if on_round is not None and not callable(on_round):
+            raise TypeError(f"on_round must be a callable taking a RoundReport (or None), "
+                            f"got {type(on_round).__name__} {on_round!r}")
         self.on_round = on_round
+        if faults is None:
+            faults = ()
+        if isinstance(faults, (str, bytes)) or not isinstance(faults, Iterable):
+            raise TypeError(f"faults must be a sequence of LinkFailure and BandwidthChange objects, "
+                            f"got {type(faults).__name__} {faults!r}")
+        faults = list(faults)
         for f in faults:
             err = check_fault(f)
             if err:
@@ -269,11 +291,12 @@ class Migration:
         lib.dl_engine_config_init(cfg)
         cfg.bandwidth = self.link_bandwidth  # the wire; max_bandwidth is the live phase's rate limit
         if self.policy.xbzrle:
-            cfg.xbzrle_slots = max(1, self.policy.xbzrle_cache_size // psize)
+            cfg.xbzrle_slots = self._xbzrle_slots(npages, psize)
             cfg.xbzrle_ratio = self.policy.xbzrle_ratio
         cfg.page_bytes = self.page_bytes
         cfg.zero_bytes = self.link.header_bytes + 1
-        cfg.chunk_pages = max(1, self.policy.chunk_size // psize)
+        # A chunk larger than memory is all of memory (the C field is 32 bits).
+        cfg.chunk_pages = max(1, min(self.policy.chunk_size // psize, npages, 2**32 - 1))
         cfg.feedback = int(self.costs.slows_guest)
         cfg.cost_fault = self.costs.fault
         cfg.cost_pml_full = self.costs.pml_full
@@ -340,6 +363,12 @@ class Migration:
         # early verdict: pending bytes at each sync since the last change of conditions
         self._stall_hist: List[int] = []
         self.interrupted = False
+
+    def _xbzrle_slots(self, npages: int, psize: int) -> int:
+        if not self.policy.xbzrle:
+            return 0
+        # A cache of more slots than pages holds every page, as one of exactly `pages` slots does.
+        return max(1, min(self.policy.xbzrle_cache_size // psize, npages))
 
     # -- clock and state ---------------------------------------------------------
     def _engine_state(self) -> Any:
@@ -533,9 +562,7 @@ class Migration:
 
     def set_bandwidth(self, bandwidth: Union[float, str]) -> None:
         """Change the link's bandwidth from now on (bytes/s or ``"1Gbit/s"``)."""
-        from .units import parse_rate
-
-        link = parse_rate(bandwidth, name="bandwidth", allow_zero=False)
+        link = check_bandwidth(bandwidth, "bandwidth")
         self.link_bandwidth = self.policy.effective_bandwidth(link)
         self.bandwidth = self.policy.live_bandwidth(link)
         check(lib.dl_engine_set_bandwidth(self._e, self._phase_bandwidth()), "set_bandwidth")
@@ -1187,20 +1214,22 @@ class Migration:
         if write_rate is None:
             return {}
         out: Dict[str, Any] = {}
+        # The bandwidth pre-copy runs at: a multifd cap (channel_bandwidth) or max_bandwidth applies to the models too.
+        bw = self.policy.live_bandwidth(self.link.bandwidth)
         try:
             # Liu et al.'s D is the dirty rate: fed the measured one (distinct pages per period), not the
             # page-write rate, which counts a hot page's rewrites and makes it pessimistic for skewed workloads.
             measured = self._measured_dirty_rate()
             dirty = measured if measured is not None else write_rate * self.page_bytes
-            g = _models.geometric(self.memory, self.link.bandwidth, dirty,
+            g = _models.geometric(self.memory, bw, dirty,
                                   downtime_limit=self.policy.downtime_limit,
                                   resume_time=self.policy.resume_time + self.link.latency)
             out["geometric"] = dict(g.to_dict(), dirty_rate=dirty, dirty_rate_measured=measured is not None)
-            s = _models.saturating(self.pages, self.page_size, self.link.bandwidth, write_rate,
+            s = _models.saturating(self.pages, self.page_size, bw, write_rate,
                                    downtime_limit=self.policy.downtime_limit, header_bytes=self.link.header_bytes,
                                    resume_time=self.policy.resume_time + self.link.latency)
             out["saturating"] = s.to_dict()
-            out["cloudsim"] = {"total_time": _models.cloudsim(self.memory, self.link.bandwidth)}
+            out["cloudsim"] = {"total_time": _models.cloudsim(self.memory, bw)}
         except ConfigError:
             pass
         return out
@@ -1227,7 +1256,7 @@ def simulate(
     pages: Optional[int] = None,
     costs: Optional[TrackingCosts] = None,
     on_round: Optional[Callable[[RoundReport], None]] = None,
-    faults: Sequence[Fault] = (),
+    faults: Optional[Sequence[Fault]] = (),
     give_up_after: Union[float, str, None] = DEFAULTS["give_up_after"],
     advise: Union[bool, str] = False,
     **settings: Any,

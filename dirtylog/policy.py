@@ -13,7 +13,8 @@ from typing import Any, Dict, Optional, Union
 
 from ._validate import as_int
 from .errors import ConfigError
-from .units import parse_rate, parse_size, parse_time
+from .link import check_bandwidth
+from .units import format_size, parse_rate, parse_size, parse_time
 
 __all__ = ["PreCopy", "PostCopy", "STOP_RULES", "ON_LIMIT"]
 
@@ -21,6 +22,18 @@ STOP_RULES = ("qemu", "xen")
 ON_LIMIT = ("force", "abort")
 
 TimeLike = Union[float, int, str]
+
+#: Largest send chunk and clear chunk (a chunk larger than memory is memory).
+MAX_CHUNK_SIZE = 1 << 40
+#: Largest XBZRLE cache (a cache larger than memory holds every page anyway).
+MAX_XBZRLE_CACHE = 1 << 50
+
+
+def _bounded_size(x: Any, name: str, maximum: int) -> int:
+    size = int(parse_size(x, name=name, allow_zero=False))
+    if size > maximum:
+        raise ConfigError(f"{name} must be at most {format_size(maximum)}, got {x!r} ({format_size(size)})")
+    return size
 
 
 @dataclass(frozen=True, init=False)
@@ -204,8 +217,8 @@ class PreCopy:
         s(self, "timeout", None if timeout is None else parse_time(timeout, name="timeout", allow_zero=False, allow_inf=True))
         s(self, "on_limit", on_limit.lower())
         s(self, "resume_time", parse_time(resume_time, name="resume_time"))
-        s(self, "chunk_size", int(parse_size(chunk_size, name="chunk_size", allow_zero=False)))
-        s(self, "clear_chunk", int(parse_size(clear_chunk, name="clear_chunk", allow_zero=False)))
+        s(self, "chunk_size", _bounded_size(chunk_size, "chunk_size", MAX_CHUNK_SIZE))
+        s(self, "clear_chunk", _bounded_size(clear_chunk, "clear_chunk", MAX_CHUNK_SIZE))
         for flag, val in (("auto_converge", auto_converge), ("cpu_throttle_tailslow", cpu_throttle_tailslow),
                           ("dirty_limit", dirty_limit), ("xbzrle", xbzrle),
                           ("stop_when_stalled", stop_when_stalled)):
@@ -223,7 +236,7 @@ class PreCopy:
             raise ConfigError("auto_converge and dirty_limit exclude each other (as in QEMU): choose one")
         s(self, "vcpu_dirty_limit", parse_rate(vcpu_dirty_limit, name="vcpu_dirty_limit", allow_zero=False))
         s(self, "dirty_limit_period", parse_time(dirty_limit_period, name="dirty_limit_period", allow_zero=False))
-        s(self, "xbzrle_cache_size", int(parse_size(xbzrle_cache_size, name="xbzrle_cache_size", allow_zero=False)))
+        s(self, "xbzrle_cache_size", _bounded_size(xbzrle_cache_size, "xbzrle_cache_size", MAX_XBZRLE_CACHE))
         try:
             ratio = float(xbzrle_ratio)
         except (TypeError, ValueError):
@@ -233,12 +246,12 @@ class PreCopy:
         s(self, "xbzrle_ratio", ratio)
         s(self, "multifd_channels", as_int("multifd_channels", multifd_channels, minimum=0, maximum=256))
         s(self, "channel_bandwidth", None if channel_bandwidth is None
-          else parse_rate(channel_bandwidth, name="channel_bandwidth", allow_zero=False))
+          else check_bandwidth(channel_bandwidth, "channel_bandwidth"))
         rates: Dict[str, Optional[Union[float, str]]] = {
             "max_bandwidth": max_bandwidth, "max_postcopy_bandwidth": max_postcopy_bandwidth,
             "switchover_bandwidth": switchover_bandwidth}
         for rname, rval in rates.items():
-            s(self, rname, None if rval is None else parse_rate(rval, name=rname, allow_zero=False))
+            s(self, rname, None if rval is None else check_bandwidth(rval, rname))
         s(self, "stall_syncs", as_int("stall_syncs", stall_syncs, minimum=2, maximum=10_000))
 
     def effective_bandwidth(self, link_bandwidth: float) -> float:

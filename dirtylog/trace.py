@@ -306,6 +306,12 @@ def load_trace(path: PathLike) -> TraceData:
         # a file the readers cannot even parse (truncated, corrupt, not what its suffix says): said in
         # dirtylog's words, not numpy's ("pickled data", "allow_pickle") or zipfile's
         raise ConfigError(f"{source}: {_unreadable_why(suffix, exc)}") from exc
+    except (MemoryError, RecursionError):
+        raise
+    except Exception as exc:
+        # numpy's header parser also raises SyntaxError, tokenize.TokenError, KeyError or TypeError
+        # on a damaged header: whatever a damaged file makes a reader raise is a bad input, not a bug
+        raise ConfigError(f"{source}: {_unreadable_why(suffix, exc)}") from exc
 
 
 def _unreadable_why(suffix: str, exc: BaseException) -> str:

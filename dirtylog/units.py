@@ -82,7 +82,15 @@ _TIME_FORMS = "use a number of seconds or a string like '300ms', '1.5s', '2min',
 _COUNT_FORMS = "use a number of pages/s or a string like '5000/s', '5000 pages/s', '128MiB/s'"
 
 _NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:inf(?:inity)?|nan)"
-_SPLIT_RE = re.compile(rf"^\s*({_NUMBER})\s*(.*?)\s*$", re.IGNORECASE)
+# Matched against the stripped text: no pattern around the unit that could backtrack.
+_SPLIT_RE = re.compile(rf"({_NUMBER})\s*(.*)", re.IGNORECASE | re.DOTALL)
+_MANTISSA_RE = re.compile(r"[+-]?(\d*)\.?(\d*)(?:[eE]([+-]?\d+))?")
+
+#: Longest string the parsers read: far beyond any real value, and it bounds their work.
+MAX_TEXT = 200
+#: Decimal exponents beyond this make a number too large (or too small) for any
+#: size, rate or duration; bounding it keeps Fraction from building huge integers.
+_MAX_EXP10 = 400
 
 # Exponent of each prefix letter: k=1, M=2, ... E=6.
 _PREFIX_POWER = {"k": 1, "m": 2, "g": 3, "t": 4, "p": 5, "e": 6}
@@ -149,7 +157,7 @@ def _split(s: str) -> Optional[Tuple[_Num, str]]:
 
     Spaces inside the unit are dropped (``"MiB / s"`` reads as ``"MiB/s"``).
     """
-    m = _SPLIT_RE.match(s)
+    m = _SPLIT_RE.fullmatch(s.strip())
     if m is None:
         return None
     text, unit = m.group(1), re.sub(r"\s+", "", m.group(2))
@@ -158,7 +166,32 @@ def _split(s: str) -> Optional[Tuple[_Num, str]]:
         return (-math.inf if low.startswith("-") else math.inf), unit
     if low.lstrip("-") == "nan":
         return math.nan, unit
-    return Fraction(text), unit
+    return _bounded_fraction(text), unit
+
+
+def _bounded_fraction(text: str) -> _Num:
+    """``Fraction(text)`` without building the huge integers of ``"1e9999999"``.
+
+    A number whose magnitude is beyond 10**_MAX_EXP10 reads as infinite (then
+    rejected as too large, or accepted where infinity is); one below
+    10**-_MAX_EXP10 (not zero) as 10**-_MAX_EXP10 with its sign, which every
+    parser rounds or rejects as it would the exact value.
+    """
+    mm = _MANTISSA_RE.fullmatch(text)
+    if mm is not None and mm.group(3) is not None:
+        whole, frac, exp_text = mm.group(1), mm.group(2), mm.group(3)
+        digits = (whole + frac).lstrip("0")
+        if digits:
+            exp = int(exp_text)  # at most MAX_TEXT digits: cheap
+            # the magnitude is 10**(top - 1) .. 10**top
+            top = len(whole.lstrip("0")) + exp if whole.lstrip("0") else exp - (len(frac) - len(frac.lstrip("0")))
+            negative = text.lstrip().startswith("-")
+            if top > _MAX_EXP10:
+                return -math.inf if negative else math.inf
+            if top < -_MAX_EXP10:
+                tiny = Fraction(1, 10**_MAX_EXP10)
+                return -tiny if negative else tiny
+    return Fraction(text)
 
 
 def _check_range(
@@ -171,9 +204,18 @@ def _check_range(
         bound = ">= 0" if allow_zero else "> 0"
         raise ConfigError(f"{name} must be {bound}, got a negative value {x!r}; {forms}")
     if isinstance(value, float) and math.isinf(value) and not allow_inf:
+        if isinstance(x, str) and "inf" not in x.lower():
+            raise ConfigError(f"{name}: {x!r} is too large; {forms}")
         raise ConfigError(f"{name} must be finite, got {x!r}; {forms}")
     if value == 0 and not allow_zero:
         raise ConfigError(f"{name} must be > 0, got {x!r}; {forms}")
+
+
+def _check_length(x: str, name: str, noun: str, forms: str) -> None:
+    """ConfigError for a string too long to be a value (bounds the parsers' work)."""
+    if len(x) > MAX_TEXT:
+        raise ConfigError(f"{name}: a {noun} is at most {MAX_TEXT} characters, got a string of {len(x):,} "
+                          f"({x[:20]!r}...); {forms}")
 
 
 def _unreadable(name: str, x: Any, noun: str, forms: str, hint: str = "") -> ConfigError:
@@ -182,7 +224,7 @@ def _unreadable(name: str, x: Any, noun: str, forms: str, hint: str = "") -> Con
 
 def _number_text(s: str) -> str:
     """The leading number of ``s`` as written (for suggestions in messages)."""
-    m = _SPLIT_RE.match(s)
+    m = _SPLIT_RE.fullmatch(s.strip())
     return m.group(1) if m else s.strip()
 
 
@@ -252,6 +294,7 @@ def parse_size(
     """
     _check_type(x, name, "a number of bytes or a string like '8GiB'")
     if isinstance(x, str):
+        _check_length(x, name, "size", _SIZE_FORMS)
         parts = _split(x)
         if parts is None:
             raise _unreadable(name, x, "size", _SIZE_FORMS)
@@ -346,6 +389,7 @@ def parse_rate(
     """
     _check_type(x, name, "a number of bytes/s or a string like '10Gbit/s'")
     if isinstance(x, str):
+        _check_length(x, name, "rate", _RATE_FORMS)
         parts = _split(x)
         if parts is None:
             raise _unreadable(name, x, "rate", _RATE_FORMS)
@@ -400,6 +444,7 @@ def parse_count_rate(
     _check_type(x, name, "a number of pages/s or a string like '5000/s' or '128MiB/s'")
     psize = parse_size(page_size, name="page_size", allow_zero=False)
     if isinstance(x, str):
+        _check_length(x, name, "rate of page writes", _COUNT_FORMS)
         parts = _split(x)
         if parts is None:
             raise _unreadable(name, x, "rate of page writes", _COUNT_FORMS)
@@ -478,6 +523,7 @@ def parse_time(
     """
     _check_type(x, name, "a number of seconds or a string like '300ms'")
     if isinstance(x, str):
+        _check_length(x, name, "duration", _TIME_FORMS)
         value = _parse_time_string(x, name)
     else:
         value = _number_from_real(x, name, _TIME_FORMS)

@@ -715,12 +715,16 @@ class WorkingSet(Workload):
         rates = np.array(
             [_rate(r, bw.page_size, f"phases[{i}] rate") for i, (_, _, r) in enumerate(self.phases)], dtype=np.float64
         )
-        check(
-            lib.dl_workload_add_phases(
-                bw._w, _dptr(durs), _u64ptr(sets), _dptr(rates), len(durs), int(self.repeat), _dptr(sh), self.seed
-            ),
-            "WorkingSet",
+        rc = lib.dl_workload_add_phases(
+            bw._w, _dptr(durs), _u64ptr(sets), _dptr(rates), len(durs), int(self.repeat), _dptr(sh), self.seed
         )
+        if rc == lib.DL_ERR_RANGE:
+            cycle = float(np.sum(durs * rates))
+            raise ConfigError(
+                f"WorkingSet: one cycle of the phases writes {cycle:.3g} pages (the sum of duration x rate); "
+                f"it must be below 2**62 (and the durations' sum finite): shorten the phases or lower their rates"
+            )
+        check(rc, "WorkingSet")
 
 
 class Mix(Workload):
