@@ -78,6 +78,15 @@ def _suffix(path: PathLike) -> str:
 
 def _column(values: Any, name: str, source: str, maximum: int) -> np.ndarray:
     """One column as a 1-D uint64 array; ConfigError naming the first bad record."""
+    if isinstance(values, (list, tuple)) and values and all(
+            isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_)) for x in values):
+        # Python ints: numpy would make [0, 2**63] a float array and lose the large ones
+        for i, x in enumerate(values):
+            if not 0 <= int(x) <= maximum:
+                what = (f"is negative ({int(x)}); it must be >= 0" if x < 0
+                        else f"{int(x)} is too large (at most {maximum})")
+                raise ConfigError(f"{source}: record {i}: {name} {what}")
+        return np.array([int(x) for x in values], dtype=np.uint64)
     arr = np.asarray(values)
     if arr.ndim != 1:
         raise ConfigError(f"{source}: column {name!r} must be 1-D, got shape {arr.shape}")
@@ -170,7 +179,9 @@ def check_trace_bounds(data: TraceData, source: str, pages: Optional[int], vcpus
 
 
 def _from_npy(path: PathLike, source: str) -> TraceData:
-    arr = np.load(os.fspath(path), allow_pickle=False)
+    # Mapped first: a header that claims more records than the file holds is refused
+    # (ValueError) instead of allocating what it claims; then copied into memory.
+    arr = np.array(np.load(os.fspath(path), allow_pickle=False, mmap_mode="r"))
     if arr.dtype.names:
         names = arr.dtype.names
         missing = [c for c in _REQUIRED if c not in names]
@@ -190,7 +201,30 @@ def _from_npy(path: PathLike, source: str) -> TraceData:
     )
 
 
+def _check_npz_members(path: PathLike, source: str) -> None:
+    """ConfigError if a member's header claims more data than the member holds.
+
+    numpy allocates what a header claims before reading: a damaged header must not
+    make a small file ask for petabytes.
+    """
+    with zipfile.ZipFile(os.fspath(path)) as zf:
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with zf.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                    np.lib.format.read_array_header_2_0
+                shape, _, dtype = read(f)
+                claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                have = info.file_size - f.tell()
+                if claimed > have:
+                    raise ConfigError(f"{source}: array {info.filename[:-4]!r} claims {claimed:,} bytes of data "
+                                      f"(shape {shape}) but holds {max(have, 0):,}: the file is damaged")
+
+
 def _from_npz(path: PathLike, source: str) -> TraceData:
+    _check_npz_members(path, source)
     with np.load(os.fspath(path), allow_pickle=False) as z:
         names = list(z.files)
         missing = [c for c in _REQUIRED if c not in names]

@@ -82,6 +82,16 @@ def test_the_cli_reports_a_damaged_trace_in_one_line(tmp_path, capsys):
     assert "Traceback" not in err and "bad.npy" in err and len(err.strip().splitlines()) == 1
 
 
+def test_save_trace_keeps_page_numbers_past_2_63_given_as_python_ints(tmp_path):
+    # found by the fuzz test: numpy turned [0, 2**63] into floats and save_trace refused it
+    save_trace(tmp_path / "t.npy", [0, 1], [0, 2**63])
+    assert load_trace(tmp_path / "t.npy").page.tolist() == [0, 2**63]
+    with pytest.raises(ConfigError, match="record 1: page 18446744073709551616 is too large"):
+        save_trace(tmp_path / "t.npy", [0, 1], [0, 2**64])
+    with pytest.raises(ConfigError, match="record 0: time_ns is negative"):
+        save_trace(tmp_path / "t.npy", [-1, 1], [0, 2])
+
+
 # ---------------------------------------------------------------------------- item 9: bad inputs
 
 
