@@ -29,12 +29,6 @@ def test_license_file_matches_the_metadata():
     assert text.startswith("MIT License") and "Permission is hereby granted, free of charge" in text
 
 
-def test_project_urls():
-    urls = dict(u.split(", ", 1) for u in importlib.metadata.metadata("dirtylog").get_all("Project-URL") or [])
-    assert {"Homepage", "Documentation", "Source", "Issues"} <= set(urls)
-    assert all(u.startswith("https://") for u in urls.values())
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the suffix checked is Linux's")
 def test_extension_uses_the_stable_abi():
     spec = importlib.util.find_spec("dirtylog._core")
