@@ -516,7 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "writes in each interval. The recording is a trace (.npz) that 'dirtylog simulate --workload "
                     "trace:FILE' replays and 'dirtylog curve FILE' measures. Children of the program are not "
                     "recorded; static and setuid programs cannot be.",
-        usage="dirtylog record [-o FILE] [--interval TIME] [--duration TIME] -- COMMAND [ARGS ...]")
+        usage="dirtylog record [-o FILE] [--interval TIME] [--duration TIME]\n"
+              "                       -- COMMAND [ARGS ...]")
     rc.add_argument("-o", "--output", default="dirtylog-record.npz", metavar="FILE",
                     help="the recording (.npz; default %(default)s)")
     rc.add_argument("--interval", type=_time_pos, default="100ms", metavar="TIME",

@@ -60,14 +60,16 @@ __all__ = ["GRAMMAR", "KINDS", "Term", "parse_terms", "parse_workload", "with_ra
 
 #: One line per kind, for ``--help``.
 GRAMMAR = """\
-workload spec: KIND[:ARG,...][+KIND[:ARG,...]...]   (terms joined by + are summed)
-  idle[:RATE]                          uniform writes at RATE (default 50 pages/s)
+workload spec: KIND[:ARG,...][+KIND[:ARG,...]...]  (+ sums the terms)
+  idle[:RATE]                          an idle guest: uniform writes at RATE
+                                       (default 50 pages/s)
   uniform:RATE[,seed=N]                writes spread over all memory
   hotspot:RATE[,hot=10%][,share=90%][,seed=N]
                                        hot= of memory takes share= of the writes
   zipf:RATE[,s=1.0][,seed=N]           Zipf-distributed writes
   sequential:RATE[,start=0][,length=ALL][,stride=1]
-                                       a wrapping sweep (QEMU's migration-test guest)
+                                       a wrapping sweep (as QEMU's
+                                       migration-test guest)
   workingset:DUR:SET:RATE[,DUR:SET:RATE...][,repeat=yes][,seed=N]
                                        a moving working set, e.g. 2s:25%:1GiB/s
   trace:FILE[,repeat=yes|PERIOD]       replay recorded writes: a .csv with the
@@ -77,13 +79,16 @@ workload spec: KIND[:ARG,...][+KIND[:ARG,...]...]   (terms joined by + are summe
                                        columns; repeat=yes replays them again
                                        and again (repeat=10s: that period)
   curve:FILE[,total=PAGES]             fit a measured dirty curve (JSON from
-                                       'dirtylog curve --json', or CSV window,dirty_pages)
+                                       'dirtylog curve --json', or a CSV of
+                                       window,dirty_pages)
   dirty-rate:RATE[@WINDOW][,set=ALL][,seed=N]
-                                       a measured dirty rate (calc-dirty-rate), e.g.
-                                       dirty-rate:120MiB/s@1s; set= the working set
+                                       a measured dirty rate (calc-dirty-rate),
+                                       e.g. dirty-rate:120MiB/s@1s; set= the
+                                       working set
   qemu-dirty-rate:FILE[,set=ALL][,seed=N]
-                                       a dirty rate from QEMU's query-dirty-rate JSON or
-                                       'virsh domstats --dirtyrate' output (per-vCPU rates)
+                                       a dirty rate from QEMU's query-dirty-rate
+                                       JSON or 'virsh domstats --dirtyrate'
+                                       output (per-vCPU rates)
 RATE: 1GiB/s (bytes of page writes per second), 5000/s or 5000 (pages/s).
 FRACTION: 0.1 or 10%.  Examples: hotspot:2GiB/s  zipf:1GiB/s,s=1.2
   uniform:300MiB/s+sequential:100MiB/s"""

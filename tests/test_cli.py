@@ -423,3 +423,13 @@ def _with_func(p, fn):
     sub = next(a for a in p._actions if a.__class__.__name__ == "_SubParsersAction")
     sub.choices["simulate"].set_defaults(func=fn)
     return p
+
+
+@pytest.mark.parametrize("command", ["simulate", "sweep", "trackers", "dirty-rate", "curve", "advise", "record",
+                                     "validate", "bench"])
+def test_help_fits_80_columns(capsys, monkeypatch, command):
+    monkeypatch.setenv("COLUMNS", "80")
+    rc, out, _ = run(capsys, command, "--help")
+    assert rc == 0
+    wide = [line for line in out.splitlines() if len(line) > 80]
+    assert not wide, f"{command} --help has lines over 80 columns: {wide}"
