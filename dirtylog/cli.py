@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import functools
 import importlib.util
 import io
 import json
@@ -33,7 +34,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, NoReturn, Optional, Sequence, Tuple
 
 from . import config as _config_mod
 from .errors import ConfigError, DirtylogError
@@ -1459,6 +1460,20 @@ _PY_ARG = re.compile(r"\b([a-z][a-z0-9_]*)=('[^']*'|\"[^\"]*\"|True|False|[0-9][
 _PY_CALL = re.compile(r"\b(?:PreCopy|PostCopy|Link)\(([^()]*)\)")
 
 
+@functools.lru_cache(maxsize=1)
+def _negated_options() -> FrozenSet[str]:
+    """Every ``--no-X`` option of the command line (``--no-verify``, ``--no-stop-when-stalled``, ...)."""
+    found: set = set()
+    stack = [build_parser()]
+    while stack:
+        p = stack.pop()
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                stack.extend(a.choices.values())
+            found.update(o for o in a.option_strings if o.startswith("--no-"))
+    return frozenset(found)
+
+
 def cli_words(msg: str) -> str:
     """A message of the Python API in command-line syntax: ``tracker='ring'`` becomes ``--tracker ring``,
     ``PreCopy(timeout=..., on_limit=...)`` becomes ``--timeout and --on-limit``, ``give_up_after``
@@ -1473,8 +1488,11 @@ def cli_words(msg: str) -> str:
             return m.group(0)
         if value == "True":
             return _option_of(name)
-        if value in ("...", "False"):
-            return _option_of(name) if value == "..." else f"no {_option_of(name)}"
+        if value == "...":
+            return _option_of(name)
+        if value == "False":
+            negated = "--no-" + name.replace("_", "-")
+            return negated if negated in _negated_options() else f"without {_option_of(name)}"
         return f"{_option_of(name)} {value.strip(chr(39) + chr(34))}"
 
     out = _PY_CALL.sub(lambda m: m.group(1).replace(", ", " and "), msg)

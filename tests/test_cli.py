@@ -433,3 +433,11 @@ def test_help_fits_80_columns(capsys, monkeypatch, command):
     assert rc == 0
     wide = [line for line in out.splitlines() if len(line) > 80]
     assert not wide, f"{command} --help has lines over 80 columns: {wide}"
+
+
+def test_hints_name_the_negated_option_as_written():
+    from dirtylog.cli import cli_words
+
+    assert cli_words("PreCopy(stop_when_stalled=False) simulates that") == "--no-stop-when-stalled simulates that"
+    assert cli_words("verify=False") == "--no-verify"
+    assert cli_words("auto_converge=False") == "without --auto-converge"
