@@ -31,8 +31,6 @@ struct dl_engine {
     uint64_t cursor;       /* next page the background push looks at */
     uint64_t queued;       /* requested pages whose link time is not served yet */
     double credit;         /* link seconds available for the next page */
-    uint64_t *buf;         /* access buffer */
-    size_t buf_cap;
     dl_postcopy_state pc;
     /* dirty-limit: per-vCPU throttles and guest clocks (vmode once any was set) */
     double *vthr;
@@ -49,7 +47,20 @@ struct dl_engine {
     uint64_t win_normal_acc; /* normal pages sent in the current window */
     dl_engine_counters ct;
     uint32_t psize;
+    /* The guest slice being applied, in pieces of at most `wbudget` writes per call. */
+    uint64_t wbudget;
+    int g_kind;            /* 0: none, G_SOURCE: writes to the tracker, G_DEST: post-copy accesses */
+    int g_after_push;      /* post-copy: the slice of a dl_engine_postcopy_step iteration */
+    uint32_t g_j;          /* vCPU being applied */
+    int g_reads;           /* post-copy: 0 the vCPU's writes, 1 its reads */
+    double *g_a, *g_b;     /* each vCPU's guest window of the slice */
+    dl__wl_cursor g_cur;
+    dl_tracker_stats g_before; /* tracker counters at the slice's start (exit costs) */
+    double g_stall;        /* post-copy: vCPU-seconds stalled in the slice so far */
+    double g_page_t;       /* post-copy: a page's link time */
 };
+
+enum { G_SOURCE = 1, G_DEST = 2 };
 
 void dl_engine_config_init(dl_engine_config *cfg)
 {
@@ -105,12 +116,15 @@ int dl_engine_create(const dl_engine_config *cfg, dl_tracker *t, dl_workload *w,
     e->iter_len = 0.05;
     e->vthr = calloc(e->vcpus, sizeof(double));
     e->vclock = calloc(e->vcpus, sizeof(double));
+    e->g_a = calloc(e->vcpus, sizeof(double));
+    e->g_b = calloc(e->vcpus, sizeof(double));
+    e->wbudget = cfg->work_budget ? cfg->work_budget : DL_ENGINE_WORK_BUDGET;
     if (cfg->xbzrle_slots) {
         e->xcache = malloc(cfg->xbzrle_slots * sizeof(uint64_t));
         if (e->xcache)
             memset(e->xcache, 0xff, cfg->xbzrle_slots * sizeof(uint64_t));
     }
-    if (!e->vthr || !e->vclock || !e->mbm || (cfg->xbzrle_slots && !e->xcache)) {
+    if (!e->vthr || !e->vclock || !e->mbm || !e->g_a || !e->g_b || (cfg->xbzrle_slots && !e->xcache)) {
         dl_engine_destroy(e);
         return DL_ERR_NOMEM;
     }
@@ -124,9 +138,10 @@ void dl_engine_destroy(dl_engine *e)
         return;
     free(e->mask);
     free(e->need);
-    free(e->buf);
     free(e->vthr);
     free(e->vclock);
+    free(e->g_a);
+    free(e->g_b);
     free(e->xcache);
     free(e->mbm);
     free(e->zmap);
@@ -139,6 +154,7 @@ int dl_engine_get_state(const dl_engine *e, dl_engine_state *out)
     if (!e || !out)
         return DL_ERR_INVALID;
     *out = e->st;
+    out->guest_pending = e->g_kind != 0;
     return DL_OK;
 }
 
@@ -241,40 +257,44 @@ static int guest_slice(dl_engine *e, double wall, double *g0, double *g1)
     return 1;
 }
 
-/* The guest runs for `wall` seconds of simulated time (the clock is advanced by the caller). */
-static int run_guest(dl_engine *e, double wall)
+static int guest_continue(dl_engine *e);
+static void pc_after_push(dl_engine *e);
+
+/* Starts a guest slice of `wall` seconds of simulated time (the clock is advanced by
+ * the caller): each vCPU's window, checked, then applied in pieces (guest_continue).
+ * `kind` G_SOURCE: the writes go through the tracker; G_DEST: post-copy accesses. */
+static int guest_begin(dl_engine *e, double wall, int kind, double page_t, int after_push)
 {
     double g0, g1;
-    if (!guest_slice(e, wall, &g0, &g1))
+    if (!guest_slice(e, wall, &g0, &g1) || !e->w) {
+        if (after_push)
+            pc_after_push(e);
         return DL_OK;
-    if (!e->w)
-        return DL_OK;
-    dl_tracker_stats before = *dl__tracker_stats(e->t);
-    uint64_t nw = 0;
-    if (!e->vmode) {
-        int rc = dl_workload_run(e->w, e->t, g0, g1, &nw);
+    }
+    for (uint32_t j = 0; j < e->vcpus; j++) {
+        uint64_t n;
+        vcpu_window(e, j, g0, g1, &e->g_a[j], &e->g_b[j]);
+        int rc = dl_workload_count(e->w, e->g_a[j], e->g_b[j], j, &n); /* the 2^62 bound, before any write */
+        if (!rc && kind == G_DEST && e->read_scale > 0 && e->reads)
+            rc = dl_workload_count(e->reads, e->g_a[j] * e->read_scale + e->read_offset,
+                                   e->g_b[j] * e->read_scale + e->read_offset, j, &n);
         if (rc)
             return rc;
-    } else {
-        for (uint32_t j = 0; j < e->vcpus; j++) {
-            double a, b;
-            uint64_t n = 0;
-            vcpu_window(e, j, g0, g1, &a, &b);
-            int rc = dl_workload_run_vcpu(e->w, e->t, j, a, b, &n);
-            if (rc)
-                return rc;
-            nw += n;
-        }
     }
-    e->st.writes += nw;
-    double cost = exit_cost(e, &before, dl__tracker_stats(e->t));
-    if (cost > 0) {
-        e->st.lost += cost;
-        if (e->cfg.feedback)
-            e->st.debt += cost / e->vcpus;
-    }
-    return DL_OK;
+    e->g_kind = kind;
+    e->g_after_push = after_push;
+    e->g_j = 0;
+    e->g_reads = 0;
+    e->g_cur.comp = 0;
+    e->g_cur.done = 0;
+    e->g_before = *dl__tracker_stats(e->t);
+    e->g_stall = 0.0;
+    e->g_page_t = page_t;
+    return guest_continue(e);
 }
+
+/* The guest runs for `wall` seconds of simulated time on the source. */
+static int run_guest(dl_engine *e, double wall) { return guest_begin(e, wall, G_SOURCE, 0.0, 0); }
 
 static int pc_run_guest(dl_engine *e, double wall, double page_t);
 
@@ -282,6 +302,8 @@ int dl_engine_idle(dl_engine *e, double deadline)
 {
     if (!e || !isfinite(deadline))
         return DL_ERR_INVALID;
+    if (e->g_kind) /* finish the slice in progress first, and nothing else in this call */
+        return guest_continue(e);
     if (!(deadline > e->st.clock))
         return DL_OK;
     double dt = deadline - e->st.clock;
@@ -304,6 +326,10 @@ int dl_engine_transfer(dl_engine *e, uint64_t bytes, double deadline, uint64_t *
 {
     if (!e || !remaining || isnan(deadline))
         return DL_ERR_INVALID;
+    if (e->g_kind) { /* finish the slice in progress first, and nothing else in this call */
+        *remaining = bytes;
+        return guest_continue(e);
+    }
     double need = (double)bytes / e->cfg.bandwidth;
     double avail = deadline - e->st.clock;
     if (!(avail > 0)) {
@@ -418,13 +444,16 @@ int dl_engine_send(dl_engine *e, const uint64_t *pages, uint64_t first, uint64_t
         return DL_ERR_INVALID;
     if (!pages && (first > e->pages || n > e->pages - first))
         return DL_ERR_RANGE;
+    if (e->g_kind) /* finish the slice in progress first, and nothing else in this call */
+        return guest_continue(e);
     uint32_t *src = dl__tracker_versions(e->t);
     uint32_t *dst = e->dst;
     uint64_t *stale = dl__tracker_stale(e->t);
     int do_zero = zero_pass && e->cfg.zero_fraction > 0;
     const double bw = e->cfg.bandwidth;
     const double page_t = e->cfg.page_bytes / bw, zero_t = e->cfg.zero_bytes / bw;
-    while (*pos < n && e->st.clock < deadline) {
+    uint64_t sent_here = 0; /* pages sent in this call: bounded by the work budget */
+    while (*pos < n && e->st.clock < deadline && sent_here < e->wbudget) {
         double avail = deadline - e->st.clock;
         uint64_t i = *pos, end = n - i < e->cfg.chunk_pages ? n : i + e->cfg.chunk_pages;
         double t_used = -e->st.carry; /* link time already spent on page i */
@@ -476,11 +505,12 @@ int dl_engine_send(dl_engine *e, const uint64_t *pages, uint64_t first, uint64_t
             e->st.clock += wall;
         }
         *pos = i;
+        sent_here += sent;
         e->st.pages_sent += sent;
         e->st.zero_pages_sent += zeros;
         e->st.bytes_sent += bytes;
         int rc = run_guest(e, wall);
-        if (rc)
+        if (rc || e->g_kind) /* a slice left to finish: return, the caller can be interrupted */
             return rc;
     }
     return DL_OK;
@@ -492,6 +522,8 @@ int dl_engine_verify(const dl_engine *e, uint64_t *out, size_t cap, uint64_t *mi
         return DL_ERR_INVALID;
     const uint32_t *src = dl__tracker_versions(e->t);
     const uint64_t *stale = dl__tracker_stale(e->t);
+    if (e->g_kind)
+        return DL_ERR_STATE;
     uint64_t bad = 0;
     if (stale) { /* pages written since they were last sent, or never sent */
         const uint64_t nw = (e->pages + 63) / 64;
@@ -528,7 +560,7 @@ int dl_engine_postcopy_begin(dl_engine *e, const uint64_t *stale_words, size_t n
 {
     if (!e || !stale_words)
         return DL_ERR_INVALID;
-    if (e->pc_active)
+    if (e->pc_active || e->g_kind)
         return DL_ERR_STATE;
     uint64_t nw = (e->pages + 63) / 64;
     if (nwords < nw || (received && n_received < e->pages))
@@ -611,70 +643,127 @@ static double pc_access(dl_engine *e, const uint32_t *src, uint64_t p, double pa
     return 2.0 * e->latency + page_t;
 }
 
-static int pc_fill(dl_engine *e, const dl_workload *w, double t0, double t1, uint32_t j, size_t *n)
+typedef struct pc_ctx {
+    dl_engine *e;
+    uint32_t *src, *dst;
+} pc_ctx;
+
+/* The guest's writes on the destination: a remote fault where it lacks the page. */
+static void pc_write_sink(void *ctx, uint32_t j, const uint64_t *pages, size_t n)
 {
-    uint64_t cnt = 0;
-    int rc = dl_workload_count(w, t0, t1, j, &cnt);
-    if (rc)
-        return rc;
-    if (cnt > SIZE_MAX / (2 * sizeof(uint64_t)))
-        return DL_ERR_RANGE;
-    if (cnt > e->buf_cap) {
-        size_t cap = e->buf_cap ? e->buf_cap : 1024;
-        while (cap < cnt)
-            cap *= 2;
-        uint64_t *b = realloc(e->buf, cap * sizeof(uint64_t));
-        if (!b)
-            return DL_ERR_NOMEM;
-        e->buf = b;
-        e->buf_cap = cap;
+    pc_ctx *c = ctx;
+    dl_engine *e = c->e;
+    (void)j;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t p = pages[i];
+        if (e->pc.remaining)
+            e->g_stall += pc_access(e, c->src, p, e->g_page_t);
+        if (c->src)
+            c->src[p]++;
+        if (c->dst)
+            c->dst[p]++;
     }
-    return dl_workload_generate(w, t0, t1, j, e->buf, e->buf_cap, n);
+    e->pc.writes += n;
+    e->st.writes += n;
+}
+
+static void pc_read_sink(void *ctx, uint32_t j, const uint64_t *pages, size_t n)
+{
+    pc_ctx *c = ctx;
+    dl_engine *e = c->e;
+    (void)j;
+    if (e->pc.remaining)
+        for (size_t i = 0; i < n; i++)
+            e->g_stall += pc_access(e, c->src, pages[i], e->g_page_t);
+    e->pc.reads += n;
+}
+
+static void source_sink(void *ctx, uint32_t j, const uint64_t *pages, size_t n)
+{
+    dl_engine *e = ctx;
+    dl__tracker_write_unchecked(e->t, j, pages, n);
+    e->st.writes += n;
+}
+
+/* Applies up to `budget` more writes (and reads) of the guest slice in progress, vCPU
+ * by vCPU as dl_workload_run does; at its end charges the exits (on the source) or the
+ * stalls (post-copy). Memory stays bounded: pages are generated in small pieces. */
+static int guest_continue(dl_engine *e)
+{
+    pc_ctx c = {e, dl__tracker_versions(e->t), e->dst};
+    uint64_t budget = e->wbudget;
+    while (e->g_j < e->vcpus) {
+        uint32_t j = e->g_j;
+        uint64_t fed = 0;
+        int done;
+        if (e->g_kind == G_SOURCE) {
+            done = dl__workload_feed(e->w, j, e->g_a[j], e->g_b[j], &e->g_cur, budget, source_sink, e, &fed);
+        } else if (!e->g_reads) {
+            done = dl__workload_feed(e->w, j, e->g_a[j], e->g_b[j], &e->g_cur, budget, pc_write_sink, &c, &fed);
+        } else {
+            double r0 = e->g_a[j] * e->read_scale + e->read_offset, r1 = e->g_b[j] * e->read_scale + e->read_offset;
+            done = dl__workload_feed(e->reads, j, r0, r1, &e->g_cur, budget, pc_read_sink, &c, &fed);
+        }
+        budget -= fed;
+        if (!done)
+            return DL_OK; /* the budget is spent: the rest at the next call */
+        if (e->g_kind == G_DEST && !e->g_reads && e->read_scale > 0 && e->reads) {
+            e->g_reads = 1;
+        } else {
+            e->g_reads = 0;
+            e->g_j++;
+        }
+    }
+    int kind = e->g_kind;
+    e->g_kind = 0;
+    if (kind == G_SOURCE) {
+        double cost = exit_cost(e, &e->g_before, dl__tracker_stats(e->t));
+        if (cost > 0) {
+            e->st.lost += cost;
+            if (e->cfg.feedback)
+                e->st.debt += cost / e->vcpus;
+        }
+        return DL_OK;
+    }
+    if (e->g_stall > 0) {
+        e->pc.stall += e->g_stall;
+        e->st.debt += e->g_stall / e->vcpus; /* a faulting vCPU waits for its page */
+    }
+    if (e->g_after_push)
+        pc_after_push(e);
+    return DL_OK;
+}
+
+int dl_engine_resume(dl_engine *e)
+{
+    if (!e)
+        return DL_ERR_INVALID;
+    return e->g_kind ? guest_continue(e) : DL_OK;
 }
 
 /* The guest runs on the destination for `wall` seconds: its accesses fault on what it lacks. */
 static int pc_run_guest(dl_engine *e, double wall, double page_t)
 {
-    double g0, g1;
-    if (!guest_slice(e, wall, &g0, &g1) || !e->w)
-        return DL_OK;
-    uint32_t *src = dl__tracker_versions(e->t);
-    uint32_t *dst = e->dst;
-    double stall = 0.0;
-    for (uint32_t j = 0; j < e->vcpus; j++) {
-        size_t n = 0;
-        double a, b;
-        vcpu_window(e, j, g0, g1, &a, &b);
-        int rc = pc_fill(e, e->w, a, b, j, &n);
-        if (rc)
-            return rc;
-        for (size_t i = 0; i < n; i++) {
-            uint64_t p = e->buf[i];
-            if (e->pc.remaining)
-                stall += pc_access(e, src, p, page_t);
-            if (src)
-                src[p]++;
-            if (dst)
-                dst[p]++;
-        }
-        e->pc.writes += n;
-        e->st.writes += n;
-        if (e->read_scale > 0 && e->reads) {
-            double r0 = a * e->read_scale + e->read_offset, r1 = b * e->read_scale + e->read_offset;
-            rc = pc_fill(e, e->reads, r0, r1, j, &n);
-            if (rc)
-                return rc;
-            if (e->pc.remaining)
-                for (size_t i = 0; i < n; i++)
-                    stall += pc_access(e, src, e->buf[i], page_t);
-            e->pc.reads += n;
-        }
-    }
-    if (stall > 0) {
-        e->pc.stall += stall;
-        e->st.debt += stall / e->vcpus; /* a faulting vCPU waits for its page */
-    }
-    return DL_OK;
+    return guest_begin(e, wall, G_DEST, page_t, 0);
+}
+
+/* After a slice of the push and the guest's accesses in it: once no page is missing,
+ * the last requested ones still have to cross the link; they arrive at done_at, which
+ * the caller lets the clock reach (dl_engine_idle). */
+static void pc_after_push(dl_engine *e)
+{
+    if (e->pc.remaining != 0)
+        return;
+    const double page_t = e->cfg.page_bytes / e->cfg.bandwidth;
+    double tail = (double)e->queued * page_t - e->credit;
+    if (tail < 0)
+        tail = 0;
+    e->pc.bytes += e->queued * e->cfg.page_bytes;
+    e->st.bytes_sent += e->queued * e->cfg.page_bytes;
+    e->st.pages_sent += e->queued;
+    e->queued = 0;
+    e->credit = 0;
+    e->pc.done_at = e->st.clock + tail;
 }
 
 int dl_engine_postcopy_step(dl_engine *e, double deadline)
@@ -683,9 +772,12 @@ int dl_engine_postcopy_step(dl_engine *e, double deadline)
         return DL_ERR_INVALID;
     if (!e->pc_active)
         return DL_ERR_STATE;
+    if (e->g_kind) /* finish the slice in progress first, and nothing else in this call */
+        return guest_continue(e);
     uint32_t *src = dl__tracker_versions(e->t);
     const double page_t = e->cfg.page_bytes / e->cfg.bandwidth;
-    while (e->pc.remaining > 0 && e->st.clock < deadline) {
+    uint64_t pushed_here = 0; /* bounded by the work budget */
+    while (e->pc.remaining > 0 && e->st.clock < deadline && pushed_here < e->wbudget) {
         uint64_t push = e->pc.remaining < e->cfg.chunk_pages ? e->pc.remaining : e->cfg.chunk_pages;
         double want = (double)(e->queued + push) * page_t - e->credit;
         if (want < page_t)
@@ -718,22 +810,10 @@ int dl_engine_postcopy_step(dl_engine *e, double deadline)
         e->pc.bytes += sent * e->cfg.page_bytes;
         e->st.bytes_sent += sent * e->cfg.page_bytes;
         e->st.pages_sent += sent;
-        int rc = pc_run_guest(e, slice, page_t);
-        if (rc)
+        pushed_here += sent + 1;
+        int rc = guest_begin(e, slice, G_DEST, page_t, 1); /* then pc_after_push, at the slice's end */
+        if (rc || e->g_kind) /* a slice left to finish: the rest at the next call */
             return rc;
-        if (e->pc.remaining == 0) {
-            /* The last requested pages still have to cross the link: they arrive at
-             * done_at, which the caller lets the clock reach (dl_engine_idle). */
-            double tail = (double)e->queued * page_t - e->credit;
-            if (tail < 0)
-                tail = 0;
-            e->pc.bytes += e->queued * e->cfg.page_bytes;
-            e->st.bytes_sent += e->queued * e->cfg.page_bytes;
-            e->st.pages_sent += e->queued;
-            e->queued = 0;
-            e->credit = 0;
-            e->pc.done_at = e->st.clock + tail;
-        }
     }
     return DL_OK;
 }
@@ -878,6 +958,8 @@ int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, ui
     if (!e || !why || isnan(deadline) || !(below_seconds >= 0))
         return DL_ERR_INVALID;
     *why = DL_SEND_DEADLINE;
+    if (e->g_kind) /* finish the slice in progress first, and nothing else in this call */
+        return guest_continue(e);
     uint32_t *src = dl__tracker_versions(e->t);
     uint32_t *dst = e->dst;
     uint64_t *stale = dl__tracker_stale(e->t);
@@ -953,7 +1035,7 @@ int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, ui
             e->win_normal_acc += normal;
             if (wall > 0) {
                 int rc = run_guest(e, wall);
-                if (rc)
+                if (rc || e->g_kind) /* a slice left to finish: the caller resumes it, then calls again */
                     return rc;
             }
             if (partial)
@@ -968,7 +1050,7 @@ int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, ui
                 double dt = t - e->st.clock;
                 e->st.clock = t;
                 int rc = run_guest(e, dt);
-                if (rc)
+                if (rc || e->g_kind) /* a slice left to finish: the caller resumes it, then calls again */
                     return rc;
                 if (t < end)
                     return DL_OK; /* the wait goes on in the next call */

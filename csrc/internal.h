@@ -31,5 +31,21 @@ uint64_t *dl__tracker_stale(const dl_tracker *t);
 const dl_tracker_stats *dl__tracker_stats(const dl_tracker *t);
 uint32_t dl__tracker_mode(const dl_tracker *t);
 
+/* workload.c: resumable application of a slice's writes, in bounded pieces. */
+struct dl_workload;
+typedef struct dl__wl_cursor {
+    size_t comp;     /* component being fed */
+    uint64_t done;   /* writes of that component already fed in this slice */
+} dl__wl_cursor;
+/* Receives n pages of vCPU `vcpu`'s writes (in stream order). */
+typedef void (*dl__wl_sink)(void *ctx, uint32_t vcpu, const uint64_t *pages, size_t n);
+/* Feeds vCPU `vcpu`'s writes of [t0, t1) to `sink`, in the order dl_workload_run applies
+ * them, from *cur on, stopping once `budget` writes were fed (*fed gets how many).
+ * Returns 1 when the slice is complete (*cur is then reset), 0 when it stopped early:
+ * call again with the same slice and cursor to go on. The counts must have been
+ * checked with dl_workload_count. */
+int dl__workload_feed(const struct dl_workload *w, uint32_t vcpu, double t0, double t1, dl__wl_cursor *cur,
+                      uint64_t budget, dl__wl_sink sink, void *ctx, uint64_t *fed);
+
 
 #endif

@@ -808,36 +808,57 @@ static int check_run(const dl_workload *w, const dl_tracker *t, double t0, doubl
     return DL_OK;
 }
 
-/* Applies vCPU j's writes of [t0, t1); counts were checked by the caller. */
-static uint64_t run_one(const dl_workload *w, dl_tracker *t, uint32_t j, double t0, double t1)
+int dl__workload_feed(const dl_workload *w, uint32_t j, double t0, double t1, dl__wl_cursor *cur,
+                      uint64_t budget, dl__wl_sink sink, void *ctx, uint64_t *fed)
 {
     uint64_t buf[WL_CHUNK];
     uint64_t done = 0;
-    for (size_t i = 0; i < w->ncomp; i++) {
-        const wl_comp *c = &w->comps[i];
+    for (; cur->comp < w->ncomp; cur->comp++, cur->done = 0) {
+        const wl_comp *c = &w->comps[cur->comp];
         uint64_t k0 = 0, k1 = 0;
         comp_span(c, j, t0, t1, &k0, &k1);
-        if (c->kind == WL_TRACE) { /* already materialized: no copy */
-            const wl_trace *tr = &c->u.tr;
-            const uint64_t *g = tr->pages + tr->first[j];
-            uint64_t len = tr->first[j + 1] - tr->first[j];
-            for (uint64_t k = k0; k < k1;) {
-                uint64_t i = tr->period ? k % len : k;
-                uint64_t m = k1 - k < len - i ? k1 - k : len - i;
-                dl__tracker_write_unchecked(t, j, g + i, (size_t)m);
-                k += m;
+        uint64_t k = k0 + cur->done;
+        while (k < k1) {
+            if (done >= budget) {
+                cur->done = k - k0;
+                *fed = done;
+                return 0;
             }
-            done += k1 - k0;
-            continue;
-        }
-        for (uint64_t k = k0; k < k1;) {
-            size_t n = k1 - k > WL_CHUNK ? WL_CHUNK : (size_t)(k1 - k);
-            comp_fill(w, c, j, k, n, buf);
-            dl__tracker_write_unchecked(t, j, buf, n);
+            uint64_t left = budget - done < k1 - k ? budget - done : k1 - k;
+            size_t n;
+            if (c->kind == WL_TRACE) { /* already materialized: no copy */
+                const wl_trace *tr = &c->u.tr;
+                uint64_t len = tr->first[j + 1] - tr->first[j];
+                uint64_t i = tr->period ? k % len : k; /* a repeating trace starts over */
+                uint64_t m = len - i < left ? len - i : left;
+                n = m > SIZE_MAX ? SIZE_MAX : (size_t)m;
+                sink(ctx, j, tr->pages + tr->first[j] + i, n);
+            } else {
+                n = left > WL_CHUNK ? WL_CHUNK : (size_t)left;
+                comp_fill(w, c, j, k, n, buf);
+                sink(ctx, j, buf, n);
+            }
             k += n;
+            done += n;
         }
-        done += k1 - k0;
     }
+    cur->comp = 0;
+    cur->done = 0;
+    *fed = done;
+    return 1;
+}
+
+static void tracker_sink(void *ctx, uint32_t j, const uint64_t *pages, size_t n)
+{
+    dl__tracker_write_unchecked((dl_tracker *)ctx, j, pages, n);
+}
+
+/* Applies vCPU j's writes of [t0, t1); counts were checked by the caller. */
+static uint64_t run_one(const dl_workload *w, dl_tracker *t, uint32_t j, double t0, double t1)
+{
+    dl__wl_cursor cur = {0, 0};
+    uint64_t done = 0;
+    dl__workload_feed(w, j, t0, t1, &cur, UINT64_MAX, tracker_sink, t, &done);
     return done;
 }
 
@@ -873,5 +894,48 @@ int dl_workload_run(const dl_workload *w, dl_tracker *t, double t0, double t1, u
         total += run_one(w, t, j, t0, t1);
     if (nwrites)
         *nwrites = total;
+    return DL_OK;
+}
+
+int dl_workload_run_part(const dl_workload *w, dl_tracker *t, int all_vcpus, uint32_t vcpu, double t0,
+                         double t1, dl_workload_cursor *cur, uint64_t budget, uint64_t *nwrites, int *finished)
+{
+    if (!cur || !finished || budget < 1)
+        return DL_ERR_INVALID;
+    int rc = check_run(w, t, t0, t1);
+    if (rc)
+        return rc;
+    uint32_t first = all_vcpus ? 0 : vcpu, last = all_vcpus ? w->vcpus : vcpu + 1;
+    if (!all_vcpus && vcpu >= w->vcpus)
+        return DL_ERR_RANGE;
+    if (!cur->started) { /* check everything before changing anything */
+        for (uint32_t j = first; j < last; j++) {
+            uint64_t n;
+            rc = dl_workload_count(w, t0, t1, j, &n);
+            if (rc)
+                return rc;
+        }
+        cur->started = 1;
+        cur->vcpu = first;
+        cur->comp = 0;
+        cur->done = 0;
+    }
+    if (cur->vcpu < first || cur->vcpu > last || cur->comp > w->ncomp)
+        return DL_ERR_INVALID;
+    *finished = 0;
+    while (cur->vcpu < last) {
+        dl__wl_cursor c = {(size_t)cur->comp, cur->done};
+        uint64_t fed = 0;
+        int done = dl__workload_feed(w, cur->vcpu, t0, t1, &c, budget, tracker_sink, t, &fed);
+        if (nwrites)
+            *nwrites += fed;
+        budget -= fed;
+        cur->comp = c.comp;
+        cur->done = c.done;
+        if (!done)
+            return DL_OK;
+        cur->vcpu++;
+    }
+    *finished = 1;
     return DL_OK;
 }

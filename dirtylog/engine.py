@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -68,6 +68,9 @@ class Engine:
         self._u64 = ffi.new("uint64_t *")
         self._why = ffi.new("int *")
         self.words = int(tracker.config.bitmap_words)
+        #: Checked between two bounded calls while a guest slice is finished (:meth:`drain`):
+        #: when it returns True, KeyboardInterrupt is raised there (the engine keeps the rest).
+        self.interrupt: Optional[Callable[[], bool]] = None
 
     @property
     def handle(self) -> Any:
@@ -141,20 +144,54 @@ class Engine:
         check(lib.dl_engine_set_zero_map(self._e, ptr, words.size if words is not None else 0), "zero map")
 
     # -- time passing ----------------------------------------------------------------
+    def guest_pending(self) -> bool:
+        """Whether a guest slice is only partly applied (a C call stopped at its work budget)."""
+        check(lib.dl_engine_get_state(self._e, self._state), "engine state")
+        return bool(self._state.guest_pending)
+
+    def drain(self, what: str = "guest") -> None:
+        """Finish a partly applied guest slice, one bounded C call (``dl_engine_resume``) at a time.
+
+        Every C call does bounded work (a few million guest writes at most), so that Ctrl-C
+        takes effect at once even when one slice holds billions of writes; the slice is
+        applied in the same order, with the same result, as in one go. :attr:`interrupt`
+        is checked between two calls: KeyboardInterrupt leaves the rest to the next call.
+        """
+        while self.guest_pending():
+            if self.interrupt is not None and self.interrupt():
+                raise KeyboardInterrupt
+            check(lib.dl_engine_resume(self._e), what)
+
     def send_dirty(self, deadline: float, below_seconds: float = 0.0, below_bytes: int = 0) -> SendResult:
         """Send dirty pages until ``deadline``, an empty bitmap, or (at an iteration's end) remaining
         below the threshold (``below_bytes``, or the measured bandwidth x ``below_seconds``)."""
-        check(lib.dl_engine_send_dirty(self._e, deadline, below_seconds, int(below_bytes), self._why),
-              "send")
-        return SendResult(int(self._why[0]))
+        while True:
+            check(lib.dl_engine_send_dirty(self._e, deadline, below_seconds, int(below_bytes), self._why),
+                  "send")
+            if not self.guest_pending():
+                return SendResult(int(self._why[0]))
+            # stopped inside a guest slice (bounded work): finish it, then go on where the call stopped
+            self.drain("send")
 
     def idle(self, deadline: float) -> None:
         check(lib.dl_engine_idle(self._e, deadline), "idle")
+        self.drain("idle")
 
-    def transfer(self, nbytes: int, deadline: float) -> int:
-        """Sends ``nbytes`` of other state; returns what is left at ``deadline``."""
+    def transfer(self, nbytes: int, deadline: float, drain: bool = True) -> int:
+        """Sends ``nbytes`` of other state; returns what is left at ``deadline``.
+
+        ``drain=False`` leaves a partly applied guest slice for the caller's :meth:`drain`
+        (so that an interrupt there cannot lose the result)."""
         check(lib.dl_engine_transfer(self._e, int(nbytes), deadline, self._u64), "transfer")
-        return int(self._u64[0])
+        left = int(self._u64[0])
+        if drain:
+            self.drain("transfer")
+        return left
+
+    def postcopy_step(self, deadline: float) -> None:
+        """Post-copy until ``deadline`` (``dl_engine_postcopy_step``), its guest slice finished."""
+        check(lib.dl_engine_postcopy_step(self._e, deadline), "post-copy")
+        self.drain("post-copy")
 
     def reset_carry(self) -> None:
         check(lib.dl_engine_reset_carry(self._e), "reset carry")

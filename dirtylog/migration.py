@@ -54,6 +54,8 @@ from .units import format_size, format_time, parse_size, parse_time
 __all__ = ["Migration", "Phase", "simulate"]
 
 GIB = 1 << 30
+#: Guest writes (and pages sent) per C call at most; 0: the core's default (tests set it small).
+_WORK_BUDGET = 0
 _ABSENT = int(lib.DL_ABSENT)  # csrc/include/dirtylog/engine.h
 
 
@@ -305,6 +307,7 @@ class Migration:
         cfg.cost_kick = self.costs.kick
         cfg.zero_fraction = zfrac
         cfg.zero_seed = (self.seed * 0x9E3779B97F4A7C15 + 0xD1B54A32D192ED03) % 2**64
+        cfg.work_budget = _WORK_BUDGET
         self.engine = Engine(cfg, self.tracker, self._wl)
         self._e = self.engine.handle
         self._live_rate_limit()
@@ -478,6 +481,7 @@ class Migration:
         """Run the migration until simulated time ``t`` (seconds) or until it ends."""
         target = parse_time(t, name="t", allow_inf=True)
         stalled = 0
+        self.engine.drain()  # a slice an interrupt left unfinished comes first
         while not self.done:
             while self._faults and self._faults[0].at <= self.clock:
                 self._apply_fault(self._faults.pop(0))
@@ -520,6 +524,7 @@ class Migration:
         if self.policy.timeout is not None:
             limit = math.inf
         with _SigintDeferred() as sigint:
+            self.engine.interrupt = lambda: sigint.fired  # checked between two bounded C calls
             try:
                 step = self._run_step()
                 while not self.done:
@@ -537,6 +542,8 @@ class Migration:
             except KeyboardInterrupt:
                 self.interrupted = True
                 raise Interrupted(self.report()) from None
+            finally:
+                self.engine.interrupt = None
         return self.report()
 
     def _run_step(self) -> float:
@@ -603,7 +610,7 @@ class Migration:
                 self._started = True
                 self._event("setup", setup_time=self.setup_time)
             end = self.setup_time
-            check(lib.dl_engine_idle(self._e, min(target, end)), "setup")
+            self.engine.idle(min(target, end))
             if self.clock >= end:
                 self._sync(measure=False)  # the setup sync (QEMU's ram_init_bitmaps): every page is dirty anyway
                 self.engine.dirty_fill()
@@ -957,12 +964,13 @@ class Migration:
             left = ffi.new("uint64_t *")
             check(lib.dl_engine_transfer(self._e, self._device_left, target, left), "device state")
             self._device_left = int(left[0])
+            self.engine.drain("device state")  # after the bytes are counted: an interrupt here loses nothing
             if self._device_left == 0:
                 self._final_stage = "resume"
                 self._resume_at = self.clock + self.link.latency + self.policy.resume_time
             return
         if self._final_stage == "resume":
-            check(lib.dl_engine_idle(self._e, min(target, self._resume_at)), "resume")
+            self.engine.idle(min(target, self._resume_at))
             if self.clock >= self._resume_at:
                 self._finish()
 
@@ -994,11 +1002,12 @@ class Migration:
             left = ffi.new("uint64_t *")
             check(lib.dl_engine_transfer(self._e, self._device_left, target, left), "device state")
             self._device_left = int(left[0])
+            self.engine.drain("device state")  # after the bytes are counted: an interrupt here loses nothing
             if self._device_left == 0:
                 self._final_stage = "resume"
                 self._pc_resume_at = self.clock + self.link.latency + self.policy.resume_time
             return
-        check(lib.dl_engine_idle(self._e, min(target, self._pc_resume_at)), "resume")
+        self.engine.idle(min(target, self._pc_resume_at))
         if self.clock < self._pc_resume_at:
             return
         # the destination resumes the guest: post-copy proper
@@ -1031,13 +1040,13 @@ class Migration:
     def _postcopy_step(self, target: float) -> None:
         st = self._pc_state
         if self._final_stage == "pages":
-            check(lib.dl_engine_postcopy_step(self._e, target), "post-copy")
+            self.engine.postcopy_step(target)
             check(lib.dl_engine_postcopy_state(self._e, st), "post-copy")
             if st.remaining == 0:
                 self._pc_done_at = float(st.done_at)
                 self._final_stage = "tail"
             return
-        check(lib.dl_engine_idle(self._e, min(target, self._pc_done_at)), "post-copy")
+        self.engine.idle(min(target, self._pc_done_at))
         if self.clock >= self._pc_done_at:
             self._round_report(0, final=True, postcopy=True)
             self.phase = "completed"

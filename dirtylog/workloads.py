@@ -76,6 +76,8 @@ TimeLike = Union[float, int, str]
 RateLike = Union[float, int, str]
 
 _MAX_RATE = 1e15  # writes/s, the C core's bound
+#: Writes applied per C call by :meth:`BoundWorkload.run` (a few milliseconds of work).
+RUN_BUDGET = 1 << 22
 _SEED_MAX = 2**64 - 1
 
 
@@ -309,13 +311,16 @@ class BoundWorkload:
                 tracker.write(pages, vcpu=j)
                 total += pages.size
             return total
+        # In bounded pieces (the order of one dl_workload_run call): Ctrl-C works on any slice.
         n = ffi.new("uint64_t *")
-        with tracker._lock:  # the tracker's own methods hold it too: one C call on it at a time
-            if vcpu is None:
-                rc = lib.dl_workload_run(self._w, handle, a, b, n)
-            else:
-                rc = lib.dl_workload_run_vcpu(self._w, handle, self._vcpu(vcpu), a, b, n)
-        _check_slice(rc, a, b, "run")
+        cursor = ffi.new("dl_workload_cursor *")
+        finished = ffi.new("int *")
+        j = 0 if vcpu is None else self._vcpu(vcpu)
+        while not finished[0]:
+            with tracker._lock:  # the tracker's own methods hold it too: one C call on it at a time
+                rc = lib.dl_workload_run_part(self._w, handle, int(vcpu is None), j, a, b, cursor, RUN_BUDGET, n,
+                                              finished)
+            _check_slice(rc, a, b, "run")
         return int(n[0])
 
 

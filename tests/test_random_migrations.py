@@ -359,10 +359,6 @@ def test_random_memory_is_bounded(index):
     case = make_case(SEED, index)
     pages = case.kwargs.get("pages") or case.kwargs["memory"] // case.kwargs["page_size"]
     bound = (48 << 20) + 256 * pages
-    pol = case.kwargs["policy"]
-    if out.peak_rss > bound and (isinstance(pol, PostCopy) or pol.on_limit == "postcopy"):
-        pytest.xfail("issue 15 item 4: post-copy materializes a slice's accesses (the fix, branch reliab-bounded, "
-                     "is not landed yet)")
     assert out.peak_rss <= bound, f"peak RSS grew by {out.peak_rss:,} bytes (bound {bound:,})\n{case.describe()}"
 
 

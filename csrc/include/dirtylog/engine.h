@@ -69,7 +69,11 @@ typedef struct dl_engine_config {
     uint64_t zero_seed;      /* which pages are zero */
     uint64_t xbzrle_slots;   /* XBZRLE cache size in pages (0: XBZRLE off) */
     double xbzrle_ratio;     /* mean size of an encoded delta, as a fraction of a page */
+    uint64_t work_budget;    /* guest writes (and pages sent) per call at most (0: DL_ENGINE_WORK_BUDGET) */
 } dl_engine_config;
+
+/* Default work_budget: a call returns within tens of milliseconds. */
+#define DL_ENGINE_WORK_BUDGET (UINT64_C(1) << 22)
 
 typedef struct dl_engine_state {
     double clock;            /* wall (simulated) seconds */
@@ -87,6 +91,7 @@ typedef struct dl_engine_state {
     uint64_t xbzrle_bytes;   /* bytes of those deltas (with headers) */
     uint64_t xbzrle_misses;  /* pages not in the cache (sent whole, then cached) */
     uint64_t xbzrle_overflows; /* deltas larger than a page (sent whole) */
+    uint64_t guest_pending;  /* 1 while a guest slice is only partly applied: see dl_engine_resume */
 } dl_engine_state;
 
 typedef struct dl_engine dl_engine;
@@ -116,6 +121,14 @@ int dl_engine_charge(dl_engine *e, double vcpu_seconds);
  * sends never-written zero pages as headers only (round 0). Returns DL_OK. */
 int dl_engine_send(dl_engine *e, const uint64_t *pages, uint64_t first, uint64_t n,
                    uint64_t *pos, double deadline, int zero_pass);
+
+/* Bounded work: no call does more than about work_budget guest writes (or sends more
+ * than work_budget pages), so a caller can be interrupted. A call that stops inside a
+ * guest slice leaves guest_pending set (dl_engine_get_state); the slice is finished,
+ * in the same order and with the same result as in one go, by dl_engine_resume or by
+ * the next dl_engine_send/idle/transfer/postcopy_step, which do nothing else until it
+ * is. dl_engine_postcopy_begin and dl_engine_verify refuse (DL_ERR_STATE) meanwhile. */
+int dl_engine_resume(dl_engine *e);
 
 /* Lets the guest run (or, paused, lets time pass) until `deadline` (finite) with the
  * link idle. After dl_engine_postcopy_begin the guest runs on the destination. */
@@ -185,7 +198,8 @@ int dl_engine_dirty_clear(dl_engine *e);
  * empty (DL_SEND_EMPTY) or, at the end of an iteration, remaining x page size is
  * below the threshold (DL_SEND_BELOW): `below_bytes` if > 0, else the last window's
  * measured bandwidth x `below_seconds` (0: never). *why says which. The first pass's
- * zero pages and, once the scan has wrapped, XBZRLE apply as configured. */
+ * zero pages and, once the scan has wrapped, XBZRLE apply as configured. A return with
+ * guest_pending set (bounded work) is not a deadline: resume, then call again. */
 int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, uint64_t below_bytes, int *why);
 /* Zero-page placement as a bitmap (copied; NULL: the scattered zero_fraction): a page
  * whose bit is set holds zeros until the guest first writes it. */

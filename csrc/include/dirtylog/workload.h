@@ -159,6 +159,23 @@ int dl_workload_run(const dl_workload *w, dl_tracker *t, double t0, double t1, u
 int dl_workload_run_vcpu(const dl_workload *w, dl_tracker *t, uint32_t vcpu, double t0, double t1,
                          uint64_t *nwrites);
 
+/* Where a partly applied slice stands; zero it before the first call on a slice. */
+typedef struct dl_workload_cursor {
+    uint32_t vcpu;           /* vCPU being applied */
+    uint32_t started;        /* 1 once the slice's counts were checked */
+    uint64_t comp;           /* its component being applied */
+    uint64_t done;           /* writes of that component applied */
+} dl_workload_cursor;
+
+/* dl_workload_run (all_vcpus != 0) or dl_workload_run_vcpu (vCPU `vcpu`) in bounded
+ * pieces: applies at most `budget` (>= 1) more writes of [t0, t1) from *cursor on, adds
+ * them to *nwrites (may be NULL) and sets *finished to 1 once the slice is complete.
+ * Call again with the same arguments until then: the writes and their order are those
+ * of one dl_workload_run call, so a caller can stay interruptible on a slice of any size. */
+int dl_workload_run_part(const dl_workload *w, dl_tracker *t, int all_vcpus, uint32_t vcpu, double t0,
+                         double t1, dl_workload_cursor *cursor, uint64_t budget, uint64_t *nwrites,
+                         int *finished);
+
 /* DL_CDEF_END */
 
 #ifdef __cplusplus
