@@ -255,20 +255,6 @@ static int own_overlap(uint64_t s, uint64_t e)
     return best;
 }
 
-static uint64_t hex(const char **p)
-{
-    uint64_t v = 0;
-    for (;; (*p)++) {
-        char c = **p;
-        if (c >= '0' && c <= '9')
-            v = v * 16 + (uint64_t)(c - '0');
-        else if (c >= 'a' && c <= 'f')
-            v = v * 16 + (uint64_t)(c - 'a' + 10);
-        else
-            return v;
-    }
-}
-
 static size_t read_maps(void)
 {
     int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
@@ -296,36 +282,6 @@ static size_t read_maps(void)
     if (S.maps)
         S.maps[len] = 0;
     return len;
-}
-
-/* Private writable anonymous memory: "rw?p", inode 0 (no file), and not a special mapping
- * other than the heap and stacks. */
-static int eligible(const char *line, uint64_t *s, uint64_t *e)
-{
-    const char *p = line;
-    *s = hex(&p);
-    if (*p != '-')
-        return 0;
-    p++;
-    *e = hex(&p);
-    if (*p != ' ' || p[1] != 'r' || p[2] != 'w' || p[4] != 'p')
-        return 0;
-    p += 6;
-    /* offset, dev, inode */
-    for (int field = 0; field < 2; field++) {
-        while (*p && *p != ' ')
-            p++;
-        while (*p == ' ')
-            p++;
-    }
-    if (*p != '0' || (p[1] != ' ' && p[1] != '\n' && p[1] != 0))
-        return 0; /* inode != 0: file-backed */
-    p++;
-    while (*p == ' ')
-        p++;
-    if (*p == '[' && strncmp(p, "[heap]", 6) != 0 && strncmp(p, "[stack", 6) != 0 && strncmp(p, "[anon", 5) != 0)
-        return 0; /* [vvar], [vdso], [vsyscall], [uprobes] ... */
-    return *e > *s;
 }
 
 /* Register what is new in [s, e) (a piece of an eligible mapping) and harvest it. */
@@ -371,7 +327,7 @@ static void one_interval(void)
             break;
         *nl = 0;
         uint64_t ms, me;
-        if (eligible(line, &ms, &me))
+        if (dl_rt_maps_eligible(line, (size_t)(nl - line), &ms, &me))
             track_mapping(ms, me);
         line = nl + 1;
     }

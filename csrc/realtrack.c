@@ -10,6 +10,69 @@
 #include "dirtylog/realtrack.h"
 
 #include <stdlib.h>
+#include <string.h>
+
+/* ---- which mappings a recorder tracks (the same rule everywhere: realtrack.h) ---- */
+
+static int hex_field(const char *line, size_t len, size_t *i, uint64_t *v)
+{
+    size_t start = *i;
+    uint64_t x = 0;
+    for (; *i < len; (*i)++) {
+        char c = line[*i];
+        unsigned d = (c >= '0' && c <= '9') ? (unsigned)(c - '0') : (c >= 'a' && c <= 'f') ? (unsigned)(c - 'a' + 10) : 16u;
+        if (d == 16u)
+            break;
+        if (x >> 60)
+            return 0; /* more than 64 bits */
+        x = x * 16 + d;
+    }
+    *v = x;
+    return *i > start;
+}
+
+static int has_prefix(const char *p, size_t n, const char *prefix)
+{
+    size_t k = strlen(prefix);
+    return n >= k && memcmp(p, prefix, k) == 0;
+}
+
+int dl_rt_maps_eligible(const char *line, size_t len, uint64_t *start, uint64_t *end)
+{
+    uint64_t s = 0, e = 0;
+    size_t i = 0;
+    if (!line || !start || !end)
+        return 0;
+    if (!hex_field(line, len, &i, &s) || i >= len || line[i] != '-')
+        return 0;
+    i++;
+    if (!hex_field(line, len, &i, &e) || i + 6 > len || line[i] != ' ')
+        return 0;
+    if (line[i + 1] != 'r' || line[i + 2] != 'w' || line[i + 4] != 'p' || line[i + 5] != ' ')
+        return 0; /* not private and writable */
+    i += 6;
+    for (int field = 0; field < 2; field++) { /* offset, device */
+        while (i < len && line[i] != ' ')
+            i++;
+        while (i < len && line[i] == ' ')
+            i++;
+    }
+    if (i >= len || line[i] != '0' || (i + 1 < len && line[i + 1] != ' ' && line[i + 1] != '\n'))
+        return 0; /* inode != 0: file-backed */
+    i++;
+    while (i < len && line[i] == ' ')
+        i++;
+    const char *name = line + i;
+    size_t n = len - i;
+    if (n && name[0] == '[' && !has_prefix(name, n, "[heap]") && !has_prefix(name, n, "[stack") &&
+        !has_prefix(name, n, "[anon"))
+        return 0; /* [vvar], [vdso], [vsyscall], [uprobes] ... */
+    if (e <= s)
+        return 0;
+    *start = s;
+    *end = e;
+    return 1;
+}
 
 #if defined(__linux__)
 #include <errno.h>
@@ -62,12 +125,17 @@ typedef struct dl_pm_scan_arg {
 #define DL_PAGE_IS_PFNZERO (1u << 5)
 
 #define DL_RT_VEC 256 /* page regions per PAGEMAP_SCAN call */
+#include "inject.h"
 #include "realtrack_internal.h"
+#include <stdio.h>
 
 struct dl_rt {
-    int uffd;
-    int pagemap;
+    int uffd;      /* this process's userfaultfd; -1 for a handle on another process */
+    int pagemap;   /* /proc/self/pagemap, or /proc/PID/pagemap (the ioctl acts on the file's mm) */
     uint64_t page;
+    int pid;       /* the tracked process (0: this one) */
+    int ruffd;     /* the userfaultfd injected into it (-1: none yet) */
+    uint64_t syscall_ip; /* an address of a syscall instruction in it (its vDSO) */
     dl_page_region vec[DL_RT_VEC];
 };
 _Static_assert(sizeof(struct dl_rt) <= DL_RT_ALLOC_BYTES, "dl_rt outgrew its mapping");
@@ -172,6 +240,7 @@ int dl_rt_open(dl_rt **out, int *sys_errno)
     if (rt == MAP_FAILED)
         return DL_ERR_NOMEM;
     rt->page = dl_rt_page_size();
+    rt->ruffd = -1;
     rt->uffd = open_uffd(&err);
     if (rt->uffd < 0) {
         munmap(rt, DL_RT_ALLOC_BYTES);
@@ -197,12 +266,177 @@ int dl_rt_open(dl_rt **out, int *sys_errno)
     return DL_OK;
 }
 
+static int check_range(const dl_rt *rt, uint64_t addr, uint64_t len);
+
+/* ---- another process: registration injected with ptrace (inject.h) ---- */
+
+int dl_rt_open_pid(dl_rt **out, int pid, int *sys_errno)
+{
+    if (!out)
+        return DL_ERR_INVALID;
+    *out = NULL;
+    set_errno(sys_errno, 0);
+    if (pid <= 0)
+        return DL_ERR_INVALID;
+    if (!DL_INJECT_SUPPORTED)
+        return DL_ERR_UNSUPPORTED;
+    dl_rt *rt = mmap(NULL, DL_RT_ALLOC_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (rt == MAP_FAILED)
+        return DL_ERR_NOMEM;
+    rt->page = dl_rt_page_size();
+    rt->uffd = -1;
+    rt->ruffd = -1;
+    rt->pid = pid;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/pagemap", pid);
+    rt->pagemap = open(path, O_RDONLY | O_CLOEXEC);
+    if (rt->pagemap < 0) {
+        int e = errno == ENOENT ? ESRCH : errno;
+        munmap(rt, DL_RT_ALLOC_BYTES);
+        set_errno(sys_errno, e);
+        return status_of_errno(e);
+    }
+    *out = rt;
+    return DL_OK;
+}
+
+/* Stop the target and make sure it has a userfaultfd with WP async (injected once). */
+static int remote_begin(dl_rt *rt, dl_inject *s, int *err)
+{
+    int rc = dl_inject_begin(s, rt->pid, err);
+    if (rc != DL_OK || rt->ruffd >= 0)
+        return rc;
+    int64_t fd = 0;
+    rc = dl_inject_syscall(s, SYS_userfaultfd, (uint64_t)(UFFD_USER_MODE_ONLY | O_CLOEXEC | O_NONBLOCK), 0, 0, &fd,
+                           err);
+    if (rc == DL_OK && fd < 0) {
+        *err = (int)-fd;
+        rc = *err == ENOSYS ? DL_ERR_UNSUPPORTED : status_of_errno(*err);
+    }
+    if (rc != DL_OK) {
+        dl_inject_end(s);
+        return rc;
+    }
+    struct uffdio_api api;
+    api.api = UFFD_API;
+    api.features = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED;
+    api.ioctls = 0;
+    uint64_t at = 0;
+    int64_t r = 0;
+    rc = dl_inject_put(s, 0, &api, sizeof api, &at, err);
+    if (rc == DL_OK)
+        rc = dl_inject_syscall(s, SYS_ioctl, (uint64_t)fd, UFFDIO_API, at, &r, err);
+    if (rc == DL_OK && r < 0) {
+        *err = (int)-r;
+        rc = *err == EINVAL ? DL_ERR_UNSUPPORTED : status_of_errno(*err);
+    }
+    if (rc != DL_OK) {
+        int64_t ignored;
+        int e2;
+        if (s->attached)
+            dl_inject_syscall(s, SYS_close, (uint64_t)fd, 0, 0, &ignored, &e2);
+        dl_inject_end(s);
+        return rc;
+    }
+    rt->ruffd = (int)fd;
+    return DL_OK;
+}
+
+#define REMOTE_BATCH (DL_INJECT_SCRATCH / sizeof(struct uffdio_register))
+
+int dl_rt_register_ranges(dl_rt *rt, const uint64_t *pairs, size_t n, int *status, int *sys_errno)
+{
+    set_errno(sys_errno, 0);
+    if (!rt || (n && (!pairs || !status)))
+        return DL_ERR_INVALID;
+    for (size_t i = 0; i < n; i++)
+        status[i] = pairs[2 * i + 1] > pairs[2 * i] ? check_range(rt, pairs[2 * i], pairs[2 * i + 1] - pairs[2 * i])
+                                                    : DL_ERR_INVALID;
+    if (rt->pid == 0) {
+        for (size_t i = 0; i < n; i++)
+            if (status[i] == DL_OK)
+                status[i] = dl_rt_register(rt, pairs[2 * i], pairs[2 * i + 1] - pairs[2 * i], NULL);
+        return DL_OK;
+    }
+    if (n == 0)
+        return DL_OK;
+    dl_inject s;
+    int err = 0;
+    int rc = remote_begin(rt, &s, &err);
+    if (rc != DL_OK) {
+        set_errno(sys_errno, err);
+        return rc;
+    }
+    for (size_t i = 0; i < n && rc == DL_OK; i += REMOTE_BATCH) {
+        struct uffdio_register reg[REMOTE_BATCH];
+        size_t m = n - i < REMOTE_BATCH ? n - i : REMOTE_BATCH;
+        for (size_t j = 0; j < m; j++) {
+            reg[j].range.start = pairs[2 * (i + j)];
+            reg[j].range.len = pairs[2 * (i + j) + 1] - pairs[2 * (i + j)];
+            reg[j].mode = UFFDIO_REGISTER_MODE_WP;
+            reg[j].ioctls = 0;
+        }
+        uint64_t at = 0;
+        rc = dl_inject_put(&s, 0, reg, m * sizeof reg[0], &at, &err);
+        for (size_t j = 0; j < m && rc == DL_OK; j++) {
+            if (status[i + j] != DL_OK)
+                continue;
+            int64_t r = 0;
+            rc = dl_inject_syscall(&s, SYS_ioctl, (uint64_t)rt->ruffd, UFFDIO_REGISTER, at + j * sizeof reg[0], &r,
+                                   &err);
+            if (rc == DL_OK && r < 0)
+                status[i + j] = -r == EBUSY ? DL_ERR_STATE : status_of_errno((int)-r);
+        }
+    }
+    dl_inject_end(&s);
+    set_errno(sys_errno, err);
+    return rc;
+}
+
+static int remote_unregister(dl_rt *rt, uint64_t addr, uint64_t len, int *sys_errno)
+{
+    if (rt->ruffd < 0)
+        return DL_OK; /* nothing registered yet */
+    dl_inject s;
+    int err = 0;
+    int rc = remote_begin(rt, &s, &err);
+    if (rc == DL_OK) {
+        struct uffdio_range r = {addr, len};
+        uint64_t at = 0;
+        int64_t ret = 0;
+        rc = dl_inject_put(&s, 0, &r, sizeof r, &at, &err);
+        if (rc == DL_OK)
+            rc = dl_inject_syscall(&s, SYS_ioctl, (uint64_t)rt->ruffd, UFFDIO_UNREGISTER, at, &ret, &err);
+        if (rc == DL_OK && ret < 0) {
+            err = (int)-ret;
+            rc = status_of_errno(err);
+        }
+        dl_inject_end(&s);
+    }
+    set_errno(sys_errno, err);
+    return rc;
+}
+
+int dl_rt_pid(const dl_rt *rt) { return rt ? rt->pid : 0; }
+
 void dl_rt_close(dl_rt *rt)
 {
     if (!rt)
         return;
+    if (rt->pid && rt->ruffd >= 0) {
+        /* close the injected userfaultfd in the target (best effort: it may have exited):
+         * its ranges are unregistered and the process runs on untracked */
+        dl_inject s;
+        int err = 0;
+        if (dl_inject_begin(&s, rt->pid, &err) == DL_OK) {
+            int64_t r;
+            dl_inject_syscall(&s, SYS_close, (uint64_t)rt->ruffd, 0, 0, &r, &err);
+            dl_inject_end(&s);
+        }
+    }
     close(rt->pagemap); /* releasing the userfaultfd unregisters its ranges */
-    close(rt->uffd);
+    if (rt->uffd >= 0)
+        close(rt->uffd);
     munmap(rt, DL_RT_ALLOC_BYTES);
 }
 
@@ -219,6 +453,12 @@ int dl_rt_register(dl_rt *rt, uint64_t addr, uint64_t len, int *sys_errno)
     int rc = check_range(rt, addr, len);
     if (rc != DL_OK)
         return rc;
+    if (rt->pid) {
+        int st = DL_OK;
+        uint64_t pair[2] = {addr, addr + len};
+        rc = dl_rt_register_ranges(rt, pair, 1, &st, sys_errno);
+        return rc != DL_OK ? rc : st;
+    }
     struct uffdio_register reg;
     reg.range.start = addr;
     reg.range.len = len;
@@ -237,6 +477,8 @@ int dl_rt_unregister(dl_rt *rt, uint64_t addr, uint64_t len, int *sys_errno)
     int rc = check_range(rt, addr, len);
     if (rc != DL_OK)
         return rc;
+    if (rt->pid)
+        return remote_unregister(rt, addr, len, sys_errno);
     struct uffdio_range r;
     r.start = addr;
     r.len = len;
@@ -382,6 +624,24 @@ int dl_rt_open(dl_rt **out, int *sys_errno)
 }
 
 void dl_rt_close(dl_rt *rt) { (void)rt; }
+
+int dl_rt_open_pid(dl_rt **out, int pid, int *sys_errno)
+{
+    (void)pid;
+    return dl_rt_open(out, sys_errno);
+}
+
+int dl_rt_register_ranges(dl_rt *rt, const uint64_t *pairs, size_t n, int *status, int *sys_errno)
+{
+    (void)rt; (void)pairs;
+    for (size_t i = 0; status && i < n; i++)
+        status[i] = DL_ERR_UNSUPPORTED;
+    if (sys_errno)
+        *sys_errno = 0;
+    return DL_ERR_UNSUPPORTED;
+}
+
+int dl_rt_pid(const dl_rt *rt) { (void)rt; return 0; }
 
 int dl_rt_register(dl_rt *rt, uint64_t addr, uint64_t len, int *sys_errno)
 {

@@ -514,19 +514,28 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run COMMAND with dirtylog's recorder preloaded: the kernel's own write tracking "
                     "(userfaultfd write-protect in async mode, harvested with PAGEMAP_SCAN) records which pages of "
                     "the program's private writable anonymous memory (heap, anonymous mmaps, thread stacks) it "
-                    "writes in each interval. The recording is a trace (.npz) that 'dirtylog simulate --workload "
-                    "trace:FILE' replays and 'dirtylog curve FILE' measures. Children of the program are not "
-                    "recorded; static and setuid programs cannot be.",
+                    "writes in each interval. Or record a running process (--pid): with soft-dirty bits where the "
+                    "kernel has them, else with userfaultfd write protection injected into it with ptrace (x86-64, "
+                    "needs the right to trace it). The recording is a trace (.npz) that 'dirtylog simulate "
+                    "--workload trace:FILE' replays and 'dirtylog curve FILE' measures. Children of the program are "
+                    "not recorded; static and setuid programs cannot be launched under the recorder.",
         usage="dirtylog record [-o FILE] [--interval TIME] [--duration TIME]\n"
-              "                       -- COMMAND [ARGS ...]")
+              "                       -- COMMAND [ARGS ...]\n"
+              "       dirtylog record [-o FILE] [--interval TIME] [--duration TIME]\n"
+              "                       --pid PID [--method {auto,soft-dirty,uffd}]")
     rc.add_argument("-o", "--output", default="dirtylog-record.npz", metavar="FILE",
                     help="the recording (.npz; default %(default)s)")
     rc.add_argument("--interval", type=_time_pos, default="100ms", metavar="TIME",
                     help="time between harvests (default %(default)s, at least 1ms)")
     rc.add_argument("--duration", type=_time_pos, metavar="TIME",
-                    help="stop after TIME: the program gets SIGTERM (SIGKILL 5 s later); default: until it exits")
+                    help="stop after TIME: a launched program gets SIGTERM (SIGKILL 5 s later), a process recorded "
+                         "with --pid runs on untracked; default: until it exits (or Ctrl-C, with --pid)")
     rc.add_argument("--pid", type=_positive_int("pid"), metavar="PID",
-                    help="record a running process with soft-dirty bits (kernels with CONFIG_MEM_SOFT_DIRTY)")
+                    help="record the running process PID instead of launching a program")
+    rc.add_argument("--method", choices=("auto", "soft-dirty", "uffd"), default="auto",
+                    help="how --pid records: soft-dirty bits (kernels with CONFIG_MEM_SOFT_DIRTY), uffd "
+                         "(userfaultfd injected with ptrace, Linux 6.7+ on x86-64), or auto: soft-dirty if the "
+                         "kernel has it, else uffd (default)")
     _add_json(rc, "the summary")
     _add_progress(rc)
     rc.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -1050,31 +1059,39 @@ def cmd_curve(args: argparse.Namespace) -> int:
 def cmd_record(args: argparse.Namespace) -> int:
     from .record import record, summarize
 
-    if args.pid is not None:
-        from .softdirty import record_pid_unsupported
-
-        raise UsageError(record_pid_unsupported(args.pid))
     command = list(args.command)
     if command[:1] == ["--"]:
         command = command[1:]
-    if not command:
-        raise UsageError("give the program to record after '--', e.g. dirtylog record -- python3 job.py")
+    if args.pid is not None and command:
+        raise UsageError("give either --pid PID (a running process) or a program after '--', not both")
+    if args.pid is None and args.method != "auto":
+        raise UsageError("--method chooses how --pid records a running process; a launched program is always "
+                         "recorded with the preloaded recorder")
+    if args.pid is None and not command:
+        raise UsageError("give the program to record after '--', e.g. dirtylog record -- python3 job.py, "
+                         "or a running process with --pid PID")
     con = _console(stderr=True)
     mode = _want_progress(args)
     status = None
     if mode is not None:
         status = con.status("starting", spinner="dots")
         status.start()
+    name = f"pid {args.pid}" if args.pid is not None else os.path.basename(command[0])[:16]
 
     def show(p: Any) -> None:
         if status is not None:
             mib = p.last_dirty * p.page_size / p.interval / 2**20
-            name = os.path.basename(command[0])[:16]
             status.update(f"{name}: {format_time(p.elapsed)}, {p.intervals:,} intervals; last: {p.last_dirty:,} "
                           f"dirty pages, {mib:,.1f} MiB/s; {format_size(p.pages * p.page_size)} tracked")
 
     try:
-        rec = record(command, args.output, interval=args.interval, duration=args.duration, progress=show)
+        if args.pid is not None:
+            from .record_pid import record_pid
+
+            rec = record_pid(args.pid, args.output, interval=args.interval, duration=args.duration,
+                             method=args.method, progress=show)
+        else:
+            rec = record(command, args.output, interval=args.interval, duration=args.duration, progress=show)
     finally:
         if status is not None:
             status.stop()
@@ -1082,19 +1099,27 @@ def cmd_record(args: argparse.Namespace) -> int:
     s = summarize(rec)
     if args.json is not None:
         d = s.to_dict()
-        d.update(command=rec.command, exit_status=rec.exit_status, output=args.output)
+        d.update(command=rec.command, exit_status=rec.exit_status, output=args.output, pid=rec.pid, method=rec.method,
+                 complete=rec.complete)
         _emit(_to_json(d), args.json, "summary")
         if args.json == "-":
             return 0
     out = _Out()
-    ended = ("exited with status " + str(rec.exit_status)) if rec.exit_status is not None and rec.exit_status >= 0 \
-        else f"stopped by signal {-(rec.exit_status or 0)}"
+    if rec.method != "preload":  # --pid: the process was not ours to wait for
+        ended = f"{rec.method}, {'ran on' if rec.complete else 'exited'}"
+    elif rec.exit_status is not None and rec.exit_status >= 0:
+        ended = f"exited with status {rec.exit_status}"
+    else:
+        ended = f"stopped by signal {-(rec.exit_status or 0)}"
     from rich.markup import escape
 
     out.print(f"[bold]Recorded[/bold] {escape(rec.command)} (pid {rec.pid}, {ended}): {format_time(s.duration)} in "
               f"{s.intervals:,} interval{'s' if s.intervals != 1 else ''} of {format_time(rec.interval_ns / 1e9)}; "
               f"{format_size(s.pages * s.page_size)} of private writable memory tracked ({s.pages:,} pages)")
-    if not rec.complete:
+    if not rec.complete and rec.method != "preload":
+        out.print("[yellow]The process exited during the recording: the last, partial interval was not "
+                  "harvested.[/yellow]")
+    elif not rec.complete:
         out.print("[yellow]The program ended without running its exit handlers: the last, partial interval "
                   "was not harvested.[/yellow]")
     t = _table()
@@ -1106,7 +1131,9 @@ def cmd_record(args: argparse.Namespace) -> int:
     out.print(t)
     out.print(f"[dim]dirty rate: distinct pages dirtied in each whole {format_time(s.rate_window)} window of the "
               "recording x page size / window, as QEMU's calc-dirty-rate reports it in dirty-bitmap mode; harvest "
-              "time: the recorder's own time to re-read the mappings and harvest them.[/dim]")
+              "time: the recorder's own time to re-read the mappings and harvest them"
+              + (" (with --pid: from outside the process, with the injections)" if rec.method != "preload" else "")
+              + ".[/dim]")
     c = s.curve
     ct = _table("Dirty curve (distinct pages per window, from the start)")
     for col in ("window", "dirty pages", "dirty memory", "of tracked", "dirty rate"):

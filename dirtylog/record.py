@@ -15,7 +15,9 @@ recording (ignored by trace readers that do not know them)::
     pages              the recording's size in pages: every address the program used for
                        such memory got one page index, kept for the whole run (a guest of
                        this many pages runs it)
-    page_size, interval_ns, pid, command, exit_status, complete (the exit ran the final harvest)
+    page_size, interval_ns, pid, command, exit_status, complete (the exit ran the final harvest),
+    method             preload (launched), soft-dirty or uffd (dirtylog record --pid:
+                       :mod:`dirtylog.record_pid`)
     interval           each record's harvest interval
     interval_end_ns    end of each interval; scan_ns the recorder's time to harvest it
     region_start, region_pages, region_first_page
@@ -149,6 +151,7 @@ class Recording:
     command: str
     exit_status: Optional[int]
     complete: bool  # the program's exit ran the recorder's final harvest
+    method: str = "preload"  # how it was recorded: preload (launched), soft-dirty or uffd (--pid)
 
     @property
     def intervals(self) -> int:
@@ -201,7 +204,7 @@ class Recording:
                 pages=np.uint64(self.pages), page_size=np.uint64(self.page_size),
                 interval_ns=np.uint64(self.interval_ns), pid=np.uint64(self.pid), command=np.str_(self.command),
                 exit_status=np.int64(-1 if self.exit_status is None else self.exit_status),
-                complete=np.bool_(self.complete),
+                complete=np.bool_(self.complete), method=np.str_(self.method),
             )
 
 
@@ -220,7 +223,7 @@ def load_recording(path: Union[str, "os.PathLike[str]"]) -> Recording:
                 z["time_ns"], z["page"], z["interval"], z["interval_end_ns"], z["scan_ns"], z["region_start"],
                 z["region_pages"], z["region_first_page"], int(z["pages"]), int(z["page_size"]),
                 int(z["interval_ns"]), int(z["pid"]), str(z["command"]), None if st < 0 else st,
-                bool(z["complete"]),
+                bool(z["complete"]), str(z["method"]) if "method" in z.files else "preload",
             )
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read the recording {p!r}: {exc}") from exc

@@ -35,26 +35,9 @@ not_under_asan = pytest.mark.skipif(bool(os.environ.get("DIRTYLOG_SANITIZER_RUN"
                                     reason="the ASan runtime is preloaded into every process in the sanitizer run")
 
 
-@pytest.fixture(scope="module")
-def schedule_prog(tmp_path_factory) -> str:
-    if CC is None:
-        pytest.skip("no C compiler (cc) to build the test program")
-    out = tmp_path_factory.mktemp("prog") / "record_schedule"
-    subprocess.run([CC, "-O1", "-pthread", "-o", str(out), str(HERE / "data" / "record_schedule.c")], check=True)
-    return str(out)
-
-
-@needs_kernel
-@not_under_asan
-@needs_cc
-def test_schedule_pages_in_their_intervals(schedule_prog, tmp_path):
-    out = tmp_path / "app.npz"
-    log = tmp_path / "stdout"
-    with open(log, "w") as f:
-        rec = record([schedule_prog], out, interval="100ms", stdout=f)
-    assert rec.exit_status == 0 and rec.complete
-    addr = dict(line.split() for line in log.read_text().splitlines())
-    a, b = int(addr["A"]), int(addr["B"])
+def check_schedule(rec, a: int, b: int):
+    """The recording of tests/data/record_schedule.c (A at address a, B at b) holds exactly its
+    writes, each in its interval or the next, and no other page of A and B. Returns (A's pages, want)."""
     want = {}  # page index -> interval of its write
     pa = rec.page_of([a + i * 4096 for i in range(64)])
     pb = rec.page_of([b + i * 4096 for i in range(16)])
@@ -76,6 +59,30 @@ def test_schedule_pages_in_their_intervals(schedule_prog, tmp_path):
     assert not extra, f"pages reported but never written: {extra}"
     late = {p: (got[p], want[p]) for p in want if got[p] not in (want[p], want[p] + 1)}
     assert not late, f"pages in the wrong interval (got, written): {late}"
+    return pa, want
+
+
+@pytest.fixture(scope="module")
+def schedule_prog(tmp_path_factory) -> str:
+    if CC is None:
+        pytest.skip("no C compiler (cc) to build the test program")
+    out = tmp_path_factory.mktemp("prog") / "record_schedule"
+    subprocess.run([CC, "-O1", "-pthread", "-o", str(out), str(HERE / "data" / "record_schedule.c")], check=True)
+    return str(out)
+
+
+@needs_kernel
+@not_under_asan
+@needs_cc
+def test_schedule_pages_in_their_intervals(schedule_prog, tmp_path):
+    out = tmp_path / "app.npz"
+    log = tmp_path / "stdout"
+    with open(log, "w") as f:
+        rec = record([schedule_prog], out, interval="100ms", stdout=f)
+    assert rec.exit_status == 0 and rec.complete
+    addr = dict(line.split()[:2] for line in log.read_text().splitlines())
+    a, b = int(addr["A"]), int(addr["B"])
+    pa, want = check_schedule(rec, a, b)
     # the map: A and B are distinct pages of the recording, within its size
     assert rec.address(pa).tolist() == [a + i * 4096 for i in range(64)]
     assert max(want) < rec.pages
@@ -157,10 +164,14 @@ def test_record_cli_errors(tmp_path):
                                     text=True, cwd=tmp_path)
     r = run()
     assert r.returncode == 2 and "after '--'" in r.stderr
-    r = run("--pid", str(os.getpid()))
-    assert r.returncode == 2 and "dirtylog record -- COMMAND" in r.stderr
     r = run("--pid", "999999999")
-    assert r.returncode == 2 and "no process" in r.stderr
+    assert r.returncode == 2 and "no process with pid 999999999" in r.stderr
+    r = run("--pid", str(os.getpid()), "--", "true")
+    assert r.returncode == 2 and "not both" in r.stderr
+    r = run("--method", "uffd", "--", "true")
+    assert r.returncode == 2 and "--method chooses how --pid records" in r.stderr
+    r = run("--pid", str(os.getpid()), "--method", "nope")
+    assert r.returncode == 2 and "soft-dirty" in r.stderr
 
 
 def test_preload_library_is_installed():

@@ -29,6 +29,21 @@
  * by any thread). Closing the handle unregisters every range it registered. On other
  * operating systems every call returns DL_ERR_UNSUPPORTED.
  *
+ * Another process (dl_rt_open_pid, x86-64 Linux only): userfaultfd registration acts on
+ * the calling process's own memory, so the handle injects it into the target with
+ * ptrace, in the spirit of CRIU's parasite code: it stops the target's main thread
+ * (PTRACE_SEIZE + PTRACE_INTERRUPT), saves its registers and signal mask, has it run
+ * userfaultfd(UFFD_USER_MODE_ONLY | O_CLOEXEC | O_NONBLOCK), UFFDIO_API with WP_ASYNC
+ * and WP_UNPOPULATED (once) and UFFDIO_REGISTER (mode WP) for each range (the ioctl
+ * arguments written below the red zone of its stack), restores it and detaches. The
+ * userfaultfd lives on in the target (one more open descriptor there, close-on-exec);
+ * harvests are PAGEMAP_SCAN on /proc/PID/pagemap, which acts on the target's memory,
+ * without stopping it. A system call the target was blocked in is restarted, as after
+ * a signal without handler. dl_rt_close() closes the injected descriptor (if the target
+ * still runs), which unregisters every range. Needs ptrace rights over the target
+ * (same user and kernel.yama.ptrace_scope <= 1 as its parent, or CAP_SYS_PTRACE); a
+ * target that exits makes the calls fail with DL_ERR_SYSTEM and ESRCH.
+ *
  * Errors: DL_ERR_UNSUPPORTED (no userfaultfd, no WP_ASYNC or no PAGEMAP_SCAN),
  * DL_ERR_PERM (userfaultfd refused: vm.unprivileged_userfaultfd = 0 without
  * CAP_SYS_PTRACE, or a seccomp filter), DL_ERR_INVALID (a range not page-aligned, empty,
@@ -97,6 +112,28 @@ int dl_rt_harvest(dl_rt *rt, uint64_t addr, uint64_t len, uint32_t flags, uint64
  * cap_pairs and the first ones were written). */
 int dl_rt_unregistered(dl_rt *rt, uint64_t addr, uint64_t len, uint64_t *out, size_t cap_pairs, size_t *count,
                        int *sys_errno);
+
+/* A handle on process pid (see "Another process" above): opens /proc/PID/pagemap; the
+ * first registration injects the userfaultfd. DL_ERR_UNSUPPORTED on other than x86-64
+ * Linux; DL_ERR_SYSTEM with ESRCH for no such process; DL_ERR_PERM without the rights. */
+int dl_rt_open_pid(dl_rt **out, int pid, int *sys_errno);
+
+/* The process a handle tracks (0: this one). */
+int dl_rt_pid(const dl_rt *rt);
+
+/* Register n ranges (pairs start, end of page-aligned addresses in pairs[0 .. 2n)) in one
+ * go: for a handle on another process one stop of the target for all of them.
+ * status[i] receives each range's outcome (DL_OK, DL_ERR_INVALID for a range that is not
+ * registrable or vanished, ...); the return value is the session's (DL_OK, or the error
+ * that stopped it, e.g. DL_ERR_SYSTEM with ESRCH when the target exited). */
+int dl_rt_register_ranges(dl_rt *rt, const uint64_t *pairs, size_t n, int *status, int *sys_errno);
+
+/* Whether a line of /proc/PID/maps (len bytes, without or with its newline) is memory a
+ * recorder tracks: private writable anonymous memory ("rw?p", inode 0: heap, anonymous
+ * mmaps, thread stacks, .bss), not a special mapping other than [heap], [stack...] and
+ * [anon...]. Returns 1 and its bounds in *start, *end; 0 otherwise. The one rule of both
+ * recorders (the preloaded library and dirtylog record --pid). */
+int dl_rt_maps_eligible(const char *line, size_t len, uint64_t *start, uint64_t *end);
 
 /* DL_CDEF_END */
 
