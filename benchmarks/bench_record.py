@@ -10,6 +10,12 @@ one a first write after a harvest, i.e. one async write-protect fault). The CPU 
 whole runs (populate phase, recorder thread and start-up included) is reported beside the
 wall times, which other jobs on a loaded machine inflate.
 
+Recording from outside (`dirtylog record --pid`, the userfaultfd registration injected with
+ptrace, harvests by PAGEMAP_SCAN on /proc/PID/pagemap; kernels without soft-dirty bits): the
+same program, populated, then recorded from the start of its timed phase until it exits;
+reported beside the launcher's figures: its slowdown, the harvest time per interval (from
+outside, injections included) and the cost per written page.
+
 In-process (RealTracker over a 1 GiB anonymous mmap, numpy strided writes, one byte per
 page; CPU time of this process, so that other jobs on the machine do not inflate it): the cost of a first write to a protected page (tracked minus untracked time, per
 page), and the harvest time per written page with 100 % of the pages written and per page
@@ -75,6 +81,50 @@ def _recorded(prog: str, tmp: Path):
         rec = record([prog, str(GIB_MIB), str(WRITES)], None, interval="100ms", stdout=f)
     t0, t1, _ = map(int, log.read_text().split())
     return rec, t0, t1, _children_cpu() - c0
+
+
+def _recorded_pid(prog: str):
+    from dirtylog.record_pid import record_pid
+
+    p = subprocess.Popen([prog, str(GIB_MIB), str(WRITES), "wait"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+
+        def go(_t0: int) -> None:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+
+        rec = record_pid(p.pid, interval="100ms", method="uffd", on_start=go)
+        out, _ = p.communicate(timeout=600)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    t0, t1, _ = map(int, out.split())
+    return rec, (t1 - t0) / 1e9
+
+
+def test_record_pid_overhead(benchmark, randwrite):
+    from dirtylog.softdirty import soft_dirty_available
+
+    if soft_dirty_available() or sys.platform != "linux" or __import__("os").uname().machine != "x86_64":
+        pytest.skip("the --pid userfaultfd method is measured on x86-64 kernels without soft-dirty bits")
+    benchmark.pedantic(_record_pid_overhead, args=(randwrite,), rounds=1, iterations=1)
+    benchmark.extra_info.update(RESULTS["record_pid"])
+
+
+def _record_pid_overhead(randwrite: str) -> None:
+    plain, _ = min(_plain(randwrite) for _ in range(2))
+    rec, took = min((_recorded_pid(randwrite) for _ in range(2)), key=lambda r: r[1])
+    dirty = int(rec.page.size)  # recorded from the timed phase's start (the last partial interval is lost)
+    scan = rec.scan_ns / 1e9
+    RESULTS["record_pid"] = dict(
+        plain_s=plain, recorded_s=took, slowdown=took / plain, intervals=int(scan.size),
+        harvest_ms_mean=float(scan.mean() * 1e3), harvest_ms_max=float(scan.max() * 1e3), dirty_pages=dirty,
+        cost_per_page_us=(took - plain) / max(dirty, 1) * 1e6,
+        harvest_ns_per_dirty_page=float(rec.scan_ns.sum()) / max(dirty, 1),
+    )
 
 
 def test_record_overhead(benchmark, randwrite, tmp_path):
@@ -178,4 +228,14 @@ def teardown_module(module) -> None:
                 f"    CPU time (whole run) plain / recorded {r['plain_cpu_s']:.2f} s / {r['recorded_cpu_s']:.2f} s: "
                 f"x{r['recorded_cpu_s'] / max(r['plain_cpu_s'], 1e-9):.2f}",
                 f"    writes per recorded dirty page        {r['writes_per_dirty']:.2f}"]
+    r = RESULTS.get("record_pid")
+    if r:
+        out += [f"  dirtylog record --pid (uffd injected), the same program from its timed phase:",
+                f"    timed phase plain / recorded          {r['plain_s']:.2f} s / {r['recorded_s']:.2f} s: "
+                f"slowdown x{r['slowdown']:.2f}",
+                f"    harvest time per interval (outside)   {r['harvest_ms_mean']:.1f} ms mean, "
+                f"{r['harvest_ms_max']:.1f} ms max ({r['intervals']} intervals)",
+                f"    dirty pages recorded                  {r['dirty_pages']:,}",
+                f"    cost per written page                 {r['cost_per_page_us']:.2f} us of the program's time, "
+                f"+ {r['harvest_ns_per_dirty_page']:.0f} ns of the recorder's harvest"]
     sys.stdout.write("\n".join(out) + "\n")

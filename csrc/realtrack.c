@@ -135,7 +135,7 @@ struct dl_rt {
     uint64_t page;
     int pid;       /* the tracked process (0: this one) */
     int ruffd;     /* the userfaultfd injected into it (-1: none yet) */
-    uint64_t syscall_ip; /* an address of a syscall instruction in it (its vDSO) */
+    uint64_t start_time; /* its start time (/proc/PID/stat): the same pid later is another process */
     dl_page_region vec[DL_RT_VEC];
 };
 _Static_assert(sizeof(struct dl_rt) <= DL_RT_ALLOC_BYTES, "dl_rt outgrew its mapping");
@@ -270,6 +270,41 @@ static int check_range(const dl_rt *rt, uint64_t addr, uint64_t len);
 
 /* ---- another process: registration injected with ptrace (inject.h) ---- */
 
+/* Field 22 of /proc/PID/stat (start time in clock ticks since boot), or 0. */
+static uint64_t proc_start_time(int pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    char *p = strrchr(buf, ')'); /* the command name may hold spaces and parentheses */
+    if (!p)
+        return 0;
+    for (int field = 2; field < 22 && *p; p++)
+        if (*p == ' ')
+            field++;
+    return strtoull(p, NULL, 10);
+}
+
+/* Stop the target, after checking that the pid still names the process the handle was
+ * opened on (a pid is reused once its process has exited). */
+static int remote_attach(dl_rt *rt, dl_inject *s, int *err)
+{
+    int rc = dl_inject_begin(s, rt->pid, err);
+    if (rc == DL_OK && proc_start_time(rt->pid) != rt->start_time) {
+        dl_inject_end(s);
+        *err = ESRCH;
+        return DL_ERR_SYSTEM;
+    }
+    return rc;
+}
+
 int dl_rt_open_pid(dl_rt **out, int pid, int *sys_errno)
 {
     if (!out)
@@ -287,6 +322,7 @@ int dl_rt_open_pid(dl_rt **out, int pid, int *sys_errno)
     rt->uffd = -1;
     rt->ruffd = -1;
     rt->pid = pid;
+    rt->start_time = proc_start_time(pid);
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/pagemap", pid);
     rt->pagemap = open(path, O_RDONLY | O_CLOEXEC);
@@ -303,7 +339,7 @@ int dl_rt_open_pid(dl_rt **out, int pid, int *sys_errno)
 /* Stop the target and make sure it has a userfaultfd with WP async (injected once). */
 static int remote_begin(dl_rt *rt, dl_inject *s, int *err)
 {
-    int rc = dl_inject_begin(s, rt->pid, err);
+    int rc = remote_attach(rt, s, err);
     if (rc != DL_OK || rt->ruffd >= 0)
         return rc;
     int64_t fd = 0;
@@ -417,8 +453,6 @@ static int remote_unregister(dl_rt *rt, uint64_t addr, uint64_t len, int *sys_er
     return rc;
 }
 
-int dl_rt_pid(const dl_rt *rt) { return rt ? rt->pid : 0; }
-
 void dl_rt_close(dl_rt *rt)
 {
     if (!rt)
@@ -428,7 +462,7 @@ void dl_rt_close(dl_rt *rt)
          * its ranges are unregistered and the process runs on untracked */
         dl_inject s;
         int err = 0;
-        if (dl_inject_begin(&s, rt->pid, &err) == DL_OK) {
+        if (remote_attach(rt, &s, &err) == DL_OK) {
             int64_t r;
             dl_inject_syscall(&s, SYS_close, (uint64_t)rt->ruffd, 0, 0, &r, &err);
             dl_inject_end(&s);
@@ -640,8 +674,6 @@ int dl_rt_register_ranges(dl_rt *rt, const uint64_t *pairs, size_t n, int *statu
         *sys_errno = 0;
     return DL_ERR_UNSUPPORTED;
 }
-
-int dl_rt_pid(const dl_rt *rt) { (void)rt; return 0; }
 
 int dl_rt_register(dl_rt *rt, uint64_t addr, uint64_t len, int *sys_errno)
 {

@@ -1080,9 +1080,12 @@ def cmd_record(args: argparse.Namespace) -> int:
 
     def show(p: Any) -> None:
         if status is not None:
+            from rich.text import Text
+
             mib = p.last_dirty * p.page_size / p.interval / 2**20
-            status.update(f"{name}: {format_time(p.elapsed)}, {p.intervals:,} intervals; last: {p.last_dirty:,} "
-                          f"dirty pages, {mib:,.1f} MiB/s; {format_size(p.pages * p.page_size)} tracked")
+            status.update(Text(f"{name} {format_time(p.elapsed)}: {p.intervals:,} intervals, last {p.last_dirty:,} "
+                               f"dirty pages ({mib:,.1f} MiB/s) of {format_size(p.pages * p.page_size)}",
+                               no_wrap=True, overflow="ellipsis"))
 
     try:
         if args.pid is not None:

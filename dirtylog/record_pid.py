@@ -41,11 +41,14 @@ Children of the process are not recorded; an ``exec`` ends the recording.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import errno as _errno
 import os
 import platform
+import signal
+import threading
 import time
-from typing import Any, Callable, List, Optional, Tuple, Union
+from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -362,12 +365,14 @@ def record_pid(
             except KeyboardInterrupt:
                 stop = True  # Ctrl-C: harvest what the last interval holds, and end
             t = clock()
-            try:
-                addrs = scanner.interval(eligible_regions(_read_maps(procfs, pid)), index.assign)
-            except _Exited:
-                complete = False
-                break
-            harvests.append((t - t0, clock() - t, index.indices(addrs)))
+            with _sigint_deferred() as hit:  # a harvest is not cut in half (its pages are re-protected)
+                try:
+                    addrs = scanner.interval(eligible_regions(_read_maps(procfs, pid)), index.assign)
+                except _Exited:
+                    complete = False
+                    break
+                harvests.append((t - t0, clock() - t, index.indices(addrs)))
+            stop = stop or bool(hit)
             if progress is not None and (t - t0) / 1e9 >= next_report:
                 next_report = (t - t0) / 1e9 + 0.5
                 progress(Progress((t - t0) / 1e9, len(harvests), int(harvests[-1][2].size), index.next, page, ivl))
@@ -379,6 +384,21 @@ def record_pid(
     if output is not None:
         rec.save(output)
     return rec
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[List[int]]:
+    """Hold Ctrl-C (SIGINT) back until the block ends; the list it yields is non-empty if one came."""
+    hit: List[int] = []
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield hit
+        return
+    old = signal.signal(signal.SIGINT, lambda *_: hit.append(1))
+    try:
+        yield hit
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def _soft_dirty(pid: int, procfs: str) -> Any:

@@ -105,7 +105,7 @@ def test_uffd_cli_at_80_columns(tmp_path):
         assert proc.stdout.readline().strip() == "ready"
         r = subprocess.run([sys.executable, "-m", "dirtylog", "record", "--pid", str(proc.pid), "--duration", "1s",
                             "-o", str(tmp_path / "j.npz")], capture_output=True, text=True, cwd=tmp_path,
-                           env={**_env(), "COLUMNS": "80"})
+                           env={**os.environ, "COLUMNS": "80"})  # the recorder as the suite runs (sanitizers)
     finally:
         proc.kill()
         proc.wait()
@@ -131,7 +131,7 @@ def test_uffd_permission_error_names_ptrace(tmp_path):
                 f"    dirtylog.record_pid.record_pid({target.pid}, duration='0.2s', method='uffd')\n"
                 "except PermissionError as e:\n"
                 "    print('PERM', e)\n")
-        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", env=_env())
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
     finally:
         target.kill()
         target.wait()

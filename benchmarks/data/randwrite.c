@@ -1,6 +1,8 @@
 /* Write-heavy benchmark program for benchmarks/bench_record.py: maps MiB of anonymous memory,
  * writes every page once (populating it), then makes WRITES writes to random pages and prints
- * "t_start_ns t_end_ns writes" (CLOCK_MONOTONIC) of that timed phase. */
+ * "t_start_ns t_end_ns writes" (CLOCK_MONOTONIC) of that timed phase. With a third argument
+ * "wait" it prints "ready" after populating and waits for a line on stdin before the timed
+ * phase (for `dirtylog record --pid`, which attaches to it then). */
 #define _GNU_SOURCE
 #include <stdint.h>
 #include <stdio.h>
@@ -17,8 +19,8 @@ static uint64_t now_ns(void)
 
 int main(int argc, char **argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: randwrite MIB WRITES\n");
+    if (argc != 3 && argc != 4) {
+        fprintf(stderr, "usage: randwrite MIB WRITES [wait]\n");
         return 2;
     }
     uint64_t pages = strtoull(argv[1], NULL, 10) * 256, writes = strtoull(argv[2], NULL, 10);
@@ -27,6 +29,13 @@ int main(int argc, char **argv)
         return 1;
     for (uint64_t p = 0; p < pages; p++)
         m[p * 4096] = 1;
+    if (argc == 4) {
+        char line[64];
+        printf("ready\n");
+        fflush(stdout);
+        if (!fgets(line, sizeof line, stdin))
+            return 3;
+    }
     uint64_t x = 0x9E3779B97F4A7C15ull, t0 = now_ns();
     for (uint64_t i = 0; i < writes; i++) {
         x ^= x << 13;

@@ -118,9 +118,6 @@ int dl_rt_unregistered(dl_rt *rt, uint64_t addr, uint64_t len, uint64_t *out, si
  * Linux; DL_ERR_SYSTEM with ESRCH for no such process; DL_ERR_PERM without the rights. */
 int dl_rt_open_pid(dl_rt **out, int pid, int *sys_errno);
 
-/* The process a handle tracks (0: this one). */
-int dl_rt_pid(const dl_rt *rt);
-
 /* Register n ranges (pairs start, end of page-aligned addresses in pairs[0 .. 2n)) in one
  * go: for a handle on another process one stop of the target for all of them.
  * status[i] receives each range's outcome (DL_OK, DL_ERR_INVALID for a range that is not
