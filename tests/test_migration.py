@@ -161,6 +161,7 @@ def test_no_dirty_write_lost_under_every_workload(name):
     assert r.duplicate > 0
 
 
+@pytest.mark.filterwarnings("ignore:.*the trace ends at:UserWarning")  # a deliberately short trace
 def test_verification_catches_a_dropped_dirty_page(tmp_path):
     # Page 7 is sent at the start of round 0 and written once at t = 0.1 s, during round 0.
     path = tmp_path / "one.npz"
