@@ -30,6 +30,7 @@ struct dl_engine {
     uint32_t prepage;
     uint64_t cursor;       /* next page the background push looks at */
     uint64_t queued;       /* requested pages whose link time is not served yet */
+    uint64_t backlog;      /* bytes queued on the channel ahead of a request (0: its own channel) */
     double credit;         /* link seconds available for the next page */
     dl_postcopy_state pc;
     /* dirty-limit: per-vCPU throttles and guest clocks (vmode once any was set) */
@@ -37,6 +38,8 @@ struct dl_engine {
     double *vclock;
     int vmode;
     uint64_t *xcache;      /* XBZRLE: the page held in each slot (UINT64_MAX: empty) */
+    uint64_t *xage;        /* XBZRLE: the sync generation at which each slot was last filled or hit */
+    uint64_t gen;          /* syncs into the migration bitmap so far (QEMU's dirty_sync_count) */
     /* the migration bitmap and the rate-limited send loop */
     uint64_t *mbm;         /* dirty pages not sent yet */
     uint64_t nwords;
@@ -57,6 +60,8 @@ struct dl_engine {
     dl__wl_cursor g_cur;
     dl_tracker_stats g_before; /* tracker counters at the slice's start (exit costs) */
     double g_stall;        /* post-copy: vCPU-seconds stalled in the slice so far */
+    double g_vstall;       /* post-copy: seconds the vCPU being applied has stalled in the slice */
+    double g_wall;         /* the slice's length in simulated seconds */
     double g_page_t;       /* post-copy: a page's link time */
 };
 
@@ -121,10 +126,12 @@ int dl_engine_create(const dl_engine_config *cfg, dl_tracker *t, dl_workload *w,
     e->wbudget = cfg->work_budget ? cfg->work_budget : DL_ENGINE_WORK_BUDGET;
     if (cfg->xbzrle_slots) {
         e->xcache = malloc(cfg->xbzrle_slots * sizeof(uint64_t));
+        e->xage = calloc(cfg->xbzrle_slots, sizeof(uint64_t));
         if (e->xcache)
             memset(e->xcache, 0xff, cfg->xbzrle_slots * sizeof(uint64_t));
     }
-    if (!e->vthr || !e->vclock || !e->mbm || !e->g_a || !e->g_b || (cfg->xbzrle_slots && !e->xcache)) {
+    if (!e->vthr || !e->vclock || !e->mbm || !e->g_a || !e->g_b ||
+        (cfg->xbzrle_slots && (!e->xcache || !e->xage))) {
         dl_engine_destroy(e);
         return DL_ERR_NOMEM;
     }
@@ -143,6 +150,7 @@ void dl_engine_destroy(dl_engine *e)
     free(e->g_a);
     free(e->g_b);
     free(e->xcache);
+    free(e->xage);
     free(e->mbm);
     free(e->zmap);
     free(e->cleared);
@@ -289,6 +297,8 @@ static int guest_begin(dl_engine *e, double wall, int kind, double page_t, int a
     e->g_cur.done = 0;
     e->g_before = *dl__tracker_stats(e->t);
     e->g_stall = 0.0;
+    e->g_vstall = 0.0;
+    e->g_wall = wall;
     e->g_page_t = page_t;
     return guest_continue(e);
 }
@@ -424,16 +434,32 @@ static int xbzrle_cost(const dl_engine *e, uint64_t p, uint64_t *cost)
     return 1;
 }
 
+/* Generations a cached page stays fresh (QEMU's CACHED_PAGE_LIFETIME, migration/page_cache.c). */
+#define XBZRLE_LIFETIME 2
+
+/* Puts page p in its slot unless the slot holds another page filled or hit within the
+ * last XBZRLE_LIFETIME syncs (QEMU's cache_insert keeps such a page). */
+DL_ALWAYS_INLINE void xbzrle_insert(dl_engine *e, uint64_t p)
+{
+    uint64_t slot = p % e->cfg.xbzrle_slots;
+    if (e->xcache[slot] != UINT64_MAX && e->xcache[slot] != p && e->xage[slot] + XBZRLE_LIFETIME > e->gen)
+        return;
+    e->xcache[slot] = p;
+    e->xage[slot] = e->gen;
+}
+
 static void xbzrle_commit(dl_engine *e, uint64_t p, int kind, uint64_t cost)
 {
     if (kind == 1) {
         e->st.xbzrle_pages++;
         e->st.xbzrle_bytes += cost;
+        e->xage[p % e->cfg.xbzrle_slots] = e->gen; /* a hit refreshes the slot (cache_is_cached) */
     } else if (kind == 2) {
         e->st.xbzrle_overflows++;
+        e->xage[p % e->cfg.xbzrle_slots] = e->gen;
     } else {
         e->st.xbzrle_misses++;
-        e->xcache[p % e->cfg.xbzrle_slots] = p;
+        xbzrle_insert(e, p);
     }
 }
 
@@ -595,6 +621,14 @@ int dl_engine_postcopy_begin(dl_engine *e, const uint64_t *stale_words, size_t n
     return DL_OK;
 }
 
+int dl_engine_postcopy_set_backlog(dl_engine *e, uint64_t bytes)
+{
+    if (!e)
+        return DL_ERR_INVALID;
+    e->backlog = bytes;
+    return DL_OK;
+}
+
 int dl_engine_postcopy_state(const dl_engine *e, dl_postcopy_state *out)
 {
     if (!e || !out)
@@ -630,17 +664,25 @@ static double pc_access(dl_engine *e, const uint32_t *src, uint64_t p, double pa
 {
     if (!pc_lacks(e, p))
         return 0.0;
+    /* What the channel holds ahead of the request: what the background push has queued in
+     * the socket buffers (at most what it still has to send). */
+    double ahead = (double)e->pc.remaining * e->cfg.page_bytes;
+    if (ahead > (double)e->backlog)
+        ahead = (double)e->backlog;
     pc_receive(e, src, p);
     e->pc.requests++;
     e->queued++;
-    for (uint64_t q = p + 1; q <= p + e->prepage && q < e->pages; q++) {
+    uint64_t q = p + 1;
+    for (; q <= p + e->prepage && q < e->pages; q++) {
         if (pc_lacks(e, q)) {
             pc_receive(e, src, q);
             e->pc.prepaged++;
             e->queued++;
         }
     }
-    return 2.0 * e->latency + page_t;
+    /* the background push goes on after the requested pages (QEMU's get_queued_page) */
+    e->cursor = q < e->pages ? q : 0;
+    return 2.0 * e->latency + ahead / e->cfg.bandwidth + page_t;
 }
 
 typedef struct pc_ctx {
@@ -654,17 +696,23 @@ static void pc_write_sink(void *ctx, uint32_t j, const uint64_t *pages, size_t n
     pc_ctx *c = ctx;
     dl_engine *e = c->e;
     (void)j;
-    for (size_t i = 0; i < n; i++) {
+    size_t i = 0;
+    for (; i < n; i++) {
         uint64_t p = pages[i];
-        if (e->pc.remaining)
-            e->g_stall += pc_access(e, c->src, p, e->g_page_t);
+        if (e->g_vstall >= e->g_wall)
+            break; /* waiting for a page past the slice's end: its other accesses come later */
+        if (e->pc.remaining) {
+            double s = pc_access(e, c->src, p, e->g_page_t);
+            e->g_stall += s;
+            e->g_vstall += s;
+        }
         if (c->src)
             c->src[p]++;
         if (c->dst)
             c->dst[p]++;
     }
-    e->pc.writes += n;
-    e->st.writes += n;
+    e->pc.writes += i;
+    e->st.writes += i;
 }
 
 static void pc_read_sink(void *ctx, uint32_t j, const uint64_t *pages, size_t n)
@@ -672,10 +720,15 @@ static void pc_read_sink(void *ctx, uint32_t j, const uint64_t *pages, size_t n)
     pc_ctx *c = ctx;
     dl_engine *e = c->e;
     (void)j;
-    if (e->pc.remaining)
-        for (size_t i = 0; i < n; i++)
-            e->g_stall += pc_access(e, c->src, pages[i], e->g_page_t);
-    e->pc.reads += n;
+    size_t i = 0;
+    for (; i < n && e->g_vstall < e->g_wall; i++) {
+        if (e->pc.remaining) {
+            double s = pc_access(e, c->src, pages[i], e->g_page_t);
+            e->g_stall += s;
+            e->g_vstall += s;
+        }
+    }
+    e->pc.reads += i;
 }
 
 static void source_sink(void *ctx, uint32_t j, const uint64_t *pages, size_t n)
@@ -712,6 +765,7 @@ static int guest_continue(dl_engine *e)
         } else {
             e->g_reads = 0;
             e->g_j++;
+            e->g_vstall = 0.0;
         }
     }
     int kind = e->g_kind;
@@ -847,6 +901,7 @@ int dl_engine_dirty_fill(dl_engine *e)
         e->mbm[e->nwords - 1] = (UINT64_C(1) << (e->pages % 64)) - 1;
     e->ct.remaining = e->pages;
     e->ct.scan = 0;
+    e->gen++;
     return DL_OK;
 }
 
@@ -865,6 +920,7 @@ int dl_engine_dirty_add(dl_engine *e, const uint64_t *pages, size_t n, uint64_t 
         e->mbm[p >> 6] = w | bit;
     }
     e->ct.remaining += add;
+    e->gen++;
     *added = add;
     return DL_OK;
 }
@@ -884,6 +940,7 @@ int dl_engine_dirty_add_words(dl_engine *e, const uint64_t *words, size_t nwords
         e->mbm[i] |= w;
     }
     e->ct.remaining += add;
+    e->gen++;
     *added = add;
     return DL_OK;
 }
@@ -980,13 +1037,13 @@ int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, ui
             double t_used = -e->st.carry;
             uint64_t bytes = 0, zeros = 0, normal = 0, sent = 0;
             int partial = 0;
-            const int xb_on = e->xcache && e->ct.passes > 0;
             while (sent < e->cfg.chunk_pages && e->ct.remaining > 0) {
                 if (e->budget && e->ct.window_bytes + bytes >= e->budget)
                     break;
                 if (t_used >= iter_left)
                     break;
                 uint64_t p = next_dirty(e);
+                const int xb_on = e->xcache && e->ct.passes > 0; /* on from the wrap on, as QEMU */
                 int z = do_zero && is_zero(e, src, p);
                 uint64_t cost = z ? e->cfg.zero_bytes : e->cfg.page_bytes;
                 int xb = 0;
@@ -1017,6 +1074,8 @@ int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, ui
                 sent++;
                 if (xb_on && !z)
                     xbzrle_commit(e, p, xb, cost);
+                else if (xb_on)
+                    xbzrle_insert(e, p); /* a zero page is cached as zeros (xbzrle_cache_zero_page) */
             }
             double wall;
             if (partial) {

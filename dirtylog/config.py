@@ -143,6 +143,9 @@ _ALL_KNOBS: Tuple[Knob, ...] = (
                                   "runs at link speed)", allow_zero=False),
     Knob("switchover_bandwidth", "rate", "bandwidth assumed in the switch-over threshold and the expected "
                                          "downtime (QEMU's avail-switchover-bandwidth)", allow_zero=False),
+    Knob("rate_window", "time", "how long QEMU's 100 ms rate-limit windows really last (a late migration "
+                                "thread stretches them; each still sends max-bandwidth x 100 ms)",
+         allow_zero=False),
     Knob("stop_when_stalled", "flag", "keep iterating as QEMU does when the dirty set no longer shrinks "
                                       "(by default the run stops early, failed, with that verdict)"),
     Knob("stall_syncs", "int", "syncs without the dirty set shrinking before that verdict", metavar="N",
@@ -179,6 +182,9 @@ _ALL_KNOBS: Tuple[Knob, ...] = (
          group="post-copy", owner="PostCopy", param="after_rounds", minimum=1),
     Knob("prepage", "int", "post-copy: pages after a faulting page sent along with it", metavar="N",
          group="post-copy", owner="PostCopy", minimum=0, maximum=4096),
+    Knob("channel_backlog", "size", "post-copy: bytes queued on the migration channel ahead of a requested page "
+                                    "(QEMU 7.2's one stream; 0: postcopy-preempt)", group="post-copy",
+         owner="PostCopy"),
     Knob("read_share", "fraction", "post-copy: share of the guest's accesses that are reads (default: the "
                                    "workload's, else 2/3)", group="post-copy", owner="PostCopy"),
 )

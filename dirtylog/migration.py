@@ -409,9 +409,10 @@ class Migration:
             return min(nxt, self.setup_time) if self.setup_time > now else now
         if self.phase == Phase.PRECOPY:
             c = self.engine.counters()
-            end = c.window_start + WINDOW
+            win = self.policy.rate_window
+            end = c.window_start + win
             while end <= now:
-                end += WINDOW
+                end += win
             return min(nxt, end, self._timeout_at(), self._dl_next)
         bw = self._phase_bandwidth()
         if self._final_stage == "pages":
@@ -653,10 +654,11 @@ class Migration:
         self._event("round", index=index, pages=self._pending_at_sync)
 
     def _live_rate_limit(self) -> None:
-        """QEMU's rate limit of the live phase: max_bandwidth x window bytes per 100 ms window."""
+        """QEMU's rate limit of the live phase: max_bandwidth x 100 ms per window (BUFFER_DELAY), the
+        window lasting ``rate_window`` (longer on a host that wakes the migration thread late)."""
         cap = self.policy.max_bandwidth
         budget = 0 if cap is None or cap >= self.link_bandwidth else max(1, int(cap * WINDOW))
-        self.engine.set_rate_limit(budget)
+        self.engine.set_rate_limit(budget, window=self.policy.rate_window)
 
     def threshold(self) -> float:
         """QEMU's threshold_size: the measured bandwidth of the last window (or switchover_bandwidth)
@@ -1030,6 +1032,7 @@ class Migration:
             self._e, ffi.from_buffer("uint64_t[]", words), words.size,
             ffi.from_buffer("uint8_t[]", self._received), self.pages, ffi.NULL,
             rs / (1.0 - rs), 1.0e6, self.link.latency, pc.prepage), "post-copy")
+        check(lib.dl_engine_postcopy_set_backlog(self._e, pc.channel_backlog), "post-copy channel backlog")
         self._pc_started = True
         self._bytes_at_resume = int(self._engine_state().bytes_sent)
         self.phase = "postcopy"

@@ -27,6 +27,8 @@ TimeLike = Union[float, int, str]
 MAX_CHUNK_SIZE = 1 << 40
 #: Largest XBZRLE cache (a cache larger than memory holds every page anyway).
 MAX_XBZRLE_CACHE = 1 << 50
+#: Largest post-copy channel backlog (socket buffers are megabytes).
+MAX_CHANNEL_BACKLOG = 1 << 40
 
 
 def _bounded_size(x: Any, name: str, maximum: int) -> int:
@@ -88,7 +90,9 @@ class PreCopy:
         with mean ``xbzrle_ratio`` of a page (0.25 by default: deltas of re-dirtied
         pages are typically a few times smaller than the page; measure yours), a
         delta larger than a page overflows and the page goes whole, a miss sends the
-        page whole and caches it. Round 0 (the bulk pass) does not use it, as in QEMU.
+        page whole and caches it unless its slot holds another page cached or hit
+        within the last 2 syncs, which QEMU keeps (``CACHED_PAGE_LIFETIME``). The
+        first pass does not use it: XBZRLE starts when the scan wraps, as in QEMU.
     multifd_channels, channel_bandwidth:
         What one sending thread can push caps the link: the effective bandwidth is
         ``min(link bandwidth, max(1, multifd_channels) x channel_bandwidth)``
@@ -107,6 +111,14 @@ class PreCopy:
     switchover_bandwidth:
         QEMU's ``avail-switchover-bandwidth`` (8.2+): when set, it replaces the
         measured bandwidth in the threshold and in the expected downtime.
+    rate_window:
+        How long QEMU's rate-limit windows really last (default 100 ms, its
+        ``BUFFER_DELAY``). The live phase may send ``max_bandwidth`` x 100 ms per
+        window whatever this is; a migration thread that wakes late on a busy host
+        stretches the windows, so QEMU then delivers less than ``max_bandwidth``
+        and measures (and sets its threshold from) what it delivered. To reproduce
+        a host whose ``query-migrate`` shows ``mbps`` below the cap, set it to
+        100 ms x cap / delivered rate (the recorded QEMU runs: 100-113 ms).
     stop_when_stalled:
         The early verdict (default on): with a stationary workload, no throttle
         still able to step, no pending fault or bandwidth change, and the pending
@@ -152,6 +164,7 @@ class PreCopy:
     max_bandwidth: Optional[float]
     max_postcopy_bandwidth: Optional[float]
     switchover_bandwidth: Optional[float]
+    rate_window: float
     stop_when_stalled: bool
     stall_syncs: int
 
@@ -184,6 +197,7 @@ class PreCopy:
         max_bandwidth: Optional[Union[float, str]] = None,
         max_postcopy_bandwidth: Optional[Union[float, str]] = None,
         switchover_bandwidth: Optional[Union[float, str]] = None,
+        rate_window: TimeLike = "100ms",
         stop_when_stalled: bool = True,
         stall_syncs: int = 5,
     ) -> None:
@@ -252,6 +266,10 @@ class PreCopy:
             "switchover_bandwidth": switchover_bandwidth}
         for rname, rval in rates.items():
             s(self, rname, None if rval is None else check_bandwidth(rval, rname))
+        s(self, "rate_window", parse_time(rate_window, name="rate_window", allow_zero=False))
+        if self.rate_window > 10.0:
+            raise ConfigError(f"rate_window must be at most 10 s (QEMU's windows are 100 ms; a late thread "
+                              f"stretches them by milliseconds), got {rate_window!r}")
         s(self, "stall_syncs", as_int("stall_syncs", stall_syncs, minimum=2, maximum=10_000))
 
     def effective_bandwidth(self, link_bandwidth: float) -> float:
@@ -296,22 +314,41 @@ class PostCopy:
         its stream); a read of a page the destination lacks faults like a write.
     prepage:
         Pages after a faulting page sent along with it (0: none).
+    channel_backlog:
+        Bytes the migration channel holds ahead of a requested page while the
+        background push runs (default 12 MiB; at most what the push still has to
+        send). QEMU 7.2 without ``postcopy-preempt`` (its default) sends a requested
+        page on the one stream, right after what the push has already queued in the
+        socket buffers, so each fault waits for that backlog to drain: in the
+        recorded QEMU 7.2 runs (Linux 6.18 loopback, 4 MiB send and up to 32 MiB
+        receive buffers, host load 12) each fault stalled the vCPU while 11.8-12.9
+        MB went by, at push rates of 109-192 MB/s; two runs at load 7, 5.1-6.6 MB.
+        It depends on the host's TCP buffers and on how fast the destination drains
+        them: measure yours (post-copy time x push rate / postcopy-requests, for a
+        guest that faults on nearly every access). 0 models ``postcopy-preempt``
+        (QEMU 8.0+), whose requests have a channel of their own.
 
     At the switch-over the guest pauses while the device state and the dirty bitmap
     are sent (that is its downtime), then runs on the destination: every access to
     a page it does not hold yet is a remote fault (a request crosses the link, the
-    vCPU waits a round trip plus the page's transfer), served ahead of the
-    background push, which sends the remaining pages in page order. A failure
-    before the last page arrives loses the VM: neither side holds all of memory.
+    vCPU waits a round trip plus the transfer of the channel's backlog and of the
+    page), served ahead of the rest of the background push,
+    which sends the remaining pages in page order and goes on after the requested
+    page, as QEMU's does (``get_queued_page``). A failure before the last page
+    arrives loses the VM: neither side holds all of memory. Simplified: a page the
+    push has sent counts as arrived, where QEMU's destination may still fault on
+    it (and request it) while it is in the channel.
     """
 
     after_rounds: int
     precopy: PreCopy
     read_share: Optional[float]
     prepage: int
+    channel_backlog: int
 
     def __init__(self, after_rounds: int = 1, precopy: Optional[PreCopy] = None,
-                 read_share: Optional[float] = None, prepage: int = 0) -> None:
+                 read_share: Optional[float] = None, prepage: int = 0,
+                 channel_backlog: Union[int, str] = "12MiB") -> None:
         s = object.__setattr__
         s(self, "after_rounds", as_int("after_rounds", after_rounds, minimum=1))
         if precopy is None:
@@ -329,7 +366,12 @@ class PostCopy:
                 raise ConfigError(f"read_share must be in [0, 1) (a share of the accesses), got {read_share!r}")
         s(self, "read_share", rs)
         s(self, "prepage", as_int("prepage", prepage, minimum=0, maximum=4096))
+        backlog = int(parse_size(channel_backlog, name="channel_backlog", allow_zero=True))
+        if backlog > MAX_CHANNEL_BACKLOG:
+            raise ConfigError(f"channel_backlog must be at most {format_size(MAX_CHANNEL_BACKLOG)}, "
+                              f"got {channel_backlog!r} ({format_size(backlog)})")
+        s(self, "channel_backlog", backlog)
 
     def to_dict(self) -> Dict[str, Any]:
         return {"after_rounds": self.after_rounds, "precopy": self.precopy.to_dict(),
-                "read_share": self.read_share, "prepage": self.prepage}
+                "read_share": self.read_share, "prepage": self.prepage, "channel_backlog": self.channel_backlog}

@@ -68,3 +68,40 @@ def test_multifd_channels_lift_a_per_thread_cap():
 def test_bad_compression_parameters(kw):
     with pytest.raises(ConfigError):
         PreCopy(**kw)
+
+
+def test_xbzrle_keeps_a_fresh_cached_page_as_qemus_page_cache():
+    """QEMU's cache_insert does not evict a page filled or hit within the last 2 syncs
+    (CACHED_PAGE_LIFETIME): pages 0 and 1 share the one slot here."""
+    import numpy as np
+
+    import dirtylog._lib as L
+    from dirtylog import Tracker
+    from dirtylog.engine import Engine, SendResult
+
+    t = Tracker(4, mode="wp")
+    t.start()
+    cfg = L.ffi.new("dl_engine_config *")
+    L.lib.dl_engine_config_init(cfg)
+    cfg.bandwidth = 4104 * 1000.0
+    cfg.xbzrle_slots = 1
+    cfg.xbzrle_ratio = 0.01
+    e = Engine(cfg, t, None, None)
+    e.dirty_fill()  # sync 1: the first pass, no XBZRLE
+    clock = 1.0
+    assert e.send_dirty(clock) == SendResult.EMPTY
+
+    def resend(page: int) -> tuple:
+        nonlocal clock
+        e.dirty_add(np.array([page], dtype=np.uint64))  # one sync
+        clock += 1.0
+        assert e.send_dirty(clock) == SendResult.EMPTY
+        st = e.state()
+        return int(st.xbzrle_pages), int(st.xbzrle_misses)
+
+    assert resend(0) == (0, 1)  # sync 2: a miss, cached
+    assert resend(1) == (0, 2)  # sync 3: a miss; page 0 is fresh (cached at sync 2), so it stays
+    assert resend(0) == (1, 2)  # sync 4: a hit (always-replace would have evicted it), refreshed
+    assert resend(1) == (1, 3)  # sync 5: page 0 still fresh
+    assert resend(1) == (1, 4)  # sync 6: page 0 is 2 syncs old: page 1 takes the slot
+    assert resend(1) == (2, 4)  # sync 7: a hit

@@ -39,18 +39,49 @@ def test_postcopy_completes_verified_and_bounded():
 
 
 def test_remote_faults_grow_with_the_access_rate():
-    low = simulate(workload=Uniform("20MiB/s", seed=2), policy=PostCopy(), **KW)
-    high = simulate(workload=Uniform("200MiB/s", seed=2), policy=PostCopy(), **KW)
+    # requests on a channel of their own (postcopy-preempt): a fault waits a round trip and its page
+    low = simulate(workload=Uniform("20MiB/s", seed=2), policy=PostCopy(channel_backlog=0), **KW)
+    high = simulate(workload=Uniform("200MiB/s", seed=2), policy=PostCopy(channel_backlog=0), **KW)
     assert low.verified and high.verified
     assert high.postcopy_requests > 3 * low.postcopy_requests > 0
     assert high.postcopy_stall_time > low.postcopy_stall_time
 
 
+def test_requests_wait_behind_the_pushs_backlog_as_in_qemu_7_2():
+    # QEMU 7.2 without postcopy-preempt: a requested page goes on the one stream behind what the
+    # push has queued, so each fault stalls the vCPU for backlog / bandwidth and faults are few
+    kw = dict(KW, link=Link("100MiB/s"))
+    w = Uniform("50MiB/s", seed=3).with_read_share(0.0)
+    own = simulate(workload=w, policy=PostCopy(channel_backlog=0), **kw)
+    shared = simulate(workload=w, policy=PostCopy(), **kw)  # the default: 12 MiB queued ahead
+    assert own.verified and shared.verified
+    stall = 12 * 2**20 / (100 * 2**20)
+    assert shared.postcopy_requests < own.postcopy_requests / 20
+    # one vCPU: its faults come one after the other, each a backlog's drain long
+    assert shared.postcopy_stall_time == pytest.approx(shared.postcopy_requests * stall, rel=0.15)
+    assert shared.postcopy_requests <= shared.degraded_window / stall + 2
+    assert shared.postcopy_bytes == _stale_pages(shared) * PAGE_BYTES  # every stale page once
+    with pytest.raises(ConfigError, match="channel_backlog"):
+        PostCopy(channel_backlog="-1MiB")
+
+
+def test_the_push_goes_on_after_the_requested_page():
+    # QEMU's get_queued_page moves the background scan to the requested page: a sweep slower than
+    # the push then finds the push ahead of it (77 requests here; a push that went on from where
+    # it stood, as before, made 996: every page from there up to the sweep faulted)
+    kw = dict(memory="64MiB", link=Link("100MiB/s"), tracker="pml")
+    sweep = Sequential("60MiB/s", start=8192, length=8192)
+    r = simulate(workload=sweep, policy=PostCopy(read_share=0.0, channel_backlog=0,
+                                                 precopy=PreCopy(downtime_limit="20ms")), **kw)
+    assert r.verified and _stale_pages(r) == 8192
+    assert 1 <= r.postcopy_requests <= 200
+
+
 def test_reads_fault_too():
     # no latency: a fault stalls the vCPU only for the page's transfer, so accesses are not stall-bound
     kw = dict(KW, link=Link("100MiB/s"))
-    few = simulate(workload=Uniform("50MiB/s", seed=3), policy=PostCopy(read_share=0.0), **kw)
-    many = simulate(workload=Uniform("50MiB/s", seed=3), policy=PostCopy(read_share=0.5), **kw)
+    few = simulate(workload=Uniform("50MiB/s", seed=3), policy=PostCopy(read_share=0.0, channel_backlog=0), **kw)
+    many = simulate(workload=Uniform("50MiB/s", seed=3), policy=PostCopy(read_share=0.5, channel_backlog=0), **kw)
     assert few.verified and many.verified
     assert many.postcopy_requests > 1.4 * few.postcopy_requests
 
@@ -58,8 +89,8 @@ def test_reads_fault_too():
 def test_prepaging_sends_the_following_pages_with_each_request():
     # A sweep faster than the link: after round 0 nearly every page is stale.
     kw = dict(KW, link=Link("50MiB/s", latency="1ms"))
-    plain = simulate(workload=Sequential("200MiB/s"), policy=PostCopy(read_share=0.0), **kw)
-    pre = simulate(workload=Sequential("200MiB/s"), policy=PostCopy(read_share=0.0, prepage=16), **kw)
+    plain = simulate(workload=Sequential("200MiB/s"), policy=PostCopy(read_share=0.0, channel_backlog=0), **kw)
+    pre = simulate(workload=Sequential("200MiB/s"), policy=PostCopy(read_share=0.0, prepage=16, channel_backlog=0), **kw)
     assert plain.verified and pre.verified  # every stale page still arrives exactly once
     assert plain.postcopy_prepaged == 0 and plain.postcopy_requests > 1000
     # a sequential sweep: nearly every request brings its 16 successors along
@@ -114,9 +145,9 @@ def test_step_api_through_postcopy_and_no_cancel():
 def test_the_workload_read_share_is_used_unless_the_policy_overrides_it():
     kw = dict(KW, link=Link("100MiB/s"))
     w = Uniform("50MiB/s", seed=3)
-    base = simulate(workload=w.with_read_share(0.0), policy=PostCopy(), **kw)
-    own = simulate(workload=w.with_read_share(0.5), policy=PostCopy(), **kw)
-    forced = simulate(workload=w.with_read_share(0.5), policy=PostCopy(read_share=0.0), **kw)
+    base = simulate(workload=w.with_read_share(0.0), policy=PostCopy(channel_backlog=0), **kw)
+    own = simulate(workload=w.with_read_share(0.5), policy=PostCopy(channel_backlog=0), **kw)
+    forced = simulate(workload=w.with_read_share(0.5), policy=PostCopy(read_share=0.0, channel_backlog=0), **kw)
     assert own.postcopy_requests > 1.4 * base.postcopy_requests
     assert forced.postcopy_requests == base.postcopy_requests
     assert w.read_share is None  # with_read_share copies

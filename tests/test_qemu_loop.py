@@ -9,6 +9,7 @@ import pytest
 
 from dirtylog import Link, Migration, PreCopy, simulate
 from dirtylog.costs import TrackingCosts
+from dirtylog.errors import ConfigError
 from dirtylog.engine import WINDOW, Engine, SendResult
 from dirtylog.migration import KEEP_ROUNDS, Phase
 from dirtylog.workloads import Hotspot, Uniform
@@ -47,6 +48,25 @@ def test_threshold_is_the_measured_bandwidth_of_the_last_window():
     assert c.windows >= 2 and c.last_length == pytest.approx(WINDOW, abs=1e-9)
     assert c.bandwidth == pytest.approx(64 * 2**20, rel=0.01)
     assert m.threshold() == pytest.approx(c.bandwidth * 0.2)
+
+
+def test_late_windows_keep_qemus_budget_and_deliver_less():
+    # QEMU's budget is max-bandwidth x 100 ms per window; a thread that wakes late stretches the
+    # window (rate_window), so the delivered and measured rate (and the threshold) are lower
+    cap = 64 * 2**20
+    m = Migration(memory="256MiB", workload=Uniform("10MiB/s", seed=1), link=Link("1GiB/s"),
+                  policy=PreCopy(max_bandwidth=cap, downtime_limit="200ms", rate_window="125ms"))
+    m.advance("0.6s")
+    c = m.engine.counters()
+    assert c.windows >= 3 and c.last_length == pytest.approx(0.125, abs=1e-9)
+    assert c.last_bytes == pytest.approx(cap * WINDOW, abs=4104)  # QEMU's budget, not the delivered rate's
+    assert c.bandwidth == pytest.approx(cap * WINDOW / 0.125, rel=0.01)
+    assert m.threshold() == pytest.approx(c.bandwidth * 0.2)
+    assert m.next_event_time() == pytest.approx(c.window_start + 0.125)
+    with pytest.raises(ConfigError, match="rate_window"):
+        PreCopy(rate_window="0s")
+    with pytest.raises(ConfigError, match="rate_window"):
+        PreCopy(rate_window="1min")
 
 
 def test_near_the_threshold_qemu_syncs_in_every_window():

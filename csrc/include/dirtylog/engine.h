@@ -20,14 +20,21 @@
  * access (a write from the workload or a read from the read stream) to a page the
  * destination lacks is a remote fault: the page is received at once, its link time
  * is served ahead of the push in the next slice, and the vCPU stalls for a round
- * trip plus the page's transfer. Writes on the destination bump the page's version
+ * trip plus the transfer of what the channel holds ahead of it (the backlog, see
+ * dl_engine_postcopy_set_backlog) and of the page;
+ * the push then goes on after the requested page, as QEMU's does. A vCPU whose
+ * stalls outlast the slice makes no more accesses in it (they would come after the
+ * page arrives, when the push has sent more). Writes on the destination bump the page's version
  * on both sides (the source array then stands for the guest's memory).
  *
- * XBZRLE (rounds after round 0): a direct-mapped cache of xbzrle_slots pages (slot =
- * page mod slots, as QEMU's page cache indexes by address). A page found in the
- * cache is sent as a delta whose size is drawn from an exponential distribution
+ * XBZRLE (once the scan has wrapped): a direct-mapped cache of xbzrle_slots pages
+ * (slot = page mod slots, as QEMU's page cache indexes by address). A page found in
+ * the cache is sent as a delta whose size is drawn from an exponential distribution
  * with mean xbzrle_ratio of a page (a delta larger than a page overflows and the
- * page goes whole); a miss sends the page whole and caches it.
+ * page goes whole); a miss sends the page whole and caches it, unless its slot holds
+ * another page filled or hit within the last 2 syncs (QEMU's CACHED_PAGE_LIFETIME:
+ * a fresh page is not evicted). A sync is a dl_engine_dirty_add* or _fill call. A
+ * zero page sent meanwhile is cached too (as zeros).
  *
  * In clear (manual protect) mode, set a clear mask (the bitmap of the last sync):
  * before the first page of each clear chunk (default 1 GiB) is sent, the engine
@@ -225,6 +232,11 @@ typedef struct dl_postcopy_state {
 int dl_engine_postcopy_begin(dl_engine *e, const uint64_t *stale_words, size_t nwords, uint8_t *received,
                              uint64_t n_received, struct dl_workload *reads, double read_scale,
                              double read_offset, double latency, uint32_t prepage);
+/* Bytes the channel holds ahead of a requested page while the push runs (at most what
+ * the push still has to send): QEMU 7.2 sends requested pages on the one stream, behind
+ * what the background push has queued in the socket buffers. 0 (the default): the
+ * request goes first (postcopy-preempt's own channel). Any time. */
+int dl_engine_postcopy_set_backlog(dl_engine *e, uint64_t bytes);
 /* Runs post-copy until every page has arrived or the clock reaches `deadline`. */
 int dl_engine_postcopy_step(dl_engine *e, double deadline);
 int dl_engine_postcopy_state(const dl_engine *e, dl_postcopy_state *out);
