@@ -430,7 +430,8 @@ static int xbzrle_cost(const dl_engine *e, uint64_t p, uint64_t *cost)
     if (ratio >= 1.0)
         return 2;
     uint64_t header = e->cfg.page_bytes - dl__tracker_page_size(e->t);
-    *cost = header + 2 + (uint64_t)(ratio * dl__tracker_page_size(e->t));
+    /* on the wire: the page header, the encoding flag, a be16 length, the delta (save_xbzrle_page) */
+    *cost = header + 3 + (uint64_t)(ratio * dl__tracker_page_size(e->t));
     return 1;
 }
 
@@ -452,7 +453,8 @@ static void xbzrle_commit(dl_engine *e, uint64_t p, int kind, uint64_t cost)
 {
     if (kind == 1) {
         e->st.xbzrle_pages++;
-        e->st.xbzrle_bytes += cost;
+        /* QEMU's xbzrle-cache bytes leave the page header out (save_xbzrle_page) */
+        e->st.xbzrle_bytes += cost - (e->cfg.page_bytes - dl__tracker_page_size(e->t));
         e->xage[p % e->cfg.xbzrle_slots] = e->gen; /* a hit refreshes the slot (cache_is_cached) */
     } else if (kind == 2) {
         e->st.xbzrle_overflows++;

@@ -263,7 +263,9 @@ def load_run(path: Union[str, Path]) -> QemuRun:
             xb = {"pages": xs[-1]["xbzrle-pages"], "bytes": xs[-1]["xbzrle-bytes"]} if xs else {}
         figures["xbzrle_pages"] = xb.get("pages")
         if xb.get("pages"):
-            xb_ratio = min(1.0, max(1e-4, xb["bytes"] / (xb["pages"] * ram.get("page-size", 4096))))
+            # QEMU's bytes hold a flag and a be16 length per delta besides the delta itself
+            delta = xb["bytes"] - 3 * xb["pages"]
+            xb_ratio = min(1.0, max(1e-4, delta / (xb["pages"] * ram.get("page-size", 4096))))
     link = None  # the wire's speed where QEMU lifted the rate limit
     if status == "completed" and downtime_ms and ram.get("downtime-bytes"):
         link = ram["downtime-bytes"] / (downtime_ms / 1000.0)

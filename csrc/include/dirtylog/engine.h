@@ -95,7 +95,7 @@ typedef struct dl_engine_state {
     uint64_t writes;         /* guest writes applied */
     uint64_t clears;         /* clear-mode chunk clears issued */
     uint64_t xbzrle_pages;   /* pages sent as XBZRLE deltas */
-    uint64_t xbzrle_bytes;   /* bytes of those deltas (with headers) */
+    uint64_t xbzrle_bytes;   /* bytes of those deltas, less the page headers (QEMU's xbzrle-cache bytes) */
     uint64_t xbzrle_misses;  /* pages not in the cache (sent whole, then cached) */
     uint64_t xbzrle_overflows; /* deltas larger than a page (sent whole) */
     uint64_t guest_pending;  /* 1 while a guest slice is only partly applied: see dl_engine_resume */
