@@ -995,8 +995,8 @@ class Migration:
         self._pending_at_sync = 0
         self._mark = self._snapshot()
         self._mark["throttle"] = 1.0
-        # device state plus the discard bitmap (one bit per page)
-        self._device_left = self.device_bytes + (self.pages + 7) // 8
+        # the device state, and the discard list: the destination drops the pages dirty now
+        self._device_left = self.device_bytes + discard_bytes(self._pc_stale)
         self._final_stage = "devices"
 
     def _switchover_step(self, target: float) -> None:
@@ -1245,6 +1245,24 @@ class Migration:
         except ConfigError:
             pass
         return out
+
+
+#: QEMU 7.2's discard commands at a post-copy switch-over (postcopy_discard_send_range,
+#: migration/postcopy-ram.c; qemu_savevm_send_postcopy_ram_discard, migration/savevm.c): up to
+#: 12 (start, length) ranges of dirty pages per command, 16 bytes each, after a header of 14
+#: bytes for the RAM block "pc.ram" (command byte, command, length, version, name length, name, NUL).
+DISCARD_RANGES_PER_COMMAND = 12
+DISCARD_COMMAND_HEADER = 1 + 2 + 2 + 1 + 1 + len("pc.ram") + 1
+
+
+def discard_bytes(stale: np.ndarray) -> int:
+    """Bytes of QEMU's discard list for the dirty pages ``stale`` (sorted page numbers): one
+    range per run of consecutive pages, so a scattered dirty set costs far more than a bitmap."""
+    if stale.size == 0:
+        return 0
+    ranges = int(np.count_nonzero(np.diff(stale.astype(np.int64)) != 1)) + 1
+    commands = -(-ranges // DISCARD_RANGES_PER_COMMAND)
+    return commands * DISCARD_COMMAND_HEADER + 16 * ranges
 
 
 def _bitmap_pages(words: np.ndarray, pages: int) -> np.ndarray:

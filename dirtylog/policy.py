@@ -328,9 +328,10 @@ class PostCopy:
         guest that faults on nearly every access). 0 models ``postcopy-preempt``
         (QEMU 8.0+), whose requests have a channel of their own.
 
-    At the switch-over the guest pauses while the device state and the dirty bitmap
-    are sent (that is its downtime), then runs on the destination: every access to
-    a page it does not hold yet is a remote fault (a request crosses the link, the
+    At the switch-over the guest pauses while the device state and QEMU's discard
+    list (the dirty pages as ranges, 12 per command: a scattered dirty set costs
+    about 17 bytes per range) are sent (that is its downtime), then runs on the
+    destination: every access to a page it does not hold yet is a remote fault (a request crosses the link, the
     vCPU waits a round trip plus the transfer of the channel's backlog and of the
     page), served ahead of the rest of the background push,
     which sends the remaining pages in page order and goes on after the requested

@@ -88,7 +88,7 @@ _AUTOCONVERGE = ("auto-converge: dirtylog's throttle steps converge the run soon
 _ZERO_LAYOUT = ("zero-page layout: dirtylog scatters its zero pages at random and the workload writes into some of "
                 "them; the guest's zero pages are memory it never writes")
 _PC_SWITCH = ("post-copy switch-over: QEMU's pause sends no RAM (downtime-bytes 0), only the discard list and the "
-              "device-state package, which dirtylog sends at the link speed of the post-copy push (under 1 ms); "
+              "device-state package, which dirtylog sends at the link speed of the post-copy push (2.1 ms); "
               "QEMU's 54-83 ms here are host time: the STOP event came 0.2-72 ms after postcopy-active (the big lock "
               "and stopping the TCG vCPU at load 12 on 2 cores), its pre-copy pauses show the same noise (hot-under "
               "sent exactly 7,355,442 bytes in 26, 60 and 87 ms; xbzrle-2 5.3 MiB in 6 ms), and two post-copy runs "
