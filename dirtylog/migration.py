@@ -1198,15 +1198,19 @@ class Migration:
         p = self.policy
         out: Dict[str, Any] = {"zero_pages": int(st.zero_pages_sent)}
         if p.xbzrle:
-            looked = int(st.xbzrle_pages + st.xbzrle_misses + st.xbzrle_overflows)
+            # as QEMU's query-migrate counts them (save_xbzrle_page): every cache hit is an XBZRLE
+            # page, an overflow (a delta larger than the page) included, whose page goes whole
+            hits = int(st.xbzrle_pages + st.xbzrle_overflows)
+            xbytes = int(st.xbzrle_bytes) + int(st.xbzrle_overflows) * self.page_size
+            looked = hits + int(st.xbzrle_misses)
             out["xbzrle"] = {
                 "cache_size": p.xbzrle_cache_size,
-                "pages": int(st.xbzrle_pages),
-                "bytes": int(st.xbzrle_bytes),
+                "pages": hits,
+                "bytes": xbytes,
                 "cache_miss": int(st.xbzrle_misses),
                 "cache_miss_rate": st.xbzrle_misses / looked if looked else 0.0,
                 "overflow": int(st.xbzrle_overflows),
-                "encoding_rate": (st.xbzrle_pages * self.page_size / st.xbzrle_bytes) if st.xbzrle_bytes else 0.0,
+                "encoding_rate": (hits * self.page_size / xbytes) if xbytes else 0.0,
             }
         if p.multifd_channels or p.channel_bandwidth is not None:
             out["multifd"] = {"channels": p.multifd_channels, "channel_bandwidth": p.channel_bandwidth,
