@@ -86,6 +86,8 @@ def _recorded(prog: str, tmp: Path):
 def _recorded_pid(prog: str):
     from dirtylog.record_pid import record_pid
 
+    c0 = _children_cpu()
+    s0 = resource.getrusage(resource.RUSAGE_SELF)
     p = subprocess.Popen([prog, str(GIB_MIB), str(WRITES), "wait"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          text=True)
     try:
@@ -102,7 +104,9 @@ def _recorded_pid(prog: str):
             p.kill()
             p.wait()
     t0, t1, _ = map(int, out.split())
-    return rec, (t1 - t0) / 1e9
+    s1 = resource.getrusage(resource.RUSAGE_SELF)
+    recorder = s1.ru_utime + s1.ru_stime - s0.ru_utime - s0.ru_stime
+    return rec, (t1 - t0) / 1e9, _children_cpu() - c0, recorder
 
 
 def test_record_pid_overhead(benchmark, randwrite):
@@ -115,8 +119,8 @@ def test_record_pid_overhead(benchmark, randwrite):
 
 
 def _record_pid_overhead(randwrite: str) -> None:
-    plain, _ = min(_plain(randwrite) for _ in range(2))
-    rec, took = min((_recorded_pid(randwrite) for _ in range(2)), key=lambda r: r[1])
+    plain, plain_cpu = min(_plain(randwrite) for _ in range(2))
+    rec, took, cpu, recorder_cpu = min((_recorded_pid(randwrite) for _ in range(2)), key=lambda r: r[1])
     dirty = int(rec.page.size)  # recorded from the timed phase's start (the last partial interval is lost)
     scan = rec.scan_ns / 1e9
     RESULTS["record_pid"] = dict(
@@ -124,6 +128,7 @@ def _record_pid_overhead(randwrite: str) -> None:
         harvest_ms_mean=float(scan.mean() * 1e3), harvest_ms_max=float(scan.max() * 1e3), dirty_pages=dirty,
         cost_per_page_us=(took - plain) / max(dirty, 1) * 1e6,
         harvest_ns_per_dirty_page=float(rec.scan_ns.sum()) / max(dirty, 1),
+        plain_cpu_s=plain_cpu, recorded_cpu_s=cpu, recorder_cpu_s=recorder_cpu,
     )
 
 
@@ -237,5 +242,8 @@ def teardown_module(module) -> None:
                 f"{r['harvest_ms_max']:.1f} ms max ({r['intervals']} intervals)",
                 f"    dirty pages recorded                  {r['dirty_pages']:,}",
                 f"    cost per written page                 {r['cost_per_page_us']:.2f} us of the program's time, "
-                f"+ {r['harvest_ns_per_dirty_page']:.0f} ns of the recorder's harvest"]
+                f"+ {r['harvest_ns_per_dirty_page']:.0f} ns of the recorder's harvest",
+                f"    CPU time (whole run) plain / recorded {r['plain_cpu_s']:.2f} s / {r['recorded_cpu_s']:.2f} s: "
+                f"x{r['recorded_cpu_s'] / max(r['plain_cpu_s'], 1e-9):.2f} (the recorder, outside: "
+                f"{r['recorder_cpu_s']:.2f} s)"]
     sys.stdout.write("\n".join(out) + "\n")

@@ -200,6 +200,10 @@ def _check(rc: int, err: int, pid: int, what: str) -> None:
         raise _Exited()
     detail = f" ({_errno.errorcode.get(err, err)}: {os.strerror(err)})" if err else ""
     if rc == lib.DL_ERR_PERM:
+        tracer = _tracer_of(pid)
+        if tracer:
+            raise PermissionError(f"process {pid} is already traced by process {tracer} (a debugger or strace?); "
+                                  "a process has one tracer at a time: detach it, then record")
         raise PermissionError(
             f"not allowed to trace process {pid}{detail}: recording another process with userfaultfd needs ptrace "
             "rights over it (run as root or with CAP_SYS_PTRACE, or as its user with kernel.yama.ptrace_scope = 0; "
@@ -212,6 +216,18 @@ def _check(rc: int, err: int, pid: int, what: str) -> None:
         raise UnsupportedError(f"{what}: not supported{detail}: process {pid} is 32-bit, has no vDSO, or its "
                                "kernel lacks userfaultfd WP async (Linux 6.7+)")
     raise OSError(err, f"{what} in process {pid}: {os.strerror(err) if err else f'status {rc}'}")
+
+
+def _tracer_of(pid: int) -> int:
+    """TracerPid of /proc/PID/status (0: none, or unreadable)."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"TracerPid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def choose_method(method: str = "auto", procfs: str = "/proc") -> str:

@@ -139,6 +139,30 @@ def test_uffd_permission_error_names_ptrace(tmp_path):
     assert "PERM" in r.stdout and "ptrace" in r.stdout, r.stdout + r.stderr
 
 
+@needs_uffd
+def test_uffd_a_process_already_traced(tmp_path):
+    if shutil.which("strace") is None:
+        pytest.skip("no strace to trace the process with")
+    st = subprocess.Popen(["strace", "-o", os.devnull, "sleep", "30"], env=_env())
+    try:
+        kids: List[str] = []
+        for _ in range(100):  # the traced sleep: strace's child
+            kids = Path(f"/proc/{st.pid}/task/{st.pid}/children").read_text().split()
+            if kids and Path(f"/proc/{kids[0]}/comm").read_text().strip() == "sleep":
+                break
+            time.sleep(0.05)
+        with pytest.raises(PermissionError, match=f"already traced by process {st.pid}"):
+            record_pid(int(kids[0]), duration="0.2s")
+    finally:
+        for k in kids:  # the sleep that strace started, then strace
+            try:
+                os.kill(int(k), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        st.kill()
+        st.wait()
+
+
 def test_methods_and_errors(tmp_path):
     with pytest.raises(RecordError, match="no process with pid 999999999"):
         record_pid(999999999)
