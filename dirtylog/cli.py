@@ -1083,8 +1083,8 @@ def cmd_record(args: argparse.Namespace) -> int:
             from rich.text import Text
 
             mib = p.last_dirty * p.page_size / p.interval / 2**20
-            status.update(Text(f"{name} {format_time(p.elapsed)}: {p.intervals:,} intervals, last {p.last_dirty:,} "
-                               f"dirty pages ({mib:,.1f} MiB/s) of {format_size(p.pages * p.page_size)}",
+            status.update(Text(f"{name}: {format_time(p.elapsed)}, {p.intervals:,} intervals, last {p.last_dirty:,} "
+                               f"pages dirty ({mib:,.1f} MiB/s) of {format_size(p.pages * p.page_size)}",
                                no_wrap=True, overflow="ellipsis"))
 
     try:
