@@ -4,8 +4,8 @@
 writes through a :class:`~dirtylog.tracker.Tracker`, QEMU's migration bitmap and its
 rate-limited send loop (100 ms windows, 50 ms iterations), and post-copy. It is
 mechanism only: it never decides when to sync, switch over or throttle;
-:class:`~dirtylog.migration.Migration` does (with :mod:`dirtylog.policy` and
-:mod:`dirtylog.throttle`).
+:class:`~dirtylog.migration.Migration` does (with :mod:`dirtylog.policy`,
+:mod:`dirtylog.decision` and :mod:`dirtylog.throttle`).
 """
 from __future__ import annotations
 

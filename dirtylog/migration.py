@@ -40,6 +40,7 @@ from ._lib import check, ffi, lib
 from ._validate import MAX_PAGES, as_int, tracker_config, tracker_mode
 from .config import DEFAULTS, simulate_kwargs
 from .costs import TrackingCosts
+from .decision import Action, Decision, SyncPolicy, SyncState
 from .devices import Device, default_devices, device_bytes, ordered
 from .engine import WINDOW, Engine, SendResult
 from .errors import ConfigError, CoreError, Interrupted, StateError
@@ -48,6 +49,7 @@ from .link import Link, check_bandwidth
 from .policy import PostCopy, PreCopy
 from .report import MigrationReport, RoundReport
 from .resources import check_memory, migration_memory
+from .throttle import AutoConverge, DirtyLimit, DirtyRatePeriod
 from .tracker import Tracker
 from .units import format_size, format_time, parse_size, parse_time
 
@@ -351,20 +353,13 @@ class Migration:
         self._pc_done_at = math.nan
         self._pc_state = ffi.new("dl_postcopy_state *")
         self._bytes_at_resume = 0
-        # auto-converge (QEMU's migration_trigger_throttle state)
-        self.throttle = 0  # percent
-        self.throttle_history: List[int] = []
-        self._period_start = 0.0
-        self._period_dirty = 0
-        self._period_xfer0 = 0
-        self._dirty_high = 0
-        # dirty-limit
-        self.dirty_limit_active = False
-        self._dl_next = math.inf
-        self._dl_snap: List[int] = []
-        self._vthr = [0.0] * self.tracker.vcpus
-        # early verdict: pending bytes at each sync since the last change of conditions
-        self._stall_hist: List[int] = []
+        # QEMU's dirty-rate period and the throttles it steps (dirtylog.throttle)
+        self._period = DirtyRatePeriod(self.policy.throttle_trigger_threshold)
+        self._autoconverge = AutoConverge(self.policy, self.engine) if self.policy.auto_converge else None
+        self._dirtylimit = (DirtyLimit(self.policy, self.engine, self.vcpus, psize, self.tracker.config.ring_entries)
+                            if self.policy.dirty_limit else None)
+        # what to do at a sync (dirtylog.decision), with the early verdict's history
+        self._decider = SyncPolicy(self.policy, self.postcopy)
         self.interrupted = False
 
     def _xbzrle_slots(self, npages: int, psize: int) -> int:
@@ -386,6 +381,24 @@ class Migration:
     @property
     def done(self) -> bool:
         return self.phase in ENDED
+
+    @property
+    def throttle(self) -> int:
+        """Auto-converge's throttle now (percent; QEMU's cpu-throttle-percentage)."""
+        return self._autoconverge.percent if self._autoconverge is not None else 0
+
+    @property
+    def throttle_history(self) -> List[int]:
+        """Auto-converge's steps so far (percent)."""
+        return list(self._autoconverge.history) if self._autoconverge is not None else []
+
+    @property
+    def dirty_limit_active(self) -> bool:
+        """Whether dirty-limit is in service (its per-vCPU throttles held)."""
+        return self._dirtylimit is not None and self._dirtylimit.active
+
+    def _dl_next(self) -> float:
+        return self._dirtylimit.next_at if self._dirtylimit is not None else math.inf
 
     def next_event_time(self) -> float:
         """The simulated time of the next point at which the migration's state can change in a way a
@@ -413,7 +426,7 @@ class Migration:
             end = c.window_start + win
             while end <= now:
                 end += win
-            return min(nxt, end, self._timeout_at(), self._dl_next)
+            return min(nxt, end, self._timeout_at(), self._dl_next())
         bw = self._phase_bandwidth()
         if self._final_stage == "pages":
             if self.phase == Phase.POSTCOPY:
@@ -574,7 +587,7 @@ class Migration:
         self.link_bandwidth = self.policy.effective_bandwidth(link)
         self.bandwidth = self.policy.live_bandwidth(link)
         check(lib.dl_engine_set_bandwidth(self._e, self._phase_bandwidth()), "set_bandwidth")
-        self._stall_hist.clear()
+        self._decider.conditions_changed()
         self._event("bandwidth", bandwidth=link)
 
     def _phase_bandwidth(self) -> float:
@@ -620,7 +633,7 @@ class Migration:
             return
         if self.phase == "precopy":
             limit_at = self._timeout_at()
-            deadline = min(target, limit_at, self._dl_next)
+            deadline = min(target, limit_at, self._dl_next())
             p = self.policy
             if p.stop == "xen":  # Xen syncs at the end of each pass over the dirty set
                 why = self.engine.send_dirty(deadline)
@@ -629,12 +642,12 @@ class Migration:
                                                                               * p.downtime_limit)))
             else:
                 why = self.engine.send_dirty(deadline, below_seconds=p.downtime_limit)
-            if self.clock >= self._dl_next:
+            if self.clock >= self._dl_next():
                 self._dirty_limit_adjust()
             if why != SendResult.DEADLINE:
                 self._iteration()
             elif self.clock >= limit_at:
-                self._limit(f"timeout of {format_time(limit_at)} reached")
+                self._apply(Decision(Action.LIMIT, f"timeout of {format_time(limit_at)} reached"))
             return
         if self.phase == "downtime":
             self._downtime_step(target)
@@ -700,85 +713,37 @@ class Migration:
             self.engine.charge(kicks * self.costs.kick)
         self.dirty_sync_count += 1
         if measure:
-            self._period_dirty += added
-            self._maybe_throttle()
+            self._period.add(added)
+            self._end_period()
         return added
 
-    def _maybe_throttle(self) -> None:
-        """QEMU's migration_trigger_throttle, run at a sync at least 1 s after the last period."""
-        now = self.clock
-        if now <= self._period_start + 1.0:
+    def _end_period(self) -> None:
+        """QEMU's migration_bitmap_sync after the harvest: the dirty-rate period closes at a sync more
+        than 1000 ms after it began, and the throttle steps when the dirty rate was high twice."""
+        fire = self._period.close(self.clock, int(self._engine_state().bytes_sent), self.page_size)
+        if fire is None:
             return
-        xfer = int(self._engine_state().bytes_sent)
-        p = self.policy
-        bytes_xfer = xfer - self._period_xfer0
-        bytes_dirty = self._period_dirty * self.page_size
-        threshold = bytes_xfer * p.throttle_trigger_threshold / 100
-        if (p.auto_converge or p.dirty_limit) and bytes_dirty > threshold:
-            self._dirty_high += 1
-            if self._dirty_high >= 2:
-                self._dirty_high = 0
-                self._throttle_down(bytes_dirty, threshold)
-        self._period_start = now
-        self._period_dirty = 0
-        self._period_xfer0 = xfer
-
-    def _throttle_down(self, bytes_dirty: float, threshold: float) -> None:
-        p = self.policy
-        if p.dirty_limit:
-            if not self.dirty_limit_active:
-                self.dirty_limit_active = True
-                self._stall_hist.clear()
-                self._dl_snap = [v.dirtied for v in self.tracker.stats.vcpus]
-                self._dl_next = self.clock + p.dirty_limit_period
-                self._event("dirty-limit", limit=p.vcpu_dirty_limit)
-            return
-        if self.throttle == 0:
-            new = p.cpu_throttle_initial  # QEMU sets the initial throttle as given
-        else:
-            if not p.cpu_throttle_tailslow:
-                inc = p.cpu_throttle_increment
-            else:  # size the step by how far the dirty rate is from the threshold
-                cpu_now = 100 - self.throttle
-                cpu_ideal = int(cpu_now * (threshold / bytes_dirty))  # QEMU: uint64_t, truncated
-                inc = min(cpu_now - cpu_ideal, p.cpu_throttle_increment)
-            new = min(self.throttle + inc, p.max_cpu_throttle)
-        if new != self.throttle:
-            self.throttle = new
-            self.throttle_history.append(new)
-            self._stall_hist.clear()
-            check(lib.dl_engine_set_throttle(self._e, new / 100.0), "throttle")
-            self._event("throttle", percent=new)
+        if self._autoconverge is not None:
+            new = self._autoconverge.step(*fire)
+            if new is not None:
+                self._decider.conditions_changed()
+                self._event("throttle", percent=new)
+        elif self._dirtylimit is not None and not self._dirtylimit.active:
+            self._dirtylimit.engage(self.clock, [v.dirtied for v in self.tracker.stats.vcpus])
+            self._decider.conditions_changed()
+            self._event("dirty-limit", limit=self.policy.vcpu_dirty_limit)
 
     def _dirty_limit_adjust(self) -> None:
-        """Each period: hold every vCPU's dirty page rate at the limit by throttling it alone."""
-        p = self.policy
-        now = [v.dirtied for v in self.tracker.stats.vcpus]
-        rates = []
-        for j, (a, b) in enumerate(zip(self._dl_snap, now)):
-            rate = (b - a) * self.page_size / p.dirty_limit_period
-            cur = self._vthr[j]
-            new = 1.0 - (1.0 - cur) * p.vcpu_dirty_limit / rate if rate > 0 else 0.0
-            new = min(max(new, 0.0), 0.99)
-            if abs(new - cur) > 1e-3:  # still adjusting: no early verdict yet
-                self._stall_hist.clear()
-            if new != cur:
-                check(lib.dl_engine_set_vcpu_throttle(self._e, j, new), "dirty limit")
-                self._vthr[j] = new
-            rates.append(rate)
-        self._dl_snap = now
-        self._dl_next += p.dirty_limit_period
-        self._event("dirty-limit-period", rates=rates, throttles=list(self._vthr))
+        """Each dirty-limit period: hold every vCPU's dirty page rate at the limit by throttling it alone."""
+        assert self._dirtylimit is not None
+        rates, throttles, moving = self._dirtylimit.adjust([v.dirtied for v in self.tracker.stats.vcpus])
+        if moving:  # still adjusting: no early verdict yet
+            self._decider.conditions_changed()
+        self._event("dirty-limit-period", rates=rates, throttles=throttles)
 
     def _lift_dirty_limit(self) -> None:
-        if not self.dirty_limit_active:
-            return
-        for j in range(self.vcpus):
-            if self._vthr[j]:
-                check(lib.dl_engine_set_vcpu_throttle(self._e, j, 0.0), "dirty limit")
-                self._vthr[j] = 0.0
-        self.dirty_limit_active = False
-        self._dl_next = math.inf
+        if self._dirtylimit is not None:
+            self._dirtylimit.lift()
 
     def _round_report(self, dirty_pages: int, final: bool = False, postcopy: bool = False,
                       remaining_pages: int = 0) -> RoundReport:
@@ -858,70 +823,28 @@ class Migration:
         self.expected_downtime = pending / bw
         self._round_report(added, remaining_pages=npend)
         self._round_reported = True
-        done_rounds = self._round_index  # syncs after round 0's
-        stalled = self._stalled(pending, threshold) if pending >= threshold and npend else None
-        if npend == 0 or pending < threshold:
-            self._switchover(True, f"converged: {format_size(pending)} pending < threshold "
-                                   f"{format_size(threshold)} (bandwidth x downtime limit)")
-        elif npend < p.min_dirty_pages:
-            self._switchover(True, f"converged: {npend} dirty pages < {p.min_dirty_pages}")
-        elif self.postcopy is not None and self.policy.on_limit != "postcopy" \
-                and self._round_index + 1 >= self.postcopy.after_rounds:
-            self._start_postcopy(f"switched to post-copy after {self._round_index + 1} pre-copy round(s)")
-        elif stalled is not None:
-            self._rollback(stalled)
-        elif p.max_iterations is not None and done_rounds >= p.max_iterations:
-            self._limit(f"iteration limit reached ({p.max_iterations} rounds after round 0)")
-        elif p.max_total_factor is not None and self._sent_precopy > p.max_total_factor * self.memory:
-            self._limit(f"sent {self._sent_precopy / self.memory:.2f}x memory (limit {p.max_total_factor:g}x)")
-        elif self.clock >= self._timeout_at():
-            self._limit(f"timeout of {format_time(self._timeout_at())} reached")
+        ac, dl = self._autoconverge, self._dirtylimit
+        decision = self._decider.decide(SyncState(
+            pending_pages=npend, page_size=self.page_size, threshold=threshold, round_index=self._round_index,
+            sent_precopy=self._sent_precopy, memory=self.memory, clock=self.clock,
+            throttle_can_step=(ac is not None and ac.can_step()) or (dl is not None and not dl.active),
+            faults_pending=bool(self._faults),
+            stationary=self.workload is None or bool(getattr(self.workload, "stationary", False))))
+        self._apply(decision)
+
+    def _apply(self, d: Decision) -> None:
+        """Carry out the policy's decision (dirtylog.decision)."""
+        if d.action == Action.LIMIT:
+            self._event("limit", reason=d.reason, action=self.policy.on_limit)
+            d = self._decider.at_limit(d.reason)
+        if d.action == Action.SWITCHOVER:
+            self._switchover(d.converged, d.reason)
+        elif d.action == Action.POSTCOPY:
+            self._start_postcopy(d.reason)
+        elif d.action == Action.ROLLBACK:
+            self._rollback(d.reason)
         else:
             self._begin_round(self._round_index + 1)
-
-    def _stalled(self, pending: int, threshold: float) -> Optional[str]:
-        """The early verdict (``PreCopy.stop_when_stalled``): the reason if the migration can never converge."""
-        p = self.policy
-        hist = self._stall_hist
-        hist.append(int(pending))
-        if not p.stop_when_stalled or self.postcopy is not None or self._faults:
-            return None
-        if p.on_limit != "abort" and (p.timeout is not None or p.max_iterations is not None
-                                      or p.max_total_factor is not None):
-            return None  # a limit with its own action will end it
-        if self.workload is not None and not getattr(self.workload, "stationary", False):
-            return None
-        if p.auto_converge and self.throttle < p.max_cpu_throttle:
-            return None
-        if p.dirty_limit and not self.dirty_limit_active:
-            return None
-        k = p.stall_syncs
-        if len(hist) < 2 * k:
-            return None
-        recent, before = sorted(hist[-k:]), sorted(hist[-2 * k:-k])
-        steady = recent[k // 2]  # medians: robust to one sync's fluctuation
-        gap = recent[0] - threshold
-        shrink = max(0, before[k // 2] - steady)
-        if gap <= 20 * shrink:
-            return None  # still shrinking: at this pace it may reach the threshold within 20 x k syncs
-        if gap <= max(4 * (recent[-1] - recent[0]), 0.1 * threshold):
-            return None  # close to the threshold: a lucky fluctuation may still get below it
-        return (f"does not converge: pending holds steady at {format_size(steady)} (RAM, "
-                f"median of the last {k} syncs) against a threshold of {format_size(threshold)} "
-                f"(bandwidth x downtime limit): {format_size(steady - threshold)} too much, "
-                f"{steady / threshold if threshold > 0 else math.inf:.1f}x the threshold. Under QEMU's rules this migration never converges; "
-                f"QEMU itself would keep iterating until cancelled (PreCopy(stop_when_stalled=False) simulates "
-                f"that)")
-
-    def _limit(self, reason: str) -> None:
-        self._event("limit", reason=reason, action=self.policy.on_limit)
-        if self.policy.on_limit == "abort":
-            self._rollback(f"{reason}; rolled back (on_limit='abort')")
-            return
-        if self.policy.on_limit == "postcopy":
-            self._start_postcopy(f"{reason}; switched to post-copy (on_limit='postcopy')")
-            return
-        self._switchover(False, f"{reason}; forced stop-and-copy (on_limit='force')")
 
     def _pause(self) -> None:
         """End pre-copy as QEMU's migration_completion does: stop the vCPUs, sync once more
@@ -1138,6 +1061,7 @@ class Migration:
         pages_sent = int(st.pages_sent)
         normal = pages_sent - zero - int(st.xbzrle_pages)  # QEMU counts XBZRLE pages apart
         rate = _nominal_write_rate(self.workload, self.pages, self.page_size)
+        dl_figures = self._dirtylimit.figures() if self._dirtylimit is not None else (None, None)
         return MigrationReport(
             status=self.status,
             converged=self.converged,
@@ -1184,6 +1108,8 @@ class Migration:
             rounds_aggregated=self._rounds_mid.aggregated if self._rounds_mid is not None else 0,
             window_mbps=self._window_figures()["mbps"],
             window_pages_per_second=self._window_figures()["pages_per_second"],
+            dirty_limit_ring_full_time=dl_figures[0],
+            dirty_limit_throttle_time_per_round=dl_figures[1],
         )
 
     def _window_figures(self) -> Dict[str, float]:

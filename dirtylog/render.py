@@ -222,6 +222,10 @@ def _throttle_value(report: Any) -> Optional[Line]:
                      f"vCPU throttles up to {100 * max(thr):.0f} %")
         else:
             text += "; no period completed"
+        full = getattr(report, "dirty_limit_ring_full_time", None)
+        per = getattr(report, "dirty_limit_throttle_time_per_round", None)
+        if full is not None and per is not None:  # QEMU's dirty-limit-ring-full-time and -throttle-time-per-round
+            text += f"; ring-full time {format_time(full)}, throttle time per round {format_time(per)}"
         return [(text, "")]
     return None
 

@@ -1,0 +1,199 @@
+"""The throttles QEMU puts on a guest that dirties memory faster than it can be sent.
+
+Three small controllers, each owning its own state, driven by
+:class:`~dirtylog.migration.Migration` at QEMU's points:
+
+- :class:`DirtyRatePeriod`: the dirty-rate period of ``migration_bitmap_sync``
+  (QEMU's migration/ram.c). Every sync adds the pages it newly set in the migration
+  bitmap; at a sync more than 1000 ms (QEMU's millisecond clock) after the period
+  began, the period closes: if the bytes dirtied in it exceed
+  ``throttle_trigger_threshold`` % of the bytes sent in it, a counter goes up, and
+  when it reaches 2 the throttle steps (``migration_trigger_throttle``) and the
+  counter restarts. More frequent syncs therefore change when the throttle steps,
+  as in QEMU.
+- :class:`AutoConverge`: QEMU's ``mig_throttle_guest_down``: the first step sets
+  ``cpu_throttle_initial`` %, each later one adds ``cpu_throttle_increment`` %
+  (or, with ``cpu_throttle_tailslow``, a step sized by how far the dirty rate is
+  from the threshold), at most ``max_cpu_throttle`` %. A throttled guest runs
+  (100 - throttle) % of the time (QEMU's cpu-throttle sleeps the vCPUs).
+- :class:`DirtyLimit`: QEMU's dirty-limit (softmmu/dirtylimit.c, 8.1+): once the
+  trigger fires it is engaged for good; every ``dirty_limit_period`` it reads each
+  vCPU's dirty rate from its dirty ring and throttles that vCPU alone so that its
+  rate comes to ``vcpu_dirty_limit``. It also keeps what QEMU reports as
+  ``dirty-limit-ring-full-time`` (how long a vCPU takes to fill its dirty ring at
+  the highest per-vCPU dirty rate seen) and ``dirty-limit-throttle-time-per-round``
+  (the longest sleep a vCPU takes each time its ring fills).
+
+Simplifications: a vCPU throttle is a share of the vCPU's time (the C engine
+scales that vCPU's writes); QEMU reaches the same share by sleeping a vCPU for
+``throttle_us_per_full`` at each ring-full exit, adjusted in steps, so dirtylog's
+dirty-limit settles in one period where QEMU may take a few.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, List, Optional, Sequence, Tuple
+
+__all__ = ["DirtyRatePeriod", "AutoConverge", "DirtyLimit", "PERIOD_MS", "MAX_VCPU_THROTTLE"]
+
+#: QEMU evaluates the period at a sync more than this many milliseconds after it began.
+PERIOD_MS = 1000
+#: The largest share of its time a vCPU sleeps under dirty-limit (QEMU: DIRTYLIMIT_THROTTLE_PCT_MAX 99).
+MAX_VCPU_THROTTLE = 0.99
+
+
+def _ms(t: float) -> int:
+    """QEMU's millisecond clock at simulated time ``t`` (floor; exact on dirtylog's 50 ms grid)."""
+    return math.floor(round(t * 1e6) / 1000)
+
+
+class DirtyRatePeriod:
+    """QEMU's dirty-rate period (``time_last_bitmap_sync``, ``num_dirty_pages_period``,
+    ``bytes_xfer_prev``, ``dirty_rate_high_cnt``)."""
+
+    def __init__(self, trigger_threshold: int, start: float = 0.0, xfer: int = 0) -> None:
+        self.trigger_threshold = int(trigger_threshold)
+        self.start = float(start)
+        self.dirty_pages = 0
+        self.xfer0 = int(xfer)
+        self.high = 0  # QEMU's dirty_rate_high_cnt: high periods since the last step
+
+    def add(self, pages: int) -> None:
+        """A sync newly set ``pages`` in the migration bitmap."""
+        self.dirty_pages += int(pages)
+
+    def due(self, now: float) -> bool:
+        """Whether a sync at ``now`` closes the period (QEMU: end_time > time_last_bitmap_sync + 1000 ms)."""
+        return _ms(now) > _ms(self.start) + PERIOD_MS
+
+    def close(self, now: float, xfer: int, page_size: int) -> Optional[Tuple[float, float]]:
+        """At a sync: None while the period is not due. Otherwise the period closes (a new one
+        begins at ``now``) and, when the dirty rate was high for the second time, returns
+        ``(bytes dirtied in the period, the trigger threshold in bytes)``: the throttle steps."""
+        if not self.due(now):
+            return None
+        bytes_xfer = int(xfer) - self.xfer0
+        bytes_dirty = self.dirty_pages * page_size
+        threshold = bytes_xfer * self.trigger_threshold / 100
+        fire: Optional[Tuple[float, float]] = None
+        if bytes_dirty > threshold:
+            self.high += 1
+            if self.high >= 2:
+                self.high = 0
+                fire = (float(bytes_dirty), float(threshold))
+        self.start = float(now)
+        self.dirty_pages = 0
+        self.xfer0 = int(xfer)
+        return fire
+
+
+class AutoConverge:
+    """QEMU's auto-converge throttle (a percentage of every vCPU's time)."""
+
+    def __init__(self, policy: Any, engine: Any) -> None:
+        self.policy = policy
+        self.engine = engine
+        self.percent = 0
+        self.history: List[int] = []
+
+    def step(self, bytes_dirty: float, threshold: float) -> Optional[int]:
+        """QEMU's mig_throttle_guest_down; returns the new percentage, or None when it did not move."""
+        p = self.policy
+        if self.percent == 0:
+            new = p.cpu_throttle_initial  # QEMU sets the initial throttle as given
+        else:
+            if not p.cpu_throttle_tailslow:
+                inc = p.cpu_throttle_increment
+            else:  # size the step by how far the dirty rate is from the threshold
+                cpu_now = 100 - self.percent
+                cpu_ideal = int(cpu_now * (threshold / bytes_dirty))  # QEMU: uint64_t, truncated
+                inc = min(cpu_now - cpu_ideal, p.cpu_throttle_increment)
+            new = min(self.percent + inc, p.max_cpu_throttle)
+        if new == self.percent:
+            return None
+        self.percent = new
+        self.history.append(new)
+        self.engine.set_throttle(new / 100.0)
+        return new
+
+    def can_step(self) -> bool:
+        """Whether a later step could still throttle more (for the early verdict)."""
+        return self.percent < self.policy.max_cpu_throttle
+
+
+class DirtyLimit:
+    """QEMU's dirty-limit: per-vCPU throttles holding each vCPU's dirty rate at the limit."""
+
+    def __init__(self, policy: Any, engine: Any, vcpus: int, page_size: int, ring_entries: int) -> None:
+        self.policy = policy
+        self.engine = engine
+        self.page_size = int(page_size)
+        self.ring_bytes = int(ring_entries) * self.page_size
+        self.active = False
+        self.next_at = math.inf
+        self.throttles = [0.0] * int(vcpus)
+        self._snap: List[int] = []
+        self._max_rate = 0.0  # QEMU's static max_dirtyrate of dirtylimit_dirty_ring_full_time
+        #: (ring-full time, throttle time per round) as of the last period the limit was in service
+        self._figures: Optional[Tuple[float, float]] = None
+
+    def engage(self, now: float, dirtied: Sequence[int]) -> None:
+        """The trigger fired: the limit is in service from now on (``dirtied``: pages each vCPU
+        has dirtied so far)."""
+        self.active = True
+        self._snap = list(dirtied)
+        self.next_at = now + self.policy.dirty_limit_period
+
+    def adjust(self, dirtied: Sequence[int]) -> Tuple[List[float], List[float], bool]:
+        """A period ended: each vCPU's dirty rate over it, throttled to the limit.
+
+        Returns (rates in bytes/s, the new throttles, whether any throttle still moves)."""
+        p = self.policy
+        rates: List[float] = []
+        moving = False
+        for j, (a, b) in enumerate(zip(self._snap, dirtied)):
+            rate = (b - a) * self.page_size / p.dirty_limit_period
+            cur = self.throttles[j]
+            new = 1.0 - (1.0 - cur) * p.vcpu_dirty_limit / rate if rate > 0 else 0.0
+            new = min(max(new, 0.0), MAX_VCPU_THROTTLE)
+            if abs(new - cur) > 1e-3:
+                moving = True
+            if new != cur:
+                self.engine.set_vcpu_throttle(j, new)
+                self.throttles[j] = new
+            rates.append(rate)
+        self._snap = list(dirtied)
+        self.next_at += p.dirty_limit_period
+        self._max_rate = max([self._max_rate] + rates)
+        self._figures = (self.ring_full_time(), self.throttle_time_per_round())
+        return rates, list(self.throttles), moving
+
+    def ring_full_time(self) -> float:
+        """QEMU's dirty-limit-ring-full-time (seconds): how long a vCPU dirtying at the highest
+        per-vCPU rate seen takes to fill its dirty ring (0 before any vCPU dirtied a page)."""
+        return self.ring_bytes / self._max_rate if self._max_rate > 0 else 0.0
+
+    def throttle_time_per_round(self) -> float:
+        """QEMU's dirty-limit-throttle-time-per-round (seconds): the longest a vCPU sleeps each
+        time its ring fills. A vCPU throttled to a share s of its time sleeps s / (1 - s) of a
+        ring-full time per ring (QEMU's throttle_us_per_full, adjusted by the same ratio)."""
+        full = self.ring_full_time()
+        return max((s / (1.0 - s) * full for s in self.throttles), default=0.0)
+
+    def figures(self) -> Tuple[Optional[float], Optional[float]]:
+        """(ring-full time, throttle time per round) as of the last period in service; (None, None)
+        when the limit never completed a period (QEMU reports neither then)."""
+        if self._figures is None:
+            return None, None
+        return self._figures
+
+    def lift(self) -> None:
+        """Take every vCPU throttle off (the pause, a rollback): the limit is out of service."""
+        if not self.active:
+            return
+        for j, s in enumerate(self.throttles):
+            if s:
+                self.engine.set_vcpu_throttle(j, 0.0)
+                self.throttles[j] = 0.0
+        self.active = False
+        self.next_at = math.inf

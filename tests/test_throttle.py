@@ -1,0 +1,142 @@
+"""The throttle controllers (dirtylog.throttle) and the policy's decision at a sync (dirtylog.decision)."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from dirtylog import Link, PreCopy, PostCopy, simulate
+from dirtylog.decision import Action, SyncPolicy, SyncState
+from dirtylog.throttle import AutoConverge, DirtyLimit, DirtyRatePeriod
+from dirtylog.workloads import Uniform
+
+
+class FakeEngine:
+    def __init__(self):
+        self.throttle = 0.0
+        self.vcpu = {}
+
+    def set_throttle(self, t):
+        self.throttle = t
+
+    def set_vcpu_throttle(self, j, t):
+        self.vcpu[j] = t
+
+
+# -- the dirty-rate period ---------------------------------------------------------------
+def test_period_closes_only_more_than_1000_ms_after_it_began():
+    p = DirtyRatePeriod(50, start=0.7 - 0.4)  # 0.29999999999999993: a float just below 0.3
+    p.add(1000)
+    # exactly 1 s later on dirtylog's grid: QEMU's `end_time > last + 1000` (milliseconds) is false
+    assert not p.due(1.3)
+    assert p.close(1.3, 10 * 4096, 4096) is None and p.dirty_pages == 1000  # the period goes on
+    assert p.due(1.301)
+
+
+def test_period_fires_on_the_second_high_period_and_not_on_low_ones():
+    p = DirtyRatePeriod(50)
+    # bytes dirtied 100 pages x 4 KiB = 400 KiB against 50 % of 400 KiB sent: high
+    p.add(100)
+    assert p.close(1.5, 100 * 4096, 4096) is None and p.high == 1
+    p.add(10)  # low: QEMU's counter does not restart on a low period
+    assert p.close(3.0, 200 * 4096, 4096) is None and p.high == 1
+    p.add(100)
+    fire = p.close(4.5, 300 * 4096, 4096)
+    assert fire == (100 * 4096, 100 * 4096 * 50 / 100) and p.high == 0
+    assert p.start == 4.5 and p.dirty_pages == 0 and p.xfer0 == 300 * 4096
+
+
+def test_auto_converge_steps_initial_then_increment_up_to_the_max():
+    e = FakeEngine()
+    ac = AutoConverge(PreCopy(auto_converge=True, max_cpu_throttle=45), e)
+    assert [ac.step(2.0, 1.0) for _ in range(5)] == [20, 30, 40, 45, None]
+    assert ac.history == [20, 30, 40, 45] and e.throttle == pytest.approx(0.45) and not ac.can_step()
+
+
+def test_auto_converge_tailslow_sizes_the_step_by_the_dirty_rate():
+    ac = AutoConverge(PreCopy(auto_converge=True, cpu_throttle_tailslow=True), FakeEngine())
+    assert ac.step(2.0, 1.0) == 20
+    # cpu_now 80, ideal 80 x 0.95 = 76: a step of 4, not 10
+    assert ac.step(1.0, 0.95) == 24
+
+
+def test_dirty_limit_figures_as_qemu_reports_them():
+    e = FakeEngine()
+    pol = PreCopy(dirty_limit=True, vcpu_dirty_limit="4MiB/s", dirty_limit_period="1s")
+    dl = DirtyLimit(pol, e, vcpus=2, page_size=4096, ring_entries=4096)
+    assert dl.figures() == (None, None)
+    dl.engage(2.0, [0, 0])
+    assert dl.active and dl.next_at == 3.0
+    # vCPU 0 dirtied 16 MiB/s, vCPU 1 2 MiB/s
+    rates, thr, moving = dl.adjust([4096, 512])
+    assert rates == [16 * 2**20, 2 * 2**20] and moving
+    assert thr == [pytest.approx(0.75), 0.0] and e.vcpu == {0: pytest.approx(0.75)}
+    full, per = dl.figures()
+    assert full == pytest.approx(16 * 2**20 / (16 * 2**20))  # a 16 MiB ring at 16 MiB/s: 1 s
+    assert per == pytest.approx(0.75 / 0.25 * full)  # sleeps 3 s per ring full to run a quarter of the time
+    dl.lift()
+    assert not dl.active and e.vcpu[0] == 0.0 and dl.next_at == math.inf
+    assert dl.figures() == (full, per)  # kept as of the last period in service
+
+
+def test_report_carries_the_dirty_limit_figures_in_json_and_text():
+    kw = dict(memory="256MiB", vcpus=2, link=Link("100MiB/s"), tracker="ring")
+    r = simulate(workload=Uniform("200MiB/s", shares=[0.8, 0.2], seed=1),
+                 policy=PreCopy(dirty_limit=True, vcpu_dirty_limit="20MB/s"), **kw)
+    assert r.status == "completed" and r.verified
+    assert r.dirty_limit_ring_full_time > 0 and r.dirty_limit_throttle_time_per_round > 0
+    # the heavy vCPU's rate before the limit bounds the ring-full time: 4096 entries x 4 KiB
+    rates = [max(e["rates"]) for e in r.events if e["event"] == "dirty-limit-period"]
+    assert r.dirty_limit_ring_full_time == pytest.approx(4096 * 4096 / max(rates))
+    d = json.loads(r.to_json())
+    assert d["dirty_limit_ring_full_time"] == pytest.approx(r.dirty_limit_ring_full_time)
+    assert "ring-full time" in r.summary(200) and "throttle time per round" in r.summary(200)
+    plain = simulate(workload=Uniform("20MiB/s", seed=1), **dict(kw, tracker="pml"))
+    assert plain.dirty_limit_ring_full_time is None and plain.dirty_limit_throttle_time_per_round is None
+    assert json.loads(plain.to_json())["dirty_limit_ring_full_time"] is None
+    assert "ring-full time" not in plain.summary(200)
+
+
+# -- the decision at a sync ----------------------------------------------------------------
+def _state(**kw):
+    base = dict(pending_pages=1000, page_size=4096, threshold=1e6, round_index=3, sent_precopy=10 << 20,
+                memory=8 << 20, clock=5.0, throttle_can_step=False, faults_pending=False, stationary=True)
+    base.update(kw)
+    return SyncState(**base)
+
+
+def test_sync_policy_decides_each_action():
+    sp = SyncPolicy(PreCopy())
+    d = sp.decide(_state(pending_pages=100))
+    assert d.action == Action.SWITCHOVER and d.converged and "converged" in d.reason
+    assert sp.decide(_state()).action == Action.CONTINUE
+    assert SyncPolicy(PreCopy(min_dirty_pages=2000)).decide(_state()).action == Action.SWITCHOVER
+    d = SyncPolicy(PreCopy(max_iterations=3)).decide(_state())
+    assert d.action == Action.LIMIT and "iteration limit" in d.reason
+    assert SyncPolicy(PreCopy(max_total_factor=1.0)).decide(_state()).action == Action.LIMIT
+    assert SyncPolicy(PreCopy(timeout="5s")).decide(_state()).action == Action.LIMIT
+    pc = PostCopy(after_rounds=4)
+    assert SyncPolicy(pc.precopy, pc).decide(_state()).action == Action.POSTCOPY
+    assert SyncPolicy(pc.precopy, pc).decide(_state(round_index=1)).action == Action.CONTINUE
+
+
+@pytest.mark.parametrize("on_limit,action,converged", [("force", Action.SWITCHOVER, False),
+                                                        ("abort", Action.ROLLBACK, False),
+                                                        ("postcopy", Action.POSTCOPY, False)])
+def test_sync_policy_at_a_limit_follows_on_limit(on_limit, action, converged):
+    d = SyncPolicy(PreCopy(on_limit=on_limit)).at_limit("timeout of 5 s reached")
+    assert d.action == action and d.converged is converged and d.reason.startswith("timeout of 5 s reached; ")
+
+
+def test_sync_policy_early_verdict_needs_a_steady_set_and_no_throttle_left():
+    sp = SyncPolicy(PreCopy(stall_syncs=3))
+    for _ in range(5):
+        assert sp.decide(_state(pending_pages=10_000)).action == Action.CONTINUE
+    d = sp.decide(_state(pending_pages=10_000))
+    assert d.action == Action.ROLLBACK and "does not converge" in d.reason
+    sp.conditions_changed()  # e.g. a throttle step: the history starts again
+    assert sp.decide(_state(pending_pages=10_000)).action == Action.CONTINUE
+    still = SyncPolicy(PreCopy(stall_syncs=3))
+    for _ in range(10):  # a throttle that can still step keeps the verdict back
+        assert still.decide(_state(pending_pages=10_000, throttle_can_step=True)).action == Action.CONTINUE
