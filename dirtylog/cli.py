@@ -219,6 +219,17 @@ def _percent(name: str, maximum: float = 99) -> Callable[[str], int]:
     return parse
 
 
+def _zero_pages(text: str) -> str:
+    """A zero-page placement (dirtylog.specs.parse_zero_pages), kept as the spec string."""
+    from .specs import parse_zero_pages
+
+    try:
+        parse_zero_pages(text)
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(f"{exc}; e.g. 30%, top:25%, top:512MiB, ranges:0-1023") from None
+    return text
+
+
 def _fraction(text: str) -> float:
     t = text.strip()
     try:
@@ -356,8 +367,9 @@ def _add_migration(p: argparse.ArgumentParser, tracker: bool = True, skip: Seque
     g = p.add_argument_group("guest memory mapping")
     g.add_argument("--huge-pages", choices=HUGE_PAGES, default="none",
                    help="2 MiB mappings split lazily on the first write or eagerly at start (default none)")
-    g.add_argument("--zero-pages", type=_fraction, default=DEFAULTS["zero_pages"], metavar="FRACTION",
-                   help="share of memory that is zero pages, sent as headers only (e.g. 30%%; default 0)")
+    g.add_argument("--zero-pages", type=_zero_pages, default=DEFAULTS["zero_pages"], metavar="PLACEMENT",
+                   help="zero pages, sent as headers only: a share scattered at random (30%%), the top of memory "
+                        "(top:25%%, top:512MiB) or page ranges (ranges:0-1023,4096-8191); default 0")
     m = p.add_argument_group("link and policy")
     m.add_argument("-b", "--bandwidth", type=_rate, default=DEFAULTS["bandwidth"], metavar="RATE",
                    help="migration bandwidth (default %(default)s)")
@@ -565,8 +577,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="vCPUs (default %s)" % DEFAULTS["vcpus"])
     wg.add_argument("--seed", type=_whole("seed", 0), default=DEFAULTS["seed"], metavar="N", help="workload seed")
     wg.add_argument("--huge-pages", choices=HUGE_PAGES, default="none", help="huge page mode")
-    wg.add_argument("--zero-pages", type=_fraction, default=DEFAULTS["zero_pages"], metavar="FRACTION",
-                    help="zero-page share")
+    wg.add_argument("--zero-pages", type=_zero_pages, default=DEFAULTS["zero_pages"], metavar="PLACEMENT",
+                    help="zero pages: 30%% (scattered), top:25%%, ranges:0-1023")
     wg.add_argument("--latency", type=_time, default=DEFAULTS["latency"], metavar="TIME", help="one-way link latency")
     _add_policy(w, wg, listed=True)
     wo = w.add_argument_group("running and output")

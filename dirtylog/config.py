@@ -232,7 +232,7 @@ class MigrationConfig:
     vcpus: int
     page_size: Union[int, str]
     huge_pages: Optional[str]
-    zero_pages: float
+    zero_pages: Any  # a fraction, a spec string or a dirtylog.zeropages.ZeroPages
     seed: int
     verify: bool
     give_up_after: Union[float, str, None]

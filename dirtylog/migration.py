@@ -8,14 +8,18 @@ How time passes (the C engine, ``csrc/engine.c``, does the hot part):
 
 1. Setup: dirty logging starts (write-protecting memory takes ``setup_time``,
    see :mod:`dirtylog.costs`), then the first sync.
-2. Round 0 sends every page in page order, in chunks (``PreCopy.chunk_size``);
-   during each chunk's transfer time the guest runs and its writes go through the
-   tracker. Zero pages cost a header only in round 0.
-3. At the end of each round a sync harvests the dirty log (``dirty_sync_count``).
-   If the dirty bytes plus device state fit in ``bandwidth x downtime_limit`` the
-   guest is paused, the log harvested once more, and the rest plus the device
-   state are sent (the downtime: that transfer + latency + resume_time).
-   Otherwise the harvested pages are the next round, sent in page order.
+2. The live phase runs QEMU's loop: pages are sent from the scan position of the
+   migration bitmap (wrapping at the end of memory) in iterations of at most 50 ms,
+   rate-limited per 100 ms window (``PreCopy.max_bandwidth``); during each chunk's
+   transfer time the guest runs and its writes go through the tracker. A page that
+   still holds zeros goes as a header only, in every pass (:mod:`dirtylog.zeropages`).
+3. When what is left falls below the threshold (measured bandwidth x downtime
+   limit), a sync harvests the dirty log into the bitmap (``dirty_sync_count``;
+   the throttles of :mod:`dirtylog.throttle` are evaluated there) and the policy
+   decides (:mod:`dirtylog.decision`): switch over if what is pending is still below
+   the threshold (pause, sync once more, send the rest and the device state at link
+   speed: the downtime is that transfer + latency + resume_time), start post-copy,
+   or go on sending. A round is the span between two syncs.
 4. Limits (iterations, total bytes, dirty pages, timeout) end the migration by
    ``on_limit``: "force" (stop-and-copy now) or "abort" (roll back: logging stops,
    the source keeps running, nothing is lost).
@@ -52,6 +56,7 @@ from .resources import check_memory, migration_memory
 from .throttle import AutoConverge, DirtyLimit, DirtyRatePeriod
 from .tracker import Tracker
 from .units import format_size, format_time, parse_size, parse_time
+from .zeropages import ZeroPages
 
 __all__ = ["Migration", "Phase", "simulate"]
 
@@ -149,11 +154,16 @@ class Migration:
     vcpus, page_size, huge_pages:
         As for :class:`Tracker`.
     zero_pages:
-        Fraction of memory that is zero pages (sent as headers only in round 0).
+        Where the zero pages are (a page holds zeros until the guest first writes it;
+        every pass sends a zero page as a header only, as QEMU does): a fraction
+        scattered at random (``0.3``), or a :class:`~dirtylog.zeropages.ZeroPages`
+        placement or its spec (``"top:25%"``, ``"top:512MiB"``,
+        ``"ranges:0-1023,4096-8191"``): the top of memory or page ranges, which a
+        workload writing elsewhere never hits.
     devices:
         Device state sent during the downtime (default :func:`default_devices`).
     seed:
-        Seed of the zero-page layout (workloads carry their own seeds).
+        Seed of the scattered zero-page layout (workloads carry their own seeds).
     verify:
         Keep a stale bitmap (1 bit per page: written since last sent) and check at
         the end that no page is stale. With ``zero_pages`` the source also counts
@@ -178,7 +188,7 @@ class Migration:
         vcpus: int = 1,
         page_size: Union[int, str] = 4096,
         huge_pages: Optional[str] = None,
-        zero_pages: float = 0.0,
+        zero_pages: Union[float, str, ZeroPages] = 0.0,
         devices: Optional[Sequence[Device]] = None,
         seed: int = 0,
         verify: bool = True,
@@ -216,12 +226,9 @@ class Migration:
         self.costs = costs if costs is not None else TrackingCosts()
         if not isinstance(self.costs, TrackingCosts):
             raise TypeError(f"costs must be a dirtylog.TrackingCosts, got {type(self.costs).__name__}")
-        try:
-            zfrac = float(zero_pages)
-        except (TypeError, ValueError):
-            raise TypeError(f"zero_pages must be a fraction between 0 and 1, got {zero_pages!r}") from None
-        if not 0.0 <= zfrac <= 1.0:
-            raise ConfigError(f"zero_pages must be a fraction in [0, 1], got {zero_pages!r}")
+        zplace = ZeroPages.parse(zero_pages)
+        zplace.check(npages, psize)
+        zfrac = zplace.share(npages, psize)
         if isinstance(tracker, str):
             topts: Dict[str, Any] = {"mode": tracker_mode(tracker, "tracker")}
         elif isinstance(tracker, dict):
@@ -311,6 +318,11 @@ class Migration:
         cfg.zero_seed = (self.seed * 0x9E3779B97F4A7C15 + 0xD1B54A32D192ED03) % 2**64
         cfg.work_budget = _WORK_BUDGET
         self.engine = Engine(cfg, self.tracker, self._wl)
+        #: where the zero pages are (dirtylog.zeropages)
+        self.zero_pages = zplace
+        zmap = zplace.bitmap(npages, psize)
+        if zmap is not None:
+            self.engine.set_zero_map(zmap)
         self._e = self.engine.handle
         self._live_rate_limit()
         self._state = ffi.new("dl_engine_state *")
@@ -1209,7 +1221,7 @@ def simulate(
     vcpus: int = DEFAULTS["vcpus"],
     page_size: Union[int, str] = DEFAULTS["page_size"],
     huge_pages: Optional[str] = DEFAULTS["huge_pages"],
-    zero_pages: float = DEFAULTS["zero_pages"],
+    zero_pages: Union[float, str, ZeroPages] = DEFAULTS["zero_pages"],
     devices: Optional[Sequence[Device]] = None,
     seed: int = DEFAULTS["seed"],
     verify: bool = DEFAULTS["verify"],

@@ -45,6 +45,12 @@ Examples: ``hotspot:2GiB/s``, ``hotspot:1GiB/s,hot=5%,share=0.95``, ``zipf:1GiB/
 :func:`with_rate` puts another rate into a one-term spec (for sweeps over the dirty
 rate). Errors are :class:`~dirtylog.errors.ConfigError` naming the term and the
 argument.
+
+Zero-page placements (``zero_pages=``, ``--zero-pages``; :func:`parse_zero_pages`,
+:mod:`dirtylog.zeropages`): ``30%`` or ``0.3`` (scattered at random),
+``scattered:30%``, ``top:25%`` / ``top:512MiB`` / ``top:4096`` (the last pages of
+memory: a share, a size or a page count), ``ranges:0-1023,65536-131071``
+(inclusive page numbers, like a CPU list).
 """
 from __future__ import annotations
 
@@ -56,7 +62,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .errors import ConfigError
 
-__all__ = ["GRAMMAR", "KINDS", "Term", "parse_terms", "parse_workload", "with_rate", "describe"]
+__all__ = ["GRAMMAR", "KINDS", "Term", "parse_terms", "parse_workload", "with_rate", "describe", "ZERO_GRAMMAR",
+           "parse_zero_pages"]
 
 #: One line per kind, for ``--help``.
 GRAMMAR = """\
@@ -509,3 +516,54 @@ def describe(spec: Any) -> str:
     if isinstance(spec, str):
         return spec.strip()
     return repr(spec)
+
+
+# ----------------------------------------------------------------------------- zero-page placement
+
+#: The zero-page specs (``--zero-pages``, ``zero_pages=``): see :mod:`dirtylog.zeropages`.
+ZERO_GRAMMAR = """\
+ZERO := FRACTION | "scattered:" FRACTION | "top:" (FRACTION | SIZE | PAGES) | "ranges:" RANGE ("," RANGE)*
+RANGE := PAGE ["-" PAGE]     (inclusive page numbers, like a CPU list)
+FRACTION is 0.3 or 30%; SIZE has a unit (1GiB); PAGES is a whole number > 1.
+Examples: 30%, scattered:10%, top:25%, top:512MiB, top:4096, ranges:0-1023,65536-131071"""
+
+
+def parse_zero_pages(spec: str) -> Any:
+    """A :class:`~dirtylog.zeropages.ZeroPages` from a spec string (see :data:`ZERO_GRAMMAR`)."""
+    from .zeropages import ZeroPages
+
+    if not isinstance(spec, str):
+        raise TypeError(f"a zero-page spec must be a string, got {type(spec).__name__}")
+    if len(spec) > 10_000:
+        raise ConfigError(f"zero-page spec too long ({len(spec):,} characters)")
+    text = spec.strip()
+    kind, sep, arg = text.partition(":")
+    kind = kind.strip().lower()
+    if not sep:
+        return ZeroPages.scattered(text)
+    if kind == "scattered":
+        return ZeroPages.scattered(arg)
+    if kind == "top":
+        amount = arg.strip()
+        if amount.isdigit() and int(amount) > 1:
+            return ZeroPages.top(int(amount))
+        return ZeroPages.top(amount)
+    if kind == "ranges":
+        spans = []
+        for part in arg.split(","):
+            p = part.strip()
+            lo, dash, hi = p.partition("-")
+            if not lo.strip().isdigit() or (dash and not hi.strip().isdigit()):
+                raise ConfigError(f"zero-page spec {spec!r}: {p!r} is not a page range (A-B, inclusive page "
+                                  f"numbers)")
+            first = int(lo)
+            last = int(hi) if dash else first
+            if last < first:
+                raise ConfigError(f"zero-page spec {spec!r}: range {p!r} ends before it starts")
+            spans.append((first, last + 1))
+        return ZeroPages.ranges(spans)
+    from .config import suggest
+    from .zeropages import KINDS
+
+    raise ConfigError(f"unknown zero-page placement {kind!r} in {spec!r}; allowed: a fraction, "
+                      f"{', '.join(k + ':...' for k in KINDS)}{suggest(kind, KINDS)}")
