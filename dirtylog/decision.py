@@ -120,6 +120,8 @@ class SyncPolicy:
         threshold = s.threshold
         hist = self.history
         hist.append(int(s.pending))
+        if len(hist) > 2 * p.stall_syncs:
+            del hist[: -2 * p.stall_syncs]  # the verdict reads the last 2 x stall_syncs: memory stays bounded
         if not p.stop_when_stalled or self.postcopy is not None or s.faults_pending:
             return None
         if p.on_limit != "abort" and (p.timeout is not None or p.max_iterations is not None

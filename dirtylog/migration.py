@@ -339,6 +339,8 @@ class Migration:
         self._round_count = 0
         self._callbacks: List[RoundReport] = []
         self.events: List[Dict[str, Any]] = []
+        self._round_events = 0
+        self._late_round_events: List[Dict[str, Any]] = []
         self.dirty_sync_count = 0
         self.expected_downtime = math.nan
         self.setup_time = self._setup_time()
@@ -372,6 +374,10 @@ class Migration:
                             if self.policy.dirty_limit else None)
         # what to do at a sync (dirtylog.decision), with the early verdict's history
         self._decider = SyncPolicy(self.policy, self.postcopy)
+        # a live sync takes the migration thread this long (TrackingCosts.sync, sync_per_gib): nothing is
+        # sent until _busy_until, so the loop cannot sync more often than that
+        self._sync_time = self.costs.sync + self.costs.sync_per_gib * self.memory / GIB
+        self._busy_until = 0.0
         self.interrupted = False
 
     def _xbzrle_slots(self, npages: int, psize: int) -> int:
@@ -489,7 +495,18 @@ class Migration:
         }
 
     def _event(self, kind: str, **detail: Any) -> None:
-        self.events.append({"time": self.clock, "event": kind, **detail})
+        ev = {"time": self.clock, "event": kind, **detail}
+        self.events.append(ev)
+        if kind == "round":
+            # as the rounds: the first and the last KEEP_ROUNDS round events are kept, so that a
+            # migration syncing for hours holds a bounded list
+            self._round_events += 1
+            if self._round_events > KEEP_ROUNDS:
+                self._late_round_events.append(ev)
+                if len(self._late_round_events) > KEEP_ROUNDS:
+                    old = self._late_round_events.pop(0)
+                    i = next(j for j in range(len(self.events) - 1, -1, -1) if self.events[j] is old)
+                    del self.events[i]
         if kind in ("completed", "failed", "lost"):  # every end of a migration passes here once
             guest = float(self._engine_state().guest_clock)
             for leaf in self.workload._leaves() if self.workload is not None else []:
@@ -647,7 +664,10 @@ class Migration:
             limit_at = self._timeout_at()
             deadline = min(target, limit_at, self._dl_next())
             p = self.policy
-            if p.stop == "xen":  # Xen syncs at the end of each pass over the dirty set
+            if self.clock < self._busy_until:  # the migration thread is still in its sync: nothing goes
+                self.engine.idle(min(deadline, self._busy_until))
+                why = SendResult.DEADLINE
+            elif p.stop == "xen":  # Xen syncs at the end of each pass over the dirty set
                 why = self.engine.send_dirty(deadline)
             elif p.switchover_bandwidth is not None:
                 why = self.engine.send_dirty(deadline, below_bytes=max(1, int(p.switchover_bandwidth
@@ -857,6 +877,7 @@ class Migration:
             self._rollback(d.reason)
         else:
             self._begin_round(self._round_index + 1)
+            self._busy_until = self.clock + self._sync_time
 
     def _pause(self) -> None:
         """End pre-copy as QEMU's migration_completion does: stop the vCPUs, sync once more

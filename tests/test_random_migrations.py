@@ -35,6 +35,7 @@ from dirtylog import Link, Migration, PostCopy, PreCopy, simulate
 from dirtylog.devices import Device
 from dirtylog.errors import ConfigError, StateError
 from dirtylog.faults import BandwidthChange, LinkFailure
+from dirtylog.migration import KEEP_ROUNDS
 from dirtylog.workloads import Hotspot, Idle, Mix, Sequential, Trace, Uniform, WorkingSet, Zipf
 
 # Random traces often end before the migration does: said by a warning, expected here.
@@ -46,7 +47,7 @@ RUNS = int(os.environ.get("DIRTYLOG_RANDOM_RUNS", "250"))
 #: Rounds after which a run counts as unbounded (and is stopped, so the suite stays short).
 ROUND_CAP = 3000
 #: What a report may hold: QEMU cannot sync more often than its iterations allow.
-ROUND_BOUND = 1000
+ROUND_BOUND = 2 * KEEP_ROUNDS + 2  # the first and last KEEP_ROUNDS, the aggregate between, the final round
 SANITIZED = os.environ.get("DIRTYLOG_SANITIZER_RUN", "") not in ("", "0")
 
 TRACKERS = ("wp", "pml", "ring", "clear")
@@ -328,8 +329,7 @@ def test_random_migration(index):
         if why:
             pytest.xfail(why)
         raise AssertionError(f"{type(out.error).__name__}: {out.error}\n{case.describe()}") from out.error
-    if out.capped:
-        pytest.xfail(f"issue 15 item 5 (engine): more than {ROUND_CAP} rounds; {case.describe()}")
+    assert not out.capped, f"more than {ROUND_CAP} rounds\n{case.describe()}"
     r = out.report
     what = f"{case.describe()}\nactions done: {out.action_log}\nstatus {r.status}: {r.reason}"
     verify = case.kwargs.get("verify", True)
@@ -371,7 +371,6 @@ def _each_run(check: Any) -> None:
                              f"\n\n{shown}")
 
 
-@pytest.mark.xfail(strict=False, reason="issue 15 item 5 (engine): rounds are not bounded yet")
 def test_random_rounds_are_bounded():
     def check(index: int) -> Optional[str]:
         out = outcome(index)

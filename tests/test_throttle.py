@@ -140,3 +140,40 @@ def test_sync_policy_early_verdict_needs_a_steady_set_and_no_throttle_left():
     still = SyncPolicy(PreCopy(stall_syncs=3))
     for _ in range(10):  # a throttle that can still step keeps the verdict back
         assert still.decide(_state(pending_pages=10_000, throttle_can_step=True)).action == Action.CONTINUE
+
+
+# -- how often the loop can sync (issue 15 item 5) ------------------------------------------
+def _spinning(**kw):
+    """One page rewritten all the time, a threshold below one page: QEMU syncs after every page it sends."""
+    from dirtylog.workloads import Sequential
+
+    pages, first_pass = 64, 0.02
+    bw = pages * 4104 / first_pass
+    return simulate(pages=pages, workload=Sequential("4GiB/s", length=1), link=Link(bw),
+                    policy=PreCopy(downtime_limit="0.1ms", stop_when_stalled=False), verify=False, **kw)
+
+
+def test_a_sync_takes_the_migration_thread_time():
+    from dirtylog import TrackingCosts
+
+    r = _spinning(give_up_after="1s", costs=TrackingCosts(sync="1ms", sync_per_gib=0))
+    assert r.status == "failed" and "not converged" in r.reason
+    # a sync of 1 ms, then the page's transfer: fewer than 1000 syncs per simulated second
+    assert 500 < r.dirty_sync_count <= 1000
+    # the sync time shows in the round (nothing is sent while the thread syncs)
+    live = [x for x in r.rounds if not x.final][5:]
+    assert min(x.duration for x in live) >= 1e-3 - 1e-9
+    free = _spinning(give_up_after="1s", costs=TrackingCosts.zero())
+    assert free.dirty_sync_count > 2 * r.dirty_sync_count  # a free sync: the loop spins at one page per sync
+
+
+def test_a_long_spinning_migration_keeps_a_bounded_report():
+    from dirtylog.migration import KEEP_ROUNDS
+
+    r = _spinning(give_up_after="1.5s")
+    assert r.dirty_sync_count > 2 * KEEP_ROUNDS + 100
+    assert r.rounds_aggregated > 0 and len(r.rounds) <= 2 * KEEP_ROUNDS + 2
+    rounds = [e for e in r.events if e["event"] == "round"]
+    assert len(rounds) == 2 * KEEP_ROUNDS  # the first and the last round events, as the rounds
+    assert rounds[0]["index"] == 0 and rounds[-1]["index"] == r.dirty_sync_count - 1
+    assert len(r.events) < 2 * KEEP_ROUNDS + 20
