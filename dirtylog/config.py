@@ -246,6 +246,10 @@ class MigrationConfig:
             raise _unknown(unknown)
         for name in _BASE_FIELDS:
             object.__setattr__(self, name, values.get(name, DEFAULTS[name]))
+        from .zeropages import ZeroPages
+
+        if isinstance(self.zero_pages, ZeroPages):  # kept as its spec string: labels and JSON stay plain
+            object.__setattr__(self, "zero_pages", str(self.zero_pages))
         object.__setattr__(self, "options", tuple((k.name, values[k.name]) for k in KNOBS if k.name in values))
 
     def __getattr__(self, name: str) -> Any:

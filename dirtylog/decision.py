@@ -129,6 +129,8 @@ class SyncPolicy:
             return None  # a limit with its own action will end it
         if not s.stationary or s.throttle_can_step:
             return None
+        if threshold <= 0:
+            return None  # no window has closed yet: nothing measured to judge against (QEMU's threshold is 0)
         k = p.stall_syncs
         if len(hist) < 2 * k:
             return None

@@ -192,12 +192,12 @@ def _fraction(x: Union[float, int, str], name: str) -> float:
         try:
             v = float(t[:-1]) / 100 if t.endswith("%") else float(t)
         except ValueError:
-            raise ConfigError(f"{name} must be a fraction in [0, 1] or a percentage, got {x!r}") from None
+            raise ConfigError(f"{name} must be a fraction between 0 and 1 (0% to 100%), got {x!r}") from None
     else:
         try:
             v = float(x)
         except (TypeError, ValueError):
             raise TypeError(f"{name} must be a fraction between 0 and 1, got {x!r}") from None
     if not 0.0 <= v <= 1.0:
-        raise ConfigError(f"{name} must be a fraction in [0, 1], got {x!r}")
+        raise ConfigError(f"{name} must be a fraction between 0 and 1 (0% to 100%), got {x!r}")
     return v

@@ -177,3 +177,12 @@ def test_a_long_spinning_migration_keeps_a_bounded_report():
     assert len(rounds) == 2 * KEEP_ROUNDS  # the first and the last round events, as the rounds
     assert rounds[0]["index"] == 0 and rounds[-1]["index"] == r.dirty_sync_count - 1
     assert len(r.events) < 2 * KEEP_ROUNDS + 20
+
+
+def test_no_early_verdict_before_a_bandwidth_was_measured():
+    # before the first 100 ms window closes QEMU's threshold is 0: nothing to judge a steady set against
+    sp = SyncPolicy(PreCopy(stall_syncs=3))
+    for _ in range(20):
+        assert sp.decide(_state(pending_pages=64, threshold=0.0)).action == Action.CONTINUE
+    r = simulate(memory="16MiB", give_up_after="10s")  # the first pass ends long before the first window
+    assert r.status == "completed" and r.converged and r.verified

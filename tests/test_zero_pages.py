@@ -83,3 +83,10 @@ def test_command_line_takes_a_placement():
     assert json.loads(out.stdout)["duplicate"] == 256
     bad = run("--zero-pages", "middle:3")
     assert bad.returncode == 2 and "zero-page placement" in bad.stderr
+
+
+def test_sweep_configs_keep_a_placement_as_its_spec():
+    from dirtylog.config import MigrationConfig
+
+    c = MigrationConfig(memory="4MiB", zero_pages=ZeroPages.top(0.25))
+    assert c.zero_pages == "top:25%" and c.build()["zero_pages"] == "top:25%"
