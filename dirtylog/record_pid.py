@@ -20,7 +20,8 @@ kernel has them, else userfaultfd write protection injected into the process.
     process. When the recording ends the injected descriptor is closed in the process
     (again by injection), which unregisters everything. Linux 6.7+ on x86-64, with
     ptrace rights over the process (root, or the same user with
-    ``kernel.yama.ptrace_scope`` 0). Each injection stops the main thread for about a
+    ``kernel.yama.ptrace_scope`` 0); a process under seccomp (strict or a filter) is refused,
+    since a filter may kill it for an injected call. Each injection stops the main thread for about a
     millisecond and may dirty one page of its stack (the ioctl arguments are written
     below the stack's red zone); the process keeps one more open descriptor (the
     userfaultfd, close-on-exec) while it is recorded.
@@ -218,16 +219,33 @@ def _check(rc: int, err: int, pid: int, what: str) -> None:
     raise OSError(err, f"{what} in process {pid}: {os.strerror(err) if err else f'status {rc}'}")
 
 
-def _tracer_of(pid: int) -> int:
-    """TracerPid of /proc/PID/status (0: none, or unreadable)."""
+def _status_field(pid: int, name: bytes) -> int:
+    """An integer field of /proc/PID/status (TracerPid, Seccomp, ...); 0 if absent or unreadable."""
     try:
         with open(f"/proc/{pid}/status", "rb") as f:
             for line in f:
-                if line.startswith(b"TracerPid:"):
+                if line.startswith(name + b":"):
                     return int(line.split()[1])
     except (OSError, ValueError, IndexError):
         pass
     return 0
+
+
+def _tracer_of(pid: int) -> int:
+    return _status_field(pid, b"TracerPid")
+
+
+def _check_injectable(pid: int) -> None:
+    """Refuse to inject into a process under seccomp: a filter that kills on userfaultfd or ioctl would kill it."""
+    mode = _status_field(pid, b"Seccomp")
+    if mode:
+        what = "strict mode" if mode == 1 else "a filter"
+        raise UnsupportedError(
+            f"process {pid} runs under seccomp ({what}: 'Seccomp: {mode}' in /proc/{pid}/status): the system calls "
+            "the uffd method injects (userfaultfd, ioctl, close) could be forbidden there, and a filter that kills on "
+            "a forbidden call would kill the process, so dirtylog does not inject into it; launch the program under "
+            "the recorder instead (dirtylog record -- COMMAND ARGS), or use --method soft-dirty on a kernel with "
+            "CONFIG_MEM_SOFT_DIRTY")
 
 
 def choose_method(method: str = "auto", procfs: str = "/proc") -> str:
@@ -345,6 +363,8 @@ def record_pid(
                                                            if _process_state(procfs, pid) else ""))
     chosen = choose_method(method, procfs)
     command = _command_of(procfs, pid)
+    if chosen == "uffd":
+        _check_injectable(pid)
     try:
         scanner: Any = (_soft_dirty(pid, procfs) if chosen == "soft-dirty" else _UffdScanner(pid))
     except _Exited:

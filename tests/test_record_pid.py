@@ -163,6 +163,42 @@ def test_uffd_a_process_already_traced(tmp_path):
         st.wait()
 
 
+SECCOMP_PROG = r"""
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stdio.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+int main(void)
+{
+    struct sock_filter allow[] = {BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)};
+    struct sock_fprog prog = {1, allow};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog))
+        return 1;
+    printf("ready\n");
+    fflush(stdout);
+    sleep(30);
+    return 0;
+}
+"""
+
+
+@needs_uffd
+@needs_cc
+def test_uffd_refuses_a_process_under_seccomp(tmp_path):
+    (tmp_path / "sc.c").write_text(SECCOMP_PROG)
+    subprocess.run([CC, "-o", str(tmp_path / "sc"), str(tmp_path / "sc.c")], check=True)
+    p = subprocess.Popen([str(tmp_path / "sc")], stdout=subprocess.PIPE, text=True, env=_env())
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        with pytest.raises(UnsupportedError, match="runs under seccomp .a filter.*does not inject"):
+            record_pid(p.pid, duration="0.2s")
+        assert p.poll() is None  # untouched
+    finally:
+        p.kill()
+        p.wait()
+
+
 def test_methods_and_errors(tmp_path):
     with pytest.raises(RecordError, match="no process with pid 999999999"):
         record_pid(999999999)
