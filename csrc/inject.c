@@ -209,6 +209,8 @@ int dl_inject_syscall(dl_inject *s, long nr, uint64_t a0, uint64_t a1, uint64_t 
             return fail(sys_errno, e);
         if (WSTOPSIG(st) == (SIGTRAP | 0x80))
             phase++;
+        else if ((st >> 16) == 0)
+            s->stopped_sig = WSTOPSIG(st); /* an unblockable signal (SIGSTOP): sent again at the end */
         /* else a group stop or a late interrupt stop: resume again */
     }
     if (ptrace(PTRACE_GETREGS, s->pid, 0, &r) != 0)
@@ -242,6 +244,8 @@ void dl_inject_end(dl_inject *s)
         ptrace(PTRACE_SETSIGMASK, s->pid, (void *)sizeof s->saved_mask, &s->saved_mask);
     ptrace(PTRACE_DETACH, s->pid, 0, 0);
     s->attached = 0;
+    if (s->stopped_sig)
+        syscall(SYS_tgkill, s->pid, s->pid, s->stopped_sig);
 }
 
 #else /* not x86-64 Linux */

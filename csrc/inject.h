@@ -38,7 +38,7 @@
 typedef struct dl_inject {
     int pid;
     int attached;
-    int stopped_sig;     /* a signal whose delivery stop came before ours: re-sent at the end */
+    int stopped_sig;     /* a signal (SIGSTOP) whose delivery stop came during the session: re-sent at its end */
     uint64_t syscall_ip; /* a syscall instruction of the target's vDSO */
     uint64_t scratch;    /* start of the scratch area below the red zone */
     uint64_t saved_mask;
