@@ -75,14 +75,15 @@ FLOORS: Dict[str, Tuple[float, float]] = {
     "xbzrle_pages": (64.0, 0.10),
 }
 
-_SYNC_STALL = ("sync stalls on the recording host: QEMU 7.2 takes the big QEMU lock for each sync (ram_save_pending, "
-               "migration/ram.c); under TCG on the loaded 2-core host a window next to a sync often sent nothing "
-               "(hot-above-fast: 10-21 such windows per run, hot-above-1: the windows before syncs 3 and 5), so the "
-               "guest dirtied more per round and rounds near the threshold span 1-3 windows where dirtylog's, whose "
-               "syncs take no time, are one window each; a property of the host, not of QEMU's loop")
-_PC_LATE_START = ("post-copy start: the runner issues migrate-start-postcopy when its 100 ms poll sees dirty-sync-count "
-                  "2, so QEMU sends one more window (3.4 MiB) before postcopy_start; dirtylog's PostCopy(after_rounds=1) "
-                  "switches at that sync: the runner's timing, not QEMU's")
+_SYNC_STALL = ("sync stalls on the recording host: QEMU 7.2 takes the big QEMU lock for each sync "
+               "(ram_save_pending, migration/ram.c); under TCG on the loaded 2-core host a window next to a sync "
+               "often sent nothing (hot-above-fast: 10-21 such windows per run, hot-above-1: the windows before "
+               "syncs 3 and 5), so the guest dirtied more per round and rounds near the threshold span 1-3 windows "
+               "where dirtylog's (its syncs cost no time here: zero tracking costs) are one window each; a property "
+               "of the host, not of QEMU's loop")
+_PC_LATE_START = ("post-copy start: the runner issues migrate-start-postcopy when its 100 ms poll sees "
+                  "dirty-sync-count 2, so QEMU sends one more window (3.4 MiB) before postcopy_start; dirtylog's "
+                  "PostCopy(after_rounds=1) switches at that sync: the runner's timing, not QEMU's")
 _AUTOCONVERGE = ("auto-converge's throttle did not slow the recorded guest: it wrote 6,100-9,100 pages/s under "
                  "20-40 % throttle against 6,500-8,900 unthrottled (QEMU at nice -10 on a 2-core host with load "
                  "~9: the vCPU thread got back in CPU share what the throttle's sleeps took), so QEMU's rounds "

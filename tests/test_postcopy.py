@@ -106,7 +106,8 @@ def test_prepaging_sends_the_following_pages_with_each_request():
     # A sweep faster than the link: after round 0 nearly every page is stale.
     kw = dict(KW, link=Link("50MiB/s", latency="1ms"))
     plain = simulate(workload=Sequential("200MiB/s"), policy=PostCopy(read_share=0.0, channel_backlog=0), **kw)
-    pre = simulate(workload=Sequential("200MiB/s"), policy=PostCopy(read_share=0.0, prepage=16, channel_backlog=0), **kw)
+    pre = simulate(workload=Sequential("200MiB/s"), policy=PostCopy(read_share=0.0, prepage=16, channel_backlog=0),
+                   **kw)
     assert plain.verified and pre.verified  # every stale page still arrives exactly once
     assert plain.postcopy_prepaged == 0 and plain.postcopy_requests > 1000
     # a sequential sweep: nearly every request brings its 16 successors along
@@ -163,7 +164,8 @@ def test_the_workload_read_share_is_used_unless_the_policy_overrides_it():
     w = Uniform("50MiB/s", seed=3)
     base = simulate(workload=w.with_read_share(0.0), policy=PostCopy(channel_backlog=0), **kw)
     own = simulate(workload=w.with_read_share(0.5), policy=PostCopy(channel_backlog=0), **kw)
-    forced = simulate(workload=w.with_read_share(0.5), policy=PostCopy(read_share=0.0, channel_backlog=0), **kw)
+    forced = simulate(workload=w.with_read_share(0.5), policy=PostCopy(read_share=0.0, channel_backlog=0),
+                      **kw)
     assert own.postcopy_requests > 1.4 * base.postcopy_requests
     assert forced.postcopy_requests == base.postcopy_requests
     assert w.read_share is None  # with_read_share copies
