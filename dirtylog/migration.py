@@ -66,6 +66,9 @@ _WORK_BUDGET = 0
 _ABSENT = int(lib.DL_ABSENT)  # csrc/include/dirtylog/engine.h
 
 
+_USER_POSTCOPY = "switched to post-copy by start_postcopy() (QEMU's migrate-start-postcopy)"
+
+
 class Phase(str, enum.Enum):
     """Where a migration stands (``Migration.phase``; compares equal to its string value)."""
 
@@ -378,6 +381,7 @@ class Migration:
         # sent until _busy_until, so the loop cannot sync more often than that
         self._sync_time = self.costs.sync + self.costs.sync_per_gib * self.memory / GIB
         self._busy_until = 0.0
+        self._postcopy_requested = False  # start_postcopy(): QEMU's start_postcopy flag
         self.interrupted = False
 
     def _xbzrle_slots(self, npages: int, psize: int) -> int:
@@ -610,6 +614,19 @@ class Migration:
                              "and the source lacks its newest pages")
         self._rollback(reason, status="cancelled")
 
+    def start_postcopy(self) -> None:
+        """QEMU's ``migrate-start-postcopy``: switch to post-copy at the migration thread's next
+        iteration (QEMU sets a flag that ``migration_iteration_run`` acts on), whatever the
+        policy's ``after_rounds``: the guest pauses, then runs on the destination (the settings
+        of the :class:`PostCopy` policy if there is one, else the defaults). If what is pending
+        at that iteration is below the threshold, the migration completes as pre-copy instead,
+        as QEMU's does."""
+        if self.done:
+            raise StateError(f"the migration has already ended ({self.status})")
+        if self.phase not in (Phase.SETUP, Phase.PRECOPY):
+            raise StateError(f"the guest is already paused ({self.phase}): too late to start post-copy")
+        self._postcopy_requested = True
+
     def set_bandwidth(self, bandwidth: Union[float, str]) -> None:
         """Change the link's bandwidth from now on (bytes/s or ``"1Gbit/s"``)."""
         link = check_bandwidth(bandwidth, "bandwidth")
@@ -667,6 +684,8 @@ class Migration:
             if self.clock < self._busy_until:  # the migration thread is still in its sync: nothing goes
                 self.engine.idle(min(deadline, self._busy_until))
                 why = SendResult.DEADLINE
+            elif self._postcopy_requested:  # back at the end of this iteration, to act on it
+                why = self.engine.send_dirty(deadline, below_bytes=1 << 62)
             elif p.stop == "xen":  # Xen syncs at the end of each pass over the dirty set
                 why = self.engine.send_dirty(deadline)
             elif p.switchover_bandwidth is not None:
@@ -845,6 +864,8 @@ class Migration:
         threshold = self.threshold()
         remaining = self.engine.remaining * self.page_size
         if not (remaining < threshold or remaining == 0 or p.stop == "xen"):
+            if self._postcopy_requested:  # QEMU: pending still above the threshold, start_postcopy set
+                self._start_postcopy(_USER_POSTCOPY)
             return
         self._sent_precopy = int(self._engine_state().bytes_sent)
         added = self._sync()
@@ -862,6 +883,8 @@ class Migration:
             throttle_can_step=(ac is not None and ac.can_step()) or (dl is not None and not dl.active),
             faults_pending=bool(self._faults),
             stationary=self.workload is None or bool(getattr(self.workload, "stationary", False))))
+        if self._postcopy_requested and decision.action != Action.SWITCHOVER:
+            decision = Decision(Action.POSTCOPY, _USER_POSTCOPY)
         self._apply(decision)
 
     def _apply(self, d: Decision) -> None:

@@ -40,6 +40,28 @@ def test_postcopy_completes_verified_and_bounded():
     assert r.downtime < 0.05
 
 
+def test_start_postcopy_switches_at_the_next_iteration_as_qemus_migrate_start_postcopy():
+    m = Migration(workload=Uniform("300MiB/s", seed=5), link=Link("100MiB/s"), tracker="pml",
+                  memory="256MiB", policy=PreCopy(stop_when_stalled=False))
+    m.run_until("3s")
+    assert m.phase == "precopy"
+    asked = m.clock
+    m.start_postcopy()
+    m.run_until(asked + 0.1 + 1e-9)  # the migration thread acts on it at its next iteration: within a window
+    assert m.phase in ("switchover", "postcopy")
+    r = m.run()
+    assert r.status == "completed" and r.verified and r.postcopy_bytes > 0
+    assert "start_postcopy()" in r.reason
+    with pytest.raises(StateError):
+        m.start_postcopy()  # over
+    m2 = Migration(workload=Uniform("300MiB/s", seed=5), link=Link("100MiB/s"), memory="256MiB",
+                   policy=PostCopy(after_rounds=1))
+    while m2.phase != "postcopy":
+        m2.advance("50ms")
+    with pytest.raises(StateError, match="too late"):
+        m2.start_postcopy()
+
+
 def test_the_discard_list_is_qemus_ranges():
     from dirtylog.migration import discard_bytes
 
