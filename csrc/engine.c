@@ -63,7 +63,33 @@ struct dl_engine {
     double g_vstall;       /* post-copy: seconds the vCPU being applied has stalled in the slice */
     double g_wall;         /* the slice's length in simulated seconds */
     double g_page_t;       /* post-copy: a page's link time */
+    dl__wl_ahead *ahead;   /* the guest's pages generated ahead, per vCPU and component */
+    size_t ahead_ncomp;
+    double xfer_part;      /* dl_engine_transfer: the part of the next byte already sent */
+    double link_base;      /* send_dirty: the link's time is link_base + link_bytes / bandwidth */
+    uint64_t link_bytes;
+    /* dl_engine_send_dirty's guest segment: the guest runs once per segment (at most one
+     * iteration), not once per chunk; the sends of the segment are listed so that each
+     * write can be placed before or after its page's send (the stale bitmap). */
+    int seg_open;          /* a segment's guest has not run yet: the guest lags the clock */
+    double seg_start;      /* wall clock at the segment's start */
+    double seg_w0, seg_w1; /* the segment's wall interval (set when it is flushed) */
+    int seg_flushing;      /* the guest slice in progress is the segment's */
+    uint64_t *seg_pages;   /* pages sent in the segment, in send order (with the stale bitmap) */
+    double *seg_t;         /* when each was sent (the start of its chunk) */
+    uint64_t *seg_early, *seg_late, *seg_zero; /* bit sets over seg_pages' entries */
+    size_t seg_n;
+    size_t seg_run[4];     /* starts of the ascending runs of seg_pages (the scan wraps) */
+    uint64_t *seg_filter;  /* SEG_FILTER bits: set for a hash of each listed page (a quick "not listed") */
+    int seg_runs;
+    dl__wl_pos seg_pos;
 };
+
+/* Entries of the sent list: a segment is flushed before it would hold more. */
+#define SEG_CAP ((size_t)1 << 15)
+#define SEG_FILTER_BITS 18
+
+DL_ALWAYS_INLINE uint64_t seg_hash(uint64_t p) { return (p * UINT64_C(0x9e3779b97f4a7c15)) >> (64 - SEG_FILTER_BITS); }
 
 enum { G_SOURCE = 1, G_DEST = 2 };
 
@@ -115,7 +141,7 @@ int dl_engine_create(const dl_engine_config *cfg, dl_tracker *t, dl_workload *w,
     e->vcpus = dl__tracker_vcpus(t);
     e->zero_cut = ldexp(cfg->zero_fraction, 64);
     e->nwords = (pages + 63) / 64;
-    e->mbm = calloc(e->nwords, sizeof(uint64_t));
+    e->mbm = dl__calloc_big(e->nwords, sizeof(uint64_t));
     e->psize = dl__tracker_page_size(t);
     e->win_len = 0.1;
     e->iter_len = 0.05;
@@ -124,6 +150,12 @@ int dl_engine_create(const dl_engine_config *cfg, dl_tracker *t, dl_workload *w,
     e->g_a = calloc(e->vcpus, sizeof(double));
     e->g_b = calloc(e->vcpus, sizeof(double));
     e->wbudget = cfg->work_budget ? cfg->work_budget : DL_ENGINE_WORK_BUDGET;
+    e->seg_pages = malloc(SEG_CAP * sizeof(uint64_t));
+    e->seg_t = malloc(SEG_CAP * sizeof(double));
+    e->seg_early = calloc(SEG_CAP / 64, sizeof(uint64_t));
+    e->seg_late = calloc(SEG_CAP / 64, sizeof(uint64_t));
+    e->seg_zero = calloc(SEG_CAP / 64, sizeof(uint64_t));
+    e->seg_filter = calloc(((size_t)1 << SEG_FILTER_BITS) / 64, sizeof(uint64_t));
     if (cfg->xbzrle_slots) {
         e->xcache = malloc(cfg->xbzrle_slots * sizeof(uint64_t));
         e->xage = calloc(cfg->xbzrle_slots, sizeof(uint64_t));
@@ -131,7 +163,8 @@ int dl_engine_create(const dl_engine_config *cfg, dl_tracker *t, dl_workload *w,
             memset(e->xcache, 0xff, cfg->xbzrle_slots * sizeof(uint64_t));
     }
     if (!e->vthr || !e->vclock || !e->mbm || !e->g_a || !e->g_b ||
-        (cfg->xbzrle_slots && (!e->xcache || !e->xage))) {
+        (cfg->xbzrle_slots && (!e->xcache || !e->xage)) || !e->seg_pages || !e->seg_t || !e->seg_early ||
+        !e->seg_late || !e->seg_zero || !e->seg_filter) {
         dl_engine_destroy(e);
         return DL_ERR_NOMEM;
     }
@@ -154,6 +187,13 @@ void dl_engine_destroy(dl_engine *e)
     free(e->mbm);
     free(e->zmap);
     free(e->cleared);
+    free(e->ahead);
+    free(e->seg_pages);
+    free(e->seg_t);
+    free(e->seg_early);
+    free(e->seg_late);
+    free(e->seg_zero);
+    free(e->seg_filter);
     free(e);
 }
 
@@ -175,6 +215,9 @@ int dl_engine_set_bandwidth(dl_engine *e, double bandwidth)
     e->st.carry *= scale;
     e->credit *= scale;
     e->cfg.bandwidth = bandwidth;
+    /* the send loop's link time starts over here (the page in flight keeps its progress) */
+    e->link_base = e->st.clock - e->st.carry;
+    e->link_bytes = 0;
     return DL_OK;
 }
 
@@ -182,6 +225,8 @@ int dl_engine_set_throttle(dl_engine *e, double throttle)
 {
     if (!e || !(throttle >= 0 && throttle <= 1))
         return DL_ERR_INVALID;
+    if (e->seg_open) /* dl_engine_catch_up first: the guest runs in order */
+        return DL_ERR_STATE;
     e->st.throttle = throttle;
     return DL_OK;
 }
@@ -190,6 +235,8 @@ int dl_engine_set_vcpu_throttle(dl_engine *e, uint32_t vcpu, double throttle)
 {
     if (!e || !(throttle >= 0 && throttle <= 1))
         return DL_ERR_INVALID;
+    if (e->seg_open) /* dl_engine_catch_up first: the guest runs in order */
+        return DL_ERR_STATE;
     if (vcpu >= e->vcpus)
         return DL_ERR_RANGE;
     if (!e->vmode) {
@@ -230,6 +277,8 @@ int dl_engine_charge(dl_engine *e, double vcpu_seconds)
 {
     if (!e || !(vcpu_seconds >= 0) || !isfinite(vcpu_seconds))
         return DL_ERR_INVALID;
+    if (e->seg_open) /* dl_engine_catch_up first: the guest runs in order */
+        return DL_ERR_STATE;
     e->st.lost += vcpu_seconds;
     if (e->cfg.feedback)
         e->st.debt += vcpu_seconds / e->vcpus;
@@ -289,6 +338,14 @@ static int guest_begin(dl_engine *e, double wall, int kind, double page_t, int a
         if (rc)
             return rc;
     }
+    if (kind == G_SOURCE && dl__workload_ncomp(e->w) != e->ahead_ncomp) {
+        size_t nc = dl__workload_ncomp(e->w);
+        free(e->ahead);
+        e->ahead = calloc((size_t)e->vcpus * (nc ? nc : 1), sizeof *e->ahead);
+        e->ahead_ncomp = e->ahead ? nc : 0;
+        if (!e->ahead)
+            return DL_ERR_NOMEM;
+    }
     e->g_kind = kind;
     e->g_after_push = after_push;
     e->g_j = 0;
@@ -303,6 +360,8 @@ static int guest_begin(dl_engine *e, double wall, int kind, double page_t, int a
     return guest_continue(e);
 }
 
+DL_ALWAYS_INLINE void segment_open(dl_engine *e);
+
 /* The guest runs for `wall` seconds of simulated time on the source. */
 static int run_guest(dl_engine *e, double wall) { return guest_begin(e, wall, G_SOURCE, 0.0, 0); }
 
@@ -316,9 +375,18 @@ int dl_engine_idle(dl_engine *e, double deadline)
         return guest_continue(e);
     if (!(deadline > e->st.clock))
         return DL_OK;
+    /* On the source (outside clear mode) the idle time joins the guest's open segment, as
+     * send_dirty's time does: where a caller's deadlines cut it changes nothing. */
+    const int lazy = e->w && !e->mask && !e->dst && !e->pc_active;
+    if (lazy)
+        segment_open(e);
+    else if (e->seg_open) /* dl_engine_catch_up first: the guest runs in order */
+        return DL_ERR_STATE;
     double dt = deadline - e->st.clock;
     e->st.clock = deadline;
     e->st.carry = 0;
+    if (lazy)
+        return DL_OK;
     if (e->pc_active) /* the guest runs on the destination: its writes land there */
         return pc_run_guest(e, dt, e->cfg.page_bytes / e->cfg.bandwidth);
     return run_guest(e, dt);
@@ -336,6 +404,8 @@ int dl_engine_transfer(dl_engine *e, uint64_t bytes, double deadline, uint64_t *
 {
     if (!e || !remaining || isnan(deadline))
         return DL_ERR_INVALID;
+    if (e->seg_open) /* dl_engine_catch_up first: the guest runs in order */
+        return DL_ERR_STATE;
     if (e->g_kind) { /* finish the slice in progress first, and nothing else in this call */
         *remaining = bytes;
         return guest_continue(e);
@@ -346,13 +416,20 @@ int dl_engine_transfer(dl_engine *e, uint64_t bytes, double deadline, uint64_t *
         *remaining = bytes;
         return DL_OK;
     }
+    /* the part of a byte already on the wire carries over: a transfer cut into any number
+     * of calls sends its bytes at the same times as in one */
+    need = ((double)bytes - e->xfer_part) / e->cfg.bandwidth;
     uint64_t done = bytes;
-    double dt = need;
+    double dt = need > 0 ? need : 0;
     if (need > avail) {
-        done = (uint64_t)(avail * e->cfg.bandwidth);
-        if (done > bytes)
-            done = bytes;
+        double total = avail * e->cfg.bandwidth + e->xfer_part;
+        done = total < (double)bytes ? (uint64_t)total : bytes;
+        e->xfer_part = total - (double)done;
+        if (!(e->xfer_part >= 0 && e->xfer_part < 1))
+            e->xfer_part = 0;
         dt = avail;
+    } else {
+        e->xfer_part = 0;
     }
     e->st.clock += dt;
     e->st.bytes_sent += done;
@@ -470,6 +547,8 @@ int dl_engine_send(dl_engine *e, const uint64_t *pages, uint64_t first, uint64_t
 {
     if (!e || !pos || isnan(deadline))
         return DL_ERR_INVALID;
+    if (e->seg_open) /* dl_engine_catch_up first: the guest runs in order */
+        return DL_ERR_STATE;
     if (!pages && (first > e->pages || n > e->pages - first))
         return DL_ERR_RANGE;
     if (e->g_kind) /* finish the slice in progress first, and nothing else in this call */
@@ -548,6 +627,8 @@ int dl_engine_verify(const dl_engine *e, uint64_t *out, size_t cap, uint64_t *mi
 {
     if (!e || !mismatches || (cap && !out))
         return DL_ERR_INVALID;
+    if (e->seg_open) /* dl_engine_catch_up first: the guest runs in order */
+        return DL_ERR_STATE;
     const uint32_t *src = dl__tracker_versions(e->t);
     const uint64_t *stale = dl__tracker_stale(e->t);
     if (e->g_kind)
@@ -588,6 +669,8 @@ int dl_engine_postcopy_begin(dl_engine *e, const uint64_t *stale_words, size_t n
 {
     if (!e || !stale_words)
         return DL_ERR_INVALID;
+    if (e->seg_open) /* dl_engine_catch_up first: the guest runs in order */
+        return DL_ERR_STATE;
     if (e->pc_active || e->g_kind)
         return DL_ERR_STATE;
     uint64_t nw = (e->pages + 63) / 64;
@@ -740,6 +823,80 @@ static void source_sink(void *ctx, uint32_t j, const uint64_t *pages, size_t n)
     e->st.writes += n;
 }
 
+/* The entry of page p in the segment's sent list, or SIZE_MAX. */
+static size_t seg_find(const dl_engine *e, uint64_t p)
+{
+    for (int r = 0; r < e->seg_runs; r++) {
+        size_t lo = e->seg_run[r], hi = r + 1 < e->seg_runs ? e->seg_run[r + 1] : e->seg_n;
+        if (lo >= hi || p < e->seg_pages[lo] || p > e->seg_pages[hi - 1])
+            continue;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (e->seg_pages[mid] < p)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (e->seg_pages[lo] == p)
+            return lo;
+    }
+    return SIZE_MAX;
+}
+
+/* A segment's writes: through the tracker (which marks them stale), and each write to a
+ * page sent in the segment is placed before or after that send. The write's time is its
+ * place in its vCPU's writes of the segment, spread evenly over the segment's wall time;
+ * a send happens at the start of its chunk. A write before the send went with the page
+ * (unless the page was sent as a zero page: then the send read it before the write). */
+static void segment_sink(void *ctx, uint32_t j, const uint64_t *pages, size_t n)
+{
+    dl_engine *e = ctx;
+    dl__tracker_write_unchecked(e->t, j, pages, n);
+    e->st.writes += n;
+    if (!e->seg_n)
+        return;
+    const dl__wl_pos *q = &e->seg_pos;
+    const double span = (double)(q->k1 - q->k0), w0 = e->seg_w0, len = e->seg_w1 - e->seg_w0;
+    for (size_t i = 0; i < n; i++) {
+        const uint64_t h = seg_hash(pages[i]);
+        if (!((e->seg_filter[h >> 6] >> (h & 63)) & 1))
+            continue; /* not sent in this segment */
+        size_t x = seg_find(e, pages[i]);
+        if (x == SIZE_MAX)
+            continue;
+        double w = w0 + ((double)(q->k + i - q->k0) + 0.5) / span * len;
+        uint64_t bit = UINT64_C(1) << (x & 63);
+        if (w >= e->seg_t[x] || (e->seg_zero[x >> 6] & bit))
+            e->seg_late[x >> 6] |= bit;
+        else
+            e->seg_early[x >> 6] |= bit;
+    }
+}
+
+/* The segment's guest slice is applied: a page written only before its send in the
+ * segment is not stale (the tracker marked it), then the list starts over. */
+static void segment_finish(dl_engine *e)
+{
+    uint64_t *stale = dl__tracker_stale(e->t);
+    size_t nw = (e->seg_n + 63) / 64;
+    for (size_t i = 0; i < nw; i++) {
+        uint64_t only_early = e->seg_early[i] & ~e->seg_late[i];
+        for (; only_early; only_early &= only_early - 1) {
+            uint64_t p = e->seg_pages[i * 64 + (size_t)__builtin_ctzll(only_early)];
+            if (stale)
+                stale[p >> 6] &= ~(UINT64_C(1) << (p & 63));
+        }
+        e->seg_early[i] = e->seg_late[i] = e->seg_zero[i] = 0;
+    }
+    for (size_t x = 0; x < e->seg_n; x++) {
+        const uint64_t h = seg_hash(e->seg_pages[x]);
+        e->seg_filter[h >> 6] = 0;
+    }
+    e->seg_n = 0;
+    e->seg_runs = 0;
+    e->seg_flushing = 0;
+}
+
 /* Applies up to `budget` more writes (and reads) of the guest slice in progress, vCPU
  * by vCPU as dl_workload_run does; at its end charges the exits (on the source) or the
  * stalls (post-copy). Memory stays bounded: pages are generated in small pieces. */
@@ -752,7 +909,9 @@ static int guest_continue(dl_engine *e)
         uint64_t fed = 0;
         int done;
         if (e->g_kind == G_SOURCE) {
-            done = dl__workload_feed(e->w, j, e->g_a[j], e->g_b[j], &e->g_cur, budget, source_sink, e, &fed);
+            done = dl__workload_feed_ahead(e->w, j, e->g_a[j], e->g_b[j], &e->g_cur, budget,
+                                           e->seg_flushing ? segment_sink : source_sink, e, &fed,
+                                           e->ahead + (size_t)j * e->ahead_ncomp, NULL, NULL, &e->seg_pos);
         } else if (!e->g_reads) {
             done = dl__workload_feed(e->w, j, e->g_a[j], e->g_b[j], &e->g_cur, budget, pc_write_sink, &c, &fed);
         } else {
@@ -779,6 +938,8 @@ static int guest_continue(dl_engine *e)
             if (e->cfg.feedback)
                 e->st.debt += cost / e->vcpus;
         }
+        if (e->seg_flushing)
+            segment_finish(e);
         return DL_OK;
     }
     if (e->g_stall > 0) {
@@ -826,6 +987,8 @@ int dl_engine_postcopy_step(dl_engine *e, double deadline)
 {
     if (!e || isnan(deadline))
         return DL_ERR_INVALID;
+    if (e->seg_open) /* dl_engine_catch_up first: the guest runs in order */
+        return DL_ERR_STATE;
     if (!e->pc_active)
         return DL_ERR_STATE;
     if (e->g_kind) /* finish the slice in progress first, and nothing else in this call */
@@ -1012,6 +1175,58 @@ static void close_window(dl_engine *e)
     e->ct.window_bytes = 0;
 }
 
+/* Runs the guest for the segment's wall time (the segment's sends are done): the slice
+ * may be left partly applied (bounded work), finished by dl_engine_resume. */
+static int segment_flush(dl_engine *e)
+{
+    double wall = e->seg_open ? e->st.clock - e->seg_start : 0.0;
+    e->seg_open = 0;
+    e->seg_w1 = e->st.clock;
+    e->seg_w0 = e->seg_w1 - wall;
+    if (wall > 0) {
+        e->seg_flushing = 1;
+        int rc = run_guest(e, wall);
+        if (rc || e->g_kind)
+            return rc;
+    }
+    segment_finish(e); /* also when the guest did not run (paused, or paying exits back) */
+    return DL_OK;
+}
+
+/* The guest's wall time runs from here in the open segment (or one opens now). */
+DL_ALWAYS_INLINE void segment_open(dl_engine *e)
+{
+    if (!e->seg_open) {
+        e->seg_open = 1;
+        e->seg_start = e->st.clock;
+    }
+}
+
+int dl_engine_catch_up(dl_engine *e)
+{
+    if (!e)
+        return DL_ERR_INVALID;
+    if (e->g_kind) /* finish the slice in progress first, and nothing else in this call */
+        return guest_continue(e);
+    if (e->seg_open || e->seg_n)
+        return segment_flush(e);
+    return DL_OK;
+}
+
+/* Lists page p as sent in the segment at time t (as a zero page if z). */
+DL_ALWAYS_INLINE void segment_sent(dl_engine *e, uint64_t p, double t, int z)
+{
+    size_t x = e->seg_n++;
+    if (x == 0 || p < e->seg_pages[x - 1])
+        e->seg_run[e->seg_runs++] = x;
+    e->seg_pages[x] = p;
+    e->seg_t[x] = t;
+    const uint64_t h = seg_hash(p);
+    e->seg_filter[h >> 6] |= UINT64_C(1) << (h & 63);
+    if (z)
+        e->seg_zero[x >> 6] |= UINT64_C(1) << (x & 63);
+}
+
 int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, uint64_t below_bytes, int *why)
 {
     if (!e || !why || isnan(deadline) || !(below_seconds >= 0))
@@ -1024,26 +1239,54 @@ int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, ui
     uint64_t *stale = dl__tracker_stale(e->t);
     const int do_zero = e->zmap != NULL || e->cfg.zero_fraction > 0;
     const double bw = e->cfg.bandwidth;
-    const double page_t = e->cfg.page_bytes / bw, zero_t = e->cfg.zero_bytes / bw;
+    /* The guest runs once per segment (see segment_sink), except in clear mode (a chunk's
+     * clear must come after the writes before it) and with destination versions. */
+    const int seg = e->w != NULL && !e->mask && !dst;
+    const int listed = seg && stale != NULL;
+    if (!seg && e->seg_open) { /* the guest's open segment (idle time) runs before per-chunk sending */
+        int rc = segment_flush(e);
+        if (rc || e->g_kind)
+            return rc;
+    }
     while (e->st.clock < deadline) {
         if (!e->iter_open) {
             e->iter_open = 1;
             e->iter_start = e->st.clock;
         }
+        /* A page the link is still sending (a deadline cut it) is finished before the
+         * iteration can end: where a caller's deadlines fall changes nothing. */
+        const int inflight = e->st.carry > 0 && e->ct.remaining > 0;
         int limited = e->budget && e->ct.window_bytes >= e->budget;
         int iter_over = limited || e->ct.remaining == 0 || e->st.clock >= e->iter_start + e->iter_len;
-        if (!iter_over) {
-            /* one chunk: pages read now, the guest runs for their transfer time */
-            double avail = deadline - e->st.clock;
-            double iter_left = e->iter_start + e->iter_len - e->st.clock;
-            double t_used = -e->st.carry;
+        if (!iter_over || inflight) {
+            if (listed && (e->seg_n == SEG_CAP || e->seg_runs >= 3)) {
+                int rc = segment_flush(e); /* the list is full: the guest catches up first */
+                if (rc || e->g_kind)
+                    return rc;
+            }
+            /* a listed chunk ends where the list is full */
+            const uint64_t chunk = listed && SEG_CAP - e->seg_n < e->cfg.chunk_pages ? SEG_CAP - e->seg_n
+                                                                                     : e->cfg.chunk_pages;
+            /* one chunk: pages read now, the guest runs for their transfer time. The link's
+             * time is link_base + bytes / bandwidth, rebased only where the link was idle,
+             * so that pages end at the same times however the calls cut the sending. */
+            double link = e->link_base + (double)e->link_bytes / bw;
+            if (!inflight && e->st.clock > link) {
+                e->link_base = e->st.clock;
+                e->link_bytes = 0;
+            }
+            const double iter_end = e->iter_start + e->iter_len;
+            const double chunk_start = e->st.clock;
+            uint64_t lb = e->link_bytes;
             uint64_t bytes = 0, zeros = 0, normal = 0, sent = 0;
             int partial = 0;
-            while (sent < e->cfg.chunk_pages && e->ct.remaining > 0) {
-                if (e->budget && e->ct.window_bytes + bytes >= e->budget)
-                    break;
-                if (t_used >= iter_left)
-                    break;
+            while (sent < chunk && e->ct.remaining > 0) {
+                if (!(inflight && sent == 0)) {
+                    if (e->budget && e->ct.window_bytes + bytes >= e->budget)
+                        break;
+                    if (e->link_base + (double)lb / bw >= iter_end)
+                        break;
+                }
                 uint64_t p = next_dirty(e);
                 const int xb_on = e->xcache && e->ct.passes > 0; /* on from the wrap on, as QEMU */
                 int z = do_zero && is_zero(e, src, p);
@@ -1051,8 +1294,7 @@ int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, ui
                 int xb = 0;
                 if (xb_on && !z)
                     xb = xbzrle_cost(e, p, &cost);
-                double dt = z ? zero_t : (xb == 1 ? (double)cost / bw : page_t);
-                if (t_used + dt > avail) {
+                if (e->link_base + (double)(lb + cost) / bw > deadline) {
                     partial = 1;
                     e->ct.scan = p; /* the page in flight is the next one */
                     break;
@@ -1066,10 +1308,12 @@ int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, ui
                     dst[p] = src ? src[p] : 0;
                 if (stale) /* the destination now holds the page's newest content */
                     stale[p >> 6] &= ~(UINT64_C(1) << (p & 63));
+                if (listed)
+                    segment_sent(e, p, chunk_start, z);
                 e->mbm[p >> 6] &= ~(UINT64_C(1) << (p & 63));
                 e->ct.remaining--;
                 e->ct.scan = p + 1;
-                t_used += dt;
+                lb += cost;
                 bytes += cost;
                 zeros += (uint64_t)z;
                 normal += (uint64_t)(!z && xb != 1);
@@ -1079,28 +1323,33 @@ int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, ui
                 else if (xb_on)
                     xbzrle_insert(e, p); /* a zero page is cached as zeros (xbzrle_cache_zero_page) */
             }
+            e->link_bytes = lb;
+            link = e->link_base + (double)lb / bw;
+            if (seg)
+                segment_open(e); /* from the chunk's start */
             double wall;
             if (partial) {
-                e->st.carry = avail - t_used;
-                wall = avail;
+                e->st.carry = deadline - link; /* link time spent on the page in flight */
+                wall = deadline - e->st.clock;
                 e->st.clock = deadline;
             } else {
                 e->st.carry = 0;
-                wall = t_used > 0 ? t_used : 0;
-                e->st.clock += wall;
+                wall = link > e->st.clock ? link - e->st.clock : 0;
+                if (link > e->st.clock)
+                    e->st.clock = link;
             }
             e->st.pages_sent += sent;
             e->st.zero_pages_sent += zeros;
             e->st.bytes_sent += bytes;
             e->ct.window_bytes += bytes;
             e->win_normal_acc += normal;
-            if (wall > 0) {
+            if (!seg && wall > 0) {
                 int rc = run_guest(e, wall);
                 if (rc || e->g_kind) /* a slice left to finish: the caller resumes it, then calls again */
                     return rc;
             }
             if (partial)
-                return DL_OK;
+                break;
             continue;
         }
         /* the iteration is over: QEMU's migration_rate_limit */
@@ -1109,13 +1358,22 @@ int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, ui
             if (end > e->st.clock) {
                 double t = end < deadline ? end : deadline;
                 double dt = t - e->st.clock;
+                if (seg)
+                    segment_open(e);
                 e->st.clock = t;
-                int rc = run_guest(e, dt);
-                if (rc || e->g_kind) /* a slice left to finish: the caller resumes it, then calls again */
-                    return rc;
+                if (!seg) {
+                    int rc = run_guest(e, dt);
+                    if (rc || e->g_kind) /* a slice left to finish: the caller resumes it, then calls again */
+                        return rc;
+                }
                 if (t < end)
-                    return DL_OK; /* the wait goes on in the next call */
+                    break; /* the wait goes on in the next call */
             }
+        }
+        if (seg) { /* the guest catches up at each iteration's end (before a sync can come) */
+            int rc = segment_flush(e);
+            if (rc || e->g_kind) /* on the next call this iteration's end comes again, its guest run */
+                return rc;
         }
         e->iter_open = 0;
         e->ct.iterations++;
@@ -1134,5 +1392,7 @@ int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, ui
             return DL_OK;
         }
     }
+    /* a return inside an iteration leaves the segment open: the guest catches up at the
+     * iteration's end (or dl_engine_catch_up), so where a caller's deadlines fall changes nothing */
     return DL_OK;
 }

@@ -14,6 +14,13 @@
 
 #define DL_MAX_PAGES (UINT64_C(1) << 40)
 
+/* common.c: large arrays read at random (bitmaps of big guests) are backed by 2 MiB
+ * pages where the kernel allows it, so that a random write misses no TLB. `populated`:
+ * the memory was already written (collapsed in place), else advised before first use. */
+void dl__advise_huge(void *p, size_t bytes, int populated);
+/* calloc, aligned to 2 MiB and advised so when it is that large (free() releases it). */
+void *dl__calloc_big(size_t n, size_t size);
+
 /* bitmap.c */
 void dl_bitmap_fill(uint64_t *bm, uint64_t nbits);
 size_t dl_bitmap_to_pages(const uint64_t *bm, uint64_t nwords, uint64_t *out);
@@ -46,6 +53,28 @@ typedef void (*dl__wl_sink)(void *ctx, uint32_t vcpu, const uint64_t *pages, siz
  * checked with dl_workload_count. */
 int dl__workload_feed(const struct dl_workload *w, uint32_t vcpu, double t0, double t1, dl__wl_cursor *cur,
                       uint64_t budget, dl__wl_sink sink, void *ctx, uint64_t *fed);
+/* Pages of one component and vCPU generated ahead: writes k .. k + n - 1. A cache of a
+ * pure function of the write index (the counter-based streams), so any slicing reads
+ * the same pages; it serves short slices (a few writes per vCPU and chunk) without a
+ * generation call each. */
+#define DL__WL_AHEAD 64
+typedef struct dl__wl_ahead {
+    uint64_t k, n;
+    uint64_t pages[DL__WL_AHEAD];
+} dl__wl_ahead;
+/* Called on pages generated ahead (e.g. to prefetch what their writes will touch). */
+typedef void (*dl__wl_prefetch)(void *ctx, const uint64_t *pages, size_t n);
+/* Where the pages given to a sink sit in their component's stream: writes k .. k + n - 1
+ * of the slice's writes k0 .. k1 - 1 (so a sink can place each write in the slice). */
+typedef struct dl__wl_pos {
+    uint64_t k0, k1, k;
+} dl__wl_pos;
+/* dl__workload_feed with `ahead` (one per component of the workload, for this vCPU; NULL:
+ * none): the same pages in the same order; `pos` (if not NULL) is set before each sink call. */
+int dl__workload_feed_ahead(const struct dl_workload *w, uint32_t vcpu, double t0, double t1, dl__wl_cursor *cur,
+                            uint64_t budget, dl__wl_sink sink, void *ctx, uint64_t *fed, dl__wl_ahead *ahead,
+                            dl__wl_prefetch prefetch, void *pctx, dl__wl_pos *pos);
+size_t dl__workload_ncomp(const struct dl_workload *w);
 
 
 #endif

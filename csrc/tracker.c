@@ -114,7 +114,7 @@ int dl_tracker_create(const dl_tracker_config *cfg, dl_tracker **out)
     t->drop_page = UINT64_MAX;
     uint32_t nv = cfg->vcpus;
     t->stride = cfg->mode == DL_MODE_RING ? 2 : 1;
-    t->bits = calloc(t->nwords * t->stride, sizeof(uint64_t));
+    t->bits = dl__calloc_big(t->nwords * t->stride, sizeof(uint64_t));
     t->vc = calloc(nv, sizeof(vcpu_counters));
     int ok = t->bits && t->vc;
     if (cfg->mode == DL_MODE_RING) {
@@ -970,6 +970,7 @@ int dl_tracker_attach_versions(dl_tracker *t, uint32_t *versions, uint64_t n)
     if (n < t->pages)
         return DL_ERR_BUFFER;
     t->versions = versions;
+    dl__advise_huge(versions, t->pages * sizeof(uint32_t), 1);
     return DL_OK;
 }
 
@@ -984,6 +985,7 @@ int dl_tracker_attach_stale(dl_tracker *t, uint64_t *words, uint64_t nwords)
     if (nwords < t->nwords)
         return DL_ERR_BUFFER;
     t->stale = words;
+    dl__advise_huge(words, t->nwords * sizeof(uint64_t), 1);
     return DL_OK;
 }
 

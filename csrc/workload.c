@@ -808,13 +808,24 @@ static int check_run(const dl_workload *w, const dl_tracker *t, double t0, doubl
     return DL_OK;
 }
 
-int dl__workload_feed(const dl_workload *w, uint32_t j, double t0, double t1, dl__wl_cursor *cur,
-                      uint64_t budget, dl__wl_sink sink, void *ctx, uint64_t *fed)
+/* Whether comp_fill is a pure function of the write index for any index (so that
+ * pages may be generated ahead of the slice that writes them). */
+static int fill_ahead_ok(const wl_comp *c)
+{
+    return c->kind == WL_RANGE || c->kind == WL_HOTSPOT || c->kind == WL_ZIPF || c->kind == WL_SEQ;
+}
+
+size_t dl__workload_ncomp(const dl_workload *w) { return w->ncomp; }
+
+int dl__workload_feed_ahead(const dl_workload *w, uint32_t j, double t0, double t1, dl__wl_cursor *cur,
+                            uint64_t budget, dl__wl_sink sink, void *ctx, uint64_t *fed, dl__wl_ahead *ahead,
+                            dl__wl_prefetch prefetch, void *pctx, dl__wl_pos *pos)
 {
     uint64_t buf[WL_CHUNK];
     uint64_t done = 0;
     for (; cur->comp < w->ncomp; cur->comp++, cur->done = 0) {
         const wl_comp *c = &w->comps[cur->comp];
+        dl__wl_ahead *a = ahead && fill_ahead_ok(c) ? &ahead[cur->comp] : NULL;
         uint64_t k0 = 0, k1 = 0;
         comp_span(c, j, t0, t1, &k0, &k1);
         uint64_t k = k0 + cur->done;
@@ -826,6 +837,11 @@ int dl__workload_feed(const dl_workload *w, uint32_t j, double t0, double t1, dl
             }
             uint64_t left = budget - done < k1 - k ? budget - done : k1 - k;
             size_t n;
+            if (pos) {
+                pos->k0 = k0;
+                pos->k1 = k1;
+                pos->k = k;
+            }
             if (c->kind == WL_TRACE) { /* already materialized: no copy */
                 const wl_trace *tr = &c->u.tr;
                 uint64_t len = tr->first[j + 1] - tr->first[j];
@@ -833,6 +849,19 @@ int dl__workload_feed(const dl_workload *w, uint32_t j, double t0, double t1, dl
                 uint64_t m = len - i < left ? len - i : left;
                 n = m > SIZE_MAX ? SIZE_MAX : (size_t)m;
                 sink(ctx, j, tr->pages + tr->first[j] + i, n);
+            } else if (a && (k - a->k < a->n || left < DL__WL_AHEAD)) {
+                /* Short slices (a few writes per vCPU and chunk) take their pages from
+                 * the pages generated ahead. */
+                if (!(k - a->k < a->n)) {
+                    comp_fill(w, c, j, k, DL__WL_AHEAD, a->pages);
+                    a->k = k;
+                    a->n = DL__WL_AHEAD;
+                    if (prefetch)
+                        prefetch(pctx, a->pages, DL__WL_AHEAD);
+                }
+                uint64_t off = k - a->k;
+                n = (size_t)(a->n - off < left ? a->n - off : left);
+                sink(ctx, j, a->pages + off, n);
             } else {
                 n = left > WL_CHUNK ? WL_CHUNK : (size_t)left;
                 comp_fill(w, c, j, k, n, buf);
@@ -846,6 +875,12 @@ int dl__workload_feed(const dl_workload *w, uint32_t j, double t0, double t1, dl
     cur->done = 0;
     *fed = done;
     return 1;
+}
+
+int dl__workload_feed(const dl_workload *w, uint32_t j, double t0, double t1, dl__wl_cursor *cur,
+                      uint64_t budget, dl__wl_sink sink, void *ctx, uint64_t *fed)
+{
+    return dl__workload_feed_ahead(w, j, t0, t1, cur, budget, sink, ctx, fed, NULL, NULL, NULL, NULL);
 }
 
 static void tracker_sink(void *ctx, uint32_t j, const uint64_t *pages, size_t n)

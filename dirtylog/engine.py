@@ -68,6 +68,7 @@ class Engine:
         self._u64 = ffi.new("uint64_t *")
         self._why = ffi.new("int *")
         self.words = int(tracker.config.bitmap_words)
+        self._lock = tracker._lock  # held around the C calls that write into the tracker (catch_up)
         #: Checked between two bounded calls while a guest slice is finished (:meth:`drain`):
         #: when it returns True, KeyboardInterrupt is raised there (the engine keeps the rest).
         self.interrupt: Optional[Callable[[], bool]] = None
@@ -106,12 +107,15 @@ class Engine:
         check(lib.dl_engine_set_rate_limit(self._e, window, int(budget), iteration), "rate limit")
 
     def set_throttle(self, throttle: float) -> None:
+        self.catch_up()
         check(lib.dl_engine_set_throttle(self._e, float(throttle)), "throttle")
 
     def set_vcpu_throttle(self, vcpu: int, throttle: float) -> None:
+        self.catch_up()
         check(lib.dl_engine_set_vcpu_throttle(self._e, vcpu, float(throttle)), "vCPU throttle")
 
     def charge(self, vcpu_seconds: float) -> None:
+        self.catch_up()
         check(lib.dl_engine_charge(self._e, float(vcpu_seconds)), "charge")
 
     # -- the migration bitmap ----------------------------------------------------
@@ -162,6 +166,18 @@ class Engine:
                 raise KeyboardInterrupt
             check(lib.dl_engine_resume(self._e), what)
 
+    def catch_up(self) -> None:
+        """Run the guest up to the clock (``dl_engine_catch_up``).
+
+        :meth:`send_dirty` runs the guest once per segment (at most one 50 ms iteration), and a
+        return at a deadline inside an iteration leaves the guest behind the clock, so that
+        where the deadlines fall (the step sizes of :meth:`Migration.advance`) changes nothing.
+        Every method here that runs the guest or changes its timing catches up first; a caller
+        reading the guest's figures (writes, the tracker) mid-iteration catches up itself."""
+        with self._lock:
+            check(lib.dl_engine_catch_up(self._e), "catch up")
+            self.drain("catch up")
+
     def send_dirty(self, deadline: float, below_seconds: float = 0.0, below_bytes: int = 0) -> SendResult:
         """Send dirty pages until ``deadline``, an empty bitmap, or (at an iteration's end) remaining
         below the threshold (``below_bytes``, or the measured bandwidth x ``below_seconds``)."""
@@ -174,6 +190,8 @@ class Engine:
             self.drain("send")
 
     def idle(self, deadline: float) -> None:
+        """Let the clock reach ``deadline`` without sending; on the source the guest's time joins its open
+        segment (see :meth:`catch_up`)."""
         check(lib.dl_engine_idle(self._e, deadline), "idle")
         self.drain("idle")
 
@@ -182,6 +200,7 @@ class Engine:
 
         ``drain=False`` leaves a partly applied guest slice for the caller's :meth:`drain`
         (so that an interrupt there cannot lose the result)."""
+        self.catch_up()
         check(lib.dl_engine_transfer(self._e, int(nbytes), deadline, self._u64), "transfer")
         left = int(self._u64[0])
         if drain:
@@ -190,6 +209,7 @@ class Engine:
 
     def postcopy_step(self, deadline: float) -> None:
         """Post-copy until ``deadline`` (``dl_engine_postcopy_step``), its guest slice finished."""
+        self.catch_up()
         check(lib.dl_engine_postcopy_step(self._e, deadline), "post-copy")
         self.drain("post-copy")
 
@@ -205,6 +225,7 @@ class Engine:
 
     def verify(self, cap: int = 16) -> "tuple[int, np.ndarray]":
         """(mismatched pages, the first ``cap`` of them)."""
+        self.catch_up()
         out = np.empty(cap, dtype=np.uint64)
         check(lib.dl_engine_verify(self._e, ffi.from_buffer("uint64_t[]", out), cap, self._u64), "verify")
         n = int(self._u64[0])

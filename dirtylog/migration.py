@@ -655,6 +655,7 @@ class Migration:
         self._rollback(f"{reason} at {format_time(self.clock)}; rolled back, the source keeps running")
 
     def _apply_fault(self, f: Fault) -> None:
+        self.engine.catch_up()  # the guest runs up to the clock first (see Engine.catch_up)
         if isinstance(f, BandwidthChange):
             self.set_bandwidth(f.bandwidth)
         elif isinstance(f, LinkFailure) and not self.done:
@@ -744,6 +745,7 @@ class Migration:
         Returns the pages newly set in the bitmap (QEMU's num_dirty_pages_period share);
         with ``measure`` the dirty-rate period and the throttle are evaluated, as QEMU does
         in every sync but the final one."""
+        self.engine.catch_up()  # the guest runs up to the clock first (see Engine.catch_up)
         kicks0 = self.tracker.stats.kicks
         if self.tracker.mode == "clear":
             words = self.tracker.harvest_bitmap()
@@ -786,6 +788,7 @@ class Migration:
 
     def _dirty_limit_adjust(self) -> None:
         """Each dirty-limit period: hold every vCPU's dirty page rate at the limit by throttling it alone."""
+        self.engine.catch_up()  # the guest runs up to the clock first (see Engine.catch_up)
         assert self._dirtylimit is not None
         rates, throttles, moving = self._dirtylimit.adjust([v.dirtied for v in self.tracker.stats.vcpus])
         if moving:  # still adjusting: no early verdict yet
@@ -793,6 +796,7 @@ class Migration:
         self._event("dirty-limit-period", rates=rates, throttles=throttles)
 
     def _lift_dirty_limit(self) -> None:
+        self.engine.catch_up()  # the guest runs up to the clock first (see Engine.catch_up)
         if self._dirtylimit is not None:
             self._dirtylimit.lift()
 
@@ -905,6 +909,7 @@ class Migration:
     def _pause(self) -> None:
         """End pre-copy as QEMU's migration_completion does: stop the vCPUs, sync once more
         (into the migration bitmap) and lift the rate limit."""
+        self.engine.catch_up()  # the guest runs up to the clock first (see Engine.catch_up)
         self._lift_dirty_limit()
         c = self.engine.counters()
         self._window = {"bandwidth": c.bandwidth, "mbps": c.bandwidth * 8 / 1e6,
@@ -943,6 +948,7 @@ class Migration:
             return
         if self._final_stage == "devices":
             left = ffi.new("uint64_t *")
+            self.engine.catch_up()
             check(lib.dl_engine_transfer(self._e, self._device_left, target, left), "device state")
             self._device_left = int(left[0])
             self.engine.drain("device state")  # after the bytes are counted: an interrupt here loses nothing
@@ -981,6 +987,7 @@ class Migration:
     def _switchover_step(self, target: float) -> None:
         if self._final_stage == "devices":
             left = ffi.new("uint64_t *")
+            self.engine.catch_up()
             check(lib.dl_engine_transfer(self._e, self._device_left, target, left), "device state")
             self._device_left = int(left[0])
             self.engine.drain("device state")  # after the bytes are counted: an interrupt here loses nothing
@@ -1006,6 +1013,7 @@ class Migration:
 
             own = getattr(self.workload, "read_share", None)
             rs = DEFAULT_READ_SHARE if own is None else float(own)
+        self.engine.catch_up()
         check(lib.dl_engine_set_throttle(self._e, 0.0), "resume on the destination")
         check(lib.dl_engine_postcopy_begin(
             self._e, ffi.from_buffer("uint64_t[]", words), words.size,
@@ -1048,6 +1056,7 @@ class Migration:
             self._event("completed", downtime=self._downtime_end - self._downtime_start, verified=self._verified)
 
     def _lose(self, reason: str) -> None:
+        self.engine.catch_up()  # the guest runs up to the clock first (see Engine.catch_up)
         check(lib.dl_engine_postcopy_state(self._e, self._pc_state), "post-copy")
         left = int(self._pc_state.remaining)
         self.phase = "lost"
@@ -1061,6 +1070,7 @@ class Migration:
         self._event("lost", pages_missing=left)
 
     def _finish(self) -> None:
+        self.engine.catch_up()  # the guest runs up to the clock first (see Engine.catch_up)
         self._downtime_end = self.clock
         self._round_report(0, final=True)
         self.tracker.stop()
@@ -1071,6 +1081,7 @@ class Migration:
         self._event("completed", downtime=self._downtime_end - self._downtime_start, verified=self._verified)
 
     def _check_destination(self) -> None:
+        self.engine.catch_up()  # the guest runs up to the clock first (see Engine.catch_up)
         cap = 16
         out = np.empty(cap, dtype=np.uint64)
         n = ffi.new("uint64_t *")
@@ -1080,6 +1091,7 @@ class Migration:
         self._verified = self._mismatch_count == 0
 
     def _rollback(self, reason: str, status: str = "failed") -> None:
+        self.engine.catch_up()  # the guest runs up to the clock first (see Engine.catch_up)
         if self.tracker.logging:
             self.tracker.stop()
         check(lib.dl_engine_set_throttle(self._e, 0.0), "resume the source")

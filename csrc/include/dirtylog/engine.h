@@ -206,8 +206,21 @@ int dl_engine_dirty_clear(dl_engine *e);
  * below the threshold (DL_SEND_BELOW): `below_bytes` if > 0, else the last window's
  * measured bandwidth x `below_seconds` (0: never). *why says which. The first pass's
  * zero pages and, once the scan has wrapped, XBZRLE apply as configured. A return with
- * guest_pending set (bounded work) is not a deadline: resume, then call again. */
+ * guest_pending set (bounded work) is not a deadline: resume, then call again.
+ * The guest runs once per segment, not once per chunk: a segment ends at the end of an
+ * iteration, after 2^15 sends, or at dl_engine_catch_up; each guest write to a page
+ * sent in the segment counts as before or after that send by its place among its vCPU's
+ * writes of the segment, spread evenly over the segment's wall time (a send happens at
+ * the start of its chunk). The exits of a segment are charged at its end. A return at
+ * `deadline` inside an iteration leaves the segment open (the guest lags the clock), so
+ * that where a caller's deadlines fall changes nothing. Clear mode and destination
+ * versions run the guest per chunk. */
 int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, uint64_t below_bytes, int *why);
+/* Runs the guest of send_dirty's open segment up to the clock (bounded work: a return
+ * with guest_pending set is resumed with dl_engine_resume). While a segment is open,
+ * the calls that run the guest or change its timing (idle, transfer, send, postcopy,
+ * verify, set_throttle, set_vcpu_throttle, charge) return DL_ERR_STATE. */
+int dl_engine_catch_up(dl_engine *e);
 /* Zero-page placement as a bitmap (copied; NULL: the scattered zero_fraction): a page
  * whose bit is set holds zeros until the guest first writes it. */
 int dl_engine_set_zero_map(dl_engine *e, const uint64_t *words, size_t nwords);
