@@ -7,6 +7,10 @@ runs the older pass-based loop (a sync at the end of each pass) over the same
 write stream and must verify; its round sizes differ from the C engine's QEMU
 loop, so they are not compared.
 
+``test_engine_vs_fused_loop`` reports, in CPU time measured in the same run, ``simulate`` with
+verification on and off against the fused workload -> tracker loop alone over the same guest time
+(issue 11's target: verification on within 1.6x of it).
+
 Run: ``pytest benchmarks/bench_engine.py --benchmark-only -s``
 (``DIRTYLOG_BENCH_ENGINE_MEMORY=8GiB`` for a quicker run).
 """

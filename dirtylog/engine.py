@@ -170,10 +170,11 @@ class Engine:
         """Run the guest up to the clock (``dl_engine_catch_up``).
 
         :meth:`send_dirty` runs the guest once per segment (at most one 50 ms iteration), and a
-        return at a deadline inside an iteration leaves the guest behind the clock, so that
-        where the deadlines fall (the step sizes of :meth:`Migration.advance`) changes nothing.
-        Every method here that runs the guest or changes its timing catches up first; a caller
-        reading the guest's figures (writes, the tracker) mid-iteration catches up itself."""
+        return at a deadline inside an iteration leaves the guest behind the clock, so that where
+        the deadlines fall (the step sizes of :meth:`~dirtylog.migration.Migration.advance`)
+        changes nothing. Every method here that runs the guest or changes its timing catches up
+        first; a caller reading the guest's figures (writes, the tracker) mid-iteration catches up
+        itself."""
         with self._lock:
             check(lib.dl_engine_catch_up(self._e), "catch up")
             self.drain("catch up")
