@@ -71,10 +71,11 @@ def test_zero_pages_never_written_are_sent_as_headers_in_every_pass():
     assert r.status == "completed" and r.verified and r.duplicate == 256
 
 
-def test_command_line_takes_a_placement():
+def test_command_line_takes_a_placement(tmp_path):
     def run(*args):
+        # from outside the source tree: `python -m dirtylog` must import the installed package
         return subprocess.run([sys.executable, "-m", "dirtylog", "simulate", "-m", "4MiB", "-w", "idle",
-                               "-b", "10MiB/s", "--json", *args], capture_output=True, text=True)
+                               "-b", "10MiB/s", "--json", *args], capture_output=True, text=True, cwd=tmp_path)
 
     import json
 
