@@ -85,7 +85,7 @@ _AUTOCONVERGE = ("auto-converge's throttle did not slow the recorded guest: it w
                  "20-40 % throttle against 6,500-8,900 unthrottled (QEMU at nice -10 on a 2-core host with load "
                  "~9: the vCPU thread got back in CPU share what the throttle's sleeps took), so QEMU's rounds "
                  "shrank slowly (16-19 syncs, 11.6-15.7 s); dirtylog's throttle takes its full share of the vCPU "
-                 "(12 syncs, 10.5 s). The steps' timing agrees: 20 % at sync 3 in every run, as in dirtylog")
+                 "(11 syncs, 10.5 s). The steps' timing agrees: 20 % at sync 3 in every run, as in dirtylog")
 _ZERO_LAYOUT = ("zero-page layout: dirtylog scatters its zero pages at random and the workload writes into some of "
                 "them; the guest's zero pages are memory it never writes")
 _PC_SWITCH = ("post-copy switch-over: QEMU's pause sends no RAM (downtime-bytes 0), only the discard list and the "
