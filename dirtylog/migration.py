@@ -871,6 +871,15 @@ class Migration:
             if self._postcopy_requested:  # QEMU: pending still above the threshold, start_postcopy set
                 self._start_postcopy(_USER_POSTCOPY)
             return
+        if remaining == 0 and threshold <= 0 and p.stop != "xen":
+            # QEMU 7.2's ram_save_pending syncs only when what is left is below the threshold, which is 0
+            # until the first 100 ms window closes: with nothing left, migration_iteration_run completes
+            # at once, and the pause's sync takes what the guest dirtied meanwhile
+            self.expected_downtime = 0.0
+            self._apply(Decision(Action.SWITCHOVER, "converged: the first pass ended before QEMU's first "
+                                                    "bandwidth measurement (threshold 0) with nothing left to "
+                                                    "send", True))
+            return
         self._sent_precopy = int(self._engine_state().bytes_sent)
         added = self._sync()
         threshold = self.threshold()  # unchanged by the sync; re-read for clarity

@@ -24,7 +24,9 @@ def test_idle_guest_sends_memory_once_and_converges():
     assert r.pages_sent == pages
     assert r.transferred == pages * (PAGE + 8)
     assert r.total_time == pytest.approx(pages * (PAGE + 8) / 2**30, rel=1e-9)
-    assert r.dirty_sync_count == 3  # setup sync, end of round 0, final sync
+    # the setup sync and the pause's: the pass (62.5 ms) ends before QEMU's first 100 ms window closes,
+    # while the threshold is still 0, and QEMU 7.2 completes with nothing left (no sync in between)
+    assert r.dirty_sync_count == 2
     assert [x.final for x in r.rounds] == [False, True]
     assert r.rounds[0].dirty_pages == 0
 
