@@ -876,9 +876,9 @@ class Migration:
             # until the first 100 ms window closes: with nothing left, migration_iteration_run completes
             # at once, and the pause's sync takes what the guest dirtied meanwhile
             self.expected_downtime = 0.0
-            self._apply(Decision(Action.SWITCHOVER, "converged: the first pass ended before QEMU's first "
-                                                    "bandwidth measurement (threshold 0) with nothing left to "
-                                                    "send", True))
+            self._apply(Decision(Action.SWITCHOVER, "converged: nothing pending at the end of the first pass, "
+                                                    "before QEMU's first bandwidth measurement (threshold 0)",
+                                                    True))
             return
         self._sent_precopy = int(self._engine_state().bytes_sent)
         added = self._sync()
