@@ -888,9 +888,11 @@ static void segment_finish(dl_engine *e)
         }
         e->seg_early[i] = e->seg_late[i] = e->seg_zero[i] = 0;
     }
-    for (size_t x = 0; x < e->seg_n; x++) {
-        const uint64_t h = seg_hash(e->seg_pages[x]);
-        e->seg_filter[h >> 6] = 0;
+    uint64_t *filter = e->seg_filter;
+    const uint64_t *listed = e->seg_pages;
+    for (size_t x = 0, n = e->seg_n; x < n; x++) {
+        const uint64_t h = seg_hash(listed[x]);
+        filter[h >> 6] = 0;
     }
     e->seg_n = 0;
     e->seg_runs = 0;
@@ -1278,13 +1280,18 @@ int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, ui
             const double iter_end = e->iter_start + e->iter_len;
             const double chunk_start = e->st.clock;
             uint64_t lb = e->link_bytes;
+            /* the iteration's end and the deadline as bytes on the link since link_base, a bit
+             * early: the exact test (a division) runs only near them */
+            const double slack = 1e-12 * (fabs(iter_end) + fabs(e->link_base) + fabs(deadline));
+            const double iter_bytes = (iter_end - e->link_base - slack) * bw * (1.0 - 1e-12);
+            const double dead_bytes = (deadline - e->link_base - slack) * bw * (1.0 - 1e-12);
             uint64_t bytes = 0, zeros = 0, normal = 0, sent = 0;
             int partial = 0;
             while (sent < chunk && e->ct.remaining > 0) {
                 if (!(inflight && sent == 0)) {
                     if (e->budget && e->ct.window_bytes + bytes >= e->budget)
                         break;
-                    if (e->link_base + (double)lb / bw >= iter_end)
+                    if ((double)lb >= iter_bytes && e->link_base + (double)lb / bw >= iter_end)
                         break;
                 }
                 uint64_t p = next_dirty(e);
@@ -1294,7 +1301,7 @@ int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, ui
                 int xb = 0;
                 if (xb_on && !z)
                     xb = xbzrle_cost(e, p, &cost);
-                if (e->link_base + (double)(lb + cost) / bw > deadline) {
+                if ((double)(lb + cost) > dead_bytes && e->link_base + (double)(lb + cost) / bw > deadline) {
                     partial = 1;
                     e->ct.scan = p; /* the page in flight is the next one */
                     break;
