@@ -170,18 +170,29 @@ class ZeroPages:
         return out.view(np.uint64)
 
     def __str__(self) -> str:
-        """The spec string (:func:`dirtylog.specs.parse_zero_pages` reads it back)."""
+        """The spec string (:func:`dirtylog.specs.parse_zero_pages` reads it back exactly: a
+        :class:`~dirtylog.config.MigrationConfig` keeps a placement as this string)."""
         if self.kind == "scattered":
-            return f"{100 * (self.fraction or 0.0):g}%"
+            return _fraction_spec(self.fraction or 0.0)
         if self.kind == "top":
             if self.count is not None:
                 return f"top:{self.count}"
             if self.size is not None:
-                from .units import format_size
+                from .units import format_size, parse_size
 
-                return f"top:{format_size(self.size)}"
-            return f"top:{100 * (self.fraction or 0.0):g}%"
+                short = format_size(self.size)  # three significant digits: exact for round sizes only
+                return f"top:{short}" if parse_size(short, name="size") == self.size else f"top:{self.size}B"
+            return "top:" + _fraction_spec(self.fraction or 0.0)
         return "ranges:" + ",".join(f"{a}-{b - 1}" for a, b in self.spans)
+
+
+def _fraction_spec(v: float) -> str:
+    """A fraction as a spec that reads back as exactly ``v``: a short percentage where one is exact,
+    else the shortest decimal that is (never an exponent: ``top:`` would take its ``e`` for a unit)."""
+    short = f"{100 * v:g}%"
+    if _fraction(short, "zero_pages") == v:
+        return short
+    return str(np.format_float_positional(v, unique=True, trim="0"))
 
 
 def _fraction(x: Union[float, int, str], name: str) -> float:

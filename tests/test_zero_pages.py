@@ -91,3 +91,16 @@ def test_sweep_configs_keep_a_placement_as_its_spec():
 
     c = MigrationConfig(memory="4MiB", zero_pages=ZeroPages.top(0.25))
     assert c.zero_pages == "top:25%" and c.build()["zero_pages"] == "top:25%"
+
+
+@pytest.mark.parametrize("z", [
+    ZeroPages.scattered(0.123456789), ZeroPages.scattered(1e-7), ZeroPages.top(0.3333333333),
+    ZeroPages.top(1.2345e-9), ZeroPages.top("1.2345GiB"), ZeroPages("top", size=1_000_000),
+])
+def test_a_spec_string_reads_back_exactly(z):
+    """A MigrationConfig (sweeps) keeps a placement as its spec string: it must not round it
+    (top:1.2345GiB used to become top:1.23 GiB, 1,179 pages fewer on a 4 GiB guest)."""
+    from dirtylog.config import MigrationConfig
+
+    assert parse_zero_pages(str(z)) == z
+    assert ZeroPages.parse(MigrationConfig(zero_pages=z).zero_pages) == z
