@@ -14,7 +14,8 @@ from typing import Any, Dict, Optional, Union
 from ._validate import as_int
 from .errors import ConfigError
 from .link import check_bandwidth
-from .units import format_size, parse_rate, parse_size, parse_time
+from .engine import WINDOW
+from .units import format_size, format_time, parse_rate, parse_size, parse_time
 
 __all__ = ["PreCopy", "PostCopy", "STOP_RULES", "ON_LIMIT"]
 
@@ -113,7 +114,7 @@ class PreCopy:
         measured bandwidth in the threshold and in the expected downtime.
     rate_window:
         How long QEMU's rate-limit windows really last (default 100 ms, its
-        ``BUFFER_DELAY``). The live phase may send ``max_bandwidth`` x 100 ms per
+        ``BUFFER_DELAY``; 100 ms to 10 s: a window never ends early). The live phase may send ``max_bandwidth`` x 100 ms per
         window whatever this is; a migration thread that wakes late on a busy host
         stretches the windows, so QEMU then delivers less than ``max_bandwidth``
         and measures (and sets its threshold from) what it delivered. To reproduce
@@ -267,9 +268,10 @@ class PreCopy:
         for rname, rval in rates.items():
             s(self, rname, None if rval is None else check_bandwidth(rval, rname))
         s(self, "rate_window", parse_time(rate_window, name="rate_window", allow_zero=False))
-        if self.rate_window > 10.0:
-            raise ConfigError(f"rate_window must be at most 10 s (QEMU's windows are 100 ms; a late thread "
-                              f"stretches them by milliseconds), got {rate_window!r}")
+        if not WINDOW * (1 - 1e-9) <= self.rate_window <= 10.0:  # a shorter window would beat max_bandwidth
+            raise ConfigError(f"rate_window must be between {format_time(WINDOW)} and 10 s (QEMU's windows are "
+                              f"{format_time(WINDOW)}; a late thread stretches them by milliseconds, it never "
+                              f"shortens them), got {rate_window!r}")
         s(self, "stall_syncs", as_int("stall_syncs", stall_syncs, minimum=2, maximum=10_000))
 
     def effective_bandwidth(self, link_bandwidth: float) -> float:

@@ -67,6 +67,8 @@ def test_late_windows_keep_qemus_budget_and_deliver_less():
         PreCopy(rate_window="0s")
     with pytest.raises(ConfigError, match="rate_window"):
         PreCopy(rate_window="1min")
+    with pytest.raises(ConfigError, match="rate_window must be between 100 ms and 10 s"):
+        PreCopy(rate_window="1ms")  # windows never shorter than QEMU's: that would send more than max_bandwidth
 
 
 def test_near_the_threshold_qemu_syncs_in_every_window():
