@@ -521,6 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
     cv.set_defaults(func=cmd_curve, memory=None)  # None: the trace's recorded size, else the usual default
 
     # record (issue 14) --------------------------------------------------------------------------
+    from .record_pid import METHODS as RECORD_METHODS
+
     rc = sub.add_parser(
         "record", formatter_class=_Formatter, help="record the dirty pages of a real program (Linux 6.7+)",
         description="Run COMMAND with dirtylog's recorder preloaded: the kernel's own write tracking "
@@ -534,7 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
         usage="dirtylog record [-o FILE] [--interval TIME] [--duration TIME]\n"
               "                       -- COMMAND [ARGS ...]\n"
               "       dirtylog record [-o FILE] [--interval TIME] [--duration TIME]\n"
-              "                       --pid PID [--method {auto,soft-dirty,uffd}]")
+              "                       --pid PID [--method {" + ",".join(RECORD_METHODS) + "}]")
     rc.add_argument("-o", "--output", default="dirtylog-record.npz", metavar="FILE",
                     help="the recording (.npz; default %(default)s)")
     rc.add_argument("--interval", type=_time_pos, default="100ms", metavar="TIME",
@@ -544,7 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "with --pid runs on untracked; default: until it exits (or Ctrl-C, with --pid)")
     rc.add_argument("--pid", type=_positive_int("pid"), metavar="PID",
                     help="record the running process PID instead of launching a program")
-    rc.add_argument("--method", choices=("auto", "soft-dirty", "uffd"), default="auto",
+    rc.add_argument("--method", choices=RECORD_METHODS, default="auto",
                     help="how --pid records: soft-dirty bits (kernels with CONFIG_MEM_SOFT_DIRTY), uffd "
                          "(userfaultfd injected with ptrace, Linux 6.7+ on x86-64), or auto: soft-dirty if the "
                          "kernel has it, else uffd (default)")

@@ -329,6 +329,19 @@ class Progress:
     interval: float
 
 
+def _check_options(interval: Union[float, str], duration: Union[float, str, None],
+                   output: Union[str, "os.PathLike[str]", None]) -> Tuple[float, Optional[float]]:
+    """The checks both recorders (the launcher and ``--pid``) make: (interval, duration) in seconds."""
+    ivl = parse_time(interval, name="interval", allow_zero=False)
+    if ivl < 0.001:
+        raise ConfigError(f"interval must be at least 1ms, got {ivl * 1e3:g}ms")
+    dur = None if duration is None else parse_time(duration, name="duration", allow_zero=False, allow_inf=True)
+    if output is not None and not os.fspath(output).lower().endswith(".npz"):
+        raise ConfigError(f"the recording is written as .npz (a trace with its page -> address map), got "
+                          f"{os.fspath(output)!r}")
+    return ivl, dur
+
+
 def record(
     command: Sequence[str],
     output: Union[str, "os.PathLike[str]", None] = None,
@@ -350,13 +363,7 @@ def record(
     """
     from .realtracker import require_support
 
-    ivl = parse_time(interval, name="interval", allow_zero=False)
-    if ivl < 0.001:
-        raise ConfigError(f"interval must be at least 1ms, got {ivl * 1e3:g}ms")
-    dur = None if duration is None else parse_time(duration, name="duration", allow_zero=False, allow_inf=True)
-    if output is not None and not os.fspath(output).lower().endswith(".npz"):
-        raise ConfigError(f"the recording is written as .npz (a trace with its page -> address map), got "
-                          f"{os.fspath(output)!r}")
+    ivl, dur = _check_options(interval, duration, output)
     require_support()
     lib = preload_library()
     path = check_program(command)

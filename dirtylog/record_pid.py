@@ -55,8 +55,7 @@ import numpy as np
 
 from ._lib import ffi, lib
 from .errors import ConfigError, UnsupportedError
-from .record import Progress, Recording, RecordError, _Raw, _recording
-from .units import parse_time
+from .record import Progress, Recording, RecordError, _check_options, _Raw, _recording
 
 __all__ = ["record_pid", "METHODS", "choose_method", "eligible_regions"]
 
@@ -349,13 +348,7 @@ def record_pid(
     if isinstance(pid, bool) or not isinstance(pid, (int, np.integer)) or int(pid) <= 0:
         raise ConfigError(f"pid must be a positive integer, got {pid!r}")
     pid = int(pid)
-    ivl = parse_time(interval, name="interval", allow_zero=False)
-    if ivl < 0.001:
-        raise ConfigError(f"interval must be at least 1ms, got {ivl * 1e3:g}ms")
-    dur = None if duration is None else parse_time(duration, name="duration", allow_zero=False, allow_inf=True)
-    if output is not None and not os.fspath(output).lower().endswith(".npz"):
-        raise ConfigError(f"the recording is written as .npz (a trace with its page -> address map), got "
-                          f"{os.fspath(output)!r}")
+    ivl, dur = _check_options(interval, duration, output)
     if procfs == "/proc" and pid == os.getpid():
         raise RecordError("dirtylog cannot record its own process with --pid; use dirtylog.RealTracker")
     if _process_state(procfs, pid) in (None, "Z", "X"):
