@@ -121,8 +121,10 @@ int dl_inject_begin(dl_inject *s, int pid, int *sys_errno)
     }
     int st = 0, e = 0;
     for (int tries = 0;; tries++) {
-        if ((e = wait_stop(s, &st)) != 0)
+        if ((e = wait_stop(s, &st)) != 0) {
+            dl_inject_end(s); /* detaches if the thread is still there */
             return fail(sys_errno, e);
+        }
         if ((st >> 16) == PTRACE_EVENT_STOP)
             break; /* our interrupt (or a group stop): the thread is stopped where it was */
         if (tries >= MAX_WAITS) {
@@ -139,10 +141,10 @@ int dl_inject_begin(dl_inject *s, int pid, int *sys_errno)
     }
     if (ptrace(PTRACE_GETREGS, pid, 0, &s->saved) != 0) {
         e = errno;
-        s->attached = 0; /* nothing saved: detach without restoring */
-        ptrace(PTRACE_DETACH, pid, 0, 0);
+        dl_inject_end(s); /* nothing saved: detaches without restoring */
         return fail(sys_errno, e);
     }
+    s->regs_saved = 1;
     if (s->saved.cs != USER_CS_64) {
         dl_inject_end(s);
         return DL_ERR_UNSUPPORTED; /* a 32-bit process */
@@ -152,6 +154,7 @@ int dl_inject_begin(dl_inject *s, int pid, int *sys_errno)
         dl_inject_end(s);
         return fail(sys_errno, e);
     }
+    s->mask_saved = 1;
     uint64_t all = ~(uint64_t)0;
     if (ptrace(PTRACE_SETSIGMASK, pid, (void *)sizeof all, &all) != 0) {
         e = errno;
@@ -219,10 +222,10 @@ int dl_inject_syscall(dl_inject *s, long nr, uint64_t a0, uint64_t a1, uint64_t 
     return DL_OK;
 }
 
-void dl_inject_end(dl_inject *s)
+/* Puts back what dl_inject_begin saved (registers, then the signal mask), restarting a
+ * system call the thread was stopped in as the kernel would. */
+static void restore(const dl_inject *s)
 {
-    if (!s || !s->attached)
-        return;
     struct user_regs_struct r = s->saved;
     if ((long long)r.orig_rax >= 0) { /* stopped in a system call: restart it as the kernel would */
         switch (-(long long)r.rax) {
@@ -240,8 +243,18 @@ void dl_inject_end(dl_inject *s)
     }
     r.orig_rax = (unsigned long long)-1; /* already adjusted: the kernel must not restart it again */
     ptrace(PTRACE_SETREGS, s->pid, 0, &r);
-    if (s->saved.cs == USER_CS_64)
+    if (s->mask_saved)
         ptrace(PTRACE_SETSIGMASK, s->pid, (void *)sizeof s->saved_mask, &s->saved_mask);
+}
+
+void dl_inject_end(dl_inject *s)
+{
+    if (!s || !s->attached)
+        return;
+    /* Only what was saved is restored: a session that failed before reading the registers
+     * detaches without writing any, so the thread goes on untouched. */
+    if (s->regs_saved)
+        restore(s);
     ptrace(PTRACE_DETACH, s->pid, 0, 0);
     s->attached = 0;
     if (s->stopped_sig)

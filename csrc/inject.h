@@ -42,6 +42,8 @@ typedef struct dl_inject {
     uint64_t syscall_ip; /* a syscall instruction of the target's vDSO */
     uint64_t scratch;    /* start of the scratch area below the red zone */
     uint64_t saved_mask;
+    int regs_saved;      /* saved holds the thread's registers: restore them at the end */
+    int mask_saved;      /* saved_mask holds its signal mask: restore it at the end */
 #if DL_INJECT_SUPPORTED
     struct user_regs_struct saved;
 #endif

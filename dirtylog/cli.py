@@ -1130,7 +1130,10 @@ def cmd_record(args: argparse.Namespace) -> int:
         ended = f"stopped by signal {-(rec.exit_status or 0)}"
     from rich.markup import escape
 
-    out.print(f"[bold]Recorded[/bold] {escape(rec.command)} (pid {rec.pid}, {ended}): {format_time(s.duration)} in "
+    # one line however the command was written (a `python -c` script keeps its newlines)
+    shown = rec.command if len(rec.command) <= 60 and rec.command.isprintable() else (
+        rec.command.encode("unicode_escape").decode("ascii")[:57] + "...")
+    out.print(f"[bold]Recorded[/bold] {escape(shown)} (pid {rec.pid}, {ended}): {format_time(s.duration)} in "
               f"{s.intervals:,} interval{'s' if s.intervals != 1 else ''} of {format_time(rec.interval_ns / 1e9)}; "
               f"{format_size(s.pages * s.page_size)} of private writable memory tracked ({s.pages:,} pages)")
     if not rec.complete and rec.method != "preload":

@@ -124,6 +124,12 @@ def test_cli_records_a_numpy_job_and_the_curve_reads_it(tmp_path):
                            "true"], capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "COLUMNS": "80"})
     assert text.returncode == 0, text.stderr
     assert "dirty pages / interval" in text.stdout and "Dirty curve" in text.stdout
+    script = subprocess.run([sys.executable, "-m", "dirtylog", "record", "-o", str(tmp_path / "m.npz"), "--",
+                             sys.executable, "-c", "x = 1\ny = 2\n"], capture_output=True, text=True, cwd=tmp_path,
+                            env={**os.environ, "COLUMNS": "80"})
+    assert script.returncode == 0, script.stderr
+    header = script.stdout.splitlines()[0]  # a multi-line script stays on the summary's first line, escaped
+    assert header.startswith("Recorded ") and "x = 1\\ny = 2" in header, script.stdout
 
 
 @needs_kernel
