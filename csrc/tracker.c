@@ -345,7 +345,7 @@ static DL_NOINLINE void huge_fault(dl_tracker *t, uint32_t v, uint64_t p, batch_
  */
 DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *pages, size_t n,
                                  const int mode, const int huge, const int stl, const int vers,
-                                 const int pf, batch_counts *c)
+                                 const int pf, const int flat, batch_counts *c)
 {
     const uint64_t S = mode == DL_MODE_RING ? 2 : 1; /* t->stride */
     uint64_t *bits = t->bits;
@@ -481,6 +481,30 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
             break;                                                                                 \
     }
 
+/* The writes [i, end) of one span, each with its own load and store of its word:
+ * for streams that go to another word on nearly every write, where the register
+ * held word of DL_SPAN only costs (no huge pages). Unrolled: the loop's own
+ * instructions are a good part of a write's when the bitmap is in cache. */
+#define DL_FLAT_SPAN(CHK)                                                                          \
+    _Pragma("GCC unroll 4")                                                                        \
+    for (; i < end; i++) {                                                                         \
+        p = pages[i];                                                                              \
+        if (pf && i < pf_end) {                                                                    \
+            const uint64_t pw = pages[i + DL_PF_DIST] >> 6;                                        \
+            __builtin_prefetch(&bits[pw * S], 1, 3);                                               \
+            if (stl)                                                                               \
+                __builtin_prefetch(&stale[pw], 1, 3);                                              \
+        }                                                                                          \
+        cw = p >> 6;                                                                               \
+        cur = bits[cw * S];                                                                        \
+        if (stl)                                                                                   \
+            scur = stale[cw];                                                                      \
+        DL_WRITE_ONE(CHK);                                                                         \
+        bits[cw * S] = cur;                                                                        \
+        if (stl)                                                                                   \
+            stale[cw] = scur;                                                                      \
+    }
+
     /* Spans: a PML log with idx + 1 free slots, or a ring with soft_limit - u free
      * entries, takes at least that many writes to fill, so a span that long needs
      * no fill check per write (the ring's fill is handled after it). With little
@@ -501,7 +525,13 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
                 end = i + (soft - u);
         }
         p = pages[i];
-        if (chk) {
+        if (flat && !huge) {
+            if (chk) {
+                DL_FLAT_SPAN(1)
+            } else {
+                DL_FLAT_SPAN(0)
+            }
+        } else if (chk) {
             DL_SPAN(1)
         } else {
             DL_SPAN(0)
@@ -518,6 +548,7 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
             p = pages[i];
     }
 #undef DL_SPAN
+#undef DL_FLAT_SPAN
 #undef DL_WRITE_ONE
     bits[cw * S] = cur;
     if (stl)
@@ -551,7 +582,7 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
     __attribute__((aligned(64))) static void name(dl_tracker *t, uint32_t v, const uint64_t *p,    \
                                                   size_t n, batch_counts *c)                      \
     {                                                                                              \
-        write_loop(t, v, p, n, mode, huge, stl, vers, pf, c);                                     \
+        write_loop(t, v, p, n, mode, huge == 1, stl, vers, pf, huge == 2, c);                     \
     }
 #define DL_WRITE_MARKS(mode, tag, huge)                                                            \
     DL_WRITE_VARIANT(write_##tag##_##huge##000, mode, huge, 0, 0, 0)                               \
@@ -562,7 +593,7 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
     DL_WRITE_VARIANT(write_##tag##_##huge##101, mode, huge, 1, 0, 1)                               \
     DL_WRITE_VARIANT(write_##tag##_##huge##110, mode, huge, 1, 1, 0)                               \
     DL_WRITE_VARIANT(write_##tag##_##huge##111, mode, huge, 1, 1, 1)
-#define DL_WRITE_MODE(mode, tag) DL_WRITE_MARKS(mode, tag, 0) DL_WRITE_MARKS(mode, tag, 1)
+#define DL_WRITE_MODE(mode, tag) DL_WRITE_MARKS(mode, tag, 0) DL_WRITE_MARKS(mode, tag, 1) DL_WRITE_MARKS(mode, tag, 2)
 DL_WRITE_MODE(DL_MODE_WP, wp)
 DL_WRITE_MODE(DL_MODE_PML, pml)
 DL_WRITE_MODE(DL_MODE_RING, ring)
@@ -572,9 +603,21 @@ typedef void (*write_fn)(dl_tracker *, uint32_t, const uint64_t *, size_t, batch
     write_##tag##_##huge##000, write_##tag##_##huge##001, write_##tag##_##huge##010,               \
         write_##tag##_##huge##011, write_##tag##_##huge##100, write_##tag##_##huge##101,           \
         write_##tag##_##huge##110, write_##tag##_##huge##111
-#define DL_WRITE_ROW(tag) {DL_WRITE_HALF(tag, 0), DL_WRITE_HALF(tag, 1)}
-/* [mode][huge << 3 | stale << 2 | versions << 1 | prefetch] */
-static const write_fn write_table[3][16] = {DL_WRITE_ROW(wp), DL_WRITE_ROW(pml), DL_WRITE_ROW(ring)};
+#define DL_WRITE_ROW(tag) {DL_WRITE_HALF(tag, 0), DL_WRITE_HALF(tag, 1), DL_WRITE_HALF(tag, 2)}
+/* [mode][kind << 3 | stale << 2 | versions << 1 | prefetch], kind 0: register-held word,
+ * 1: huge pages, 2: flat (no huge pages) */
+static const write_fn write_table[3][24] = {DL_WRITE_ROW(wp), DL_WRITE_ROW(pml), DL_WRITE_ROW(ring)};
+
+/* Whether a batch goes to another bitmap word on nearly every write (judged on its
+ * first writes): such streams run the flat loop. Only the speed depends on it. */
+static int scattered(const uint64_t *pages, size_t n)
+{
+    const size_t k = n < 64 ? n : 64;
+    size_t same = 0;
+    for (size_t i = 1; i < k; i++)
+        same += (pages[i] ^ pages[i - 1]) < 64;
+    return same * 8 < k;
+}
 
 /* Applies an already validated batch. */
 void dl__tracker_write_unchecked(dl_tracker *t, uint32_t v, const uint64_t *pages, size_t n)
@@ -595,7 +638,8 @@ void dl__tracker_write_unchecked(dl_tracker *t, uint32_t v, const uint64_t *page
     batch_counts c = {0, 0, 0, 0, 0, 0};
     int m = t->cfg.mode == DL_MODE_CLEAR ? 0 : (int)t->cfg.mode;
     int pf = t->nwords * 8 > DL_PF_MIN_BYTES || (t->versions && t->pages * 4 > DL_PF_MIN_BYTES);
-    int variant = (t->blk ? 8 : 0) | (t->stale ? 4 : 0) | (t->versions ? 2 : 0) | pf;
+    int kind = t->blk ? 1 : scattered(pages, n) ? 2 : 0;
+    int variant = kind << 3 | (t->stale ? 4 : 0) | (t->versions ? 2 : 0) | pf;
     write_table[m][variant](t, v, pages, n, &c);
     vcpu_counters *vc = &t->vc[v];
     vc->faults += c.faults;
