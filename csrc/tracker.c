@@ -440,17 +440,22 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
             __builtin_prefetch(&bits[(pages[j] >> 6) * S], 1, 3);
         }
     }
-/* The writes [i, end) of one span; CHK as for DL_WRITE_ONE. */
-#define DL_SPAN(CHK)                                                                               \
-    for (;;) {                                                                                     \
-        /* prefetch the word DL_PF_DIST writes ahead (sequential streams get here once             \
-         * per 64 writes, and need no prefetch anyway) */                                          \
+/* Prefetches the words (tracker bits, stale bits) of the write DL_PF_DIST ahead. */
+#define DL_PREFETCH_AHEAD()                                                                        \
+    do {                                                                                           \
         if (pf && i < pf_end) {                                                                    \
             const uint64_t pw = pages[i + DL_PF_DIST] >> 6;                                        \
             __builtin_prefetch(&bits[pw * S], 1, 3);                                               \
             if (stl)                                                                               \
                 __builtin_prefetch(&stale[pw], 1, 3);                                              \
         }                                                                                          \
+    } while (0)
+/* The writes [i, end) of one span; CHK as for DL_WRITE_ONE. */
+#define DL_SPAN(CHK)                                                                               \
+    for (;;) {                                                                                     \
+        /* prefetch the word DL_PF_DIST writes ahead (sequential streams get here once             \
+         * per 64 writes, and need no prefetch anyway) */                                          \
+        DL_PREFETCH_AHEAD();                                                                       \
         bits[cw * S] = cur;                                                                        \
         if (stl)                                                                                   \
             stale[cw] = scur;                                                                      \
@@ -489,12 +494,7 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
     _Pragma("GCC unroll 4")                                                                        \
     for (; i < end; i++) {                                                                         \
         p = pages[i];                                                                              \
-        if (pf && i < pf_end) {                                                                    \
-            const uint64_t pw = pages[i + DL_PF_DIST] >> 6;                                        \
-            __builtin_prefetch(&bits[pw * S], 1, 3);                                               \
-            if (stl)                                                                               \
-                __builtin_prefetch(&stale[pw], 1, 3);                                              \
-        }                                                                                          \
+        DL_PREFETCH_AHEAD();                                                                       \
         cw = p >> 6;                                                                               \
         cur = bits[cw * S];                                                                        \
         if (stl)                                                                                   \
@@ -549,6 +549,7 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
     }
 #undef DL_SPAN
 #undef DL_FLAT_SPAN
+#undef DL_PREFETCH_AHEAD
 #undef DL_WRITE_ONE
     bits[cw * S] = cur;
     if (stl)
