@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -24,8 +25,13 @@ def _start(tmp_path, *argv):
                             stderr=subprocess.PIPE, text=True, cwd=tmp_path)
 
 
-def _interrupt(p, after=0.5):
+def _interrupt(p, after=0.5, wait_for=None):
     first = p.stderr.read(1)  # the progress bar: the migration (or the sweep) is running
+    if wait_for is not None:  # read the bar until it matches `wait_for` (under load that can take a while)
+        while not re.search(wait_for, first):
+            c = p.stderr.read(1)
+            assert c, f"the progress bar never showed {wait_for!r}: {first[-300:]!r}"
+            first += c
     time.sleep(after)
     assert p.poll() is None, p.communicate()
     p.send_signal(signal.SIGINT)
@@ -35,7 +41,7 @@ def _interrupt(p, after=0.5):
 
 def test_ctrl_c_on_simulate_prints_the_partial_report_and_exits_130(tmp_path):
     p = _start(tmp_path, "simulate", *ENDLESS)
-    out, err = _interrupt(p)
+    out, err = _interrupt(p, after=0.2, wait_for=r"round [1-9]")  # round 0 is done
     assert p.returncode == 130, err
     assert "interrupted (Ctrl-C): a partial report" in out and "stopped by Ctrl-C at" in out
     assert "Rounds" in out and "\n    0 " in out  # the rounds so far
@@ -44,7 +50,7 @@ def test_ctrl_c_on_simulate_prints_the_partial_report_and_exits_130(tmp_path):
 
 def test_ctrl_c_on_simulate_json_is_marked_interrupted(tmp_path):
     p = _start(tmp_path, "simulate", *ENDLESS, "--json")
-    out, err = _interrupt(p)
+    out, err = _interrupt(p, after=0.2, wait_for=r"round [1-9]")  # round 0 is done
     assert p.returncode == 130, err
     d = json.loads(out)
     assert d["interrupted"] is True and d["downtime"] is None and d["rounds"]
