@@ -58,7 +58,7 @@ class PreCopy:
         User limits (override the rule's): the number of pre-copy rounds after
         round 0, total bytes sent as a multiple of memory, a dirty-page count under
         which the switch-over happens regardless of the threshold, and the longest
-        total migration time.
+        total migration time (``inf`` is no timeout, as None).
     on_limit:
         What to do when a limit is hit without convergence: ``"force"`` stops and
         copies now (with the long downtime that implies), ``"abort"`` rolls back
@@ -229,7 +229,8 @@ class PreCopy:
             max_total_factor = f
         s(self, "max_total_factor", max_total_factor)
         s(self, "min_dirty_pages", 0 if min_dirty_pages is None else as_int("min_dirty_pages", min_dirty_pages, minimum=0))
-        s(self, "timeout", None if timeout is None else parse_time(timeout, name="timeout", allow_zero=False, allow_inf=True))
+        t = None if timeout is None else parse_time(timeout, name="timeout", allow_zero=False, allow_inf=True)
+        s(self, "timeout", t if t is not None and math.isfinite(t) else None)  # inf: no timeout, as None
         s(self, "on_limit", on_limit.lower())
         s(self, "resume_time", parse_time(resume_time, name="resume_time"))
         s(self, "chunk_size", _bounded_size(chunk_size, "chunk_size", MAX_CHUNK_SIZE))

@@ -126,6 +126,14 @@ def test_timeout_mid_round():
     assert r.verified
 
 
+def test_an_infinite_timeout_is_no_timeout():
+    # it used to switch off both give_up_after and the early verdict ("the limit will end it"): a run for ever
+    assert PreCopy(timeout="inf").timeout is None and PreCopy(timeout=math.inf).timeout is None
+    r = simulate(memory="64MiB", workload=Uniform("200MiB/s", seed=2), link=Link("100MiB/s"),
+                 policy=PreCopy(timeout=math.inf))
+    assert r.status == "failed" and "does not converge" in r.reason
+
+
 def test_give_up_after_rolls_back_a_run_away_qemu_migration():
     w = Uniform("200MiB/s", seed=2)
     r = simulate(memory="64MiB", workload=w, link=Link("100MiB/s"), give_up_after="3s",
