@@ -485,6 +485,22 @@ static int maybe_clear(dl_engine *e, uint64_t p)
     return DL_OK;
 }
 
+/* A pre-copy send of page p: clear mode's clear before the chunk's first send, then the
+ * destination holds the page's newest content (its version; its stale bit cleared). */
+DL_ALWAYS_INLINE int deliver(dl_engine *e, uint64_t p, const uint32_t *src, uint32_t *dst, uint64_t *stale)
+{
+    if (e->mask) {
+        int rc = maybe_clear(e, p);
+        if (rc)
+            return rc;
+    }
+    if (dst)
+        dst[p] = src ? src[p] : 0;
+    if (stale)
+        stale[p >> 6] &= ~(UINT64_C(1) << (p & 63));
+    return DL_OK;
+}
+
 DL_ALWAYS_INLINE int is_zero(const dl_engine *e, const uint32_t *src, uint64_t p)
 {
     if (src && src[p] != 0)
@@ -583,15 +599,9 @@ int dl_engine_send(dl_engine *e, const uint64_t *pages, uint64_t first, uint64_t
                 partial = 1;
                 break;
             }
-            if (e->mask) {
-                int rc = maybe_clear(e, p);
-                if (rc)
-                    return rc;
-            }
-            if (dst)
-                dst[p] = src ? src[p] : 0;
-            if (stale) /* the destination now holds the page's newest content */
-                stale[p >> 6] &= ~(UINT64_C(1) << (p & 63));
+            int rc = deliver(e, p, src, dst, stale);
+            if (DL_UNLIKELY(rc))
+                return rc;
             t_used += dt;
             bytes += cost;
             zeros += (uint64_t)z;
@@ -1306,15 +1316,9 @@ int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, ui
                     e->ct.scan = p; /* the page in flight is the next one */
                     break;
                 }
-                if (e->mask) {
-                    int rc = maybe_clear(e, p);
-                    if (rc)
-                        return rc;
-                }
-                if (dst)
-                    dst[p] = src ? src[p] : 0;
-                if (stale) /* the destination now holds the page's newest content */
-                    stale[p >> 6] &= ~(UINT64_C(1) << (p & 63));
+                int rc = deliver(e, p, src, dst, stale);
+                if (DL_UNLIKELY(rc))
+                    return rc;
                 if (listed)
                     segment_sent(e, p, chunk_start, z);
                 e->mbm[p >> 6] &= ~(UINT64_C(1) << (p & 63));
