@@ -524,7 +524,8 @@ def describe(spec: Any) -> str:
 ZERO_GRAMMAR = """\
 ZERO := FRACTION | "scattered:" FRACTION | "top:" (FRACTION | SIZE | PAGES) | "ranges:" RANGE ("," RANGE)*
 RANGE := PAGE ["-" PAGE]     (inclusive page numbers, like a CPU list)
-FRACTION is 0.3 or 30%; SIZE has a unit (1GiB); PAGES is a whole number > 1.
+FRACTION is 0.3 or 30% (1.0 or 100%: all); SIZE has a unit (1GiB); PAGES is a whole
+number (top:1 is one page).
 Examples: 30%, scattered:10%, top:25%, top:512MiB, top:4096, ranges:0-1023,65536-131071"""
 
 
@@ -545,7 +546,7 @@ def parse_zero_pages(spec: str) -> Any:
         return ZeroPages.scattered(arg)
     if kind == "top":
         amount = arg.strip()
-        if amount.isdigit() and int(amount) > 1:
+        if amount.isdigit():  # a page count: top:1 is one page (top:100% or top:1.0 is all of memory)
             return ZeroPages.top(int(amount))
         return ZeroPages.top(amount)
     if kind == "ranges":

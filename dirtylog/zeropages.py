@@ -58,11 +58,13 @@ class ZeroPages:
 
     @classmethod
     def top(cls, amount: Any) -> "ZeroPages":
-        """The last pages of memory: a fraction (``0.3``, ``"30%"``), a size (``"1GiB"``) or a page count
-        (an int > 1)."""
+        """The last pages of memory: a fraction (a float such as ``0.3``, or ``"30%"``), a size
+        (``"1GiB"``) or a page count (an int: ``1`` is one page, ``1.0`` all of memory)."""
         if isinstance(amount, bool):
             raise TypeError(f"zero_pages top: expected a fraction, a size or a page count, got {amount!r}")
-        if isinstance(amount, (int, np.integer)) and int(amount) > 1:
+        if isinstance(amount, (int, np.integer)):
+            if int(amount) < 0:
+                raise ConfigError(f"zero_pages top: a page count must be >= 0, got {amount!r}")
             return cls("top", count=int(amount))
         if isinstance(amount, str) and not amount.strip().endswith("%") and any(c.isalpha() for c in amount):
             from .units import parse_size

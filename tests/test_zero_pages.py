@@ -104,3 +104,17 @@ def test_a_spec_string_reads_back_exactly(z):
 
     assert parse_zero_pages(str(z)) == z
     assert ZeroPages.parse(MigrationConfig(zero_pages=z).zero_pages) == z
+
+
+def test_top_a_whole_number_is_a_page_count_even_one():
+    """``top:1`` is one page, as ``top:2`` is two (it used to mean all of memory, a fraction of 1);
+    all of memory is ``top:100%`` or ``top:1.0``."""
+    assert parse_zero_pages("top:1") == ZeroPages.top(1) == ZeroPages("top", count=1)
+    assert parse_zero_pages("top:0") == ZeroPages("top", count=0)
+    assert parse_zero_pages("top:1.0") == parse_zero_pages("top:100%") == ZeroPages.top(1.0)
+    assert ZeroPages.top(1).page_count(1000, 4096) == 1
+    assert ZeroPages.top(1.0).page_count(1000, 4096) == 1000
+    for z in (ZeroPages.top(1), ZeroPages.top(1.0), ZeroPages.top(0)):
+        assert parse_zero_pages(str(z)) == z
+    with pytest.raises(ConfigError, match="page count must be >= 0"):
+        ZeroPages.top(-1)
