@@ -1239,6 +1239,25 @@ DL_ALWAYS_INLINE void segment_sent(dl_engine *e, uint64_t p, double t, int z)
         e->seg_zero[x >> 6] |= UINT64_C(1) << (x & 63);
 }
 
+/* Lists the pages of bitmap word wi's bits w (ascending, after the list's last) as sent
+ * at time t, none of them as a zero page: segment_sent for each. */
+DL_ALWAYS_INLINE void segment_sent_word(dl_engine *e, uint64_t wi, uint64_t w, double t)
+{
+    size_t x = e->seg_n;
+    const uint64_t base = wi << 6;
+    if (x == 0 || base + (uint64_t)__builtin_ctzll(w) < e->seg_pages[x - 1])
+        e->seg_run[e->seg_runs++] = x;
+    uint64_t *pages = e->seg_pages, *filter = e->seg_filter;
+    double *ts = e->seg_t;
+    for (; w; w &= w - 1, x++) {
+        const uint64_t p = base + (uint64_t)__builtin_ctzll(w), h = seg_hash(p);
+        pages[x] = p;
+        ts[x] = t;
+        filter[h >> 6] |= UINT64_C(1) << (h & 63);
+    }
+    e->seg_n = x;
+}
+
 int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, uint64_t below_bytes, int *why)
 {
     if (!e || !why || isnan(deadline) || !(below_seconds >= 0))
@@ -1255,6 +1274,10 @@ int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, ui
      * clear must come after the writes before it) and with destination versions. */
     const int seg = e->w != NULL && !e->mask && !dst;
     const int listed = seg && stale != NULL;
+    /* the send loop may take a bitmap word at a time where every page costs the same and
+     * a send is only the bitmaps' bits (no clear mode, destination versions or zero pages) */
+    const int word_ok = !e->mask && !dst && !do_zero;
+    const uint64_t pb = e->cfg.page_bytes;
     if (!seg && e->seg_open) { /* the guest's open segment (idle time) runs before per-chunk sending */
         int rc = segment_flush(e);
         if (rc || e->g_kind)
@@ -1306,6 +1329,28 @@ int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, ui
                 }
                 uint64_t p = next_dirty(e);
                 const int xb_on = e->xcache && e->ct.passes > 0; /* on from the wrap on, as QEMU */
+                if (word_ok && !xb_on && !(inflight && sent == 0)) {
+                    /* The rest of p's word at once when every check the per-page loop would
+                     * make on its pages passes: the same sends, in the same order. */
+                    const uint64_t wi = p >> 6, w = e->mbm[wi] & (~UINT64_C(0) << (p & 63));
+                    const uint64_t k = (uint64_t)__builtin_popcountll(w);
+                    if (sent + k <= chunk && (double)(lb + (k - 1) * pb) < iter_bytes &&
+                        (double)(lb + k * pb) <= dead_bytes &&
+                        (!e->budget || e->ct.window_bytes + bytes + (k - 1) * pb < e->budget)) {
+                        e->mbm[wi] &= ~w;
+                        if (stale)
+                            stale[wi] &= ~w;
+                        if (listed)
+                            segment_sent_word(e, wi, w, chunk_start);
+                        e->ct.remaining -= k;
+                        e->ct.scan = (wi << 6) + 64 - (uint64_t)__builtin_clzll(w);
+                        lb += k * pb;
+                        bytes += k * pb;
+                        normal += k;
+                        sent += k;
+                        continue;
+                    }
+                }
                 int z = do_zero && is_zero(e, src, p);
                 uint64_t cost = z ? e->cfg.zero_bytes : e->cfg.page_bytes;
                 int xb = 0;
