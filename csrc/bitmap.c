@@ -19,7 +19,7 @@ uint64_t dl_bitmap_count(const uint64_t *bm, uint64_t nwords)
 {
     uint64_t n = 0;
     for (uint64_t i = 0; i < nwords; i++)
-        n += (uint64_t)__builtin_popcountll(bm[i]);
+        n += (uint64_t)dl__popcount64(bm[i]);
     return n;
 }
 

@@ -75,17 +75,22 @@ struct dl_engine {
     double seg_start;      /* wall clock at the segment's start */
     double seg_w0, seg_w1; /* the segment's wall interval (set when it is flushed) */
     int seg_flushing;      /* the guest slice in progress is the segment's */
-    uint64_t *seg_pages;   /* pages sent in the segment, in send order (with the stale bitmap) */
-    double *seg_t;         /* when each was sent (the start of its chunk) */
-    uint64_t *seg_early, *seg_late, *seg_zero; /* bit sets over seg_pages' entries */
-    size_t seg_n;
-    size_t seg_run[4];     /* starts of the ascending runs of seg_pages (the scan wraps) */
-    uint64_t *seg_filter;  /* SEG_FILTER bits: set for a hash of each listed page (a quick "not listed") */
+    /* The sent list, one entry per bitmap word and chunk: the pages of word seg_word[x]
+     * in the bits seg_bits[x], sent at seg_t[x] (the start of their chunk), in send order
+     * (with the stale bitmap). The masks early, late (writes placed before or after the
+     * page's send) and zero (sent as a zero page) have the same bits. */
+    uint64_t *seg_word, *seg_bits, *seg_early, *seg_late, *seg_zero;
+    double *seg_t;
+    size_t seg_n;          /* pages listed */
+    size_t seg_ne;         /* entries */
+    uint64_t seg_last;     /* the last page listed */
+    size_t seg_run[4];     /* starts of the ascending runs of entries (the scan wraps) */
+    uint64_t *seg_filter;  /* SEG_FILTER bits: set for a hash of each listed word (a quick "not listed") */
     int seg_runs;
     dl__wl_pos seg_pos;
 };
 
-/* Entries of the sent list: a segment is flushed before it would hold more. */
+/* Pages of the sent list (so also entries at most): a segment is flushed before it would hold more. */
 #define SEG_CAP ((size_t)1 << 15)
 #define SEG_FILTER_BITS 18
 
@@ -150,11 +155,12 @@ int dl_engine_create(const dl_engine_config *cfg, dl_tracker *t, dl_workload *w,
     e->g_a = calloc(e->vcpus, sizeof(double));
     e->g_b = calloc(e->vcpus, sizeof(double));
     e->wbudget = cfg->work_budget ? cfg->work_budget : DL_ENGINE_WORK_BUDGET;
-    e->seg_pages = malloc(SEG_CAP * sizeof(uint64_t));
+    e->seg_word = malloc(SEG_CAP * sizeof(uint64_t));
+    e->seg_bits = malloc(SEG_CAP * sizeof(uint64_t));
     e->seg_t = malloc(SEG_CAP * sizeof(double));
-    e->seg_early = calloc(SEG_CAP / 64, sizeof(uint64_t));
-    e->seg_late = calloc(SEG_CAP / 64, sizeof(uint64_t));
-    e->seg_zero = calloc(SEG_CAP / 64, sizeof(uint64_t));
+    e->seg_early = calloc(SEG_CAP, sizeof(uint64_t));
+    e->seg_late = calloc(SEG_CAP, sizeof(uint64_t));
+    e->seg_zero = calloc(SEG_CAP, sizeof(uint64_t));
     e->seg_filter = calloc(((size_t)1 << SEG_FILTER_BITS) / 64, sizeof(uint64_t));
     if (cfg->xbzrle_slots) {
         e->xcache = malloc(cfg->xbzrle_slots * sizeof(uint64_t));
@@ -163,7 +169,7 @@ int dl_engine_create(const dl_engine_config *cfg, dl_tracker *t, dl_workload *w,
             memset(e->xcache, 0xff, cfg->xbzrle_slots * sizeof(uint64_t));
     }
     if (!e->vthr || !e->vclock || !e->mbm || !e->g_a || !e->g_b ||
-        (cfg->xbzrle_slots && (!e->xcache || !e->xage)) || !e->seg_pages || !e->seg_t || !e->seg_early ||
+        (cfg->xbzrle_slots && (!e->xcache || !e->xage)) || !e->seg_word || !e->seg_bits || !e->seg_t || !e->seg_early ||
         !e->seg_late || !e->seg_zero || !e->seg_filter) {
         dl_engine_destroy(e);
         return DL_ERR_NOMEM;
@@ -188,7 +194,8 @@ void dl_engine_destroy(dl_engine *e)
     free(e->zmap);
     free(e->cleared);
     free(e->ahead);
-    free(e->seg_pages);
+    free(e->seg_word);
+    free(e->seg_bits);
     free(e->seg_t);
     free(e->seg_early);
     free(e->seg_late);
@@ -833,22 +840,26 @@ static void source_sink(void *ctx, uint32_t j, const uint64_t *pages, size_t n)
     e->st.writes += n;
 }
 
-/* The entry of page p in the segment's sent list, or SIZE_MAX. */
+/* The entry listing page p in the segment's sent list, or SIZE_MAX. */
 static size_t seg_find(const dl_engine *e, uint64_t p)
 {
+    const uint64_t wi = p >> 6, bit = UINT64_C(1) << (p & 63);
+    const uint64_t *words = e->seg_word;
     for (int r = 0; r < e->seg_runs; r++) {
-        size_t lo = e->seg_run[r], hi = r + 1 < e->seg_runs ? e->seg_run[r + 1] : e->seg_n;
-        if (lo >= hi || p < e->seg_pages[lo] || p > e->seg_pages[hi - 1])
+        size_t lo = e->seg_run[r], hi = r + 1 < e->seg_runs ? e->seg_run[r + 1] : e->seg_ne;
+        if (lo >= hi || wi < words[lo] || wi > words[hi - 1])
             continue;
         while (lo < hi) {
             size_t mid = lo + (hi - lo) / 2;
-            if (e->seg_pages[mid] < p)
+            if (words[mid] < wi)
                 lo = mid + 1;
             else
                 hi = mid;
         }
-        if (e->seg_pages[lo] == p)
-            return lo;
+        /* a word's pages may span entries (chunks) next to each other */
+        for (hi = r + 1 < e->seg_runs ? e->seg_run[r + 1] : e->seg_ne; lo < hi && words[lo] == wi; lo++)
+            if (e->seg_bits[lo] & bit)
+                return lo;
     }
     return SIZE_MAX;
 }
@@ -868,18 +879,18 @@ static void segment_sink(void *ctx, uint32_t j, const uint64_t *pages, size_t n)
     const dl__wl_pos *q = &e->seg_pos;
     const double span = (double)(q->k1 - q->k0), w0 = e->seg_w0, len = e->seg_w1 - e->seg_w0;
     for (size_t i = 0; i < n; i++) {
-        const uint64_t h = seg_hash(pages[i]);
+        const uint64_t h = seg_hash(pages[i] >> 6);
         if (!((e->seg_filter[h >> 6] >> (h & 63)) & 1))
             continue; /* not sent in this segment */
         size_t x = seg_find(e, pages[i]);
         if (x == SIZE_MAX)
             continue;
         double w = w0 + ((double)(q->k + i - q->k0) + 0.5) / span * len;
-        uint64_t bit = UINT64_C(1) << (x & 63);
-        if (w >= e->seg_t[x] || (e->seg_zero[x >> 6] & bit))
-            e->seg_late[x >> 6] |= bit;
+        uint64_t bit = UINT64_C(1) << (pages[i] & 63);
+        if (w >= e->seg_t[x] || (e->seg_zero[x] & bit))
+            e->seg_late[x] |= bit;
         else
-            e->seg_early[x >> 6] |= bit;
+            e->seg_early[x] |= bit;
     }
 }
 
@@ -888,23 +899,17 @@ static void segment_sink(void *ctx, uint32_t j, const uint64_t *pages, size_t n)
 static void segment_finish(dl_engine *e)
 {
     uint64_t *stale = dl__tracker_stale(e->t);
-    size_t nw = (e->seg_n + 63) / 64;
-    for (size_t i = 0; i < nw; i++) {
-        uint64_t only_early = e->seg_early[i] & ~e->seg_late[i];
-        for (; only_early; only_early &= only_early - 1) {
-            uint64_t p = e->seg_pages[i * 64 + (size_t)__builtin_ctzll(only_early)];
-            if (stale)
-                stale[p >> 6] &= ~(UINT64_C(1) << (p & 63));
-        }
-        e->seg_early[i] = e->seg_late[i] = e->seg_zero[i] = 0;
-    }
     uint64_t *filter = e->seg_filter;
-    const uint64_t *listed = e->seg_pages;
-    for (size_t x = 0, n = e->seg_n; x < n; x++) {
-        const uint64_t h = seg_hash(listed[x]);
+    for (size_t x = 0, n = e->seg_ne; x < n; x++) {
+        const uint64_t wi = e->seg_word[x], only_early = e->seg_early[x] & ~e->seg_late[x];
+        if (stale)
+            stale[wi] &= ~only_early;
+        e->seg_early[x] = e->seg_late[x] = e->seg_zero[x] = 0;
+        const uint64_t h = seg_hash(wi);
         filter[h >> 6] = 0;
     }
     e->seg_n = 0;
+    e->seg_ne = 0;
     e->seg_runs = 0;
     e->seg_flushing = 0;
 }
@@ -1113,7 +1118,7 @@ int dl_engine_dirty_add_words(dl_engine *e, const uint64_t *words, size_t nwords
         uint64_t w = words[i];
         if (i == e->nwords - 1 && e->pages % 64)
             w &= (UINT64_C(1) << (e->pages % 64)) - 1;
-        add += (uint64_t)__builtin_popcountll(w & ~e->mbm[i]);
+        add += (uint64_t)dl__popcount64(w & ~e->mbm[i]);
         e->mbm[i] |= w;
     }
     e->ct.remaining += add;
@@ -1225,37 +1230,41 @@ int dl_engine_catch_up(dl_engine *e)
     return DL_OK;
 }
 
-/* Lists page p as sent in the segment at time t (as a zero page if z). */
-DL_ALWAYS_INLINE void segment_sent(dl_engine *e, uint64_t p, double t, int z)
+/* Lists the pages of bitmap word wi's bits w (not 0, all above the list's last page
+ * unless a new run starts) as sent in the segment at time t, as zero pages if z. */
+DL_ALWAYS_INLINE void segment_sent_word(dl_engine *e, uint64_t wi, uint64_t w, double t, int z)
 {
-    size_t x = e->seg_n++;
-    if (x == 0 || p < e->seg_pages[x - 1])
+    size_t x = e->seg_ne;
+    const uint64_t first = (wi << 6) + (uint64_t)__builtin_ctzll(w);
+    const int new_run = e->seg_n == 0 || first < e->seg_last;
+    if (new_run)
         e->seg_run[e->seg_runs++] = x;
-    e->seg_pages[x] = p;
-    e->seg_t[x] = t;
-    const uint64_t h = seg_hash(p);
-    e->seg_filter[h >> 6] |= UINT64_C(1) << (h & 63);
+    if (new_run || e->seg_word[x - 1] != wi || e->seg_t[x - 1] != t) {
+        e->seg_word[x] = wi;
+        e->seg_bits[x] = 0;
+        e->seg_t[x] = t;
+        const uint64_t h = seg_hash(wi);
+        e->seg_filter[h >> 6] |= UINT64_C(1) << (h & 63);
+        e->seg_ne = ++x;
+    }
+    e->seg_bits[x - 1] |= w;
     if (z)
-        e->seg_zero[x >> 6] |= UINT64_C(1) << (x & 63);
+        e->seg_zero[x - 1] |= w;
+    e->seg_n += dl__popcount64(w);
+    e->seg_last = (wi << 6) + 63 - (uint64_t)__builtin_clzll(w);
 }
 
-/* Lists the pages of bitmap word wi's bits w (ascending, after the list's last) as sent
- * at time t, none of them as a zero page: segment_sent for each. */
-DL_ALWAYS_INLINE void segment_sent_word(dl_engine *e, uint64_t wi, uint64_t w, double t)
+/* The lowest m set bits of w (m < the bits set). */
+DL_ALWAYS_INLINE uint64_t low_bits(uint64_t w, uint64_t m)
 {
-    size_t x = e->seg_n;
-    const uint64_t base = wi << 6;
-    if (x == 0 || base + (uint64_t)__builtin_ctzll(w) < e->seg_pages[x - 1])
-        e->seg_run[e->seg_runs++] = x;
-    uint64_t *pages = e->seg_pages, *filter = e->seg_filter;
-    double *ts = e->seg_t;
-    for (; w; w &= w - 1, x++) {
-        const uint64_t p = base + (uint64_t)__builtin_ctzll(w), h = seg_hash(p);
-        pages[x] = p;
-        ts[x] = t;
-        filter[h >> 6] |= UINT64_C(1) << (h & 63);
-    }
-    e->seg_n = x;
+    const unsigned lo = (unsigned)__builtin_ctzll(w);
+    const uint64_t run = w >> lo;
+    if ((run & (run + 1)) == 0) /* one run of set bits (m < 64 - lo) */
+        return w & ((UINT64_C(1) << (lo + m)) - 1);
+    uint64_t rest = w;
+    for (uint64_t i = 0; i < m; i++)
+        rest &= rest - 1;
+    return w & ~rest;
 }
 
 int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, uint64_t below_bytes, int *why)
@@ -1332,16 +1341,21 @@ int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, ui
                 if (word_ok && !xb_on && !(inflight && sent == 0)) {
                     /* The rest of p's word at once when every check the per-page loop would
                      * make on its pages passes: the same sends, in the same order. */
-                    const uint64_t wi = p >> 6, w = e->mbm[wi] & (~UINT64_C(0) << (p & 63));
-                    const uint64_t k = (uint64_t)__builtin_popcountll(w);
-                    if (sent + k <= chunk && (double)(lb + (k - 1) * pb) < iter_bytes &&
+                    const uint64_t wi = p >> 6;
+                    uint64_t w = e->mbm[wi] & (~UINT64_C(0) << (p & 63));
+                    uint64_t k = (uint64_t)dl__popcount64(w);
+                    if (sent + k > chunk) { /* the chunk ends inside the word: its first pages */
+                        k = chunk - sent;
+                        w = low_bits(w, k);
+                    }
+                    if ((double)(lb + (k - 1) * pb) < iter_bytes &&
                         (double)(lb + k * pb) <= dead_bytes &&
                         (!e->budget || e->ct.window_bytes + bytes + (k - 1) * pb < e->budget)) {
                         e->mbm[wi] &= ~w;
                         if (stale)
                             stale[wi] &= ~w;
                         if (listed)
-                            segment_sent_word(e, wi, w, chunk_start);
+                            segment_sent_word(e, wi, w, chunk_start, 0);
                         e->ct.remaining -= k;
                         e->ct.scan = (wi << 6) + 64 - (uint64_t)__builtin_clzll(w);
                         lb += k * pb;
@@ -1365,7 +1379,7 @@ int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, ui
                 if (DL_UNLIKELY(rc))
                     return rc;
                 if (listed)
-                    segment_sent(e, p, chunk_start, z);
+                    segment_sent_word(e, p >> 6, UINT64_C(1) << (p & 63), chunk_start, z);
                 e->mbm[p >> 6] &= ~(UINT64_C(1) << (p & 63));
                 e->ct.remaining--;
                 e->ct.scan = p + 1;

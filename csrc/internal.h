@@ -14,6 +14,20 @@
 
 #define DL_MAX_PAGES (UINT64_C(1) << 40)
 
+/* Set bits of a word. The wheel targets baseline x86-64 (no POPCNT instruction), where
+ * __builtin_popcountll is a call into libgcc: inline bit arithmetic instead. */
+DL_ALWAYS_INLINE unsigned dl__popcount64(uint64_t w)
+{
+#if defined(__POPCNT__) || !(defined(__x86_64__) || defined(__i386__))
+    return (unsigned)__builtin_popcountll(w);
+#else
+    w -= (w >> 1) & UINT64_C(0x5555555555555555);
+    w = (w & UINT64_C(0x3333333333333333)) + ((w >> 2) & UINT64_C(0x3333333333333333));
+    w = (w + (w >> 4)) & UINT64_C(0x0f0f0f0f0f0f0f0f);
+    return (unsigned)((w * UINT64_C(0x0101010101010101)) >> 56);
+#endif
+}
+
 /* common.c: large arrays read at random (bitmaps of big guests) are backed by 2 MiB
  * pages where the kernel allows it, so that a random write misses no TLB. `populated`:
  * the memory was already written (collapsed in place), else advised before first use. */
