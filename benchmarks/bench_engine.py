@@ -11,12 +11,21 @@ loop, so they are not compared.
 verification on and off against the fused workload -> tracker loop alone over the same guest time
 (issue 11's target: verification on within 1.6x of it).
 
+``test_engine_at_scale`` runs issue 11's large case (a 1 TiB guest, Hotspot 2 GiB/s, 100 Gbit/s,
+32 vCPUs, PML, verification on; targets: 5 s, 3 GiB peak RSS) in a fresh process each, so that
+its peak RSS is its own: ``simulate`` with verification on and off, and the fused workload ->
+tracker loop over the same guest time with the verification's stale bitmap attached (the guest's
+own writes, as ``simulate`` makes them, without sending a page).
+
 Run: ``pytest benchmarks/bench_engine.py --benchmark-only -s``
-(``DIRTYLOG_BENCH_ENGINE_MEMORY=8GiB`` for a quicker run).
+(``DIRTYLOG_BENCH_ENGINE_MEMORY=8GiB`` and ``DIRTYLOG_BENCH_ENGINE_LARGE=64GiB`` for a quicker run).
 """
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
 
 
@@ -27,6 +36,7 @@ from dirtylog.workloads import Hotspot
 import numpy_engine
 
 MEMORY = os.environ.get("DIRTYLOG_BENCH_ENGINE_MEMORY", "64GiB")
+LARGE = os.environ.get("DIRTYLOG_BENCH_ENGINE_LARGE", "1TiB")
 
 
 def test_engine_vs_numpy(benchmark):
@@ -117,4 +127,69 @@ def test_engine_vs_fused_loop(benchmark):
         f"  simulate, verify off  {off_cpu:7.3f} s   {off_cpu / fused_cpu:5.2f}x\n"
         f"  fused loop alone      {fused_cpu:7.3f} s   ({fused_writes:,} writes over {guest_time:.1f} s of guest time; "
         f"simulate: {report.guest_writes:,})"
+    )
+
+
+# One measurement of the large case, in a fresh process: CPU and wall seconds, peak RSS.
+_LARGE_RUN = r"""
+import json, resource, sys, time
+import numpy as np
+import dirtylog
+from dirtylog import Link
+from dirtylog.workloads import Hotspot
+memory, what = sys.argv[1], sys.argv[2]
+w = Hotspot("2GiB/s", seed=1)
+kw = dict(memory=memory, link=Link("100Gbit/s"), tracker="pml", vcpus=32)
+out = {}
+t0, c0 = time.perf_counter(), time.process_time()
+if what == "fused":
+    m = dirtylog.Migration(workload=w, **kw)  # its tracker, with the stale bitmap (verify=True)
+    m.tracker.start()
+    bound = w.bind(m.pages, vcpus=32, page_size=m.page_size)
+    t0, c0 = time.perf_counter(), time.process_time()
+    out["writes"] = bound.run(m.tracker, 0.0, float(sys.argv[3]))
+else:
+    r = dirtylog.simulate(workload=w, verify=what == "on", **kw)
+    out.update(writes=r.guest_writes, guest_time=r.total_time - r.downtime, status=r.status,
+               verified=r.verified, rounds=len(r.rounds))
+out.update(cpu=time.process_time() - c0, wall=time.perf_counter() - t0,
+           rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+print(json.dumps(out))
+"""
+
+
+def _large(*args: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", _LARGE_RUN, LARGE, *args], check=True, capture_output=True,
+                         text=True).stdout
+    return json.loads(out.splitlines()[-1])
+
+
+def test_engine_at_scale(benchmark):
+    """Issue 11's large case: ``simulate`` of a 1 TiB guest (Hotspot 2 GiB/s, 100 Gbit/s, 32 vCPUs,
+    PML) with verification on (targets: 5 s, 3 GiB peak RSS) and off, and the fused workload ->
+    tracker loop with the stale bitmap over the same guest time, each in a fresh process, in one run.
+    CPU time is the figure to compare under load; wall time is what the target names."""
+    on = benchmark.pedantic(lambda: _large("on"), rounds=1, iterations=1)
+    assert on["status"] == "completed" and on["verified"]
+    off = _large("off")
+    fused = _large("fused", repr(on["guest_time"]))
+    assert off["writes"] == on["writes"]
+    gib = 2.0**30
+    benchmark.extra_info.update(
+        memory=LARGE, guest_writes=on["writes"], rounds=on["rounds"],
+        verify_on_cpu_s=on["cpu"], verify_on_wall_s=on["wall"], verify_on_peak_rss_bytes=on["rss"],
+        verify_off_cpu_s=off["cpu"], verify_off_wall_s=off["wall"], verify_off_peak_rss_bytes=off["rss"],
+        fused_cpu_s=fused["cpu"], fused_writes=fused["writes"],
+        verify_on_wall_over_target=on["wall"] / 5.0, verify_on_rss_over_target=on["rss"] / (3 * gib),
+        load_average=os.getloadavg()[0],
+    )
+    print(
+        f"\nengine at scale ({LARGE}, Hotspot 2 GiB/s, 100 Gbit/s, 32 vCPUs, PML), one process each, "
+        f"load average {os.getloadavg()[0]:.1f}:\n"
+        f"  simulate, verify on   {on['cpu']:6.2f} s CPU  {on['wall']:6.2f} s wall ({on['wall'] / 5.0:.2f}x the 5 s target)"
+        f"  peak RSS {on['rss'] / gib:.2f} GiB ({on['rss'] / (3 * gib):.2f}x the 3 GiB target)\n"
+        f"  simulate, verify off  {off['cpu']:6.2f} s CPU  {off['wall']:6.2f} s wall  peak RSS {off['rss'] / gib:.2f} GiB\n"
+        f"  fused loop + stale    {fused['cpu']:6.2f} s CPU  ({fused['writes']:,} writes over the same "
+        f"{on['guest_time']:.1f} s of guest time; simulate: {on['writes']:,}); "
+        f"verify on is {on['cpu'] / fused['cpu']:.2f}x it"
     )
