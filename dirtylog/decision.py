@@ -25,7 +25,19 @@ from typing import List, Optional
 from .policy import PostCopy, PreCopy
 from .units import format_size, format_time
 
-__all__ = ["Action", "Decision", "SyncState", "SyncPolicy"]
+__all__ = ["Action", "Decision", "SyncState", "ProbeState", "SyncPolicy"]
+
+#: The in-round verdict's statistical margin: the distinct pages counted in one window, less this
+#: many standard deviations (the number of distinct pages among i.i.d. writes has a variance below
+#: its mean: page indicators are negatively associated), stand for their expectation.
+SIGMAS = 5.0
+#: ... and it judges no window with fewer distinct pages than this.
+MIN_DIRTIED = 1000
+#: The in-round verdict's first probe, in seconds after a round's sync; the next ones at twice the
+#: window of the one before (1, 2, 4, ... s), so a round of any length is judged a few times only.
+PROBE_FIRST = 0.5
+#: The in-round verdict tries future rounds at least window / k long, for these k (see outrun()).
+ROUND_SPLITS = (1, 2, 4, 8, 16, 32)
 
 
 class Action(str, enum.Enum):
@@ -67,6 +79,32 @@ class SyncState:
     @property
     def pending(self) -> int:
         return self.pending_pages * self.page_size
+
+
+@dataclass(frozen=True)
+class ProbeState:
+    """What the policy sees at a probe inside a round of the live phase (the in-round verdict).
+
+    The figures of the window from the round's sync to the probe: the guest's writes counted in
+    ``dirtied`` may lag the clock by an iteration (the engine runs the guest once per segment)."""
+
+    dirtied: Optional[int]     # distinct pages written since the round's sync, or a lower bound (None: unknown)
+    window: float              # wall seconds since the round's sync
+    guest_time: float          # guest seconds that the writes counted in `dirtied` span
+    applied: float             # wall seconds that they span (at most `window`)
+    lost: float                # guest seconds per vCPU lost to their tracking exits
+    throttle: float            # the guest's throttle now (0 .. 1)
+    page_size: int
+    page_bytes: int            # bytes on the wire per page the guest has written (page + header)
+    send_bandwidth: float      # bytes/s: the most the live phase sends
+    threshold_bandwidth: float  # bytes/s: the most QEMU's threshold can use (a window's measured bandwidth,
+    #                             or switchover_bandwidth)
+    burst: float               # s: over any span the link sends at most send_bandwidth x (span + burst)
+    round_index: int
+    iid_writes: bool           # the workload's writes are i.i.d. in time (Workload.iid_writes)
+    throttle_can_step: bool    # a throttle may still change (auto-converge below its maximum, dirty-limit)
+    faults_pending: bool
+    stationary: bool
 
 
 class SyncPolicy:
@@ -114,6 +152,17 @@ class SyncPolicy:
             return Decision(Action.POSTCOPY, f"{reason}; switched to post-copy (on_limit='postcopy')")
         return Decision(Action.SWITCHOVER, f"{reason}; forced stop-and-copy (on_limit='force')", False)
 
+    def _verdict_allowed(self, throttle_can_step: bool, faults_pending: bool, stationary: bool) -> bool:
+        """The conditions of both early verdicts (at a sync and within a round): on, no post-copy to
+        come, nothing that changes the rates still to come, no limit with its own action."""
+        p = self.precopy
+        if not p.stop_when_stalled or self.postcopy is not None or faults_pending:
+            return False
+        if p.on_limit != "abort" and (p.timeout is not None or p.max_iterations is not None
+                                      or p.max_total_factor is not None):
+            return False  # a limit with its own action will end it
+        return stationary and not throttle_can_step
+
     def _stalled(self, s: SyncState) -> Optional[str]:
         """The early verdict (``PreCopy.stop_when_stalled``): the reason if the migration can never converge."""
         p = self.precopy
@@ -122,12 +171,7 @@ class SyncPolicy:
         hist.append(int(s.pending))
         if len(hist) > 2 * p.stall_syncs:
             del hist[: -2 * p.stall_syncs]  # the verdict reads the last 2 x stall_syncs: memory stays bounded
-        if not p.stop_when_stalled or self.postcopy is not None or s.faults_pending:
-            return None
-        if p.on_limit != "abort" and (p.timeout is not None or p.max_iterations is not None
-                                      or p.max_total_factor is not None):
-            return None  # a limit with its own action will end it
-        if not s.stationary or s.throttle_can_step:
+        if not self._verdict_allowed(s.throttle_can_step, s.faults_pending, s.stationary):
             return None
         if threshold <= 0:
             return None  # no window has closed yet: nothing measured to judge against (QEMU's threshold is 0)
@@ -147,4 +191,75 @@ class SyncPolicy:
                 f"(bandwidth x downtime limit): {format_size(steady - threshold)} too much, "
                 f"{steady / threshold if threshold > 0 else math.inf:.1f}x the threshold. Under QEMU's rules this "
                 f"migration never converges; QEMU itself would keep iterating until cancelled "
+                f"(PreCopy(stop_when_stalled=False) simulates that)")
+
+    def may_outrun(self, iid_writes: bool, counted: bool) -> bool:
+        """Whether the in-round verdict can ever be given (what does not change during a migration):
+        the conditions of both verdicts, QEMU's stop rule, no XBZRLE (a delta is smaller than a
+        page), writes i.i.d. in time (``Workload.iid_writes``) and a tracker that counts the pages
+        written since a sync (``Tracker.counts_since_harvest``). The migration sets no probe
+        otherwise."""
+        p = self.precopy
+        return (p.stop == "qemu" and not p.xbzrle and iid_writes and counted
+                and self._verdict_allowed(throttle_can_step=False, faults_pending=False, stationary=True))
+
+    def outrun(self, s: ProbeState) -> Optional[str]:
+        """The in-round early verdict (``PreCopy.stop_when_stalled``): the reason if the guest dirties
+        distinct pages so much faster than the link sends them that no sync can ever find less than
+        the threshold pending, judged from the window since the round's sync.
+
+        The argument. (1) At a sync (a tracker whose log restarts at each harvest, or not: only the
+        count needs it) the migration bitmap holds every page whose newest content the destination
+        lacks; so what is pending at a sync at time t is at least the distinct pages written in
+        (t - W, t] less the pages sent in it, ``D - send_bandwidth (W + burst) / page_bytes`` (a
+        page written is no longer a zero page and, without XBZRLE, goes whole). (2) With i.i.d.
+        writes the expectation of D depends only on the window's guest time, increasing and
+        concave: a later window of the same wall length W = ``window`` with at least as much guest
+        time dirties at least ``dirtied`` pages in expectation, one with less at least that share of
+        them (``kappa``). Its guest time is ``(1 - throttle) W`` less its tracking exits, which
+        follow the pages first written after each sync: at most k + 1 times those of a fresh window
+        of W (the measured ones, scaled to W) when it spans at most k + 1 rounds. (3) The count of
+        one window is random: SIGMAS standard deviations (at most its square root) are taken off.
+        (4) If the floor of (1)-(3) exceeds twice the threshold plus what the link sends in W / k
+        (a round ends once the pending set, less at most one threshold of leftovers that may be zero
+        pages, has been sent down to the threshold), the next round lasts at least W / k, and by
+        induction every later one: no sync ever finds less than the threshold, nor fewer than
+        ``min_dirty_pages``. Tried for k in ROUND_SPLITS (the tracking exits grow with k, the
+        rounds' least length falls)."""
+        if s.dirtied is None or not self.may_outrun(s.iid_writes, True):
+            return None
+        if not self._verdict_allowed(s.throttle_can_step, s.faults_pending, s.stationary):
+            return None
+        p = self.precopy
+        d, run = s.dirtied, 1.0 - s.throttle
+        if d < MIN_DIRTIED or not (s.window > 0 and s.guest_time > 0 and s.applied > 0 and run > 0):
+            return None
+        d_low = d - SIGMAS * math.sqrt(d)
+        sent = s.send_bandwidth * (s.window + s.burst) / s.page_bytes  # the most pages sent in any window
+        threshold = s.threshold_bandwidth * p.downtime_limit
+        thr_pages = threshold / s.page_size
+        # exits per wall second fall as a window goes on (they follow the pages first written in it):
+        # a fresh window of `window` loses at most this, per vCPU
+        fresh_loss = s.lost * max(1.0, s.window / s.applied)
+        for k in ROUND_SPLITS:
+            later = run * s.window - (k + 1) * fresh_loss  # guest time of a later window, at least
+            if later <= 0:
+                break
+            floor = min(1.0, later / s.guest_time) * d_low - sent
+            need = max(2 * thr_pages + s.send_bandwidth * (s.window / k + s.burst) / s.page_bytes,
+                       float(p.min_dirty_pages))
+            if floor > need:
+                return self._outrun_reason(s, floor * s.page_size, threshold)
+        return None
+
+    def _outrun_reason(self, s: ProbeState, floor: float, threshold: float) -> str:
+        assert s.dirtied is not None
+        rate = s.dirtied * s.page_size / s.window
+        where = "round 0 (the first pass)" if s.round_index == 0 else f"round {s.round_index}"
+        return (f"does not converge: in the first {format_time(s.window)} of {where} the guest dirtied "
+                f"{s.dirtied:,} distinct pages ({format_size(rate)}/s), {rate / s.send_bandwidth:.1f}x what the "
+                f"link sends ({format_size(s.send_bandwidth)}/s). With a stationary workload every later sync "
+                f"would find at least {format_size(floor)} pending, against a threshold of at most "
+                f"{format_size(threshold)} (bandwidth x downtime limit). Under QEMU's rules "
+                f"this migration never converges; QEMU itself would keep iterating until cancelled "
                 f"(PreCopy(stop_when_stalled=False) simulates that)")

@@ -44,7 +44,7 @@ from ._lib import check, ffi, lib
 from ._validate import MAX_PAGES, as_int, tracker_config, tracker_mode
 from .config import DEFAULTS, simulate_kwargs
 from .costs import TrackingCosts
-from .decision import Action, Decision, SyncPolicy, SyncState
+from .decision import PROBE_FIRST, Action, Decision, ProbeState, SyncPolicy, SyncState
 from .devices import Device, default_devices, device_bytes, ordered
 from .engine import WINDOW, Engine, SendResult
 from .errors import ConfigError, CoreError, Interrupted, StateError
@@ -382,6 +382,10 @@ class Migration:
         self._sync_time = self.costs.sync + self.costs.sync_per_gib * self.memory / GIB
         self._busy_until = 0.0
         self._postcopy_requested = False  # start_postcopy(): QEMU's start_postcopy flag
+        # the in-round early verdict's next probe (SyncPolicy.outrun), if it can ever be given
+        self._probing = self._decider.may_outrun(bool(getattr(workload, "iid_writes", False)),
+                                                 self.tracker.counts_since_harvest)
+        self._probe_at = math.inf
         self.interrupted = False
 
     def _xbzrle_slots(self, npages: int, psize: int) -> int:
@@ -448,7 +452,7 @@ class Migration:
             end = c.window_start + win
             while end <= now:
                 end += win
-            return min(nxt, end, self._timeout_at(), self._dl_next())
+            return min(nxt, end, self._timeout_at(), self._dl_next(), self._probe_at)
         bw = self._phase_bandwidth()
         if self._final_stage == "pages":
             if self.phase == Phase.POSTCOPY:
@@ -495,7 +499,7 @@ class Migration:
             "clock": float(st.clock), "bytes": int(st.bytes_sent), "pages": int(st.pages_sent),
             "writes": int(st.writes), "lost": float(st.lost), "faults": ts.faults,
             "pml": ts.pml_full_exits, "ring": ts.ring_full_exits, "splits": ts.splits, "kicks": ts.kicks,
-            "throttle": float(st.throttle),
+            "throttle": float(st.throttle), "guest": float(st.guest_clock), "debt": float(st.debt),
         }
 
     def _event(self, kind: str, **detail: Any) -> None:
@@ -680,7 +684,7 @@ class Migration:
             return
         if self.phase == "precopy":
             limit_at = self._timeout_at()
-            deadline = min(target, limit_at, self._dl_next())
+            deadline = min(target, limit_at, self._dl_next(), self._probe_at)
             p = self.policy
             if self.clock < self._busy_until:  # the migration thread is still in its sync: nothing goes
                 self.engine.idle(min(deadline, self._busy_until))
@@ -700,6 +704,8 @@ class Migration:
                 self._iteration()
             elif self.clock >= limit_at:
                 self._apply(Decision(Action.LIMIT, f"timeout of {format_time(limit_at)} reached"))
+            elif self.clock >= self._probe_at:
+                self._probe()
             return
         if self.phase == "downtime":
             self._downtime_step(target)
@@ -716,6 +722,7 @@ class Migration:
         self._round_index = index
         self._pending_at_sync = self.engine.remaining
         self._mark = self._snapshot()
+        self._probe_at = self._mark["clock"] + PROBE_FIRST if self._probing else math.inf
         self._event("round", index=index, pages=self._pending_at_sync)
 
     def _live_rate_limit(self) -> None:
@@ -904,6 +911,36 @@ class Migration:
         if self._postcopy_requested and decision.action != Action.SWITCHOVER:
             decision = Decision(Action.POSTCOPY, _USER_POSTCOPY)
         self._apply(decision)
+
+    def _probe(self) -> None:
+        """A probe of the in-round early verdict (dirtylog.decision.SyncPolicy.outrun): reads the
+        window since the round's sync as it stands (the guest's writes up to the engine's open
+        segment: no catch-up, so the simulation goes on exactly as without the probe)."""
+        st = self._engine_state()
+        m = self._mark
+        window = float(st.clock) - m["clock"]
+        guest_time, throttle = float(st.guest_clock) - m["guest"], float(st.throttle)
+        lost = (float(st.lost) - m["lost"]) / self.vcpus  # per vCPU, as the engine's debt
+        # the wall time the counted writes span: their guest time and the debt paid in it, unthrottled
+        paid = m["debt"] + lost - float(st.debt)
+        applied = (guest_time + paid) / (1.0 - throttle) if throttle < 1.0 else 0.0
+        self._probe_at = m["clock"] + 2 * window
+        p = self.policy
+        ac = self._autoconverge
+        reason = self._decider.outrun(ProbeState(
+            dirtied=self.tracker.dirtied_since_harvest, window=window, guest_time=guest_time, applied=applied,
+            lost=lost, throttle=throttle, page_size=self.page_size, page_bytes=self.page_bytes,
+            send_bandwidth=self.bandwidth,
+            # a window's measured bandwidth exceeds the rate limit by a page at most
+            threshold_bandwidth=max(self.bandwidth + self.page_bytes / WINDOW, p.switchover_bandwidth or 0.0),
+            burst=2 * WINDOW,  # a window's budget at the end of a span and the next one's at its start
+            round_index=self._round_index, iid_writes=bool(getattr(self.workload, "iid_writes", False)),
+            # dirty-limit's per-vCPU throttles follow the measured rates every period: never fixed
+            throttle_can_step=(ac is not None and ac.can_step()) or self._dirtylimit is not None,
+            faults_pending=bool(self._faults) or self._postcopy_requested,
+            stationary=bool(getattr(self.workload, "stationary", False))))
+        if reason is not None:
+            self._apply(Decision(Action.ROLLBACK, reason))
 
     def _apply(self, d: Decision) -> None:
         """Carry out the policy's decision (dirtylog.decision)."""

@@ -121,18 +121,34 @@ class PreCopy:
         a host whose ``query-migrate`` shows ``mbps`` below the cap, set it to
         100 ms x cap / delivered rate (the recorded QEMU runs: 100-113 ms).
     stop_when_stalled:
-        The early verdict (default on): with a stationary workload, no throttle
-        still able to step, no pending fault or bandwidth change, and the pending
-        set no longer shrinking (the median of the last ``stall_syncs`` syncs against
-        that of the ``stall_syncs`` before: at that pace it would need more than 20
-        times as many syncs to reach the threshold) while even the lowest of the last
-        ones exceeds the threshold by more than four times their spread and 10 % (a lucky fluctuation could not get below it), the migration can never
-        converge under QEMU's rules; it stops there with status "failed" and a
-        reason giving the steady pending bytes and the threshold. QEMU itself
+        The early "never converges" verdicts (default on). Both need a stationary
+        workload, no throttle still able to step (auto-converge below its maximum,
+        dirty-limit), no pending fault or bandwidth change, no post-copy policy and
+        no limit whose ``on_limit`` is "force" or "postcopy"; the migration then
+        stops with status "failed" and a reason giving the figures. QEMU itself
         would keep iterating until cancelled: ``stop_when_stalled=False``
-        reproduces that (up to ``timeout`` or ``give_up_after``). It never
-        pre-empts a limit whose ``on_limit`` is "force" or "postcopy", nor a
-        post-copy policy.
+        reproduces that (up to ``timeout`` or ``give_up_after``).
+
+        *Within a round* (from the distinct pages dirtied since the round's sync,
+        probed 0.5, 1, 2, 4 ... s after it, so usually during round 0): when the
+        guest dirties distinct pages so much faster than the link sends them that
+        the pages written in any window of that length, less all the link could
+        send in it, exceed twice the threshold with room to spare, no sync can
+        ever find less than the threshold pending. Sound for workloads whose
+        writes are i.i.d. in time (``Workload.iid_writes``: Uniform, Hotspot,
+        Zipf, DirtyCurve, DirtyRate, one-phase WorkingSet, Mixes of these), with
+        QEMU's stop rule, no XBZRLE and a tracker that counts the pages written
+        since a sync (not ``clear`` mode); margins cover the randomness of one
+        window (5 standard deviations) and the tracking exits' share of guest
+        time (see :meth:`dirtylog.decision.SyncPolicy.outrun`).
+
+        *Over syncs* (the fallback near the boundary, and for sweeps, clear mode
+        and the rest): the pending set no longer shrinking (the median of the last
+        ``stall_syncs`` syncs against that of the ``stall_syncs`` before: at that
+        pace it would need more than 20 times as many syncs to reach the
+        threshold) while even the lowest of the last ones exceeds the threshold by
+        more than four times their spread and 10 % (a lucky fluctuation could not
+        get below it).
     stall_syncs:
         Syncs without the pending set shrinking (by more than 1 %) before the
         verdict (default 5).

@@ -345,7 +345,9 @@ def models_lines(report: Any, width: Optional[int] = None) -> List[Line]:
              "is the stop-and-copy)"]
     g = models.get("geometric")
     if g and g.get("dirty_rate") is not None:
-        notes.append(f"geometric: fed the measured dirty rate, {format_rate(g['dirty_rate'])}")
+        fed = "the measured dirty rate" if g.get("dirty_rate_measured", True) else \
+            "the workload's page-write rate (no round completed)"
+        notes.append(f"geometric: fed {fed}, {format_rate(g['dirty_rate'])}")
     if "cloudsim" in models:
         notes.append("cloudsim: RAM / (bandwidth / 2), no rounds and no downtime")
     lines = table(cols, rows, width, title="Closed-form models, same inputs")

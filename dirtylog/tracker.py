@@ -194,6 +194,30 @@ class Tracker:
         """Upper bound on the size of the next harvest (exact but in ring mode), no side effects."""
         return int(lib.dl_tracker_pending(self._t))
 
+    @property
+    def counts_since_harvest(self) -> bool:
+        """Whether :attr:`dirtied_since_harvest` can tell (every mode but ``clear``)."""
+        return self.config.mode != "clear"
+
+    @property
+    @_locked
+    def dirtied_since_harvest(self) -> Optional[int]:
+        """Distinct pages written since the previous harvest, or a lower bound on them; no side effects.
+
+        Exact in ``wp`` and ``pml`` modes (the next harvest's size: :attr:`pending`). In ``ring``
+        mode :attr:`pending` may count a page twice (reaped into the bitmap, reset, written and
+        pushed again), so this is the larger of the pages already collected and the ring entries
+        not collected yet (a page sits in at most one ring, once). None in ``clear`` mode: its log
+        is cleared chunk by chunk as pages are sent, not at the harvest, so it does not hold the
+        pages written since then. None when logging is off."""
+        mode = self.config.mode
+        if not self.counts_since_harvest or not self.logging:
+            return None
+        if mode != "ring":
+            return int(lib.dl_tracker_pending(self._t))
+        st = self.stats
+        return max(int(st.dirty_pages), sum(int(v.ring_used) for v in st.vcpus))
+
     @_locked
     def harvest(self, out: Optional[np.ndarray] = None) -> np.ndarray:
         """Pages dirtied since the previous harvest, sorted (uint64), re-protecting them.

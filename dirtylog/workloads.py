@@ -398,6 +398,17 @@ class Workload:
         phase) and traces."""
         return False
 
+    @property
+    def iid_writes(self) -> bool:
+        """True when each write's page is drawn independently from one fixed distribution over the
+        pages, writes evenly spaced in guest time (Uniform, Hotspot, Zipf, DirtyCurve, DirtyRate, a
+        single-phase WorkingSet, and a Mix of such). Then the expected number of distinct pages
+        dirtied in a window depends only on its length, not on where it starts, and grows concavely
+        with it: the premise of the in-round early verdict (:mod:`dirtylog.decision`), which judges
+        every future sync from one measured window. False for sweeps (Sequential), phases and
+        traces, repeating or not."""
+        return False
+
     # -- to implement --------------------------------------------------------------
     def _add(self, bw: BoundWorkload) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -471,6 +482,10 @@ class Uniform(Workload):
     """Writes spread uniformly over all of memory at ``rate`` page writes per second."""
 
     @property
+    def iid_writes(self) -> bool:
+        return True
+
+    @property
     def stationary(self) -> bool:
         return True
 
@@ -506,6 +521,10 @@ class Hotspot(Workload):
     ``hot_fraction > 0``; writes are uniform within the hot set and within the
     rest. If either set is empty every write goes to the other one.
     """
+
+    @property
+    def iid_writes(self) -> bool:
+        return True
 
     @property
     def stationary(self) -> bool:
@@ -554,6 +573,10 @@ class Zipf(Workload):
     Ranks are mapped to pages by a seeded permutation, so the most written pages
     are scattered over memory. ``s`` must be in (0, 100].
     """
+
+    @property
+    def iid_writes(self) -> bool:
+        return True
 
     @property
     def stationary(self) -> bool:
@@ -660,6 +683,11 @@ class WorkingSet(Workload):
     """
 
     @property
+    def iid_writes(self) -> bool:
+        """A single phase writes uniformly over its set; phases change the distribution over time."""
+        return len(self.phases) == 1
+
+    @property
     def stationary(self) -> bool:
         """A single phase is stationary; a sequence of phases is not."""
         return len(self.phases) == 1
@@ -734,6 +762,11 @@ class WorkingSet(Workload):
 
 class Mix(Workload):
     """The sum of several workloads, each keeping its own rate, shares and stream."""
+
+    @property
+    def iid_writes(self) -> bool:
+        """Independent i.i.d. streams at constant rates merge into one i.i.d. stream."""
+        return all(c.iid_writes for c in self.components)
 
     @property
     def stationary(self) -> bool:
@@ -928,6 +961,11 @@ class DirtyCurve(Workload):
     """
 
     @property
+    def iid_writes(self) -> bool:
+        """Each rate class writes uniformly over its own range: a mixture, drawn write by write."""
+        return True
+
+    @property
     def stationary(self) -> bool:
         return True
 
@@ -1102,6 +1140,11 @@ class DirtyRate(Workload):
     the set can hold in one window (``d >= n``) is an error when the workload is
     bound to a guest. The workload is stationary: the same rate forever.
     """
+
+    @property
+    def iid_writes(self) -> bool:
+        """Uniform writes over the working set (one rate class)."""
+        return True
 
     @property
     def stationary(self) -> bool:

@@ -1,0 +1,195 @@
+"""The in-round early verdict (issue 12): "never converges" judged inside a round, from the distinct
+pages the guest dirtied since the round's sync (dirtylog.decision.SyncPolicy.outrun).
+
+Checked: it fires during round 0 on clearly hopeless cases in every tracker mode that can count
+the pages (wp, pml, ring); it never fires on a migration that converges, and a run it does not end
+gives the very report it gave without the probes (bit for bit); where its premises do not hold
+(clear mode, sweeps, traces, phases, throttles that can step, faults to come, post-copy, XBZRLE,
+Xen's rule) it stays out of the way and the stall verdict (over syncs) or the limits decide.
+"""
+from __future__ import annotations
+
+import itertools
+import random
+
+import numpy as np
+import pytest
+
+from dirtylog import Link, Migration, PostCopy, PreCopy, Tracker, simulate
+from dirtylog.decision import PROBE_FIRST
+from dirtylog.faults import BandwidthChange
+from dirtylog.workloads import (DirtyCurve, DirtyRate, Hotspot, Idle, Mix, Sequential, Trace, Uniform, WorkingSet,
+                                Zipf)
+
+HOPELESS = dict(memory="256MiB", workload=Hotspot("1GiB/s", seed=5), link=Link("200Mbit/s"))
+IN_ROUND = "distinct pages"  # words of the in-round verdict's reason only
+STALL = "x the threshold"    # words of the stall verdict's reason only
+
+
+def _run(probes: bool, give_up_after: float = 120.0, **kw):
+    """A migration run to its end, with the in-round probes or without them (as before they existed)."""
+    m = Migration(**kw)
+    if not probes:
+        m._probing = False
+    return m.run(give_up_after=give_up_after)
+
+
+@pytest.mark.parametrize("mode", ["wp", "pml", "ring"])
+def test_fires_during_round_0_in_every_counting_mode(mode):
+    r = simulate(**HOPELESS, tracker=mode, give_up_after="1h")
+    assert r.status == "failed" and not r.converged and r.verified is True
+    assert IN_ROUND in r.reason and "round 0" in r.reason and "QEMU itself would keep iterating" in r.reason
+    assert "threshold" in r.reason and "x what the link sends" in r.reason
+    # round 0 alone lasts 256 MiB / 25 MB/s = 10.7 s: judged within it, at a probe
+    assert r.dirty_sync_count == 1 and r.rounds == [] and r.total_time < 3.0
+    assert r.events[-1]["event"] == "failed"
+    setup = r.setup_time
+    assert any(r.total_time == pytest.approx(setup + PROBE_FIRST * 2**i) for i in range(4))
+
+
+def test_the_verdict_is_right_there_without_it():
+    """What the verdict says, QEMU's loop shows: without it the migration never converges."""
+    on = simulate(**HOPELESS, give_up_after="1h")
+    off = simulate(**HOPELESS, policy=PreCopy(stop_when_stalled=False), give_up_after="120s")
+    assert IN_ROUND in on.reason
+    assert off.status == "failed" and "iterate forever" in off.reason and off.dirty_sync_count > 3
+    # every sync of QEMU's loop found more pending than the floor the verdict gave (its own figures)
+    value, unit = on.reason.split("would find at least ")[1].split(" pending")[0].split()
+    floor = float(value) * {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30}[unit]
+    assert min(x.remaining_pages for x in off.rounds) * off.page_size >= 0.99 * floor
+
+
+def test_the_step_api_gets_the_same_verdict_at_the_same_time():
+    ref = simulate(**HOPELESS, give_up_after="1h")
+    m = Migration(**HOPELESS)
+    rng = random.Random(3)
+    while not m.done:
+        nxt = m.next_event_time()
+        assert nxt > m.clock or nxt == m.clock
+        m.advance(rng.choice([0.013, 0.1, 0.37, 1.0]))
+    r = m.report()
+    assert r.reason == ref.reason and r.total_time == ref.total_time and r.transferred == ref.transferred
+
+
+CONVERGING = [
+    (Hotspot("300MiB/s", seed=1), "1Gbit/s"),
+    (Zipf("500MiB/s", s=1.1, seed=2), "1Gbit/s"),
+    (Uniform("30MiB/s", seed=3), "400Mbit/s"),
+    (Mix([Uniform("20MiB/s", seed=4), Hotspot("200MiB/s", 0.05, seed=5)]), "1Gbit/s"),
+    (DirtyRate("40MiB/s", window="1s", seed=6), "600Mbit/s"),
+]
+
+
+@pytest.mark.parametrize("mode", ["wp", "pml", "ring"])
+@pytest.mark.parametrize("case", range(len(CONVERGING)))
+def test_a_run_it_does_not_end_is_unchanged_bit_for_bit(mode, case):
+    wl, bw = CONVERGING[case]
+    kw = dict(memory="256MiB", workload=wl, link=Link(bw), tracker=mode, zero_pages=0.2, vcpus=2)
+    with_probes, without = _run(True, **kw), _run(False, **kw)
+    assert with_probes.status == "completed" and with_probes.converged
+    assert with_probes.to_json() == without.to_json()
+
+
+def _near_the_boundary():
+    """Guests whose distinct dirty rate is close to the link's: some converge, some do not."""
+    rng = random.Random(12)
+    kinds = [
+        lambda r, s: Uniform(f"{r:.1f}MB/s", seed=s),
+        lambda r, s: Hotspot(f"{r:.1f}MB/s", hot_fraction=0.2, hot_share=0.8, seed=s),
+        lambda r, s: Zipf(f"{r:.1f}MB/s", s=0.8, seed=s),
+        lambda r, s: Mix([Uniform(f"{r / 4:.1f}MB/s", seed=s), Hotspot(f"{r:.1f}MB/s", 0.1, seed=s + 1)]),
+    ]
+    out = []
+    for i in range(24):
+        mib = rng.choice([32, 64, 128])
+        bw = rng.choice([100, 200, 400])  # Mbit/s
+        rate = bw / 8 * rng.uniform(0.6, 3.0)  # MB/s of page writes, around the link's rate
+        out.append(dict(memory=f"{mib}MiB", workload=kinds[i % 4](rate, i),
+                        link=Link(f"{bw}Mbit/s"), tracker=["wp", "pml", "ring"][i % 3],
+                        policy=PreCopy(downtime_limit=rng.choice(["30ms", "300ms", "1s"])), seed=i))
+    return out
+
+
+@pytest.mark.parametrize("kw", _near_the_boundary(), ids=lambda kw: f"{kw['memory']}-{kw['tracker']}-s{kw['seed']}")
+def test_never_fires_on_a_migration_that_converges(kw):
+    on = simulate(**kw, give_up_after="60s")
+    off_policy = PreCopy(downtime_limit=kw["policy"].downtime_limit, stop_when_stalled=False)
+    off = simulate(**{**kw, "policy": off_policy}, give_up_after="60s")
+    if off.status == "completed":
+        assert on.to_json() == off.to_json()  # no verdict, and no change
+    if IN_ROUND in on.reason:
+        assert off.status == "failed" and off.dirty_sync_count > 2
+
+
+@pytest.mark.parametrize("kw", [
+    dict(tracker="clear"),
+    dict(workload=Sequential("1GiB/s")),
+    dict(workload=WorkingSet([("2s", "64MiB", "1GiB/s"), ("2s", "96MiB", "1GiB/s")])),
+    dict(policy=PreCopy(auto_converge=True)),
+    dict(faults=[BandwidthChange(at=100.0, bandwidth="150Mbit/s")]),  # after the give-up
+    dict(policy=PreCopy(xbzrle=True)),
+    dict(policy=PreCopy(stop="xen")),
+    dict(policy=PostCopy(after_rounds=3)),
+    dict(policy=PreCopy(timeout="20s", on_limit="force")),
+    dict(tracker="ring", policy=PreCopy(dirty_limit=True)),
+], ids=["clear", "sequential", "phases", "auto-converge", "bandwidth-change", "xbzrle", "xen", "postcopy",
+        "timeout-force", "dirty-limit"])
+def test_excluded_cases_keep_their_behaviour(kw):
+    args = {**HOPELESS, **kw}
+    r, before = _run(True, give_up_after=60.0, **args), _run(False, give_up_after=60.0, **args)
+    assert IN_ROUND not in r.reason
+    assert r.to_json() == before.to_json()
+
+
+def test_the_stall_verdict_stays_the_fallback():
+    r = simulate(**HOPELESS, tracker="clear", give_up_after="1h")
+    assert r.status == "failed" and STALL in r.reason and r.dirty_sync_count > 2
+
+
+def test_off_turns_both_verdicts_off():
+    r = simulate(**HOPELESS, policy=PreCopy(stop_when_stalled=False), give_up_after="30s")
+    assert "iterate forever" in r.reason and r.total_time == pytest.approx(30)
+
+
+def test_a_trace_is_never_judged_in_a_round(tmp_path):
+    pages = np.random.default_rng(1).integers(0, 65536, 200_000)
+    t = Trace(time_ns=np.arange(pages.size) * 5_000, pages=pages, repeat=True)
+    r = simulate(memory="256MiB", workload=t, link=Link("200Mbit/s"), give_up_after="30s")
+    assert IN_ROUND not in r.reason
+
+
+def test_workloads_say_whether_their_writes_are_iid():
+    assert Uniform(100).iid_writes and Idle().iid_writes and Hotspot(100).iid_writes and Zipf(100).iid_writes
+    assert DirtyRate("10MiB/s").iid_writes
+    assert DirtyCurve([1, 2, 4], [100, 180, 300], total_pages=10_000).iid_writes
+    assert Mix([Uniform(10), Hotspot(10), Zipf(5)]).iid_writes
+    assert WorkingSet([("1s", "1MiB", 10)]).iid_writes
+    assert not WorkingSet([("1s", "1MiB", 10), ("1s", "2MiB", 10)]).iid_writes
+    assert not Sequential(rate=100).iid_writes  # a sweep: where the window starts matters with a Mix
+    assert not Mix([Uniform(10), Sequential(rate=10)]).iid_writes
+    assert not Trace(time_ns=[0, 10], pages=[1, 2], repeat=True).iid_writes
+
+
+@pytest.mark.parametrize("mode", ["wp", "pml", "ring", "clear"])
+def test_tracker_counts_the_pages_written_since_the_harvest(mode):
+    t = Tracker(4096, mode=mode, vcpus=2, ring_entries=256)
+    assert t.dirtied_since_harvest is None  # not logging
+    t.start()
+    if mode == "clear":
+        t.write([1, 2, 3])
+        assert t.dirtied_since_harvest is None
+        return
+    rng = np.random.default_rng(7)
+    seen: set = set()
+    for i in range(20):
+        batch = rng.integers(0, 4096, 300)
+        t.write(batch, vcpu=i % 2)
+        seen.update(int(p) for p in batch)
+        d = t.dirtied_since_harvest
+        if mode == "ring":  # a lower bound: a page reaped, reset and written again sits in a ring again
+            assert d <= len(seen) <= t.pending
+        else:
+            assert d == len(seen) == t.pending
+    got = t.harvest()
+    assert set(got.tolist()) == seen
+    assert t.dirtied_since_harvest == 0
