@@ -7,11 +7,22 @@
  * so while logging a page is writable iff its bit is set). In PML mode it is the
  * EPT D bit; pages sitting in a PML log already have it set, so draining a log into
  * the dirty bitmap changes no bit and the logs only carry the exits' accounting.
- * In ring mode a page has two bits: KVM's view (pushed to a ring, not yet reset) and
- * the dirty bitmap the collector fills (`coll`). They are interleaved word by word
- * (word w of KVM's view at bits[2w], of the dirty bitmap at bits[2w + 1]: `stride`
- * 2), so that collecting and resetting a ring entry touches the cache line its push
- * touched. Huge blocks have one state byte each.
+ * In ring mode a page has two bits: `bits` says which pages were pushed to a ring
+ * since the last harvest (collected, or still in a ring: this is the dirty bitmap
+ * a harvest takes, once every ring is collected), `live` which of them are live in
+ * a ring (pushed, not yet reset: KVM's write protection lifted). They are separate
+ * bitmaps so that `bits` alone is as dense as the bare bitmap (interleaving them in
+ * one cache line measured slower on first writes: twice the lines to touch). A
+ * write to a page whose first bit is clear is a push
+ * (one test-and-set and one entry store); a page whose first bit is set is pushed
+ * again only if it is not live (collected and reset since). The live bits are kept
+ * only while `live_on`: they are needed only when a write finds a page's first bit
+ * set, so a ring is reaped without touching any page while they are not kept (its
+ * pages stay set as collected; `ring_dups`, the pushes of pages collected before,
+ * says how many are new), and they are built from the rings' entries when a write
+ * first needs them, then set by every push and cleared by every reset until no
+ * entry is live (a harvest, or a reap that empties the last ring). A stream of
+ * first writes never builds them. Huge blocks have one state byte each.
  *
  * A ring holds only the entries' page offsets (8 bytes, appended like a PML log
  * entry); dl_tracker_ring_entries() presents them as KVM's 16-byte entries. Only
@@ -46,13 +57,14 @@ struct dl_tracker {
     int logging;
     uint32_t soft_limit;
     uint64_t *bits;
-    uint64_t *coll;         /* ring mode only: bits + 1, read with stride 2 */
-    uint64_t stride;        /* words between two consecutive words of `bits` (2 in ring mode) */
+    uint64_t *live;         /* ring mode: the live bits, kept only while live_on (see the top) */
+    int live_on;
     uint8_t *blk;           /* huge pages only */
     uint64_t *pml;          /* vcpus * (pml_entries + 1): slot 0 of each log is scratch */
     int64_t *pml_idx;       /* per vCPU */
     uint64_t *ring;         /* vcpus * ring_entries page offsets (KVM's entries without flags) */
     uint32_t *ring_used;    /* per vCPU */
+    uint32_t *ring_dups;    /* per vCPU: entries in its ring whose page was collected before */
     vcpu_counters *vc;
     dl_tracker_stats st;
     uint32_t *versions;
@@ -113,15 +125,15 @@ int dl_tracker_create(const dl_tracker_config *cfg, dl_tracker **out)
     t->soft_limit = cfg->ring_entries - DL_RING_RESERVED;
     t->drop_page = UINT64_MAX;
     uint32_t nv = cfg->vcpus;
-    t->stride = cfg->mode == DL_MODE_RING ? 2 : 1;
-    t->bits = dl__calloc_big(t->nwords * t->stride, sizeof(uint64_t));
+    t->bits = dl__calloc_big(t->nwords, sizeof(uint64_t));
     t->vc = calloc(nv, sizeof(vcpu_counters));
     int ok = t->bits && t->vc;
     if (cfg->mode == DL_MODE_RING) {
-        t->coll = t->bits ? t->bits + 1 : NULL;
         t->ring = calloc((size_t)nv * cfg->ring_entries, sizeof(uint64_t));
         t->ring_used = calloc(nv, sizeof(uint32_t));
-        ok = ok && t->coll && t->ring && t->ring_used;
+        t->ring_dups = calloc(nv, sizeof(uint32_t));
+        t->live = dl__calloc_big(t->nwords, sizeof(uint64_t));
+        ok = ok && t->ring && t->ring_used && t->ring_dups && t->live;
     }
     if (cfg->mode == DL_MODE_PML) {
         t->pml = calloc((size_t)nv * (cfg->pml_entries + 1), sizeof(uint64_t));
@@ -147,12 +159,14 @@ void dl_tracker_destroy(dl_tracker *t)
 {
     if (!t)
         return;
-    free(t->bits); /* coll points into it */
+    free(t->bits);
+    free(t->live);
     free(t->blk);
     free(t->pml);
     free(t->pml_idx);
     free(t->ring);
     free(t->ring_used);
+    free(t->ring_dups);
     free(t->vc);
     free(t);
 }
@@ -162,13 +176,13 @@ uint64_t dl_tracker_memory_bytes(const dl_tracker *t)
     if (!t)
         return 0;
     uint64_t nv = t->cfg.vcpus;
-    uint64_t b = sizeof *t + t->nwords * 8 * t->stride + nv * sizeof(vcpu_counters);
+    uint64_t b = sizeof *t + t->nwords * 8 * (t->live ? 2 : 1) + nv * sizeof(vcpu_counters);
     if (t->blk)
         b += t->nblocks;
     if (t->pml)
         b += nv * (t->cfg.pml_entries + 1) * 8 + nv * 8;
     if (t->ring)
-        b += nv * t->cfg.ring_entries * sizeof(uint64_t) + nv * 4;
+        b += nv * t->cfg.ring_entries * sizeof(uint64_t) + nv * 8;
     return b;
 }
 
@@ -190,8 +204,11 @@ static void reset_logs(dl_tracker *t)
     if (t->pml_idx)
         for (uint32_t v = 0; v < nv; v++)
             t->pml_idx[v] = (int64_t)t->cfg.pml_entries - 1;
-    if (t->ring_used)
+    if (t->ring_used) {
         memset(t->ring_used, 0, nv * sizeof(uint32_t));
+        memset(t->ring_dups, 0, nv * sizeof(uint32_t));
+        t->live_on = 0; /* the caller clears the bits */
+    }
 }
 
 int dl_tracker_start(dl_tracker *t)
@@ -206,8 +223,10 @@ int dl_tracker_start(dl_tracker *t)
         dl_bitmap_fill(t->bits, t->pages);
         t->st.dirty_pages = t->pages;
     } else {
-        memset(t->bits, 0, t->nwords * 8 * t->stride);
+        memset(t->bits, 0, t->nwords * 8);
     }
+    if (t->live)
+        memset(t->live, 0, t->nwords * 8);
     if (t->blk) {
         uint8_t s = BLK_PROT;
         if (t->cfg.initially_set)
@@ -229,7 +248,9 @@ int dl_tracker_stop(dl_tracker *t)
     if (!t->logging)
         return DL_ERR_STATE;
     reset_logs(t);
-    memset(t->bits, 0, t->nwords * 8 * t->stride);
+    memset(t->bits, 0, t->nwords * 8);
+    if (t->live)
+        memset(t->live, 0, t->nwords * 8);
     if (t->blk)
         memset(t->blk, BLK_HUGE_RW, t->nblocks);
     t->st.dirty_pages = 0;
@@ -253,37 +274,57 @@ static inline uint64_t *pml_log_base(const dl_tracker *t, uint32_t v)
 
 /* ---- ring helpers --------------------------------------------------------- */
 
-/* Collects vCPU v's ring into the dirty bitmap in order, then resets it (re-arms). */
+/* A reap that leaves no entry live zeroes the live bits whole instead of entry by
+ * entry when they span at most this many words per entry (a sequential store of a
+ * word costs far less than a random update of one). */
+#define DL_LIVE_ZERO_PER_ENTRY 8
+
+/* Sets the live bits of every ring's entries (vCPU v's ring holding u of them) and
+ * keeps them from now on. */
+static DL_NOINLINE void live_build(dl_tracker *t, uint32_t v, uint32_t u)
+{
+    for (uint32_t w = 0; w < t->cfg.vcpus; w++) {
+        const uint64_t *r = t->ring + (size_t)w * t->cfg.ring_entries;
+        const uint32_t n = w == v ? u : t->ring_used[w];
+        for (uint32_t i = 0; i < n; i++)
+            t->live[r[i] >> 6] |= UINT64_C(1) << (r[i] & 63);
+    }
+    t->live_on = 1;
+}
+
+/* Collects vCPU v's ring into the dirty bitmap in order, then resets it (re-arms).
+ * Its entries' pages are set in the dirty bitmap since their push; each entry is a
+ * new dirty page unless its page was collected before (ring_dups). Resetting clears
+ * the entries' live bits, if they are kept; when no entry is live any more they are
+ * no longer kept. */
 static void ring_reap(dl_tracker *t, uint32_t v)
 {
     const uint32_t n = t->ring_used[v];
     if (n == 0)
         return;
-    const uint64_t *r = t->ring + (size_t)v * t->cfg.ring_entries;
-    uint64_t *kc = t->bits; /* word w of KVM's view at kc[2w], of the dirty bitmap at kc[2w + 1] */
-    const int pf = t->nwords * 8 > DL_PF_MIN_BYTES;
-    /* Collect every entry into the dirty bitmap, then reset it (KVM_RESET_DIRTY_RINGS),
-     * which re-protects its page. A page sits in at most one ring, at most once, so
-     * doing both entry by entry leaves the same state as collecting all entries first.
-     * Each entry is one read-modify-write of its pair of words, which share a cache
-     * line (consecutive entries in one word forward through the store buffer). */
-    uint64_t olds = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        if (pf && i + DL_PF_DIST < n)
-            __builtin_prefetch(&kc[2 * (r[i + DL_PF_DIST] >> 6)], 1, 3);
-        const uint64_t p = r[i];
-        uint64_t *kw = &kc[2 * (p >> 6)];
-        const uint64_t m = UINT64_C(1) << (p & 63);
-        const uint64_t d = kw[1];
-        olds += (d & m) != 0;
-        kw[1] = d | m;
-        kw[0] &= ~m;
+    if (t->live_on) {
+        uint64_t others = 0;
+        for (uint32_t w = 0; w < t->cfg.vcpus; w++)
+            others += w == v ? 0 : t->ring_used[w];
+        uint64_t *live = t->live;
+        if (others == 0 && t->nwords <= DL_LIVE_ZERO_PER_ENTRY * n) {
+            memset(live, 0, t->nwords * 8); /* no entry stays live: cheaper than n updates */
+        } else {
+            const uint64_t *r = t->ring + (size_t)v * t->cfg.ring_entries;
+            const int pf = t->nwords * 8 > DL_PF_MIN_BYTES;
+            for (uint32_t i = 0; i < n; i++) {
+                if (pf && i + DL_PF_DIST < n)
+                    __builtin_prefetch(&live[r[i + DL_PF_DIST] >> 6], 1, 3);
+                live[r[i] >> 6] &= ~(UINT64_C(1) << (r[i] & 63));
+            }
+        }
+        t->live_on = others != 0;
     }
-    const uint64_t fresh = n - olds;
-    t->st.dirty_pages += fresh;
+    t->st.dirty_pages += n - t->ring_dups[v];
     t->st.ring_reaped += n;
     t->st.tlb_flushes++;
     t->ring_used[v] = 0;
+    t->ring_dups[v] = 0;
 }
 
 /* Pushes page p (newly recorded) to vCPU v's ring; a full ring exits and is reaped. */
@@ -316,14 +357,21 @@ static DL_NOINLINE void huge_fault(dl_tracker *t, uint32_t v, uint64_t p, batch_
     c->splits++;
     c->faults++;
     uint64_t m = 1ull << (p & 63);
-    uint64_t *w = &t->bits[(p >> 6) * t->stride];
-    if (*w & m)
-        return;
+    uint64_t *w = &t->bits[p >> 6];
+    const uint64_t old = *w & m;
     *w |= m;
     if (t->cfg.mode == DL_MODE_RING) {
+        if (old || t->live_on) { /* see the write loop */
+            if (!t->live_on)
+                live_build(t, v, t->ring_used[v]);
+            if (t->live[p >> 6] & m)
+                return; /* live: writable */
+            t->live[p >> 6] |= m;
+            t->ring_dups[v] += old != 0;
+        }
         c->pushed++; /* the ring loop counts its pushes as recorded */
         ring_push(t, v, p, t->ring + (size_t)v * t->cfg.ring_entries, &c->exits);
-    } else {
+    } else if (!old) {
         c->recorded++;
         t->st.dirty_pages++;
     }
@@ -339,21 +387,24 @@ static DL_NOINLINE void huge_fault(dl_tracker *t, uint32_t v, uint64_t p, batch_
  * every write and their index advances only for a new page, so the hot path has no
  * data-dependent branch. (A store to a free slot is invisible: only live entries
  * are ever read. When the PML log is full, index -1 is a scratch slot; a ring never
- * holds more than soft_limit - 1 entries between writes.) Anything that changes the
- * bitmap outside the loop (a huge-block fault, a ring reap) is preceded by a store
- * of `cur` and followed by a reload.
+ * holds more than soft_limit - 1 entries between writes.) In ring mode `cur` holds
+ * a word of the first bits; a write that finds its first bit set, or any write
+ * while the live bits are kept, also updates the page's live word, which decides
+ * whether it pushes; `dups` counts locally what ring_dups
+ * counts, added to it before a reap. A huge-block fault, which changes the bitmap
+ * outside the loop, is preceded by a store of `cur` and followed by a reload
+ * (a reap or a build of the live bits touches only live words).
  */
 DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *pages, size_t n,
                                  const int mode, const int huge, const int stl, const int vers,
                                  const int pf, const int flat, batch_counts *c)
 {
-    const uint64_t S = mode == DL_MODE_RING ? 2 : 1; /* t->stride */
     uint64_t *bits = t->bits;
     const uint8_t *blk = t->blk;
     uint32_t *ver = t->versions;
     uint64_t *stale = t->stale;
     uint64_t cw = pages[0] >> 6;
-    uint64_t cur = bits[cw * S];
+    uint64_t cur = bits[cw];
     uint64_t scur = stl ? stale[cw] : 0;
     int prot = huge && blk[cw / (DL_BLOCK_PAGES / 64)] == BLK_PROT;
     uint64_t olds = 0, hfaults = 0, exits = 0;
@@ -365,13 +416,18 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
 
     uint64_t *r = mode == DL_MODE_RING ? t->ring + (size_t)v * t->cfg.ring_entries : NULL;
     uint32_t u = mode == DL_MODE_RING ? t->ring_used[v] : 0;
+    int on = mode == DL_MODE_RING ? t->live_on : 0; /* the live bits are kept */
+    uint64_t *live = t->live;
+    uint32_t dups = 0;                                 /* pushes of pages collected before */
     const uint32_t soft = t->soft_limit;
 
     const size_t pf_end = pf && n > DL_PF_DIST ? n - DL_PF_DIST : 0;
 
 /* One write of page p, in the word cw held in cur. CHK: check the PML log or the
- * ring for a fill on this write (else the span's length guarantees room). */
-#define DL_WRITE_ONE(CHK)                                                                          \
+ * ring for a fill on this write (else the span's length guarantees room). ON (ring
+ * mode): the live bits are kept during this span; a write that changes that ends
+ * the span, and the next one runs the other variant. */
+#define DL_WRITE_ONE(CHK, ON)                                                                      \
     do {                                                                                           \
         if (vers) {                                                                                \
             if (pf && i < pf_end)                                                                  \
@@ -382,20 +438,27 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
         if (stl)                                                                                   \
             scur |= UINT64_C(1) << sh;                                                             \
         if (huge && DL_UNLIKELY(prot)) { /* write-protected block: fault and split */              \
-            bits[cw * S] = cur;                                                                    \
-            if (mode == DL_MODE_RING)                                                              \
+            bits[cw] = cur;                                                                        \
+            if (mode == DL_MODE_RING) {                                                            \
                 t->ring_used[v] = u;                                                               \
+                t->ring_dups[v] += dups;                                                           \
+                dups = 0;                                                                          \
+            }                                                                                      \
             huge_fault(t, v, p, c);                                                                \
             hfaults++;                                                                             \
-            if (mode == DL_MODE_RING)                                                              \
+            if (mode == DL_MODE_RING) {                                                            \
                 u = t->ring_used[v];                                                               \
-            cur = bits[cw * S];                                                                    \
+                on = t->live_on;                                                                   \
+                if (on != (ON))                                                                    \
+                    end = i + 1;                                                                   \
+            }                                                                                      \
+            cur = bits[cw];                                                                        \
             prot = 0;                                                                              \
             break;                                                                                 \
         }                                                                                          \
         const uint64_t old = (cur >> sh) & 1; /* 1: recorded already, 0: this write records it */ \
         cur |= UINT64_C(1) << sh;                                                                  \
-        if (mode != DL_MODE_PML) /* PML mode counts by its index instead */                       \
+        if (mode == DL_MODE_WP) /* PML mode counts by its index, ring mode its pushes */           \
             olds += old;                                                                           \
         if (mode == DL_MODE_PML) {                                                                 \
             log[idx] = p;                                                                          \
@@ -409,17 +472,33 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
             }                                                                                      \
         } else if (mode == DL_MODE_RING) {                                                         \
             r[u] = p;                                                                              \
-            u += (uint32_t)(old ^ 1);                                                              \
+            uint32_t push = (uint32_t)(old ^ 1); /* first bit clear: armed, pushed */              \
+            if (!(ON) && DL_UNLIKELY(old)) { /* first bit set: live? build the live bits */        \
+                live_build(t, v, u);                                                               \
+                on = 1;                                                                            \
+            }                                                                                      \
+            if ((ON) || DL_UNLIKELY(old)) {                                                        \
+                uint64_t *lw = &live[cw];                                                          \
+                const uint64_t l = *lw;                                                            \
+                push = (uint32_t)(((l >> sh) & 1) ^ 1); /* not live: pushed (again) */             \
+                *lw = l | UINT64_C(1) << sh;                                                       \
+                dups += push & (uint32_t)old;                                                      \
+            }                                                                                      \
+            u += push;                                                                             \
+            olds += push ^ 1;                                                                      \
             if ((CHK) && DL_UNLIKELY(u == soft)) { /* ring full: exit, reap at once */             \
                 exits++;                                                                           \
-                bits[cw * S] = cur;                                                                \
                 t->ring_used[v] = u;                                                               \
+                t->ring_dups[v] += dups;                                                           \
+                dups = 0;                                                                          \
                 ring_reap(t, v);                                                                   \
                 u = 0;                                                                             \
-                cur = bits[cw * S];                                                                \
+                on = t->live_on;                                                                   \
                 if (!huge)                                                                         \
                     end = i + 1;                                                                   \
             }                                                                                      \
+            if (on != (ON))                                                                        \
+                end = i + 1;                                                                       \
         }                                                                                          \
     } while (0)
 
@@ -437,35 +516,39 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
                 __builtin_prefetch(&ver[pages[j]], 1, 3);
             if (stl)
                 __builtin_prefetch(&stale[pages[j] >> 6], 1, 3);
-            __builtin_prefetch(&bits[(pages[j] >> 6) * S], 1, 3);
+            __builtin_prefetch(&bits[pages[j] >> 6], 1, 3);
+            if (mode == DL_MODE_RING && on)
+                __builtin_prefetch(&live[pages[j] >> 6], 1, 3);
         }
     }
 /* Prefetches the words (tracker bits, stale bits) of the write DL_PF_DIST ahead. */
-#define DL_PREFETCH_AHEAD()                                                                        \
+#define DL_PREFETCH_AHEAD(ON)                                                                      \
     do {                                                                                           \
         if (pf && i < pf_end) {                                                                    \
             const uint64_t pw = pages[i + DL_PF_DIST] >> 6;                                        \
-            __builtin_prefetch(&bits[pw * S], 1, 3);                                               \
+            __builtin_prefetch(&bits[pw], 1, 3);                                                   \
             if (stl)                                                                               \
                 __builtin_prefetch(&stale[pw], 1, 3);                                              \
+            if (mode == DL_MODE_RING && (ON))                                                      \
+                __builtin_prefetch(&live[pw], 1, 3);                                               \
         }                                                                                          \
     } while (0)
 /* The writes [i, end) of one span; CHK as for DL_WRITE_ONE. */
-#define DL_SPAN(CHK)                                                                               \
+#define DL_SPAN(CHK, ON)                                                                           \
     for (;;) {                                                                                     \
         /* prefetch the word DL_PF_DIST writes ahead (sequential streams get here once             \
          * per 64 writes, and need no prefetch anyway) */                                          \
-        DL_PREFETCH_AHEAD();                                                                       \
-        bits[cw * S] = cur;                                                                        \
+        DL_PREFETCH_AHEAD(ON);                                                                     \
+        bits[cw] = cur;                                                                            \
         if (stl)                                                                                   \
             stale[cw] = scur;                                                                      \
         cw = p >> 6;                                                                               \
-        cur = bits[cw * S];                                                                        \
+        cur = bits[cw];                                                                            \
         if (stl)                                                                                   \
             scur = stale[cw];                                                                      \
         if (huge)                                                                                  \
             prot = blk[cw / (DL_BLOCK_PAGES / 64)] == BLK_PROT;                                    \
-        DL_WRITE_ONE(CHK);                                                                         \
+        DL_WRITE_ONE(CHK, ON);                                                                     \
         if (++i == end)                                                                            \
             break;                                                                                 \
         p = pages[i];                                                                              \
@@ -473,7 +556,7 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
             continue;                                                                              \
         int more = 1;                                                                              \
         for (;;) {                                                                                 \
-            DL_WRITE_ONE(CHK);                                                                     \
+            DL_WRITE_ONE(CHK, ON);                                                                 \
             if (++i == end) {                                                                      \
                 more = 0;                                                                          \
                 break;                                                                             \
@@ -490,17 +573,17 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
  * for streams that go to another word on nearly every write, where the register
  * held word of DL_SPAN only costs (no huge pages). Unrolled: the loop's own
  * instructions are a good part of a write's when the bitmap is in cache. */
-#define DL_FLAT_SPAN(CHK)                                                                          \
+#define DL_FLAT_SPAN(CHK, ON)                                                                      \
     _Pragma("GCC unroll 4")                                                                        \
     for (; i < end; i++) {                                                                         \
         p = pages[i];                                                                              \
-        DL_PREFETCH_AHEAD();                                                                       \
+        DL_PREFETCH_AHEAD(ON);                                                                     \
         cw = p >> 6;                                                                               \
-        cur = bits[cw * S];                                                                        \
+        cur = bits[cw];                                                                            \
         if (stl)                                                                                   \
             scur = stale[cw];                                                                      \
-        DL_WRITE_ONE(CHK);                                                                         \
-        bits[cw * S] = cur;                                                                        \
+        DL_WRITE_ONE(CHK, ON);                                                                     \
+        bits[cw] = cur;                                                                            \
         if (stl)                                                                                   \
             stale[cw] = scur;                                                                      \
     }
@@ -525,24 +608,37 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
                 end = i + (soft - u);
         }
         p = pages[i];
-        if (flat && !huge) {
-            if (chk) {
-                DL_FLAT_SPAN(1)
+        if (mode == DL_MODE_RING && on) {
+            if (flat && !huge) {
+                if (chk) {
+                    DL_FLAT_SPAN(1, 1)
+                } else {
+                    DL_FLAT_SPAN(0, 1)
+                }
+            } else if (chk) {
+                DL_SPAN(1, 1)
             } else {
-                DL_FLAT_SPAN(0)
+                DL_SPAN(0, 1)
+            }
+        } else if (flat && !huge) {
+            if (chk) {
+                DL_FLAT_SPAN(1, 0)
+            } else {
+                DL_FLAT_SPAN(0, 0)
             }
         } else if (chk) {
-            DL_SPAN(1)
+            DL_SPAN(1, 0)
         } else {
-            DL_SPAN(0)
+            DL_SPAN(0, 0)
         }
         if (mode == DL_MODE_RING && !chk && u == soft) { /* ring full: exit, reap at once */
             exits++;
-            bits[cw * S] = cur;
             t->ring_used[v] = u;
+            t->ring_dups[v] += dups;
+            dups = 0;
             ring_reap(t, v);
             u = 0;
-            cur = bits[cw * S];
+            on = t->live_on;
         }
         if (i < n)
             p = pages[i];
@@ -551,7 +647,7 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
 #undef DL_FLAT_SPAN
 #undef DL_PREFETCH_AHEAD
 #undef DL_WRITE_ONE
-    bits[cw * S] = cur;
+    bits[cw] = cur;
     if (stl)
         stale[cw] = scur;
 
@@ -572,6 +668,7 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
         t->st.dirty_pages += rec;
     } else {
         t->ring_used[v] = u;
+        t->ring_dups[v] += dups;
         c->pushed += rec;
         c->recorded += c->pushed; /* including the pushes of huge-block faults */
     }
@@ -780,42 +877,12 @@ static void sync_logs(dl_tracker *t)
     }
 }
 
-/* The dirty bitmap: word w at dirty_bitmap(t)[w * t->stride]. */
-static uint64_t *dirty_bitmap(dl_tracker *t) { return t->coll ? t->coll : t->bits; }
-
-/* Snapshot-and-clear of ring mode's dirty bitmap (every other word of `bits`),
- * emitting the set pages in order. */
-static size_t ring_take_pages(uint64_t *coll, uint64_t nwords, uint64_t *out)
-{
-    size_t n = 0;
-    for (uint64_t i = 0; i < nwords; i++) {
-        uint64_t w = coll[2 * i];
-        if (!w)
-            continue;
-        coll[2 * i] = 0;
-        const uint64_t base = i << 6;
-        do {
-            out[n++] = base + (uint64_t)__builtin_ctzll(w);
-            w &= w - 1;
-        } while (w);
-    }
-    return n;
-}
-
-static void ring_take_words(uint64_t *coll, uint64_t nwords, uint64_t *out)
-{
-    for (uint64_t i = 0; i < nwords; i++) {
-        out[i] = coll[2 * i];
-        coll[2 * i] = 0;
-    }
-}
-
 static void apply_drop(dl_tracker *t)
 {
     uint64_t p = t->drop_page;
     if (p >= t->pages)
         return;
-    uint64_t *bm = dirty_bitmap(t) + (p >> 6) * t->stride;
+    uint64_t *bm = t->bits + (p >> 6);
     uint64_t m = 1ull << (p & 63);
     if (*bm & m) {
         *bm &= ~m;
@@ -837,12 +904,12 @@ int dl_tracker_harvest(dl_tracker *t, uint64_t *out, size_t cap, size_t *count)
         return DL_ERR_BUFFER;
     }
     apply_drop(t);
-    uint64_t *bm = dirty_bitmap(t);
+    uint64_t *bm = t->bits;
     size_t n;
     if (t->cfg.mode == DL_MODE_CLEAR) {
         n = dl_bitmap_to_pages(bm, t->nwords, out);
     } else {
-        n = t->stride == 2 ? ring_take_pages(bm, t->nwords, out) : dl_bitmap_take_pages(bm, t->nwords, out);
+        n = dl_bitmap_take_pages(bm, t->nwords, out);
         t->st.dirty_pages = 0;
         if (n)
             t->st.tlb_flushes++;
@@ -863,15 +930,10 @@ int dl_tracker_harvest_bitmap(dl_tracker *t, uint64_t *words, size_t nwords, siz
         return DL_ERR_STATE;
     sync_logs(t);
     apply_drop(t);
-    uint64_t *bm = dirty_bitmap(t);
+    uint64_t *bm = t->bits;
     uint64_t n = t->st.dirty_pages;
     if (t->cfg.mode == DL_MODE_CLEAR) {
         memcpy(words, bm, t->nwords * 8);
-    } else if (t->stride == 2) {
-        ring_take_words(bm, t->nwords, words);
-        t->st.dirty_pages = 0;
-        if (n)
-            t->st.tlb_flushes++;
     } else {
         dl_bitmap_take_words(bm, t->nwords, words);
         t->st.dirty_pages = 0;
