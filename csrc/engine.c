@@ -1340,17 +1340,21 @@ int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, ui
                 const int xb_on = e->xcache && e->ct.passes > 0; /* on from the wrap on, as QEMU */
                 if (word_ok && !xb_on && !(inflight && sent == 0)) {
                     /* The rest of p's word at once when every check the per-page loop would
-                     * make on its pages passes: the same sends, in the same order. */
-                    const uint64_t wi = p >> 6;
+                     * make on its pages passes, then the next words with pages while they do
+                     * (up to the bitmap's end: a wrap goes through next_dirty): the same
+                     * sends, in the same order. */
+                    uint64_t wi = p >> 6;
                     uint64_t w = e->mbm[wi] & (~UINT64_C(0) << (p & 63));
-                    uint64_t k = (uint64_t)dl__popcount64(w);
-                    if (sent + k > chunk) { /* the chunk ends inside the word: its first pages */
-                        k = chunk - sent;
-                        w = low_bits(w, k);
-                    }
-                    if ((double)(lb + (k - 1) * pb) < iter_bytes &&
-                        (double)(lb + k * pb) <= dead_bytes &&
-                        (!e->budget || e->ct.window_bytes + bytes + (k - 1) * pb < e->budget)) {
+                    int took = 0;
+                    for (;;) {
+                        uint64_t k = (uint64_t)dl__popcount64(w);
+                        if (sent + k > chunk) { /* the chunk ends inside the word: its first pages */
+                            k = chunk - sent;
+                            w = low_bits(w, k);
+                        }
+                        if (!((double)(lb + (k - 1) * pb) < iter_bytes && (double)(lb + k * pb) <= dead_bytes &&
+                              (!e->budget || e->ct.window_bytes + bytes + (k - 1) * pb < e->budget)))
+                            break;
                         e->mbm[wi] &= ~w;
                         if (stale)
                             stale[wi] &= ~w;
@@ -1362,8 +1366,17 @@ int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, ui
                         bytes += k * pb;
                         normal += k;
                         sent += k;
-                        continue;
+                        took = 1;
+                        if (sent >= chunk || e->ct.remaining == 0)
+                            break;
+                        do
+                            w = ++wi < e->nwords ? e->mbm[wi] : 0;
+                        while (!w && wi < e->nwords);
+                        if (!w)
+                            break;
                     }
+                    if (took)
+                        continue;
                 }
                 int z = do_zero && is_zero(e, src, p);
                 uint64_t cost = z ? e->cfg.zero_bytes : e->cfg.page_bytes;
