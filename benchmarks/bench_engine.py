@@ -18,7 +18,8 @@ tracker loop over the same guest time with the verification's stale bitmap attac
 own writes, as ``simulate`` makes them, without sending a page).
 
 Run: ``pytest benchmarks/bench_engine.py --benchmark-only -s``
-(``DIRTYLOG_BENCH_ENGINE_MEMORY=8GiB`` and ``DIRTYLOG_BENCH_ENGINE_LARGE=64GiB`` for a quicker run).
+(``DIRTYLOG_BENCH_ENGINE_MEMORY=8GiB``, ``DIRTYLOG_BENCH_ENGINE_LARGE=64GiB`` and
+``DIRTYLOG_BENCH_ENGINE_REPEATS=1`` for a quicker run).
 """
 from __future__ import annotations
 
