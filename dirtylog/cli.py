@@ -1221,8 +1221,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         from .render import wrap
 
         counts = {v: n for v in VERDICTS if (n := sum(1 for r in results if r.verdict == v)) or v != "lost"}
-        note = (", ".join(f"{k}: {v}" for k, v in counts.items()) + ". 'does not converge': gave up after "
-                "--give-up-after of simulated time (default 10 min, or 20x the time to send memory once), or "
+        note = (", ".join(f"{k}: {v}" for k, v in counts.items()) + ". 'does not converge': an early verdict (it "
+                "can never converge under QEMU's rules; --no-stop-when-stalled iterates on as QEMU does), gave up "
+                "after --give-up-after of simulated time (default 10 min, or 20x the time to send memory once), or "
                 "aborted at a limit; rounds: pre-copy rounds, round 0 included.")
         if getattr(args, "advise", False):
             note += (" What would make a configuration that does not converge converge (found by simulation, "

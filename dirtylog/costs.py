@@ -89,6 +89,14 @@ class TrackingCosts:
             raise TypeError("costs.slows_guest must be a bool")
         object.__setattr__(self, "slows_guest", slows_guest)
 
+    def most_per_write(self, faults: float, pml_full_exits: float, ring_full_exits: float) -> float:
+        """The most guest time one write can cost in tracking exits (vCPU-seconds), given the most exits of
+        each kind one write can cause (:meth:`dirtylog.tracker.Tracker.exits_per_write`); 0 when the
+        costs do not slow the guest (``slows_guest=False``)."""
+        if not self.slows_guest:
+            return 0.0
+        return faults * self.fault + pml_full_exits * self.pml_full + ring_full_exits * self.ring_full
+
     @classmethod
     def zero(cls) -> "TrackingCosts":
         """No tracking cost at all: the idealized tracker of analytical models."""

@@ -94,6 +94,11 @@ class ProbeState:
     applied: float             # wall seconds that they span (at most `window`)
     lost: float                # guest seconds per vCPU lost to their tracking exits
     throttle: float            # the guest's throttle now (0 .. 1)
+    writes: int                # the guest's writes over `guest_time`
+    loss_per_write: float      # guest seconds per vCPU one write can cost in tracking exits, at most
+    kick_rate: float           # guest seconds per vCPU per wall second the syncs' kicks can cost, at most
+    loss_once: float           # guest seconds per vCPU still to lose once at most (huge blocks to split)
+    segment: float             # wall seconds of guest time one charge of exits covers, at most
     page_size: int
     page_bytes: int            # bytes on the wire per page the guest has written (page + header)
     send_bandwidth: float      # bytes/s: the most the live phase sends
@@ -238,17 +243,26 @@ class SyncPolicy:
         sent = s.send_bandwidth * (s.window + s.burst) / s.page_bytes  # the most pages sent in any window
         threshold = s.threshold_bandwidth * p.downtime_limit
         thr_pages = threshold / s.page_size
-        # exits per wall second fall as a window goes on (they follow the pages first written in it):
-        # a fresh window of `window` loses at most this, per vCPU
+        need = max(thr_pages, float(p.min_dirty_pages))
+        # (A) whatever the syncs: a later window's guest time from the most tracking can take per write
+        # (while exits take less guest time than they leave, the debt owed at the window's start is at most
+        # one segment's charge, a kick and what is charged once)
+        w = s.writes / s.guest_time
+        debt = s.loss_per_write * w * run * s.segment + s.kick_rate * s.segment + s.loss_once
+        later = (run * s.window - debt - s.kick_rate * s.window - s.loss_once) / (1.0 + s.loss_per_write * w)
+        if s.loss_per_write * w < 1.0 and later > 0:
+            floor = min(1.0, later / s.guest_time) * d_low - sent
+            if floor > need:
+                return self._outrun_reason(s, floor * s.page_size, threshold)
+        # (B) rounds at least window / k long: a later window's exits are at most k + 1 times those of a fresh
+        # one, which fall as it goes on (they follow the pages first written in it): scaled from the measured
         fresh_loss = s.lost * max(1.0, s.window / s.applied)
         for k in ROUND_SPLITS:
             later = run * s.window - (k + 1) * fresh_loss  # guest time of a later window, at least
             if later <= 0:
                 break
             floor = min(1.0, later / s.guest_time) * d_low - sent
-            need = max(2 * thr_pages + s.send_bandwidth * (s.window / k + s.burst) / s.page_bytes,
-                       float(p.min_dirty_pages))
-            if floor > need:
+            if floor > max(need, 2 * thr_pages + s.send_bandwidth * (s.window / k + s.burst) / s.page_bytes):
                 return self._outrun_reason(s, floor * s.page_size, threshold)
         return None
 

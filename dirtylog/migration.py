@@ -46,7 +46,7 @@ from .config import DEFAULTS, simulate_kwargs
 from .costs import TrackingCosts
 from .decision import PROBE_FIRST, Action, Decision, ProbeState, SyncPolicy, SyncState
 from .devices import Device, default_devices, device_bytes, ordered
-from .engine import WINDOW, Engine, SendResult
+from .engine import ITERATION, WINDOW, Engine, SendResult
 from .errors import ConfigError, CoreError, Interrupted, StateError
 from .faults import BandwidthChange, Fault, LinkFailure, check_fault
 from .link import Link, check_bandwidth
@@ -927,9 +927,22 @@ class Migration:
         self._probe_at = m["clock"] + 2 * window
         p = self.policy
         ac = self._autoconverge
+        # what tracking can take from a vCPU's guest time in a later window, whatever the syncs in it:
+        # the most per write, a kick per sync (no more often than a sync takes), and once per huge
+        # block not yet split (its split and fault)
+        c = self.costs
+        per_write = c.most_per_write(*self.tracker.exits_per_write()) / self.vcpus
+        kick = c.kick if c.slows_guest else 0.0
+        kick_rate = kick / self._sync_time if self._sync_time > 0 else (math.inf if kick > 0 else 0.0)
+        unsplit = 0
+        if self.tracker.huge_pages == "lazy" and c.slows_guest:
+            unsplit = max(0, self.tracker.config.blocks - self.tracker.stats.splits)
+        once = unsplit * (c.split + c.fault) / self.vcpus
         reason = self._decider.outrun(ProbeState(
             dirtied=self.tracker.dirtied_since_harvest, window=window, guest_time=guest_time, applied=applied,
-            lost=lost, throttle=throttle, page_size=self.page_size, page_bytes=self.page_bytes,
+            lost=lost, throttle=throttle, writes=int(st.writes) - m["writes"], loss_per_write=per_write,
+            kick_rate=kick_rate, loss_once=once, segment=ITERATION + p.rate_window + self._sync_time,
+            page_size=self.page_size, page_bytes=self.page_bytes,
             send_bandwidth=self.bandwidth,
             # a window's measured bandwidth exceeds the rate limit by a page at most
             threshold_bandwidth=max(self.bandwidth + self.page_bytes / WINDOW, p.switchover_bandwidth or 0.0),

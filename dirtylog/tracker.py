@@ -194,6 +194,18 @@ class Tracker:
         """Upper bound on the size of the next harvest (exact but in ring mode), no side effects."""
         return int(lib.dl_tracker_pending(self._t))
 
+    def exits_per_write(self) -> "tuple[float, float, float]":
+        """The most tracking exits one write can cause, as (faults, PML-full exits, ring-full exits),
+        huge blocks aside (a block's split and fault happen once, on its first write while logging):
+        a write to a protected page faults once (``wp``, ``clear``), logs one PML entry (``pml``: an
+        exit per ``pml_entries``) or pushes one ring entry (``ring``: an exit per soft limit)."""
+        c = self.config
+        if c.mode == "pml":
+            return (0.0, 1.0 / c.pml_entries, 0.0)
+        if c.mode == "ring":
+            return (0.0, 0.0, 1.0 / c.ring_soft_limit)
+        return (1.0, 0.0, 0.0)
+
     @property
     def counts_since_harvest(self) -> bool:
         """Whether :attr:`dirtied_since_harvest` can tell (every mode but ``clear``)."""
