@@ -878,8 +878,23 @@ static void segment_sink(void *ctx, uint32_t j, const uint64_t *pages, size_t n)
         return;
     const dl__wl_pos *q = &e->seg_pos;
     const double span = (double)(q->k1 - q->k0), w0 = e->seg_w0, len = e->seg_w1 - e->seg_w0;
+    /* the words each ascending run of the list spans: a write outside them all was not sent
+     * in the segment (most writes: tested on registers, without the filter's load) */
+    uint64_t lo[4], width[4];
+    const int runs = e->seg_runs;
+    for (int r = 0; r < runs; r++) {
+        const size_t first = e->seg_run[r], end = r + 1 < runs ? e->seg_run[r + 1] : e->seg_ne;
+        lo[r] = e->seg_word[first];
+        width[r] = e->seg_word[end - 1] - lo[r];
+    }
     for (size_t i = 0; i < n; i++) {
-        const uint64_t h = seg_hash(pages[i] >> 6);
+        const uint64_t wi = pages[i] >> 6;
+        int inside = wi - lo[0] <= width[0];
+        for (int r = 1; r < runs; r++)
+            inside |= wi - lo[r] <= width[r];
+        if (!inside)
+            continue;
+        const uint64_t h = seg_hash(wi);
         if (!((e->seg_filter[h >> 6] >> (h & 63)) & 1))
             continue; /* not sent in this segment */
         size_t x = seg_find(e, pages[i]);
