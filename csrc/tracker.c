@@ -472,20 +472,22 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
             }                                                                                      \
         } else if (mode == DL_MODE_RING) {                                                         \
             r[u] = p;                                                                              \
-            uint32_t push = (uint32_t)(old ^ 1); /* first bit clear: armed, pushed */              \
-            if (!(ON) && DL_UNLIKELY(old)) { /* first bit set: live? build the live bits */        \
-                live_build(t, v, u);                                                               \
-                on = 1;                                                                            \
-            }                                                                                      \
-            if ((ON) || DL_UNLIKELY(old)) {                                                        \
+            if (!(ON) && DL_LIKELY(!old)) { /* first bit clear: armed, pushed */                   \
+                u++;                                                                               \
+            } else { /* first bit set (live?), or live bits kept: the live bit decides */          \
+                if (!(ON)) { /* first needed: build them, and go on with ON spans */               \
+                    live_build(t, v, u);                                                           \
+                    on = 1;                                                                        \
+                    end = i + 1;                                                                   \
+                }                                                                                  \
                 uint64_t *lw = &live[cw];                                                          \
                 const uint64_t l = *lw;                                                            \
-                push = (uint32_t)(((l >> sh) & 1) ^ 1); /* not live: pushed (again) */             \
+                const uint32_t push = (uint32_t)(((l >> sh) & 1) ^ 1); /* not live: pushed (again) */ \
                 *lw = l | UINT64_C(1) << sh;                                                       \
                 dups += push & (uint32_t)old;                                                      \
+                u += push;                                                                         \
+                olds += push ^ 1;                                                                  \
             }                                                                                      \
-            u += push;                                                                             \
-            olds += push ^ 1;                                                                      \
             if ((CHK) && DL_UNLIKELY(u == soft)) { /* ring full: exit, reap at once */             \
                 exits++;                                                                           \
                 t->ring_used[v] = u;                                                               \
@@ -494,11 +496,8 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
                 ring_reap(t, v);                                                                   \
                 u = 0;                                                                             \
                 on = t->live_on;                                                                   \
-                if (!huge)                                                                         \
-                    end = i + 1;                                                                   \
+                end = i + 1; /* room again (unchecked spans), and ON may have changed */           \
             }                                                                                      \
-            if (on != (ON))                                                                        \
-                end = i + 1;                                                                       \
         }                                                                                          \
     } while (0)
 
