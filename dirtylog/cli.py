@@ -1368,12 +1368,15 @@ def cmd_advise(args: argparse.Namespace) -> int:
         _emit(_to_json(adv.to_dict()), args.json, "advice")
         if args.json == "-":
             return 0
+    from rich.markup import escape
+
     con = _Out()
     con.print(f"[bold]Advice[/bold] for a {_guest_line(report.memory, cfg.workload_label(), report.vcpus)}; "
               f"{format_rate(report.bandwidth, bits=True)}, downtime limit {format_time(report.downtime_limit)}, "
               f"tracker {report.tracker}")
     status, style = _status_text(report)
-    con.print(f"As given: [{style}]{status}[/{style}] after {format_time(report.total_time)}: {report.reason}")
+    con.print(f"As given: [{style}]{status}[/{style}] after {format_time(report.total_time)}: "
+              f"{escape(cli_words(report.reason))}")
     _print_advice(con, dataclasses.replace(report, advice=adv))
     return 0
 

@@ -169,6 +169,8 @@ def test_command_line_advise_and_simulate_advise(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "What would make it converge" in out and "least bandwidth" in out and "auto-converge" in out
     assert "least downtime limit" not in out
+    # the reason of the run as given is in command-line words, as simulate prints it
+    assert "As given: failed" in out and "--no-stop-when-stalled" in out and "PreCopy(" not in out
     out_json = tmp_path / "advice.json"
     assert main(["advise", *base, "--questions", "bandwidth", "--json", str(out_json)]) == 0
     d = json.loads(out_json.read_text())
