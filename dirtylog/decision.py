@@ -110,6 +110,9 @@ class ProbeState:
     throttle_can_step: bool    # a throttle may still change (auto-converge below its maximum, dirty-limit)
     faults_pending: bool
     stationary: bool
+    sync_loss: float = 0.0     # guest seconds per vCPU each sync charges (PML's kicks), outside `lost`
+    send_slack: float = 0.0    # bytes/s the live phase may send above send_bandwidth (under a rate limit,
+    #                            the page that crosses each window's budget)
 
 
 class SyncPolicy:
@@ -216,14 +219,15 @@ class SyncPolicy:
         The argument. (1) At a sync (a tracker whose log restarts at each harvest, or not: only the
         count needs it) the migration bitmap holds every page whose newest content the destination
         lacks; so what is pending at a sync at time t is at least the distinct pages written in
-        (t - W, t] less the pages sent in it, ``D - send_bandwidth (W + burst) / page_bytes`` (a
+        (t - W, t] less the pages sent in it, ``D - (send_bandwidth + send_slack) (W + burst) / page_bytes`` (a
         page written is no longer a zero page and, without XBZRLE, goes whole). (2) With i.i.d.
         writes the expectation of D depends only on the window's guest time, increasing and
         concave: a later window of the same wall length W = ``window`` with at least as much guest
         time dirties at least ``dirtied`` pages in expectation, one with less at least that share of
         them (``kappa``). Its guest time is ``(1 - throttle) W`` less its tracking exits, which
         follow the pages first written after each sync: at most k + 1 times those of a fresh window
-        of W (the measured ones, scaled to W) when it spans at most k + 1 rounds. (3) The count of
+        of W (the measured ones, scaled to W) when it spans at most k + 1 rounds, plus what each of
+        those k + 1 syncs charges the guest (``sync_loss``: PML's kicks). (3) The count of
         one window is random: SIGMAS standard deviations (at most its square root) are taken off.
         (4) If the floor of (1)-(3) exceeds twice the threshold plus what the link sends in W / k
         (a round ends once the pending set, less at most one threshold of leftovers that may be zero
@@ -240,7 +244,8 @@ class SyncPolicy:
         if d < MIN_DIRTIED or not (s.window > 0 and s.guest_time > 0 and s.applied > 0 and run > 0):
             return None
         d_low = d - SIGMAS * math.sqrt(d)
-        sent = s.send_bandwidth * (s.window + s.burst) / s.page_bytes  # the most pages sent in any window
+        send_bw = s.send_bandwidth + s.send_slack
+        sent = send_bw * (s.window + s.burst) / s.page_bytes  # the most pages sent in any window
         threshold = s.threshold_bandwidth * p.downtime_limit
         thr_pages = threshold / s.page_size
         need = max(thr_pages, float(p.min_dirty_pages))
@@ -258,11 +263,11 @@ class SyncPolicy:
         # one, which fall as it goes on (they follow the pages first written in it): scaled from the measured
         fresh_loss = s.lost * max(1.0, s.window / s.applied)
         for k in ROUND_SPLITS:
-            later = run * s.window - (k + 1) * fresh_loss  # guest time of a later window, at least
+            later = run * s.window - (k + 1) * (fresh_loss + s.sync_loss)  # guest time of a later window, at least
             if later <= 0:
                 break
             floor = min(1.0, later / s.guest_time) * d_low - sent
-            if floor > max(need, 2 * thr_pages + s.send_bandwidth * (s.window / k + s.burst) / s.page_bytes):
+            if floor > max(need, 2 * thr_pages + send_bw * (s.window / k + s.burst) / s.page_bytes):
                 return self._outrun_reason(s, floor * s.page_size, threshold)
         return None
 

@@ -386,6 +386,7 @@ class Migration:
         self._probing = self._decider.may_outrun(bool(getattr(workload, "iid_writes", False)),
                                                  self.tracker.counts_since_harvest)
         self._probe_at = math.inf
+        self._sync_loss = 0.0
         self.interrupted = False
 
     def _xbzrle_slots(self, npages: int, psize: int) -> int:
@@ -725,11 +726,16 @@ class Migration:
         self._probe_at = self._mark["clock"] + PROBE_FIRST if self._probing else math.inf
         self._event("round", index=index, pages=self._pending_at_sync)
 
+    def _rate_limited(self) -> bool:
+        """Whether the live phase runs under QEMU's rate limit (max_bandwidth below the link's)."""
+        cap = self.policy.max_bandwidth
+        return cap is not None and cap < self.link_bandwidth
+
     def _live_rate_limit(self) -> None:
         """QEMU's rate limit of the live phase: max_bandwidth x 100 ms per window (BUFFER_DELAY), the
         window lasting ``rate_window`` (longer on a host that wakes the migration thread late)."""
         cap = self.policy.max_bandwidth
-        budget = 0 if cap is None or cap >= self.link_bandwidth else max(1, int(cap * WINDOW))
+        budget = max(1, int(cap * WINDOW)) if cap is not None and self._rate_limited() else 0
         self.engine.set_rate_limit(budget, window=self.policy.rate_window)
 
     def threshold(self) -> float:
@@ -774,6 +780,8 @@ class Migration:
                 buf = self._hbuf[i] = np.empty(need + need // 4 + 1024, dtype=np.uint64)
             added = self.engine.dirty_add(self.tracker.harvest(out=buf))
         kicks = self.tracker.stats.kicks - kicks0
+        # per vCPU, what this sync charged the guest (the in-round verdict's probes)
+        self._sync_loss = kicks * self.costs.kick / self.vcpus if self.costs.slows_guest else 0.0
         if kicks:
             self.engine.charge(kicks * self.costs.kick)
         self.dirty_sync_count += 1
@@ -944,6 +952,8 @@ class Migration:
             kick_rate=kick_rate, loss_once=once, segment=ITERATION + p.rate_window + self._sync_time,
             page_size=self.page_size, page_bytes=self.page_bytes,
             send_bandwidth=self.bandwidth,
+            # under a rate limit a window sends its budget and the page that crosses it
+            send_slack=self.page_bytes / WINDOW if self._rate_limited() else 0.0,
             # a window's measured bandwidth exceeds the rate limit by a page at most
             threshold_bandwidth=max(self.bandwidth + self.page_bytes / WINDOW, p.switchover_bandwidth or 0.0),
             burst=2 * WINDOW,  # a window's budget at the end of a span and the next one's at its start
@@ -951,7 +961,7 @@ class Migration:
             # dirty-limit's per-vCPU throttles follow the measured rates every period: never fixed
             throttle_can_step=(ac is not None and ac.can_step()) or self._dirtylimit is not None,
             faults_pending=bool(self._faults) or self._postcopy_requested,
-            stationary=bool(getattr(self.workload, "stationary", False))))
+            stationary=bool(getattr(self.workload, "stationary", False)), sync_loss=self._sync_loss))
         if reason is not None:
             self._apply(Decision(Action.ROLLBACK, reason))
 

@@ -193,3 +193,54 @@ def test_tracker_counts_the_pages_written_since_the_harvest(mode):
     got = t.harvest()
     assert set(got.tolist()) == seen
     assert t.dirtied_since_harvest == 0
+
+
+@pytest.mark.parametrize("budget_pages", [0.001, 1.01, 2.5, 10.3])
+@pytest.mark.parametrize("rate_window", ["100ms", "137ms"])
+def test_the_bound_on_pages_sent_holds_under_a_rate_limit(budget_pages, rate_window):
+    """Step (1) of the argument: no span of W sends more than (send_bandwidth + send_slack) (W + burst).
+    Under a rate limit a window sends its budget and the page that crosses it: with a budget of just
+    over one page that is two pages a window, twice max_bandwidth, and with one under a
+    page one page a window (found in review: the bound used max_bandwidth alone)."""
+    from dirtylog.engine import WINDOW
+
+    pb = 4096 + 8
+    cap = budget_pages * pb / WINDOW
+    m = Migration(memory="32MiB", workload=Uniform("200MiB/s", seed=1), link=Link("10Gbit/s"),
+                  policy=PreCopy(max_bandwidth=cap, rate_window=rate_window, stop_when_stalled=False),
+                  tracker="pml")
+    assert m.page_bytes == pb and m._rate_limited()
+    m.run_until(0.05)  # into round 0
+    span, step = 1.0, 0.05
+    samples = []
+    while m.clock < 6.0 and m.phase == "precopy" and m._round_index == 0:
+        samples.append((m.clock, m.current_round["bytes_sent"]))
+        m.advance(step)
+    assert len(samples) > 60  # round 0 (8,192 pages at a few pages per window) outlasts the samples
+    worst = max(b1 - b0 for (t0, b0) in samples for (t1, b1) in samples if 0 < t1 - t0 <= span + 1e-9)
+    burst = 2 * WINDOW
+    assert worst <= (cap + pb / WINDOW) * (span + burst)
+    if budget_pages in (0.001, 1.01):
+        assert worst > cap * (span + burst)  # max_bandwidth alone is not a bound
+
+
+def test_a_probe_counts_what_each_sync_charges_the_guest(monkeypatch):
+    """Step (2): a later window holding k + 1 syncs loses k + 1 times their charge to the guest (PML's
+    kicks), which the measured window (it starts after its sync's charge) does not show."""
+    from dirtylog import TrackingCosts
+    from dirtylog.decision import SyncPolicy
+
+    seen = []
+    orig = SyncPolicy.outrun
+
+    def spy(self, s):
+        seen.append(s)
+        return orig(self, s)
+
+    monkeypatch.setattr(SyncPolicy, "outrun", spy)
+    r = simulate(**HOPELESS, tracker="pml", vcpus=4, costs=TrackingCosts(kick="3ms"), give_up_after="1h")
+    assert IN_ROUND in r.reason
+    assert seen and all(s.sync_loss == pytest.approx(0.003) for s in seen)  # 4 kicks x 3 ms over 4 vCPUs
+    seen.clear()
+    r = simulate(**HOPELESS, tracker="wp", vcpus=4, costs=TrackingCosts(kick="3ms"), give_up_after="1h")
+    assert seen and all(s.sync_loss == 0.0 for s in seen)  # no kicks without PML
