@@ -234,7 +234,15 @@ class SyncPolicy:
         pages, has been sent down to the threshold), the next round lasts at least W / k, and by
         induction every later one: no sync ever finds less than the threshold, nor fewer than
         ``min_dirty_pages``. Tried for k in ROUND_SPLITS (the tracking exits grow with k, the
-        rounds' least length falls)."""
+        rounds' least length falls): form (B) in the code.
+
+        Form (A), tried first, needs no length of rounds and so only a floor above the threshold:
+        (1) holds at every sync whatever the syncs before it, and a later window's guest time is
+        bounded from what tracking can take whatever their number: at most ``loss_per_write`` per
+        write (the window's own writes, at the measured writes per guest second), ``kick_rate`` per
+        wall second (no more than one sync's kicks per ``sync`` time), ``loss_once`` (huge blocks
+        still to split), and the debt owed at the window's start (one segment's charge of those, as
+        long as a write's exits take less guest time than it spans)."""
         if s.dirtied is None or not self.may_outrun(s.iid_writes, True):
             return None
         if not self._verdict_allowed(s.throttle_can_step, s.faults_pending, s.stationary):
