@@ -519,13 +519,16 @@ DL_ALWAYS_INLINE int is_zero(const dl_engine *e, const uint32_t *src, uint64_t p
 
 /* XBZRLE: the bytes page p costs (a delta if cached and small enough). Returns 1 for
  * a delta, 2 for an overflow, 0 for a miss; the cache is updated by xbzrle_commit
- * once the page is actually sent. */
-static int xbzrle_cost(const dl_engine *e, uint64_t p, uint64_t *cost)
+ * once the page is actually sent. `ordinal` is the number of pages sent before this
+ * one in the whole migration (st.pages_sent plus the pages of the current chunk): the
+ * delta's size is drawn from it, so it does not depend on where a chunk or a caller's
+ * deadline starts. */
+static int xbzrle_cost(const dl_engine *e, uint64_t p, uint64_t ordinal, uint64_t *cost)
 {
     uint64_t slot = p % e->cfg.xbzrle_slots;
     if (e->xcache[slot] != p)
         return 0;
-    double u = dl_rng_unit(dl_rng_at(e->cfg.zero_seed ^ UINT64_C(0x5bd1e995), p ^ (e->st.pages_sent << 20)));
+    double u = dl_rng_unit(dl_rng_at(e->cfg.zero_seed ^ UINT64_C(0x5bd1e995), p ^ (ordinal << 20)));
     double ratio = -e->cfg.xbzrle_ratio * log1p(-u); /* exponential with mean xbzrle_ratio */
     if (ratio >= 1.0)
         return 2;
@@ -599,7 +602,7 @@ int dl_engine_send(dl_engine *e, const uint64_t *pages, uint64_t first, uint64_t
             uint64_t cost = z ? e->cfg.zero_bytes : e->cfg.page_bytes;
             int xb = 0;
             if (e->xcache && !zero_pass) {
-                xb = xbzrle_cost(e, p, &cost);
+                xb = xbzrle_cost(e, p, e->st.pages_sent + (i - *pos), &cost);
             }
             double dt = z ? zero_t : (xb ? (double)cost / bw : page_t);
             if (t_used + dt > avail) {
@@ -1397,7 +1400,7 @@ int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, ui
                 uint64_t cost = z ? e->cfg.zero_bytes : e->cfg.page_bytes;
                 int xb = 0;
                 if (xb_on && !z)
-                    xb = xbzrle_cost(e, p, &cost);
+                    xb = xbzrle_cost(e, p, e->st.pages_sent + sent, &cost);
                 if ((double)(lb + cost) > dead_bytes && e->link_base + (double)(lb + cost) / bw > deadline) {
                     partial = 1;
                     e->ct.scan = p; /* the page in flight is the next one */
