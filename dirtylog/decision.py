@@ -111,6 +111,7 @@ class ProbeState:
     faults_pending: bool
     stationary: bool
     sync_loss: float = 0.0     # guest seconds per vCPU each sync charges (PML's kicks), outside `lost`
+    debt: float = 0.0          # guest seconds per vCPU the engine owes now (exits charged, not yet paid)
     send_slack: float = 0.0    # bytes/s the live phase may send above send_bandwidth (under a rate limit,
     #                            the page that crosses each window's budget)
 
@@ -241,8 +242,9 @@ class SyncPolicy:
         bounded from what tracking can take whatever their number: at most ``loss_per_write`` per
         write (the window's own writes, at the measured writes per guest second), ``kick_rate`` per
         wall second (no more than one sync's kicks per ``sync`` time), ``loss_once`` (huge blocks
-        still to split), and the debt owed at the window's start (one segment's charge of those, as
-        long as a write's exits take less guest time than it spans)."""
+        still to split), and the debt owed at the window's start: what the engine owes now (``debt``:
+        exits already charged, a split storm's for instance, are paid later) plus one segment's charge of
+        those, as long as a write's exits take less guest time than it spans."""
         if s.dirtied is None or not self.may_outrun(s.iid_writes, True):
             return None
         if not self._verdict_allowed(s.throttle_can_step, s.faults_pending, s.stationary):
@@ -261,7 +263,7 @@ class SyncPolicy:
         # (while exits take less guest time than they leave, the debt owed at the window's start is at most
         # one segment's charge, a kick and what is charged once)
         w = s.writes / s.guest_time
-        debt = s.loss_per_write * w * run * s.segment + s.kick_rate * s.segment + s.loss_once
+        debt = s.debt + s.loss_per_write * w * run * s.segment + s.kick_rate * s.segment + s.loss_once
         later = (run * s.window - debt - s.kick_rate * s.window - s.loss_once) / (1.0 + s.loss_per_write * w)
         if s.loss_per_write * w < 1.0 and later > 0:
             floor = min(1.0, later / s.guest_time) * d_low - sent

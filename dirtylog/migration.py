@@ -961,7 +961,8 @@ class Migration:
             # dirty-limit's per-vCPU throttles follow the measured rates every period: never fixed
             throttle_can_step=(ac is not None and ac.can_step()) or self._dirtylimit is not None,
             faults_pending=bool(self._faults) or self._postcopy_requested,
-            stationary=bool(getattr(self.workload, "stationary", False)), sync_loss=self._sync_loss))
+            stationary=bool(getattr(self.workload, "stationary", False)), sync_loss=self._sync_loss,
+            debt=float(st.debt)))
         if reason is not None:
             self._apply(Decision(Action.ROLLBACK, reason))
 
