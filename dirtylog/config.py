@@ -148,7 +148,7 @@ _ALL_KNOBS: Tuple[Knob, ...] = (
          allow_zero=False),
     Knob("stop_when_stalled", "flag", "keep iterating as QEMU does when the dirty set no longer shrinks "
                                       "(by default the run stops early, failed, with that verdict)"),
-    Knob("stall_syncs", "int", "syncs without the dirty set shrinking before that verdict", metavar="N",
+    Knob("stall_syncs", "int", "the stall verdict fits at least twice this many syncs", metavar="N",
          minimum=1),
     Knob("auto_converge", "flag", "QEMU's auto-converge: throttle the vCPUs when they dirty more than half of "
                                   "what is sent, twice (20%, then +10% each time, at most 99%)",

@@ -38,6 +38,15 @@ MIN_DIRTIED = 1000
 PROBE_FIRST = 0.5
 #: The in-round verdict tries future rounds at least window / k long, for these k (see outrun()).
 ROUND_SPLITS = (1, 2, 4, 8, 16, 32)
+#: The stall verdict (over syncs, see SyncPolicy._stalled) keeps the pending bytes of at most this many
+#: times ``stall_syncs`` syncs since conditions last changed ...
+STALL_HISTORY = 40
+#: ... gives no verdict while its fitted line, tilted down by this many standard errors of the slope,
+#: would reach the threshold within this many times as many syncs as it fits ...
+STALL_HORIZON = 20
+#: ... nor while the line's level is within this many standard deviations of the pending's scatter
+#: about it of the threshold.
+STALL_SIGMAS = 6.0
 
 
 class Action(str, enum.Enum):
@@ -173,30 +182,44 @@ class SyncPolicy:
         return stationary and not throttle_can_step
 
     def _stalled(self, s: SyncState) -> Optional[str]:
-        """The early verdict (``PreCopy.stop_when_stalled``): the reason if the migration can never converge."""
+        """The early verdict (``PreCopy.stop_when_stalled``): the reason if the migration can never converge.
+
+        It reads the pending bytes of the syncs since conditions last changed (at most STALL_HISTORY x
+        ``stall_syncs`` of them) and fits a least-squares line to the later half (at least 2 x ``stall_syncs``
+        syncs: the fall of the first passes stays out). No verdict while the line, tilted down by
+        STALL_SIGMAS standard errors of its slope, reaches the threshold within STALL_HORIZON times as many
+        syncs as it fits (a slow drift down, or one the sync-to-sync noise may hide), nor while the line's
+        level at the last sync is within STALL_SIGMAS standard deviations of the pending's scatter about the
+        line, or 10 %, of the threshold (a lucky fluctuation may still get below it)."""
         p = self.precopy
         threshold = s.threshold
         hist = self.history
         hist.append(int(s.pending))
-        if len(hist) > 2 * p.stall_syncs:
-            del hist[: -2 * p.stall_syncs]  # the verdict reads the last 2 x stall_syncs: memory stays bounded
+        k = p.stall_syncs
+        if len(hist) > STALL_HISTORY * k:
+            del hist[: -STALL_HISTORY * k]  # memory stays bounded
         if not self._verdict_allowed(s.throttle_can_step, s.faults_pending, s.stationary):
             return None
         if threshold <= 0:
             return None  # no window has closed yet: nothing measured to judge against (QEMU's threshold is 0)
-        k = p.stall_syncs
         if len(hist) < 2 * k:
             return None
-        recent, before = sorted(hist[-k:]), sorted(hist[-2 * k:-k])
-        steady = recent[k // 2]  # medians: robust to one sync's fluctuation
-        gap = recent[0] - threshold
-        shrink = max(0, before[k // 2] - steady)
-        if gap <= 20 * shrink:
-            return None  # still shrinking: at this pace it may reach the threshold within 20 x k syncs
-        if gap <= max(4 * (recent[-1] - recent[0]), 0.1 * threshold):
+        ys = hist[-max(2 * k, len(hist) // 2):]
+        m = len(ys)
+        x_mean, y_mean = (m - 1) / 2.0, sum(ys) / m
+        sxx = m * (m * m - 1) / 12.0
+        slope = sum((i - x_mean) * (y - y_mean) for i, y in enumerate(ys)) / sxx
+        level = y_mean + slope * (m - 1 - x_mean)  # the line at the last sync
+        scatter = math.sqrt(sum((y - y_mean - slope * (i - x_mean)) ** 2 for i, y in enumerate(ys)) / (m - 2))
+        fall = -slope + STALL_SIGMAS * scatter / math.sqrt(sxx)  # the fastest fall per sync the fit allows
+        gap = level - threshold
+        if gap <= STALL_HORIZON * m * fall:
+            return None  # it may still be drifting down: at this pace it may reach the threshold
+        if gap <= max(STALL_SIGMAS * scatter, 0.1 * threshold):
             return None  # close to the threshold: a lucky fluctuation may still get below it
+        steady = level
         return (f"does not converge: pending holds steady at {format_size(steady)} (RAM, "
-                f"median of the last {k} syncs) against a threshold of {format_size(threshold)} "
+                f"least-squares level of the last {m} syncs) against a threshold of {format_size(threshold)} "
                 f"(bandwidth x downtime limit): {format_size(steady - threshold)} too much, "
                 f"{steady / threshold if threshold > 0 else math.inf:.1f}x the threshold. Under QEMU's rules this "
                 f"migration never converges; QEMU itself would keep iterating until cancelled "

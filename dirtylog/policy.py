@@ -143,15 +143,16 @@ class PreCopy:
         time (see :meth:`dirtylog.decision.SyncPolicy.outrun`).
 
         *Over syncs* (the fallback near the boundary, and for sweeps, clear mode
-        and the rest): the pending set no longer shrinking (the median of the last
-        ``stall_syncs`` syncs against that of the ``stall_syncs`` before: at that
-        pace it would need more than 20 times as many syncs to reach the
-        threshold) while even the lowest of the last ones exceeds the threshold by
-        more than four times their spread and 10 % (a lucky fluctuation could not
-        get below it).
+        and the rest): a least-squares line through the pending bytes of the later
+        half of the syncs since conditions last changed (at least 2 x
+        ``stall_syncs``) no longer falls: even tilted down by 6 standard errors of
+        its slope it would need more than 20 times as many syncs as it fits to reach
+        the threshold, and its level exceeds the threshold by more than 6 standard
+        deviations of the pending's scatter about it and 10 % (a lucky fluctuation
+        could not get below it). See :meth:`dirtylog.decision.SyncPolicy._stalled`.
     stall_syncs:
-        Syncs without the pending set shrinking (by more than 1 %) before the
-        verdict (default 5).
+        The least number of syncs the verdict over syncs fits is twice this
+        (default 5).
     """
 
     downtime_limit: float
