@@ -191,6 +191,8 @@ def _bounded_fraction(text: str) -> _Num:
             if top < -_MAX_EXP10:
                 tiny = Fraction(1, 10**_MAX_EXP10)
                 return -tiny if negative else tiny
+        else:
+            return Fraction(0)  # "0e999999999": Fraction() would still build 10**999999999 to multiply 0 by
     return Fraction(text)
 
 
