@@ -27,6 +27,9 @@ from .units import format_size, format_time
 
 __all__ = ["Action", "Decision", "SyncState", "ProbeState", "SyncPolicy"]
 
+#: How both early verdicts end their reason (the command line shows the option in its own words).
+NEVER_CONVERGES = ("Under QEMU's rules this migration never converges; QEMU itself would keep iterating until "
+                   "cancelled (PreCopy(stop_when_stalled=False) simulates that)")
 #: The in-round verdict's statistical margin: the distinct pages counted in one window, less this
 #: many standard deviations (the number of distinct pages among i.i.d. writes has a variance below
 #: its mean: page indicators are negatively associated), stand for their expectation.
@@ -221,9 +224,7 @@ class SyncPolicy:
         return (f"does not converge: pending holds steady at {format_size(steady)} (RAM, "
                 f"least-squares level of the last {m} syncs) against a threshold of {format_size(threshold)} "
                 f"(bandwidth x downtime limit): {format_size(steady - threshold)} too much, "
-                f"{steady / threshold if threshold > 0 else math.inf:.1f}x the threshold. Under QEMU's rules this "
-                f"migration never converges; QEMU itself would keep iterating until cancelled "
-                f"(PreCopy(stop_when_stalled=False) simulates that)")
+                f"{steady / threshold if threshold > 0 else math.inf:.1f}x the threshold. {NEVER_CONVERGES}")
 
     def may_outrun(self, iid_writes: bool, counted: bool) -> bool:
         """Whether the in-round verdict can ever be given (what does not change during a migration):
@@ -312,6 +313,4 @@ class SyncPolicy:
                 f"{s.dirtied:,} distinct pages ({format_size(rate)}/s), {rate / s.send_bandwidth:.1f}x what the "
                 f"link sends ({format_size(s.send_bandwidth)}/s). With a stationary workload every later sync "
                 f"would find at least {format_size(floor)} pending, against a threshold of at most "
-                f"{format_size(threshold)} (bandwidth x downtime limit). Under QEMU's rules "
-                f"this migration never converges; QEMU itself would keep iterating until cancelled "
-                f"(PreCopy(stop_when_stalled=False) simulates that)")
+                f"{format_size(threshold)} (bandwidth x downtime limit). {NEVER_CONVERGES}")
