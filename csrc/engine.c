@@ -98,6 +98,15 @@ DL_ALWAYS_INLINE uint64_t seg_hash(uint64_t p) { return (p * UINT64_C(0x9e3779b9
 
 enum { G_SOURCE = 1, G_DEST = 2 };
 
+/* Before a send clears a stale bit in word wi: the tracker's stale floor (the words from
+ * which on all bits are set, so writes there skip their store) moves above wi. */
+DL_ALWAYS_INLINE void stale_floor_above(dl_engine *e, uint64_t wi)
+{
+    uint64_t *floor = dl__tracker_stale_floor(e->t);
+    if (wi >= *floor)
+        *floor = wi + 1;
+}
+
 void dl_engine_config_init(dl_engine_config *cfg)
 {
     if (!cfg)
@@ -503,8 +512,10 @@ DL_ALWAYS_INLINE int deliver(dl_engine *e, uint64_t p, const uint32_t *src, uint
     }
     if (dst)
         dst[p] = src ? src[p] : 0;
-    if (stale)
+    if (stale) {
+        stale_floor_above(e, p >> 6);
         stale[p >> 6] &= ~(UINT64_C(1) << (p & 63));
+    }
     return DL_OK;
 }
 
@@ -753,8 +764,10 @@ DL_ALWAYS_INLINE void pc_receive(dl_engine *e, const uint32_t *src, uint64_t p)
     if (e->dst)
         e->dst[p] = src ? src[p] : 0;
     uint64_t *stale = dl__tracker_stale(e->t);
-    if (stale)
+    if (stale) {
+        stale_floor_above(e, p >> 6);
         stale[p >> 6] &= ~(UINT64_C(1) << (p & 63));
+    }
     e->pc.remaining--;
 }
 
@@ -867,6 +880,45 @@ static size_t seg_find(const dl_engine *e, uint64_t p)
     return SIZE_MAX;
 }
 
+/* The writes pages[0 .. n) of the segment_sink call at q (see there) to pages sent in the
+ * segment, placed before or after their send. `runs` ascending runs of the sent list, spanning
+ * the words [lo[r], lo[r] + width[r]]: a write outside them all was not sent in the segment
+ * (most writes). That test is made for 64 writes at a time without a branch, on registers;
+ * only the writes inside go on to the filter and the list. */
+DL_ALWAYS_INLINE void segment_place(dl_engine *e, const uint64_t *pages, size_t n, const uint64_t *lo,
+                                    const uint64_t *width, const int runs)
+{
+    const dl__wl_pos *q = &e->seg_pos;
+    const double span = (double)(q->k1 - q->k0), w0 = e->seg_w0, len = e->seg_w1 - e->seg_w0;
+    const uint64_t *filter = e->seg_filter;
+    for (size_t i = 0; i < n; i += 64) {
+        const size_t m = n - i < 64 ? n - i : 64;
+        uint64_t in = 0;
+        for (size_t k = 0; k < m; k++) {
+            const uint64_t wi = pages[i + k] >> 6;
+            uint64_t inside = wi - lo[0] <= width[0];
+            for (int r = 1; r < runs; r++)
+                inside |= wi - lo[r] <= width[r];
+            in |= inside << k;
+        }
+        for (; in; in &= in - 1) {
+            const size_t k = i + (size_t)__builtin_ctzll(in);
+            const uint64_t wi = pages[k] >> 6, h = seg_hash(wi);
+            if (!((filter[h >> 6] >> (h & 63)) & 1))
+                continue; /* not sent in this segment */
+            size_t x = seg_find(e, pages[k]);
+            if (x == SIZE_MAX)
+                continue;
+            double w = w0 + ((double)(q->k + k - q->k0) + 0.5) / span * len;
+            uint64_t bit = UINT64_C(1) << (pages[k] & 63);
+            if (w >= e->seg_t[x] || (e->seg_zero[x] & bit))
+                e->seg_late[x] |= bit;
+            else
+                e->seg_early[x] |= bit;
+        }
+    }
+}
+
 /* A segment's writes: through the tracker (which marks them stale), and each write to a
  * page sent in the segment is placed before or after that send. The write's time is its
  * place in its vCPU's writes of the segment, spread evenly over the segment's wall time;
@@ -879,10 +931,7 @@ static void segment_sink(void *ctx, uint32_t j, const uint64_t *pages, size_t n)
     e->st.writes += n;
     if (!e->seg_n)
         return;
-    const dl__wl_pos *q = &e->seg_pos;
-    const double span = (double)(q->k1 - q->k0), w0 = e->seg_w0, len = e->seg_w1 - e->seg_w0;
-    /* the words each ascending run of the list spans: a write outside them all was not sent
-     * in the segment (most writes: tested on registers, without the filter's load) */
+    /* the words each ascending run of the list spans */
     uint64_t lo[4], width[4];
     const int runs = e->seg_runs;
     for (int r = 0; r < runs; r++) {
@@ -890,25 +939,19 @@ static void segment_sink(void *ctx, uint32_t j, const uint64_t *pages, size_t n)
         lo[r] = e->seg_word[first];
         width[r] = e->seg_word[end - 1] - lo[r];
     }
-    for (size_t i = 0; i < n; i++) {
-        const uint64_t wi = pages[i] >> 6;
-        int inside = wi - lo[0] <= width[0];
-        for (int r = 1; r < runs; r++)
-            inside |= wi - lo[r] <= width[r];
-        if (!inside)
-            continue;
-        const uint64_t h = seg_hash(wi);
-        if (!((e->seg_filter[h >> 6] >> (h & 63)) & 1))
-            continue; /* not sent in this segment */
-        size_t x = seg_find(e, pages[i]);
-        if (x == SIZE_MAX)
-            continue;
-        double w = w0 + ((double)(q->k + i - q->k0) + 0.5) / span * len;
-        uint64_t bit = UINT64_C(1) << (pages[i] & 63);
-        if (w >= e->seg_t[x] || (e->seg_zero[x] & bit))
-            e->seg_late[x] |= bit;
-        else
-            e->seg_early[x] |= bit;
+    switch (runs) { /* at most 4: a full list is flushed at 3 runs, and a chunk wraps at most once */
+    case 1:
+        segment_place(e, pages, n, lo, width, 1);
+        break;
+    case 2:
+        segment_place(e, pages, n, lo, width, 2);
+        break;
+    case 3:
+        segment_place(e, pages, n, lo, width, 3);
+        break;
+    default:
+        segment_place(e, pages, n, lo, width, 4);
+        break;
     }
 }
 
@@ -1102,6 +1145,18 @@ int dl_engine_dirty_fill(dl_engine *e)
     e->ct.remaining = e->pages;
     e->ct.scan = 0;
     e->gen++;
+    /* The stale words that are all ones at the top of memory (in the first pass: every
+     * page not sent yet) stay so until a send clears one of their bits, which raises the
+     * floor first: writes there need not set their bit (see dl__tracker_stale_floor). */
+    const uint64_t *stale = dl__tracker_stale(e->t);
+    if (stale) {
+        const uint64_t tail = e->pages % 64 ? ~((UINT64_C(1) << (e->pages % 64)) - 1) : 0;
+        uint64_t wi = e->nwords;
+        if ((stale[wi - 1] | tail) == UINT64_MAX)
+            for (wi--; wi > 0 && stale[wi - 1] == UINT64_MAX; wi--)
+                ;
+        *dl__tracker_stale_floor(e->t) = wi;
+    }
     return DL_OK;
 }
 
@@ -1374,8 +1429,10 @@ int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, ui
                               (!e->budget || e->ct.window_bytes + bytes + (k - 1) * pb < e->budget)))
                             break;
                         e->mbm[wi] &= ~w;
-                        if (stale)
+                        if (stale) {
+                            stale_floor_above(e, wi);
                             stale[wi] &= ~w;
+                        }
                         if (listed)
                             segment_sent_word(e, wi, w, chunk_start, 0);
                         e->ct.remaining -= k;

@@ -49,6 +49,9 @@ uint32_t dl__tracker_vcpus(const dl_tracker *t);
 uint32_t dl__tracker_page_size(const dl_tracker *t);
 uint32_t *dl__tracker_versions(const dl_tracker *t);
 uint64_t *dl__tracker_stale(const dl_tracker *t);
+/* The stale word from which on every word is all ones (UINT64_MAX: none known): writes
+ * there skip their store. Whoever clears a stale bit in word w first raises it above w. */
+uint64_t *dl__tracker_stale_floor(dl_tracker *t);
 const dl_tracker_stats *dl__tracker_stats(const dl_tracker *t);
 uint32_t dl__tracker_mode(const dl_tracker *t);
 

@@ -32,7 +32,10 @@
  * is set by every write (logging or not; the engine clears it when it sends the
  * page), and per-page write counts (versions). Neither depends on the tracker's
  * own bits. The stale word of a write is the same word index as its tracker word,
- * so the write loop keeps it in a register beside `cur`.
+ * so the write loop keeps it in a register beside `cur`. Words from `stale_floor`
+ * on are all ones (the engine says so where it knows it: pages not sent yet in the
+ * first pass, and raises it before it clears a bit there), so a write there, which
+ * would set a bit already set, goes to a scratch word instead: no memory traffic.
  *
  * Hot loops are specialized per mode, per huge-page setting, per attached marks
  * (stale bitmap, versions) and per prefetching (bitmaps over DL_PF_MIN_BYTES)
@@ -69,6 +72,8 @@ struct dl_tracker {
     dl_tracker_stats st;
     uint32_t *versions;
     uint64_t *stale;        /* verification: bit p set by every write to p */
+    uint64_t stale_floor;   /* stale words from this one on are all ones (UINT64_MAX: none known) */
+    uint64_t stale_sink;    /* scratch word: the writes at or above stale_floor go here */
     uint64_t drop_page;
 };
 
@@ -119,6 +124,7 @@ int dl_tracker_create(const dl_tracker_config *cfg, dl_tracker **out)
     if (!t)
         return DL_ERR_NOMEM;
     t->cfg = *cfg;
+    t->stale_floor = UINT64_MAX;
     t->pages = cfg->pages;
     t->nwords = (cfg->pages + 63) / 64;
     t->nblocks = (cfg->pages + DL_BLOCK_PAGES - 1) / DL_BLOCK_PAGES;
@@ -403,9 +409,14 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
     const uint8_t *blk = t->blk;
     uint32_t *ver = t->versions;
     uint64_t *stale = t->stale;
+    /* the stale word of word w: all ones from the floor on, so a write there needs no store */
+    const uint64_t sfloor = stl ? t->stale_floor : 0;
+    uint64_t *const ssink = &t->stale_sink;
+#define DL_STALE_AT(w) ((w) >= sfloor ? ssink : &stale[w])
     uint64_t cw = pages[0] >> 6;
     uint64_t cur = bits[cw];
-    uint64_t scur = stl ? stale[cw] : 0;
+    uint64_t *sp = stl ? DL_STALE_AT(cw) : ssink;
+    uint64_t scur = stl ? *sp : 0;
     int prot = huge && blk[cw / (DL_BLOCK_PAGES / 64)] == BLK_PROT;
     uint64_t olds = 0, hfaults = 0, exits = 0;
 
@@ -514,7 +525,7 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
             if (vers)
                 __builtin_prefetch(&ver[pages[j]], 1, 3);
             if (stl)
-                __builtin_prefetch(&stale[pages[j] >> 6], 1, 3);
+                __builtin_prefetch(DL_STALE_AT(pages[j] >> 6), 1, 3);
             __builtin_prefetch(&bits[pages[j] >> 6], 1, 3);
             if (mode == DL_MODE_RING && on)
                 __builtin_prefetch(&live[pages[j] >> 6], 1, 3);
@@ -527,7 +538,7 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
             const uint64_t pw = pages[i + DL_PF_DIST] >> 6;                                        \
             __builtin_prefetch(&bits[pw], 1, 3);                                                   \
             if (stl)                                                                               \
-                __builtin_prefetch(&stale[pw], 1, 3);                                              \
+                __builtin_prefetch(DL_STALE_AT(pw), 1, 3);                                         \
             if (mode == DL_MODE_RING && (ON))                                                      \
                 __builtin_prefetch(&live[pw], 1, 3);                                               \
         }                                                                                          \
@@ -540,11 +551,13 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
         DL_PREFETCH_AHEAD(ON);                                                                     \
         bits[cw] = cur;                                                                            \
         if (stl)                                                                                   \
-            stale[cw] = scur;                                                                      \
+            *sp = scur;                                                                            \
         cw = p >> 6;                                                                               \
         cur = bits[cw];                                                                            \
-        if (stl)                                                                                   \
-            scur = stale[cw];                                                                      \
+        if (stl) {                                                                                 \
+            sp = DL_STALE_AT(cw);                                                                  \
+            scur = *sp;                                                                            \
+        }                                                                                          \
         if (huge)                                                                                  \
             prot = blk[cw / (DL_BLOCK_PAGES / 64)] == BLK_PROT;                                    \
         DL_WRITE_ONE(CHK, ON);                                                                     \
@@ -579,12 +592,14 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
         DL_PREFETCH_AHEAD(ON);                                                                     \
         cw = p >> 6;                                                                               \
         cur = bits[cw];                                                                            \
-        if (stl)                                                                                   \
-            scur = stale[cw];                                                                      \
+        if (stl) {                                                                                 \
+            sp = DL_STALE_AT(cw);                                                                  \
+            scur = *sp;                                                                            \
+        }                                                                                          \
         DL_WRITE_ONE(CHK, ON);                                                                     \
         bits[cw] = cur;                                                                            \
         if (stl)                                                                                   \
-            stale[cw] = scur;                                                                      \
+            *sp = scur;                                                                            \
     }
 
     /* Spans: a PML log with idx + 1 free slots, or a ring with soft_limit - u free
@@ -646,9 +661,10 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
 #undef DL_FLAT_SPAN
 #undef DL_PREFETCH_AHEAD
 #undef DL_WRITE_ONE
+#undef DL_STALE_AT
     bits[cw] = cur;
     if (stl)
-        stale[cw] = scur;
+        *sp = scur;
 
     /* pages recorded by the loop itself (PML: each one moved the index down by one,
      * each exit moved it up by pml_entries) */
@@ -1084,6 +1100,7 @@ int dl_tracker_attach_stale(dl_tracker *t, uint64_t *words, uint64_t nwords)
 {
     if (!t)
         return DL_ERR_INVALID;
+    t->stale_floor = UINT64_MAX; /* nothing known of the new words (the engine may say more) */
     if (!words) {
         t->stale = NULL;
         return DL_OK;
@@ -1110,5 +1127,6 @@ uint32_t dl__tracker_vcpus(const dl_tracker *t) { return t->cfg.vcpus; }
 uint32_t dl__tracker_page_size(const dl_tracker *t) { return t->cfg.page_size; }
 uint32_t *dl__tracker_versions(const dl_tracker *t) { return t->versions; }
 uint64_t *dl__tracker_stale(const dl_tracker *t) { return t->stale; }
+uint64_t *dl__tracker_stale_floor(dl_tracker *t) { return &t->stale_floor; }
 const dl_tracker_stats *dl__tracker_stats(const dl_tracker *t) { return &t->st; }
 uint32_t dl__tracker_mode(const dl_tracker *t) { return t->cfg.mode; }

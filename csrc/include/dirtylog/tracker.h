@@ -210,7 +210,11 @@ int dl_tracker_attach_versions(dl_tracker *t, uint32_t *versions, uint64_t n);
  * the migration engine clears a page's bit when it sends the page, so a bit still
  * set at the end is a page whose newest content the destination lacks. The words
  * belong to the caller, must cover `pages` bits (dl_tracker_bitmap_words()) and
- * outlive the tracker or a detach (NULL, 0). */
+ * outlive the tracker or a detach (NULL, 0). An engine running on the tracker
+ * relies on the bits it has not cleared staying set (a write to a page it has not
+ * sent yet in the first pass skips its store, the bit being set already): while it
+ * runs, clear none yourself. Attaching again (the same words or others) drops what
+ * it knew of them. */
 int dl_tracker_attach_stale(dl_tracker *t, uint64_t *words, uint64_t nwords);
 
 /* Fault injection for tests: the next harvest silently drops `page` from its
