@@ -881,6 +881,25 @@ class Migration:
             assert self.on_round is not None
             self.on_round(r)  # an exception propagates; the migration's state is already consistent
 
+    @property
+    def _stationary(self) -> bool:
+        """Whether the guest's dirty rate does not change over time, as both early verdicts need it
+        (``Workload.stationary``; no workload writes nothing). Without a workload no probe is ever set
+        (``may_outrun`` needs i.i.d. writes), so only the verdict at a sync sees that case."""
+        return self.workload is None or bool(getattr(self.workload, "stationary", False))
+
+    def _throttle_can_step(self, *, count_active_limit: bool) -> bool:
+        """Whether a throttle may still slow the guest more: auto-converge below its maximum, or a
+        dirty-limit not yet started. ``count_active_limit``: a dirty-limit already active counts too.
+        The in-round verdict counts it: its per-vCPU throttles follow the measured rates every
+        period, so a later window's guest time is never fixed. The verdict at a sync does not: while
+        the limit's throttles still move they restart that verdict's history (_dirty_limit_adjust),
+        so the syncs it reads are under the settled limit."""
+        ac, dl = self._autoconverge, self._dirtylimit
+        if ac is not None and ac.can_step():
+            return True
+        return dl is not None and (count_active_limit or not dl.active)
+
     def _iteration(self) -> None:
         """QEMU's migration_iteration_run, at an iteration's end with remaining below the threshold
         (or nothing left): sync, then switch over if what is pending is still below it."""
@@ -909,13 +928,11 @@ class Migration:
         self.expected_downtime = pending / bw
         self._round_report(added, remaining_pages=npend)
         self._round_reported = True
-        ac, dl = self._autoconverge, self._dirtylimit
         decision = self._decider.decide(SyncState(
             pending_pages=npend, page_size=self.page_size, threshold=threshold, round_index=self._round_index,
             sent_precopy=self._sent_precopy, memory=self.memory, clock=self.clock,
-            throttle_can_step=(ac is not None and ac.can_step()) or (dl is not None and not dl.active),
-            faults_pending=bool(self._faults),
-            stationary=self.workload is None or bool(getattr(self.workload, "stationary", False))))
+            throttle_can_step=self._throttle_can_step(count_active_limit=False),
+            faults_pending=bool(self._faults), stationary=self._stationary))
         if self._postcopy_requested and decision.action != Action.SWITCHOVER:
             decision = Decision(Action.POSTCOPY, _USER_POSTCOPY)
         self._apply(decision)
@@ -934,7 +951,6 @@ class Migration:
         applied = (guest_time + paid) / (1.0 - throttle) if throttle < 1.0 else 0.0
         self._probe_at = m["clock"] + 2 * window
         p = self.policy
-        ac = self._autoconverge
         # what tracking can take from a vCPU's guest time in a later window, whatever the syncs in it:
         # the most per write, a kick per sync (no more often than a sync takes), and once per huge
         # block not yet split (its split and fault)
@@ -958,10 +974,9 @@ class Migration:
             threshold_bandwidth=max(self.bandwidth + self.page_bytes / WINDOW, p.switchover_bandwidth or 0.0),
             burst=2 * WINDOW,  # a window's budget at the end of a span and the next one's at its start
             round_index=self._round_index, iid_writes=bool(getattr(self.workload, "iid_writes", False)),
-            # dirty-limit's per-vCPU throttles follow the measured rates every period: never fixed
-            throttle_can_step=(ac is not None and ac.can_step()) or self._dirtylimit is not None,
+            throttle_can_step=self._throttle_can_step(count_active_limit=True),
             faults_pending=bool(self._faults) or self._postcopy_requested,
-            stationary=bool(getattr(self.workload, "stationary", False)), sync_loss=self._sync_loss,
+            stationary=self._stationary, sync_loss=self._sync_loss,
             debt=float(st.debt)))
         if reason is not None:
             self._apply(Decision(Action.ROLLBACK, reason))
