@@ -10,7 +10,8 @@ post-copy, zero pages, devices, link failures and bandwidth changes, and a drive
 * a completed run is verified (every page's newest version on the destination);
 * a failed run rolled back with every write the guest made on the source;
 * a lost run (a failure during post-copy) says so;
-* the step API gives the report ``simulate()`` gives;
+* the step API gives the report ``simulate()`` gives (also on ``DIRTYLOG_RANDOM_RESEND_RUNS``
+  migrations drawn to re-send pages with XBZRLE, where what is drawn per page sent is exercised);
 * rounds and memory stay bounded.
 
 The test ids carry the seed and the index: reproduce a failure with
@@ -44,6 +45,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:trace.*ends at:UserWarning")
 _seed_text = os.environ.get("DIRTYLOG_RANDOM_SEED", "15")
 SEED = random.SystemRandom().randrange(2**32) if _seed_text == "random" else int(_seed_text, 0)
 RUNS = int(os.environ.get("DIRTYLOG_RANDOM_RUNS", "250"))
+#: Runs of the step-API comparison on migrations that re-send pages (test_random_step_api_resends_equal_simulate).
+RESEND_RUNS = int(os.environ.get("DIRTYLOG_RANDOM_RESEND_RUNS", "40"))
 #: Rounds after which a run counts as unbounded (and is stopped, so the suite stays short).
 ROUND_CAP = 3000
 #: What a report may hold: QEMU cannot sync more often than its iterations allow.
@@ -415,6 +418,81 @@ def _same(a: Any, b: Any, rel: float = 1e-12) -> bool:
     if isinstance(a, float) and isinstance(b, float) and a != b:
         return abs(a - b) <= rel * max(abs(a), abs(b))
     return a == b
+
+
+def make_resend_case(seed: int, index: int) -> Case:
+    """A migration that re-sends pages over several rounds, with XBZRLE on: a re-dirtying workload
+    (hotspot, Zipf, uniform or a mix of them) at 20-150 % of the link's page rate and a downtime
+    limit of 0.1-2 % of a pass, so that most run to the iteration limit (12 rounds after round 0),
+    and a cache of a quarter of memory or all of it. Its other settings are drawn as make_case
+    draws them (chunk sizes, a rate limit, multifd, zero pages, huge pages, vCPUs)."""
+    rng = random.Random(f"{seed}:resend:{index}")
+    pages = rng.choice([1024, 2048, 4096, 8192])
+    page_size = rng.choice([4096, 4096, 1024, 65536])
+    vcpus = rng.randint(1, 4)
+    tracker = rng.choice(["wp", "pml", "ring"])  # clear mode's stepped runs may differ (documented below)
+    # a first pass shorter than QEMU's first 100 ms window switches over at its end (threshold 0)
+    first_pass = _log_uniform(rng, 0.3, 1.5)
+    bandwidth = pages * (page_size + 8) / first_pass
+    rate = _log_uniform(rng, 0.2, 1.5) * bandwidth / page_size  # pages/s
+    seed_w = rng.randrange(2**32)
+    kind = rng.choice(["hotspot", "zipf", "uniform", "mix"])
+    if kind == "hotspot":
+        workload: Any = Hotspot(rate, hot_fraction=rng.choice([0.01, 0.05, 0.2]), hot_share=rng.choice([0.8, 0.95]),
+                                seed=seed_w)
+    elif kind == "zipf":
+        workload = Zipf(rate, s=rng.choice([0.8, 1.0, 1.3]), seed=seed_w)
+    elif kind == "uniform":
+        workload = Uniform(rate / 4, seed=seed_w)
+    else:
+        workload = Mix([Zipf(rate / 2, seed=seed_w), Hotspot(rate / 2, seed=seed_w + 1)])
+    pol: Dict[str, Any] = dict(downtime_limit=first_pass * _log_uniform(rng, 0.001, 0.02), max_iterations=12,
+                               on_limit=rng.choice(["force", "abort"]), xbzrle=True,
+                               xbzrle_cache_size=pages * page_size // rng.choice([1, 4]),
+                               xbzrle_ratio=rng.choice([0.05, 0.25, 0.9]))
+    if rng.random() < 0.4:
+        pol["chunk_size"] = rng.choice(["4KiB", "64KiB", "512KiB"])
+    if rng.random() < 0.3:
+        pol["max_bandwidth"] = bandwidth * rng.uniform(0.3, 0.9)
+    if rng.random() < 0.2:
+        pol.update(multifd_channels=rng.randint(2, 8), channel_bandwidth=bandwidth / 3)
+    kw: Dict[str, Any] = dict(workload=workload, link=Link(bandwidth, header_bytes=rng.choice([0, 8])),
+                              policy=PreCopy(**pol), tracker=tracker, vcpus=vcpus, page_size=page_size,
+                              pages=pages, huge_pages=rng.choice([None, "lazy"]), seed=rng.randrange(2**32))
+    if rng.random() < 0.3:
+        kw["zero_pages"] = rng.choice([0.1, 0.5])
+    case = Case(index, kw, first_pass * 30, first_pass)
+    # short steps: many of them end inside a chunk of pages being sent
+    case.steps = [_log_uniform(rng, first_pass / 5000, first_pass / 20) for _ in range(64)]
+    return case
+
+
+def test_random_step_api_resends_equal_simulate():
+    """The step API gives simulate()'s report on migrations that re-send pages with XBZRLE on, and
+    the deltas really are drawn in (nearly) every one of them.
+
+    test_random_step_api_equals_simulate draws XBZRLE in a fifth of its policies, yet did not catch a
+    delta's size depending on where a step cut the run (fixed in 9d624c8, the draw now takes the
+    page's ordinal in the send order): at its seed, of 53 runs with XBZRLE, 31 were not compared
+    (step actions, clear mode) and only 1 of the other 22 sent a delta at all (tiny guests, idle or
+    one-pass workloads, caches of a few pages). These runs are drawn so that they re-send pages, and
+    the test fails if they stop doing so."""
+    from dirtylog import Migration
+
+    resent = 0
+    failures: List[str] = []
+    for index in range(RESEND_RUNS):
+        case = make_resend_case(SEED, index)
+        want = simulate(give_up_after=case.give_up_after, **case.kwargs)
+        m = Migration(**case.kwargs)
+        _step_drive(case, m, [], [])
+        a, b = _comparable(m.report()), _comparable(want)
+        resent += want.compression["xbzrle"]["pages"] > 0
+        if not _same(a, b):
+            failures.append(f"stepped != simulate() at {_first_difference(a, b)}\n{case.describe()}"
+                            f"\n(reproduce with make_resend_case)")
+    assert not failures, f"{len(failures)} of {RESEND_RUNS} runs (seed {SEED}) fail\n\n" + "\n\n".join(failures[:3])
+    assert resent >= 0.8 * RESEND_RUNS, f"only {resent} of {RESEND_RUNS} runs sent an XBZRLE delta: the test lost its power"
 
 
 def test_random_step_api_equals_simulate():
