@@ -39,7 +39,9 @@
  *
  * Hot loops are specialized per mode, per huge-page setting, per attached marks
  * (stale bitmap, versions) and per prefetching (bitmaps over DL_PF_MIN_BYTES)
- * through always-inlined templates; they allocate nothing.
+ * through always-inlined templates; they allocate nothing. Large batches of the
+ * public write calls have their indices checked by the same loops as they read
+ * them, with an undo for a bad one (write_checked).
  */
 #include "internal.h"
 
@@ -75,6 +77,8 @@ struct dl_tracker {
     uint64_t stale_floor;   /* stale words from this one on are all ones (UINT64_MAX: none known) */
     uint64_t stale_sink;    /* scratch word: the writes at or above stale_floor go here */
     uint64_t drop_page;
+    uint64_t *undo;         /* checked writes of large batches: see write_checked */
+    size_t undo_words;
 };
 
 void dl_tracker_config_init(dl_tracker_config *cfg, uint64_t pages)
@@ -174,6 +178,7 @@ void dl_tracker_destroy(dl_tracker *t)
     free(t->ring_used);
     free(t->ring_dups);
     free(t->vc);
+    free(t->undo);
     free(t);
 }
 
@@ -189,7 +194,7 @@ uint64_t dl_tracker_memory_bytes(const dl_tracker *t)
         b += nv * (t->cfg.pml_entries + 1) * 8 + nv * 8;
     if (t->ring)
         b += nv * t->cfg.ring_entries * sizeof(uint64_t) + nv * 8;
-    return b;
+    return b + t->undo_words * 8;
 }
 
 int dl_tracker_get_config(const dl_tracker *t, dl_tracker_config *out)
@@ -278,6 +283,12 @@ static inline uint64_t *pml_log_base(const dl_tracker *t, uint32_t v)
     return t->pml + (size_t)v * (t->cfg.pml_entries + 1) + 1;
 }
 
+/* Words at the start of `undo` for a saved PML log or ring (see write_checked). */
+static inline size_t undo_saved_words(const dl_tracker *t)
+{
+    return t->pml ? t->cfg.pml_entries : t->ring ? t->cfg.ring_entries : 0;
+}
+
 /* ---- ring helpers --------------------------------------------------------- */
 
 /* A reap that leaves no entry live zeroes the live bits whole instead of entry by
@@ -347,6 +358,30 @@ static inline void ring_push(dl_tracker *t, uint32_t v, uint64_t p, uint64_t *r,
 
 /* ---- the write path ------------------------------------------------------- */
 
+/* Position of the first element >= limit, or n. The common all-valid case is one
+ * branch-free pass that vectorizes with plain SSE2: for limit <= 2^63, x < limit
+ * exactly when the top bit of (x - limit) & ~x is set (x - limit borrows, and x
+ * itself is below 2^63), so the batch is valid iff that bit survives an AND of all. */
+#define DL_FIRST_BAD(T, CAST)                                                                      \
+    static size_t first_bad_##T(const T *a, size_t n, uint64_t limit)                             \
+    {                                                                                              \
+        uint64_t all = ~UINT64_C(0);                                                               \
+        for (size_t i = 0; i < n; i++) {                                                           \
+            uint64_t x = (uint64_t)(CAST)a[i];                                                     \
+            all &= (x - limit) & ~x;                                                               \
+        }                                                                                          \
+        if (all >> 63)                                                                             \
+            return n;                                                                              \
+        for (size_t i = 0; i < n; i++)                                                             \
+            if ((uint64_t)(CAST)a[i] >= limit)                                                     \
+                return i;                                                                          \
+        return n;                                                                                  \
+    }
+DL_FIRST_BAD(uint64_t, uint64_t)
+DL_FIRST_BAD(int64_t, int64_t)
+DL_FIRST_BAD(uint32_t, uint32_t)
+DL_FIRST_BAD(int32_t, int64_t) /* negative int32 -> negative int64 -> huge uint64 */
+
 typedef struct batch_counts {
     uint64_t recorded; /* pages newly recorded by this vCPU */
     uint64_t faults;
@@ -354,6 +389,7 @@ typedef struct batch_counts {
     uint64_t splits;
     uint64_t logged;   /* PML entries */
     uint64_t pushed;   /* ring entries */
+    size_t done;       /* checked loops stopped by a bad index: the writes applied before it */
 } batch_counts;
 
 /* A write to a page of a write-protected huge block: fault, split, record directly. */
@@ -401,10 +437,25 @@ static DL_NOINLINE void huge_fault(dl_tracker *t, uint32_t v, uint64_t p, batch_
  * outside the loop, is preceded by a store of `cur` and followed by a reload
  * (a reap or a build of the live bits touches only live words).
  */
-DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *pages, size_t n,
-                                 const int mode, const int huge, const int stl, const int vers,
-                                 const int pf, const int flat, batch_counts *c)
+DL_ALWAYS_INLINE size_t write_loop(dl_tracker *t, uint32_t v, const uint64_t *pages, size_t n,
+                                   const int mode, const int huge, const int stl, const int vers,
+                                   const int pf, const int flat, const int chkd, batch_counts *c)
 {
+    /* chkd: the indices are checked as they are read (no marks: see write_checked);
+     * 1: the writes are journaled for their undo, 2: the bitmap was copied instead */
+    const int jrn = chkd == 1;
+    const uint64_t lim = chkd ? t->pages : 0;
+    if (chkd && pages[0] >= lim) {
+        c->done = 0;
+        return 0;
+    }
+    int rest_ok = 0; /* the rest of the batch was checked at once */
+    /* The journal: per write its page's bit before it, shifted into jb from the right;
+     * jb starts with a sentinel bit, so it turns negative when it holds 63 writes, and
+     * is stored (see write_undo). */
+    uint64_t *jp = jrn ? t->undo + undo_saved_words(t) : NULL;
+    uint64_t jb = 1;
+    size_t done = 0, badpos = 0;
     uint64_t *bits = t->bits;
     const uint8_t *blk = t->blk;
     uint32_t *ver = t->versions;
@@ -434,6 +485,19 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
 
     const size_t pf_end = pf && n > DL_PF_DIST ? n - DL_PF_DIST : 0;
 
+/* Checked loops: reads write i's page, or stops at a bad one before any access for it;
+ * an index read ahead for a prefetch is made harmless. */
+#define DL_READ()                                                                                  \
+    do {                                                                                           \
+        p = pages[i];                                                                              \
+        if (chkd && DL_UNLIKELY(p >= lim)) {                                                       \
+            done = i;                                                                              \
+            badpos = i;                                                                            \
+            goto bad;                                                                              \
+        }                                                                                          \
+    } while (0)
+#define DL_SAFE(x) (chkd && (x) >= lim ? 0 : (x))
+
 /* One write of page p, in the word cw held in cur. CHK: check the PML log or the
  * ring for a fill on this write (else the span's length guarantees room). ON (ring
  * mode): the live bits are kept during this span; a write that changes that ends
@@ -442,7 +506,7 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
     do {                                                                                           \
         if (vers) {                                                                                \
             if (pf && i < pf_end)                                                                  \
-                __builtin_prefetch(&ver[pages[i + DL_PF_DIST]], 1, 3);                             \
+                __builtin_prefetch(&ver[DL_SAFE(pages[i + DL_PF_DIST])], 1, 3);                    \
             ver[p]++;                                                                              \
         }                                                                                          \
         const unsigned sh = (unsigned)(p & 63);                                                    \
@@ -469,7 +533,16 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
         }                                                                                          \
         const uint64_t old = (cur >> sh) & 1; /* 1: recorded already, 0: this write records it */ \
         cur |= UINT64_C(1) << sh;                                                                  \
-        if (mode == DL_MODE_WP) /* PML mode counts by its index, ring mode its pushes */           \
+        if (jrn) { /* journal: the tracker bit before this write */                                \
+            jb = jb + jb + old;                                                                    \
+            if (DL_UNLIKELY((int64_t)jb < 0)) {                                                    \
+                *jp++ = jb;                                                                        \
+                if (mode == DL_MODE_WP) /* counted here: one register less in the loop */          \
+                    olds += dl__popcount64(jb) - 1;                                                \
+                jb = 1;                                                                            \
+            }                                                                                      \
+        }                                                                                          \
+        if (mode == DL_MODE_WP && !jrn) /* PML mode counts by its index, ring mode its pushes */   \
             olds += old;                                                                           \
         if (mode == DL_MODE_PML) {                                                                 \
             log[idx] = p;                                                                          \
@@ -487,6 +560,15 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
                 u++;                                                                               \
             } else { /* first bit set (live?), or live bits kept: the live bit decides */          \
                 if (!(ON)) { /* first needed: build them, and go on with ON spans */               \
+                    if (chkd && !rest_ok) { /* no undo past this: check the rest first */          \
+                        const size_t b = first_bad_uint64_t(pages + i + 1, n - i - 1, lim);        \
+                        if (b < n - i - 1) {                                                       \
+                            done = i + 1;                                                          \
+                            badpos = i + 1 + b;                                                    \
+                            goto bad;                                                              \
+                        }                                                                          \
+                        rest_ok = 1;                                                               \
+                    }                                                                              \
                     live_build(t, v, u);                                                           \
                     on = 1;                                                                        \
                     end = i + 1;                                                                   \
@@ -522,20 +604,21 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
     if (pf) {
         const size_t k = n < DL_PF_DIST ? n : DL_PF_DIST;
         for (size_t j = 0; j < k; j++) {
+            const uint64_t q = DL_SAFE(pages[j]);
             if (vers)
-                __builtin_prefetch(&ver[pages[j]], 1, 3);
+                __builtin_prefetch(&ver[q], 1, 3);
             if (stl)
-                __builtin_prefetch(DL_STALE_AT(pages[j] >> 6), 1, 3);
-            __builtin_prefetch(&bits[pages[j] >> 6], 1, 3);
+                __builtin_prefetch(DL_STALE_AT(q >> 6), 1, 3);
+            __builtin_prefetch(&bits[q >> 6], 1, 3);
             if (mode == DL_MODE_RING && on)
-                __builtin_prefetch(&live[pages[j] >> 6], 1, 3);
+                __builtin_prefetch(&live[q >> 6], 1, 3);
         }
     }
 /* Prefetches the words (tracker bits, stale bits) of the write DL_PF_DIST ahead. */
 #define DL_PREFETCH_AHEAD(ON)                                                                      \
     do {                                                                                           \
         if (pf && i < pf_end) {                                                                    \
-            const uint64_t pw = pages[i + DL_PF_DIST] >> 6;                                        \
+            const uint64_t pw = DL_SAFE(pages[i + DL_PF_DIST]) >> 6;                               \
             __builtin_prefetch(&bits[pw], 1, 3);                                                   \
             if (stl)                                                                               \
                 __builtin_prefetch(DL_STALE_AT(pw), 1, 3);                                         \
@@ -563,7 +646,7 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
         DL_WRITE_ONE(CHK, ON);                                                                     \
         if (++i == end)                                                                            \
             break;                                                                                 \
-        p = pages[i];                                                                              \
+        DL_READ();                                                                                 \
         if ((p >> 6) != cw)                                                                        \
             continue;                                                                              \
         int more = 1;                                                                              \
@@ -573,7 +656,7 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
                 more = 0;                                                                          \
                 break;                                                                             \
             }                                                                                      \
-            p = pages[i];                                                                          \
+            DL_READ();                                                                             \
             if ((p >> 6) != cw)                                                                    \
                 break;                                                                             \
         }                                                                                          \
@@ -588,7 +671,7 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
 #define DL_FLAT_SPAN(CHK, ON)                                                                      \
     _Pragma("GCC unroll 4")                                                                        \
     for (; i < end; i++) {                                                                         \
-        p = pages[i];                                                                              \
+        DL_READ();                                                                                 \
         DL_PREFETCH_AHEAD(ON);                                                                     \
         cw = p >> 6;                                                                               \
         cur = bits[cw];                                                                            \
@@ -621,7 +704,7 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
             if ((uint64_t)(soft - u) < n - i)
                 end = i + (soft - u);
         }
-        p = pages[i];
+        DL_READ();
         if (mode == DL_MODE_RING && on) {
             if (flat && !huge) {
                 if (chk) {
@@ -662,9 +745,23 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
 #undef DL_PREFETCH_AHEAD
 #undef DL_WRITE_ONE
 #undef DL_STALE_AT
+#undef DL_READ
+#undef DL_SAFE
     bits[cw] = cur;
     if (stl)
         *sp = scur;
+    if (jrn && mode == DL_MODE_WP)
+        olds += dl__popcount64(jb) - 1;
+    if (0) {
+    bad: /* checked loops: writes [0, done) applied, the journal's last word in registers */
+        bits[cw] = cur;
+        if (stl)
+            *sp = scur;
+        if (jrn)
+            *jp = jb;
+        c->done = done;
+        return badpos;
+    }
 
     /* pages recorded by the loop itself (PML: each one moved the index down by one,
      * each exit moved it up by pml_entries) */
@@ -687,15 +784,18 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
         c->pushed += rec;
         c->recorded += c->pushed; /* including the pushes of huge-block faults */
     }
+    return SIZE_MAX;
 }
 
 /* Aligned so that the hot loops' placement, and so their speed, does not depend on
  * what else is linked into the module (the bare loops of bench.c are aligned alike). */
-#define DL_WRITE_VARIANT(name, mode, huge, stl, vers, pf)                                          \
-    __attribute__((aligned(64))) static void name(dl_tracker *t, uint32_t v, const uint64_t *p,    \
-                                                  size_t n, batch_counts *c)                      \
+#define DL_WRITE_VARIANT(name, mode, kind, stl, vers, pf)                                          \
+    __attribute__((aligned(64))) static size_t name(dl_tracker *t, uint32_t v, const uint64_t *p,  \
+                                                    size_t n, batch_counts *c)                     \
     {                                                                                              \
-        write_loop(t, v, p, n, mode, huge == 1, stl, vers, pf, huge == 2, c);                     \
+        const int flat = kind == 2 || kind == 4 || kind == 6;                                      \
+        return write_loop(t, v, p, n, mode, kind == 1, stl, vers, pf, flat,                        \
+                          kind < 3 ? 0 : kind < 5 ? 1 : 2, c);                                     \
     }
 #define DL_WRITE_MARKS(mode, tag, huge)                                                            \
     DL_WRITE_VARIANT(write_##tag##_##huge##000, mode, huge, 0, 0, 0)                               \
@@ -706,20 +806,37 @@ DL_ALWAYS_INLINE void write_loop(dl_tracker *t, uint32_t v, const uint64_t *page
     DL_WRITE_VARIANT(write_##tag##_##huge##101, mode, huge, 1, 0, 1)                               \
     DL_WRITE_VARIANT(write_##tag##_##huge##110, mode, huge, 1, 1, 0)                               \
     DL_WRITE_VARIANT(write_##tag##_##huge##111, mode, huge, 1, 1, 1)
-#define DL_WRITE_MODE(mode, tag) DL_WRITE_MARKS(mode, tag, 0) DL_WRITE_MARKS(mode, tag, 1) DL_WRITE_MARKS(mode, tag, 2)
+/* checked indices, no marks (see write_checked): kinds 3 and 4 are 0 and 2 journaled,
+ * 5 and 6 with a copy of the bitmap */
+#define DL_WRITE_CHECKED(mode, tag)                                                                \
+    DL_WRITE_VARIANT(write_##tag##_c0, mode, 3, 0, 0, 0)                                           \
+    DL_WRITE_VARIANT(write_##tag##_c1, mode, 3, 0, 0, 1)                                           \
+    DL_WRITE_VARIANT(write_##tag##_c2, mode, 4, 0, 0, 0)                                           \
+    DL_WRITE_VARIANT(write_##tag##_c3, mode, 4, 0, 0, 1)                                           \
+    DL_WRITE_VARIANT(write_##tag##_c4, mode, 5, 0, 0, 0)                                           \
+    DL_WRITE_VARIANT(write_##tag##_c5, mode, 5, 0, 0, 1)                                           \
+    DL_WRITE_VARIANT(write_##tag##_c6, mode, 6, 0, 0, 0)                                           \
+    DL_WRITE_VARIANT(write_##tag##_c7, mode, 6, 0, 0, 1)
+#define DL_WRITE_MODE(mode, tag)                                                                   \
+    DL_WRITE_MARKS(mode, tag, 0) DL_WRITE_MARKS(mode, tag, 1) DL_WRITE_MARKS(mode, tag, 2)         \
+    DL_WRITE_CHECKED(mode, tag)
 DL_WRITE_MODE(DL_MODE_WP, wp)
 DL_WRITE_MODE(DL_MODE_PML, pml)
 DL_WRITE_MODE(DL_MODE_RING, ring)
 
-typedef void (*write_fn)(dl_tracker *, uint32_t, const uint64_t *, size_t, batch_counts *);
+typedef size_t (*write_fn)(dl_tracker *, uint32_t, const uint64_t *, size_t, batch_counts *);
 #define DL_WRITE_HALF(tag, huge)                                                                   \
     write_##tag##_##huge##000, write_##tag##_##huge##001, write_##tag##_##huge##010,               \
         write_##tag##_##huge##011, write_##tag##_##huge##100, write_##tag##_##huge##101,           \
         write_##tag##_##huge##110, write_##tag##_##huge##111
-#define DL_WRITE_ROW(tag) {DL_WRITE_HALF(tag, 0), DL_WRITE_HALF(tag, 1), DL_WRITE_HALF(tag, 2)}
+#define DL_WRITE_ROW(tag)                                                                          \
+    {DL_WRITE_HALF(tag, 0), DL_WRITE_HALF(tag, 1), DL_WRITE_HALF(tag, 2), write_##tag##_c0,        \
+     write_##tag##_c1, write_##tag##_c2, write_##tag##_c3, write_##tag##_c4, write_##tag##_c5,     \
+     write_##tag##_c6, write_##tag##_c7}
 /* [mode][kind << 3 | stale << 2 | versions << 1 | prefetch], kind 0: register-held word,
- * 1: huge pages, 2: flat (no huge pages) */
-static const write_fn write_table[3][24] = {DL_WRITE_ROW(wp), DL_WRITE_ROW(pml), DL_WRITE_ROW(ring)};
+ * 1: huge pages, 2: flat (no huge pages); then [24 + (copied << 2 | flat << 1 | prefetch)]
+ * with checked indices (no huge pages, no marks; copied: the bitmap, not a journal) */
+static const write_fn write_table[3][32] = {DL_WRITE_ROW(wp), DL_WRITE_ROW(pml), DL_WRITE_ROW(ring)};
 
 /* Whether a batch goes to another bitmap word on nearly every write (judged on its
  * first writes): such streams run the flat loop. Only the speed depends on it. */
@@ -732,11 +849,13 @@ static int scattered(const uint64_t *pages, size_t n)
     return same * 8 < k;
 }
 
-/* Applies an already validated batch. */
-void dl__tracker_write_unchecked(dl_tracker *t, uint32_t v, const uint64_t *pages, size_t n)
+/* Applies a batch; `chkd` (logging, no huge pages, no marks: 1 journaled, 2 with a copy
+ * of the bitmap): its indices are checked on the way, and a bad one stops it, returning
+ * its position, with the writes before it (c->done of them) applied, for write_undo.
+ * Else SIZE_MAX. */
+static size_t write_batch(dl_tracker *t, uint32_t v, const uint64_t *pages, size_t n, int chkd,
+                          batch_counts *c)
 {
-    if (n == 0)
-        return;
     t->st.writes += n;
     t->vc[v].writes += n;
     if (!t->logging) {
@@ -746,28 +865,167 @@ void dl__tracker_write_unchecked(dl_tracker *t, uint32_t v, const uint64_t *page
         if (t->stale)
             for (size_t i = 0; i < n; i++)
                 t->stale[pages[i] >> 6] |= UINT64_C(1) << (pages[i] & 63);
-        return;
+        return SIZE_MAX;
     }
-    batch_counts c = {0, 0, 0, 0, 0, 0};
     int m = t->cfg.mode == DL_MODE_CLEAR ? 0 : (int)t->cfg.mode;
     int pf = t->nwords * 8 > DL_PF_MIN_BYTES || (t->versions && t->pages * 4 > DL_PF_MIN_BYTES);
     int kind = t->blk ? 1 : scattered(pages, n) ? 2 : 0;
     int variant = kind << 3 | (t->stale ? 4 : 0) | (t->versions ? 2 : 0) | pf;
-    write_table[m][variant](t, v, pages, n, &c);
+    if (chkd)
+        variant = 24 + ((chkd == 2) << 2 | (kind == 2) << 1 | pf);
+    const size_t b = write_table[m][variant](t, v, pages, n, c);
+    if (b != SIZE_MAX)
+        return b;
     vcpu_counters *vc = &t->vc[v];
-    vc->faults += c.faults;
-    vc->dirtied += c.recorded;
-    t->st.faults += c.faults;
-    t->st.splits += c.splits;
-    t->st.pml_logged += c.logged;
-    t->st.ring_pushed += c.pushed;
+    vc->faults += c->faults;
+    vc->dirtied += c->recorded;
+    t->st.faults += c->faults;
+    t->st.splits += c->splits;
+    t->st.pml_logged += c->logged;
+    t->st.ring_pushed += c->pushed;
     if (t->cfg.mode == DL_MODE_PML) {
-        vc->pml_full_exits += c.exits;
-        t->st.pml_full_exits += c.exits;
+        vc->pml_full_exits += c->exits;
+        t->st.pml_full_exits += c->exits;
     } else if (t->cfg.mode == DL_MODE_RING) {
-        vc->ring_full_exits += c.exits;
-        t->st.ring_full_exits += c.exits;
+        vc->ring_full_exits += c->exits;
+        t->st.ring_full_exits += c->exits;
     }
+    return SIZE_MAX;
+}
+
+/* Applies an already validated batch. */
+void dl__tracker_write_unchecked(dl_tracker *t, uint32_t v, const uint64_t *pages, size_t n)
+{
+    if (n == 0)
+        return;
+    batch_counts c = {0, 0, 0, 0, 0, 0, 0};
+    (void)write_batch(t, v, pages, n, 0, &c);
+}
+
+/*
+ * Checked writes of large batches. A batch with a bad index changes nothing; checking
+ * every index in a pass of its own before the writes reads a batch larger than the
+ * caches twice (the check alone cost about as much as the bare loop's whole pass). So
+ * a large batch is checked by the write loop itself, as it reads each index, and a
+ * bad one undoes the writes before it:
+ * - the bitmap only ever gets bits set. If it is small beside the batch (a word per 8
+ *   writes or fewer) it is copied into `undo` (grown here, outside the loop) and
+ *   copied back. Else the loop journals each write's bit before it (one bit per
+ *   write, 63 to a word, into `undo`) and the undo clears the bits whose journal bit
+ *   is clear: the journal costs the loop two instructions a write, which at small
+ *   bitmaps, where the loop is bound by its instructions rather than by memory,
+ *   measured about as much as the separate check it replaces;
+ * - the rest is the vCPU's small state, saved here: the counters, its PML log index
+ *   and ring fill, and the log's or ring's live entries if the batch can fill it
+ *   (a PML-full exit, or a ring-full reap while no live bits are kept, is only that
+ *   state's bookkeeping);
+ * - what could not be undone so is not done before the rest of the batch is known
+ *   good: huge pages (a fault splits a block) keep the separate check, as does ring
+ *   mode with live bits kept; the first write that needs them built (a page pushed
+ *   before) checks the rest of the batch first, and the loop goes on unchecked.
+ * Small batches, which the separate check reads from cache, keep it, and so do
+ * trackers with verification marks (stale bitmap, versions) attached (journaling the
+ * stale bit too measured slower than the separate check at 4 GiB; the engine, which
+ * attaches them, writes unchecked).
+ */
+#define DL_CHECKED_MIN (size_t)32768
+
+typedef struct write_saved {
+    dl_tracker_stats st;
+    vcpu_counters vc;
+    int64_t pml_idx;
+    uint32_t ring_used, ring_dups;
+    size_t entries; /* saved log or ring entries, at the start of `undo` */
+    int copied;     /* the bitmap, after them */
+} write_saved;
+
+/* Whether a checked batch of n writes undoes with a copy of the bitmap, not a journal. */
+static inline int undo_copies(const dl_tracker *t, size_t n) { return t->nwords <= n / 8; }
+
+/* Whether `undo` holds what an n-write batch needs (grown if not; 0 if no memory). */
+static int undo_reserve(dl_tracker *t, size_t n)
+{
+    const size_t words = undo_saved_words(t) + (undo_copies(t, n) ? t->nwords : n / 63 + 1);
+    if (t->undo_words >= words)
+        return 1;
+    free(t->undo);
+    t->undo_words = 0;
+    t->undo = malloc(words * sizeof(uint64_t));
+    if (!t->undo)
+        return 0;
+    t->undo_words = words;
+    return 1;
+}
+
+/* Writes [0, k) of a batch stopped by a bad index, undone (see above). */
+static DL_NOINLINE void write_undo(dl_tracker *t, uint32_t v, const uint64_t *pages, size_t k,
+                                   const write_saved *sv)
+{
+    const uint64_t *jp = t->undo + undo_saved_words(t);
+    if (sv->copied) {
+        memcpy(t->bits, jp, t->nwords * sizeof(uint64_t));
+    } else {
+        uint64_t w = 0;
+        int b = -1; /* the next write's bit in w */
+        for (size_t j = 0; j < k; j++) {
+            if (b < 0) { /* the next word: the sentinel above the first write's bit */
+                w = *jp++;
+                b = 62 - __builtin_clzll(w);
+            }
+            if (!((w >> b) & 1))
+                t->bits[pages[j] >> 6] &= ~(UINT64_C(1) << (pages[j] & 63));
+            b--;
+        }
+    }
+    t->st = sv->st;
+    t->vc[v] = sv->vc;
+    if (t->pml_idx) {
+        t->pml_idx[v] = sv->pml_idx;
+        uint64_t *log = pml_log_base(t, v);
+        memcpy(log + sv->pml_idx + 1, t->undo, sv->entries * sizeof(uint64_t));
+    }
+    if (t->ring_used) {
+        t->ring_used[v] = sv->ring_used;
+        t->ring_dups[v] = sv->ring_dups;
+        memcpy(t->ring + (size_t)v * t->cfg.ring_entries, t->undo, sv->entries * sizeof(uint64_t));
+    }
+}
+
+/* A batch of checked indices, logging, no huge pages, no live bits kept, n >= 1. */
+static int write_checked(dl_tracker *t, uint32_t v, const uint64_t *pages, size_t n, size_t *bad)
+{
+    write_saved sv;
+    sv.st = t->st;
+    sv.vc = t->vc[v];
+    sv.pml_idx = t->pml_idx ? t->pml_idx[v] : 0;
+    sv.ring_used = t->ring_used ? t->ring_used[v] : 0;
+    sv.ring_dups = t->ring_dups ? t->ring_dups[v] : 0;
+    sv.entries = 0;
+    if (t->pml_idx && n > (size_t)(sv.pml_idx + 1)) { /* more writes than free slots: may exit */
+        sv.entries = (size_t)((int64_t)t->cfg.pml_entries - 1 - sv.pml_idx);
+        memcpy(t->undo, pml_log_base(t, v) + sv.pml_idx + 1, sv.entries * sizeof(uint64_t));
+    } else if (t->ring_used && n >= t->soft_limit - sv.ring_used) { /* may fill: reaped */
+        sv.entries = sv.ring_used;
+        memcpy(t->undo, t->ring + (size_t)v * t->cfg.ring_entries, sv.entries * sizeof(uint64_t));
+    }
+    sv.copied = undo_copies(t, n);
+    if (sv.copied)
+        memcpy(t->undo + undo_saved_words(t), t->bits, t->nwords * sizeof(uint64_t));
+    batch_counts c = {0, 0, 0, 0, 0, 0, 0};
+    const size_t b = write_batch(t, v, pages, n, sv.copied ? 2 : 1, &c);
+    if (b == SIZE_MAX)
+        return DL_OK;
+    write_undo(t, v, pages, c.done, &sv);
+    if (bad)
+        *bad = b;
+    return DL_ERR_RANGE;
+}
+
+/* Whether a batch of n indices is checked by the write loop (write_checked). */
+static int checks_in_loop(dl_tracker *t, size_t n)
+{
+    return n >= DL_CHECKED_MIN && t->logging && !t->blk && !(t->live && t->live_on) && !t->stale &&
+           !t->versions && undo_reserve(t, n);
 }
 
 static int check_write(const dl_tracker *t, uint32_t vcpu, const void *pages, size_t n, size_t *bad)
@@ -784,35 +1042,14 @@ static int check_write(const dl_tracker *t, uint32_t vcpu, const void *pages, si
     return DL_OK;
 }
 
-/* Position of the first element >= limit, or n. The common all-valid case is one
- * branch-free pass that vectorizes with plain SSE2: for limit <= 2^63, x < limit
- * exactly when the top bit of (x - limit) & ~x is set (x - limit borrows, and x
- * itself is below 2^63), so the batch is valid iff that bit survives an AND of all. */
-#define DL_FIRST_BAD(T, CAST)                                                                      \
-    static size_t first_bad_##T(const T *a, size_t n, uint64_t limit)                             \
-    {                                                                                              \
-        uint64_t all = ~UINT64_C(0);                                                               \
-        for (size_t i = 0; i < n; i++) {                                                           \
-            uint64_t x = (uint64_t)(CAST)a[i];                                                     \
-            all &= (x - limit) & ~x;                                                               \
-        }                                                                                          \
-        if (all >> 63)                                                                             \
-            return n;                                                                              \
-        for (size_t i = 0; i < n; i++)                                                             \
-            if ((uint64_t)(CAST)a[i] >= limit)                                                     \
-                return i;                                                                          \
-        return n;                                                                                  \
-    }
-DL_FIRST_BAD(uint64_t, uint64_t)
-DL_FIRST_BAD(int64_t, int64_t)
-DL_FIRST_BAD(uint32_t, uint32_t)
-DL_FIRST_BAD(int32_t, int64_t) /* negative int32 -> negative int64 -> huge uint64 */
 
 int dl_tracker_write(dl_tracker *t, uint32_t vcpu, const uint64_t *pages, size_t n, size_t *bad)
 {
     int rc = check_write(t, vcpu, pages, n, bad);
     if (rc)
         return rc;
+    if (checks_in_loop(t, n))
+        return write_checked(t, vcpu, pages, n, bad);
     size_t b = first_bad_uint64_t(pages, n, t->pages);
     if (b < n) {
         if (bad)
@@ -828,6 +1065,10 @@ int dl_tracker_write_i64(dl_tracker *t, uint32_t vcpu, const int64_t *pages, siz
     int rc = check_write(t, vcpu, pages, n, bad);
     if (rc)
         return rc;
+    /* Valid int64 page indices are non-negative and share uint64's representation;
+     * a negative one reads as an index >= 2^63, out of range too. */
+    if (checks_in_loop(t, n))
+        return write_checked(t, vcpu, (const uint64_t *)(const void *)pages, n, bad);
     size_t b = first_bad_int64_t(pages, n, t->pages);
     if (b < n) {
         if (bad)

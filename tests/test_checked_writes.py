@@ -1,0 +1,170 @@
+"""A batch with a bad page index changes nothing, in large batches too.
+
+Large batches (DL_CHECKED_MIN = 32768 writes and more, logging, no huge pages, no
+verification marks) have their indices checked by the write loop as it reads them,
+and a bad one undoes the writes before it (tracker.c, write_checked): the bits they
+set (from a copy of the bitmap when it is small beside the batch, else from a journal
+of the writes), the counters, PML-full exits and ring-full reaps, and the log and ring
+entries those overwrote. Here a tracker that was given a bad batch is compared, in
+everything observable, with a twin that never saw it: the stats (every counter, per
+vCPU too), what is pending, the PML logs, the rings, the stale bitmap, the versions,
+and then what a good batch and two harvests do to both. Batches that keep the
+separate check (narrow dtypes, marks attached) are held to the same contract.
+"""
+from __future__ import annotations
+
+from typing import Any, List, Optional
+
+import numpy as np
+import pytest
+
+from dirtylog import Tracker
+from dirtylog.errors import ConfigError
+
+CHECKED_MIN = 32768  # tracker.c: DL_CHECKED_MIN
+N = 40000  # writes per large batch: above CHECKED_MIN
+# tracker.c undoes from a copy of the bitmap when it has at most N / 8 words, else
+# from a journal: one guest size for each
+GUESTS = {"copy": 1 << 16, "journal": 1 << 19}
+PAGES = GUESTS["copy"]
+MODES = ("wp", "pml", "ring", "clear")
+DTYPES = ("uint64", "int64", "uint32", "int32")
+
+
+def _make(mode: str, stale: bool, versions: bool, small_logs: bool, pages: int = PAGES) -> Tracker:
+    kw: dict = {}
+    if small_logs:  # many PML-full exits and ring-full reaps per batch
+        kw = {"pml_entries": 64, "ring_entries": 256}
+    t = Tracker(pages, mode=mode, vcpus=2, **kw)
+    if stale:
+        t.attach_stale(np.zeros(t.config.bitmap_words, dtype=np.uint64))
+    if versions:
+        t.attach_versions(np.zeros(pages, dtype=np.uint32))
+    t.start()
+    return t
+
+
+def _observe(t: Tracker) -> List[Any]:
+    obs: List[Any] = [t.stats, t.pending, t.logging]
+    for v in range(t.vcpus):
+        if t.mode == "pml":
+            obs.append(t.pml_log(v).tolist())
+        if t.mode == "ring":
+            obs.append(t.ring_entries(v).tolist())
+    for arr in (t._stale, t._versions):
+        obs.append(None if arr is None else arr.copy())
+    return obs
+
+
+def _assert_same(a: Tracker, b: Tracker, what: str) -> None:
+    oa, ob = _observe(a), _observe(b)
+    for x, y in zip(oa, ob):
+        if isinstance(x, np.ndarray):
+            assert np.array_equal(x, y), what
+        else:
+            assert x == y, what
+
+
+def _bad_values(dtype: str, pages: int) -> List[int]:
+    vals = [pages, pages + 12345]
+    if dtype in ("uint64",):
+        vals.append(2**64 - 1)
+    if dtype in ("uint32",):
+        vals.append(2**32 - 1)
+    if dtype in ("int64", "int32"):
+        vals += [-1, -(2**31)]
+    return vals
+
+
+def _history(t: Tracker, rng_seed: int) -> None:
+    """Some state before the batch: bits set, logs and rings partly full, a harvest."""
+    rng = np.random.default_rng(rng_seed)
+    t.write(rng.integers(0, t.pages, 3000, dtype=np.uint64), vcpu=0)
+    t.harvest()
+    t.write(np.arange(100, 140, dtype=np.uint64), vcpu=1)  # a partly filled log or ring on vCPU 1
+    t.write(rng.integers(0, t.pages, 20, dtype=np.uint64), vcpu=0)
+
+
+def _batches(pages: int) -> dict:
+    rng = np.random.default_rng(7)
+    return {
+        # distinct pages: in ring mode no write needs the live bits, unless its page was
+        # pushed before the batch
+        "first": rng.permutation(pages)[:N].astype(np.uint64),
+        # random pages, repeats included: ring mode builds its live bits on the way
+        "mixed": rng.integers(0, min(pages, 2 * N), N, dtype=np.uint64),
+        # runs of neighbours (the loop that keeps the current word in a register)
+        "runs": (rng.integers(0, pages // 64, N // 16, dtype=np.uint64)[:, None] * np.uint64(64)
+                 + np.arange(16, dtype=np.uint64)[None, :]).reshape(-1),
+    }
+
+
+POSITIONS = (0, 1, 63, 64, 65, 150, 191, 192, 193, 500, 4097, N // 2, N - 64, N - 2, N - 1)
+
+
+CASES = [(g, m, d) for g in GUESTS for m in ("-", "stale", "versions", "stale+versions") for d in DTYPES
+         if g == "copy" or (m == "-" and d in ("uint64", "int64"))]  # the journal: only where it is used
+
+
+@pytest.mark.parametrize("guest,marks,dtype", CASES)
+@pytest.mark.parametrize("mode", MODES)
+def test_bad_large_batch_changes_nothing(mode: str, guest: str, marks: str, dtype: str) -> None:
+    small = dtype in ("uint64", "int32")  # both log sizes over the dtypes
+    stale, versions = "stale" in marks, "versions" in marks
+    npages = GUESTS[guest]
+    t = _make(mode, stale, versions, small, npages)
+    twin = _make(mode, stale, versions, small, npages)
+    for x in (t, twin):
+        _history(x, 3)
+    _assert_same(t, twin, "history")
+    bads = _bad_values(dtype, npages)
+    for kind, pages in _batches(npages).items():
+        good = pages.astype(dtype)
+        for vcpu in (0, 1):
+            for k, pos in enumerate(POSITIONS):
+                arr = good.copy()
+                arr[pos] = bads[k % len(bads)]
+                with pytest.raises(ConfigError, match=f"position {pos} "):
+                    t.write(arr, vcpu=vcpu)
+                _assert_same(t, twin, f"{kind} batch, vCPU {vcpu}, bad {arr[pos]} at {pos}")
+            # two bad indices: the first is reported
+            arr = good.copy()
+            arr[N - 10] = bads[0]
+            arr[N - 5] = bads[-1]
+            with pytest.raises(ConfigError, match=f"position {N - 10} "):
+                t.write(arr, vcpu=vcpu)
+            _assert_same(t, twin, f"{kind}: two bad indices")
+        # the two go on alike: this good batch, a harvest, more writes
+        for x in (t, twin):
+            x.write(good, vcpu=1)
+        _assert_same(t, twin, f"{kind}: the good batch after the bad ones")
+        assert np.array_equal(t.harvest(), twin.harvest())
+        _assert_same(t, twin, f"{kind}: after a harvest")
+    for x in (t, twin):
+        x.write(np.arange(0, npages, 3, dtype=np.uint64), vcpu=0)
+    assert np.array_equal(t.harvest(), twin.harvest())
+    _assert_same(t, twin, "end")
+
+
+@pytest.mark.parametrize("guest", GUESTS)
+@pytest.mark.parametrize("small_logs", [False, True])
+@pytest.mark.parametrize("mode", MODES)
+def test_large_batches_write_as_small_ones(mode: str, small_logs: bool, guest: str) -> None:
+    """The checked loop applies a good batch exactly as the separately checked one does
+    (the same batch fed in pieces below CHECKED_MIN): counters, exits, logs, rings,
+    harvests, over several rounds."""
+    npages = GUESTS[guest]
+    whole = _make(mode, False, False, small_logs, npages)
+    pieces = _make(mode, False, False, small_logs, npages)
+    for x in (whole, pieces):
+        _history(x, 5)
+    for rnd in range(3):
+        for kind, batch in _batches(npages).items():
+            for vcpu in (0, 1):
+                whole.write(batch, vcpu=vcpu)
+                for at in range(0, batch.size, 10000):
+                    pieces.write(batch[at : at + 10000], vcpu=vcpu)
+                _assert_same(whole, pieces, f"round {rnd}, {kind} batch on vCPU {vcpu}")
+            if kind != "runs":
+                assert np.array_equal(whole.harvest(), pieces.harvest())
+        _assert_same(whole, pieces, f"round {rnd}")
