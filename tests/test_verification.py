@@ -201,3 +201,44 @@ def test_a_write_lost_in_a_later_round_is_caught(tmp_path, mode: str, huge: Opti
     m.tracker.inject_drop(2000)  # carried by its round-1 send: nothing lost
     assert m.run().verified is True
     assert simulate(**kw).verified is True
+
+
+@pytest.mark.parametrize("mode", ["wp", "pml", "ring", "clear"])
+def test_the_stale_floor_starts_above_the_last_clear_bit(mode: str) -> None:
+    # The engine's first pass finds the floor above the highest clear stale bit (here page 4483, and the
+    # bits past the last page, which it ignores); writes below it store their bits, sends move it up.
+    from dirtylog._lib import ffi, lib
+    from dirtylog.engine import Engine
+
+    pages = 5000  # not a multiple of 64: the last word's bits past page 4999 are clear here
+    t = Tracker(pages, mode=mode, vcpus=2, ring_entries=256)
+    words = np.full(t.config.bitmap_words, np.uint64(2**64 - 1), dtype=np.uint64)
+    words[-1] = np.uint64((1 << (pages % 64)) - 1)
+    words[4483 // 64] &= ~np.uint64(1 << (4483 % 64))
+    t.attach_stale(words)
+    oracle = np.ones(pages, dtype=bool)
+    oracle[4483] = False
+    t.start()
+    cfg = ffi.new("dl_engine_config *")
+    lib.dl_engine_config_init(cfg)
+    cfg.bandwidth = 4104 * 1000.0  # 1000 pages/s
+    e = Engine(cfg, t, None, None)
+    e.dirty_fill()
+
+    def stale() -> np.ndarray:
+        return np.unpackbits(words.view(np.uint8), bitorder="little")[:pages].astype(bool)
+
+    t.write([4483, 4999, 3, 4482], vcpu=0)
+    oracle[[4483, 4999, 3, 4482]] = True
+    assert np.array_equal(stale(), oracle)
+    clock, sent = 0.0, 0
+    for step in range(6):
+        clock += 0.7  # about 700 pages a step, in page order
+        e.send_dirty(clock)
+        oracle[sent:pages - e.remaining] = False  # this step's sends
+        sent = pages - e.remaining
+        w = np.random.default_rng(step).integers(0, pages, size=300)
+        t.write(w, vcpu=step % 2)
+        oracle[w] = True
+        assert np.array_equal(stale(), oracle), step
+    assert 4000 < sent < pages
