@@ -441,8 +441,8 @@ DL_ALWAYS_INLINE size_t write_loop(dl_tracker *t, uint32_t v, const uint64_t *pa
                                    const int mode, const int huge, const int stl, const int vers,
                                    const int pf, const int flat, const int chkd, batch_counts *c)
 {
-    /* chkd: the indices are checked as they are read (no marks: see write_checked);
-     * 1: the writes are journaled for their undo, 2: the bitmap was copied instead */
+    /* chkd: the indices are checked as they are read (see write_checked): 1, the
+     * writes are journaled for their undo (no marks); 2, the bitmaps were copied */
     const int jrn = chkd == 1;
     const uint64_t lim = chkd ? t->pages : 0;
     if (chkd && pages[0] >= lim) {
@@ -806,8 +806,8 @@ DL_ALWAYS_INLINE size_t write_loop(dl_tracker *t, uint32_t v, const uint64_t *pa
     DL_WRITE_VARIANT(write_##tag##_##huge##101, mode, huge, 1, 0, 1)                               \
     DL_WRITE_VARIANT(write_##tag##_##huge##110, mode, huge, 1, 1, 0)                               \
     DL_WRITE_VARIANT(write_##tag##_##huge##111, mode, huge, 1, 1, 1)
-/* checked indices, no marks (see write_checked): kinds 3 and 4 are 0 and 2 journaled,
- * 5 and 6 with a copy of the bitmap */
+/* checked indices (see write_checked): kinds 3 and 4 are 0 and 2 journaled, 5 and 6
+ * with a copy of the bitmap (and of the stale bitmap: c8 to c11) */
 #define DL_WRITE_CHECKED(mode, tag)                                                                \
     DL_WRITE_VARIANT(write_##tag##_c0, mode, 3, 0, 0, 0)                                           \
     DL_WRITE_VARIANT(write_##tag##_c1, mode, 3, 0, 0, 1)                                           \
@@ -816,7 +816,11 @@ DL_ALWAYS_INLINE size_t write_loop(dl_tracker *t, uint32_t v, const uint64_t *pa
     DL_WRITE_VARIANT(write_##tag##_c4, mode, 5, 0, 0, 0)                                           \
     DL_WRITE_VARIANT(write_##tag##_c5, mode, 5, 0, 0, 1)                                           \
     DL_WRITE_VARIANT(write_##tag##_c6, mode, 6, 0, 0, 0)                                           \
-    DL_WRITE_VARIANT(write_##tag##_c7, mode, 6, 0, 0, 1)
+    DL_WRITE_VARIANT(write_##tag##_c7, mode, 6, 0, 0, 1)                                           \
+    DL_WRITE_VARIANT(write_##tag##_c8, mode, 5, 1, 0, 0)                                           \
+    DL_WRITE_VARIANT(write_##tag##_c9, mode, 5, 1, 0, 1)                                           \
+    DL_WRITE_VARIANT(write_##tag##_c10, mode, 6, 1, 0, 0)                                          \
+    DL_WRITE_VARIANT(write_##tag##_c11, mode, 6, 1, 0, 1)
 #define DL_WRITE_MODE(mode, tag)                                                                   \
     DL_WRITE_MARKS(mode, tag, 0) DL_WRITE_MARKS(mode, tag, 1) DL_WRITE_MARKS(mode, tag, 2)         \
     DL_WRITE_CHECKED(mode, tag)
@@ -832,11 +836,13 @@ typedef size_t (*write_fn)(dl_tracker *, uint32_t, const uint64_t *, size_t, bat
 #define DL_WRITE_ROW(tag)                                                                          \
     {DL_WRITE_HALF(tag, 0), DL_WRITE_HALF(tag, 1), DL_WRITE_HALF(tag, 2), write_##tag##_c0,        \
      write_##tag##_c1, write_##tag##_c2, write_##tag##_c3, write_##tag##_c4, write_##tag##_c5,     \
-     write_##tag##_c6, write_##tag##_c7}
+     write_##tag##_c6, write_##tag##_c7, write_##tag##_c8, write_##tag##_c9, write_##tag##_c10,    \
+     write_##tag##_c11}
 /* [mode][kind << 3 | stale << 2 | versions << 1 | prefetch], kind 0: register-held word,
  * 1: huge pages, 2: flat (no huge pages); then [24 + (copied << 2 | flat << 1 | prefetch)]
- * with checked indices (no huge pages, no marks; copied: the bitmap, not a journal) */
-static const write_fn write_table[3][32] = {DL_WRITE_ROW(wp), DL_WRITE_ROW(pml), DL_WRITE_ROW(ring)};
+ * with checked indices (no huge pages, no versions; copied: the bitmap, not a journal),
+ * plus 4 with a stale bitmap (copied only) */
+static const write_fn write_table[3][36] = {DL_WRITE_ROW(wp), DL_WRITE_ROW(pml), DL_WRITE_ROW(ring)};
 
 /* Whether a batch goes to another bitmap word on nearly every write (judged on its
  * first writes): such streams run the flat loop. Only the speed depends on it. */
@@ -872,7 +878,7 @@ static size_t write_batch(dl_tracker *t, uint32_t v, const uint64_t *pages, size
     int kind = t->blk ? 1 : scattered(pages, n) ? 2 : 0;
     int variant = kind << 3 | (t->stale ? 4 : 0) | (t->versions ? 2 : 0) | pf;
     if (chkd)
-        variant = 24 + ((chkd == 2) << 2 | (kind == 2) << 1 | pf);
+        variant = 24 + ((chkd == 2) << 2 | (kind == 2) << 1 | pf) + (t->stale ? 4 : 0);
     const size_t b = write_table[m][variant](t, v, pages, n, c);
     if (b != SIZE_MAX)
         return b;
@@ -910,11 +916,12 @@ void dl__tracker_write_unchecked(dl_tracker *t, uint32_t v, const uint64_t *page
  * bad one undoes the writes before it:
  * - the bitmap only ever gets bits set. If it is small beside the batch (a word per 8
  *   writes or fewer) it is copied into `undo` (grown here, outside the loop) and
- *   copied back. Else the loop journals each write's bit before it (one bit per
- *   write, 63 to a word, into `undo`) and the undo clears the bits whose journal bit
- *   is clear: the journal costs the loop two instructions a write, which at small
- *   bitmaps, where the loop is bound by its instructions rather than by memory,
- *   measured about as much as the separate check it replaces;
+ *   copied back, with the stale bitmap if one is attached. Else the loop journals
+ *   each write's bit before it (one bit per write, 63 to a word, into `undo`) and
+ *   the undo clears the bits whose journal bit is clear: the journal costs the loop
+ *   two instructions a write, which at small bitmaps, where the loop is bound by its
+ *   instructions rather than by memory, measured about as much as the separate check
+ *   it replaces;
  * - the rest is the vCPU's small state, saved here: the counters, its PML log index
  *   and ring fill, and the log's or ring's live entries if the batch can fill it
  *   (a PML-full exit, or a ring-full reap while no live bits are kept, is only that
@@ -924,9 +931,9 @@ void dl__tracker_write_unchecked(dl_tracker *t, uint32_t v, const uint64_t *page
  *   mode with live bits kept; the first write that needs them built (a page pushed
  *   before) checks the rest of the batch first, and the loop goes on unchecked.
  * Small batches, which the separate check reads from cache, keep it, and so do
- * trackers with verification marks (stale bitmap, versions) attached (journaling the
- * stale bit too measured slower than the separate check at 4 GiB; the engine, which
- * attaches them, writes unchecked).
+ * trackers with versions attached, or a stale bitmap too large to copy (journaling
+ * the stale bit too measured slower than the separate check at 4 GiB; the engine,
+ * which attaches the marks, writes unchecked).
  */
 #define DL_CHECKED_MIN (size_t)32768
 
@@ -936,7 +943,7 @@ typedef struct write_saved {
     int64_t pml_idx;
     uint32_t ring_used, ring_dups;
     size_t entries; /* saved log or ring entries, at the start of `undo` */
-    int copied;     /* the bitmap, after them */
+    int copied;     /* the bitmap (and the stale bitmap) after them, or the journal */
 } write_saved;
 
 /* Whether a checked batch of n writes undoes with a copy of the bitmap, not a journal. */
@@ -945,7 +952,8 @@ static inline int undo_copies(const dl_tracker *t, size_t n) { return t->nwords 
 /* Whether `undo` holds what an n-write batch needs (grown if not; 0 if no memory). */
 static int undo_reserve(dl_tracker *t, size_t n)
 {
-    const size_t words = undo_saved_words(t) + (undo_copies(t, n) ? t->nwords : n / 63 + 1);
+    const size_t copy = t->nwords * (t->stale ? 2 : 1);
+    const size_t words = undo_saved_words(t) + (undo_copies(t, n) ? copy : n / 63 + 1);
     if (t->undo_words >= words)
         return 1;
     free(t->undo);
@@ -964,6 +972,8 @@ static DL_NOINLINE void write_undo(dl_tracker *t, uint32_t v, const uint64_t *pa
     const uint64_t *jp = t->undo + undo_saved_words(t);
     if (sv->copied) {
         memcpy(t->bits, jp, t->nwords * sizeof(uint64_t));
+        if (t->stale)
+            memcpy(t->stale, jp + t->nwords, t->nwords * sizeof(uint64_t));
     } else {
         uint64_t w = 0;
         int b = -1; /* the next write's bit in w */
@@ -1009,8 +1019,12 @@ static int write_checked(dl_tracker *t, uint32_t v, const uint64_t *pages, size_
         memcpy(t->undo, t->ring + (size_t)v * t->cfg.ring_entries, sv.entries * sizeof(uint64_t));
     }
     sv.copied = undo_copies(t, n);
-    if (sv.copied)
-        memcpy(t->undo + undo_saved_words(t), t->bits, t->nwords * sizeof(uint64_t));
+    if (sv.copied) {
+        uint64_t *copy = t->undo + undo_saved_words(t);
+        memcpy(copy, t->bits, t->nwords * sizeof(uint64_t));
+        if (t->stale)
+            memcpy(copy + t->nwords, t->stale, t->nwords * sizeof(uint64_t));
+    }
     batch_counts c = {0, 0, 0, 0, 0, 0, 0};
     const size_t b = write_batch(t, v, pages, n, sv.copied ? 2 : 1, &c);
     if (b == SIZE_MAX)
@@ -1024,8 +1038,8 @@ static int write_checked(dl_tracker *t, uint32_t v, const uint64_t *pages, size_
 /* Whether a batch of n indices is checked by the write loop (write_checked). */
 static int checks_in_loop(dl_tracker *t, size_t n)
 {
-    return n >= DL_CHECKED_MIN && t->logging && !t->blk && !(t->live && t->live_on) && !t->stale &&
-           !t->versions && undo_reserve(t, n);
+    return n >= DL_CHECKED_MIN && t->logging && !t->blk && !(t->live && t->live_on) && !t->versions &&
+           (!t->stale || undo_copies(t, n)) && undo_reserve(t, n);
 }
 
 static int check_write(const dl_tracker *t, uint32_t vcpu, const void *pages, size_t n, size_t *bad)
