@@ -826,10 +826,9 @@ _STYLES = {"bold": "bold", "dim": "dim", "good": "green", "warn": "yellow", "bad
 
 def _width() -> Optional[int]:
     """The width to fit output to: the terminal's, or $COLUMNS; None (no limit) in a pipe or a file."""
-    if hasattr(sys.stdout, "isatty") and sys.stdout.isatty():
-        return _terminal_width(100)
-    cols = os.environ.get("COLUMNS", "")
-    return int(cols) if cols.isdigit() and int(cols) > 0 else None
+    from .render import output_width
+
+    return output_width()
 
 
 def _print_lines(lines: Sequence[Any]) -> None:

@@ -7,16 +7,29 @@ Tables fit a width by dropping their least important columns first.
 """
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-__all__ = ["Segment", "Line", "Column", "plural", "table", "plain"]
+__all__ = ["Segment", "Line", "Column", "plural", "table", "plain", "output_width"]
 
 #: A piece of text and its style ("" none, "bold", "dim", "good", "warn", "bad").
 Segment = Tuple[str, str]
 #: A line of segments.
 Line = List[Segment]
+
+
+def output_width() -> Optional[int]:
+    """The width to fit text to: the terminal's when stdout is one ($COLUMNS first, else 100 if
+    it cannot be read), $COLUMNS in a pipe or a file, else None (no limit). ``str(report)`` and
+    the command line both use it, so that they give the same text."""
+    if hasattr(sys.stdout, "isatty") and sys.stdout.isatty():
+        return shutil.get_terminal_size((100, 24)).columns
+    cols = os.environ.get("COLUMNS", "")
+    return int(cols) if cols.isdigit() and int(cols) > 0 else None
 
 
 def plural(n: int, noun: str, nouns: Optional[str] = None) -> str:

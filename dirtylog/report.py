@@ -216,6 +216,6 @@ class MigrationReport:
         return plain(report_lines(self, width, max_rounds))
 
     def __str__(self) -> str:
-        import shutil
+        from .render import output_width
 
-        return self.render(shutil.get_terminal_size((100, 24)).columns)
+        return self.render(output_width())
