@@ -17,7 +17,7 @@ time, and four processes share it:
 
 Run it::
 
-    python examples/simpy_migration.py --memory 1GiB --workload hotspot:200MiB/s --bandwidth 10Gbit/s
+    python examples/simpy_migration.py --memory 8GiB --workload hotspot:200MiB/s --bandwidth 10Gbit/s
 
 Needs ``pip install simpy``.
 """
@@ -83,7 +83,7 @@ def window(env: simpy.Environment, m: dirtylog.Migration, closes_at: float, migr
         notes.append(f"cancelled at t = {format_time(env.now)}: the maintenance window closed")
 
 
-def run(memory: str = "1GiB", workload: str = "hotspot:200MiB/s", bandwidth: str = "10Gbit/s",
+def run(memory: str = "8GiB", workload: str = "hotspot:200MiB/s", bandwidth: str = "10Gbit/s",
         downtime_limit: str = "300ms", tracker: str = "pml", vcpus: int = 2, start: Any = "2s",
         tick: Any = "10ms", window_closes: Any = "10min", request_rate: float = 200.0,
         service: Any = "2ms", seed: int = 1) -> Dict[str, Any]:
@@ -111,7 +111,7 @@ def run(memory: str = "1GiB", workload: str = "hotspot:200MiB/s", bandwidth: str
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--memory", default="1GiB")
+    p.add_argument("--memory", default="8GiB")
     p.add_argument("--workload", default="hotspot:200MiB/s")
     p.add_argument("--bandwidth", default="10Gbit/s")
     p.add_argument("--downtime-limit", default="300ms")
