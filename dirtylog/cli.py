@@ -146,9 +146,9 @@ def _strip_name(msg: str, name: str) -> str:
 _BARE_NUMBER = re.compile(r"^\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*$")
 # How to write a value of each kind on the command line; {n} is the number the user gave.
 _UNIT_HINT = {
-    "size": "write a size with its unit, such as '{n}GiB' or '{n}MiB' (a bare number would be bytes)",
-    "rate": "write a rate with its unit, such as '{n}Gbit/s' (bits) or '{n}MiB/s' (bytes; a bare number "
-            "would be bytes/s)",
+    "size": "write a size with its unit, such as '{n}GiB', '{n}MiB' or '{n}B' (a bare number would be bytes)",
+    "rate": "write a rate with its unit, such as '{n}Gbit/s' (bits), '{n}MiB/s' or '{n}B/s' (bytes; a bare "
+            "number would be bytes/s)",
     "time": "write a time with its unit, such as '{n}ms' or '{n}s' (a bare number would be seconds)",
 }
 _PARSERS: Dict[str, Callable[..., Any]] = {"size": parse_size, "rate": parse_rate, "time": parse_time}

@@ -186,7 +186,7 @@ def test_bad_values_give_one_line_and_status_2(capsys, argv, words):
     (["simulate", "-b", "10"], ["argument -b/--bandwidth", "'10' has no unit", "'10Gbit/s'", "'10MiB/s'"]),
     (["simulate", "-d", "300"], ["argument -d/--downtime-limit", "'300ms'"]),
     (["simulate", "-m", "4"], ["argument -m/--memory", "'4GiB'"]),
-    (["simulate", "--page-size", "4096"], ["--page-size", "has no unit"]),
+    (["simulate", "--page-size", "4096"], ["--page-size", "has no unit", "'4096B'"]),
     (["sweep", "-b", "1Gbit/s,10"], ["argument -b/--bandwidth", "'10' has no unit"]),
     (["simulate", "--xbzrle-cache-size", "64"], ["--xbzrle-cache-size", "'64MiB'"]),
     # negative values reach the option's own parser
