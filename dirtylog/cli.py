@@ -69,43 +69,49 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with every error on one line of stderr (exit status 2) and a suggestion for a typo."""
 
     def error(self, message: str) -> NoReturn:
-        message = self._with_suggestion(message)
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        message, prog = self._with_suggestion(message)
+        self.exit(2, f"{prog}: error: {message} (see '{prog} --help')\n")
 
-    def _options(self, argv: Sequence[str]) -> Tuple[List[str], List[str]]:
-        """The option strings (of the subcommand named in argv, if any) and the subcommand names."""
+    def _options(self, argv: Sequence[str]) -> Tuple[List[str], List[str], Optional[str]]:
+        """The option strings (of the subcommand named in argv, if any), the subcommand names and
+        the subcommand's prog ("dirtylog simulate"; None without one)."""
         options = [s for a in self._actions for s in a.option_strings]
         commands: List[str] = []
+        sub: Optional[str] = None
         for a in self._actions:
             if isinstance(a, argparse._SubParsersAction):
                 commands = list(a.choices)
                 for word in argv:
                     if word in a.choices:
                         options += [s for b in a.choices[word]._actions for s in b.option_strings]
+                        sub = a.choices[word].prog
                         break
-        return options, commands
+        return options, commands, sub
 
-    def _with_suggestion(self, message: str) -> str:
+    def _with_suggestion(self, message: str) -> Tuple[str, str]:
+        """The message to print, and the prog to name: the subcommand's for an unknown option
+        (argparse reports those from the top-level parser, whose --help does not list them)."""
         argv = sys.argv[1:] if _ARGV is None else _ARGV
-        options, commands = self._options(argv)
+        options, commands, sub = self._options(argv)
         m = re.match(r"unrecognized arguments: (.*)$", message)
         if m:
             words = m.group(1).split()
             unknown = [w for w in words if w.startswith("-")]
             if unknown:
                 w = unknown[0].split("=", 1)[0]
-                return f"unknown option {w}{_suggest(w, [o for o in options if o.startswith('--')])}"
-            return f"unexpected argument {words[0]!r}"
+                return (f"unknown option {w}{_suggest(w, [o for o in options if o.startswith('--')])}",
+                        sub or self.prog)
+            return f"unexpected argument {words[0]!r}", sub or self.prog
         m = re.match(r"argument (\S+): invalid choice: '([^']*)' \(choose from (.*)\)$", message)
         if m:
             allowed = re.findall(r"'([^']*)'", m.group(3))
             what = "command" if m.group(1) in ("COMMAND", "command") else f"value for {m.group(1)}"
             head = f"unknown {what} {m.group(2)!r}" if what == "command" else f"argument {m.group(1)}: {m.group(2)!r} is not allowed"
-            return f"{head}{_suggest(m.group(2), allowed)} (allowed: {', '.join(allowed)})"
+            return f"{head}{_suggest(m.group(2), allowed)} (allowed: {', '.join(allowed)})", self.prog
         m = re.match(r"argument (\S+): expected one argument$", message)
         if m:
-            return f"argument {m.group(1)}: expected a value after it"
-        return message
+            return f"argument {m.group(1)}: expected a value after it", self.prog
+        return message, self.prog
 
 
 _ARGV: Optional[List[str]] = None

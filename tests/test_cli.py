@@ -197,7 +197,10 @@ def test_bad_values_give_one_line_and_status_2(capsys, argv, words):
     (["simulate", "-m", "1EiB"], ["--memory must be at most"]),
     (["simulate", "-m", "64MiB", "--dirty-limit"], ["--dirty-limit needs", "--tracker ring"]),
     # typos: the nearest option or command
-    (["simulate", "--bandwith", "1Gbit/s"], ["unknown option --bandwith; did you mean --bandwidth?"]),
+    (["simulate", "--bandwith", "1Gbit/s"], ["dirtylog simulate: error: unknown option --bandwith; did you mean "
+                                             "--bandwidth?", "(see 'dirtylog simulate --help')"]),
+    (["sweep", "-m", "4GiB", "extra"], ["dirtylog sweep: error: unexpected argument 'extra'",
+                                        "(see 'dirtylog sweep --help')"]),
     (["simulat"], ["unknown command 'simulat'; did you mean simulate?"]),
     (["simulate", "--stop", "qmu"], ["'qmu'", "did you mean qemu?"]),
     (["sweep", "--trackers", "pml"], ["did you mean --tracker?"]),
