@@ -1170,7 +1170,7 @@ def cmd_record(args: argparse.Namespace) -> int:
                    f"{100 * n / c.total_pages:.1f} %", f"{rates[i]:,.1f} MiB/s")
     out.print(ct)
     out.print(f"[dim]{s.dirty_distinct:,} distinct pages written in all. Replay: dirtylog simulate --workload "
-              f"trace:{escape(args.output)} --memory {format_size(s.pages * s.page_size).replace(' ', '')} (or "
+              f"trace:{escape(args.output)} --memory {-(-s.pages * s.page_size // 2**20)}MiB (or "
               f"larger); curve: dirtylog curve {escape(args.output)}[/dim]")
     return 0
 
