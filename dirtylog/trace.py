@@ -161,17 +161,20 @@ def check_trace_bounds(data: TraceData, source: str, pages: Optional[int], vcpus
         big = data.page >= np.uint64(pages)
         if big.any():
             i = int(np.argmax(big))
+            need = int(data.page.max()) + 1
             raise ConfigError(
                 f"{source}: record {i}: page {int(data.page[i])} is out of range for a guest of {pages} pages "
-                f"(pages 0..{pages - 1})"
+                f"(pages 0..{pages - 1}); the trace needs a guest of at least {need} pages"
             )
     if vcpus is not None and data.vcpu is not None and data.vcpu.size:
         big = data.vcpu >= np.uint32(min(vcpus, _MAX_VCPU))
         if big.any():
             i = int(np.argmax(big))
+            need = int(data.vcpu.max()) + 1
             raise ConfigError(
-                f"{source}: record {i}: vcpu {int(data.vcpu[i])} is out of range for a guest of {vcpus} vCPUs "
-                f"(vCPUs 0..{vcpus - 1})"
+                f"{source}: record {i}: vcpu {int(data.vcpu[i])} is out of range for a guest of {vcpus} "
+                f"vCPU{'' if vcpus == 1 else 's'} (vCPUs 0..{vcpus - 1}); the trace needs at least {need} vCPUs "
+                f"(vcpus={need})"
             )
 
 

@@ -358,9 +358,11 @@ def test_bad_trace_files_name_the_record(tmp_path):
         d.load_trace(tmp_path / "t.txt")
     # out-of-range pages and vCPUs are found when the trace is bound to a guest
     w = d.Trace(time_ns=[0, 1, 2], pages=[1, 2, 99], vcpus=[0, 1, 0])
-    with pytest.raises(ConfigError, match=r"record 2: page 99 is out of range for a guest of 50 pages"):
+    with pytest.raises(ConfigError, match=r"record 2: page 99 is out of range for a guest of 50 pages "
+                                          r"\(pages 0..49\); the trace needs a guest of at least 100 pages"):
         w.writes(0, 1, pages=50, vcpus=2)
-    with pytest.raises(ConfigError, match=r"record 1: vcpu 1 is out of range for a guest of 1 vCPUs"):
+    with pytest.raises(ConfigError, match=r"record 1: vcpu 1 is out of range for a guest of 1 vCPU "
+                                          r"\(vCPUs 0..0\); the trace needs at least 2 vCPUs \(vcpus=2\)"):
         w.writes(0, 1, pages=100, vcpus=1)
     with pytest.raises(ConfigError, match="record 1: time_ns 1 is earlier"):
         d.save_trace(tmp_path / "x.npy", [2, 1], [0, 0])
