@@ -1242,6 +1242,12 @@ class DirtyRate(Workload):
         return lam if n == 1 else lam / -math.log1p(-1.0 / n)
 
     def _add(self, bw: BoundWorkload) -> None:
+        if self._shares_spec is not None and len(self._shares_spec) != bw.vcpus:
+            k = len(self._shares_spec)
+            raise ConfigError(
+                f"DirtyRate: the measurement has per-vCPU rates of {k} vCPUs but the guest has {bw.vcpus}; "
+                f"give the guest {k} vCPUs (vcpus={k})"
+            )
         sh = bw._shares(self._shares_spec, "DirtyRate (vcpu_rates)")
         lam = self.page_rate(bw.pages, bw.page_size)
         if lam <= 0.0:

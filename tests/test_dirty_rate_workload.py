@@ -54,7 +54,7 @@ def test_per_vcpu_rates_share_the_writes_as_the_ring_measured_them():
     assert r.vcpu_rates is not None
     assert r.vcpu_rates[0] == pytest.approx(60, rel=0.05)
     assert r.vcpu_rates[1] == pytest.approx(20, rel=0.05)
-    with pytest.raises(ConfigError, match="2 weight"):
+    with pytest.raises(ConfigError, match=r"per-vCPU rates of 2 vCPUs but the guest has 4; give the guest 2 vCPUs"):
         dirty_rate(w, GUEST, window="1s", mode="dirty-ring", vcpus=4)
 
 
