@@ -147,9 +147,10 @@ class PreCopy:
         half of the syncs since conditions last changed (at least 2 x
         ``stall_syncs``) no longer falls: even tilted down by 6 standard errors of
         its slope it would need more than 20 times as many syncs as it fits to reach
-        the threshold, and its level exceeds the threshold by more than 6 standard
-        deviations of the pending's scatter about it and 10 % (a lucky fluctuation
-        could not get below it). See :meth:`dirtylog.decision.SyncPolicy._stalled`.
+        the threshold, and its level exceeds the threshold by more than 15 standard
+        deviations of the pending's scatter about it and 10 % (a fluctuation, or a
+        wander slower than that scatter shows, could not get below it). See
+        :meth:`dirtylog.decision.SyncPolicy._stalled`.
     stall_syncs:
         The least number of syncs the verdict over syncs fits is twice this
         (default 5).

@@ -160,6 +160,52 @@ def test_no_stall_verdict_on_a_slow_drift_that_converges():
     assert on.to_json() == off.to_json()  # neither verdict touched the run
 
 
+def test_no_stall_verdict_just_above_the_threshold():
+    # pending falls to 1.2x the 2.39 MiB threshold by 36 s, wanders back up to 1.3x, holds there and then drifts
+    # down over 20 s: QEMU's loop converges at 61.5 s, after 250 syncs. The fitted line of the 40 syncs before 42.2 s
+    # was flat at 1.28x the threshold, more than 6 standard deviations of its scatter above it, and the verdict came
+    # then, 9.9 standard deviations of the pending's scatter above the threshold
+    kw = dict(memory="64MiB", workload=Zipf("10.738MB/s", s=0.991, seed=218), link=Link(12.5e6), tracker="ring",
+              vcpus=4, zero_pages=0.3, seed=218, huge_pages="lazy")
+    limits = dict(downtime_limit=0.5, max_bandwidth=5e6)
+    off = simulate(**kw, policy=PreCopy(**limits, stop_when_stalled=False), give_up_after=120)
+    assert off.status == "completed" and off.converged and off.total_time == pytest.approx(61.5, abs=0.1)
+    assert off.dirty_sync_count > 200
+    on = simulate(**kw, policy=PreCopy(**limits), give_up_after=120)
+    assert on.to_json() == off.to_json()  # neither verdict touched the run
+
+
+@pytest.mark.parametrize("level, sd, rise, verdict", [
+    (1.22, 0.003, 0.0, True),    # hopeless and smooth (Uniform at twice the link's rate: 1.22x, 0.3 % scatter)
+    (1.05, 0.001, 0.0, False),   # within 10 % of the threshold
+    (1.3, 0.03, 0.3, False),     # wandering up to 10 standard deviations above it: seen to wander below it later
+    (1.6, 0.03, 0.3, True),      # to 20
+], ids=["smooth", "within-10-percent", "10-sd", "20-sd"])
+def test_the_stall_verdicts_level_margin(level, sd, rise, verdict):
+    """The rule on its own: a pending set that has stopped falling (here: rising by ``rise`` x the threshold
+    over 80 syncs, which the trend test lets through) is judged against STALL_LEVEL_SIGMAS standard deviations
+    of its scatter about the fitted line, at least STALL_MARGIN of the threshold, not a share of it alone."""
+    from dirtylog.decision import STALL_LEVEL_SIGMAS, STALL_MARGIN, SyncPolicy, SyncState
+
+    assert (STALL_LEVEL_SIGMAS, STALL_MARGIN) == (15.0, 0.1)
+    page, pages, syncs = 4096, 100_000, 80
+    threshold = float(page * pages)
+    pol = SyncPolicy(PreCopy())
+    rng = random.Random(3)
+    got = None
+    for i in range(syncs):
+        n = int(pages * (level - rise * (syncs - 1 - i) / (syncs - 1) + rng.gauss(0.0, sd)))
+        got = pol.decide(SyncState(pending_pages=n, page_size=page, threshold=threshold, round_index=i + 1,
+                                   sent_precopy=0, memory=1 << 30, clock=float(i), throttle_can_step=False,
+                                   faults_pending=False, stationary=True))
+        if got.action != "continue":
+            break
+    assert got is not None
+    assert (got.action == "rollback") is verdict, got.reason
+    if verdict:
+        assert STALL in got.reason
+
+
 def test_off_turns_both_verdicts_off():
     r = simulate(**HOPELESS, policy=PreCopy(stop_when_stalled=False), give_up_after="30s")
     assert "iterate forever" in r.reason and r.total_time == pytest.approx(30)
