@@ -956,15 +956,20 @@ static void segment_sink(void *ctx, uint32_t j, const uint64_t *pages, size_t n)
 }
 
 /* The segment's guest slice is applied: a page written only before its send in the
- * segment is not stale (the tracker marked it), then the list starts over. */
+ * segment is not stale (the tracker marked it), then the list starts over. The send
+ * raised the stale floor above the word already, but a dl_engine_dirty_fill while the
+ * slice was partly applied may have lowered it since (the word all ones again): raised
+ * here too, as before any clear. */
 static void segment_finish(dl_engine *e)
 {
     uint64_t *stale = dl__tracker_stale(e->t);
     uint64_t *filter = e->seg_filter;
     for (size_t x = 0, n = e->seg_ne; x < n; x++) {
         const uint64_t wi = e->seg_word[x], only_early = e->seg_early[x] & ~e->seg_late[x];
-        if (stale)
+        if (stale && only_early) {
+            stale_floor_above(e, wi);
             stale[wi] &= ~only_early;
+        }
         e->seg_early[x] = e->seg_late[x] = e->seg_zero[x] = 0;
         const uint64_t h = seg_hash(wi);
         filter[h >> 6] = 0;
