@@ -119,7 +119,12 @@ def _bind(workload: Any, pages: int, vcpus: int, page_size: int) -> Any:
         return None
     bind = getattr(workload, "bind", None)
     if bind is None:
-        raise TypeError(f"workload must be a dirtylog workload (Uniform, Hotspot, ...), got {type(workload).__name__}")
+        hint = ""
+        if isinstance(workload, str):  # simulate() and sweeps take spec strings; Migration takes the objects
+            hint = (f" {workload!r}: build the object from the spec with "
+                    f"dirtylog.specs.parse_workload({workload!r}) (simulate() takes the spec itself)")
+        raise TypeError(f"workload must be a dirtylog workload (Uniform, Hotspot, ...), got "
+                        f"{type(workload).__name__}{hint}")
     return bind(pages, vcpus=vcpus, page_size=page_size)
 
 

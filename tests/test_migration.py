@@ -270,3 +270,12 @@ def test_bad_arguments_raise_clear_errors(make):
     with pytest.raises(ConfigError) as e:
         make()
     assert str(e.value)
+
+
+def test_migration_given_a_spec_string_says_how_to_build_the_workload():
+    # simulate() takes spec strings; Migration takes workload objects, and says how to build one
+    with pytest.raises(TypeError, match=r"got str 'hotspot:1GiB/s': build the object from the spec with "
+                                        r"dirtylog\.specs\.parse_workload\('hotspot:1GiB/s'\)"):
+        Migration(memory="64MiB", workload="hotspot:1GiB/s")
+    with pytest.raises(TypeError, match=r"got int$"):
+        Migration(memory="64MiB", workload=5)
