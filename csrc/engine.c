@@ -98,13 +98,15 @@ DL_ALWAYS_INLINE uint64_t seg_hash(uint64_t p) { return (p * UINT64_C(0x9e3779b9
 
 enum { G_SOURCE = 1, G_DEST = 2 };
 
-/* Before a send clears a stale bit in word wi: the tracker's stale floor (the words from
- * which on all bits are set, so writes there skip their store) moves above wi. */
-DL_ALWAYS_INLINE void stale_floor_above(dl_engine *e, uint64_t wi)
+/* Clears the bits `mask` of stale word wi (pages sent). The tracker's stale floor (the
+ * words from which on all bits are set, so writes there skip their store) moves above
+ * wi first: every clear goes through here, so none can leave a cleared bit above it. */
+DL_ALWAYS_INLINE void stale_clear(dl_engine *e, uint64_t *stale, uint64_t wi, uint64_t mask)
 {
     uint64_t *floor = dl__tracker_stale_floor(e->t);
     if (wi >= *floor)
         *floor = wi + 1;
+    stale[wi] &= ~mask;
 }
 
 void dl_engine_config_init(dl_engine_config *cfg)
@@ -512,10 +514,8 @@ DL_ALWAYS_INLINE int deliver(dl_engine *e, uint64_t p, const uint32_t *src, uint
     }
     if (dst)
         dst[p] = src ? src[p] : 0;
-    if (stale) {
-        stale_floor_above(e, p >> 6);
-        stale[p >> 6] &= ~(UINT64_C(1) << (p & 63));
-    }
+    if (stale)
+        stale_clear(e, stale, p >> 6, UINT64_C(1) << (p & 63));
     return DL_OK;
 }
 
@@ -764,10 +764,8 @@ DL_ALWAYS_INLINE void pc_receive(dl_engine *e, const uint32_t *src, uint64_t p)
     if (e->dst)
         e->dst[p] = src ? src[p] : 0;
     uint64_t *stale = dl__tracker_stale(e->t);
-    if (stale) {
-        stale_floor_above(e, p >> 6);
-        stale[p >> 6] &= ~(UINT64_C(1) << (p & 63));
-    }
+    if (stale)
+        stale_clear(e, stale, p >> 6, UINT64_C(1) << (p & 63));
     e->pc.remaining--;
 }
 
@@ -966,10 +964,8 @@ static void segment_finish(dl_engine *e)
     uint64_t *filter = e->seg_filter;
     for (size_t x = 0, n = e->seg_ne; x < n; x++) {
         const uint64_t wi = e->seg_word[x], only_early = e->seg_early[x] & ~e->seg_late[x];
-        if (stale && only_early) {
-            stale_floor_above(e, wi);
-            stale[wi] &= ~only_early;
-        }
+        if (stale && only_early)
+            stale_clear(e, stale, wi, only_early);
         e->seg_early[x] = e->seg_late[x] = e->seg_zero[x] = 0;
         const uint64_t h = seg_hash(wi);
         filter[h >> 6] = 0;
@@ -1434,10 +1430,8 @@ int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, ui
                               (!e->budget || e->ct.window_bytes + bytes + (k - 1) * pb < e->budget)))
                             break;
                         e->mbm[wi] &= ~w;
-                        if (stale) {
-                            stale_floor_above(e, wi);
-                            stale[wi] &= ~w;
-                        }
+                        if (stale)
+                            stale_clear(e, stale, wi, w);
                         if (listed)
                             segment_sent_word(e, wi, w, chunk_start, 0);
                         e->ct.remaining -= k;
