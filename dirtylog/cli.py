@@ -761,15 +761,15 @@ def _guest_line(memory: int, spec: str, vcpus: int) -> str:
 
 class _MigrationBar:
     """simulate's progress bar (stderr), called by Migration.run: one bar over the give-up horizon (it
-    does not restart each round), with the simulated time, the round, the memory left in it, the expected
-    downtime against the limit, and where the run gives up."""
+    does not restart each round), with the simulated time, the round, the memory remaining (QEMU's
+    ram.remaining: Migration.memory_remaining), the expected downtime against the limit, and where the run
+    gives up."""
 
-    def __init__(self, forced: bool, limit: float, downtime_limit: float, page_size: int) -> None:
+    def __init__(self, forced: bool, limit: float, downtime_limit: float) -> None:
         from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
 
         self._limit = limit
         self._dl = downtime_limit
-        self._psize = page_size
         self._p = Progress(SpinnerColumn(), TextColumn("{task.description:<9}"), BarColumn(bar_width=8),
                            TextColumn("{task.fields[info]}"),
                            console=_console(stderr=True, force_terminal=True if forced else None), transient=True)
@@ -781,10 +781,10 @@ class _MigrationBar:
         phase = cr["phase"]
         desc = {"precopy": f"round {cr['index']}", "downtime": "stop-and-copy", "switchover": "switch-over",
                 "postcopy": "post-copy"}.get(phase, phase)
-        left = max(int(cr["pages_total"]) - int(cr["pages_sent"]), 0) * self._psize
+        left = m.memory_remaining
         exp = m.expected_downtime
-        # the bar: simulated time against the give-up horizon; then what is left of the round, and the
-        # downtime expected at the last sync against the limit (fits 80 columns)
+        # the bar: simulated time against the give-up horizon; then what is left to send (QEMU's
+        # remaining), and the downtime expected at the last sync against the limit (fits 80 columns)
         horizon = f" / {format_time(self._limit)}" if math.isfinite(self._limit) else " simulated"
         info = [f"{format_time(cr['clock'])}{horizon}", f"{format_size(left)} left"]
         if exp == exp:  # known after the first sync
@@ -853,7 +853,7 @@ def _run(m: Any, give_up: float, args: argparse.Namespace) -> Any:
     """Migration.run (the one run loop), with simulate's progress bar when wanted."""
     mode = _want_progress(args)
     limit = math.inf if m.policy.timeout is not None else give_up
-    bar = _MigrationBar(bool(mode), limit, m.policy.downtime_limit, m.page_size) if mode is not None else None
+    bar = _MigrationBar(bool(mode), limit, m.policy.downtime_limit) if mode is not None else None
     try:
         return m.run(give_up_after=give_up, progress=bar)
     finally:

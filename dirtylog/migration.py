@@ -375,6 +375,7 @@ class Migration:
         self._pc_done_at = math.nan
         self._pc_state = ffi.new("dl_postcopy_state *")
         self._bytes_at_resume = 0
+        self._remaining_at_rollback = 0  # memory_remaining (pages) when a rollback ended the migration
         # QEMU's dirty-rate period and the throttles it steps (dirtylog.throttle)
         self._period = DirtyRatePeriod(self.policy.throttle_trigger_threshold)
         self._autoconverge = AutoConverge(self.policy, self.engine) if self.policy.auto_converge else None
@@ -473,6 +474,33 @@ class Migration:
         if self._final_stage == "tail":
             return min(nxt, self._pc_done_at)
         return min(nxt, now)
+
+    @property
+    def memory_remaining(self) -> int:
+        """Bytes still to send now, as QEMU's query-migrate ``ram.remaining`` (``ram_bytes_remaining()``:
+        the dirty pages in the migration bitmap x page size). The bitmap starts with every page set and
+        each page sent clears its bit, so it falls as pages go, in round 0 too, and grows only at a sync
+        (by the pages it finds newly dirty); in the stop-and-copy it falls to 0, in post-copy it is the
+        pages the destination still lacks. 0 once the migration has completed (QEMU reports none then).
+        After a rollback (failed, cancelled) it is what was left when the migration stopped (QEMU's
+        query-migrate reports no RAM figures then); after a loss in post-copy, the pages only the
+        source held."""
+        return self._remaining_pages() * self.page_size
+
+    def _remaining_pages(self) -> int:
+        phase = self.phase
+        if phase == "completed":
+            return 0
+        if phase in ("failed", "cancelled"):
+            return self._remaining_at_rollback
+        if phase == "setup":  # QEMU's ram_state_init: every page dirty before the first send
+            return self.pages
+        if self._pc_started:  # post-copy, and a loss during it: the pages the destination lacks
+            check(lib.dl_engine_postcopy_state(self._e, self._pc_state), "post-copy")
+            return int(self._pc_state.remaining)
+        if phase == "switchover":  # post-copy's pause: the last dirty set, taken out of the engine's bitmap
+            return int(self._pc_stale.size) if self._pc_stale is not None else 0
+        return self.engine.remaining
 
     @property
     def current_round(self) -> Dict[str, Any]:
@@ -1187,6 +1215,7 @@ class Migration:
 
     def _rollback(self, reason: str, status: str = "failed") -> None:
         self.engine.catch_up()  # the guest runs up to the clock first (see Engine.catch_up)
+        self._remaining_at_rollback = self._remaining_pages()
         if self.tracker.logging:
             self.tracker.stop()
         check(lib.dl_engine_set_throttle(self._e, 0.0), "resume the source")
@@ -1255,6 +1284,7 @@ class Migration:
             guest_writes=int(st.writes),
             guest_lost=float(st.lost),
             device_bytes=self.device_bytes,
+            memory_remaining=self.memory_remaining,
             rounds=list(self.rounds),
             tracker_stats=self.tracker.stats.to_dict(),
             models=self._models(rate),

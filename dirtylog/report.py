@@ -110,6 +110,13 @@ class MigrationReport:
     guest_writes: int
     guest_lost: float
     device_bytes: int
+    #: Bytes still to send when the report was taken: QEMU's query-migrate ``ram.remaining``
+    #: (``ram_bytes_remaining()``, the dirty pages in the migration bitmap x page size). It falls as
+    #: pages are sent (in round 0 too: the bitmap starts with every page set) and grows only at a sync;
+    #: 0 once completed. In a failed or cancelled report, what was left when the migration stopped
+    #: (QEMU reports no RAM figures then); after a loss in post-copy, the pages only the source held.
+    #: See :attr:`dirtylog.Migration.memory_remaining`.
+    memory_remaining: int
     rounds: List[RoundReport] = field(default_factory=list)
     tracker_stats: Dict[str, Any] = field(default_factory=dict)
     models: Dict[str, Any] = field(default_factory=dict)
@@ -147,16 +154,6 @@ class MigrationReport:
         return sum(1 for r in self.rounds if not r.final and not r.postcopy)
 
     @property
-    def memory_remaining(self) -> int:
-        """Bytes still to send when the report was taken (QEMU's remaining ram): 0 once the guest
-        runs on the destination; otherwise what the last sync found dirty (all of memory before
-        the first round ends)."""
-        if self.status == "completed":
-            return 0
-        live = [r for r in self.rounds if not r.final and not r.postcopy]
-        return live[-1].dirty_pages * self.page_size if live else self.memory
-
-    @property
     def mbps(self) -> float:
         """The migration's mean throughput in megabits per second (QEMU's mbps)."""
         return self.transferred * 8 / 1e6 / self.total_time if self.total_time > 0 else 0.0
@@ -177,12 +174,11 @@ class MigrationReport:
         return json.dumps(json_safe(self.to_dict()), indent=indent)
 
     def to_dict(self) -> Dict[str, Any]:
-        """Every field, and the operator figures (``precopy_rounds``, ``memory_remaining``, ``mbps``,
-        ``pages_per_second``, ``multifd_bytes``); a downtime that never happened is NaN (null in JSON)."""
+        """Every field, and the operator figures (``precopy_rounds``, ``mbps``, ``pages_per_second``,
+        ``multifd_bytes``); a downtime that never happened is NaN (null in JSON)."""
         d = asdict(self)
         d["rounds"] = [r.to_dict() for r in self.rounds]
         d["precopy_rounds"] = self.precopy_rounds
-        d["memory_remaining"] = self.memory_remaining
         d["mbps"] = self.mbps
         d["pages_per_second"] = self.pages_per_second
         d["multifd_bytes"] = self.multifd_bytes

@@ -51,6 +51,8 @@ FIGURES: Tuple[Tuple[str, str, str], ...] = (
     ("pause_bytes", "pause bytes", "B"),             # downtime-bytes: sent while the guest is paused
     ("first_round", "to sync 2", "B"),               # bytes sent before the second sync
     ("rounds", "rounds 2-4", "B"),                   # bytes sent between the next syncs (up to three rounds)
+    ("remaining", "remaining r0", "B"),              # ram.remaining at 1/6, 1/3, 1/2 of memory / max-bandwidth
+    ("remaining_end", "left at end", "B"),           # median ram.remaining, last 5 s of a run that never converged
     ("zero_pages", "zero pages", "count"),           # duplicate
     ("throttle", "throttle", "%"),                   # the final cpu-throttle-percentage
     ("postcopy_requests", "pc requests", "count"),   # postcopy-requests
@@ -73,7 +75,17 @@ FLOORS: Dict[str, Tuple[float, float]] = {
     "throttle": (10.0, 0.0),
     "postcopy_requests": (10.0, 0.25),
     "xbzrle_pages": (64.0, 0.10),
+    # and at least QEMU's resolution: one window's budget (see band's ``resolution``)
+    "remaining": (0.0, 0.02),
+    "remaining_end": (0.0, 0.02),
 }
+
+#: When ``remaining`` is sampled: these fractions of memory / max-bandwidth (the first pass's length at the
+#: cap), all inside round 0 (half of memory zero, as in zero-half, makes round 0 about 0.55 of that long)
+REMAINING_AT = (1 / 6, 1 / 3, 1 / 2)
+#: ``remaining_end``: the median of ram.remaining over this many seconds before a migration that never
+#: converged was cancelled (it swings within each round: one sample would be a matter of phase)
+REMAINING_TAIL = 5.0
 
 _SYNC_STALL = ("sync stalls on the recording host: QEMU 7.2 takes the big QEMU lock for each sync "
                "(ram_save_pending, migration/ram.c); under TCG on the loaded 2-core host a window next to a sync "
@@ -94,6 +106,10 @@ _PC_SWITCH = ("post-copy switch-over: QEMU's pause sends no RAM (downtime-bytes 
               "and stopping the TCG vCPU at load 12 on 2 cores), its pre-copy pauses show the same noise (hot-under "
               "sent exactly 7,355,442 bytes in 26, 60 and 87 ms; xbzrle-2 5.3 MiB in 6 ms), and two post-copy runs "
               "re-recorded at load 7 took 7 and 25 ms (validation/evidence/)")
+_ZERO_ORDER = ("zero-page order: the guest's zero pages are the unfilled top half of its memory, which QEMU's first "
+               "pass reaches last and sends as headers in a burst (zero-half-1: remaining fell from 131 MiB to 15 MiB "
+               "in 0.34 s); dirtylog scatters its zero pages, so its round 0 sends them all along and what is left "
+               "falls faster early on")
 #: (scenario, figure) -> the gap that keeps dirtylog from matching QEMU there. Remove an
 #: entry when the gap is closed; tests/test_validation.py marks each as an expected
 #: failure (strict=False), ``dirtylog validate`` shows it as a known gap.
@@ -107,6 +123,7 @@ KNOWN_GAPS: Dict[Tuple[str, str], str] = {
     ("postcopy", "downtime"): _PC_SWITCH,
     ("postcopy", "zero_pages"): _ZERO_LAYOUT,
     ("xbzrle", "zero_pages"): _ZERO_LAYOUT,
+    ("zero-half", "remaining"): _ZERO_ORDER,
     ("noconverge", "rounds"): _SYNC_STALL,
     ("hot-above", "rounds"): _SYNC_STALL,
     # swept faster than the per-window syncs: neither converges; QEMU's stalled syncs are fewer
@@ -171,6 +188,24 @@ def _at(series: List[Dict[str, Any]], t: float, key: str) -> float:
             return float(prev[key]) + f * (float(s[key]) - float(prev[key]))
         prev = s
     return float(prev[key]) if prev is not None else math.nan
+
+
+def _remaining_figures(series: List[Dict[str, Any]], memory: int, max_bandwidth: float, t_end: float,
+                       converged: bool) -> Tuple[Optional[Tuple[int, ...]], Optional[int]]:
+    """The ``remaining`` and ``remaining_end`` figures from a series polled every 100 ms (``t``,
+    ``remaining``: QEMU's query-migrate, or dirtylog's :attr:`~dirtylog.Migration.memory_remaining`
+    polled the same way): the remaining bytes at :data:`REMAINING_AT` x memory / max-bandwidth, and, for a
+    migration that never converged (ended at ``t_end``), their median over its last :data:`REMAINING_TAIL`
+    seconds."""
+    live = [s for s in series if s.get("remaining") is not None]
+    early = None
+    if live and max_bandwidth > 0:
+        early = tuple(int(round(_at(live, f * memory / max_bandwidth, "remaining"))) for f in REMAINING_AT)
+    end = None
+    if not converged:
+        tail = [s["remaining"] for s in live if t_end - REMAINING_TAIL <= s["t"] <= t_end]
+        end = int(statistics.median(tail)) if tail else None
+    return early, end
 
 
 def _guest_rate(data: Dict[str, Any], t_end: float, series: List[Dict[str, Any]]) -> float:
@@ -255,6 +290,11 @@ def load_run(path: Union[str, Path]) -> QemuRun:
             steps.append(int(v))
     if "auto-converge" in cfg["capabilities"]:
         figures["throttle"] = steps[-1] if steps else 0
+    # what query-migrate shows while the guest runs on the source (a cancelled run reports no RAM at the end)
+    active = [s for s in live if s.get("status") == "active"]
+    figures["remaining"], figures["remaining_end"] = _remaining_figures(
+        active, int(ram.get("total") or last.get("total") or 0), float(cfg["max_bandwidth"]),
+        float(active[-1]["t"]) if active else 0.0, converged=status == "completed")
     xb_ratio = None
     if "xbzrle" in cfg["capabilities"]:
         xb = final.get("xbzrle-cache") or {}
@@ -390,36 +430,44 @@ def inputs(runs: Sequence[QemuRun], seed: int = 1) -> Dict[str, Any]:
 RUNNER_POLL = 0.1
 
 
-def _simulate(args: Dict[str, Any], runs: Sequence[QemuRun]) -> Any:
-    """dirtylog's run of a scenario. A post-copy scenario starts post-copy as the runner did:
-    ``migrate-start-postcopy`` at its first poll (every 100 ms) that sees dirty-sync-count reach
-    the scenario's figure, acted on by the migration thread at its next iteration
-    (:meth:`dirtylog.Migration.start_postcopy`)."""
-    from .migration import Migration, Phase, simulate
+def _simulate(args: Dict[str, Any], runs: Sequence[QemuRun]) -> Tuple[Any, List[Dict[str, Any]]]:
+    """dirtylog's run of a scenario, and its ``memory_remaining`` polled as the runner polls QEMU's
+    query-migrate: every 100 ms while the guest runs on the source. A post-copy scenario starts
+    post-copy as the runner did: ``migrate-start-postcopy`` at its first poll that sees
+    dirty-sync-count reach the scenario's figure, acted on by the migration thread at its next
+    iteration (:meth:`dirtylog.Migration.start_postcopy`). Stepping changes no figure (the step API
+    gives :func:`dirtylog.simulate`'s report)."""
+    from .migration import Migration, Phase
     from .policy import PostCopy
 
     after = runs[0].postcopy_after_sync
     pol = args["policy"]
-    if not after or not isinstance(pol, PostCopy):
-        return simulate(**args)
     kw = {k: v for k, v in args.items() if k != "give_up_after"}
-    kw["policy"] = PostCopy(after_rounds=1 << 30, precopy=pol.precopy, read_share=pol.read_share,
-                            prepage=pol.prepage, channel_backlog=pol.channel_backlog)
+    if after and isinstance(pol, PostCopy):
+        kw["policy"] = PostCopy(after_rounds=1 << 30, precopy=pol.precopy, read_share=pol.read_share,
+                                prepage=pol.prepage, channel_backlog=pol.channel_backlog)
     m = Migration(**kw)
+    polled: List[Dict[str, Any]] = []
     t = 0.0
     while m.phase in (Phase.SETUP, Phase.PRECOPY) and t < args["give_up_after"]:
         t += RUNNER_POLL
         m.run_until(t)
-        if m.phase == Phase.PRECOPY and m.dirty_sync_count >= after:
+        if m.phase in (Phase.SETUP, Phase.PRECOPY):
+            polled.append({"t": m.clock, "remaining": m.memory_remaining})
+        if after and m.phase == Phase.PRECOPY and m.dirty_sync_count >= after:
             m.start_postcopy()
             break
-    return m.run(give_up_after=args["give_up_after"])
+    return m.run(give_up_after=args["give_up_after"]), polled
 
 
-def _dirtylog_figures(report: Any, runs: Sequence[QemuRun]) -> Dict[str, Any]:
+def _dirtylog_figures(report: Any, runs: Sequence[QemuRun], polled: Sequence[Dict[str, Any]] = ()) -> Dict[str, Any]:
+    """dirtylog's values of :data:`FIGURES`; ``polled``: its ``memory_remaining`` every 100 ms of the live
+    phase (:func:`_simulate`)."""
     from .sweeps import _verdict
 
     completed = report.status == "completed"
+    early, end = _remaining_figures(list(polled), report.memory, runs[0].max_bandwidth,
+                                    polled[-1]["t"] if polled else 0.0, converged=completed)
     live = [r for r in report.rounds if not r.final]
     caps = runs[0].capabilities
     xb = report.compression.get("xbzrle") or {}
@@ -439,6 +487,8 @@ def _dirtylog_figures(report: Any, runs: Sequence[QemuRun]) -> Dict[str, Any]:
         "throttle": report.cpu_throttle_percentage if "auto-converge" in caps else None,
         "postcopy_requests": report.postcopy_requests if "postcopy-ram" in caps else None,
         "xbzrle_pages": xb.get("pages") if "xbzrle" in caps else None,
+        "remaining": early,
+        "remaining_end": end,
     }
 
 
@@ -494,18 +544,20 @@ class Figure:
                 "status": self.status, "gap": self.gap}
 
 
-def band(key: str, values: Sequence[float]) -> Tuple[float, float]:
-    """The tolerance band of a numeric figure from QEMU's repeats (see :data:`FLOORS`)."""
+def band(key: str, values: Sequence[float], resolution: float = 0.0) -> Tuple[float, float]:
+    """The tolerance band of a numeric figure from QEMU's repeats (see :data:`FLOORS`); the margin is
+    at least ``resolution``, the step in which QEMU's figure moves (for ``remaining``: one window's
+    budget, max-bandwidth x 100 ms)."""
     lo, hi = min(values), max(values)
     absolute, relative = FLOORS.get(key, (0.0, 0.0))
     med = abs(statistics.median(values))
-    margin = max((hi - lo) / 2.0, absolute, relative * med)
+    margin = max((hi - lo) / 2.0, absolute, relative * med, resolution)
     if key == "zero_pages":  # dirtylog draws its zero pages at random: 3 standard deviations of that draw
         margin = max(margin, 3.0 * math.sqrt(med))
     return lo - margin, hi + margin
 
 
-def _judge(scenario: str, key: str, qemu: Sequence[Any], mine: Any) -> Figure:
+def _judge(scenario: str, key: str, qemu: Sequence[Any], mine: Any, resolution: float = 0.0) -> Figure:
     label, unit = next((lab, u) for k, lab, u in FIGURES if k == key)
     gap = KNOWN_GAPS.get((scenario, key), "")
     vals = [q for q in qemu if q is not None and q != ()]
@@ -514,17 +566,17 @@ def _judge(scenario: str, key: str, qemu: Sequence[Any], mine: Any) -> Figure:
     lo = hi = None
     if key == "verdict":
         ok = mine in vals
-    elif key == "rounds":
-        # no later round agrees with a QEMU run that had none; otherwise as many rounds as
-        # dirtylog and every QEMU run have, each within QEMU's band
+    elif key in ("rounds", "remaining"):
+        # per-round (per-sample) figures: no later round agrees with a QEMU run that had none; otherwise
+        # as many as dirtylog and every QEMU run have, each within QEMU's band
         k = min([len(mine or ())] + [len(v) for v in vals])
+        bands = [band(key, [float(v[i]) for v in vals], resolution) for i in range(k)]
         ok = (not mine and any(q == () for q in qemu)) or k > 0 and all(
-            band(key, [float(v[i]) for v in vals])[0] <= float(mine[i]) <= band(key, [float(v[i]) for v in vals])[1]
-            for i in range(k))
+            lo_i <= float(mine[i]) <= hi_i for i, (lo_i, hi_i) in enumerate(bands))
     elif not vals or mine is None:
         ok = False
     else:
-        lo, hi = band(key, [float(v) for v in vals])
+        lo, hi = band(key, [float(v) for v in vals], resolution)
         ok = lo <= float(mine) <= hi
     if ok:
         status = "fixed gap" if gap else "ok"
@@ -725,8 +777,11 @@ def compare(paths: Sequence[Union[str, Path]] = (), scenarios: Optional[Sequence
             progress(name)
         runs.sort(key=lambda r: r.repeat)
         args = inputs(runs, seed=seed)
-        report = _simulate(args, runs)
-        mine = _dirtylog_figures(report, runs)
-        figs = [_judge(name, key, [r.figures.get(key) for r in runs], mine.get(key)) for key, _, _ in FIGURES]
+        report, polled = _simulate(args, runs)
+        mine = _dirtylog_figures(report, runs, polled)
+        # QEMU's remaining moves in steps of one window's budget, and the runner polls every 100 ms
+        step = runs[0].max_bandwidth * RUNNER_POLL
+        figs = [_judge(name, key, [r.figures.get(key) for r in runs], mine.get(key),
+                       resolution=step if key.startswith("remaining") else 0.0) for key, _, _ in FIGURES]
         out.append(ScenarioComparison(name, runs, report, figs, args))
     return Comparison(out)
