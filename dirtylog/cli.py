@@ -1050,7 +1050,7 @@ def cmd_curve(args: argparse.Namespace) -> int:
     if args.json != "-":
         con = _Out()
         memory = c.total_pages * c.page_size
-        nominal = wl.write_rate(pages=c.total_pages, page_size=c.page_size)
+        assert c.writes is not None  # dirty_curve counts them
         con.print(f"[bold]Dirty curve[/bold] of a {_guest_line(memory, args.workload, args.vcpus)} ({c.mode}); "
                   f"each window from a clean state at t = {format_time(c.start)}")
         from .render import Column, table
@@ -1061,7 +1061,7 @@ def cmd_curve(args: argparse.Namespace) -> int:
         rates = c.rates_mib_s()
         for i in sorted(range(len(c.windows)), key=lambda k: c.windows[k]):
             wdw, n = float(c.windows[i]), float(c.dirty_pages[i])
-            rows.append(([format_time(wdw), f"{nominal * wdw:,.0f}", f"{n:,.0f}", format_size(n * c.page_size),
+            rows.append(([format_time(wdw), f"{int(c.writes[i]):,}", f"{n:,.0f}", format_size(n * c.page_size),
                           f"{100 * n / c.total_pages:.1f} %", f"{rates[i]:,.1f} MiB/s"], ""))
         _print_lines(table(cols, rows, _width()))
     if args.plot:

@@ -103,6 +103,9 @@ class DirtyCurveResult:
                       page-sampling mode)
         sample_dirty  page-sampling: dirty pages counted in the sample, else None
         sampled       page-sampling: pages in the sample, else None
+        writes        page writes the workload made in each window (counted, not its mean
+                      rate x the window: a recording's first second can hold far more than
+                      its mean); never fewer than dirty_pages in dirty-bitmap mode
     """
 
     windows: np.ndarray
@@ -113,6 +116,7 @@ class DirtyCurveResult:
     start: float = 0.0
     sample_dirty: Optional[np.ndarray] = None
     sampled: Optional[int] = None
+    writes: Optional[np.ndarray] = None
 
     def rates_mib_s(self) -> np.ndarray:
         """The dirty rate each window would report (MiB/s)."""
@@ -128,6 +132,7 @@ class DirtyCurveResult:
             "start": self.start,
             "sample_dirty": None if self.sample_dirty is None else self.sample_dirty.tolist(),
             "sampled": self.sampled,
+            "writes": None if self.writes is None else self.writes.tolist(),
         }
 
     def fit(self, **kwargs: Any) -> Any:
@@ -282,6 +287,7 @@ def dirty_curve(
     t0 = parse_time(start, name="start")
     order = np.argsort(ws, kind="stable")
     dirty = np.zeros(ws.size, dtype=np.int64 if m == "dirty-bitmap" else np.float64)
+    writes = np.zeros(ws.size, dtype=np.int64)
     raw = None
     sample = None
     if m == "page-sampling":
@@ -297,6 +303,7 @@ def dirty_curve(
         if end > now:
             workload.run(tr, now, end)
             now = end
+        writes[i] = tr.stats.writes
         if sample is None:
             dirty[i] = tr.stats.dirty_pages
         else:
@@ -305,5 +312,5 @@ def dirty_curve(
             raw[i] = d
             dirty[i] = d / sample.size * pages
     return DirtyCurveResult(
-        ws, dirty, pages, psize, m, t0, raw, None if sample is None else int(sample.size)
+        ws, dirty, pages, psize, m, t0, raw, None if sample is None else int(sample.size), writes
     )

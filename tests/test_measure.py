@@ -102,6 +102,31 @@ def test_dirty_curve_equals_fresh_runs_per_window():
     json.dumps(res.to_dict())
 
 
+def test_curve_counts_the_writes_of_each_window_not_the_mean_rate():
+    # a recording's start is often a burst (a large mapping appearing): 10,000 pages in the first 10 ms,
+    # then 100 pages/s for 10 s; the mean rate (about 1,000 writes/s) x 100 ms would say 110 writes there
+    burst = np.linspace(0, 9e6, 10_000).astype(np.int64)
+    later = (np.arange(1000) * 10_000_000 + 20_000_000).astype(np.int64)
+    pages = np.concatenate([np.arange(10_000), np.random.default_rng(1).integers(0, 20_000, 1000)])
+    tr = d.Trace(time_ns=np.concatenate([burst, later]), pages=pages, guest_pages=20_000)
+    t_ns = tr.data.time_ns
+    for start in (0.0, 0.5):
+        res = dirty_curve(tr, 20_000 * 4096, [1, 0.1, 5], start=start)
+        assert res.writes is not None
+        for wdw, writes, dirty in zip(res.windows, res.writes, res.dirty_pages):
+            lo, hi = int(round(start * 1e9)), int(round((start + wdw) * 1e9))
+            assert writes == int(((t_ns >= lo) & (t_ns < hi)).sum())  # every record in the window, once
+            assert writes >= dirty  # each dirty page took at least one write
+    first = dirty_curve(tr, 20_000 * 4096, [0.1])
+    assert first.writes[0] >= 10_000 and first.dirty_pages[0] >= 10_000
+    assert json.loads(json.dumps(first.to_dict()))["writes"] == first.writes.tolist()
+    # a synthetic workload: the counted writes are its rate x the window (Poisson-free: exactly paced)
+    seq = dirty_curve(d.Sequential(2000), "64MiB", [0.5, 2])
+    assert np.all(np.abs(seq.writes - 2000 * seq.windows) <= 1)
+    sampled = dirty_curve(tr, 20_000 * 4096, [0.1, 1], mode="page-sampling", seed=1)
+    assert sampled.writes.tolist() == dirty_curve(tr, 20_000 * 4096, [0.1, 1]).writes.tolist()
+
+
 def test_sampled_dirty_curve_and_fit():
     n = 2**18
     windows = [0.1, 0.5, 2, 8]
