@@ -453,8 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_migration(s)
     o = s.add_argument_group("output")
     _add_json(o, "the full report (query-migrate fields, every round, the models)")
-    o.add_argument("--plot", metavar="FILE", help="draw dirty pages and expected downtime per round to FILE "
-                                                  "(.png, .svg, .pdf; needs matplotlib)")
+    o.add_argument("--plot", metavar="FILE", help="draw each round's dirty memory, what is left after each sync and "
+                                                  "the switch-over threshold to FILE (.png, .svg, .pdf; needs matplotlib)")
     o.add_argument("--rounds", type=_positive_int("rounds", 0), default=40, metavar="N",
                    help="show at most N rounds in the table, the first and the last ones (0: all; default 40)")
     o.add_argument("--no-models", action="store_true", help="leave out the table of model predictions")

@@ -110,7 +110,7 @@ def _merge_rounds(a: RoundReport, b: RoundReport) -> RoundReport:
         guest_slowdown=a.guest_slowdown if dur <= 0 else min(100.0, (a.guest_slowdown * a.duration
                                                                       + b.guest_slowdown * b.duration) / dur),
         throttle=(a.throttle * a.duration + b.throttle * b.duration) / dur if dur > 0 else b.throttle,
-        remaining_pages=b.remaining_pages, aggregated=n)
+        remaining_pages=b.remaining_pages, threshold=b.threshold, aggregated=n)
 
 
 def _bind(workload: Any, pages: int, vcpus: int, page_size: int) -> Any:
@@ -376,6 +376,7 @@ class Migration:
         self._pc_state = ffi.new("dl_postcopy_state *")
         self._bytes_at_resume = 0
         self._remaining_at_rollback = 0  # memory_remaining (pages) when a rollback ended the migration
+        self._pause_threshold = 0.0  # QEMU's threshold when the guest paused (the final rounds report it)
         # QEMU's dirty-rate period and the throttles it steps (dirtylog.throttle)
         self._period = DirtyRatePeriod(self.policy.throttle_trigger_threshold)
         self._autoconverge = AutoConverge(self.policy, self.engine) if self.policy.auto_converge else None
@@ -854,7 +855,11 @@ class Migration:
             self._dirtylimit.lift()
 
     def _round_report(self, dirty_pages: int, final: bool = False, postcopy: bool = False,
-                      remaining_pages: int = 0) -> RoundReport:
+                      remaining_pages: int = 0, threshold: Optional[float] = None) -> RoundReport:
+        """The round that ends now. ``threshold``: the one the sync ending it compared with (default: QEMU's
+        threshold now, :meth:`threshold`; a stop-and-copy or post-copy round: the one at the pause)."""
+        if threshold is None:
+            threshold = self._pause_threshold if final else self.threshold()
         st = self._engine_state()
         ts = self.tracker.stats
         m = self._mark
@@ -884,6 +889,7 @@ class Migration:
             final=final,
             postcopy=postcopy,
             remaining_pages=int(remaining_pages),
+            threshold=float(threshold),
         )
         self._keep_round(r)
         if self.on_round is not None:
@@ -959,7 +965,7 @@ class Migration:
         pending = npend * self.page_size  # QEMU counts RAM only here; the device state goes in the pause
         bw = self._measured_bandwidth()
         self.expected_downtime = pending / bw
-        self._round_report(added, remaining_pages=npend)
+        self._round_report(added, remaining_pages=npend, threshold=threshold)  # the decision's threshold
         self._round_reported = True
         decision = self._decider.decide(SyncState(
             pending_pages=npend, page_size=self.page_size, threshold=threshold, round_index=self._round_index,
@@ -1033,6 +1039,7 @@ class Migration:
         """End pre-copy as QEMU's migration_completion does: stop the vCPUs, sync once more
         (into the migration bitmap) and lift the rate limit."""
         self.engine.catch_up()  # the guest runs up to the clock first (see Engine.catch_up)
+        self._pause_threshold = self.threshold()
         self._lift_dirty_limit()
         c = self.engine.counters()
         self._window = {"bandwidth": c.bandwidth, "mbps": c.bandwidth * 8 / 1e6,

@@ -133,8 +133,10 @@ def _status(report: Any) -> str:
 
 def plot_report(report: Any, path: Optional[PathLike] = None, *, title: Optional[str] = None) -> Any:
     """A migration over simulated time: each pre-copy round as a bar (its span, and the memory it left dirty),
-    the switch-over threshold (bandwidth x downtime limit), the stop-and-copy and the post-copy phase; and the
-    vCPU throttle, when a convergence aid throttled the guest."""
+    what was left to send after each sync (QEMU's remaining: the pending size the switch-over test compares),
+    the switch-over threshold each sync compared it with (QEMU's threshold_size, as the rounds report it:
+    the bandwidth measured in the last 100 ms window x the downtime limit), the stop-and-copy and the
+    post-copy phase; and the vCPU throttle, when a convergence aid throttled the guest."""
     from .units import format_rate, format_size, format_time
 
     rounds = [r for r in report.rounds if not r.final and not r.postcopy]
@@ -148,12 +150,15 @@ def plot_report(report: Any, path: Optional[PathLike] = None, *, title: Optional
     end = max(report.total_time, 1e-9)
     tscale, tunit = _unit(end, _TIME_UNITS)
     psize = report.page_size
-    threshold_bytes = report.bandwidth * report.downtime_limit
-    sscale, sunit = _unit(max([r.dirty_pages * psize for r in rounds] + [threshold_bytes, 1.0]), _SIZE_UNITS)
+    pending_bytes = [r.remaining_pages * psize for r in rounds]
+    thresholds_bytes = [r.threshold for r in rounds]
+    sscale, sunit = _unit(max([r.dirty_pages * psize for r in rounds] + pending_bytes + thresholds_bytes + [1.0]),
+                          _SIZE_UNITS)
     # the data in the axes' units (seconds or minutes, MiB or GiB): ticks at round numbers of them
     dirty = [r.dirty_pages * psize / sscale for r in rounds]
-    threshold = threshold_bytes / sscale
-    top = max(dirty + [threshold])
+    pending = [b / sscale for b in pending_bytes]
+    thresholds = [b / sscale for b in thresholds_bytes]
+    top = max(dirty + pending + thresholds + [0.0])
     end /= tscale
     handles: List[Any] = []
     if rounds:
@@ -166,10 +171,19 @@ def plot_report(report: Any, path: Optional[PathLike] = None, *, title: Optional
     else:
         ax.text(0.5, 0.5, f"no pre-copy round completed\n({_status(report)} at {format_time(report.total_time)})",
                 transform=ax.transAxes, ha="center", va="center", color="#444444")
-    thr = ax.axhline(threshold, color="#C44E52", linestyle="--", linewidth=1.2,
-                     label=f"switch-over threshold {format_size(threshold_bytes)} "
-                           f"({format_rate(report.bandwidth, bits=True)} x {format_time(report.downtime_limit)})")
-    handles.append(thr)
+    if rounds:
+        ends = [(r.start + r.duration) / tscale for r in rounds]
+        # each sync's threshold over the round it ended: it moves with the measured bandwidth
+        (thr,) = ax.step([rounds[0].start / tscale] + ends, [thresholds[0]] + thresholds, where="pre",
+                         color="#C44E52", linestyle="--", linewidth=1.2,
+                         label=f"switch-over threshold: measured bandwidth x {format_time(report.downtime_limit)} "
+                               f"(last sync: {format_size(thresholds_bytes[-1])}, "
+                               f"{format_rate(thresholds_bytes[-1] / report.downtime_limit, bits=True)})"
+                         if report.downtime_limit > 0 else "switch-over threshold")
+        (left,) = ax.plot(ends, pending, linestyle="none", marker="o", markersize=4 if len(rounds) <= 60 else 2,
+                          color="#222222", label="left to send after each sync (QEMU's remaining): the guest "
+                                                 "pauses once it is below the threshold")
+        handles += [left, thr]
     stop = [r for r in final if not r.postcopy]
     if stop:
         r = stop[0]
@@ -186,7 +200,7 @@ def plot_report(report: Any, path: Optional[PathLike] = None, *, title: Optional
                           label=f"post-copy: the guest runs on the destination, degraded for "
                                 f"{format_time(report.degraded_window)}")
         handles.append(span)
-    if not _log_if_wide(ax, dirty + [threshold]):
+    if not _log_if_wide(ax, dirty + pending + thresholds):
         ax.set_ylim(0, top * 1.15)
     _plain_ticks(ax.yaxis)
     ax.set_ylabel(f"dirty memory ({sunit})")

@@ -28,7 +28,12 @@ class RoundReport:
     """One pre-copy round (round 0 sends all memory) or the stop-and-copy (``final``).
 
     ``dirty_pages`` is the size of the sync at the round's end: the pages dirtied
-    while the round ran, which the next round sends. ``dirty_rate`` is that over the
+    while the round ran, which the next round sends. ``remaining_pages`` is what the
+    migration bitmap holds after that sync (QEMU's remaining / page size, the pending size
+    QEMU compares with ``threshold``, QEMU's threshold_size then: the bandwidth measured in
+    the last 100 ms window, or avail-switchover-bandwidth, x the downtime limit; the
+    pre-copy ends when the pending size is below it). A stop-and-copy or post-copy round
+    carries the threshold at the pause. ``dirty_rate`` is that over the
     round's duration (pages/s, as QEMU's dirty-pages-rate). ``expected_downtime`` is
     QEMU's estimate at that sync: dirty bytes / bandwidth. ``guest_slowdown`` is the
     share (%) of the vCPUs' time lost to tracking exits during the round.
@@ -56,6 +61,8 @@ class RoundReport:
     postcopy: bool = False
     #: pages left in the migration bitmap after the sync that ended the round
     remaining_pages: int = 0
+    #: bytes: QEMU's threshold_size when the round ended (see above; :meth:`dirtylog.Migration.threshold`)
+    threshold: float = 0.0
     #: > 0: this entry sums that many consecutive rounds of a long migration (see Migration.rounds)
     aggregated: int = 0
 

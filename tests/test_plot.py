@@ -55,6 +55,29 @@ def test_report_plot(tmp_path):
     assert "completed (converged)" in fig._suptitle.get_text()
 
 
+def test_report_plot_threshold_is_the_summarys(tmp_path):
+    """One threshold: QEMU's (the bandwidth measured in the last window x the downtime limit), which the
+    rounds carry and the switch-over decision used; the plot labelled the configured bandwidth's
+    (358 MiB for the README's default run, whose summary says 356 MiB)."""
+    from dirtylog.plot import plot_report
+    from dirtylog.units import format_size
+
+    r = simulate()  # the README's default run
+    live = [x for x in r.rounds if not x.final]
+    assert r.reason.startswith("converged:")
+    assert f"< threshold {format_size(live[-1].threshold)} " in r.reason  # 356 MiB
+    assert live[-1].threshold < r.bandwidth * r.downtime_limit  # measured, not configured (358 MiB)
+    # the switch-over rule, round by round: pending (QEMU's remaining after the sync) vs that sync's threshold
+    assert all(x.remaining_pages * r.page_size >= x.threshold for x in live[:-1])
+    assert live[-1].remaining_pages * r.page_size < live[-1].threshold
+    fig = plot_report(r, tmp_path / "t.png")
+    _png(tmp_path / "t.png")
+    legend = " ".join(t.get_text() for t in fig.legends[0].get_texts()) if fig.legends else \
+        " ".join(t.get_text() for t in fig.axes[0].get_legend().get_texts())
+    assert f"last sync: {format_size(live[-1].threshold)}" in legend and "left to send after each sync" in legend
+    assert format_size(r.bandwidth * r.downtime_limit) not in legend
+
+
 def test_report_plot_postcopy_phase_and_titles_as_the_cli(tmp_path):
     from dirtylog.plot import plot_report
     from dirtylog.render import status_text
