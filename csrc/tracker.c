@@ -420,6 +420,113 @@ static DL_NOINLINE void huge_fault(dl_tracker *t, uint32_t v, uint64_t p, batch_
 }
 
 /*
+ * Ring mode's first writes, while no live bits are kept: per write one test-and-set of
+ * the page's first bit and one store of the ring entry, as a PML log append is. It is
+ * a function of its own (instantiated per variant, called once per span of up to a
+ * ring's room) so that its loop gets the registers to itself: inside write_loop, the
+ * live-bit path's state stayed live across it and pushed the bitmap and ring pointers
+ * to the stack. Writes [i, end) of a span with room for all of them; it stops before
+ * the first write whose first bit is set (the caller's loop takes that one: the live
+ * bits decide) or, checked, whose index is bad, and returns its position (end if none).
+ * The journal (jrn), stale bitmap (stl) and versions (vers) are kept as the write loop
+ * keeps them; `pf_end` as there.
+ */
+typedef struct ring_fresh_io {
+    uint64_t *rp;      /* the ring's next free entry */
+    uint64_t *jp, jb;  /* the journal (see write_loop) */
+} ring_fresh_io;
+
+DL_ALWAYS_INLINE size_t ring_fresh_tmpl(uint64_t *bits, const uint64_t *pages, size_t i, size_t end,
+                                        uint64_t lim, size_t pf_end, uint64_t *stale, uint64_t sfloor,
+                                        uint64_t *ssink, uint32_t *ver, ring_fresh_io *io, const int chk,
+                                        const int jrn, const int stl, const int vers, const int pf)
+{
+    uint64_t *rp = io->rp;
+    uint64_t *jp = jrn ? io->jp : NULL;
+    uint64_t jb = jrn ? io->jb : 0;
+    _Pragma("GCC unroll 4")
+    for (; i < end; i++) {
+        const uint64_t p = pages[i];
+        if (chk && DL_UNLIKELY(p >= lim))
+            break;
+        if (pf && i < pf_end) {
+            const uint64_t q = pages[i + DL_PF_DIST];
+            const uint64_t pq = chk && q >= lim ? 0 : q;
+            __builtin_prefetch(&bits[pq >> 6], 1, 3);
+            if (stl)
+                __builtin_prefetch(pq >> 6 >= sfloor ? ssink : &stale[pq >> 6], 1, 3);
+            if (vers)
+                __builtin_prefetch(&ver[pq], 1, 3);
+        }
+        uint64_t *const w = &bits[p >> 6];
+        const uint64_t x = *w, m = UINT64_C(1) << (p & 63);
+        if (DL_UNLIKELY(x & m))
+            break; /* recorded since the harvest: pushed again only if not live */
+        *w = x | m;
+        *rp++ = p;
+        if (stl)
+            *(p >> 6 >= sfloor ? ssink : &stale[p >> 6]) |= m;
+        if (vers)
+            ver[p]++;
+        if (jrn) {
+            jb += jb; /* the bit before this write: clear */
+            if (DL_UNLIKELY((int64_t)jb < 0)) {
+                *jp++ = jb;
+                jb = 1;
+            }
+        }
+    }
+    io->rp = rp;
+    if (jrn) {
+        io->jp = jp;
+        io->jb = jb;
+    }
+    return i;
+}
+
+#define DL_RING_FRESH(name, chk, jrn, stl, vers, pf)                                               \
+    static DL_NOINLINE size_t name(uint64_t *bits, const uint64_t *pages, size_t i, size_t end,    \
+                                   uint64_t lim, size_t pf_end, uint64_t *stale, uint64_t sfloor,  \
+                                   uint64_t *ssink, uint32_t *ver, ring_fresh_io *io)              \
+    {                                                                                              \
+        return ring_fresh_tmpl(bits, pages, i, end, lim, pf_end, stale, sfloor, ssink, ver, io,    \
+                               chk, jrn, stl, vers, pf);                                           \
+    }
+/* unchecked (the engine's path, small batches): [stale][versions][prefetch] */
+DL_RING_FRESH(ring_fresh_000, 0, 0, 0, 0, 0)
+DL_RING_FRESH(ring_fresh_001, 0, 0, 0, 0, 1)
+DL_RING_FRESH(ring_fresh_010, 0, 0, 0, 1, 0)
+DL_RING_FRESH(ring_fresh_011, 0, 0, 0, 1, 1)
+DL_RING_FRESH(ring_fresh_100, 0, 0, 1, 0, 0)
+DL_RING_FRESH(ring_fresh_101, 0, 0, 1, 0, 1)
+DL_RING_FRESH(ring_fresh_110, 0, 0, 1, 1, 0)
+DL_RING_FRESH(ring_fresh_111, 0, 0, 1, 1, 1)
+/* checked: journaled, or with the bitmaps copied (with or without a stale bitmap) */
+DL_RING_FRESH(ring_fresh_j0, 1, 1, 0, 0, 0)
+DL_RING_FRESH(ring_fresh_j1, 1, 1, 0, 0, 1)
+DL_RING_FRESH(ring_fresh_c0, 1, 0, 0, 0, 0)
+DL_RING_FRESH(ring_fresh_c1, 1, 0, 0, 0, 1)
+DL_RING_FRESH(ring_fresh_c2, 1, 0, 1, 0, 0)
+DL_RING_FRESH(ring_fresh_c3, 1, 0, 1, 0, 1)
+#undef DL_RING_FRESH
+typedef size_t (*ring_fresh_fn)(uint64_t *, const uint64_t *, size_t, size_t, uint64_t, size_t,
+                                uint64_t *, uint64_t, uint64_t *, uint32_t *, ring_fresh_io *);
+
+/* The instance for a write loop's variant (constants there: folds to one direct call). */
+DL_ALWAYS_INLINE ring_fresh_fn ring_fresh_for(const int chkd, const int stl, const int vers,
+                                              const int pf)
+{
+    if (chkd == 1)
+        return pf ? ring_fresh_j1 : ring_fresh_j0;
+    if (chkd == 2)
+        return stl ? (pf ? ring_fresh_c3 : ring_fresh_c2) : (pf ? ring_fresh_c1 : ring_fresh_c0);
+    static const ring_fresh_fn unchecked[8] = {ring_fresh_000, ring_fresh_001, ring_fresh_010,
+                                               ring_fresh_011, ring_fresh_100, ring_fresh_101,
+                                               ring_fresh_110, ring_fresh_111};
+    return unchecked[stl << 2 | vers << 1 | pf];
+}
+
+/*
  * The write loop, specialized at compile time by mode, huge pages, marks (stale
  * bitmap, versions) and prefetching. The bitmap word of the current write stays
  * in a register (`cur`, word `cw`, and the stale word `scur` beside it) and is
@@ -721,6 +828,19 @@ DL_ALWAYS_INLINE size_t write_loop(dl_tracker *t, uint32_t v, const uint64_t *pa
             if (chk) {
                 DL_FLAT_SPAN(1, 0)
             } else {
+                if (mode == DL_MODE_RING) { /* first writes in a loop of their own */
+                    ring_fresh_io io = {r + u, jp, jb};
+                    i = ring_fresh_for(chkd, stl, vers, pf)(bits, pages, i, end, lim, pf_end, stale,
+                                                            sfloor, ssink, ver, &io);
+                    u = (uint32_t)(io.rp - r);
+                    if (jrn) {
+                        jp = io.jp;
+                        jb = io.jb;
+                    }
+                    cur = bits[cw]; /* the words held in registers may have changed */
+                    if (stl)
+                        scur = *sp;
+                }
                 DL_FLAT_SPAN(0, 0)
             }
         } else if (chk) {

@@ -168,3 +168,60 @@ def test_large_batches_write_as_small_ones(mode: str, small_logs: bool, guest: s
             if kind != "runs":
                 assert np.array_equal(whole.harvest(), pieces.harvest())
         _assert_same(whole, pieces, f"round {rnd}")
+
+
+# Bitmaps over 1 MiB take the prefetching variants of the write loops (tracker.c,
+# DL_PF_MIN_BYTES); the guests above never do. A copy of such a bitmap is taken for
+# batches of at least eight writes per word.
+BIG_PAGES = (1 << 23) + 1000  # a 1 MiB + bitmap, a partial last word
+BIG_COPY_N = ((BIG_PAGES + 63) // 64) * 8  # the smallest batch undone from a copy
+
+
+@pytest.mark.parametrize("undo,stale", [("journal", False), ("copy", False), ("copy", True)])
+@pytest.mark.parametrize("mode", ("wp", "pml", "ring"))
+def test_large_guest_checked_batches(mode: str, undo: str, stale: bool) -> None:
+    """Checked batches on a large guest (prefetching, both kinds of undo, with a stale
+    bitmap copied too) do what the numpy reference does, and a bad one changes nothing.
+    The batches are first writes (ring mode's first-write loop, no live bits), then
+    rewrites of pages pushed before (ring mode builds its live bits on the way). The
+    copy's batches (a million writes) are compared with a twin fed the same writes in
+    pieces below CHECKED_MIN (the reference would take 20 s), the stale bitmap with
+    every written page."""
+    from dirtylog.reference import ReferenceTracker
+
+    from test_tracker import observe  # type: ignore[import-not-found]
+
+    rng = np.random.default_rng(11)
+    n = BIG_COPY_N if undo == "copy" else N
+    kw: dict = dict(mode=mode, vcpus=2)
+    t = Tracker(BIG_PAGES, **kw)
+    other: Any = Tracker(BIG_PAGES, **kw) if undo == "copy" else ReferenceTracker(BIG_PAGES, **kw)
+    marks = np.zeros(t.config.bitmap_words, dtype=np.uint64)
+    expected = np.zeros(BIG_PAGES, dtype=bool)
+    if stale:
+        t.attach_stale(marks)
+    for x in (t, other):
+        x.start()
+    # distinct pages in scattered order (1000003 is a prime, coprime with BIG_PAGES)
+    perm = (np.arange(2 * n, dtype=np.uint64) * np.uint64(1000003) + np.uint64(rng.integers(BIG_PAGES))) % np.uint64(BIG_PAGES)
+    first = perm[:n]
+    again = np.concatenate([perm[n : n + n // 2], first[: n - n // 2]])  # half new, half pushed before
+    bad = first.copy()
+    bad[n - 3] = BIG_PAGES
+    for step, (vcpu, batch) in enumerate([(0, first), (1, bad), (1, again), (0, first[::-1].copy())]):
+        if batch is bad:
+            with pytest.raises(ConfigError, match=f"position {n - 3} "):
+                t.write(batch, vcpu=vcpu)
+        else:
+            t.write(batch, vcpu=vcpu)
+            for at in range(0, n, CHECKED_MIN - 1):
+                other.write(batch[at : at + CHECKED_MIN - 1], vcpu=vcpu)
+            expected[batch.astype(np.int64)] = True
+        assert observe(t) == observe(other), f"step {step}"
+        if stale:
+            got = np.unpackbits(marks.view(np.uint8), bitorder="little")[:BIG_PAGES].astype(bool)
+            assert np.array_equal(got, expected), f"step {step}: stale bitmap"
+        if step == 2:
+            assert np.array_equal(t.harvest(), other.harvest())
+    assert np.array_equal(t.harvest(), other.harvest())
+    assert observe(t) == observe(other)
