@@ -13,9 +13,20 @@ state a harvest leaves, much cheaper in numpy); its time is normalized per write
 
 First writes (issue 11): a stream where every write finds its page armed, as
 right after a harvest: batches of 1M distinct pages in random order, each written
-right after a harvest (untimed), in 4 GiB and 128 GiB guests. The bare loop zeroes
-its bitmap before each batch. ``stale`` also keeps the migration's verification
-bitmap (a bit set per write). The per-call cost of ``Tracker.write`` and of the
+right after a harvest (untimed), in 4 GiB and 128 GiB guests. ``stale`` also keeps
+the migration's verification bitmap (a bit set per write). The bare loop is timed in
+the same benchmark, paired round by round: it writes each round's batch into a zeroed
+bitmap right before the tracker's round (even rounds) or right after it (odd rounds),
+with the benchmark's timer. Each pair gives a ratio (tracker round / bare round); the
+figure held to the target is the median of the 40 paired ratios, reported with their
+interquartile range, beside the best-of ratio (the tracker's best round over the bare
+loop's best round of the same run). Why: on a shared 2-core machine the bare loop
+alone varies by 30 % from one run to the next (0.96-1.31 ns a write), and a best-of
+ratio compares two rounds that may be seconds apart, each the luckiest of its side,
+so one quiet moment decides it; the two rounds of a pair are a millisecond apart,
+under the same load, and the median ignores the pairs a burst of other work hit.
+What is timed is unchanged: the same C call on the same batches after the same
+untimed harvest, and the same bare loop. The per-call cost of ``Tracker.write`` and of the
 lock that makes one tracker safe to share between threads is measured on batches
 of 64 pages (the lock's cost: the method against the same method with a no-op lock).
 
@@ -26,14 +37,16 @@ into a caller's buffer: snapshot, clear, re-arm, list the pages) and through
 (``dl_bench_bare_scan``) lists the set bits of the same bitmap into the same
 buffer. Pages are re-dirtied (untimed) before every round.
 
-All batches are contiguous uint64 arrays made before the timed region. Ratios are
-computed from the best round of each benchmark (see ``per_op_ns`` in conftest.py),
+All batches are contiguous uint64 arrays made before the timed region. Ratios other
+than the first writes' paired ones are computed from the best round of each benchmark (see ``per_op_ns`` in conftest.py),
 printed at the end and stored in ``benchmark.extra_info``; targets are reported,
 never asserted.
 """
 from __future__ import annotations
 
 import contextlib
+import time
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import pytest
@@ -169,40 +182,85 @@ def test_write_reference(benchmark, results, mode, guest, stream):
 # ============================================================================ first writes
 
 
-def _first_rounds(benchmark, write, reset, batches):
-    """Times `write(i)` of batch i right after `reset()` (untimed), batch after batch."""
-    state = {"i": -1}
-
-    def setup():
-        state["i"] = (state["i"] + 1) % len(batches)
-        reset()
-        return (state["i"],), {}
-
-    benchmark.pedantic(write, setup=setup, rounds=ROUNDS * len(batches), warmup_rounds=1)
-
-
-@pytest.mark.parametrize("guest", FIRST_GUESTS)
-def test_first_write_bare(benchmark, results, guest):
-    pages = GUESTS[guest]
-    batches = first_write_batches(pages)
+def _bare_first(pages: int, batches) -> Tuple[Callable[[int], None], Callable[[], None]]:
+    """The bare loop on first-write batch i (``write(i)``), and its "harvest" (``reset()``)."""
     bitmap = np.zeros((pages + 63) // 64, dtype=np.uint64)
     bp = _u64(bitmap)
     ptrs = [(_u64(b), b.size) for b in batches]
 
-    def write(i):
+    def write(i: int) -> None:
         lib.dl_bench_bare_set(bp, ptrs[i][0], ptrs[i][1])
 
-    benchmark.group = f"first writes {guest}"
-    _first_rounds(benchmark, write, lambda: bitmap.fill(0), batches)
-    ns = per_op_ns(benchmark, WRITE_BATCH)
-    results.record("first-write-bare", guest, "bare", ns)
-    benchmark.extra_info.update(ns_per_write=ns, pages=pages)
+    return write, lambda: bitmap.fill(0)
+
+
+def _first_rounds(benchmark, write, reset, batches, bare=None) -> List[float]:
+    """Times `write(i)` of batch i right after `reset()` (untimed), batch after batch.
+
+    With ``bare`` (its write and reset, see _bare_first), the bare loop writes the
+    same batch right before each timed round on even rounds and right after it on odd
+    ones (its bitmap zeroed right before it, as the tracker is harvested right before
+    its own), timed with the benchmark's own timer; returns those times, in round
+    order (the tracker's are ``benchmark.stats.stats.data``)."""
+    state = {"i": -1, "k": 0}
+    warmup = 1
+    timer = getattr(benchmark, "_timer", time.perf_counter)
+    bare_s: List[float] = []
+
+    def time_bare(i: int) -> None:
+        bare[1]()
+        t0 = timer()
+        bare[0](i)
+        dt = timer() - t0
+        if state["k"] > warmup:
+            bare_s.append(dt)
+
+    def setup():
+        state["i"] = (state["i"] + 1) % len(batches)
+        state["k"] += 1
+        if bare and state["k"] % 2 == 0:
+            time_bare(state["i"])
+        reset()  # each side's reset right before its own timed write
+        return (state["i"],), {}
+
+    def teardown(i):
+        if bare and state["k"] % 2 == 1:
+            time_bare(i)
+
+    benchmark.pedantic(write, setup=setup, teardown=teardown, rounds=ROUNDS * len(batches),
+                       warmup_rounds=warmup)
+    return bare_s
+
+
+def _paired(benchmark, bare_s: List[float], ops: int) -> Dict[str, float]:
+    """The paired figures of a first-write benchmark (see test_first_write_tracker)."""
+    stats = getattr(benchmark, "stats", None)
+    data = list(getattr(getattr(stats, "stats", None), "data", []) or [])
+    if not data or len(data) != len(bare_s):
+        return {}
+    ratios = np.array(data) / np.array(bare_s)
+    q1, med, q3 = np.percentile(ratios, [25, 50, 75])
+    return dict(bare_ns_per_write=min(bare_s) / ops * 1e9, best_ratio=min(data) / min(bare_s),
+                paired_median=float(med), paired_q1=float(q1), paired_q3=float(q3), pairs=len(data))
 
 
 @pytest.mark.parametrize("marks", ["-", "stale"])
 @pytest.mark.parametrize("guest", FIRST_GUESTS)
 @pytest.mark.parametrize("mode", WRITE_MODES)
 def test_first_write_tracker(benchmark, results, mode, guest, marks):
+    """The tracker's first writes, each round paired with a bare-loop round.
+
+    Each timed round writes one batch of ``WRITE_BATCH`` distinct pages right after a
+    harvest (untimed). The bare loop writes the same batch into a zeroed bitmap right
+    before the round (even rounds) or right after it (odd rounds): the pair runs under
+    the same load, with the batch in the same cache state on average (whichever runs
+    second finds it warmer). Reported: the tracker's best round and the bare loop's
+    best of the same rounds, their ratio, and the median of the 40 rounds' own ratios
+    (tracker round / its bare round) with its interquartile range. The median paired
+    ratio is the figure held to the target: on this shared machine the best of each
+    side can come from rounds seconds apart, and one lucky round decides it; a pair's
+    two rounds are a millisecond apart.
+    """
     pages = GUESTS[guest]
     batches = first_write_batches(pages)
     t = Tracker(pages, mode=mode, vcpus=1)
@@ -217,18 +275,20 @@ def test_first_write_tracker(benchmark, results, mode, guest, marks):
         assert lib.dl_tracker_write(handle, 0, ptrs[i][0], ptrs[i][1], ffi.NULL) == ok
 
     benchmark.group = f"first writes {guest}"
-    _first_rounds(benchmark, write, t.harvest_bitmap, batches)
+    bare_s = _first_rounds(benchmark, write, t.harvest_bitmap, batches, bare=_bare_first(pages, batches))
     ns = per_op_ns(benchmark, WRITE_BATCH)
     case = f"{mode}/{guest}/{marks}"
     results.record("first-write", case, "tracker", ns)
+    paired = _paired(benchmark, bare_s, WRITE_BATCH)
+    for k, x in paired.items():
+        results.record("first-write", case, k, x)
     t.harvest_bitmap()
     t.write(batches[0])
     s = t.stats
     assert s.dirty_pages + sum(v.ring_used for v in s.vcpus) >= WRITE_BATCH  # every write was a first write
-    bare = results.get("first-write-bare", guest, "bare")
-    info = dict(ns_per_write=ns, pages=pages, mode=mode, marks=marks)
-    if bare:
-        info.update(bare_ns_per_write=bare, tracker_over_bare=ns / bare, target=FIRST_TARGETS[(mode, guest)])
+    info = dict(ns_per_write=ns, pages=pages, mode=mode, marks=marks, **paired)
+    if marks == "-":  # the issue's rows
+        info["target"] = FIRST_TARGETS[(mode, guest)]
     benchmark.extra_info.update(info)
 
 
