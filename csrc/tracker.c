@@ -77,8 +77,7 @@ struct dl_tracker {
     uint64_t stale_floor;   /* stale words from this one on are all ones (UINT64_MAX: none known) */
     uint64_t stale_sink;    /* scratch word: the writes at or above stale_floor go here */
     uint64_t drop_page;
-    uint64_t *undo;         /* checked writes of large batches: see write_checked */
-    size_t undo_words;
+    uint64_t *undo;         /* checked writes of large batches, during the call: see write_checked */
 };
 
 void dl_tracker_config_init(dl_tracker_config *cfg, uint64_t pages)
@@ -194,7 +193,7 @@ uint64_t dl_tracker_memory_bytes(const dl_tracker *t)
         b += nv * (t->cfg.pml_entries + 1) * 8 + nv * 8;
     if (t->ring)
         b += nv * t->cfg.ring_entries * sizeof(uint64_t) + nv * 8;
-    return b + t->undo_words * 8;
+    return b; /* not the undo buffer of a checked write: freed before the call returns */
 }
 
 int dl_tracker_get_config(const dl_tracker *t, dl_tracker_config *out)
@@ -1069,20 +1068,13 @@ typedef struct write_saved {
 /* Whether a checked batch of n writes undoes with a copy of the bitmap, not a journal. */
 static inline int undo_copies(const dl_tracker *t, size_t n) { return t->nwords <= n / 8; }
 
-/* Whether `undo` holds what an n-write batch needs (grown if not; 0 if no memory). */
-static int undo_reserve(dl_tracker *t, size_t n)
+/* Allocates `undo` for an n-write batch (0 if no memory); write_checked frees it. */
+static int undo_alloc(dl_tracker *t, size_t n)
 {
     const size_t copy = t->nwords * (t->stale ? 2 : 1);
     const size_t words = undo_saved_words(t) + (undo_copies(t, n) ? copy : n / 63 + 1);
-    if (t->undo_words >= words)
-        return 1;
-    free(t->undo);
-    t->undo_words = 0;
     t->undo = malloc(words * sizeof(uint64_t));
-    if (!t->undo)
-        return 0;
-    t->undo_words = words;
-    return 1;
+    return t->undo != NULL;
 }
 
 /* Writes [0, k) of a batch stopped by a bad index, undone (see above). */
@@ -1147,19 +1139,26 @@ static int write_checked(dl_tracker *t, uint32_t v, const uint64_t *pages, size_
     }
     batch_counts c = {0, 0, 0, 0, 0, 0, 0};
     const size_t b = write_batch(t, v, pages, n, sv.copied ? 2 : 1, &c);
+    if (b != SIZE_MAX)
+        write_undo(t, v, pages, c.done, &sv);
+    free(t->undo); /* not kept: see checks_in_loop */
+    t->undo = NULL;
     if (b == SIZE_MAX)
         return DL_OK;
-    write_undo(t, v, pages, c.done, &sv);
     if (bad)
         *bad = b;
     return DL_ERR_RANGE;
 }
 
-/* Whether a batch of n indices is checked by the write loop (write_checked). */
+/* Whether a batch of n indices is checked by the write loop (write_checked), which then
+ * has its undo buffer. The buffer lives for the call only, so that the tracker's memory
+ * (dl_tracker_memory_bytes) does not depend on the batches it was given: at most the
+ * bitmap (twice, with a stale bitmap) plus a ring or log, or a bit per write. Freeing it
+ * and allocating it again each call measured as cheap as keeping it (see the README). */
 static int checks_in_loop(dl_tracker *t, size_t n)
 {
     return n >= DL_CHECKED_MIN && t->logging && !t->blk && !(t->live && t->live_on) && !t->versions &&
-           (!t->stale || undo_copies(t, n)) && undo_reserve(t, n);
+           (!t->stale || undo_copies(t, n)) && undo_alloc(t, n);
 }
 
 static int check_write(const dl_tracker *t, uint32_t vcpu, const void *pages, size_t n, size_t *bad)

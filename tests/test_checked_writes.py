@@ -225,3 +225,27 @@ def test_large_guest_checked_batches(mode: str, undo: str, stale: bool) -> None:
             assert np.array_equal(t.harvest(), other.harvest())
     assert np.array_equal(t.harvest(), other.harvest())
     assert observe(t) == observe(other)
+
+
+@pytest.mark.parametrize("guest", GUESTS)
+@pytest.mark.parametrize("stale", [False, True])
+@pytest.mark.parametrize("mode", MODES)
+def test_checked_batches_keep_no_memory(mode: str, stale: bool, guest: str) -> None:
+    """A checked batch's undo buffer (the bitmap's copy or the journal) lives for the
+    call only: the tracker's memory_bytes is the same before and after a large batch,
+    good or rejected, and does not grow with the batch's size."""
+    npages = GUESTS[guest]
+    t = _make(mode, stale, False, False, npages)
+    before = t.memory_bytes
+    assert before == _make(mode, stale, False, False, npages).memory_bytes
+    rng = np.random.default_rng(5)
+    for n in (N, 4 * N, 40 * N):
+        batch = rng.integers(0, npages, n, dtype=np.uint64)
+        bad = batch.copy()
+        bad[n // 2] = npages
+        with pytest.raises(ConfigError, match=f"position {n // 2} "):
+            t.write(bad)
+        assert t.memory_bytes == before, f"after a rejected batch of {n}"
+        t.write(batch, vcpu=1)
+        assert t.memory_bytes == before, f"after a batch of {n}"
+        t.harvest()
