@@ -128,7 +128,12 @@ class Tracker:
     @property
     @_locked
     def memory_bytes(self) -> int:
-        """Bytes of tracker state held by the C core."""
+        """Bytes of tracker state held by the C core.
+
+        Fixed by the configuration: a :meth:`write` of 32768 pages or more allocates an
+        undo buffer for the call only (so that a bad index leaves the tracker as it was),
+        of the bitmap's size (twice with a stale bitmap) or a bit per write, plus a PML
+        log or ring, and frees it before it returns."""
         return int(lib.dl_tracker_memory_bytes(self._t))
 
     @property

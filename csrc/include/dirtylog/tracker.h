@@ -148,7 +148,10 @@ void dl_tracker_config_init(dl_tracker_config *cfg, uint64_t pages);
 int dl_tracker_create(const dl_tracker_config *cfg, dl_tracker **out);
 void dl_tracker_destroy(dl_tracker *t); /* NULL is fine */
 
-/* Bytes of state the tracker holds (bitmaps, blocks, logs and rings). */
+/* Bytes of state the tracker holds (bitmaps, blocks, logs and rings). It does not change
+ * with the writes it is given: a large write call (32768 pages or more) allocates an undo
+ * buffer for the call only (a copy of the bitmap, with the stale bitmap if attached, or a
+ * bit per write, plus a log or ring) and frees it before it returns. */
 uint64_t dl_tracker_memory_bytes(const dl_tracker *t);
 int dl_tracker_get_config(const dl_tracker *t, dl_tracker_config *out);
 
