@@ -1107,7 +1107,7 @@ class Migration:
         self.engine.set_bandwidth(self.policy.postcopy_bandwidth(self.link_bandwidth))
         self.phase = "switchover"
         self._round_index = -1
-        self._pending_at_sync = 0
+        self._pending_at_sync = int(self._pc_stale.size)  # what post-copy sends: current_round's pages_total
         self._mark = self._snapshot()
         self._mark["throttle"] = 1.0
         # the device state, and the discard list: the destination drops the pages dirty now

@@ -131,6 +131,12 @@ def test_postcopy_counts_the_pages_the_destination_lacks():
     while not m.done:
         m.advance("1ms")
         phases.setdefault(m.phase, []).append(m.memory_remaining)
+        if m.phase == "postcopy":  # the step API's round: the pages post-copy has to send (it said 0)
+            cr = m.current_round
+            assert cr["pages_total"] * PAGE == phases["switchover"][-1]
+            # sent by the source (a requested page counts once it has gone, the destination lacks it no more
+            # from the request on)
+            assert (cr["pages_total"] - cr["pages_sent"]) * PAGE >= m.memory_remaining
     assert m.status == "completed" and m.memory_remaining == 0
     pc = phases["postcopy"]
     assert pc[0] > 0 and pc == sorted(pc, reverse=True) and len(set(pc)) > 10
