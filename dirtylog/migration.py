@@ -389,8 +389,10 @@ class Migration:
         self._sync_time = self.costs.sync + self.costs.sync_per_gib * self.memory / GIB
         self._busy_until = 0.0
         self._postcopy_requested = False  # start_postcopy(): QEMU's start_postcopy flag
+        # whether the workload's writes are i.i.d. in time (Workload.iid_writes; None, an idle guest: no writes)
+        self._iid_writes = bool(getattr(self.workload, "iid_writes", False))
         # the in-round early verdict's next probe (SyncPolicy.outrun), if it can ever be given
-        self._probing = self._decider.may_outrun(bool(getattr(workload, "iid_writes", False)),
+        self._probing = self._decider.may_outrun(self._iid_writes,
                                                  self.tracker.counts_since_harvest)
         self._probe_at = math.inf
         self._sync_loss = 0.0
@@ -1012,7 +1014,7 @@ class Migration:
             # a window's measured bandwidth exceeds the rate limit by a page at most
             threshold_bandwidth=max(self.bandwidth + self.page_bytes / WINDOW, p.switchover_bandwidth or 0.0),
             burst=2 * WINDOW,  # a window's budget at the end of a span and the next one's at its start
-            round_index=self._round_index, iid_writes=bool(getattr(self.workload, "iid_writes", False)),
+            round_index=self._round_index, iid_writes=self._iid_writes,
             throttle_can_step=self._throttle_can_step(count_active_limit=True),
             faults_pending=bool(self._faults) or self._postcopy_requested,
             stationary=self._stationary, sync_loss=self._sync_loss,
