@@ -51,6 +51,31 @@ def as_int(name: str, value: Any, *, minimum: Optional[int] = None, maximum: Opt
     return ivalue
 
 
+def guest_pages(memory: Any, page_size: int, *, whole: bool = False, name: str = "memory") -> int:
+    """The pages of a guest of ``memory`` (bytes, or a string such as ``"4GiB"``) in pages of ``page_size``
+    bytes: the one place a guest's size is checked. It must hold at least one page (a bare number is bytes,
+    so ``memory=4`` is 4 bytes, not 4 GiB) and at most :data:`MAX_PAGES`; it is rounded up to whole pages,
+    or with ``whole`` must be a whole number of them. ConfigError says what was given and what is allowed."""
+    from .units import format_size, parse_size
+
+    nbytes = int(parse_size(memory, name=name, allow_zero=False))
+    if nbytes < page_size:
+        hint = ""
+        if isinstance(memory, (int, float, np.integer)) and not isinstance(memory, bool) or (
+                isinstance(memory, str) and memory.strip().replace(".", "", 1).isdigit()):
+            hint = f"; a number is bytes: for {memory} GiB write '{str(memory).strip()}GiB'"
+        raise ConfigError(f"{name} must be at least one page ({page_size:,} bytes), got {memory!r} "
+                          f"({nbytes:,} byte{'s' if nbytes != 1 else ''}){hint}")
+    if whole and nbytes % page_size:
+        raise ConfigError(f"{name} must be a whole number of {page_size}-byte pages, got {memory!r} "
+                          f"({nbytes:,} bytes)")
+    pages = -(-nbytes // page_size)
+    if pages > MAX_PAGES:
+        raise ConfigError(f"{name} must be at most {format_size(MAX_PAGES * page_size)} with "
+                          f"{format_size(page_size)} pages ({MAX_PAGES:,} pages), got {memory!r}")
+    return pages
+
+
 @dataclass(frozen=True)
 class TrackerConfig:
     """A checked tracker configuration (see :class:`dirtylog.Tracker`)."""

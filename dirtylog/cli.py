@@ -934,7 +934,9 @@ def cmd_trackers(args: argparse.Namespace) -> int:
     window = parse_time(args.harvest_window)
     wl = parse_workload(base.workload, seed=base.seed)
     page_size = int(parse_size(args.page_size))
-    pages = -(-int(parse_size(args.memory)) // page_size)
+    from ._validate import guest_pages
+
+    pages = guest_pages(args.memory, page_size)
     harvest = {}
     for r in results:
         harvest[r.tracker] = _harvest_cost(wl, pages, r.vcpus, page_size, base.huge_pages, r.tracker, window)

@@ -322,15 +322,11 @@ class MigrationConfig:
 
     def check(self) -> None:
         """Raise ConfigError/TypeError now for a value a run would reject."""
-        from ._validate import MAX_PAGES
-        from .units import format_size, parse_size
+        from ._validate import guest_pages
+        from .units import parse_size
 
         self.build()
-        mem = parse_size(self.memory, name="memory", allow_zero=False)
-        psize = parse_size(self.page_size, name="page_size", allow_zero=False)
-        if -(-mem // psize) > MAX_PAGES:
-            raise ConfigError(f"memory must be at most {format_size(MAX_PAGES * psize)} ({MAX_PAGES:,} pages of "
-                              f"{format_size(psize)}), got {self.memory!r}")
+        guest_pages(self.memory, parse_size(self.page_size, name="page_size", allow_zero=False))
 
 
 def make_policy(policy: str, knobs: Dict[str, Any]) -> Any:

@@ -151,12 +151,8 @@ def _guest(memory: Any, page_size: Any, vcpus: Any) -> Tuple[int, int, int, int]
     psize = parse_size(page_size, name="page_size") if isinstance(page_size, str) else v.as_int("page_size", page_size)
     if psize < 512 or psize > (1 << 20) or psize & (psize - 1):
         raise ConfigError(f"page_size must be a power of two from 512 to 1048576 bytes, got {psize}")
-    nbytes = parse_size(memory, name="memory", allow_zero=False)
-    if nbytes % psize:
-        raise ConfigError(f"memory must be a whole number of {psize}-byte pages, got {memory!r} ({nbytes} bytes)")
-    pages = nbytes // psize
-    if pages > v.MAX_PAGES:
-        raise ConfigError(f"memory must be at most {v.MAX_PAGES} pages, got {pages}")
+    pages = v.guest_pages(memory, psize, whole=True)
+    nbytes = pages * psize
     nv = v.as_int("vcpus", vcpus, minimum=1, maximum=v.MAX_VCPUS)
     return nbytes, pages, psize, nv
 

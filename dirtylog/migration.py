@@ -41,7 +41,7 @@ import numpy as np
 
 from . import models as _models
 from ._lib import check, ffi, lib
-from ._validate import MAX_PAGES, as_int, tracker_config, tracker_mode
+from ._validate import MAX_PAGES, as_int, guest_pages, tracker_config, tracker_mode
 from .config import DEFAULTS, simulate_kwargs
 from .costs import TrackingCosts
 from .decision import PROBE_FIRST, Action, Decision, ProbeState, SyncPolicy, SyncState
@@ -213,11 +213,7 @@ class Migration:
         if pages is not None:
             npages = as_int("pages", pages, minimum=1, maximum=MAX_PAGES)
         else:
-            mem = int(parse_size(memory, name="memory", allow_zero=False))  # type: ignore[arg-type]
-            npages = -(-mem // psize)
-            if npages > MAX_PAGES:
-                raise ConfigError(f"memory must be at most {format_size(MAX_PAGES * psize)} with "
-                                  f"{format_size(psize)} pages ({MAX_PAGES:,} pages), got {memory!r}")
+            npages = guest_pages(memory, psize)
         self.link = link if link is not None else Link()
         if not isinstance(self.link, Link):
             raise TypeError(f"link must be a dirtylog.Link, got {type(self.link).__name__}")

@@ -508,3 +508,29 @@ def test_format_then_parse_round_trips() -> None:
         assert parse_size(format_size(nbytes)) == pytest.approx(nbytes, rel=6e-3, abs=1)
         assert parse_rate(format_rate(nbytes)) == pytest.approx(nbytes, rel=6e-3)
         assert parse_rate(format_rate(nbytes, bits=True)) == pytest.approx(nbytes, rel=6e-3)
+
+
+@pytest.mark.parametrize("value, hint", [(4, "'4GiB'"), ("4", "'4GiB'"), (16.0, "'16.0GiB'"), (np.int64(8), "'8GiB'"),
+                                         ("100B", None), ("2KiB", None)])
+def test_a_guest_smaller_than_a_page_is_an_error_everywhere(value: Any, hint: Any) -> None:
+    """memory=4 is 4 bytes: below one page, whatever takes a guest size says so (it ran a one-page guest)."""
+    import dirtylog
+    from dirtylog._validate import guest_pages
+    from dirtylog.config import MigrationConfig
+    from dirtylog.measure import dirty_curve, dirty_rate
+
+    calls = [lambda: guest_pages(value, 4096), lambda: dirtylog.simulate(memory=value),
+             lambda: dirtylog.Migration(memory=value), lambda: MigrationConfig(memory=value).check(),
+             lambda: dirty_rate(dirtylog.workloads.Uniform(100), value),
+             lambda: dirty_curve(dirtylog.workloads.Uniform(100), value, [1])]
+    for call in calls:
+        with pytest.raises(ConfigError) as info:
+            call()
+        msg = str(info.value)
+        assert msg.startswith("memory must be at least one page (4,096 bytes), got "), msg
+        assert repr(value) in msg  # what was given
+        assert (hint in msg) if hint else "GiB'" not in msg, msg
+    assert guest_pages(4096, 4096) == 1 and guest_pages(4097, 4096) == 2 and guest_pages("4GiB", 4096) == 1 << 20
+    assert guest_pages("1KiB", 1024) == 1  # the page size is the floor
+    with pytest.raises(ConfigError, match="whole number of 4096-byte pages"):
+        guest_pages(4097, 4096, whole=True)
