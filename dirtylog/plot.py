@@ -152,13 +152,16 @@ def plot_report(report: Any, path: Optional[PathLike] = None, *, title: Optional
     psize = report.page_size
     pending_bytes = [r.remaining_pages * psize for r in rounds]
     thresholds_bytes = [r.threshold for r in rounds]
-    sscale, sunit = _unit(max([r.dirty_pages * psize for r in rounds] + pending_bytes + thresholds_bytes + [1.0]),
-                          _SIZE_UNITS)
+    # a migration that did not complete: what was left when it stopped (a round cut short, or no round at all)
+    left_bytes = [report.memory_remaining] if report.status != "completed" else []
+    sscale, sunit = _unit(max([r.dirty_pages * psize for r in rounds] + pending_bytes + thresholds_bytes + left_bytes
+                              + [1.0]), _SIZE_UNITS)
     # the data in the axes' units (seconds or minutes, MiB or GiB): ticks at round numbers of them
     dirty = [r.dirty_pages * psize / sscale for r in rounds]
     pending = [b / sscale for b in pending_bytes]
     thresholds = [b / sscale for b in thresholds_bytes]
-    top = max(dirty + pending + thresholds + [0.0])
+    left_end = [b / sscale for b in left_bytes]
+    top = max(dirty + pending + thresholds + left_end + [0.0]) or 1.0
     end /= tscale
     handles: List[Any] = []
     if rounds:
@@ -184,6 +187,12 @@ def plot_report(report: Any, path: Optional[PathLike] = None, *, title: Optional
                           color="#222222", label="left to send after each sync (QEMU's remaining): the guest "
                                                  "pauses once it is below the threshold")
         handles += [left, thr]
+    if left_bytes:
+        (stopped,) = ax.plot([end], left_end, linestyle="none", marker="o", markersize=6, markerfacecolor="white",
+                             color="#222222", clip_on=False,
+                             label=f"left to send when it stopped: {format_size(left_bytes[0])} "
+                                   f"of {format_size(report.memory)}")
+        handles.append(stopped)
     stop = [r for r in final if not r.postcopy]
     if stop:
         r = stop[0]
@@ -200,7 +209,7 @@ def plot_report(report: Any, path: Optional[PathLike] = None, *, title: Optional
                           label=f"post-copy: the guest runs on the destination, degraded for "
                                 f"{format_time(report.degraded_window)}")
         handles.append(span)
-    if not _log_if_wide(ax, dirty + pending + thresholds):
+    if not _log_if_wide(ax, dirty + pending + thresholds + left_end):
         ax.set_ylim(0, top * 1.15)
     _plain_ticks(ax.yaxis)
     ax.set_ylabel(f"dirty memory ({sunit})")

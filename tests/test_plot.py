@@ -98,6 +98,13 @@ def test_report_plot_without_a_completed_round_and_with_a_wide_range(tmp_path):
     fig = plot_report(r, tmp_path / "none.png")
     _png(tmp_path / "none.png")
     assert any("no pre-copy round completed" in t.get_text() for t in fig.axes[0].texts)
+    # what was left when it stopped (QEMU's remaining), and a y axis that holds it (it had none: -0.04..0.04 B)
+    from dirtylog.units import format_size
+
+    legend = " ".join(t.get_text() for t in fig.axes[0].get_legend().get_texts())
+    assert f"left to send when it stopped: {format_size(r.memory_remaining)} of 64.0 MiB" in legend
+    assert fig.axes[0].get_ylabel() == "dirty memory (MiB)" and fig.axes[0].get_ylim()[0] == 0
+    assert fig.axes[0].get_ylim()[1] >= r.memory_remaining / 2**20 > 0
     # dirty memory from a full round down to a few pages: a log scale keeps the small rounds visible
     r = simulate(memory="1GiB", workload="uniform:50MiB/s", bandwidth="10Gbit/s", downtime_limit="1ms")
     fig = plot_report(r)
