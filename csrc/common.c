@@ -16,7 +16,7 @@ void *dl__calloc_big(size_t n, size_t size)
     if (size && n > SIZE_MAX / size)
         return NULL;
     size_t bytes = n * size;
-    if (bytes < 2 * huge)
+    if (bytes < huge)
         return calloc(n, size);
     void *p = NULL;
     if (posix_memalign(&p, huge, bytes))
@@ -49,7 +49,7 @@ void dl__advise_huge(void *p, size_t bytes, int populated)
 {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
     const uintptr_t huge = (uintptr_t)1 << 21;
-    if (!p || bytes < 2 * huge)
+    if (!p || bytes < huge)
         return;
     uintptr_t a = ((uintptr_t)p + huge - 1) & ~(huge - 1), b = ((uintptr_t)p + bytes) & ~(huge - 1);
     if (b <= a)

@@ -5,12 +5,16 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "dirtylog/workload.h"
 
 struct dl_engine {
     dl_engine_config cfg;
     dl_tracker *t;
+    uint64_t *floor;       /* the tracker's stale floor (dl__tracker_stale_floor): reset at destroy */
     dl_workload *w;
     uint32_t *dst;
     uint64_t pages;
@@ -85,7 +89,8 @@ struct dl_engine {
     size_t seg_ne;         /* entries */
     uint64_t seg_last;     /* the last page listed */
     size_t seg_run[4];     /* starts of the ascending runs of entries (the scan wraps) */
-    uint64_t *seg_filter;  /* SEG_FILTER bits: set for a hash of each listed word (a quick "not listed") */
+    uint64_t *seg_filter;  /* SEG_FILTER bits: bit wi mod 2^SEG_FILTER_BITS set for each listed word wi
+                            * (a quick "not listed") */
     int seg_runs;
     dl__wl_pos seg_pos;
 };
@@ -94,7 +99,10 @@ struct dl_engine {
 #define SEG_CAP ((size_t)1 << 15)
 #define SEG_FILTER_BITS 18
 
-DL_ALWAYS_INLINE uint64_t seg_hash(uint64_t p) { return (p * UINT64_C(0x9e3779b97f4a7c15)) >> (64 - SEG_FILTER_BITS); }
+/* A word's filter bit: its index modulo the filter's size. The words of a segment's sends
+ * ascend, so listing them (and clearing them at the segment's end) walks the filter in
+ * order rather than at random (a hash measured slower: a cache miss per listed word). */
+DL_ALWAYS_INLINE uint64_t seg_hash(uint64_t wi) { return wi & ((UINT64_C(1) << SEG_FILTER_BITS) - 1); }
 
 enum { G_SOURCE = 1, G_DEST = 2 };
 
@@ -103,7 +111,7 @@ enum { G_SOURCE = 1, G_DEST = 2 };
  * wi first: every clear goes through here, so none can leave a cleared bit above it. */
 DL_ALWAYS_INLINE void stale_clear(dl_engine *e, uint64_t *stale, uint64_t wi, uint64_t mask)
 {
-    uint64_t *floor = dl__tracker_stale_floor(e->t);
+    uint64_t *floor = e->floor;
     if (wi >= *floor)
         *floor = wi + 1;
     stale[wi] &= ~mask;
@@ -151,6 +159,7 @@ int dl_engine_create(const dl_engine_config *cfg, dl_tracker *t, dl_workload *w,
         return DL_ERR_NOMEM;
     e->cfg = *cfg;
     e->t = t;
+    e->floor = dl__tracker_stale_floor(t);
     e->w = w;
     e->dst = dst_versions;
     e->pages = pages;
@@ -193,6 +202,10 @@ void dl_engine_destroy(dl_engine *e)
 {
     if (!e)
         return;
+    /* The floor is this engine's promise that it raises it before it clears a stale bit: it
+     * ends here, so that bits cleared by hand afterwards cannot hide a write. */
+    if (e->floor)
+        *e->floor = UINT64_MAX;
     free(e->mask);
     free(e->need);
     free(e->vthr);
@@ -889,16 +902,42 @@ DL_ALWAYS_INLINE void segment_place(dl_engine *e, const uint64_t *pages, size_t 
     const dl__wl_pos *q = &e->seg_pos;
     const double span = (double)(q->k1 - q->k0), w0 = e->seg_w0, len = e->seg_w1 - e->seg_w0;
     const uint64_t *filter = e->seg_filter;
+#if defined(__SSE2__)
+    /* Four writes at a time in 32-bit lanes where the word indices fit (nwords <= 2^32: then
+     * (wi - lo) mod 2^32 <= width exactly when wi - lo <= width in 64 bits, hi < 2^32 too). */
+    const int in32 = e->nwords <= (UINT64_C(1) << 32);
+    const __m128i bias = _mm_set1_epi32(INT32_MIN);
+    __m128i lov[4], wv[4];
+    for (int r = 0; r < runs; r++) {
+        lov[r] = _mm_set1_epi32((int32_t)(uint32_t)lo[r]);
+        wv[r] = _mm_set1_epi32((int32_t)((uint32_t)width[r] ^ UINT32_C(0x80000000)));
+    }
+#endif
     for (size_t i = 0; i < n; i += 64) {
         const size_t m = n - i < 64 ? n - i : 64;
         uint64_t in = 0;
-        for (size_t k = 0; k < m; k++) {
-            const uint64_t wi = pages[i + k] >> 6;
-            uint64_t inside = wi - lo[0] <= width[0];
-            for (int r = 1; r < runs; r++)
-                inside |= wi - lo[r] <= width[r];
-            in |= inside << k;
-        }
+#if defined(__SSE2__)
+        if (in32 && m == 64) {
+            for (size_t g = 0; g < 64; g += 4) {
+                const __m128i a = _mm_srli_epi64(_mm_loadu_si128((const __m128i *)(pages + i + g)), 6);
+                const __m128i b = _mm_srli_epi64(_mm_loadu_si128((const __m128i *)(pages + i + g + 2)), 6);
+                const __m128i wi = _mm_castps_si128(
+                    _mm_shuffle_ps(_mm_castsi128_ps(a), _mm_castsi128_ps(b), _MM_SHUFFLE(2, 0, 2, 0)));
+                /* outside run r: wi - lo > width, unsigned (both sides biased to compare signed) */
+                __m128i out = _mm_cmpgt_epi32(_mm_xor_si128(_mm_sub_epi32(wi, lov[0]), bias), wv[0]);
+                for (int r = 1; r < runs; r++)
+                    out = _mm_and_si128(out, _mm_cmpgt_epi32(_mm_xor_si128(_mm_sub_epi32(wi, lov[r]), bias), wv[r]));
+                in |= (uint64_t)(~_mm_movemask_ps(_mm_castsi128_ps(out)) & 0xf) << g;
+            }
+        } else
+#endif
+            for (size_t k = 0; k < m; k++) {
+                const uint64_t wi = pages[i + k] >> 6;
+                uint64_t inside = wi - lo[0] <= width[0];
+                for (int r = 1; r < runs; r++)
+                    inside |= wi - lo[r] <= width[r];
+                in |= inside << k;
+            }
         for (; in; in &= in - 1) {
             const size_t k = i + (size_t)__builtin_ctzll(in);
             const uint64_t wi = pages[k] >> 6, h = seg_hash(wi);
@@ -1156,7 +1195,7 @@ int dl_engine_dirty_fill(dl_engine *e)
         if ((stale[wi - 1] | tail) == UINT64_MAX)
             for (wi--; wi > 0 && stale[wi - 1] == UINT64_MAX; wi--)
                 ;
-        *dl__tracker_stale_floor(e->t) = wi;
+        *e->floor = wi;
     }
     return DL_OK;
 }
@@ -1304,9 +1343,9 @@ int dl_engine_catch_up(dl_engine *e)
     return DL_OK;
 }
 
-/* Lists the pages of bitmap word wi's bits w (not 0, all above the list's last page
- * unless a new run starts) as sent in the segment at time t, as zero pages if z. */
-DL_ALWAYS_INLINE void segment_sent_word(dl_engine *e, uint64_t wi, uint64_t w, double t, int z)
+/* Lists the pages of bitmap word wi's bits w (k of them: not 0, all above the list's last
+ * page unless a new run starts) as sent in the segment at time t, as zero pages if z. */
+DL_ALWAYS_INLINE void segment_sent_word(dl_engine *e, uint64_t wi, uint64_t w, uint64_t k, double t, int z)
 {
     size_t x = e->seg_ne;
     const uint64_t first = (wi << 6) + (uint64_t)__builtin_ctzll(w);
@@ -1324,7 +1363,7 @@ DL_ALWAYS_INLINE void segment_sent_word(dl_engine *e, uint64_t wi, uint64_t w, d
     e->seg_bits[x - 1] |= w;
     if (z)
         e->seg_zero[x - 1] |= w;
-    e->seg_n += dl__popcount64(w);
+    e->seg_n += k;
     e->seg_last = (wi << 6) + 63 - (uint64_t)__builtin_clzll(w);
 }
 
@@ -1401,6 +1440,11 @@ int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, ui
             const double slack = 1e-12 * (fabs(iter_end) + fabs(e->link_base) + fabs(deadline));
             const double iter_bytes = (iter_end - e->link_base - slack) * bw * (1.0 - 1e-12);
             const double dead_bytes = (deadline - e->link_base - slack) * bw * (1.0 - 1e-12);
+            /* Byte counts below these pass the tests against iter_bytes (x < iter_bytes) and
+             * dead_bytes (x <= dead_bytes) in double: exact integers there (below 2^53). */
+            const double exact = 0x1p53;
+            const uint64_t iter_ok = iter_bytes > 0 ? (uint64_t)(iter_bytes < exact ? iter_bytes : exact) : 0;
+            const uint64_t dead_ok = dead_bytes >= 0 ? (uint64_t)(dead_bytes < exact ? dead_bytes : exact - 1) + 1 : 0;
             uint64_t bytes = 0, zeros = 0, normal = 0, sent = 0;
             int partial = 0;
             while (sent < chunk && e->ct.remaining > 0) {
@@ -1418,7 +1462,10 @@ int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, ui
                      * (up to the bitmap's end: a wrap goes through next_dirty): the same
                      * sends, in the same order. */
                     uint64_t wi = p >> 6;
-                    uint64_t w = e->mbm[wi] & (~UINT64_C(0) << (p & 63));
+                    uint64_t *const mbm = e->mbm;
+                    const uint64_t nwords = e->nwords, budget = e->budget, win_bytes = e->ct.window_bytes;
+                    uint64_t remaining = e->ct.remaining, scan = e->ct.scan;
+                    uint64_t w = mbm[wi] & (~UINT64_C(0) << (p & 63));
                     int took = 0;
                     for (;;) {
                         uint64_t k = (uint64_t)dl__popcount64(w);
@@ -1426,29 +1473,36 @@ int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, ui
                             k = chunk - sent;
                             w = low_bits(w, k);
                         }
-                        if (!((double)(lb + (k - 1) * pb) < iter_bytes && (double)(lb + k * pb) <= dead_bytes &&
-                              (!e->budget || e->ct.window_bytes + bytes + (k - 1) * pb < e->budget)))
+                        /* the word's last page starts before the iteration's end, ends by the
+                         * deadline, and starts within the window's budget (the exact tests in
+                         * double run only near the limits) */
+                        const uint64_t last = lb + (k - 1) * pb, end = last + pb;
+                        if (!((last < iter_ok || (double)last < iter_bytes) &&
+                              (end < dead_ok || (double)end <= dead_bytes) &&
+                              (!budget || win_bytes + bytes + (k - 1) * pb < budget)))
                             break;
-                        e->mbm[wi] &= ~w;
+                        mbm[wi] &= ~w;
                         if (stale)
                             stale_clear(e, stale, wi, w);
                         if (listed)
-                            segment_sent_word(e, wi, w, chunk_start, 0);
-                        e->ct.remaining -= k;
-                        e->ct.scan = (wi << 6) + 64 - (uint64_t)__builtin_clzll(w);
+                            segment_sent_word(e, wi, w, k, chunk_start, 0);
+                        remaining -= k;
+                        scan = (wi << 6) + 64 - (uint64_t)__builtin_clzll(w);
                         lb += k * pb;
                         bytes += k * pb;
                         normal += k;
                         sent += k;
                         took = 1;
-                        if (sent >= chunk || e->ct.remaining == 0)
+                        if (sent >= chunk || remaining == 0)
                             break;
                         do
-                            w = ++wi < e->nwords ? e->mbm[wi] : 0;
-                        while (!w && wi < e->nwords);
+                            w = ++wi < nwords ? mbm[wi] : 0;
+                        while (!w && wi < nwords);
                         if (!w)
                             break;
                     }
+                    e->ct.remaining = remaining;
+                    e->ct.scan = scan;
                     if (took)
                         continue;
                 }
@@ -1466,7 +1520,7 @@ int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, ui
                 if (DL_UNLIKELY(rc))
                     return rc;
                 if (listed)
-                    segment_sent_word(e, p >> 6, UINT64_C(1) << (p & 63), chunk_start, z);
+                    segment_sent_word(e, p >> 6, UINT64_C(1) << (p & 63), 1, chunk_start, z);
                 e->mbm[p >> 6] &= ~(UINT64_C(1) << (p & 63));
                 e->ct.remaining--;
                 e->ct.scan = p + 1;

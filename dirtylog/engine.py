@@ -50,6 +50,18 @@ class Counters:
     last_pages: int
 
 
+def _destructor(tracker_handle: Any) -> Callable[[Any], None]:
+    """dl_engine_destroy, holding the tracker's handle until it has run: destroying an engine
+    resets the tracker's stale floor, so the tracker must still exist then, in whatever order
+    the garbage collector frees the two."""
+    destroy = lib.dl_engine_destroy
+
+    def _destroy(e: Any, _tracker: Any = tracker_handle) -> None:
+        destroy(e)
+
+    return _destroy
+
+
 class Engine:
     """One C engine bound to a tracker and a workload (both must outlive it)."""
 
@@ -61,7 +73,7 @@ class Engine:
         check(lib.dl_engine_create(config, tracker._handle, workload_handle if workload_handle is not None
                                    else ffi.NULL, dst_ptr, dst.size if dst is not None else 0, out),
               "creating the engine")
-        self._e = ffi.gc(out[0], lib.dl_engine_destroy)
+        self._e = ffi.gc(out[0], _destructor(tracker._handle))
         self._dst = dst  # kept alive while the engine writes into it
         self._state = ffi.new("dl_engine_state *")
         self._ct = ffi.new("dl_engine_counters *")

@@ -297,7 +297,8 @@ class Migration:
             self.tracker.attach_versions(self._src)
         if self.verify:
             # Every page stale: the destination holds nothing yet.
-            self._stale = np.full(self.tracker.config.bitmap_words, np.uint64(2**64 - 1), dtype=np.uint64)
+            self._stale = _huge_aligned_words(self.tracker.config.bitmap_words)
+            self._stale.fill(np.uint64(2**64 - 1))
             self.tracker.attach_stale(self._stale)
         self._bound = _bind(workload, npages, self.vcpus, psize)
         self._wl = self._bound._handle if self._bound is not None else None
@@ -1381,6 +1382,17 @@ class Migration:
 #: bytes for the RAM block "pc.ram" (command byte, command, length, version, name length, name, NUL).
 DISCARD_RANGES_PER_COMMAND = 12
 DISCARD_COMMAND_HEADER = 1 + 2 + 2 + 1 + 1 + len("pc.ram") + 1
+
+
+def _huge_aligned_words(n: int) -> np.ndarray:
+    """An uninitialized uint64 array of n words starting on a 2 MiB boundary when it spans one
+    (the tracker asks for transparent huge pages on whole aligned 2 MiB extents only)."""
+    huge = 1 << 21
+    if n * 8 < huge:
+        return np.empty(n, dtype=np.uint64)
+    raw = np.empty(n + huge // 8, dtype=np.uint64)
+    off = (-raw.ctypes.data % huge) // 8
+    return raw[off: off + n]
 
 
 def discard_bytes(stale: np.ndarray) -> int:

@@ -307,3 +307,55 @@ def test_a_dirty_fill_while_a_segment_slice_is_partly_applied_loses_no_stale_bit
     assert plain_slice.tolist() == [0x1, 0x0, 2**64 - 1]  # page 0's write came after its send
     assert np.array_equal(slice_, plain_slice)
     assert 5 in plain_bad and np.array_equal(end, plain_end) and bad == plain_bad
+
+
+@pytest.mark.parametrize("mode", ["wp", "pml", "ring", "clear"])
+def test_destroying_the_engine_ends_the_stale_floor(mode: str) -> None:
+    # dl_engine_dirty_fill puts the floor at word 0 (every bit set: nothing sent). Once the engine is
+    # destroyed, a C caller may clear stale bits by hand (the header forbids it only while an engine
+    # runs): a later write there must set its bit again, not go to the scratch word above the floor.
+    from dirtylog._lib import ffi, lib
+    from dirtylog.engine import Engine
+
+    pages = 640
+    t = Tracker(pages, mode=mode, vcpus=1, ring_entries=256)
+    words = np.full(t.config.bitmap_words, np.uint64(2**64 - 1), dtype=np.uint64)
+    t.attach_stale(words)
+    t.start()
+    cfg = ffi.new("dl_engine_config *")
+    lib.dl_engine_config_init(cfg)
+    engine = Engine(cfg, t, None, None)
+    engine.dirty_fill()
+    t.write([3, 600], vcpu=0)  # above the floor: the scratch word (the bits are set already)
+    assert words.tolist() == [2**64 - 1] * 10
+    ffi.release(engine.handle)  # dl_engine_destroy, now
+    words[:] = 0  # by hand: nothing stale
+    t.write([3, 600, 130], vcpu=0)
+    stale = np.flatnonzero(np.unpackbits(words.view(np.uint8), bitorder="little")[:pages]).tolist()
+    assert stale == [3, 130, 600]
+
+
+def test_an_engine_keeps_its_tracker_alive_until_it_is_destroyed() -> None:
+    # dl_engine_destroy writes into the tracker (the floor): the Python engine holds the tracker's
+    # C handle until its destructor has run, whatever order the two are collected in (ASAN would
+    # see the write into a freed tracker).
+    import gc
+    import weakref
+
+    from dirtylog._lib import ffi, lib
+    from dirtylog.engine import Engine
+
+    t = Tracker(256, mode="pml")
+    words = np.full(t.config.bitmap_words, np.uint64(2**64 - 1), dtype=np.uint64)
+    t.attach_stale(words)
+    cfg = ffi.new("dl_engine_config *")
+    lib.dl_engine_config_init(cfg)
+    engine = Engine(cfg, t, None, None)
+    engine.dirty_fill()
+    handle = weakref.ref(t._handle)
+    del t
+    gc.collect()
+    assert handle() is not None  # held by the engine's destructor
+    del engine
+    gc.collect()
+    assert handle() is None  # freed once the engine is

@@ -216,8 +216,8 @@ int dl_tracker_attach_versions(dl_tracker *t, uint32_t *versions, uint64_t n);
  * outlive the tracker or a detach (NULL, 0). An engine running on the tracker
  * relies on the bits it has not cleared staying set (a write to a page it has not
  * sent yet in the first pass skips its store, the bit being set already): while it
- * runs, clear none yourself. Attaching again (the same words or others) drops what
- * it knew of them. */
+ * runs, clear none yourself. Attaching again (the same words or others), detaching
+ * or destroying the engine drops what the tracker knew of them. */
 int dl_tracker_attach_stale(dl_tracker *t, uint64_t *words, uint64_t nwords);
 
 /* Fault injection for tests: the next harvest silently drops `page` from its
