@@ -39,7 +39,7 @@ import numpy_engine
 
 MEMORY = os.environ.get("DIRTYLOG_BENCH_ENGINE_MEMORY", "64GiB")
 LARGE = os.environ.get("DIRTYLOG_BENCH_ENGINE_LARGE", "1TiB")
-REPEATS = int(os.environ.get("DIRTYLOG_BENCH_ENGINE_REPEATS", "5"))
+REPEATS = int(os.environ.get("DIRTYLOG_BENCH_ENGINE_REPEATS", "9"))
 
 
 def test_engine_vs_numpy(benchmark):
@@ -104,10 +104,20 @@ def test_engine_vs_fused_loop(benchmark):
     without sending a page (and without the harvests between rounds), and without the stale bitmap
     (verification's mark on every write) unless said. Issue 11's target: verify on within 1.6x of
     the plain loop (the former version of this benchmark measured the loop with the stale bitmap
-    attached, printed too). The three are measured in turn ``REPEATS`` times (one CPU-time figure
-    of a memory-bound loop on a shared machine varies by 20 % and more) and compared by their
-    medians; the spread is printed beside, and the median of each repeat's own ratio (its runs back to
-    back, so a change of the machine's load between repeats cancels)."""
+    attached, printed too).
+
+    Statistics. One CPU-time figure of this memory-bound loop on a shared 2-core machine varies by
+    20 % and more from run to run, and by more between minutes as the other core's load changes.
+    So the four measurements (verify on, verify off, the fused loop, the loop with the stale
+    bitmap) are taken in turn, ``REPEATS`` times (9 by default; it was 5), each repeat starting
+    one measurement later in the cycle than the last (so that none always runs right after the
+    same other one, whose memory it finds in the caches), and compared three ways, all printed:
+    the ratio of the medians; the median of each repeat's own ratio (its runs are back to back,
+    so a change of load between repeats cancels), with that ratio's spread over the repeats and
+    how many repeats met the target; and the ratio of the best runs (other work on the machine
+    only ever adds time, so the minimum is the least disturbed figure of each). What is measured
+    is as before: the same four runs, CPU time of each, nothing left out of any of them; only the
+    repeats, their order and the figures printed changed."""
     costs = TrackingCosts(slows_guest=False)
     kw = dict(memory=MEMORY, link=Link("10Gbit/s"), policy=PreCopy(downtime_limit="300ms"), tracker="pml",
               vcpus=4, costs=costs)
@@ -115,6 +125,7 @@ def test_engine_vs_fused_loop(benchmark):
     report = benchmark.pedantic(lambda: dirtylog.simulate(workload=w, **kw), rounds=1, iterations=1)
     assert report.status == "completed" and report.verified
     guest_time = report.total_time - report.downtime  # the guest ran until the pause (nothing slows it here)
+    repeats = REPEATS
 
     def fused(stale):
         m = dirtylog.Migration(workload=w, verify=stale, **kw)  # verify: the stale bitmap attached
@@ -122,30 +133,39 @@ def test_engine_vs_fused_loop(benchmark):
         bound = w.bind(m.pages, vcpus=4, page_size=m.page_size)
         return _cpu_time(lambda: bound.run(m.tracker, 0.0, guest_time))
 
-    on_cpu, off_cpu, fused_cpu, stale_cpu = [], [], [], []
-    for _ in range(REPEATS):
-        on, c = _cpu_time(lambda: dirtylog.simulate(workload=w, **kw))
-        on_cpu.append(c)
-        off, c = _cpu_time(lambda: dirtylog.simulate(workload=w, verify=False, **kw))
-        off_cpu.append(c)
-        assert on.guest_writes == off.guest_writes == report.guest_writes
-        fused_writes, c = fused(False)
-        fused_cpu.append(c)
-        _, c = fused(True)
-        stale_cpu.append(c)
+    def sim(verify):
+        out, c = _cpu_time(lambda: dirtylog.simulate(workload=w, verify=verify, **kw))
+        assert out.guest_writes == report.guest_writes
+        return out.guest_writes, c
+
+    runs = {"on": lambda: sim(True), "off": lambda: sim(False), "fused": lambda: fused(False),
+            "stale": lambda: fused(True)}
+    order = list(runs)
+    cpu: dict = {k: [] for k in order}
+    fused_writes = 0
+    for i in range(repeats):
+        for k in order[i % len(order):] + order[: i % len(order)]:
+            n, c = runs[k]()
+            cpu[k].append(c)
+            if k == "fused":
+                fused_writes = n
+    on_cpu, off_cpu, fused_cpu, stale_cpu = cpu["on"], cpu["off"], cpu["fused"], cpu["stale"]
     on_m, off_m, fused_m, stale_m = (statistics.median(x) for x in (on_cpu, off_cpu, fused_cpu, stale_cpu))
-    # each repeat's own ratio (its runs are back to back): steadier than a ratio of medians when the
-    # machine's load changes between repeats
-    on_r = statistics.median(a / b for a, b in zip(on_cpu, fused_cpu))
-    off_r = statistics.median(a / b for a, b in zip(off_cpu, fused_cpu))
+    on_rs = sorted(a / b for a, b in zip(on_cpu, fused_cpu))
+    off_rs = sorted(a / b for a, b in zip(off_cpu, fused_cpu))
+    on_r, off_r = statistics.median(on_rs), statistics.median(off_rs)
+    on_best, off_best = min(on_cpu) / min(fused_cpu), min(off_cpu) / min(fused_cpu)
+    met = sum(r <= 1.6 for r in on_rs)
     benchmark.extra_info.update(
-        memory=MEMORY, simulated_time_s=report.total_time, guest_writes=report.guest_writes, repeats=REPEATS,
+        memory=MEMORY, simulated_time_s=report.total_time, guest_writes=report.guest_writes, repeats=repeats,
         verify_on_cpu_s=on_m, verify_off_cpu_s=off_m, fused_cpu_s=fused_m, fused_writes=fused_writes,
         verify_on_cpu_runs_s=on_cpu, verify_off_cpu_runs_s=off_cpu, fused_cpu_runs_s=fused_cpu,
         fused_stale_cpu_s=stale_m, fused_stale_cpu_runs_s=stale_cpu, verify_on_over_fused_stale=on_m / stale_m,
         verify_on_over_fused=on_m / fused_m, verify_off_over_fused=off_m / fused_m,
         verify_on_over_fused_per_repeat=on_r, verify_off_over_fused_per_repeat=off_r,
-        load_average=os.getloadavg()[0],
+        verify_on_over_fused_per_repeat_runs=on_rs, verify_off_over_fused_per_repeat_runs=off_rs,
+        verify_on_over_fused_best=on_best, verify_off_over_fused_best=off_best,
+        verify_on_repeats_within_target=met, load_average=os.getloadavg()[0],
     )
 
     def spread(x):
@@ -153,14 +173,17 @@ def test_engine_vs_fused_loop(benchmark):
 
     print(
         f"\nengine vs fused loop ({MEMORY}, Hotspot 1 GiB/s, 10 Gbit/s, PML, 4 vCPUs), CPU time, median of "
-        f"{REPEATS} runs each in turn, load average {os.getloadavg()[0]:.1f}:\n"
+        f"{repeats} runs each in turn, load average {os.getloadavg()[0]:.1f}:\n"
         f"  simulate, verify on   {on_m:7.3f} s   {on_m / fused_m:5.2f}x the fused loop (target <= 1.6x)  "
         f"{spread(on_cpu)}\n"
         f"  simulate, verify off  {off_m:7.3f} s   {off_m / fused_m:5.2f}x  {spread(off_cpu)}\n"
         f"  fused loop alone      {fused_m:7.3f} s   {spread(fused_cpu)}  ({fused_writes:,} writes over "
         f"{guest_time:.1f} s of guest time; simulate: {report.guest_writes:,})\n"
         f"  fused loop + stale    {stale_m:7.3f} s   {spread(stale_cpu)}  (verify on is {on_m / stale_m:.2f}x it)\n"
-        f"  median of each repeat's own ratio to the fused loop: verify on {on_r:.2f}x, off {off_r:.2f}x"
+        f"  each repeat's own ratio to the fused loop: verify on median {on_r:.2f}x (repeats {on_rs[0]:.2f} to "
+        f"{on_rs[-1]:.2f}x; {met} of {repeats} within 1.6x), off median {off_r:.2f}x ({off_rs[0]:.2f} to "
+        f"{off_rs[-1]:.2f}x)\n"
+        f"  best run over best run: verify on {on_best:.2f}x, off {off_best:.2f}x"
     )
 
 

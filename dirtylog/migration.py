@@ -298,8 +298,8 @@ class Migration:
         if self.verify:
             # Every page stale: the destination holds nothing yet.
             self._stale = _huge_aligned_words(self.tracker.config.bitmap_words)
+            self.tracker.attach_stale(self._stale)  # before the first touch: its huge pages at once
             self._stale.fill(np.uint64(2**64 - 1))
-            self.tracker.attach_stale(self._stale)
         self._bound = _bind(workload, npages, self.vcpus, psize)
         self._wl = self._bound._handle if self._bound is not None else None
 
@@ -1391,7 +1391,7 @@ def _huge_aligned_words(n: int) -> np.ndarray:
     if n * 8 < huge:
         return np.empty(n, dtype=np.uint64)
     raw = np.empty(n + huge // 8, dtype=np.uint64)
-    off = (-raw.ctypes.data % huge) // 8
+    off = (-raw.__array_interface__["data"][0] % huge) // 8
     return raw[off: off + n]
 
 
