@@ -166,15 +166,27 @@ class Advice:
         """(title, note) of each answer: what the setting means, and the nearest one that fails."""
         return [(_TITLES[a.question], a.note) for a in self.answers()]
 
-    def __str__(self) -> str:
-        from .render import Column, plain, table
+    def lines(self, width: Optional[int] = None) -> List[Any]:
+        """The advice as :mod:`dirtylog.render` lines fitted to ``width`` (what the command line
+        prints): the table of answers, a note on each, and what the search cost."""
+        from .render import Column, table, wrap
 
         head, rows = self.table_rows()
-        cols = [Column(h, "left" if i < 2 else "right") for i, h in enumerate(head)]
-        lines = table(cols, [(r, "") for r in rows])
-        lines += [[(f"{t}: {n}", "")] for t, n in self.notes()]
-        lines.append([(f"({self.probes} simulations, {self.wall_time:.1f} s of wall time)", "")])
-        return plain(lines)
+        cols = [Column(h, "left" if i < 2 else "right", priority=0 if i < 2 else 1) for i, h in enumerate(head)]
+        title = "What would make it converge" if not self.converges else "How far it could go (it converges)"
+        out = table(cols, [(r, ["", "good" if a.found else "bad", "", ""]) for a, r in zip(self.answers(), rows)],
+                    width, title=title)
+        out.append([])
+        for t, n in self.notes():
+            out += wrap("", [(f"{t}:", "bold"), (f" {n}", "")], -1, width)
+        out += wrap("", [(f"Found by {self.probes} simulations in {self.wall_time:.1f} s: bisections to the printed "
+                          "precision, each probe stopped as soon as it can no longer converge.", "dim")], -1, width)
+        return out
+
+    def __str__(self) -> str:
+        from .render import output_width, plain
+
+        return plain(self.lines(output_width()))
 
 
 _TITLES = {

@@ -1,8 +1,8 @@
 """The ``dirtylog`` command line (also ``python -m dirtylog``).
 
-Commands: ``simulate``, ``trackers``, ``dirty-rate``, ``curve``, ``sweep``,
-``bench``; and ``--cflags``, ``--libs`` and friends for building C programs
-against the core. ``main(argv)`` runs one command line in-process and returns
+Commands: ``simulate``, ``trackers``, ``dirty-rate``, ``curve``, ``record``,
+``sweep``, ``advise``, ``bench`` and ``validate``; and ``--cflags``, ``--libs`` and
+friends for building C programs against the core. ``main(argv)`` runs one command line in-process and returns
 its exit status:
 
 * 0: done;
@@ -14,9 +14,10 @@ its exit status:
 
 Set ``DIRTYLOG_DEBUG=1`` to get the traceback of an error instead of its line.
 
-Tables and progress bars are drawn with rich. Progress bars go to stderr, only
-when stderr is a terminal (``--progress`` forces them, ``--no-progress`` turns
-them off), and tables to stdout; ``--json`` prints machine output instead.
+Text goes to stdout through one renderer (:mod:`dirtylog.render`: plain-text tables and
+wrapped paragraphs fitted to the terminal), coloured with rich on a terminal; progress
+bars (rich) go to stderr, only when stderr is a terminal (``--progress`` forces them,
+``--no-progress`` turns them off); ``--json`` prints machine output instead.
 """
 from __future__ import annotations
 
@@ -61,8 +62,9 @@ class UsageError(DirtylogError):
 
 
 def _suggest(word: str, allowed: Sequence[str]) -> str:
-    near = difflib.get_close_matches(word, list(allowed), n=1, cutoff=0.6)
-    return f"; did you mean {near[0]}?" if near else ""
+    lower = {a.lower(): a for a in allowed}  # 'PML' is near 'pml': the case is all that differs
+    near = difflib.get_close_matches(word.lower(), list(lower), n=1, cutoff=0.6)
+    return f"; did you mean {lower[near[0]]}?" if near else ""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -197,6 +199,8 @@ def _whole(name: str, minimum: Optional[float] = 1, maximum: Optional[float] = N
             v = int(text.replace("_", ""), 0)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if minimum is not None and maximum is not None and not minimum <= v <= maximum:
+            raise argparse.ArgumentTypeError(f"must be from {minimum:g} to {maximum:g}, got {v}")
         if minimum is not None and v < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum:g}, got {v}")
         if maximum is not None and v > maximum:
@@ -208,6 +212,13 @@ def _whole(name: str, minimum: Optional[float] = 1, maximum: Optional[float] = N
 
 
 _positive_int = _whole
+
+
+def _sample_pages(text: str) -> int:
+    """--sample-pages: QEMU's range of pages sampled per GiB."""
+    from .measure import SAMPLE_PAGES_MAX, SAMPLE_PAGES_MIN
+
+    return _whole("sample-pages", SAMPLE_PAGES_MIN, SAMPLE_PAGES_MAX)(text)
 
 
 def _percent(name: str, maximum: float = 99) -> Callable[[str], int]:
@@ -355,32 +366,38 @@ def _knob_values(args: argparse.Namespace) -> Dict[str, Any]:
     return {k.name: getattr(args, k.name) for k in KNOBS if getattr(args, k.name, None) is not None}
 
 
-def _add_guest(p: argparse.ArgumentParser, workload_help: str = "") -> None:
+# Help of the options simulate-like commands and sweep share (one text, one place).
+_HELP = {
+    "seed": "seed of the workload's writes (default %(default)s)",
+    "huge_pages": "2 MiB mappings split lazily on the first write or eagerly at start (default none)",
+    "zero_pages": "zero pages, sent as headers only: a share scattered at random (30%%), the top of memory "
+                  "(top:25%%, top:512MiB) or page ranges (ranges:0-1023,4096-8191); default 0",
+    "latency": "one-way link latency, added to the downtime (default %(default)s)",
+}
+
+
+def _add_guest(p: argparse.ArgumentParser, workload_help: str = "", memory_help: str = "") -> None:
     g = p.add_argument_group("guest")
     g.add_argument("-m", "--memory", type=_size, default=DEFAULTS["memory"], metavar="SIZE",
-                   help="guest memory (default %(default)s)")
+                   help=memory_help or "guest memory (default %(default)s)")
     g.add_argument("-w", "--workload", type=_spec, default=DEFAULTS["workload"], metavar="SPEC",
                    help=workload_help or "how the guest writes its memory (default %(default)s; grammar below)")
     g.add_argument("--vcpus", type=_whole("vcpus"), default=DEFAULTS["vcpus"], metavar="N",
                    help="vCPUs sharing the writes (default %(default)s)")
-    g.add_argument("--seed", type=_whole("seed", 0), default=DEFAULTS["seed"], metavar="N",
-                   help="seed of the workload's writes (default %(default)s)")
+    g.add_argument("--seed", type=_whole("seed", 0), default=DEFAULTS["seed"], metavar="N", help=_HELP["seed"])
     g.add_argument("--page-size", type=_size, default=f"{DEFAULTS['page_size'] // 1024}KiB", metavar="SIZE",
                    help="bytes per page (default %(default)s)")
 
 
 def _add_migration(p: argparse.ArgumentParser, tracker: bool = True, skip: Sequence[str] = ()) -> None:
     g = p.add_argument_group("guest memory mapping")
-    g.add_argument("--huge-pages", choices=HUGE_PAGES, default="none",
-                   help="2 MiB mappings split lazily on the first write or eagerly at start (default none)")
+    g.add_argument("--huge-pages", choices=HUGE_PAGES, default="none", help=_HELP["huge_pages"])
     g.add_argument("--zero-pages", type=_zero_pages, default=DEFAULTS["zero_pages"], metavar="PLACEMENT",
-                   help="zero pages, sent as headers only: a share scattered at random (30%%), the top of memory "
-                        "(top:25%%, top:512MiB) or page ranges (ranges:0-1023,4096-8191); default 0")
+                   help=_HELP["zero_pages"])
     m = p.add_argument_group("link and policy")
     m.add_argument("-b", "--bandwidth", type=_rate, default=DEFAULTS["bandwidth"], metavar="RATE",
                    help="migration bandwidth (default %(default)s)")
-    m.add_argument("--latency", type=_time, default=DEFAULTS["latency"], metavar="TIME",
-                   help="one-way link latency, added to the downtime (default %(default)s)")
+    m.add_argument("--latency", type=_time, default=DEFAULTS["latency"], metavar="TIME", help=_HELP["latency"])
     if tracker:
         m.add_argument("-t", "--tracker", choices=TRACKERS, default=DEFAULTS["tracker"],
                        help="dirty tracking: wp (write protection), pml (Intel PML), ring (KVM dirty ring), "
@@ -497,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="measurement mode (default: all three side by side)")
     d.add_argument("--window", "--calc-time", type=_time_pos, default="1s", metavar="TIME",
                    help="measurement window (default %(default)s)")
-    d.add_argument("--sample-pages", type=_positive_int("sample-pages"), default=512, metavar="N",
+    d.add_argument("--sample-pages", type=_sample_pages, default=512, metavar="N",
                    help="page-sampling: pages sampled per GiB (128..16384; default %(default)s)")
     d.add_argument("--start", type=_time, default="0s", metavar="TIME",
                    help="guest time at which the window starts (default 0s)")
@@ -511,14 +528,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "lengths, each from a clean state. Real curves grow far slower than linearly; save the "
                     "curve with --json FILE and replay it with --workload curve:FILE.",
         epilog=GRAMMAR)
-    _add_guest(cv)
+    _add_guest(cv, memory_help=f"guest memory (default {DEFAULTS['memory']}, or the recorded size of a TRACE)")
     cv.add_argument("--windows", type=_list_of(_time_pos), default=["100ms", "200ms", "500ms", "1s", "2s", "5s", "10s"],
                     metavar="LIST", help="window lengths (default 100ms,200ms,500ms,1s,2s,5s,10s)")
     cv.add_argument("--mode", choices=("dirty-bitmap", "page-sampling"), default="dirty-bitmap",
                     help="exact bitmap, or page-sampling estimates (default dirty-bitmap)")
-    cv.add_argument("--sample-pages", type=_positive_int("sample-pages"), default=512, metavar="N",
-                    help="page-sampling: pages sampled per GiB (default %(default)s)")
-    cv.add_argument("--start", type=_time, default="0s", metavar="TIME", help="guest time of the windows' start")
+    cv.add_argument("--sample-pages", type=_sample_pages, default=512, metavar="N",
+                    help="page-sampling: pages sampled per GiB (128..16384; default %(default)s)")
+    cv.add_argument("--start", type=_time, default="0s", metavar="TIME",
+                    help="guest time of the windows' start (default %(default)s)")
     _add_json(cv, "the curve (readable by --workload curve:FILE)")
     cv.add_argument("--plot", metavar="FILE", help="draw the curve to FILE (needs matplotlib)")
     cv.add_argument("trace", nargs="?", metavar="TRACE",
@@ -542,7 +560,8 @@ def build_parser() -> argparse.ArgumentParser:
         usage="dirtylog record [-o FILE] [--interval TIME] [--duration TIME]\n"
               "                       -- COMMAND [ARGS ...]\n"
               "       dirtylog record [-o FILE] [--interval TIME] [--duration TIME]\n"
-              "                       --pid PID [--method {" + ",".join(RECORD_METHODS) + "}]")
+              "                       --pid PID [--method {" + ",".join(RECORD_METHODS) + "}]\n"
+              "       (both take [--json [FILE]] [--progress | --no-progress])")
     rc.add_argument("-o", "--output", default="dirtylog-record.npz", metavar="FILE",
                     help="the recording (.npz; default %(default)s)")
     rc.add_argument("--interval", type=_time_pos, default="100ms", metavar="TIME",
@@ -558,7 +577,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "kernel has it, else uffd (default)")
     _add_json(rc, "the summary")
     _add_progress(rc)
-    rc.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    # dest "program": "command" is the subcommand's name (main() names it in every error)
+    rc.add_argument("program", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     rc.set_defaults(func=cmd_record)
 
     # sweep ------------------------------------------------------------------------------------
@@ -583,11 +603,11 @@ def build_parser() -> argparse.ArgumentParser:
                     default=[DEFAULTS["tracker"]], metavar="LIST", help="trackers (default pml)")
     wg.add_argument("--vcpus", type=_list_of(_whole("vcpus")), default=[DEFAULTS["vcpus"]], metavar="LIST",
                     help="vCPUs (default %s)" % DEFAULTS["vcpus"])
-    wg.add_argument("--seed", type=_whole("seed", 0), default=DEFAULTS["seed"], metavar="N", help="workload seed")
-    wg.add_argument("--huge-pages", choices=HUGE_PAGES, default="none", help="huge page mode")
+    wg.add_argument("--seed", type=_whole("seed", 0), default=DEFAULTS["seed"], metavar="N", help=_HELP["seed"])
+    wg.add_argument("--huge-pages", choices=HUGE_PAGES, default="none", help=_HELP["huge_pages"])
     wg.add_argument("--zero-pages", type=_zero_pages, default=DEFAULTS["zero_pages"], metavar="PLACEMENT",
-                    help="zero pages: 30%% (scattered), top:25%%, ranges:0-1023")
-    wg.add_argument("--latency", type=_time, default=DEFAULTS["latency"], metavar="TIME", help="one-way link latency")
+                    help=_HELP["zero_pages"])
+    wg.add_argument("--latency", type=_time, default=DEFAULTS["latency"], metavar="TIME", help=_HELP["latency"])
     _add_policy(w, wg, listed=True)
     wo = w.add_argument_group("running and output")
     wo.add_argument("--jobs", "-j", type=_positive_int("jobs"), metavar="N",
@@ -611,6 +631,8 @@ def build_parser() -> argparse.ArgumentParser:
     # bench ------------------------------------------------------------------------------------
     b = sub.add_parser(
         "bench", formatter_class=_Formatter, help="run the benchmark suite and print the ratio table",
+        usage="dirtylog bench [-h] [--benchmarks DIR] [--save-json FILE]\n"
+              "                      [-- PYTEST_ARGS ...]",
         description="Run the benchmark suite (pytest-benchmark; installed with dirtylog, needs the test extra), which "
                     "ends with its ratio table: each measurement against its baseline from the same run. "
                     "Arguments after '--' go to pytest (e.g. dirtylog bench -- -k harvest).")
@@ -739,13 +761,6 @@ def _to_json(obj: Any) -> str:
     return json.dumps(json_safe(obj), indent=2)
 
 
-def _table(title: Optional[str] = None, **kw: Any) -> Any:
-    from rich import box
-    from rich.table import Table
-
-    return Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", title_style="bold", pad_edge=False, **kw)
-
-
 def _plural(n: int, noun: str) -> str:
     from .render import plural
 
@@ -753,7 +768,10 @@ def _plural(n: int, noun: str) -> str:
 
 
 def _guest_line(memory: int, spec: str, vcpus: int) -> str:
-    return f"{format_size(memory)} guest, {vcpus} vCPU{'s' if vcpus != 1 else ''}, workload {spec}"
+    """'a 4.00 GiB guest, 1 vCPU, workload ...' ('an 8.00 GiB guest': the article as the size is read)."""
+    size = format_size(memory)
+    article = "an" if re.match(r"8|1[18](\D|$)", size) else "a"
+    return f"{article} {size} guest, {vcpus} vCPU{'s' if vcpus != 1 else ''}, workload {spec}"
 
 
 # ----------------------------------------------------------------------------- simulate
@@ -819,14 +837,6 @@ def _interrupted(command: str, results: Any, total: int) -> int:
     return 130
 
 
-def _status_text(report: Any) -> Tuple[str, str]:
-    """The report's status as the tables say it, and its rich style."""
-    from .render import status_text
-
-    text, style = status_text(report)
-    return text, _STYLES[style]
-
-
 _STYLES = {"bold": "bold", "dim": "dim", "good": "green", "warn": "yellow", "bad": "bold red", "": ""}
 
 
@@ -847,6 +857,13 @@ def _print_lines(lines: Sequence[Any]) -> None:
         for text, style in line:
             t.append(text, style=_STYLES.get(style, ""))
         con.print(t, soft_wrap=True)  # never folded by rich: the renderer fitted it
+
+
+def _say(*segments: Tuple[str, str]) -> None:
+    """One paragraph of (text, style) segments, wrapped to the output's width by the renderer."""
+    from .render import wrap
+
+    _print_lines(wrap("", list(segments), -1, _width()))
 
 
 def _run(m: Any, give_up: float, args: argparse.Namespace) -> Any:
@@ -881,13 +898,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if not to_stdout_json:
         from .render import report_lines
 
-        title = (f"Live migration of a {_guest_line(report.memory, cfg.workload_label(), report.vcpus)}",
+        title = (f"Live migration of {_guest_line(report.memory, cfg.workload_label(), report.vcpus)}",
                  f"over {format_rate(report.bandwidth, bits=True)}, downtime limit {format_time(report.downtime_limit)}, "
                  f"tracker {report.tracker}")
         _print_lines(report_lines(report, _width(), args.rounds, models=not args.no_models, title=title,
                                   more="--rounds 0 shows all", words=cli_words))
         if not interrupted:  # advice on a run that had not ended would mislead
-            _print_advice(_Out(), report)
+            _print_advice(report)
     if interrupted:
         print(f"{PROG} simulate: interrupted at {format_time(report.total_time)} (simulated); the rounds so far "
               "are above", file=sys.stderr)
@@ -949,10 +966,10 @@ def cmd_trackers(args: argparse.Namespace) -> int:
         _emit(_to_json(rows), args.json, "results")
         if args.json == "-":
             return 1 if any(r.verified is False for r in results) else 0
-    con = _Out()
     r0 = results[0]
-    con.print(f"[bold]Dirty tracking compared[/bold] on a {_guest_line(r0.memory, base.workload_label(), r0.vcpus)}; "
-              f"{format_rate(r0.bandwidth, bits=True)}, downtime limit {format_time(r0.downtime_limit)}")
+    _say(("Dirty tracking compared", "bold"), (f" on {_guest_line(r0.memory, base.workload_label(), r0.vcpus)}; "
+                                               f"{format_rate(r0.bandwidth, bits=True)}, downtime limit "
+                                               f"{format_time(r0.downtime_limit)}", ""))
     from .render import Column, table, wrap
 
     extra = [c for c in ("kicks", "splits") if any(getattr(r, c) for r in results)]
@@ -971,9 +988,8 @@ def cmd_trackers(args: argparse.Namespace) -> int:
         rows.append((cells, [""] * (len(cells) - 1) + [styles.get(r.verdict, "")]))
     _print_lines(table(cols, rows, _width()))
     bad = [r.tracker for r in results if r.verified is False]
-    con.print("Verified: " + (f"[bold red]DIRTY WRITES LOST with {', '.join(bad)}[/bold red]" if bad else
-                              "no dirty write lost with any tracker" if all(r.verified for r in results)
-                              else "not checked"))
+    _say(("Verified:", ""), (f" DIRTY WRITES LOST with {', '.join(bad)}", "bad") if bad else
+         (" no dirty write lost with any tracker" if all(r.verified for r in results) else " not checked", ""))
     _print_lines(wrap("", [(f"exits: VM exits caused by tracking; slowdown: vCPU time lost to them / (total time x "
                             f"vCPUs); sim harvest: one harvest of the pages dirtied by {format_time(window)} of the "
                             f"workload ({harvest[results[0].tracker][1]:,} with {results[0].tracker}), timed in "
@@ -999,13 +1015,12 @@ def cmd_dirty_rate(args: argparse.Namespace) -> int:
         _emit(_to_json([r.to_dict() for r in results]), args.json, "results")
         if args.json == "-":
             return 0
-    con = _Out()
     r0 = results[0]
     memory = r0.total_pages * r0.page_size
     nominal = wl.write_rate(pages=r0.total_pages, page_size=r0.page_size)
-    con.print(f"[bold]Dirty rate[/bold] of a {_guest_line(memory, args.workload, args.vcpus)}; window "
-              f"{format_time(r0.window)} from t = {format_time(r0.start)}; the workload writes "
-              f"{nominal * r0.page_size / 2**20:,.1f} MiB/s ({nominal:,.0f} pages/s)")
+    _say(("Dirty rate", "bold"), (f" of {_guest_line(memory, args.workload, args.vcpus)}; window "
+                                  f"{format_time(r0.window)} from t = {format_time(r0.start)}; the workload writes "
+                                  f"{nominal * r0.page_size / 2**20:,.1f} MiB/s ({nominal:,.0f} pages/s)", ""))
     from .render import Column, table, wrap
 
     cols = [Column("mode", "left"), Column("dirty rate"), Column("± std. error", priority=2, short="± s.e."),
@@ -1053,7 +1068,7 @@ def cmd_curve(args: argparse.Namespace) -> int:
         con = _Out()
         memory = c.total_pages * c.page_size
         assert c.writes is not None  # dirty_curve counts them
-        con.print(f"[bold]Dirty curve[/bold] of a {_guest_line(memory, args.workload, args.vcpus)} ({c.mode}); "
+        con.print(f"[bold]Dirty curve[/bold] of {_guest_line(memory, args.workload, args.vcpus)} ({c.mode}); "
                   f"each window from a clean state at t = {format_time(c.start)}")
         from .render import Column, table
 
@@ -1080,7 +1095,7 @@ def cmd_curve(args: argparse.Namespace) -> int:
 def cmd_record(args: argparse.Namespace) -> int:
     from .record import record, summarize
 
-    command = list(args.command)
+    command = list(args.program)
     if command[:1] == ["--"]:
         command = command[1:]
     if args.pid is not None and command:
@@ -1128,52 +1143,9 @@ def cmd_record(args: argparse.Namespace) -> int:
         _emit(_to_json(d), args.json, "summary")
         if args.json == "-":
             return 0
-    out = _Out()
-    if rec.method != "preload":  # --pid: the process was not ours to wait for
-        ended = f"{rec.method}, {'ran on' if rec.complete else 'exited'}"
-    elif rec.exit_status is not None and rec.exit_status >= 0:
-        ended = f"exited with status {rec.exit_status}"
-    else:
-        ended = f"stopped by signal {-(rec.exit_status or 0)}"
-    from rich.markup import escape
+    from .record import summary_lines
 
-    # one line however the command was written (a `python -c` script keeps its newlines)
-    shown = rec.command if len(rec.command) <= 60 and rec.command.isprintable() else (
-        rec.command.encode("unicode_escape").decode("ascii")[:57] + "...")
-    out.print(f"[bold]Recorded[/bold] {escape(shown)} (pid {rec.pid}, {ended}): {format_time(s.duration)} in "
-              f"{s.intervals:,} interval{'s' if s.intervals != 1 else ''} of {format_time(rec.interval_ns / 1e9)}; "
-              f"{format_size(s.pages * s.page_size)} of private writable memory tracked ({s.pages:,} pages)")
-    if not rec.complete and rec.method != "preload":
-        out.print("[yellow]The process exited during the recording: the last, partial interval was not "
-                  "harvested.[/yellow]")
-    elif not rec.complete:
-        out.print("[yellow]The program ended without running its exit handlers: the last, partial interval "
-                  "was not harvested.[/yellow]")
-    t = _table()
-    for c in ("", "mean", "median", "max"):
-        t.add_column(c, justify="left" if not c else "right", no_wrap=True)
-    t.add_row("dirty pages / interval", f"{s.dirty_mean:,.1f}", f"{s.dirty_median:,.0f}", f"{s.dirty_max:,}")
-    t.add_row("dirty rate (calc-dirty-rate)", f"{s.rate_mean_mib_s:,.1f} MiB/s", "", f"{s.rate_max_mib_s:,.1f} MiB/s")
-    t.add_row("harvest time / interval", format_time(s.scan_mean), "", format_time(s.scan_max))
-    out.print(t)
-    out.print(f"[dim]dirty rate: distinct pages dirtied in each whole {format_time(s.rate_window)} window of the "
-              "recording x page size / window, as QEMU's calc-dirty-rate reports it in dirty-bitmap mode; harvest "
-              "time: the recorder's own time to re-read the mappings and harvest them"
-              + (" (with --pid: from outside the process, with the injections)" if rec.method != "preload" else "")
-              + ".[/dim]")
-    c = s.curve
-    ct = _table("Dirty curve (distinct pages per window, from the start)")
-    for col in ("window", "dirty pages", "dirty memory", "of tracked", "dirty rate"):
-        ct.add_column(col, justify="right", no_wrap=True)
-    rates = c.rates_mib_s()
-    for i in range(len(c.windows)):
-        n = float(c.dirty_pages[i])
-        ct.add_row(format_time(float(c.windows[i])), f"{n:,.0f}", format_size(n * c.page_size),
-                   f"{100 * n / c.total_pages:.1f} %", f"{rates[i]:,.1f} MiB/s")
-    out.print(ct)
-    out.print(f"[dim]{s.dirty_distinct:,} distinct pages written in all. Replay: dirtylog simulate --workload "
-              f"trace:{escape(args.output)} --memory {-(-s.pages * s.page_size // 2**20)}MiB (or "
-              f"larger); curve: dirtylog curve {escape(args.output)}[/dim]")
+    _print_lines(summary_lines(rec, s, args.output, _width()))
     return 0
 
 
@@ -1211,15 +1183,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.json is not None:
         _emit(results.to_json(), args.json, "JSON")
     if not quiet:
-        con = _Out()
         n = len(results)
         vcpus = sorted({r.vcpus for r in results})
         trackers = sorted({r.tracker for r in results})
         done = f"{n} of {_plural(len(configs), 'configuration')} (interrupted)" if stopped else \
             _plural(n, "configuration")
-        con.print(f"[bold]Migration plan[/bold]: {done}, "
-                  f"{'/'.join(map(str, vcpus))} vCPU{'s' if vcpus != [1] else ''}, "
-                  f"tracker{'s' if len(trackers) > 1 else ''} {', '.join(trackers)}")
+        _say(("Migration plan", "bold"), (f": {done}, {'/'.join(map(str, vcpus))} vCPU{'s' if vcpus != [1] else ''}, "
+                                          f"tracker{'s' if len(trackers) > 1 else ''} {', '.join(trackers)}", ""))
         _print_lines(results.table_lines(
             [c for c in ("workload", "memory", "tracker", "vcpus") if c in results.varying() or c == "workload"]
             + ["bandwidth", "downtime_limit"] + [k for k in results.varying() if k in results.knobs()], _width()))
@@ -1335,29 +1305,17 @@ def _with_advice(args: argparse.Namespace, cfg: Any, report: Any) -> Any:
     return dataclasses.replace(report, advice=_advise(args, cfg, report))
 
 
-def _print_advice(con: Any, report: Any) -> None:
+def _print_advice(report: Any) -> None:
     """The advice section of the output (or, for a migration that does not converge, how to get it)."""
-    from rich.text import Text
+    from .render import wrap
 
     adv = report.advice
     if adv is None:
         if not (report.status == "completed" and report.converged) and report.status != "lost":
-            con.print()
-            con.print("[dim]What would make it converge: add --advise, or run 'dirtylog advise' with the same "
-                      "options.[/dim]")
+            _print_lines([[]] + wrap("", [("What would make it converge: add --advise, or run 'dirtylog advise' with "
+                                           "the same options.", "dim")], -1, _width()))
         return
-    con.print()
-    head, rows = adv.table_rows()
-    t = _table("What would make it converge" if not adv.converges else "How far it could go (it converges)")
-    for h in head:
-        t.add_column(h, justify="left" if h in ("what would converge", "setting") else "right", no_wrap=True)
-    for a, row in zip(adv.answers(), rows):
-        t.add_row(row[0], Text(row[1], style="green" if a.found else "red"), *row[2:])
-    con.print(t)
-    for title, note in adv.notes():
-        con.print(Text.assemble((f"{title}: ", "bold"), note))
-    con.print(f"[dim]Found by {adv.probes} simulations in {adv.wall_time:.1f} s: bisections to the printed "
-              "precision, each probe stopped as soon as it can no longer converge.[/dim]")
+    _print_lines([[]] + adv.lines(_width()))
 
 
 def cmd_advise(args: argparse.Namespace) -> int:
@@ -1375,16 +1333,16 @@ def cmd_advise(args: argparse.Namespace) -> int:
         _emit(_to_json(adv.to_dict()), args.json, "advice")
         if args.json == "-":
             return 0
-    from rich.markup import escape
+    from .render import status_text, wrap
 
-    con = _Out()
-    con.print(f"[bold]Advice[/bold] for a {_guest_line(report.memory, cfg.workload_label(), report.vcpus)}; "
-              f"{format_rate(report.bandwidth, bits=True)}, downtime limit {format_time(report.downtime_limit)}, "
-              f"tracker {report.tracker}")
-    status, style = _status_text(report)
-    con.print(f"As given: [{style}]{status}[/{style}] after {format_time(report.total_time)}: "
-              f"{escape(cli_words(report.reason))}")
-    _print_advice(con, dataclasses.replace(report, advice=adv))
+    status, style = status_text(report)
+    _print_lines(wrap("", [("Advice", "bold"), (
+        f" for {_guest_line(report.memory, cfg.workload_label(), report.vcpus)}; "
+        f"{format_rate(report.bandwidth, bits=True)}, downtime limit {format_time(report.downtime_limit)}, "
+        f"tracker {report.tracker}", "")], -1, _width())
+        + wrap("", [("As given:", ""), (f" {status}", style), (f" after {format_time(report.total_time)}: "
+                                                             f"{cli_words(report.reason)}", "")], -1, _width()))
+    _print_advice(dataclasses.replace(report, advice=adv))
     return 0
 
 
@@ -1412,6 +1370,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         where = f"{args.benchmarks} is not a folder" if args.benchmarks else "no benchmarks/ beside the package"
         raise UsageError(f"the benchmark suite is not available ({where}); reinstall dirtylog (pip install "
                          "'dirtylog[test]'), which ships it, or pass --benchmarks DIR")
+    if not any(bdir.glob("bench_*.py")):  # pytest would collect whatever the folder holds
+        raise UsageError(f"--benchmarks {args.benchmarks}: no benchmark (bench_*.py) in that folder; give the "
+                         "benchmarks/ folder of a dirtylog checkout, or leave the option out for the installed one")
     if importlib.util.find_spec("pytest") is None or importlib.util.find_spec("pytest_benchmark") is None:
         raise UsageError("the benchmarks need pytest and pytest-benchmark: pip install 'dirtylog[test]'")
     extra = list(args.pytest_args or [])
@@ -1440,8 +1401,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from rich.text import Text
-
     from .validation import compare
 
     result = compare(args.results, scenarios=args.scenario)
@@ -1452,34 +1411,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.markdown:
         sys.stdout.write(result.markdown() + "\n")
         return 1 if result.regressions else 0
-    con = _Out()
-    runs = [r for s in result.scenarios for r in s.runs]
-    versions = sorted({f"QEMU {r.qemu_version} ({r.accel})" for r in runs})
-    n = len(result.scenarios)
-    con.print(f"[bold]dirtylog against real QEMU[/bold]: {len(runs)} recorded runs of {n} "
-              f"scenario{'s' if n != 1 else ''}, {', '.join(versions)}")
-    styles = {"ok": "green", "fixed gap": "green", "off": "bold red", "known gap": "yellow"}
-    for sc in result.scenarios:
-        doc = sc.runs[0].raw.get("doc", "")
-        t = _table(f"{sc.scenario}: {doc} ({len(sc.runs)} runs)" if doc else f"{sc.scenario} ({len(sc.runs)} runs)")
-        for c in ("figure", "QEMU median (range)", "dirtylog", "error", "status"):
-            t.add_column(c, justify="right" if c in ("QEMU median (range)", "dirtylog", "error") else "left",
-                         no_wrap=True)
-        for row in sc.cells():
-            t.add_row(*row[:-1], Text(row[-1], style=styles.get(row[-1], "")))
-        con.print(t)
-    summ = result.summary()
-    parts = [f"{v['label']} {v['ok']}/{v['compared']}" for v in summ.values()]
-    con.print("Within QEMU's spread: " + ", ".join(parts))
-    gaps = sorted({f.gap for f in result.figures() if f.status == "known gap"})
-    for g in gaps:
-        con.print(f"known gap: {g}")
-    bad = result.regressions
-    if bad:
-        con.print(f"[bold red]{len(bad)} figure(s) outside QEMU's spread that are not known gaps:[/bold red] "
-                  + ", ".join(f"{f.scenario} {f.label}" for f in bad))
-        return 1
-    return 0
+    _print_lines(result.lines(_width()))
+    return 1 if result.regressions else 0
 
 
 # ----------------------------------------------------------------------------- entry point

@@ -49,8 +49,8 @@ import numpy as np
 from .errors import ConfigError, UnsupportedError
 from .units import parse_time
 
-__all__ = ["Recording", "RecordSummary", "record", "summarize", "load_recording", "preload_library", "check_program",
-           "RecordError", "Progress"]
+__all__ = ["Recording", "RecordSummary", "record", "summarize", "summary_lines", "load_recording", "preload_library",
+           "check_program", "RecordError", "Progress"]
 
 PRELOAD_NAME = "libdirtylog_record.so"
 _MAGIC = 0x31434552474C5244
@@ -540,3 +540,62 @@ def summarize(rec: Recording, rate_window: Union[float, str] = "1s") -> RecordSu
         rate_max_mib_s=float(np.max(rates)) if rates else 0.0,
         scan_mean=float(scans.mean()), scan_max=float(scans.max()), curve=curve,
     )
+
+
+def summary_lines(rec: Recording, summary: RecordSummary, output: str = "FILE",
+                  width: Optional[int] = None) -> List[Any]:
+    """What ``dirtylog record`` prints, as :mod:`dirtylog.render` lines fitted to ``width``: what
+    was recorded, dirty pages and rate per interval, the dirty curve, and how to replay the
+    recording (``output``: its file)."""
+    from .render import Column, plural, table, wrap
+    from .units import format_size, format_time
+
+    s = summary
+    if rec.method != "preload":  # --pid: the process was not ours to wait for
+        ended = f"{rec.method}, {'ran on' if rec.complete else 'exited'}"
+    elif rec.exit_status is not None and rec.exit_status >= 0:
+        ended = f"exited with status {rec.exit_status}"
+    else:
+        ended = f"stopped by signal {-(rec.exit_status or 0)}"
+    # one line however the command was written (a `python -c` script keeps its newlines)
+    shown = rec.command if len(rec.command) <= 60 and rec.command.isprintable() else (
+        rec.command.encode("unicode_escape").decode("ascii")[:57] + "...")
+    out: List[Any] = wrap("", [("Recorded", "bold"), (
+        f" {shown} (pid {rec.pid}, {ended}): {format_time(s.duration)} in {plural(s.intervals, 'interval')} of "
+        f"{format_time(rec.interval_ns / 1e9)}; {format_size(s.pages * s.page_size)} of private writable memory "
+        f"tracked ({plural(s.pages, 'page')})", "")], -1, width)
+    if not rec.complete:
+        why = ("The process exited during the recording" if rec.method != "preload"
+               else "The program ended without running its exit handlers")
+        out += wrap("", [(f"{why}: the last, partial interval was not harvested.", "warn")], -1, width)
+    out.append([])
+    cols = [Column("", "left"), Column("mean"), Column("median"), Column("max")]
+    rows = [(["dirty pages / interval", f"{s.dirty_mean:,.1f}", f"{s.dirty_median:,.0f}", f"{s.dirty_max:,}"], ""),
+            (["dirty rate (calc-dirty-rate)", f"{s.rate_mean_mib_s:,.1f} MiB/s", "-",
+              f"{s.rate_max_mib_s:,.1f} MiB/s"], ""),
+            (["harvest time / interval", format_time(s.scan_mean), "-", format_time(s.scan_max)], "")]
+    out += table(cols, rows, width)
+    out += wrap("", [(f"dirty rate: distinct pages dirtied in each whole {format_time(s.rate_window)} window of the "
+                      "recording x page size / window, as QEMU's calc-dirty-rate reports it in dirty-bitmap mode; "
+                      "harvest time: the recorder's own time to re-read the mappings and harvest them"
+                      + (" (with --pid: from outside the process, with the injections)" if rec.method != "preload"
+                         else "") + ".", "dim")], -1, width)
+    out.append([])
+    c = s.curve
+    rates = c.rates_mib_s()
+    cols = [Column("window"), Column("dirty pages"), Column("dirty memory", priority=1),
+            Column("of tracked", priority=2), Column("dirty rate")]
+    rows = []
+    for i in range(len(c.windows)):
+        n = float(c.dirty_pages[i])
+        rows.append(([format_time(float(c.windows[i])), f"{n:,.0f}", format_size(n * c.page_size),
+                      f"{100 * n / c.total_pages:.1f} %", f"{rates[i]:,.1f} MiB/s"], ""))
+    out += table(cols, rows, width, title="Dirty curve (distinct pages per window, from the start)")
+    out.append([])
+    out += wrap("", [(f"{plural(s.dirty_distinct, 'distinct page')} written in all.", "")], -1, width)
+    from shlex import quote
+
+    out += wrap("Replay", [(f"dirtylog simulate --workload {quote('trace:' + output)} --memory "
+                            f"{-(-s.pages * s.page_size // 2**20)}MiB (or larger)", "")], 6, width)
+    out += wrap("Curve", [(f"dirtylog curve {quote(output)}", "")], 6, width)
+    return out

@@ -49,7 +49,7 @@ class Column:
 
 def table(columns: Sequence[Column], rows: Sequence[Tuple[Sequence[str], Union[str, Sequence[str]]]],
           width: Optional[int] = None, title: str = "", caption: str = "") -> List[Line]:
-    """A table as lines: a title, the header, a rule, the rows and a caption.
+    """A table as lines: a title (wrapped to ``width``), the header, a rule, the rows and a caption.
 
     Each row is its cells and a style: one for the row, or one per cell.
     With ``width``, columns of the highest priority number are dropped until the
@@ -89,7 +89,7 @@ def table(columns: Sequence[Column], rows: Sequence[Tuple[Sequence[str], Union[s
 
     out: List[Line] = []
     if title:
-        out.append([(title, "bold")])
+        out += wrap("", [(title, "bold")], -1, width)
     out.append(line(headers, "bold"))
     out.append([("  ".join("-" * widths[i] for i in keep), "dim")])
     for cells, style in rows:
@@ -128,17 +128,33 @@ def wrap(label: str, value: Line, label_width: int, width: Optional[int]) -> Lis
     if width is None or pad + sum(len(t) for t, _ in value) <= width:
         return [head + value]
     room = max(20, width - pad)
+    # the words, each its pieces: a segment that does not start with a space continues the word
+    # before it ("Plan" then ": 3 ..." is "Plan:"), so lines break only where the text has a space
+    words: List[Line] = []
+    glue = False
+    for text, style in value:
+        for k, word in enumerate(_words(text)):
+            if not word:  # a leading, trailing or repeated space
+                continue
+            if k == 0 and glue and words:
+                words[-1].append((word, style))
+            else:
+                words.append([(word, style)])
+        if text:
+            glue = not text.endswith(" ")
     lines: List[Line] = []
     cur: Line = []
     used = 0
-    for text, style in value:
-        for word in _words(text):
-            piece = word if used == 0 else " " + word
-            if used and used + len(piece) > room:
-                lines.append(cur)
-                cur, used, piece = [], 0, word
-            cur.append((piece, style))
-            used += len(piece)
+    for pieces in words:
+        n = sum(len(t) for t, _ in pieces)
+        if used and used + 1 + n > room:
+            lines.append(cur)
+            cur, used = [], 0
+        if used:
+            pieces = [(" " + pieces[0][0], pieces[0][1])] + pieces[1:]
+            n += 1
+        cur += pieces
+        used += n
     if cur:
         lines.append(cur)
     indent: Line = [(" " * pad, "")] if pad else []

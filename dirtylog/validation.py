@@ -650,15 +650,52 @@ class Comparison:
                 rows.append((s.scenario if i == 0 else "",) + cells)
         return rows
 
-    def table(self) -> str:
-        """A plain-text table (the CLI draws the same rows with rich)."""
-        head = ("scenario", "figure", "QEMU median (range)", "dirtylog", "error", "status")
-        rows = [head] + self.rows()
-        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-        lines = ["  ".join(c.ljust(w) if i in (0, 1, 5) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-                 .rstrip() for r in rows]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join(lines)
+    def lines(self, width: Optional[int] = None) -> List[Any]:
+        """What ``dirtylog validate`` prints, as :mod:`dirtylog.render` lines fitted to ``width``: a
+        table per scenario (figure, QEMU's median and range, dirtylog, the error, the status), how
+        many scenarios agree on each figure, the known gaps and the figures off."""
+        from .render import Column, plural, table, wrap
+
+        runs = [r for s in self.scenarios for r in s.runs]
+        versions = sorted({f"QEMU {r.qemu_version} ({r.accel})" for r in runs})
+        out: List[Any] = wrap("", [("dirtylog against real QEMU", "bold"),
+                                   (f": {plural(len(runs), 'recorded run')} of "
+                                    f"{plural(len(self.scenarios), 'scenario')}, {', '.join(versions)}", "")],
+                              -1, width)
+        # the error goes first in a narrow terminal: the median, the range and the status say as much
+        cols = [Column("figure", "left"), Column("QEMU median (range)"), Column("dirtylog"),
+                Column("error", priority=1), Column("status", "left")]
+        styles = {"ok": "good", "fixed gap": "good", "off": "bad", "known gap": "warn"}
+        for s in self.scenarios:
+            doc = s.runs[0].raw.get("doc", "")
+            title = f"{s.scenario} ({plural(len(s.runs), 'run')})" + (f": {doc}" if doc else "")
+            rows = [(list(c), ["", "", "", "", styles.get(c[-1], "")]) for c in s.cells()]
+            out.append([])
+            out += table(cols, rows, width, title=title)
+        out.append([])
+        parts = [f"{v['label']} {v['ok']}/{v['compared']}" for v in self.summary().values()]
+        out += wrap("", [("Within QEMU's spread", "bold"), (" (scenarios that agree / compared): "
+                                                           + ", ".join(parts), "")], -1, width)
+        gaps = sorted({f.gap for f in self.figures() if f.status == "known gap"})
+        if gaps:
+            out.append([])
+            out += wrap("", [("Known gaps", "bold"), (" (figures off for a known reason, not counted as "
+                                                       "regressions):", "")], -1, width)
+            for g in gaps:
+                out += wrap("-", [(str(g), "")], 1, width)
+        bad = self.regressions
+        if bad:
+            out.append([])
+            out += wrap("", [(f"{plural(len(bad), 'figure')} outside QEMU's spread that "
+                              f"{'is' if len(bad) == 1 else 'are'} not known gaps: ", "bad"),
+                             (", ".join(f"{f.scenario} {f.label}" for f in bad), "")], -1, width)
+        return out
+
+    def table(self, width: Optional[int] = None) -> str:
+        """The comparison as plain text: what ``dirtylog validate`` prints (see :meth:`lines`)."""
+        from .render import plain
+
+        return plain(self.lines(width))
 
     def markdown(self, keys: Sequence[str] = ("verdict", "dirty_sync_count", "total_time", "downtime",
                                               "transferred")) -> str:

@@ -160,15 +160,19 @@ def test_snapping_to_printed_values():
     assert _snap(441e6, 8.0, up=True) * 8 == pytest.approx(3.53e9)  # bytes/s printed in bits/s
 
 
-def test_command_line_advise_and_simulate_advise(capsys, tmp_path):
+def test_command_line_advise_and_simulate_advise(capsys, tmp_path, monkeypatch):
     from dirtylog.__main__ import main
 
+    monkeypatch.setenv("COLUMNS", "80")
     base = ["-m", "512MiB", "-w", "hotspot:512MiB/s,seed=2", "--vcpus", "2", "-b", "1Gbit/s",
             "--give-up-after", GIVE_UP, "--no-progress"]
     assert main(["advise", *base, "--questions", "bandwidth,auto-converge"]) == 0
     out = capsys.readouterr().out
     assert "What would make it converge" in out and "least bandwidth" in out and "auto-converge" in out
     assert "least downtime limit" not in out
+    # one renderer: the plain table style, fitted to 80 columns
+    assert max(len(line) for line in out.splitlines()) <= 80 and "─" not in out
+    assert any(line.startswith("what would converge") for line in out.splitlines())
     # the reason of the run as given is in command-line words, as simulate prints it
     assert "As given: failed" in out and "--no-stop-when-stalled" in out and "PreCopy(" not in out
     out_json = tmp_path / "advice.json"

@@ -210,6 +210,13 @@ def test_bad_values_give_one_line_and_status_2(capsys, argv, words):
     # the plot's format is checked before the run
     (["simulate", "--plot", "out.jpg2"], ["--plot out.jpg2", "'.jpg2' is not a picture format", ".png"]),
     (["sweep", "--heatmap", "out"], ["--heatmap out", "no suffix"]),
+    # the allowed range, in the option's name; a choice typed in capitals
+    (["dirty-rate", "--sample-pages", "5"], ["argument --sample-pages", "from 128 to 16384, got 5"]),
+    (["curve", "--sample-pages", "99999"], ["argument --sample-pages", "from 128 to 16384"]),
+    (["simulate", "-t", "PML"], ["'PML' is not allowed; did you mean pml?"]),
+    # record's errors name the subcommand (its program is not the subcommand's name)
+    (["record"], ["dirtylog record: error: give the program to record after '--'"]),
+    (["record", "-o", "x.txt", "--", "true"], ["dirtylog record: error:", "got 'x.txt'"]),
 ])
 def test_cli_errors_say_how_to_write_it(capsys, argv, words):
     rc, out, err = run(capsys, *argv)
@@ -319,6 +326,9 @@ def test_sweep_table_csv_and_json(capsys, tmp_path):
 def test_bench_without_a_suite_says_so(capsys, tmp_path):
     rc, out, err = run(capsys, "bench", "--benchmarks", str(tmp_path / "none"))
     assert rc == 2 and "not a folder" in err and "--benchmarks DIR" in err
+    (tmp_path / "test_other.py").write_text("def test_x(): pass\n")  # a folder, but not the suite: no pytest run
+    rc, out, err = run(capsys, "bench", "--benchmarks", str(tmp_path))
+    assert rc == 2 and "no benchmark (bench_*.py)" in err and "running:" not in err
 
 
 def test_python_m_dirtylog_simulate(tmp_path):

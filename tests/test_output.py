@@ -152,10 +152,32 @@ def test_hints_use_command_line_syntax(capsys, monkeypatch):
 def test_dirty_rate_and_curve_fit_the_terminal(capsys, monkeypatch, columns):
     rc, out, _ = run(capsys, monkeypatch, columns, "dirty-rate", "-m", "64MiB", "-w", "zipf:100MiB/s", "--vcpus",
                      "4", "--window", "200ms")
-    table = [line for line in out.splitlines() if not line.startswith(("Dirty rate", "s from", "per-vCPU"))]
-    assert rc == 0 and max(len(line) for line in table) <= columns
+    assert rc == 0 and max(len(line) for line in out.splitlines()) <= columns  # the heading too
     assert "per-vCPU dirty rates (dirty-ring):" in out and "dirty-bitmap" in out
     rc, out, _ = run(capsys, monkeypatch, columns, "curve", "-m", "64MiB", "-w", "hotspot:100MiB/s", "--windows",
                      "100ms,1s")
     table = [line for line in out.splitlines() if line[:1] in ("w", "-") or line[:1].isdigit()]
     assert rc == 0 and max(len(line) for line in table) <= columns
+
+
+def test_wrap_breaks_only_where_the_text_has_a_space():
+    """Styled segments join as written: a segment that does not start with a space continues the
+    word before it, and a leading space is not doubled when the text wraps."""
+    from dirtylog.render import plain, wrap
+
+    value = [("Migration plan", "bold"), (": 18 configurations, 1 vCPU, tracker pml", "")]
+    text = plain(wrap("", value, -1, 24))
+    assert text.splitlines()[0] == "Migration plan: 18" and "  " not in text
+    assert " ".join(text.split()) == "Migration plan: 18 configurations, 1 vCPU, tracker pml"
+    text = plain(wrap("Downtime", [("276 ms", "good"), (" (limit 300 ms) and some more words", "")], 8, 30))
+    assert text.splitlines()[0] == "Downtime  276 ms (limit" and all(ln.startswith(" " * 10)
+                                                                      for ln in text.splitlines()[1:])
+    assert plain(wrap("", value, -1, None)) == "Migration plan: 18 configurations, 1 vCPU, tracker pml"
+
+
+def test_a_table_title_wraps_to_the_width():
+    from dirtylog.render import Column, plain, table
+
+    title = "noconverge (3 runs): a CPU-bound writer dirtying faster than max-bandwidth: never converges"
+    lines = plain(table([Column("a", "left"), Column("b")], [(["x", "1"], "")], 40, title=title)).splitlines()
+    assert max(len(line) for line in lines) <= 40 and " ".join(" ".join(lines[:3]).split()).startswith(title)

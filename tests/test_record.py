@@ -124,6 +124,10 @@ def test_cli_records_a_numpy_job_and_the_curve_reads_it(tmp_path):
                            "true"], capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "COLUMNS": "80"})
     assert text.returncode == 0, text.stderr
     assert "dirty pages / interval" in text.stdout and "Dirty curve" in text.stdout
+    # every line fits 80 columns but a path too long to break (the replay command's)
+    assert all(len(line) <= 80 or len(line.split()) == 1 for line in text.stdout.splitlines()), text.stdout
+    assert "─" not in text.stdout
+    assert any(line.startswith("Replay  dirtylog simulate --workload") for line in text.stdout.splitlines())
     script = subprocess.run([sys.executable, "-m", "dirtylog", "record", "-o", str(tmp_path / "m.npz"), "--",
                              sys.executable, "-c", "x = 1\ny = 2\n"], capture_output=True, text=True, cwd=tmp_path,
                             env={**os.environ, "COLUMNS": "80"})
@@ -200,3 +204,43 @@ def test_plain_trace_files_still_load(tmp_path):
         dirtylog.Trace(time_ns=[0], pages=[9], guest_pages=4)
     with pytest.warns(UserWarning, match="the trace ends at"):  # two writes: far shorter than the run
         assert dirtylog.simulate(workload=dirtylog.Trace(time_ns=[0, 1], pages=[0, 1], guest_pages=64)).memory == 64 * 4096
+
+
+def _synthetic_recording(command: str = "python3 job.py", method: str = "preload", complete: bool = True,
+                         exit_status=0):
+    """A recording made by hand: 20 intervals of 100 ms over 4,096 pages."""
+    from dirtylog.record import Recording
+
+    rng = np.random.default_rng(1)
+    ivl = np.repeat(np.arange(20), 300)
+    page = rng.integers(0, 4096, ivl.size)
+    return Recording(time_ns=(ivl * 100_000_000 + 50_000_000).astype(np.uint64), page=page.astype(np.uint64),
+                     interval=ivl.astype(np.uint32), interval_end_ns=((np.arange(20) + 1) * 100_000_000).astype(np.uint64),
+                     scan_ns=np.full(20, 1_000_000, dtype=np.uint64), region_start=np.array([0x7f0000000000], np.uint64),
+                     region_pages=np.array([4096], np.uint64), region_first_page=np.array([0], np.uint64), pages=4096,
+                     page_size=4096, interval_ns=100_000_000, pid=4242, command=command, exit_status=exit_status,
+                     complete=complete, method=method)
+
+
+@pytest.mark.parametrize("width", [60, 80, None])
+def test_record_summary_through_the_one_renderer(width):
+    """What `dirtylog record` prints: dirtylog.render lines (no second table style), fitted to the
+    width, with a replay command that pastes as one shell word per argument."""
+    from dirtylog.record import summarize, summary_lines
+    from dirtylog.render import plain
+
+    rec = _synthetic_recording(command="python3 -c 'x = 1\ny = 2'")
+    text = plain(summary_lines(rec, summarize(rec), "my run.npz", width))
+    lines = text.splitlines()
+    if width:
+        assert max(len(line) for line in lines) <= width, text
+    assert lines[0].startswith("Recorded python3 -c") and "\\n" in lines[0]  # the script's newline, escaped
+    assert "(pid 4242, exited with status 0)" in " ".join(lines[:3])
+    for row in ("dirty pages / interval", "dirty rate (calc-dirty-rate)", "harvest time / interval"):
+        assert any(line.startswith(row) for line in lines), row
+    assert "Dirty curve (distinct pages per window, from the start)" in text
+    assert "Replay  dirtylog simulate --workload 'trace:my run.npz' --memory 16MiB" in text.replace("\n        ", " ")
+    assert "Curve   dirtylog curve 'my run.npz'" in text
+    assert "partial interval" not in text
+    cut = plain(summary_lines(_synthetic_recording(method="uffd", complete=False), summarize(rec), "r.npz", width))
+    assert "uffd, exited" in cut and "The process exited during the recording" in " ".join(cut.split())

@@ -120,3 +120,36 @@ def test_cli_prints_the_table(capsys):
     assert md.startswith("| scenario | runs |") and "| idle | 3 |" in md
     rc = main(["validate", "--scenario", "nosuch", *files])
     assert rc == 2
+
+
+@needs_results
+@pytest.mark.parametrize("columns", [80, None])
+def test_cli_text_is_the_api_text_and_fits_the_terminal(capsys, monkeypatch, columns):
+    """`dirtylog validate` prints Comparison.lines through the one renderer: the same text as
+    Comparison.table(), within the width (80 columns), every line whole in a file (no width)."""
+    from dirtylog.cli import main
+
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", str(columns))
+    files = [str(f) for f in FILES if f.stem.startswith(("noconverge-", "postcopy-", "xbzrle-"))]
+    result = V.compare(files)
+    main(["validate", *files])
+    out = capsys.readouterr().out
+    assert out == result.table(columns) + "\n"
+    lines = out.splitlines()
+    assert lines[0].startswith("dirtylog against real QEMU: 9 recorded runs of 3 scenarios")
+    assert not any(c in out for c in "─━│")  # no second table style
+    if columns:
+        assert max(len(line) for line in lines) <= columns
+    else:
+        assert sum(line.startswith("- ") for line in lines) == len({f.gap for f in result.figures()
+                                                                    if f.status == "known gap"})
+    for sc in ("noconverge (3 runs):", "postcopy (3 runs):", "xbzrle (3 runs):"):
+        assert any(line.startswith(sc) for line in lines), sc
+    header = next(line for line in lines if line.startswith("figure"))
+    for col in ("QEMU median (range)", "dirtylog", "error", "status"):
+        assert col in header
+    assert any(line.startswith("Within QEMU's spread") for line in lines)
+    assert any("known gap" in line and line.startswith("downtime") for line in lines)  # the post-copy pause
