@@ -1,9 +1,9 @@
 """The ``dirtylog`` command line (also ``python -m dirtylog``).
 
 Commands: ``simulate``, ``trackers``, ``dirty-rate``, ``curve``, ``record``,
-``sweep``, ``advise``, ``bench`` and ``validate``; and ``--cflags``, ``--libs`` and
-friends for building C programs against the core. ``main(argv)`` runs one command line in-process and returns
-its exit status:
+``sweep``, ``advise``, ``bench`` and ``validate``; and ``--cflags``, ``--libs``
+and friends for building C programs against the core. ``main(argv)`` runs one
+command line in-process and returns its exit status:
 
 * 0: done;
 * 1: the simulation ran but its end-to-end check found a lost dirty write, or the
@@ -1065,22 +1065,12 @@ def cmd_curve(args: argparse.Namespace) -> int:
         d["workload"] = args.workload
         _emit(_to_json(d), args.json, "curve")
     if args.json != "-":
-        con = _Out()
-        memory = c.total_pages * c.page_size
-        assert c.writes is not None  # dirty_curve counts them
-        con.print(f"[bold]Dirty curve[/bold] of {_guest_line(memory, args.workload, args.vcpus)} ({c.mode}); "
-                  f"each window from a clean state at t = {format_time(c.start)}")
-        from .render import Column, table
+        from .render import curve_lines
 
-        cols = [Column("window"), Column("page writes", priority=2), Column("dirty pages"),
-                Column("dirty memory", priority=1), Column("of memory", priority=3), Column("dirty rate")]
-        rows = []
-        rates = c.rates_mib_s()
-        for i in sorted(range(len(c.windows)), key=lambda k: c.windows[k]):
-            wdw, n = float(c.windows[i]), float(c.dirty_pages[i])
-            rows.append(([format_time(wdw), f"{int(c.writes[i]):,}", f"{n:,.0f}", format_size(n * c.page_size),
-                          f"{100 * n / c.total_pages:.1f} %", f"{rates[i]:,.1f} MiB/s"], ""))
-        _print_lines(table(cols, rows, _width()))
+        memory = c.total_pages * c.page_size
+        _say(("Dirty curve", "bold"), (f" of {_guest_line(memory, args.workload, args.vcpus)} ({c.mode}); each window "
+                                       f"from a clean state at t = {format_time(c.start)}", ""))
+        _print_lines(curve_lines(c, _width()))
     if args.plot:
         from .plot import plot_curve
 

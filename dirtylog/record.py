@@ -547,7 +547,7 @@ def summary_lines(rec: Recording, summary: RecordSummary, output: str = "FILE",
     """What ``dirtylog record`` prints, as :mod:`dirtylog.render` lines fitted to ``width``: what
     was recorded, dirty pages and rate per interval, the dirty curve, and how to replay the
     recording (``output``: its file)."""
-    from .render import Column, plural, table, wrap
+    from .render import Column, curve_lines, plural, table, wrap
     from .units import format_size, format_time
 
     s = summary
@@ -581,16 +581,8 @@ def summary_lines(rec: Recording, summary: RecordSummary, output: str = "FILE",
                       + (" (with --pid: from outside the process, with the injections)" if rec.method != "preload"
                          else "") + ".", "dim")], -1, width)
     out.append([])
-    c = s.curve
-    rates = c.rates_mib_s()
-    cols = [Column("window"), Column("dirty pages"), Column("dirty memory", priority=1),
-            Column("of tracked", priority=2), Column("dirty rate")]
-    rows = []
-    for i in range(len(c.windows)):
-        n = float(c.dirty_pages[i])
-        rows.append(([format_time(float(c.windows[i])), f"{n:,.0f}", format_size(n * c.page_size),
-                      f"{100 * n / c.total_pages:.1f} %", f"{rates[i]:,.1f} MiB/s"], ""))
-    out += table(cols, rows, width, title="Dirty curve (distinct pages per window, from the start)")
+    out += curve_lines(s.curve, width, title="Dirty curve (distinct pages per window, from the start)",
+                       of="tracked")
     out.append([])
     out += wrap("", [(f"{plural(s.dirty_distinct, 'distinct page')} written in all.", "")], -1, width)
     from shlex import quote

@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-__all__ = ["Segment", "Line", "Column", "plural", "table", "plain", "output_width"]
+__all__ = ["Segment", "Line", "Column", "plural", "table", "plain", "output_width", "curve_lines"]
 
 #: A piece of text and its style ("" none, "bold", "dim", "good", "warn", "bad").
 Segment = Tuple[str, str]
@@ -159,6 +159,27 @@ def wrap(label: str, value: Line, label_width: int, width: Optional[int]) -> Lis
         lines.append(cur)
     indent: Line = [(" " * pad, "")] if pad else []
     return [head + lines[0]] + [indent + ln for ln in lines[1:]]
+
+
+def curve_lines(curve: Any, width: Optional[int] = None, title: str = "", of: str = "memory") -> List[Line]:
+    """A dirty curve's table (``dirtylog curve`` and ``dirtylog record``): per window, from the shortest,
+    the page writes made in it (when counted), the distinct pages dirtied, their size, their share
+    of ``of`` (the guest's memory, or the recording's tracked memory) and the dirty rate."""
+    from .units import format_size, format_time
+
+    c = curve
+    writes = getattr(c, "writes", None)
+    cols = [Column("window")] + ([Column("page writes", priority=2)] if writes is not None else []) + [
+        Column("dirty pages"), Column("dirty memory", priority=1), Column(f"of {of}", priority=3),
+        Column("dirty rate")]
+    rates = c.rates_mib_s()
+    rows: List[Tuple[Sequence[str], Union[str, Sequence[str]]]] = []
+    for i in sorted(range(len(c.windows)), key=lambda k: c.windows[k]):
+        n = float(c.dirty_pages[i])
+        rows.append(([format_time(float(c.windows[i]))] + ([f"{int(writes[i]):,}"] if writes is not None else [])
+                     + [f"{n:,.0f}", format_size(n * c.page_size), f"{100 * n / c.total_pages:.1f} %",
+                        f"{rates[i]:,.1f} MiB/s"], ""))
+    return table(cols, rows, width, title=title)
 
 
 # ----------------------------------------------------------------------------- a migration's report
