@@ -519,6 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--start", type=_time, default="0s", metavar="TIME",
                    help="guest time at which the window starts (default 0s)")
     _add_json(d, "the results (query-dirty-rate fields)")
+    _add_progress(d)
     d.set_defaults(func=cmd_dirty_rate)
 
     # curve ------------------------------------------------------------------------------------
@@ -538,7 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--start", type=_time, default="0s", metavar="TIME",
                     help="guest time of the windows' start (default %(default)s)")
     _add_json(cv, "the curve (readable by --workload curve:FILE)")
-    cv.add_argument("--plot", metavar="FILE", help="draw the curve to FILE (needs matplotlib)")
+    cv.add_argument("--plot", metavar="FILE", help="draw the curve to FILE (.png, .svg, .pdf; needs matplotlib)")
+    _add_progress(cv)
     cv.add_argument("trace", nargs="?", metavar="TRACE",
                     help="a recorded trace (.npz from 'dirtylog record', or any trace file): the curve of its "
                          "writes, in a guest of the recorded size unless --memory is given")
@@ -814,6 +816,36 @@ class _MigrationBar:
         self._p.stop()
 
 
+class _StepBar:
+    """A progress bar on stderr for work in counted steps: ``bar(done, total, text)`` (advice: one step
+    per question, the probe in progress); :meth:`guest_time` adapts it to a measurement's
+    ``progress(done, total)`` in seconds of guest time (dirty-rate, curve)."""
+
+    def __init__(self, label: str, forced: bool, counts: bool = True) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        cols = [SpinnerColumn(), TextColumn(label), BarColumn()] + ([MofNCompleteColumn()] if counts else [])
+        self._p = Progress(*cols, TextColumn("{task.description}"), TimeElapsedColumn(),
+                           console=_console(stderr=True, force_terminal=True if forced else None), transient=True)
+        self._task = self._p.add_task("", total=None)
+        self._p.start()
+
+    def __call__(self, done: float, total: float, text: str) -> None:
+        self._p.update(self._task, completed=done, total=total, description=text)
+
+    def guest_time(self, done: float, total: float, what: str = "") -> None:
+        self(done, total, f"{what + ': ' if what else ''}{format_time(done)} of {format_time(total)} of guest time")
+
+    def close(self) -> None:
+        self._p.stop()
+
+
+def _measure_bar(args: argparse.Namespace, label: str) -> Optional[_StepBar]:
+    """dirty-rate's and curve's bar, when wanted (a long window of a large guest takes a while)."""
+    mode = _want_progress(args)
+    return _StepBar(label, forced=bool(mode), counts=False) if mode is not None else None
+
+
 def _run_sweep(configs: List[Any], args: argparse.Namespace, what: str) -> Tuple[Any, bool]:
     """The results, and whether Ctrl-C cut the sweep short (then the results are those that finished)."""
     from .errors import Interrupted
@@ -1008,9 +1040,19 @@ def cmd_dirty_rate(args: argparse.Namespace) -> int:
     if wl is None:
         raise UsageError("dirty-rate needs a workload (not 'none')")
     modes = DIRTY_RATE_MODES if args.mode == "all" else (args.mode,)
-    results = [dirty_rate(wl, args.memory, window=args.window, mode=mo, sample_pages=args.sample_pages,
-                          vcpus=args.vcpus, page_size=args.page_size, seed=args.seed, start=args.start)
-               for mo in modes]
+    bar = _measure_bar(args, "dirty-rate")
+    try:
+        results = []
+        for mo in modes:
+            shown: Optional[Callable[[float, float], None]] = None
+            if bar is not None:
+                shown = functools.partial(bar.guest_time, what=mo)
+            results.append(dirty_rate(wl, args.memory, window=args.window, mode=mo, sample_pages=args.sample_pages,
+                                      vcpus=args.vcpus, page_size=args.page_size, seed=args.seed, start=args.start,
+                                      progress=shown))
+    finally:
+        if bar is not None:
+            bar.close()
     if args.json is not None:
         _emit(_to_json([r.to_dict() for r in results]), args.json, "results")
         if args.json == "-":
@@ -1058,8 +1100,14 @@ def cmd_curve(args: argparse.Namespace) -> int:
     wl = parse_workload(args.workload, seed=args.seed)
     if wl is None:
         raise UsageError("curve needs a workload (not 'none')")
-    c = dirty_curve(wl, args.memory, args.windows, mode=args.mode, sample_pages=args.sample_pages, vcpus=args.vcpus,
-                    page_size=args.page_size, seed=args.seed, start=args.start)
+    bar = _measure_bar(args, "curve")
+    try:
+        c = dirty_curve(wl, args.memory, args.windows, mode=args.mode, sample_pages=args.sample_pages,
+                        vcpus=args.vcpus, page_size=args.page_size, seed=args.seed, start=args.start,
+                        progress=None if bar is None else bar.guest_time)
+    finally:
+        if bar is not None:
+            bar.close()
     if args.json is not None:
         d = c.to_dict()
         d["workload"] = args.workload
@@ -1247,25 +1295,6 @@ def _add_advise_parser(sub: Any) -> None:
     a.set_defaults(func=cmd_advise)
 
 
-class _AdviceBar:
-    """A progress bar of an advice search (stderr): one step per question, the probe in progress."""
-
-    def __init__(self, forced: bool) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-        self._p = Progress(SpinnerColumn(), TextColumn("advice"), BarColumn(), MofNCompleteColumn(),
-                           TextColumn("{task.description}"), TimeElapsedColumn(),
-                           console=_console(stderr=True, force_terminal=True if forced else None), transient=True)
-        self._task = self._p.add_task("", total=None)
-        self._p.start()
-
-    def __call__(self, done: int, total: int, text: str) -> None:
-        self._p.update(self._task, completed=done, total=total, description=text)
-
-    def close(self) -> None:
-        self._p.stop()
-
-
 def _advise(args: argparse.Namespace, cfg: Any, report: Any) -> Any:
     """The advice for a command line's migration (with a progress bar), given its report."""
     from .advice import advise
@@ -1275,7 +1304,7 @@ def _advise(args: argparse.Namespace, cfg: Any, report: Any) -> Any:
     kw["give_up_after"] = args.give_up_after  # None: each probe's own limit (advice.probe_give_up)
     questions = [q.replace("-", "_") for q in getattr(args, "questions", _ADVICE_QUESTIONS)]
     mode = _want_progress(args)
-    bar = _AdviceBar(forced=bool(mode)) if mode is not None else None
+    bar = _StepBar("advice", forced=bool(mode)) if mode is not None else None
     try:
         return advise(**kw, report=report, questions=questions, tolerance=getattr(args, "tolerance", 0.02),
                       max_probes=getattr(args, "max_probes", 12),

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -181,6 +181,23 @@ def _bits_set(words: np.ndarray, pages: np.ndarray) -> np.ndarray:
     return ((words[pages >> np.uint64(6)] >> (pages & np.uint64(63))) & np.uint64(1)).astype(bool)
 
 
+def _run(workload: Any, tr: Any, t0: float, t1: float, progress: Optional[Callable[[float, float], None]],
+         base: float = 0.0, total: float = 0.0) -> None:
+    """The workload from guest time t0 to t1; with ``progress``, in slices (the same writes: workloads are
+    invariant under slicing), calling ``progress(done, total)`` in seconds of guest time after each."""
+    if progress is None:
+        workload.run(tr, t0, t1)
+        return
+    total = total or (t1 - t0)
+    step = max(total / 200, 1e-3)
+    now = t0
+    while now < t1:
+        end = min(now + step, t1)
+        workload.run(tr, now, end)
+        now = end
+        progress(base + (now - t0), total)
+
+
 def _check_workload(workload: Any) -> None:
     if not hasattr(workload, "run") or not hasattr(workload, "bind"):
         raise TypeError(f"workload must be a dirtylog workload (Uniform, Hotspot, ...), got {type(workload).__name__}")
@@ -200,6 +217,7 @@ def dirty_rate(
     seed: int = 0,
     start: Union[float, str] = 0.0,
     ring_entries: int = 4096,
+    progress: Optional[Callable[[float, float], None]] = None,
 ) -> DirtyRateResult:
     """Measure ``workload``'s dirty rate over one window, like QEMU's ``calc-dirty-rate``.
 
@@ -214,6 +232,8 @@ def dirty_rate(
         seed: page-sampling: seed of the sample (the workload has its own).
         start: guest time at which the window starts.
         ring_entries: dirty-ring: entries per vCPU ring.
+        progress: called as ``progress(done, total)`` (seconds of guest time run, and of the window)
+            as the window runs (the command line draws a bar with it); in dirty-ring mode only at the end.
     """
     _check_workload(workload)
     nbytes, pages, psize, nv = _guest(memory, page_size, vcpus)
@@ -224,7 +244,11 @@ def dirty_rate(
     if m == "dirty-ring":
         tr = Tracker(pages, mode="ring", vcpus=nv, page_size=psize, ring_entries=ring_entries)
         tr.start()
+        # in one piece: a call runs each vCPU's writes of the window in turn, so slices would interleave
+        # the vCPUs differently and change which ring fills (the figures would depend on the bar)
         workload.run(tr, t0, t0 + win)
+        if progress is not None:
+            progress(win, win)
         tr.harvest()
         per = [vs.dirtied for vs in tr.stats.vcpus]
         total = int(sum(per))
@@ -234,13 +258,13 @@ def dirty_rate(
     if m == "dirty-bitmap":
         tr = Tracker(pages, mode="wp", vcpus=nv, page_size=psize)
         tr.start()
-        workload.run(tr, t0, t0 + win)
+        _run(workload, tr, t0, t0 + win, progress)
         dirty = int(tr.harvest().size)
         return DirtyRateResult(dirty * to_mib, dirty, win, m, 0, None, 0.0, 0, pages, psize, t0)
     spg, sample = _sample(nbytes, pages, sample_pages, seed)
     tr = Tracker(pages, mode="wp", vcpus=nv, page_size=psize)
     tr.start()
-    workload.run(tr, t0, t0 + win)
+    _run(workload, tr, t0, t0 + win, progress)
     d = int(_bits_set(tr.harvest_bitmap(), sample).sum())
     k = sample.size
     est = d / k * pages
@@ -263,6 +287,7 @@ def dirty_curve(
     page_size: Union[int, str] = 4096,
     seed: int = 0,
     start: Union[float, str] = 0.0,
+    progress: Optional[Callable[[float, float], None]] = None,
 ) -> DirtyCurveResult:
     """Distinct pages dirtied in each window ``[start, start + w)``, from a clean state.
 
@@ -270,7 +295,8 @@ def dirty_curve(
     sample of ``sample_pages`` pages per GiB and scaled; the raw counts are in
     ``sample_dirty``, ready for :class:`~dirtylog.workloads.DirtyCurve`). The
     workload runs once to the longest window; by the slicing invariance of
-    workloads this equals one fresh run per window.
+    workloads this equals one fresh run per window. ``progress(done, total)``,
+    if given, is called in seconds of guest time as it runs.
     """
     _check_workload(workload)
     nbytes, pages, psize, nv = _guest(memory, page_size, vcpus)
@@ -297,7 +323,7 @@ def dirty_curve(
     for i in order:
         end = t0 + ws[i]
         if end > now:
-            workload.run(tr, now, end)
+            _run(workload, tr, now, end, progress, now - t0, float(ws.max()))
             now = end
         writes[i] = tr.stats.writes
         if sample is None:

@@ -372,7 +372,7 @@ def summary_lines(report: Any, width: Optional[int] = None, words: Optional[Call
 
 def models_lines(report: Any, width: Optional[int] = None) -> List[Line]:
     """The closed-form predictions for the same inputs, beside the simulated figures."""
-    from .units import format_rate, format_size
+    from .units import format_size
 
     models = {k: v for k, v in report.models.items() if isinstance(v, dict) and "total_time" in v}
     if not models:
@@ -397,7 +397,7 @@ def models_lines(report: Any, width: Optional[int] = None) -> List[Line]:
     if g and g.get("dirty_rate") is not None:
         fed = "the measured dirty rate" if g.get("dirty_rate_measured", True) else \
             "the workload's page-write rate (no round completed)"
-        notes.append(f"geometric: fed {fed}, {format_rate(g['dirty_rate'])}")
+        notes.append(f"geometric: fed {fed}, {format_size(g['dirty_rate'])}/s")  # MiB/s, as dirty rates everywhere
     if "cloudsim" in models:
         notes.append("cloudsim: RAM / (bandwidth / 2), no rounds and no downtime")
     lines = table(cols, rows, width, title="Closed-form models, same inputs")

@@ -200,3 +200,27 @@ def test_a_sampled_curve_with_an_empty_window_still_fits(recwarn):
     exact = dirty_curve(w, "1GiB", windows=wins).dirty_pages
     for r, e in zip(replay, exact):
         assert r == pytest.approx(e, rel=0.2)
+
+
+@pytest.mark.parametrize("workload", ["hotspot:300MiB/s,seed=3", "zipf:200MiB/s,s=1.1,seed=4",
+                                      "workingset:200ms:20%:400MiB/s,300ms:5%:100MiB/s,seed=5"])
+def test_progress_reports_guest_time_and_changes_no_figure(workload):
+    """With a progress callback the workload runs in slices (the command line's bar): the same
+    figures in every mode, and the callback sees guest time rise to the window (or longest window)."""
+    from dirtylog.specs import parse_workload
+
+    for mode in ("page-sampling", "dirty-bitmap", "dirty-ring"):
+        seen = []
+        a = dirty_rate(parse_workload(workload), "64MiB", window="700ms", mode=mode, vcpus=2, start="0.1s")
+        b = dirty_rate(parse_workload(workload), "64MiB", window="700ms", mode=mode, vcpus=2, start="0.1s",
+                       progress=lambda done, total: seen.append((done, total)))
+        assert a == b, mode
+        assert len(seen) >= (1 if mode == "dirty-ring" else 100)  # the ring's window runs in one piece
+        assert seen[-1][0] == pytest.approx(0.7) and all(t == pytest.approx(0.7) for _, t in seen)
+        assert all(x[0] <= y[0] for x, y in zip(seen, seen[1:]))
+    seen = []
+    windows = ["100ms", "1s", "300ms"]
+    a = dirty_curve(parse_workload(workload), "64MiB", windows)
+    b = dirty_curve(parse_workload(workload), "64MiB", windows, progress=lambda done, total: seen.append(done))
+    assert np.array_equal(a.dirty_pages, b.dirty_pages) and np.array_equal(a.writes, b.writes)
+    assert seen[-1] == pytest.approx(1.0) and all(x <= y + 1e-12 for x, y in zip(seen, seen[1:]))

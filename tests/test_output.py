@@ -138,6 +138,11 @@ def test_models_geometric_uses_the_measured_dirty_rate_and_cloudsim_has_no_downt
     assert g["dirty_rate"] < 300 * 2**20  # a hot spot's rewrites are not new dirty pages
     cloud = next(line for line in r.models_table().splitlines() if line.startswith("cloudsim"))
     assert cloud.split()[1] == "-" and cloud.split()[4] == "-" and "0 s" not in cloud
+    # a dirty rate in MiB/s, as dirty-rate, curve and record print dirty rates
+    from dirtylog.units import format_size
+
+    assert f"geometric: fed the measured dirty rate, {format_size(g['dirty_rate'])}/s" in r.render(None)
+    assert "MiB/s" in format_size(g["dirty_rate"]) + "/s"
 
 
 def test_hints_use_command_line_syntax(capsys, monkeypatch):
