@@ -57,6 +57,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -485,6 +486,8 @@ def parse_workload(spec: Any, seed: Optional[int] = None) -> Any:
             msg = str(exc)
             if msg.startswith("workload "):
                 raise
+            for api, arg in _KINDS[term.kind].aliases.items():  # the spec's words: hot=, not hot_fraction
+                msg = re.sub(rf"\b{api}\b", f"{arg}=", msg)
             raise ConfigError(f"{where}: {msg}") from None
     return built[0] if len(built) == 1 else Mix(built)
 

@@ -214,6 +214,8 @@ def test_bad_values_give_one_line_and_status_2(capsys, argv, words):
     (["dirty-rate", "--sample-pages", "5"], ["argument --sample-pages", "from 128 to 16384, got 5"]),
     (["curve", "--sample-pages", "99999"], ["argument --sample-pages", "from 128 to 16384"]),
     (["simulate", "-t", "PML"], ["'PML' is not allowed; did you mean pml?"]),
+    # a spec's errors name its own arguments (hot=, not the Python API's hot_fraction)
+    (["simulate", "-w", "hotspot:1GiB/s,hot=120%"], ["'hotspot:1GiB/s,hot=120%': hot= must be in [0, 1], got 1.2"]),
     # record's errors name the subcommand (its program is not the subcommand's name)
     (["record"], ["dirtylog record: error: give the program to record after '--'"]),
     (["record", "-o", "x.txt", "--", "true"], ["dirtylog record: error:", "got 'x.txt'"]),
