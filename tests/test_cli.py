@@ -154,7 +154,7 @@ def test_trace_and_mix_workloads(capsys, tmp_path):
     (["simulate", "--zero-pages", "150%"], "between 0 and 1"),
     (["simulate", "-w", "hotpot:1GiB/s"], "unknown kind"),
     (["simulate", "-w", "hotspot"], "missing rate"),
-    (["simulate", "-w", "hotspot:1GiB/s,hot=3"], "hot_fraction"),
+    (["simulate", "-w", "hotspot:1GiB/s,hot=3"], "hot= must be in [0, 1]"),
     (["simulate", "-w", "zipf:1GiB/s,q=1"], "unknown argument"),
     (["simulate", "-m", "16MiB", "-w", "trace:/no/such/file.npz"], "no such trace file"),
     (["simulate", "-m", "16MiB", "-w", "sequential:1GiB/s,start=1GiB"], "start"),
