@@ -14,7 +14,8 @@
 struct dl_engine {
     dl_engine_config cfg;
     dl_tracker *t;
-    uint64_t *floor;       /* the tracker's stale floor (dl__tracker_stale_floor): reset at destroy */
+    uint64_t *floor;       /* the tracker's stale floor (dl__floor in internal.h): reset at destroy */
+    dl__floor *floor_ref;  /* this engine's reference to its cell (it may outlive the tracker) */
     dl_workload *w;
     uint32_t *dst;
     uint64_t pages;
@@ -159,7 +160,8 @@ int dl_engine_create(const dl_engine_config *cfg, dl_tracker *t, dl_workload *w,
         return DL_ERR_NOMEM;
     e->cfg = *cfg;
     e->t = t;
-    e->floor = dl__tracker_stale_floor(t);
+    e->floor_ref = dl__tracker_floor_ref(t);
+    e->floor = &e->floor_ref->value;
     e->w = w;
     e->dst = dst_versions;
     e->pages = pages;
@@ -203,9 +205,12 @@ void dl_engine_destroy(dl_engine *e)
     if (!e)
         return;
     /* The floor is this engine's promise that it raises it before it clears a stale bit: it
-     * ends here, so that bits cleared by hand afterwards cannot hide a write. */
-    if (e->floor)
-        *e->floor = UINT64_MAX;
+     * ends here, so that bits cleared by hand afterwards cannot hide a write. The cell is
+     * shared: it is still there if the tracker was destroyed first. */
+    if (e->floor_ref) {
+        e->floor_ref->value = UINT64_MAX;
+        dl__floor_unref(e->floor_ref);
+    }
     free(e->mask);
     free(e->need);
     free(e->vthr);
@@ -1187,7 +1192,7 @@ int dl_engine_dirty_fill(dl_engine *e)
     e->gen++;
     /* The stale words that are all ones at the top of memory (in the first pass: every
      * page not sent yet) stay so until a send clears one of their bits, which raises the
-     * floor first: writes there need not set their bit (see dl__tracker_stale_floor). */
+     * floor first: writes there need not set their bit (see dl__floor in internal.h). */
     const uint64_t *stale = dl__tracker_stale(e->t);
     if (stale) {
         const uint64_t tail = e->pages % 64 ? ~((UINT64_C(1) << (e->pages % 64)) - 1) : 0;

@@ -32,7 +32,7 @@
  * is set by every write (logging or not; the engine clears it when it sends the
  * page), and per-page write counts (versions). Neither depends on the tracker's
  * own bits. The stale word of a write is the same word index as its tracker word,
- * so the write loop keeps it in a register beside `cur`. Words from `stale_floor`
+ * so the write loop keeps it in a register beside `cur`. Words from the stale floor
  * on are all ones (the engine says so where it knows it: pages not sent yet in the
  * first pass, and raises it before it clears a bit there), so a write there, which
  * would set a bit already set, goes to a scratch word instead: no memory traffic.
@@ -74,8 +74,9 @@ struct dl_tracker {
     dl_tracker_stats st;
     uint32_t *versions;
     uint64_t *stale;        /* verification: bit p set by every write to p */
-    uint64_t stale_floor;   /* stale words from this one on are all ones (UINT64_MAX: none known) */
-    uint64_t stale_sink;    /* scratch word: the writes at or above stale_floor go here */
+    dl__floor *floor;       /* value: stale words from this one on are all ones (UINT64_MAX: none
+                             * known); shared with the engines on the tracker (see internal.h) */
+    uint64_t stale_sink;    /* scratch word: the writes at or above the floor go here */
     uint64_t drop_page;
     uint64_t *undo;         /* checked writes of large batches, during the call: see write_checked */
 };
@@ -127,7 +128,9 @@ int dl_tracker_create(const dl_tracker_config *cfg, dl_tracker **out)
     if (!t)
         return DL_ERR_NOMEM;
     t->cfg = *cfg;
-    t->stale_floor = UINT64_MAX;
+    t->floor = malloc(sizeof *t->floor);
+    if (t->floor)
+        *t->floor = (dl__floor){UINT64_MAX, 1};
     t->pages = cfg->pages;
     t->nwords = (cfg->pages + 63) / 64;
     t->nblocks = (cfg->pages + DL_BLOCK_PAGES - 1) / DL_BLOCK_PAGES;
@@ -136,7 +139,7 @@ int dl_tracker_create(const dl_tracker_config *cfg, dl_tracker **out)
     uint32_t nv = cfg->vcpus;
     t->bits = dl__calloc_big(t->nwords, sizeof(uint64_t));
     t->vc = calloc(nv, sizeof(vcpu_counters));
-    int ok = t->bits && t->vc;
+    int ok = t->bits && t->vc && t->floor;
     if (cfg->mode == DL_MODE_RING) {
         t->ring = calloc((size_t)nv * cfg->ring_entries, sizeof(uint64_t));
         t->ring_used = calloc(nv, sizeof(uint32_t));
@@ -178,6 +181,7 @@ void dl_tracker_destroy(dl_tracker *t)
     free(t->ring_dups);
     free(t->vc);
     free(t->undo);
+    dl__floor_unref(t->floor);
     free(t);
 }
 
@@ -578,7 +582,7 @@ DL_ALWAYS_INLINE size_t write_loop(dl_tracker *t, uint32_t v, const uint64_t *pa
     uint32_t *ver = t->versions;
     uint64_t *stale = t->stale;
     /* the stale word of word w: all ones from the floor on, so a write there needs no store */
-    const uint64_t sfloor = stl ? t->stale_floor : 0;
+    const uint64_t sfloor = stl ? t->floor->value : 0;
     uint64_t *const ssink = &t->stale_sink;
 #define DL_STALE_AT(w) ((w) >= sfloor ? ssink : &stale[w])
     uint64_t cw = pages[0] >> 6;
@@ -1490,7 +1494,7 @@ int dl_tracker_attach_stale(dl_tracker *t, uint64_t *words, uint64_t nwords)
 {
     if (!t)
         return DL_ERR_INVALID;
-    t->stale_floor = UINT64_MAX; /* nothing known of the new words (the engine may say more) */
+    t->floor->value = UINT64_MAX; /* nothing known of the new words (the engine may say more) */
     if (!words) {
         t->stale = NULL;
         return DL_OK;
@@ -1517,6 +1521,16 @@ uint32_t dl__tracker_vcpus(const dl_tracker *t) { return t->cfg.vcpus; }
 uint32_t dl__tracker_page_size(const dl_tracker *t) { return t->cfg.page_size; }
 uint32_t *dl__tracker_versions(const dl_tracker *t) { return t->versions; }
 uint64_t *dl__tracker_stale(const dl_tracker *t) { return t->stale; }
-uint64_t *dl__tracker_stale_floor(dl_tracker *t) { return &t->stale_floor; }
+dl__floor *dl__tracker_floor_ref(dl_tracker *t)
+{
+    t->floor->refs++;
+    return t->floor;
+}
+
+void dl__floor_unref(dl__floor *f)
+{
+    if (f && --f->refs == 0)
+        free(f);
+}
 const dl_tracker_stats *dl__tracker_stats(const dl_tracker *t) { return &t->st; }
 uint32_t dl__tracker_mode(const dl_tracker *t) { return t->cfg.mode; }

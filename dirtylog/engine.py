@@ -51,9 +51,10 @@ class Counters:
 
 
 def _destructor(tracker_handle: Any) -> Callable[[Any], None]:
-    """dl_engine_destroy, holding the tracker's handle until it has run: destroying an engine
-    resets the tracker's stale floor, so the tracker must still exist then, in whatever order
-    the garbage collector frees the two."""
+    """dl_engine_destroy, holding the tracker's handle until it has run, so that an engine freed by
+    reference counting goes first. Destroying an engine resets the tracker's stale floor, a cell the
+    two share (csrc/internal.h), so the reverse order, which the garbage collector may take for a
+    reference cycle holding both, is safe too."""
     destroy = lib.dl_engine_destroy
 
     def _destroy(e: Any, _tracker: Any = tracker_handle) -> None:
