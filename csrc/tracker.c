@@ -39,7 +39,9 @@
  *
  * Hot loops are specialized per mode, per huge-page setting, per attached marks
  * (stale bitmap, versions) and per prefetching (bitmaps over DL_PF_MIN_BYTES)
- * through always-inlined templates; they allocate nothing. Large batches of the
+ * through always-inlined templates; they allocate nothing. First writes in ring mode
+ * (while no live bits are kept) and PML mode run in a loop of their own (fresh_tmpl),
+ * one test-and-set and one entry store a write. Large batches of the
  * public write calls have their indices checked by the same loops as they read
  * them, with an undo for a bad one (write_checked).
  */
