@@ -4,7 +4,7 @@
 >>> configs = grid(memory="1GiB", workload=["hotspot:200MiB/s", "hotspot:1GiB/s"],
 ...                bandwidth=["1Gbit/s", "10Gbit/s"], downtime_limit=["100ms", "300ms"])
 >>> results = sweep(configs)                                  # doctest: +SKIP
->>> print(results.table())                                    # doctest: +SKIP
+>>> print(results)                        # the table, fitted to the terminal  # doctest: +SKIP
 >>> results.to_csv("plan.csv")                                # doctest: +SKIP
 
 Every configuration is one :func:`dirtylog.simulate` call, run in its own task
@@ -320,10 +320,17 @@ class SweepResults(list):  # of SweepResult
                             for r, row in zip(self, rows)], width)
 
     def table(self, columns: Optional[Sequence[str]] = None, width: Optional[int] = None) -> str:
-        """The planning table as plain text: the varying parameters, total time, downtime and verdict."""
+        """The planning table as plain text: the varying parameters, total time, downtime and verdict
+        (``width``: fitted to that many columns; None: every column)."""
         from .render import plain
 
         return plain(self.table_lines(columns, width))
+
+    def __str__(self) -> str:
+        """The planning table fitted to the terminal, as ``str(report)`` and the command line fit theirs."""
+        from .render import output_width
+
+        return self.table(width=output_width())
 
     def to_dicts(self) -> List[Dict[str, Any]]:
         return [r.to_dict() for r in self]

@@ -10,7 +10,7 @@ figure of QEMU's repeats beside dirtylog's:
 
     from dirtylog.validation import compare, find_results
     result = compare(find_results())
-    print(result.table())
+    print(result)                    # what `dirtylog validate` prints; result.table(width)
 
 Tolerances come from QEMU's own spread: a figure agrees when dirtylog's value lies in
 ``[min - margin, max + margin]`` of QEMU's repeats, where the margin is the larger of
@@ -692,10 +692,17 @@ class Comparison:
         return out
 
     def table(self, width: Optional[int] = None) -> str:
-        """The comparison as plain text: what ``dirtylog validate`` prints (see :meth:`lines`)."""
+        """The comparison as plain text: what ``dirtylog validate`` prints (see :meth:`lines`;
+        ``width``: fitted to that many columns, None: no limit)."""
         from .render import plain
 
         return plain(self.lines(width))
+
+    def __str__(self) -> str:
+        """:meth:`table` fitted to the terminal, as the command line fits it."""
+        from .render import output_width
+
+        return self.table(output_width())
 
     def markdown(self, keys: Sequence[str] = ("verdict", "dirty_sync_count", "total_time", "downtime",
                                               "transferred")) -> str:

@@ -130,10 +130,15 @@ def test_default_give_up_scales_with_memory_over_bandwidth():
     assert default_give_up("1TiB", "1Gbit/s") == pytest.approx(20 * 2**40 * 4104 / 4096 / 1.25e8)
 
 
-def test_planning_table_csv_and_json(tmp_path):
+def test_planning_table_csv_and_json(tmp_path, monkeypatch):
     res = sweep(small_grid(), jobs=2)
     text = res.table()
     assert text.splitlines()[0].split()[:2] == ["workload", "bandwidth"]
+    # print(results) fits the output's width as str(report) does: $COLUMNS in a pipe, else every column
+    monkeypatch.setenv("COLUMNS", "80")
+    assert str(res) == res.table(width=80) != text and max(len(line) for line in str(res).splitlines()) <= 80
+    monkeypatch.delenv("COLUMNS")
+    assert str(res) == text
     assert "total time" in text and "verdict" in text and "does not converge" in text
     headers, rows = res.table_rows()
     assert len(rows) == 8 and headers[-1] == "verdict"

@@ -137,7 +137,7 @@ def test_cli_text_is_the_api_text_and_fits_the_terminal(capsys, monkeypatch, col
     result = V.compare(files)
     main(["validate", *files])
     out = capsys.readouterr().out
-    assert out == result.table(columns) + "\n"
+    assert out == result.table(columns) + "\n" == str(result) + "\n"  # print(result) is the command's text
     lines = out.splitlines()
     assert lines[0].startswith("dirtylog against real QEMU: 9 recorded runs of 3 scenarios")
     assert not any(c in out for c in "─━│")  # no second table style
