@@ -1002,7 +1002,7 @@ def cmd_trackers(args: argparse.Namespace) -> int:
     _say(("Dirty tracking compared", "bold"), (f" on {_guest_line(r0.memory, base.workload_label(), r0.vcpus)}; "
                                                f"{format_rate(r0.bandwidth, bits=True)}, downtime limit "
                                                f"{format_time(r0.downtime_limit)}", ""))
-    from .render import Column, table, wrap
+    from .render import ROUNDS_MEANING, Column, table, wrap
 
     extra = [c for c in ("kicks", "splits") if any(getattr(r, c) for r in results)]
     cols = [Column("tracker", "left"), Column("exits"), Column("faults", priority=5),
@@ -1025,7 +1025,7 @@ def cmd_trackers(args: argparse.Namespace) -> int:
     _print_lines(wrap("", [(f"exits: VM exits caused by tracking; slowdown: vCPU time lost to them / (total time x "
                             f"vCPUs); sim harvest: one harvest of the pages dirtied by {format_time(window)} of the "
                             f"workload ({harvest[results[0].tracker][1]:,} with {results[0].tracker}), timed in "
-                            "dirtylog's C core; rounds: pre-copy rounds, round 0 included.", "dim")], -1, _width()))
+                            f"dirtylog's C core; rounds: {ROUNDS_MEANING}.", "dim")], -1, _width()))
     return 1 if any(r.verified is False for r in results) else 0
 
 
@@ -1233,13 +1233,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             + ["bandwidth", "downtime_limit"] + [k for k in results.varying() if k in results.knobs()], _width()))
         from .sweeps import VERDICTS
 
-        from .render import wrap
+        from .render import ROUNDS_MEANING, wrap
 
         counts = {v: n for v in VERDICTS if (n := sum(1 for r in results if r.verdict == v)) or v != "lost"}
         note = (", ".join(f"{k}: {v}" for k, v in counts.items()) + ". 'does not converge': an early verdict (it "
                 "can never converge under QEMU's rules; --no-stop-when-stalled iterates on as QEMU does), gave up "
                 "after --give-up-after of simulated time (default 10 min, or 20x the time to send memory once), or "
-                "aborted at a limit; rounds: pre-copy rounds, round 0 included.")
+                f"aborted at a limit; rounds: {ROUNDS_MEANING}.")
         if getattr(args, "advise", False):
             note += (" What would make a configuration that does not converge converge (found by simulation, "
                      "see 'dirtylog advise'): the least bandwidth at its downtime limit (least bw), or the least "

@@ -35,7 +35,7 @@ import enum
 import math
 import signal
 import threading
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -110,7 +110,8 @@ def _merge_rounds(a: RoundReport, b: RoundReport) -> RoundReport:
         guest_slowdown=a.guest_slowdown if dur <= 0 else min(100.0, (a.guest_slowdown * a.duration
                                                                       + b.guest_slowdown * b.duration) / dur),
         throttle=(a.throttle * a.duration + b.throttle * b.duration) / dur if dur > 0 else b.throttle,
-        remaining_pages=b.remaining_pages, threshold=b.threshold, aggregated=n)
+        remaining_pages=b.remaining_pages, threshold=b.threshold, aggregated=n,
+        zero_pages=a.zero_pages + b.zero_pages, ended=b.ended)
 
 
 def _bind(workload: Any, pages: int, vcpus: int, page_size: int) -> Any:
@@ -351,7 +352,8 @@ class Migration:
         self.setup_time = self._setup_time()
         self._round_index = 0
         self._pending_at_sync = npages  # pages in the migration bitmap after the last sync
-        self._round_reported = False
+        self._round_open = False  # a round has begun and not yet ended (_begin_round ... _end_round)
+        self._last_ended: Optional[str] = None  # how the last round ended (current_round's "ended")
         self._mark = self._snapshot()
         self._window: Dict[str, float] = {}  # QEMU's last counters of the live phase (mbps, ...)
         self._sent_precopy = 0
@@ -504,17 +506,23 @@ class Migration:
 
     @property
     def current_round(self) -> Dict[str, Any]:
-        """Figures of the round in progress (or the downtime's, during it)."""
+        """Figures of the round in progress (or the downtime's, during it): the ones its
+        :class:`RoundReport` will hold (the report's last round while it runs, marked ``running``).
+        ``ended`` is "running" while a round runs; once the migration has ended, how its last round
+        ended (e.g. "cancelled", with the figures of that round cut short); None during the setup."""
         st = self._engine_state()
+        pages, zero, nbytes, elapsed = self._sent_since_mark(st)
         return {
             "phase": self.phase,
             "index": self._round_index,
             "pages_total": int(self._pending_at_sync),
-            "pages_sent": int(st.pages_sent - self._mark["pages"]),
-            "bytes_sent": int(st.bytes_sent - self._mark["bytes"]),
-            "elapsed": float(st.clock - self._mark["clock"]),
+            "pages_sent": pages,
+            "zero_pages": zero,
+            "bytes_sent": nbytes,
+            "elapsed": elapsed,
             "dirty_sync_count": self.dirty_sync_count,
             "clock": float(st.clock),
+            "ended": "running" if self._round_open else self._last_ended,
         }
 
     def _setup_time(self) -> float:
@@ -531,6 +539,7 @@ class Migration:
         ts = self.tracker.stats
         return {
             "clock": float(st.clock), "bytes": int(st.bytes_sent), "pages": int(st.pages_sent),
+            "zero": int(st.zero_pages_sent),
             "writes": int(st.writes), "lost": float(st.lost), "faults": ts.faults,
             "pml": ts.pml_full_exits, "ring": ts.ring_full_exits, "splits": ts.splits, "kicks": ts.kicks,
             "throttle": float(st.throttle), "guest": float(st.guest_clock), "debt": float(st.debt),
@@ -618,6 +627,7 @@ class Migration:
                         self._rollback(f"not converged after {format_time(limit)} of simulated time: QEMU would "
                                        "iterate forever; set PreCopy(timeout=..., on_limit=...), a higher bandwidth "
                                        "or a longer downtime limit")
+                        self._fire_callbacks()  # on_round gets the round the give-up cut short
                         break
                     self.run_until(min(limit if live else math.inf, self.clock + step))
                     if progress is not None:
@@ -651,6 +661,7 @@ class Migration:
             raise StateError("a post-copy migration cannot be cancelled: the destination already runs the guest "
                              "and the source lacks its newest pages")
         self._rollback(reason, status="cancelled")
+        self._fire_callbacks()  # on_round gets the round the cancel cut short
 
     def start_postcopy(self) -> None:
         """QEMU's ``migrate-start-postcopy``: switch to post-copy at the migration thread's next
@@ -689,8 +700,9 @@ class Migration:
         self._event("link-failure")
         if self.phase == "postcopy" or (self.phase == "switchover" and self._pc_started):
             self._lose(f"{reason} at {format_time(self.clock)} during post-copy")
-            return
-        self._rollback(f"{reason} at {format_time(self.clock)}; rolled back, the source keeps running")
+        else:
+            self._rollback(f"{reason} at {format_time(self.clock)}; rolled back, the source keeps running")
+        self._fire_callbacks()  # on_round gets the round the failure cut short
 
     def _apply_fault(self, f: Fault) -> None:
         self.engine.catch_up()  # the guest runs up to the clock first (see Engine.catch_up)
@@ -752,7 +764,7 @@ class Migration:
             return
 
     def _begin_round(self, index: int) -> None:
-        self._round_reported = False
+        self._round_open = True
         self._round_index = index
         self._pending_at_sync = self.engine.remaining
         self._mark = self._snapshot()
@@ -853,24 +865,37 @@ class Migration:
         if self._dirtylimit is not None:
             self._dirtylimit.lift()
 
-    def _round_report(self, dirty_pages: int, final: bool = False, postcopy: bool = False,
-                      remaining_pages: int = 0, threshold: Optional[float] = None) -> RoundReport:
-        """The round that ends now. ``threshold``: the one the sync ending it compared with (default: QEMU's
-        threshold now, :meth:`threshold`; a stop-and-copy or post-copy round: the one at the pause)."""
+    def _sent_since_mark(self, st: Any) -> Tuple[int, int, int, float]:
+        """Pages, zero pages and bytes sent, and seconds passed, since the round began (the mark), as of
+        the engine state ``st``: the figures of current_round and of the round's RoundReport."""
+        m = self._mark
+        return (int(st.pages_sent) - m["pages"], int(st.zero_pages_sent) - m["zero"], int(st.bytes_sent) - m["bytes"],
+                float(st.clock) - m["clock"])
+
+    def _round_since_mark(self, ended: str, dirty_pages: int = 0, remaining_pages: Optional[int] = None,
+                          threshold: Optional[float] = None) -> RoundReport:
+        """The figures of the round that began at the mark, as they stand now, ending by ``ended``
+        (:data:`dirtylog.report.ROUND_ENDS`). Whether it is a stop-and-copy or post-copy round follows
+        the phase. ``remaining_pages``: what the migration bitmap holds (default: what is left to send
+        now, as memory_remaining); ``threshold``: the one the sync ending it compared with (default:
+        QEMU's threshold now, :meth:`threshold`; a stop-and-copy or post-copy round: the one at the pause)."""
+        final = self.phase in ("downtime", "switchover", "postcopy", "lost")
+        postcopy = self._pc_started
+        if remaining_pages is None:
+            remaining_pages = self._remaining_pages()
         if threshold is None:
             threshold = self._pause_threshold if final else self.threshold()
         st = self._engine_state()
         ts = self.tracker.stats
         m = self._mark
-        duration = float(st.clock) - m["clock"]
-        nbytes = int(st.bytes_sent) - m["bytes"]
+        pages, zero, nbytes, duration = self._sent_since_mark(st)
         lost = float(st.lost) - m["lost"]
         denom = duration * self.vcpus
-        r = RoundReport(
+        return RoundReport(
             index=self._round_index if not final else self._round_count,
             start=m["clock"],
             duration=duration,
-            pages_sent=int(st.pages_sent) - m["pages"],
+            pages_sent=pages,
             bytes=nbytes,
             dirty_pages=int(dirty_pages),
             dirty_rate=dirty_pages / duration if duration > 0 else 0.0,
@@ -889,11 +914,34 @@ class Migration:
             postcopy=postcopy,
             remaining_pages=int(remaining_pages),
             threshold=float(threshold),
+            zero_pages=zero,
+            ended=ended,
         )
+
+    def _end_round(self, ended: str, dirty_pages: int = 0, remaining_pages: Optional[int] = None,
+                   threshold: Optional[float] = None) -> RoundReport:
+        """The round in progress ends now (how: ``ended``): kept in the report and given to ``on_round``.
+        Every end of a round passes here, a round cut short by the migration's end too, so that the
+        rounds add up to the migration's totals."""
+        r = self._round_since_mark(ended, dirty_pages, remaining_pages, threshold)
+        self._round_open = False
+        self._last_ended = ended
         self._keep_round(r)
         if self.on_round is not None:
             self._callbacks.append(r)  # called once the step's state is committed (run_until)
         return r
+
+    def _cut_round(self, ended: str) -> None:
+        """The migration ends (``ended``: its status) while a round runs: that round ends here, partial."""
+        if self._round_open:  # the caller has caught the guest up to the clock
+            self._end_round(ended)
+
+    def _report_rounds(self) -> List[RoundReport]:
+        """The rounds so far and, while one runs, its figures as they stand (ended "running")."""
+        rounds = self.rounds
+        if self._round_open:
+            rounds.append(self._round_since_mark("running"))
+        return rounds
 
     def _keep_round(self, r: RoundReport) -> None:
         """Keep the first and the last KEEP_ROUNDS rounds; the ones between are summed into one."""
@@ -964,8 +1012,7 @@ class Migration:
         pending = npend * self.page_size  # QEMU counts RAM only here; the device state goes in the pause
         bw = self._measured_bandwidth()
         self.expected_downtime = pending / bw
-        self._round_report(added, remaining_pages=npend, threshold=threshold)  # the decision's threshold
-        self._round_reported = True
+        self._end_round("sync", added, remaining_pages=npend, threshold=threshold)  # the decision's threshold
         decision = self._decider.decide(SyncState(
             pending_pages=npend, page_size=self.page_size, threshold=threshold, round_index=self._round_index,
             sent_precopy=self._sent_precopy, memory=self.memory, clock=self.clock,
@@ -1044,8 +1091,8 @@ class Migration:
         self._window = {"bandwidth": c.bandwidth, "mbps": c.bandwidth * 8 / 1e6,
                         "pages_per_second": c.last_pages / c.last_length if c.last_length > 0 else 0.0}
         self.engine.set_throttle(1.0)
-        if not self._round_reported:  # a stop between two syncs: the round's partial figures
-            self._round_report(0, remaining_pages=self.engine.remaining)
+        if self._round_open:  # a stop between two syncs: the round's figures up to the pause
+            self._end_round("pause", remaining_pages=self.engine.remaining)
         self._sent_precopy = int(self._engine_state().bytes_sent)
         self._sync(measure=False)
         self.engine.set_rate_limit(0)
@@ -1068,6 +1115,7 @@ class Migration:
         self._pending_at_sync = pages
         self._mark = self._snapshot()
         self._mark["throttle"] = 1.0
+        self._round_open = True  # the stop-and-copy
         self._device_left = self.device_bytes
 
     def _downtime_step(self, target: float) -> None:
@@ -1109,6 +1157,7 @@ class Migration:
         self._pending_at_sync = int(self._pc_stale.size)  # what post-copy sends: current_round's pages_total
         self._mark = self._snapshot()
         self._mark["throttle"] = 1.0
+        self._round_open = True  # post-copy's switch-over
         # the device state, and the discard list: the destination drops the pages dirty now
         self._device_left = self.device_bytes + discard_bytes(self._pc_stale)
         self._final_stage = "devices"
@@ -1129,7 +1178,7 @@ class Migration:
             return
         # the destination resumes the guest: post-copy proper
         self._downtime_end = self.clock
-        self._round_report(0, final=True)
+        self._end_round("resume", remaining_pages=0)
         pc = self.postcopy if self.postcopy is not None else PostCopy(precopy=self.policy)
         stale = self._pc_stale
         assert stale is not None
@@ -1154,6 +1203,7 @@ class Migration:
         self.phase = "postcopy"
         self._final_stage = "pages"
         self._mark = self._snapshot()
+        self._round_open = True  # post-copy proper
         self._event("postcopy", pages=int(stale.size))
 
     def _postcopy_step(self, target: float) -> None:
@@ -1167,7 +1217,7 @@ class Migration:
             return
         self.engine.idle(min(target, self._pc_done_at))
         if self.clock >= self._pc_done_at:
-            self._round_report(0, final=True, postcopy=True)
+            self._end_round("completed", remaining_pages=0)
             self.phase = "completed"
             self.status = "completed"
             if self.verify:
@@ -1188,6 +1238,7 @@ class Migration:
         self.engine.catch_up()  # the guest runs up to the clock first (see Engine.catch_up)
         check(lib.dl_engine_postcopy_state(self._e, self._pc_state), "post-copy")
         left = int(self._pc_state.remaining)
+        self._cut_round("lost")
         self.phase = "lost"
         self.status = "lost"
         self.converged = False
@@ -1201,7 +1252,7 @@ class Migration:
     def _finish(self) -> None:
         self.engine.catch_up()  # the guest runs up to the clock first (see Engine.catch_up)
         self._downtime_end = self.clock
-        self._round_report(0, final=True)
+        self._end_round("completed", remaining_pages=0)
         self.tracker.stop()
         self.phase = "completed"
         self.status = "completed"
@@ -1221,6 +1272,7 @@ class Migration:
 
     def _rollback(self, reason: str, status: str = "failed") -> None:
         self.engine.catch_up()  # the guest runs up to the clock first (see Engine.catch_up)
+        self._cut_round(status)
         self._remaining_at_rollback = self._remaining_pages()
         if self.tracker.logging:
             self.tracker.stop()
@@ -1260,6 +1312,7 @@ class Migration:
         normal = pages_sent - zero - int(st.xbzrle_pages)  # QEMU counts XBZRLE pages apart
         rate = _nominal_write_rate(self.workload, self.pages, self.page_size)
         dl_figures = self._dirtylimit.figures() if self._dirtylimit is not None else (None, None)
+        rounds = self._report_rounds()
         return MigrationReport(
             status=self.status,
             converged=self.converged,
@@ -1291,7 +1344,7 @@ class Migration:
             guest_lost=float(st.lost),
             device_bytes=self.device_bytes,
             memory_remaining=self.memory_remaining,
-            rounds=list(self.rounds),
+            rounds=rounds,
             tracker_stats=self.tracker.stats.to_dict(),
             models=self._models(rate),
             guest_running={"completed": "destination", "lost": "nowhere (lost)"}.get(self.status, "source"),
@@ -1302,7 +1355,7 @@ class Migration:
             events=list(self.events),
             cpu_throttle_percentage=self.throttle,
             compression=self._compression(st),
-            guest_throttled=sum(r.duration * r.throttle / 100.0 * self.vcpus for r in self.rounds if not r.final),
+            guest_throttled=sum(r.duration * r.throttle / 100.0 * self.vcpus for r in rounds if not r.final),
             interrupted=self.interrupted,
             rounds_aggregated=self._rounds_mid.aggregated if self._rounds_mid is not None else 0,
             window_mbps=self._window_figures()["mbps"],
@@ -1345,7 +1398,8 @@ class Migration:
     def _measured_dirty_rate(self) -> Optional[float]:
         """Bytes dirtied per second over the pre-copy rounds, as the syncs measured them (QEMU's
         dirty-pages-rate): distinct pages per round over the rounds' time, page headers included."""
-        live = [r for r in self.rounds if not r.final and not r.postcopy and r.duration > 0]
+        # a round cut short has no sync, so no dirty pages measured
+        live = [r for r in self.rounds if not r.final and not r.postcopy and not r.partial and r.duration > 0]
         span = sum(r.duration for r in live)
         if span <= 0:
             return None

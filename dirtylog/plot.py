@@ -136,12 +136,17 @@ def plot_report(report: Any, path: Optional[PathLike] = None, *, title: Optional
     what was left to send after each sync (QEMU's remaining: the pending size the switch-over test compares),
     the switch-over threshold each sync compared it with (QEMU's threshold_size, as the rounds report it:
     the bandwidth measured in the last 100 ms window x the downtime limit), the stop-and-copy and the
-    post-copy phase; and the vCPU throttle, when a convergence aid throttled the guest."""
+    post-copy phase; and the vCPU throttle, when a convergence aid throttled the guest. A round cut short
+    (the migration failed or was cancelled in it, or the report was taken while it ran: ``RoundReport.partial``)
+    is a hatched span: no sync ended it, so it has no dirty memory to draw, only what was left to send,
+    from its start (the last sync's, or all of memory in round 0) to where it stopped."""
     from .units import format_rate, format_size, format_time
 
-    rounds = [r for r in report.rounds if not r.final and not r.postcopy]
+    live = [r for r in report.rounds if not r.final and not r.postcopy]
+    rounds = [r for r in live if not r.partial]
+    cut = [r for r in live if r.partial]
     final = [r for r in report.rounds if r.final]
-    throttled = any(r.throttle > 0 for r in rounds)
+    throttled = any(r.throttle > 0 for r in live)
     fig = _figure(8.0, 7.2 if throttled else 5.6)  # first: it says so when matplotlib is missing
     from matplotlib.patches import Patch
 
@@ -154,14 +159,16 @@ def plot_report(report: Any, path: Optional[PathLike] = None, *, title: Optional
     thresholds_bytes = [r.threshold for r in rounds]
     # a migration that did not complete: what was left when it stopped (a round cut short, or no round at all)
     left_bytes = [report.memory_remaining] if report.status != "completed" else []
+    # a round cut short: what was left to send when it began (the bitmap holds every page in round 0)
+    cut_from = [(rounds[-1].remaining_pages if rounds else report.pages) * psize for _ in cut]
     sscale, sunit = _unit(max([r.dirty_pages * psize for r in rounds] + pending_bytes + thresholds_bytes + left_bytes
-                              + [1.0]), _SIZE_UNITS)
+                              + cut_from + [1.0]), _SIZE_UNITS)
     # the data in the axes' units (seconds or minutes, MiB or GiB): ticks at round numbers of them
     dirty = [r.dirty_pages * psize / sscale for r in rounds]
     pending = [b / sscale for b in pending_bytes]
     thresholds = [b / sscale for b in thresholds_bytes]
     left_end = [b / sscale for b in left_bytes]
-    top = max(dirty + pending + thresholds + left_end + [0.0]) or 1.0
+    top = max(dirty + pending + thresholds + left_end + [b / sscale for b in cut_from] + [0.0]) or 1.0
     end /= tscale
     handles: List[Any] = []
     if rounds:
@@ -172,8 +179,20 @@ def plot_report(report: Any, path: Optional[PathLike] = None, *, title: Optional
         handles.append(Patch(color="#4C72B0", label=f"pre-copy rounds ({len(rounds)}): memory dirtied "
                                                     "during each, sent by the next"))
     else:
-        ax.text(0.5, 0.5, f"no pre-copy round completed\n({_status(report)} at {format_time(report.total_time)})",
-                transform=ax.transAxes, ha="center", va="center", color="#444444")
+        ax.text(0.5, 0.5, f"no pre-copy round completed\n({report.status} at {format_time(report.total_time)})",
+                transform=ax.transAxes, ha="center", va="center", color="#444444",
+                bbox=dict(facecolor="white", edgecolor="none", alpha=0.85), zorder=5)
+    for r, y0 in zip(cut, cut_from):
+        how = "still running (a partial report)" if r.ended == "running" else f"cut short ({r.ended})"
+        x0, x1 = r.start / tscale, r.start / tscale + max(r.duration / tscale, end * 2e-3)
+        span = ax.axvspan(x0, x1, facecolor="none", edgecolor="#C8C8C8", hatch="//", linewidth=0,
+                          label=f"round {r.index} {how}: {format_size(r.bytes)} sent in {format_time(r.duration)}, "
+                                "no sync")
+        # QEMU's remaining falls as the round sends (only its two ends are known here)
+        (fall,) = ax.plot([x0, x1], [y0 / sscale, r.remaining_pages * psize / sscale], color="#222222",
+                          linestyle=":", linewidth=1.2, label=f"left to send during round {r.index}: "
+                                                              f"{format_size(y0)} at its start")
+        handles += [span, fall]
     if rounds:
         ends = [(r.start + r.duration) / tscale for r in rounds]
         # each sync's threshold over the round it ended: it moves with the measured bandwidth
@@ -196,18 +215,24 @@ def plot_report(report: Any, path: Optional[PathLike] = None, *, title: Optional
     stop = [r for r in final if not r.postcopy]
     if stop:
         r = stop[0]
+        paused = (f"switch-over (post-copy downtime {format_time(report.downtime)})"
+                  if report.postcopy_bytes or report.degraded_window > 0
+                  else f"stop-and-copy (downtime {format_time(report.downtime)})")
+        if r.partial:
+            paused = (f"the guest paused, {'still running' if r.ended == 'running' else 'cut short (' + r.ended + ')'}"
+                      f": {format_size(r.bytes)} sent in {format_time(r.duration)}")
         span = ax.axvspan(r.start / tscale, r.start / tscale + max(r.duration / tscale, end * 2e-3), color="#DD8452",
-                          alpha=0.35, linewidth=0,
-                          label=(f"switch-over (post-copy downtime {format_time(report.downtime)})"
-                                 if report.postcopy_bytes or report.degraded_window > 0
-                                 else f"stop-and-copy (downtime {format_time(report.downtime)})"))
+                          alpha=0.35, linewidth=0, hatch="///" if r.partial else None, label=paused)
         handles.append(span)
     post = [r for r in final if r.postcopy]
     if post or report.degraded_window > 0:
         p0 = (post[0].start if post else report.total_time - report.degraded_window) / tscale
+        lost = post and post[0].ended == "lost"
         span = ax.axvspan(p0, end, color="#55A868", alpha=0.25, linewidth=0,
-                          label=f"post-copy: the guest runs on the destination, degraded for "
-                                f"{format_time(report.degraded_window)}")
+                          label=(f"post-copy: the guest runs on the destination, degraded for "
+                                 f"{format_time(report.degraded_window)}")
+                                + (f"; the link failed and the VM was lost at {format_time(report.total_time)}"
+                                   if lost else ""))
         handles.append(span)
     if not _log_if_wide(ax, dirty + pending + thresholds + left_end):
         ax.set_ylim(0, top * 1.15)
@@ -219,8 +244,8 @@ def plot_report(report: Any, path: Optional[PathLike] = None, *, title: Optional
     ax.set_xlim(0, end)
     if throttled:
         ax3 = axes[1]
-        xs = [r.start / tscale for r in rounds] + [(rounds[-1].start + rounds[-1].duration) / tscale]
-        ax3.step(xs, [r.throttle for r in rounds] + [rounds[-1].throttle], where="post", color="#8172B3")
+        xs = [r.start / tscale for r in live] + [(live[-1].start + live[-1].duration) / tscale]
+        ax3.step(xs, [r.throttle for r in live] + [live[-1].throttle], where="post", color="#8172B3")
         ax3.set_ylabel("vCPU throttle (%)")
         ax3.set_ylim(0, 100)
         ax3.grid(alpha=0.3)
@@ -230,7 +255,9 @@ def plot_report(report: Any, path: Optional[PathLike] = None, *, title: Optional
     fig.suptitle(title or (
         f"{format_size(report.memory)}, {report.tracker}, {format_rate(report.bandwidth, bits=True)}: "
         f"{_status(report)}\ntotal {format_time(report.total_time)}, downtime {downtime}, "
-        f"{len(rounds)} pre-copy round{'s' if len(rounds) != 1 else ''}"), fontsize="medium")
+        f"{len(rounds)} pre-copy round{'s' if len(rounds) != 1 else ''}"
+        f"{(' + 1 still running' if cut[-1].ended == 'running' else ' + 1 cut short') if cut else ''}"),
+        fontsize="medium")
     return _save(fig, path)
 
 

@@ -14,7 +14,10 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-__all__ = ["Segment", "Line", "Column", "plural", "table", "plain", "output_width", "curve_lines"]
+__all__ = ["Segment", "Line", "Column", "plural", "table", "plain", "output_width", "curve_lines", "ROUNDS_MEANING"]
+
+#: What every "rounds" figure counts (MigrationReport.precopy_rounds), as the tables' notes say it.
+ROUNDS_MEANING = "pre-copy rounds sent while the guest ran, round 0 included, and a round the migration stopped in"
 
 #: A piece of text and its style ("" none, "bold", "dim", "good", "warn", "bad").
 Segment = Tuple[str, str]
@@ -231,25 +234,50 @@ def rounds_lines(report: Any, width: Optional[int] = None, max_rows: int = 40,
             rows.append((["..."] * len(cols), "dim"))
             continue
         end = r.final
+        cut = r.partial  # no sync ended it: nothing measured of what it dirtied
         cells = [
-            "post" if r.postcopy else ("final" if end else str(r.index)),
+            ("post" if r.postcopy else ("final" if end else str(r.index))) + ("*" if cut else ""),
             _t(r.start),
             _t(r.duration),
             format_size(r.bytes),
-            "-" if end else f"{r.dirty_pages:,}",
-            "-" if end else f"{r.dirty_rate:,.0f}",
-            "-" if end else _t(r.expected_downtime),
+            "-" if end or cut else f"{r.dirty_pages:,}",
+            "-" if end or cut else f"{r.dirty_rate:,.0f}",
+            "-" if end or cut else _t(r.expected_downtime),
             format_rate(r.bandwidth, bits=True) if r.duration > 0 else "-",
             f"{r.exits:,}",
             f"{r.guest_slowdown:.2f} %",
         ]
         if throttled:
             cells.append("-" if end else f"{r.throttle:.0f} %")
-        rows.append((cells, "bold" if end else ""))
-    caption = f"{plural(skipped, 'round')} not shown ({more})" if skipped else ""
+        rows.append((cells, "warn" if cut else ("bold" if end else "")))
+    notes = [f"{plural(skipped, 'round')} not shown ({more})"] if skipped else []
+    last = rounds[-1] if rounds else None
+    if last is not None and last.partial:
+        notes.append(cut_short_text(report, last))
     if not rounds:
-        caption = "no round completed"
-    return table(cols, rows, width, title="Rounds", caption=caption)
+        notes.append(f"no round began: the migration {report.status} in its setup"
+                     if report.status in ("failed", "cancelled") else "no round began yet (setup)")
+    return table(cols, rows, width, title="Rounds", caption="; ".join(notes))
+
+
+def cut_short_text(report: Any, r: Any) -> str:
+    """What the table's mark (*) says of a round cut short (``RoundReport.partial``)."""
+    from .units import format_size
+
+    if r.postcopy:
+        where = "post-copy"
+    elif r.final:  # paused: the stop-and-copy, or post-copy's switch-over before the destination resumed
+        sw = [e for e in getattr(report, "events", ()) if e.get("event") == "switchover"]
+        where = "the post-copy switch-over" if sw and sw[-1].get("postcopy") else "the stop-and-copy"
+    else:
+        where = f"round {r.index}"
+    how = {"failed": "the migration failed", "cancelled": "the migration was cancelled",
+           "lost": "the link failed, the VM is lost", "running": "the report was taken"}.get(r.ended, r.ended)
+    sent = f"{plural(r.pages_sent, 'page')} ({format_size(r.bytes)}) sent"
+    if r.ended == "running":
+        return f"* still running: {how} {_t(r.duration)} into {where}, {sent} so far"
+    tail = "" if r.final else "; no sync ended it"
+    return f"* cut short: {how} {_t(r.duration)} into {where}, after {sent}{tail}"
 
 
 def _throttle_value(report: Any) -> Optional[Line]:
@@ -320,8 +348,14 @@ def summary_items(report: Any, words: Optional[Callable[[str], str]] = None) -> 
     pages = f"{report.pages_sent:,} sent (normal {report.normal:,}, zero {report.duplicate:,}"
     pages += f", XBZRLE {xb['pages']:,})" if xb else ")"
     items.append(("Pages", [(pages, "")]))
+    live = [r for r in report.rounds if not r.final and not r.postcopy]
+    notes = ["round 0 sends all memory"] if live else []
+    if live and live[-1].partial:
+        how = "still running" if live[-1].ended == "running" else "cut short"
+        who = "it" if live[-1].index == 0 else f"round {live[-1].index}"
+        notes.append(f"{who} {'is' if live[-1].ended == 'running' else 'was'} {how}")
     items.append(("Rounds", [(f"{plural(report.precopy_rounds, 'pre-copy round')}"
-                              f"{' (round 0 sends all memory)' if report.precopy_rounds else ''}, "
+                              f"{' (' + '; '.join(notes) + ')' if notes else ''}, "
                               f"{plural(report.dirty_sync_count, 'dirty sync')}", "")]))
     thr = _throttle_value(report)
     if thr is not None:
@@ -391,8 +425,7 @@ def models_lines(report: Any, width: Optional[int] = None) -> List[Line]:
                       "-" if gone or "downtime" not in m else _t(m["downtime"]),
                       "-" if gone or "total_bytes" not in m else format_size(m["total_bytes"]),
                       yes.get(m.get("converged"), "-")], ""))
-    notes = ["rounds: pre-copy rounds sent while the guest ran, round 0 included (a model's last, paused round "
-             "is the stop-and-copy)"]
+    notes = [f"rounds: {ROUNDS_MEANING} (a model's last, paused round is the stop-and-copy)"]
     g = models.get("geometric")
     if g and g.get("dirty_rate") is not None:
         fed = "the measured dirty rate" if g.get("dirty_rate_measured", True) else \

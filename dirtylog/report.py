@@ -7,7 +7,22 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional
 
 
-__all__ = ["RoundReport", "MigrationReport", "json_safe"]
+__all__ = ["RoundReport", "MigrationReport", "json_safe", "ROUND_ENDS", "PARTIAL_ENDS"]
+
+#: How a round can end (:attr:`RoundReport.ended`), and what that means.
+ROUND_ENDS: Dict[str, str] = {
+    "sync": "a sync of the dirty log ended the pre-copy round (QEMU's dirty-sync-count counts it)",
+    "pause": "the guest paused for the switch-over before the round's own sync (a limit forced it, "
+             "post-copy was started, or nothing was left before QEMU's first bandwidth measurement)",
+    "resume": "post-copy's switch-over ended: the guest resumed on the destination",
+    "completed": "the migration completed: the stop-and-copy, or post-copy's last page, arrived",
+    "failed": "cut short: the migration failed and rolled back while the round ran",
+    "cancelled": "cut short: the migration was cancelled while the round ran",
+    "lost": "cut short: the link failed during post-copy, the VM is lost",
+    "running": "cut short: the report was taken while the round ran (Ctrl-C, or report() mid-run)",
+}
+#: The ends of a round cut short: no sync ended it, and its figures are what it had done by then.
+PARTIAL_ENDS = ("failed", "cancelled", "lost", "running")
 
 
 def json_safe(x: Any) -> Any:
@@ -37,6 +52,14 @@ class RoundReport:
     round's duration (pages/s, as QEMU's dirty-pages-rate). ``expected_downtime`` is
     QEMU's estimate at that sync: dirty bytes / bandwidth. ``guest_slowdown`` is the
     share (%) of the vCPUs' time lost to tracking exits during the round.
+
+    ``ended`` says how the round ended (see :data:`ROUND_ENDS`). A round cut short (``partial``:
+    the migration failed, was cancelled or lost, or the report was taken, while it ran) holds what
+    it sent up to then, so that the rounds add up to the migration's totals; no sync ended it, so
+    its ``dirty_pages`` is 0 (nothing was harvested) and its ``remaining_pages`` is what was left
+    to send when it stopped (the report's ``memory_remaining``). QEMU has no such figure per
+    round: its ``transferred`` keeps counting after the last sync and ``dirty-sync-count`` does
+    not move at a failure or a cancel; neither does dirtylog's.
     """
 
     index: int
@@ -65,6 +88,16 @@ class RoundReport:
     threshold: float = 0.0
     #: > 0: this entry sums that many consecutive rounds of a long migration (see Migration.rounds)
     aggregated: int = 0
+    #: pages sent as zero pages in the round (QEMU's duplicate; a header each); part of ``pages_sent``
+    zero_pages: int = 0
+    #: how the round ended: one of :data:`ROUND_ENDS`
+    ended: str = "sync"
+
+    @property
+    def partial(self) -> bool:
+        """Whether the round was cut short (:data:`PARTIAL_ENDS`): the migration stopped, or the report
+        was taken, while it ran. Its figures are what it had done by then, and no sync ended it."""
+        return self.ended in PARTIAL_ENDS
 
     @property
     def exits(self) -> int:
@@ -74,6 +107,7 @@ class RoundReport:
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)
         d["exits"] = self.exits
+        d["partial"] = self.partial
         return d
 
 
@@ -124,6 +158,9 @@ class MigrationReport:
     #: (QEMU reports no RAM figures then); after a loss in post-copy, the pages only the source held.
     #: See :attr:`dirtylog.Migration.memory_remaining`.
     memory_remaining: int
+    #: The rounds, in order, a round the migration stopped in (or the report was taken in) included,
+    #: marked ``partial``: their pages_sent, zero_pages, bytes and durations add up to pages_sent,
+    #: duplicate, transferred and total_time - setup_time (rounds begin after the setup).
     rounds: List[RoundReport] = field(default_factory=list)
     tracker_stats: Dict[str, Any] = field(default_factory=dict)
     models: Dict[str, Any] = field(default_factory=dict)
@@ -157,8 +194,11 @@ class MigrationReport:
     @property
     def precopy_rounds(self) -> int:
         """The round count used everywhere in dirtylog: pre-copy rounds sent while the guest ran on
-        the source, round 0 (all of memory) included; the stop-and-copy is not one of them."""
-        return sum(1 for r in self.rounds if not r.final and not r.postcopy)
+        the source, round 0 (all of memory) included, and a round the migration stopped in (a failure,
+        a cancel: ``RoundReport.partial``); the stop-and-copy is not one of them. QEMU's own count of
+        syncs is ``dirty_sync_count``. An entry summing several rounds of a long migration (``aggregated``)
+        counts as the rounds it sums."""
+        return sum(max(1, r.aggregated) for r in self.rounds if not r.final and not r.postcopy)
 
     @property
     def mbps(self) -> float:

@@ -68,7 +68,8 @@ class SweepResult:
     post-copy lost the VM).
     ``guest_slowdown`` is the share (%) of vCPU time lost to tracking exits.
     ``rounds`` counts the pre-copy rounds sent while the guest ran (round 0
-    included), as everywhere in dirtylog. ``downtime`` is NaN when the guest never
+    included, and a round a rollback or the give-up cut short), as everywhere in
+    dirtylog (``MigrationReport.precopy_rounds``). ``downtime`` is NaN when the guest never
     switched over. ``options`` holds the policy knobs the configuration set.
     """
 

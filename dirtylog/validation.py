@@ -468,7 +468,7 @@ def _dirtylog_figures(report: Any, runs: Sequence[QemuRun], polled: Sequence[Dic
     completed = report.status == "completed"
     early, end = _remaining_figures(list(polled), report.memory, runs[0].max_bandwidth,
                                     polled[-1]["t"] if polled else 0.0, converged=completed)
-    live = [r for r in report.rounds if not r.final]
+    live = [r for r in report.rounds if not r.final and not r.partial]  # QEMU's rounds: from one sync to the next
     caps = runs[0].capabilities
     xb = report.compression.get("xbzrle") or {}
     return {

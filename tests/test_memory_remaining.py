@@ -99,9 +99,10 @@ def test_a_link_failure_mid_round_reports_the_round_less_what_it_sent():
                  faults=[BandwidthChange("200ms", "300Mbit/s"), LinkFailure("4s")])  # never converges
     assert r.status == "failed"
     begun = [e for e in r.events if e["event"] == "round"][-1]  # the round the failure cut short
-    sent_since = r.pages_sent - sum(x.pages_sent for x in r.rounds)
-    assert sent_since > 0
-    assert r.memory_remaining == (begun["pages"] - sent_since) * PAGE
+    cut = r.rounds[-1]
+    assert cut.partial and cut.ended == "failed" and cut.index == begun["index"]
+    assert cut.pages_sent > 0 and sum(x.pages_sent for x in r.rounds) == r.pages_sent
+    assert r.memory_remaining == (begun["pages"] - cut.pages_sent) * PAGE == cut.remaining_pages * PAGE
 
 
 def test_interrupted_report_and_summary_show_what_is_left(monkeypatch):

@@ -94,15 +94,20 @@ def test_report_plot_without_a_completed_round_and_with_a_wide_range(tmp_path):
     from dirtylog.plot import plot_report
 
     r = simulate(memory="64MiB", workload="uniform:300MiB/s", bandwidth="1Gbit/s", give_up_after="10ms")
-    assert not [x for x in r.rounds if not x.final]
+    assert [x.ended for x in r.rounds] == ["failed"]  # round 0, cut short by the give-up
     fig = plot_report(r, tmp_path / "none.png")
     _png(tmp_path / "none.png")
     assert any("no pre-copy round completed" in t.get_text() for t in fig.axes[0].texts)
     # what was left when it stopped (QEMU's remaining), and a y axis that holds it (it had none: -0.04..0.04 B)
-    from dirtylog.units import format_size
+    from dirtylog.units import format_size, format_time
 
     legend = " ".join(t.get_text() for t in fig.axes[0].get_legend().get_texts())
     assert f"left to send when it stopped: {format_size(r.memory_remaining)} of 64.0 MiB" in legend
+    # the round it stopped in, with what it sent
+    cut = r.rounds[0]
+    assert (f"round 0 cut short (failed): {format_size(cut.bytes)} sent in {format_time(cut.duration)}, no sync"
+            in legend)
+    assert "0 pre-copy rounds + 1 cut short" in fig._suptitle.get_text()
     assert fig.axes[0].get_ylabel() == "dirty memory (MiB)" and fig.axes[0].get_ylim()[0] == 0
     assert fig.axes[0].get_ylim()[1] >= r.memory_remaining / 2**20 > 0
     # dirty memory from a full round down to a few pages: a log scale keeps the small rounds visible

@@ -258,8 +258,10 @@ class Outcome:
     action_log: List[str] = field(default_factory=list)
 
 
-def _step_drive(case: Case, m: Migration, actions: List[Tuple[float, str, Any]], log: List[str]) -> None:
-    """Advance in the case's random steps, applying actions at their times, then give up as simulate() does."""
+def _step_drive(case: Case, m: Migration, actions: List[Tuple[float, str, Any]], log: List[str],
+                each_step: Optional[Any] = None) -> None:
+    """Advance in the case's random steps, applying actions at their times, then give up as simulate() does.
+    ``each_step(m)`` is called after every step and action."""
     i = 0
     todo = list(actions)
     give_up = math.inf if m.policy.timeout is not None else case.give_up_after  # as simulate() does
@@ -282,8 +284,12 @@ def _step_drive(case: Case, m: Migration, actions: List[Tuple[float, str, Any]],
             except StateError as exc:  # cancel during the stop-and-copy or post-copy: documented
                 assert what == "cancel", exc
                 log.append(f"cancel refused at {m.clock:.6g}: {exc}")
+            if each_step is not None:
+                each_step(m)
             continue
         m.run_until(nxt)
+        if each_step is not None:
+            each_step(m)
         if nxt >= give_up and not m.done:
             if m.phase in ("downtime", "switchover", "postcopy"):
                 m.run_until(math.inf)
@@ -384,6 +390,112 @@ def test_random_rounds_are_bounded():
         return None
 
     _each_run(check)
+
+
+def rounds_add_up(r: Any) -> Optional[str]:
+    """What is wrong with the report's rounds against its totals (None: nothing): every page, zero
+    page, byte and second of the migration after its setup lies in exactly one round, the round a
+    failure, a cancel, a loss or the report itself cut short included (``RoundReport.partial``),
+    whatever the outcome; only the last round may be cut short, and only when the migration did
+    not complete; the syncs that ended rounds are QEMU's dirty-sync-count less the setup's and the
+    pause's; a round cut short holds what was left to send (memory_remaining)."""
+    rounds = r.rounds
+    sums = {"pages_sent": (sum(x.pages_sent for x in rounds), r.pages_sent),
+            "zero_pages": (sum(x.zero_pages for x in rounds), r.duplicate),
+            "bytes": (sum(x.bytes for x in rounds), r.transferred)}
+    bad = [f"sum of rounds' {k} {got:,} != report's {want:,}" for k, (got, want) in sums.items() if got != want]
+    if rounds:
+        span = sum(x.duration for x in rounds)
+        if not math.isclose(span, r.total_time - r.setup_time, rel_tol=1e-9, abs_tol=1e-9):
+            bad.append(f"rounds last {span!r} s, the migration {r.total_time!r} s after a setup of {r.setup_time!r} s")
+        ends = [x.start + x.duration for x in rounds]
+        if any(not math.isclose(e, x.start, rel_tol=1e-9, abs_tol=1e-9) for e, x in zip(ends, rounds[1:])):
+            bad.append("rounds are not back to back")
+    elif r.total_time > r.setup_time:
+        bad.append(f"no round after a setup of {r.setup_time!r} s in {r.total_time!r} s")
+    cut = [i for i, x in enumerate(rounds) if x.partial]
+    if cut and (cut != [len(rounds) - 1] or r.status == "completed"):
+        bad.append(f"rounds {cut} of {len(rounds)} cut short in a {r.status} migration")
+    if cut:
+        last = rounds[-1]
+        want_end = "running" if r.interrupted or r.status == "active" else r.status
+        if last.ended != want_end:
+            bad.append(f"the last round ended {last.ended!r} in a {r.status} migration")
+        if last.remaining_pages * r.page_size != r.memory_remaining:
+            bad.append(f"the round cut short left {last.remaining_pages:,} pages, memory_remaining "
+                       f"{r.memory_remaining:,} bytes")
+        if last.dirty_pages:
+            bad.append("a round cut short (no sync) has dirty pages")
+    elif r.status in ("failed", "cancelled", "lost") and rounds and not rounds[-1].ended in ("sync", "pause"):
+        bad.append(f"a {r.status} migration's last round ended {rounds[-1].ended!r}")
+    syncs = sum(max(1, x.aggregated) for x in rounds if x.ended == "sync")
+    paused = any(x.final for x in rounds)
+    if (1 if rounds else 0) + syncs + paused != r.dirty_sync_count:
+        bad.append(f"{syncs} rounds ended by a sync (+ setup, + {int(paused)} pause) but dirty_sync_count "
+                   f"{r.dirty_sync_count}")
+    live = sum(max(1, x.aggregated) for x in rounds if not x.final)  # an aggregate entry holds that many
+    if r.precopy_rounds != live:
+        bad.append(f"precopy_rounds {r.precopy_rounds} for {live} pre-copy rounds")
+    return "; ".join(bad) or None
+
+
+def test_random_rounds_add_up():
+    """The rounds add up to the totals for every outcome (completed, failed, cancelled, lost, given up)."""
+
+    def check(index: int) -> Optional[str]:
+        out = outcome(index)
+        if out.report is None:
+            return None  # an error or a capped run: judged by test_random_migration
+        wrong = rounds_add_up(out.report)
+        return f"{wrong}\nstatus {out.report.status}\n{make_case(SEED, index).describe()}" if wrong else None
+
+    _each_run(check)
+
+
+#: Step-driven runs whose every step's partial report is checked (test_random_partial_reports_add_up)
+PARTIAL_RUNS = int(os.environ.get("DIRTYLOG_RANDOM_PARTIAL_RUNS", "60"))
+
+
+def test_random_partial_reports_add_up():
+    """report() taken after every step of the step API, mid-round, in the stop-and-copy, in post-copy,
+    after a cancel or a failure: its rounds add up to its totals, the round in progress is the last
+    one, marked "running" (current_round has its figures), and taking those reports changes nothing
+    (the final report is the one the same run gives without them)."""
+    failures: List[str] = []
+    runs = [i for i in range(RUNS) if make_case(SEED, i).actions is not None][:PARTIAL_RUNS]
+    for index in runs:
+        case = make_case(SEED, index)
+        out = outcome(index)
+        if out.report is None:
+            continue
+        seen: List[str] = []
+
+        def check(m: Migration) -> None:
+            r = m.report()
+            wrong = rounds_add_up(r)
+            cr = m.current_round
+            if r.rounds and r.rounds[-1].ended == "running":
+                last = r.rounds[-1]
+                got = (cr["ended"], cr["pages_sent"], cr["zero_pages"], cr["bytes_sent"], cr["elapsed"])
+                want = ("running", last.pages_sent, last.zero_pages, last.bytes, last.duration)
+                if got != want:
+                    wrong = f"{wrong or ''}; current_round {got} != the report's running round {want}"
+            elif cr["ended"] == "running":
+                wrong = f"{wrong or ''}; current_round says running but the report has no round running"
+            if wrong and not seen:
+                seen.append(f"at {m.clock!r} s, phase {m.phase}: {wrong}")
+
+        m = Migration(on_round=_round_counter(), **case.kwargs)
+        try:
+            _step_drive(case, m, case.actions or [], [], each_step=check)
+        except _RoundCap:
+            continue
+        if not seen and not _same(_comparable(m.report()), _comparable(out.report)):
+            seen.append(f"reports taken mid-run changed the run: {_first_difference(_comparable(m.report()), _comparable(out.report))}")
+        if seen:
+            failures.append(f"{seen[0]}\n{case.describe()}")
+    assert len(runs) >= min(PARTIAL_RUNS, 20), f"only {len(runs)} step-driven runs drawn"
+    assert not failures, f"{len(failures)} of {len(runs)} runs (seed {SEED}) fail\n\n" + "\n\n".join(failures[:3])
 
 
 def _comparable(report: Any) -> Dict[str, Any]:

@@ -1,0 +1,170 @@
+"""A migration that stops in a round keeps that round: the rounds add up to the report's totals.
+
+The round in progress when a migration fails, is cancelled, gives up, is lost in post-copy, or when
+the report is taken (Ctrl-C, the step API), is the report's last round, with what it sent until then
+and ``ended`` saying why (``RoundReport.partial``). Seen in the report, JSON, the table, the plot and
+the step API. The randomized suite checks the sums over every mode, policy and fault
+(tests/test_random_migrations.py: test_random_rounds_add_up, test_random_partial_reports_add_up).
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from dirtylog import Link, Migration, PostCopy, PreCopy, simulate
+from dirtylog.errors import Interrupted
+from dirtylog.faults import BandwidthChange, LinkFailure
+from dirtylog.render import plain, rounds_lines
+from dirtylog.report import PARTIAL_ENDS, ROUND_ENDS
+from dirtylog.workloads import Hotspot, Uniform
+
+
+def _adds_up(r) -> None:
+    assert sum(x.pages_sent for x in r.rounds) == r.pages_sent
+    assert sum(x.zero_pages for x in r.rounds) == r.duplicate
+    assert sum(x.bytes for x in r.rounds) == r.transferred
+    if r.rounds:
+        assert math.isclose(sum(x.duration for x in r.rounds), r.total_time - r.setup_time, abs_tol=1e-9)
+    assert all(x.ended in ROUND_ENDS for x in r.rounds)
+    assert not any(x.partial for x in r.rounds[:-1])
+
+
+def _link_failure_in_round_3():
+    # the golden report faults-bandwidth-link: the link fails at 4.00 s, 0.15 s into round 3
+    return simulate(memory="64MiB", workload=Uniform("60MiB/s", seed=14), link=Link("1Gbit/s"), tracker="ring",
+                    policy=PreCopy(downtime_limit="20ms"),
+                    faults=[BandwidthChange("200ms", "300Mbit/s"), LinkFailure("4s")])
+
+
+def test_a_link_failure_keeps_the_round_it_cut_short():
+    r = _link_failure_in_round_3()
+    assert r.status == "failed"
+    _adds_up(r)
+    cut = r.rounds[-1]
+    assert [x.ended for x in r.rounds] == ["sync", "sync", "sync", "failed"] and cut.partial
+    assert cut.index == 3 and cut.pages_sent == 1369 and cut.dirty_pages == 0 and cut.dirty_rate == 0
+    assert math.isclose(cut.start + cut.duration, 4.0) and 0.14 < cut.duration < 0.16
+    assert cut.remaining_pages * r.page_size == r.memory_remaining
+    assert r.precopy_rounds == 4 and r.dirty_sync_count == 4  # QEMU's count: setup + 3 live syncs, none at the end
+    d = json.loads(r.to_json())
+    assert d["rounds"][-1]["ended"] == "failed" and d["rounds"][-1]["partial"] is True
+    assert d["rounds"][0]["ended"] == "sync" and d["rounds"][0]["partial"] is False
+    # the table marks it and says what it was, at 80 columns
+    text = plain(rounds_lines(r, 80))
+    row = next(line for line in text.splitlines() if line.lstrip().startswith("3*"))
+    assert row.split()[5:8] == ["5.36", "MiB", "-"]  # sent; no dirty pages: no sync ended it
+    assert "* cut short: the migration failed 150 ms into round 3, after 1,369 pages" in " ".join(text.split())
+    assert all(len(line) <= 80 for line in text.splitlines())
+
+
+def test_a_failure_in_round_0_is_not_no_round():
+    r = simulate(memory="1GiB", workload=Uniform("60MiB/s", seed=14), link=Link("1Gbit/s"), faults=[LinkFailure("2s")])
+    _adds_up(r)
+    assert [(x.index, x.ended) for x in r.rounds] == [(0, "failed")] and r.pages_sent > 50_000
+    table = plain(rounds_lines(r, 80))
+    assert "no round" not in table and "0*" in table
+    text = str(r)
+    assert "1 pre-copy round (round 0 sends all memory; it was cut short)" in " ".join(text.split())
+    # the geometric model is fed no dirty rate from a round no sync ended
+    assert r.models["geometric"]["dirty_rate_measured"] is False
+
+
+def test_a_failure_in_the_setup_has_no_round():
+    r = simulate(memory="4GiB", workload=Uniform("60MiB/s", seed=1), link=Link("1Gbit/s"),
+                 faults=[LinkFailure("1ms")])
+    assert r.status == "failed" and r.rounds == [] and r.pages_sent == 0 and r.total_time < r.setup_time
+    assert "no round began: the migration failed in its setup" in plain(rounds_lines(r))
+
+
+def test_cancel_from_the_step_api():
+    seen = []
+    m = Migration(memory="1GiB", workload=Hotspot("50MiB/s", seed=3), link=Link("1Gbit/s"),
+                  policy=PreCopy(downtime_limit="5ms"), on_round=seen.append)
+    m.run_until(3.0)
+    assert m.current_round["ended"] == "running"
+    running = m.report().rounds[-1]
+    cr = m.current_round
+    assert running.ended == "running" and running.partial
+    assert (cr["pages_sent"], cr["bytes_sent"], cr["zero_pages"], cr["elapsed"]) == (
+        running.pages_sent, running.bytes, running.zero_pages, running.duration)
+    assert running not in seen  # a running round is not one that ended
+    m.cancel()
+    r = m.report()
+    _adds_up(r)
+    assert r.status == "cancelled" and r.rounds[-1].ended == "cancelled"
+    assert seen == r.rounds  # on_round got the round the cancel cut short, at once
+    assert m.current_round["ended"] == "cancelled" and m.current_round["pages_sent"] == r.rounds[-1].pages_sent
+    m.advance("1s")  # nothing moves after the end
+    assert m.report().rounds == r.rounds
+
+
+def test_ctrl_c_reports_the_round_running_and_going_on_completes_it():
+    m = Migration(memory="1GiB", workload=Hotspot("50MiB/s", seed=3), link=Link("1Gbit/s"),
+                  policy=PreCopy(max_bandwidth="128MiB/s"))
+
+    def stop_at_3s(mig):
+        if mig.clock >= 3.0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted) as info:
+        m.run(progress=stop_at_3s)
+    r = info.value.report
+    _adds_up(r)
+    assert r.interrupted and [x.ended for x in r.rounds] == ["running"]
+    assert "* still running: the report was taken" in " ".join(plain(rounds_lines(r, 80)).split())
+    done = m.run()  # goes on: the round ends as it would have, once
+    _adds_up(done)
+    assert done.status == "completed" and done.rounds[0].ended == "sync"
+    assert done.rounds[0].pages_sent >= r.rounds[0].pages_sent and not any(x.partial for x in done.rounds)
+
+
+def test_a_link_failure_in_the_stop_and_copy():
+    m = Migration(memory="256MiB", workload=Uniform("20MiB/s", seed=5), link=Link("1Gbit/s"),
+                  policy=PreCopy(downtime_limit="300ms", max_iterations=1, on_limit="force"))
+    while m.phase != "downtime":
+        m.advance("10ms")
+    m.advance("1ms")
+    m.fail_link()
+    r = m.report()
+    _adds_up(r)
+    last = r.rounds[-1]
+    assert r.status == "failed" and last.final and not last.postcopy and last.ended == "failed"
+    assert last.pages_sent > 0 and r.precopy_rounds == len(r.rounds) - 1
+    assert "into the stop-and-copy" in " ".join(plain(rounds_lines(r, 80)).split())
+
+
+def test_a_loss_in_postcopy():
+    m = Migration(memory="256MiB", workload=Hotspot("200MiB/s", seed=5), link=Link("1Gbit/s"),
+                  policy=PostCopy(after_rounds=1, precopy=PreCopy(downtime_limit="10ms")))
+    while m.phase != "postcopy":
+        m.advance("10ms")
+    m.advance("20ms")
+    m.fail_link()
+    r = m.report()
+    _adds_up(r)
+    last = r.rounds[-1]
+    assert r.status == "lost" and last.postcopy and last.ended == "lost" and last.partial
+    assert r.rounds[-2].ended == "resume" and last.remaining_pages * r.page_size == r.memory_remaining > 0
+
+
+def test_the_ends_a_round_can_have():
+    assert set(PARTIAL_ENDS) <= set(ROUND_ENDS)
+    r = simulate(memory="64MiB", workload=Uniform("60MiB/s", seed=1), link=Link("1Gbit/s"),
+                 policy=PreCopy(downtime_limit="20ms", max_iterations=3, on_limit="force"))
+    _adds_up(r)
+    assert r.status == "completed" and r.rounds[-1].ended == "completed" and not any(x.partial for x in r.rounds)
+
+
+def test_the_plot_shows_the_round_cut_short(tmp_path):
+    pytest.importorskip("matplotlib")
+    from dirtylog.plot import plot_report
+    from dirtylog.units import format_size
+
+    r = _link_failure_in_round_3()
+    fig = plot_report(r, tmp_path / "cut.png")
+    legend = " ".join(t.get_text() for t in fig.axes[0].get_legend().get_texts())
+    assert f"round 3 cut short (failed): {format_size(r.rounds[-1].bytes)} sent in 150 ms, no sync" in legend
+    assert "3 pre-copy rounds + 1 cut short" in fig._suptitle.get_text()
+    assert (tmp_path / "cut.png").stat().st_size > 10_000
