@@ -105,7 +105,7 @@ static int config_valid(const dl_tracker_config *c)
         return 0;
     if (c->vcpus < 1 || c->vcpus > DL_MAX_VCPUS)
         return 0;
-    if (c->page_size < 512 || c->page_size > (1u << 20) || (c->page_size & (c->page_size - 1)))
+    if (c->page_size < DL_PAGE_SIZE_MIN || c->page_size > DL_PAGE_SIZE_MAX || (c->page_size & (c->page_size - 1)))
         return 0;
     if (c->pml_entries < DL_PML_MIN_ENTRIES || c->pml_entries > DL_PML_MAX_ENTRIES)
         return 0;

@@ -23,6 +23,7 @@ MAX_VCPUS = int(lib.DL_MAX_VCPUS)
 PML_MIN, PML_MAX = int(lib.DL_PML_MIN_ENTRIES), int(lib.DL_PML_MAX_ENTRIES)
 RING_MIN, RING_MAX = int(lib.DL_RING_MIN_ENTRIES), int(lib.DL_RING_MAX_ENTRIES)
 RING_RESERVED = int(lib.DL_RING_RESERVED)
+PAGE_SIZE_MIN, PAGE_SIZE_MAX = int(lib.DL_PAGE_SIZE_MIN), int(lib.DL_PAGE_SIZE_MAX)
 
 
 def tracker_mode(mode: Any, name: str = "tracker mode") -> str:
@@ -49,6 +50,21 @@ def as_int(name: str, value: Any, *, minimum: Optional[int] = None, maximum: Opt
         hi = "" if maximum is None else f" <= {maximum}"
         raise ConfigError(f"{name} must be {lo}{name}{hi}, got {ivalue}")
     return ivalue
+
+
+def check_page_size(value: Any, name: str = "page_size") -> int:
+    """A page size in bytes (a number, or a string such as ``"4KiB"``): the one check of it, a power of
+    two from :data:`PAGE_SIZE_MIN` to :data:`PAGE_SIZE_MAX` (dl_tracker_create's limits)."""
+    if isinstance(value, str):
+        from .units import parse_size
+
+        psize = parse_size(value, name=name)
+    else:
+        psize = as_int(name, value)
+    if psize < PAGE_SIZE_MIN or psize > PAGE_SIZE_MAX or psize & (psize - 1):
+        got = f"{value!r} ({psize:,} bytes)" if isinstance(value, str) else f"{psize}"
+        raise ConfigError(f"{name} must be a power of two from {PAGE_SIZE_MIN} to {PAGE_SIZE_MAX} bytes, got {got}")
+    return int(psize)
 
 
 def guest_pages(memory: Any, page_size: int, *, whole: bool = False, name: str = "memory") -> int:
@@ -118,14 +134,7 @@ def tracker_config(
         raise ConfigError(f"unknown tracker mode {mode!r}; allowed: {', '.join(MODES)}")
     mode = mode.lower()
     nvcpus = as_int("vcpus", vcpus, minimum=1, maximum=MAX_VCPUS)
-    if isinstance(page_size, str):
-        from .units import parse_size
-
-        psize = parse_size(page_size, name="page_size")
-    else:
-        psize = as_int("page_size", page_size)
-    if psize < 512 or psize > (1 << 20) or psize & (psize - 1):
-        raise ConfigError(f"page_size must be a power of two from 512 to 1048576 bytes, got {psize}")
+    psize = check_page_size(page_size)
     if isinstance(huge_pages, str):
         huge_pages = huge_pages.lower()
         if huge_pages == "none":

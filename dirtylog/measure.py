@@ -38,7 +38,7 @@ import numpy as np
 from . import _validate as v
 from .errors import ConfigError
 from .tracker import Tracker
-from .units import parse_size, parse_time
+from .units import parse_time
 
 __all__ = ["DirtyRateResult", "DirtyCurveResult", "dirty_rate", "dirty_curve", "MODES"]
 
@@ -148,9 +148,7 @@ class DirtyCurveResult:
 
 
 def _guest(memory: Any, page_size: Any, vcpus: Any) -> Tuple[int, int, int, int]:
-    psize = parse_size(page_size, name="page_size") if isinstance(page_size, str) else v.as_int("page_size", page_size)
-    if psize < 512 or psize > (1 << 20) or psize & (psize - 1):
-        raise ConfigError(f"page_size must be a power of two from 512 to 1048576 bytes, got {psize}")
+    psize = v.check_page_size(page_size)
     pages = v.guest_pages(memory, psize, whole=True)
     nbytes = pages * psize
     nv = v.as_int("vcpus", vcpus, minimum=1, maximum=v.MAX_VCPUS)

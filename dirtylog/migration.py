@@ -41,7 +41,7 @@ import numpy as np
 
 from . import models as _models
 from ._lib import check, ffi, lib
-from ._validate import MAX_PAGES, as_int, guest_pages, tracker_config, tracker_mode
+from ._validate import MAX_PAGES, as_int, check_page_size, guest_pages, tracker_config, tracker_mode
 from .config import DEFAULTS, simulate_kwargs
 from .costs import TrackingCosts
 from .decision import PROBE_FIRST, Action, Decision, ProbeState, SyncPolicy, SyncState
@@ -55,7 +55,7 @@ from .report import MigrationReport, RoundReport
 from .resources import check_memory, migration_memory
 from .throttle import AutoConverge, DirtyLimit, DirtyRatePeriod
 from .tracker import Tracker
-from .units import format_size, format_time, parse_size, parse_time
+from .units import format_size, format_time, parse_time
 from .zeropages import ZeroPages
 
 __all__ = ["Migration", "Phase", "simulate"]
@@ -206,7 +206,7 @@ class Migration:
         on_round: Optional[Callable[[RoundReport], None]] = None,
         faults: Optional[Sequence[Fault]] = (),
     ) -> None:
-        psize = int(parse_size(page_size, name="page_size", allow_zero=False))
+        psize = check_page_size(page_size)  # before the guest's size, which is counted in pages of it
         if memory is None and pages is None and getattr(workload, "guest_pages", None):
             pages = workload.guest_pages  # a recorded trace: a guest of the recorded size
         if (memory is None) == (pages is None):

@@ -434,11 +434,7 @@ class Workload:
         """The workload bound to a guest of ``pages`` pages and ``vcpus`` vCPUs (cached)."""
         npages = v.as_int("pages", pages, minimum=1, maximum=v.MAX_PAGES)
         nv = v.as_int("vcpus", vcpus, minimum=1, maximum=v.MAX_VCPUS)
-        psize = parse_size(page_size, name="page_size") if isinstance(page_size, str) else v.as_int(
-            "page_size", page_size
-        )
-        if psize < 512 or psize > (1 << 20) or psize & (psize - 1):
-            raise ConfigError(f"page_size must be a power of two from 512 to 1048576 bytes, got {psize}")
+        psize = v.check_page_size(page_size)
         key = (npages, nv, psize)
         bw = self._bound.get(key)
         if bw is None:

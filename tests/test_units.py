@@ -534,3 +534,30 @@ def test_a_guest_smaller_than_a_page_is_an_error_everywhere(value: Any, hint: An
     assert guest_pages("1KiB", 1024) == 1  # the page size is the floor
     with pytest.raises(ConfigError, match="whole number of 4096-byte pages"):
         guest_pages(4097, 4096, whole=True)
+
+
+@pytest.mark.parametrize("value, got", [(3000, "got 3000"), ("3KiB", "got '3KiB' (3,072 bytes)"), (256, "got 256"),
+                                        (2 << 20, "got 2097152")])
+def test_a_bad_page_size_is_one_error_everywhere(value: Any, got: str) -> None:
+    """One check of a page size (_validate.check_page_size, with dl_tracker_create's limits read from the C
+    header), where the tracker, the workloads and the measurements each had a copy; Migration checks it
+    before it counts the guest's pages in it (memory=1000 with page_size=3000 said the memory was too small)."""
+    import dirtylog
+    from dirtylog._lib import lib
+    from dirtylog._validate import check_page_size
+    from dirtylog.measure import dirty_curve
+
+    wl = dirtylog.workloads.Uniform(100)
+    calls = [lambda: check_page_size(value), lambda: dirtylog.Migration(memory=1000, page_size=value),
+             lambda: dirtylog.Migration(memory="1GiB", page_size=value), lambda: dirtylog.Tracker(64, page_size=value),
+             lambda: wl.bind(64, page_size=value), lambda: dirty_curve(wl, "1MiB", [1], page_size=value)]
+    for call in calls:
+        with pytest.raises(ConfigError) as info:
+            call()
+        msg = str(info.value)
+        assert msg == f"page_size must be a power of two from {lib.DL_PAGE_SIZE_MIN} to {lib.DL_PAGE_SIZE_MAX} " \
+                      f"bytes, {got}", msg
+    assert (lib.DL_PAGE_SIZE_MIN, lib.DL_PAGE_SIZE_MAX) == (512, 1 << 20)
+    assert [check_page_size(x) for x in (512, "4KiB", 4096.0, np.int64(65536), 1 << 20)] == [512, 4096, 4096, 65536,
+                                                                                              1 << 20]
+    assert dirtylog.Migration(memory="1MiB", page_size="64KiB").pages == 16

@@ -86,7 +86,9 @@ enum {
     DL_PML_MAX_ENTRIES = 65536,      /* hardware has 512; larger logs are for experiments */
     DL_RING_MIN_ENTRIES = 256,       /* KVM: at least one host page of 16-byte entries */
     DL_RING_MAX_ENTRIES = 65536,     /* KVM_DIRTY_RING_MAX_ENTRIES */
-    DL_RING_RESERVED = 64            /* KVM_DIRTY_RING_RSVD_ENTRIES */
+    DL_RING_RESERVED = 64,           /* KVM_DIRTY_RING_RSVD_ENTRIES */
+    DL_PAGE_SIZE_MIN = 512,          /* page_size: a power of two in [MIN, MAX] bytes */
+    DL_PAGE_SIZE_MAX = 1048576
 };
 
 typedef struct dl_tracker_config {
