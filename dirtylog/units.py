@@ -359,6 +359,11 @@ def _rate_multiplier(unit: str, x: str, name: str) -> Optional[Fraction]:
                 f"or '{num}{P}ibit/s' (bits)"
             )
         bits = True
+    if not bits and per is None:  # "1GiB": a size (a hot set, a guest?), not a rate
+        text = x.strip()
+        raise ConfigError(
+            f"{name}: {x!r} is a size, not a rate; write '{text}/s' for bytes per second"
+        )
     scale = _ONE
     if p is not None:
         base = 1024 if i else 1000
@@ -376,7 +381,8 @@ def parse_rate(
             ``"10 Gbps"``, ``"10Gb/s"``, ``"1Gbit"`` (bits, decimal prefixes:
             10 Gbit/s is 1.25e9 B/s), ``"1Gibit/s"`` (binary bits), ``"1GiB/s"``,
             ``"128MiB/s"``, ``"100MB/s"``, ``"100 MBps"``, ``"1.5 GB/s"``,
-            ``"1e9 B/s"`` or ``"12500000"``.  ``/s`` may be left out.
+            ``"1e9 B/s"`` or ``"12500000"``.  ``/s`` may be left out of a bit
+            rate (``"1Gbit"``), not of a byte rate: ``"1GiB"`` is a size and an error.
         name: the parameter's name, used in error messages.
         allow_zero: accept 0.
         allow_inf: accept ``math.inf`` / ``"inf"``.
