@@ -591,7 +591,7 @@ def _ask_dirty_limit(s: _Searcher, base: Any, tolerance: float, max_probes: int,
     dl = pol.downtime_limit
     period = pol.dirty_limit_period
     # A quota above what a vCPU dirties does nothing: search below the per-vCPU write rate.
-    q_min = 1e6  # QEMU's default (and smallest useful) vcpu-dirty-limit: 1 MB/s
+    q_min = float(2**20)  # QEMU's default (and smallest useful) vcpu-dirty-limit: 1 "MB/s", in MiB (>> 20)
     top = max((write_rate or 0.0) * psize / vcpus, q_min * 4)
     guess = None
     if curve is not None and dl > 0:

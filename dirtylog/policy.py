@@ -83,7 +83,8 @@ class PreCopy:
         QEMU's dirty-limit (instead of auto-converge, which it excludes): when the
         same trigger fires, each vCPU's dirty page rate, read from its dirty ring
         every ``dirty_limit_period`` (1 s), is held at ``vcpu_dirty_limit`` (QEMU's
-        default 1 MB/s) by throttling that vCPU alone. Needs ``tracker="ring"``.
+        default 1 "MB/s", which QEMU's dirty-rate code counts in MiB: ``"1MiB/s"``)
+        by throttling that vCPU alone. Needs ``tracker="ring"``.
     xbzrle, xbzrle_cache_size, xbzrle_ratio:
         XBZRLE delta compression of re-sent pages (a model): from round 1 on, each
         page sent is looked up in a direct-mapped cache of ``xbzrle_cache_size``
@@ -206,7 +207,7 @@ class PreCopy:
         max_cpu_throttle: int = 99,
         cpu_throttle_tailslow: bool = False,
         dirty_limit: bool = False,
-        vcpu_dirty_limit: Union[float, str] = "1MB/s",
+        vcpu_dirty_limit: Union[float, str] = "1MiB/s",
         dirty_limit_period: TimeLike = "1s",
         xbzrle: bool = False,
         xbzrle_cache_size: Union[int, str] = "64MiB",
