@@ -445,7 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "and live migration.",
         epilog="Run 'dirtylog COMMAND --help' for a command's options. Sizes: 4GiB, 512MiB, 4G; rates: "
                "10Gbit/s, 1GiB/s; times: 300ms, 1.5s, 2min.\n\nExit status: 0 done, 1 a lost dirty write, a "
-               "failed benchmark or a validation figure off QEMU's spread, 2 a bad option or value.",
+               "failed benchmark or a validation figure off QEMU's spread, 2 a bad option or value, 130 "
+               "interrupted (Ctrl-C).",
     )
     from . import __version__
 
