@@ -214,11 +214,14 @@ def _whole(name: str, minimum: Optional[float] = 1, maximum: Optional[float] = N
 _positive_int = _whole
 
 
-def _sample_pages(text: str) -> int:
-    """--sample-pages: QEMU's range of pages sampled per GiB."""
-    from .measure import SAMPLE_PAGES_MAX, SAMPLE_PAGES_MIN
+def _add_sample_pages(p: argparse.ArgumentParser) -> None:
+    """--sample-pages (dirty-rate, curve): pages sampled per GiB, in QEMU's range, QEMU's default."""
+    from .measure import SAMPLE_PAGES_DEFAULT, SAMPLE_PAGES_MAX, SAMPLE_PAGES_MIN
 
-    return _whole("sample-pages", SAMPLE_PAGES_MIN, SAMPLE_PAGES_MAX)(text)
+    p.add_argument("--sample-pages", type=_whole("sample-pages", SAMPLE_PAGES_MIN, SAMPLE_PAGES_MAX),
+                   default=SAMPLE_PAGES_DEFAULT, metavar="N",
+                   help=f"page-sampling: pages sampled per GiB ({SAMPLE_PAGES_MIN}..{SAMPLE_PAGES_MAX}; "
+                        "default %(default)s)")
 
 
 def _percent(name: str, maximum: float = 99) -> Callable[[str], int]:
@@ -515,8 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="measurement mode (default: all three side by side)")
     d.add_argument("--window", "--calc-time", type=_time_pos, default="1s", metavar="TIME",
                    help="measurement window (default %(default)s)")
-    d.add_argument("--sample-pages", type=_sample_pages, default=512, metavar="N",
-                   help="page-sampling: pages sampled per GiB (128..16384; default %(default)s)")
+    _add_sample_pages(d)
     d.add_argument("--start", type=_time, default="0s", metavar="TIME",
                    help="guest time at which the window starts (default 0s)")
     _add_json(d, "the results (query-dirty-rate fields)")
@@ -535,8 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
                     metavar="LIST", help="window lengths (default 100ms,200ms,500ms,1s,2s,5s,10s)")
     cv.add_argument("--mode", choices=("dirty-bitmap", "page-sampling"), default="dirty-bitmap",
                     help="exact bitmap, or page-sampling estimates (default dirty-bitmap)")
-    cv.add_argument("--sample-pages", type=_sample_pages, default=512, metavar="N",
-                    help="page-sampling: pages sampled per GiB (128..16384; default %(default)s)")
+    _add_sample_pages(cv)
     cv.add_argument("--start", type=_time, default="0s", metavar="TIME",
                     help="guest time of the windows' start (default %(default)s)")
     _add_json(cv, "the curve (readable by --workload curve:FILE)")

@@ -46,6 +46,7 @@ MODES = ("page-sampling", "dirty-bitmap", "dirty-ring")
 MIB = 1 << 20
 GIB = 1 << 30
 SAMPLE_PAGES_MIN, SAMPLE_PAGES_MAX = 128, 16384  # QEMU's MIN/MAX_SAMPLE_PAGE_COUNT
+SAMPLE_PAGES_DEFAULT = 512  # QEMU's DIRTYRATE_DEFAULT_SAMPLE_PAGES
 
 
 @dataclass(frozen=True)
@@ -209,7 +210,7 @@ def dirty_rate(
     memory: Union[int, str],
     window: Union[float, str] = "1s",
     mode: str = "page-sampling",
-    sample_pages: int = 512,
+    sample_pages: int = SAMPLE_PAGES_DEFAULT,
     vcpus: int = 1,
     page_size: Union[int, str] = 4096,
     seed: int = 0,
@@ -280,7 +281,7 @@ def dirty_curve(
     windows: Sequence[Union[float, str]],
     *,
     mode: str = "dirty-bitmap",
-    sample_pages: int = 512,
+    sample_pages: int = SAMPLE_PAGES_DEFAULT,
     vcpus: int = 1,
     page_size: Union[int, str] = 4096,
     seed: int = 0,
