@@ -134,8 +134,9 @@ def _shares(shares: Any) -> Optional[Tuple[float, ...]]:
 
 
 def _time(x: Any, name: str) -> float:
-    t = parse_time(x, name=name)
-    return t
+    if type(x) is float and 0.0 <= x < math.inf:  # what parse_time returns for it, without its exact checks
+        return x
+    return parse_time(x, name=name)
 
 
 def _span(t0: Any, t1: Any) -> Tuple[float, float]:
