@@ -140,6 +140,7 @@ def plot_report(report: Any, path: Optional[PathLike] = None, *, title: Optional
     (the migration failed or was cancelled in it, or the report was taken while it ran: ``RoundReport.partial``)
     is a hatched span: no sync ended it, so it has no dirty memory to draw, only what was left to send,
     from its start (the last sync's, or all of memory in round 0) to where it stopped."""
+    from .report import CUT_SHORT
     from .units import format_rate, format_size, format_time
 
     live = [r for r in report.rounds if not r.final and not r.postcopy]
@@ -183,11 +184,11 @@ def plot_report(report: Any, path: Optional[PathLike] = None, *, title: Optional
                 transform=ax.transAxes, ha="center", va="center", color="#444444",
                 bbox=dict(facecolor="white", edgecolor="none", alpha=0.85), zorder=5)
     for r, y0 in zip(cut, cut_from):
-        how = "still running (a partial report)" if r.ended == "running" else f"cut short ({r.ended})"
+        state, how = CUT_SHORT[r.ended]
         x0, x1 = r.start / tscale, r.start / tscale + max(r.duration / tscale, end * 2e-3)
         span = ax.axvspan(x0, x1, facecolor="none", edgecolor="#C8C8C8", hatch="//", linewidth=0,
-                          label=f"round {r.index} {how}: {format_size(r.bytes)} sent in {format_time(r.duration)}, "
-                                "no sync")
+                          label=f"round {r.index} {state} ({how}): {format_size(r.bytes)} sent in "
+                                f"{format_time(r.duration)}, no sync")
         # QEMU's remaining falls as the round sends (only its two ends are known here)
         (fall,) = ax.plot([x0, x1], [y0 / sscale, r.remaining_pages * psize / sscale], color="#222222",
                           linestyle=":", linewidth=1.2, label=f"left to send during round {r.index}: "
@@ -219,8 +220,8 @@ def plot_report(report: Any, path: Optional[PathLike] = None, *, title: Optional
                   if report.postcopy_bytes or report.degraded_window > 0
                   else f"stop-and-copy (downtime {format_time(report.downtime)})")
         if r.partial:
-            paused = (f"the guest paused, {'still running' if r.ended == 'running' else 'cut short (' + r.ended + ')'}"
-                      f": {format_size(r.bytes)} sent in {format_time(r.duration)}")
+            paused = (f"the guest paused, {CUT_SHORT[r.ended][0]} ({CUT_SHORT[r.ended][1]}): "
+                      f"{format_size(r.bytes)} sent in {format_time(r.duration)}")
         span = ax.axvspan(r.start / tscale, r.start / tscale + max(r.duration / tscale, end * 2e-3), color="#DD8452",
                           alpha=0.35, linewidth=0, hatch="///" if r.partial else None, label=paused)
         handles.append(span)
@@ -256,7 +257,7 @@ def plot_report(report: Any, path: Optional[PathLike] = None, *, title: Optional
         f"{format_size(report.memory)}, {report.tracker}, {format_rate(report.bandwidth, bits=True)}: "
         f"{_status(report)}\ntotal {format_time(report.total_time)}, downtime {downtime}, "
         f"{len(rounds)} pre-copy round{'s' if len(rounds) != 1 else ''}"
-        f"{(' + 1 still running' if cut[-1].ended == 'running' else ' + 1 cut short') if cut else ''}"),
+        f"{' + 1 ' + CUT_SHORT[cut[-1].ended][0] if cut else ''}"),
         fontsize="medium")
     return _save(fig, path)
 

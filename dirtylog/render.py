@@ -261,7 +261,9 @@ def rounds_lines(report: Any, width: Optional[int] = None, max_rows: int = 40,
 
 
 def cut_short_text(report: Any, r: Any) -> str:
-    """What the table's mark (*) says of a round cut short (``RoundReport.partial``)."""
+    """What the table's mark (*) says of a round cut short (``RoundReport.partial``), in the words of
+    :data:`dirtylog.report.CUT_SHORT`."""
+    from .report import CUT_SHORT
     from .units import format_size
 
     if r.postcopy:
@@ -271,13 +273,12 @@ def cut_short_text(report: Any, r: Any) -> str:
         where = "the post-copy switch-over" if sw and sw[-1].get("postcopy") else "the stop-and-copy"
     else:
         where = f"round {r.index}"
-    how = {"failed": "the migration failed", "cancelled": "the migration was cancelled",
-           "lost": "the link failed, the VM is lost", "running": "the report was taken"}.get(r.ended, r.ended)
+    state, how = CUT_SHORT[r.ended]
     sent = f"{plural(r.pages_sent, 'page')} ({format_size(r.bytes)}) sent"
     if r.ended == "running":
-        return f"* still running: {how} {_t(r.duration)} into {where}, {sent} so far"
+        return f"* {state}: {how} {_t(r.duration)} into {where}, {sent} so far"
     tail = "" if r.final else "; no sync ended it"
-    return f"* cut short: {how} {_t(r.duration)} into {where}, after {sent}{tail}"
+    return f"* {state}: {how} {_t(r.duration)} into {where}, after {sent}{tail}"
 
 
 def _throttle_value(report: Any) -> Optional[Line]:

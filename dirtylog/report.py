@@ -4,10 +4,28 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 
-__all__ = ["RoundReport", "MigrationReport", "json_safe", "ROUND_ENDS", "PARTIAL_ENDS"]
+__all__ = ["RoundReport", "MigrationReport", "json_safe", "ROUND_ENDS", "PARTIAL_ENDS", "CUT_SHORT"]
+
+#: A round cut short (:attr:`RoundReport.partial`), by how it ended: what it is called and what cut it
+#: short, worded once for every place that says it: :data:`ROUND_ENDS`, the text report's note
+#: (:func:`dirtylog.render.cut_short_text`) and the plot's legend (:func:`dirtylog.plot.plot_report`).
+CUT_SHORT: Dict[str, Tuple[str, str]] = {
+    "failed": ("cut short", "the migration failed and rolled back"),
+    "cancelled": ("cut short", "the migration was cancelled"),
+    "lost": ("cut short", "the link failed and the VM was lost"),
+    "running": ("still running", "the report was taken"),
+}
+#: The ends of a round cut short: no sync ended it, and its figures are what it had done by then.
+PARTIAL_ENDS = tuple(CUT_SHORT)
+
+
+def _cut(ended: str, detail: str = "") -> str:
+    state, how = CUT_SHORT[ended]
+    return f"{state}: {how} while the round ran{detail}"
+
 
 #: How a round can end (:attr:`RoundReport.ended`), and what that means.
 ROUND_ENDS: Dict[str, str] = {
@@ -16,13 +34,11 @@ ROUND_ENDS: Dict[str, str] = {
              "post-copy was started, or nothing was left before QEMU's first bandwidth measurement)",
     "resume": "post-copy's switch-over ended: the guest resumed on the destination",
     "completed": "the migration completed: the stop-and-copy, or post-copy's last page, arrived",
-    "failed": "cut short: the migration failed and rolled back while the round ran",
-    "cancelled": "cut short: the migration was cancelled while the round ran",
-    "lost": "cut short: the link failed during post-copy, the VM is lost",
-    "running": "cut short: the report was taken while the round ran (Ctrl-C, or report() mid-run)",
+    "failed": _cut("failed"),
+    "cancelled": _cut("cancelled"),
+    "lost": _cut("lost", " (a failure during post-copy)"),
+    "running": _cut("running", " (Ctrl-C, or report() mid-run)"),
 }
-#: The ends of a round cut short: no sync ended it, and its figures are what it had done by then.
-PARTIAL_ENDS = ("failed", "cancelled", "lost", "running")
 
 
 def json_safe(x: Any) -> Any:

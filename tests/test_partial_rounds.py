@@ -17,7 +17,7 @@ from dirtylog import Link, Migration, PostCopy, PreCopy, simulate
 from dirtylog.errors import Interrupted
 from dirtylog.faults import BandwidthChange, LinkFailure
 from dirtylog.render import plain, rounds_lines
-from dirtylog.report import PARTIAL_ENDS, ROUND_ENDS
+from dirtylog.report import CUT_SHORT, PARTIAL_ENDS, ROUND_ENDS
 from dirtylog.workloads import Hotspot, Uniform
 
 
@@ -55,7 +55,8 @@ def test_a_link_failure_keeps_the_round_it_cut_short():
     text = plain(rounds_lines(r, 80))
     row = next(line for line in text.splitlines() if line.lstrip().startswith("3*"))
     assert row.split()[5:8] == ["5.36", "MiB", "-"]  # sent; no dirty pages: no sync ended it
-    assert "* cut short: the migration failed 150 ms into round 3, after 1,369 pages" in " ".join(text.split())
+    assert "* cut short: the migration failed and rolled back 150 ms into round 3, after 1,369 pages" in \
+        " ".join(text.split())
     assert all(len(line) <= 80 for line in text.splitlines())
 
 
@@ -151,6 +152,7 @@ def test_a_loss_in_postcopy():
 
 def test_the_ends_a_round_can_have():
     assert set(PARTIAL_ENDS) <= set(ROUND_ENDS)
+    assert set(PARTIAL_ENDS) == set(CUT_SHORT)
     r = simulate(memory="64MiB", workload=Uniform("60MiB/s", seed=1), link=Link("1Gbit/s"),
                  policy=PreCopy(downtime_limit="20ms", max_iterations=3, on_limit="force"))
     _adds_up(r)
@@ -165,6 +167,30 @@ def test_the_plot_shows_the_round_cut_short(tmp_path):
     r = _link_failure_in_round_3()
     fig = plot_report(r, tmp_path / "cut.png")
     legend = " ".join(t.get_text() for t in fig.axes[0].get_legend().get_texts())
-    assert f"round 3 cut short (failed): {format_size(r.rounds[-1].bytes)} sent in 150 ms, no sync" in legend
+    assert (f"round 3 cut short (the migration failed and rolled back): {format_size(r.rounds[-1].bytes)} sent "
+            "in 150 ms, no sync") in legend
     assert "3 pre-copy rounds + 1 cut short" in fig._suptitle.get_text()
     assert (tmp_path / "cut.png").stat().st_size > 10_000
+
+
+def test_a_round_cut_short_is_worded_once(tmp_path):
+    """ROUND_ENDS (the meaning), the table's note and the plot's legend say what cut a round short in
+    the same words (report.CUT_SHORT): a cancel, a failure, the report taken mid-run."""
+    pytest.importorskip("matplotlib")
+    from dirtylog.plot import plot_report
+
+    m = Migration(memory="1GiB", workload=Hotspot("50MiB/s", seed=3), link=Link("1Gbit/s"))
+    m.advance("2s")
+    running = m.report()
+    m.cancel()
+    cases = [(running, "running", "still running", "the report was taken"),
+             (m.report(), "cancelled", "cut short", "the migration was cancelled"),
+             (_link_failure_in_round_3(), "failed", "cut short", "the migration failed and rolled back")]
+    for r, ended, state, how in cases:
+        assert r.rounds[-1].ended == ended and CUT_SHORT[ended] == (state, how)
+        assert ROUND_ENDS[ended].startswith(f"{state}: {how} while the round ran")
+        assert f"* {state}: {how} " in " ".join(plain(rounds_lines(r, 80)).split())
+        fig = plot_report(r, tmp_path / f"{ended}.png")
+        legend = " ".join(t.get_text() for t in fig.axes[0].get_legend().get_texts())
+        assert f"round {r.rounds[-1].index} {state} ({how}): " in legend
+        assert fig._suptitle.get_text().endswith(f" + 1 {state}")

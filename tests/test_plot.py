@@ -105,8 +105,8 @@ def test_report_plot_without_a_completed_round_and_with_a_wide_range(tmp_path):
     assert f"left to send when it stopped: {format_size(r.memory_remaining)} of 64.0 MiB" in legend
     # the round it stopped in, with what it sent
     cut = r.rounds[0]
-    assert (f"round 0 cut short (failed): {format_size(cut.bytes)} sent in {format_time(cut.duration)}, no sync"
-            in legend)
+    assert (f"round 0 cut short (the migration failed and rolled back): {format_size(cut.bytes)} sent in "
+            f"{format_time(cut.duration)}, no sync" in legend)
     assert "0 pre-copy rounds + 1 cut short" in fig._suptitle.get_text()
     assert fig.axes[0].get_ylabel() == "dirty memory (MiB)" and fig.axes[0].get_ylim()[0] == 0
     assert fig.axes[0].get_ylim()[1] >= r.memory_remaining / 2**20 > 0
