@@ -280,7 +280,7 @@ def test_first_write_tracker(benchmark, results, mode, guest, marks):
     batches = first_write_batches(pages)
     t = Tracker(pages, mode=mode, vcpus=1)
     if marks == "stale":
-        t.attach_stale(np.zeros(t.config.bitmap_words, dtype=np.uint64))
+        t.stale_start()
     t.start()
     handle = t._handle
     ptrs = [(_u64(b), b.size) for b in batches]

@@ -115,7 +115,7 @@ DL_ALWAYS_INLINE void stale_clear(dl_engine *e, uint64_t *stale, uint64_t wi, ui
     uint64_t *floor = e->floor;
     if (wi >= *floor)
         *floor = wi + 1;
-    stale[wi] &= ~mask;
+    DL__STALE(stale, wi) &= ~mask;
 }
 
 void dl_engine_config_init(dl_engine_config *cfg)
@@ -686,7 +686,7 @@ int dl_engine_verify(const dl_engine *e, uint64_t *out, size_t cap, uint64_t *mi
     if (stale) { /* pages written since they were last sent, or never sent */
         const uint64_t nw = (e->pages + 63) / 64;
         for (uint64_t i = 0; i < nw; i++) {
-            uint64_t w = stale[i];
+            uint64_t w = DL__STALE(stale, i);
             if (i == nw - 1 && e->pages % 64)
                 w &= (UINT64_C(1) << (e->pages % 64)) - 1;
             for (; w; w &= w - 1) {
@@ -1197,8 +1197,8 @@ int dl_engine_dirty_fill(dl_engine *e)
     if (stale) {
         const uint64_t tail = e->pages % 64 ? ~((UINT64_C(1) << (e->pages % 64)) - 1) : 0;
         uint64_t wi = e->nwords;
-        if ((stale[wi - 1] | tail) == UINT64_MAX)
-            for (wi--; wi > 0 && stale[wi - 1] == UINT64_MAX; wi--)
+        if ((DL__STALE(stale, wi - 1) | tail) == UINT64_MAX)
+            for (wi--; wi > 0 && DL__STALE(stale, wi - 1) == UINT64_MAX; wi--)
                 ;
         *e->floor = wi;
     }

@@ -35,11 +35,21 @@ void dl__advise_huge(void *p, size_t bytes, int populated);
 /* calloc, aligned to 2 MiB and advised so when it is that large (free() releases it). */
 void *dl__calloc_big(size_t n, size_t size);
 
-/* bitmap.c */
-void dl_bitmap_fill(uint64_t *bm, uint64_t nbits);
-size_t dl_bitmap_to_pages(const uint64_t *bm, uint64_t nwords, uint64_t *out);
-size_t dl_bitmap_take_pages(uint64_t *bm, uint64_t nwords, uint64_t *out);
-void dl_bitmap_take_words(uint64_t *bm, uint64_t nwords, uint64_t *out);
+/* The co-located layout of a tracker that keeps stale bits (verification): its word w
+ * (pages 64 w .. 64 w + 63) is bits[DL__CO * w] and the stale word of the same pages
+ * bits[DL__CO * w + 1], so a write reads and writes one 16-byte pair, in one cache line
+ * (a separate stale bitmap cost a second random cache line per write). Without stale
+ * bits, word w is bits[w]. `stride` below is that multiplier: 1, or DL__CO. */
+#define DL__CO 2
+/* Stale word w, from the base dl__tracker_stale returns (an lvalue). */
+#define DL__STALE(base, w) ((base)[DL__CO * (w)])
+
+/* bitmap.c: the bitmap's word i is bm[stride * i] (stride 1 or DL__CO) */
+void dl_bitmap_fill(uint64_t *bm, uint64_t nbits, unsigned stride);
+void dl_bitmap_zero(uint64_t *bm, uint64_t nwords, unsigned stride);
+size_t dl_bitmap_to_pages(const uint64_t *bm, uint64_t nwords, unsigned stride, uint64_t *out);
+size_t dl_bitmap_take_pages(uint64_t *bm, uint64_t nwords, unsigned stride, uint64_t *out);
+void dl_bitmap_take_words(uint64_t *bm, uint64_t nwords, unsigned stride, uint64_t *out);
 uint64_t dl_bitmap_count(const uint64_t *bm, uint64_t nwords);
 
 /* tracker.c: for fused generators and the engine, which validate on their own. */
@@ -48,6 +58,7 @@ uint64_t dl__tracker_pages(const dl_tracker *t);
 uint32_t dl__tracker_vcpus(const dl_tracker *t);
 uint32_t dl__tracker_page_size(const dl_tracker *t);
 uint32_t *dl__tracker_versions(const dl_tracker *t);
+/* The base of the tracker's stale words (DL__STALE(base, w) is word w), NULL if it keeps none. */
 uint64_t *dl__tracker_stale(const dl_tracker *t);
 /* The stale word from which on every word is all ones (UINT64_MAX: none known): writes
  * there skip their store. Whoever clears a stale bit in word w first raises it above w.

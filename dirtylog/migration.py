@@ -290,7 +290,6 @@ class Migration:
         self.page_bytes = psize + self.link.header_bytes
 
         self._src: Optional[np.ndarray] = None
-        self._stale: Optional[np.ndarray] = None
         if zfrac > 0:
             # Versions on the source tell which zero pages the guest has written (no
             # longer zero).
@@ -298,9 +297,7 @@ class Migration:
             self.tracker.attach_versions(self._src)
         if self.verify:
             # Every page stale: the destination holds nothing yet.
-            self._stale = _stale_words(self.tracker.config.bitmap_words)
-            self.tracker.attach_stale(self._stale)  # before the first touch: its huge pages at once
-            self._stale.fill(np.uint64(2**64 - 1))
+            self.tracker.stale_start(initial=True)
         self._bound = _bind(workload, npages, self.vcpus, psize)
         self._wl = self._bound._handle if self._bound is not None else None
 
@@ -1436,22 +1433,6 @@ class Migration:
 #: bytes for the RAM block "pc.ram" (command byte, command, length, version, name length, name, NUL).
 DISCARD_RANGES_PER_COMMAND = 12
 DISCARD_COMMAND_HEADER = 1 + 2 + 2 + 1 + 1 + len("pc.ram") + 1
-
-
-def _stale_words(n: int) -> np.ndarray:
-    """An uninitialized uint64 array of n words for the stale bitmap, starting 2 KiB past a 2 MiB
-    boundary (past a 4 KiB one when smaller than 2 MiB).
-
-    The tracker's bitmap starts on a page (on a 2 MiB boundary when that large), and each write
-    reads and writes its tracker word and its stale word, which have the same index: at the same
-    offset within their 4 KiB pages they cost about 1 ns more a write (a C harness of that loop:
-    4.9 against 5.7-7.2 ns, best of 12 rounds; loads and stores 4 KiB apart alias in the core).
-    From 4 MiB on, the tracker gives the 2 MiB extents inside the array huge pages."""
-    align = 1 << 21 if n * 8 >= 1 << 21 else 1 << 12
-    shift = 2048
-    raw = np.empty(n + (align + shift) // 8, dtype=np.uint64)
-    off = (-raw.__array_interface__["data"][0] % align + shift) // 8
-    return raw[off: off + n]
 
 
 def discard_bytes(stale: np.ndarray) -> int:

@@ -114,7 +114,7 @@ class Tracker:
         #: Held around every C call on this tracker (also by the fused workload runs).
         self._lock = threading.RLock()
         self._versions: Optional[np.ndarray] = None
-        self._stale: Optional[np.ndarray] = None
+        self._stale_on = False
 
     # -- configuration ------------------------------------------------------
     pages = property(lambda self: self.config.pages, doc="Guest pages.")
@@ -132,7 +132,7 @@ class Tracker:
 
         Fixed by the configuration: a :meth:`write` of 32768 pages or more allocates an
         undo buffer for the call only (so that a bad index leaves the tracker as it was),
-        of the bitmap's size (twice with a stale bitmap) or a bit per write, plus a PML
+        of the bitmap's size (twice with stale bits) or a bit per write, plus a PML
         log or ring, and frees it before it returns."""
         return int(lib.dl_tracker_memory_bytes(self._t))
 
@@ -364,25 +364,61 @@ class Tracker:
         self._versions = versions  # keep it alive as long as the C side points at it
 
     @_locked
-    def attach_stale(self, words: Optional[np.ndarray]) -> None:
-        """Set bit ``p % 64`` of ``words[p // 64]`` on every write to page ``p`` (None detaches).
+    def stale_start(self, initial: bool = False) -> None:
+        """Keep a stale bit per page from now on: every write to page ``p`` sets it.
 
-        ``words`` is a C-contiguous uint64 array of at least ``config.bitmap_words``
-        elements, kept alive by the tracker while attached. The migration engine
-        clears a page's bit when it sends the page: a bit set at the end is a page
-        whose newest content the destination lacks (verification at 1 bit per page).
+        Every bit starts as ``initial`` (True: every page stale, as before a migration's
+        first send); called again, it resets them. The migration engine clears a page's
+        bit when it sends the page: a bit set at the end is a page whose newest content
+        the destination lacks (verification at 1 bit per page). The tracker keeps the
+        bits beside its own, in the same cache lines (a write touches one line, not two),
+        and counts them in :attr:`memory_bytes`.
         """
-        if words is None:
-            check(lib.dl_tracker_attach_stale(self._t, ffi.NULL, 0), "attach_stale")
-            self._stale = None
-            return
-        if not isinstance(words, np.ndarray) or words.dtype != np.uint64 or not words.flags.c_contiguous:
-            raise TypeError("the stale bitmap must be a C-contiguous numpy uint64 array")
+        if not isinstance(initial, (bool, np.bool_)):
+            raise TypeError(f"initial must be True or False, got {initial!r}")
+        rc = lib.dl_tracker_stale_start(self._t, int(initial))
+        if rc == lib.DL_ERR_NOMEM:
+            raise MemoryError(f"cannot allocate the stale bits for {self.config.pages} pages")
+        check(rc, "stale_start")
+        self._stale_on = True
+
+    @_locked
+    def stale_stop(self) -> None:
+        """Stop keeping stale bits (and free them)."""
+        rc = lib.dl_tracker_stale_stop(self._t)
+        if rc == lib.DL_ERR_NOMEM:
+            raise MemoryError(f"cannot allocate the tracker's bitmap for {self.config.pages} pages")
+        check(rc, "stale_stop")
+        self._stale_on = False
+
+    @property
+    def stale_kept(self) -> bool:
+        """True between :meth:`stale_start` and :meth:`stale_stop`."""
+        return self._stale_on
+
+    @_locked
+    def stale_words(self) -> np.ndarray:
+        """A copy of the stale bits: bit ``p % 64`` of word ``p // 64`` is page ``p``'s
+        (``config.bitmap_words`` words)."""
+        if not self._stale_on:
+            raise StateError("no stale bits are kept: call stale_start() first")
+        out = np.empty(self.config.bitmap_words, dtype=np.uint64)
+        check(lib.dl_tracker_stale_get(self._t, 0, ffi.from_buffer("uint64_t[]", out), out.size), "stale_words")
+        return out
+
+    @_locked
+    def set_stale_words(self, words: np.ndarray, first: int = 0) -> None:
+        """Replace stale words ``first .. first + len(words) - 1`` with ``words`` (uint64)."""
+        if not self._stale_on:
+            raise StateError("no stale bits are kept: call stale_start() first")
+        if not isinstance(words, np.ndarray) or words.dtype != np.uint64 or words.ndim != 1:
+            raise TypeError("the stale words must be a one-dimensional numpy uint64 array")
         need = self.config.bitmap_words
-        if words.size < need:
-            raise ConfigError(f"the stale bitmap must hold at least {need} words, got {words.size}")
-        check(lib.dl_tracker_attach_stale(self._t, ffi.from_buffer("uint64_t[]", words), words.size), "attach_stale")
-        self._stale = words  # keep it alive as long as the C side points at it
+        f = v.as_int("first", first, minimum=0, maximum=need)
+        if words.size > need - f:
+            raise ConfigError(f"stale words {f} .. {f + words.size - 1} go past the last word, {need - 1}")
+        w = np.ascontiguousarray(words)
+        check(lib.dl_tracker_stale_set(self._t, f, ffi.from_buffer("uint64_t[]", w), w.size), "set_stale_words")
 
     @_locked
     def inject_drop(self, page: Optional[int]) -> None:

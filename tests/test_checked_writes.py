@@ -37,7 +37,7 @@ def _make(mode: str, stale: bool, versions: bool, small_logs: bool, pages: int =
         kw = {"pml_entries": 64, "ring_entries": 256}
     t = Tracker(pages, mode=mode, vcpus=2, **kw)
     if stale:
-        t.attach_stale(np.zeros(t.config.bitmap_words, dtype=np.uint64))
+        t.stale_start()
     if versions:
         t.attach_versions(np.zeros(pages, dtype=np.uint32))
     t.start()
@@ -51,8 +51,8 @@ def _observe(t: Tracker) -> List[Any]:
             obs.append(t.pml_log(v).tolist())
         if t.mode == "ring":
             obs.append(t.ring_entries(v).tolist())
-    for arr in (t._stale, t._versions):
-        obs.append(None if arr is None else arr.copy())
+    obs.append(t.stale_words() if t.stale_kept else None)
+    obs.append(None if t._versions is None else t._versions.copy())
     return obs
 
 
@@ -196,10 +196,9 @@ def test_large_guest_checked_batches(mode: str, undo: str, stale: bool) -> None:
     kw: dict = dict(mode=mode, vcpus=2)
     t = Tracker(BIG_PAGES, **kw)
     other: Any = Tracker(BIG_PAGES, **kw) if undo == "copy" else ReferenceTracker(BIG_PAGES, **kw)
-    marks = np.zeros(t.config.bitmap_words, dtype=np.uint64)
     expected = np.zeros(BIG_PAGES, dtype=bool)
     if stale:
-        t.attach_stale(marks)
+        t.stale_start()
     for x in (t, other):
         x.start()
     # distinct pages in scattered order (1000003 is a prime, coprime with BIG_PAGES)
@@ -219,7 +218,7 @@ def test_large_guest_checked_batches(mode: str, undo: str, stale: bool) -> None:
             expected[batch.astype(np.int64)] = True
         assert observe(t) == observe(other), f"step {step}"
         if stale:
-            got = np.unpackbits(marks.view(np.uint8), bitorder="little")[:BIG_PAGES].astype(bool)
+            got = np.unpackbits(t.stale_words().view(np.uint8), bitorder="little")[:BIG_PAGES].astype(bool)
             assert np.array_equal(got, expected), f"step {step}: stale bitmap"
         if step == 2:
             assert np.array_equal(t.harvest(), other.harvest())

@@ -16,6 +16,11 @@ returns exactly the pages written while logging since the previous harvest (or
 the start): nothing lost, nothing reported twice. In clear mode it returns the
 pages written since they were last cleared (all pages with initially_set).
 
+The C tracker also keeps stale bits (verification's) at times, started and stopped at
+any step: they share cache lines with its own bits (a different layout of them), which
+must change nothing the reference sees; the stale bits themselves follow a fourth
+oracle, every page written since they were started (or every page, started all set).
+
 One machine class per mode, so that every mode gets its share of examples.
 ``DIRTYLOG_SANITIZER_RUN=1`` (CI's ASan/UBSan run) cuts the examples by 4x.
 """
@@ -138,6 +143,8 @@ class TrackerVsReference(RuleBasedStateMachine):
             obs += [t.pml_log(v).tolist() for v in range(t.vcpus)]
         if t.mode == "ring":
             obs += [t.ring_entries(v).tolist() for v in range(t.vcpus)]
+        if t is self.c and t.stale_kept:  # the C tracker's own (the reference keeps none)
+            obs.append(t.stale_words().tolist())
         return obs
 
     def both(self, op: Callable[[Any], Any], *, what: str) -> Tuple[Any, Any]:
@@ -173,6 +180,8 @@ class TrackerVsReference(RuleBasedStateMachine):
         self.nwords = (self.pages + 63) // 64
         # oracle: the set the next harvest must return
         self.expect = np.zeros(self.pages, dtype=bool)
+        # oracle of the C tracker's stale bits (None: none kept)
+        self.stale: Optional[np.ndarray] = None
 
     # ----------------------------------------------------------------- good operations
 
@@ -204,11 +213,24 @@ class TrackerVsReference(RuleBasedStateMachine):
             self.both(lambda t: t.write(arg, vcpu=vcpu), what="write")
             if self.c.logging:
                 self.expect[batch] = True
+            if self.stale is not None:
+                self.stale[batch] = True  # logging or not
 
     @rule(data=st.data())
     def write_more(self, data: st.DataObject) -> None:
         """Writes are the point: a second rule doubles their share of the steps."""
         self.write(data)
+
+    @rule(on=st.booleans(), initial=st.booleans())
+    def stale_bits(self, on: bool, initial: bool) -> None:
+        """Start (or restart) or stop the C tracker's stale bits: its own bits change layout."""
+        note(f"stale bits: {'start, initial ' + str(initial) if on else 'stop'}")
+        if on:
+            self.c.stale_start(initial=initial)
+            self.stale = np.full(self.pages, initial, dtype=bool)
+        else:
+            self.c.stale_stop()
+            self.stale = None
 
     @rule(bitmap=st.booleans())
     def harvest(self, bitmap: bool) -> None:
@@ -399,6 +421,11 @@ class TrackerVsReference(RuleBasedStateMachine):
             assert sc.dirty_pages == int(np.count_nonzero(self.expect))
         elif self.c.logging:
             assert self.c.pending >= int(np.count_nonzero(self.expect))
+        assert self.c.stale_kept == (self.stale is not None)
+        if self.stale is not None:
+            words = self.c.stale_words()
+            got = np.unpackbits(words.astype("<u8").view(np.uint8), bitorder="little").astype(bool)
+            assert np.array_equal(got[: self.pages], self.stale), "stale bits"
 
 
 def _machine_for(mode: str) -> type:

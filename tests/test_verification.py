@@ -1,9 +1,12 @@
-"""End-to-end verification: the stale bitmap (a write sets a page's bit, a send clears it).
+"""End-to-end verification: the stale bits (a write sets a page's bit, a send clears it).
 
 The check must not lean on the tracker's own bitmaps: a tracker that loses a dirty
 page (``inject_drop``) leaves the destination stale, and verification says so, in
 every tracking mode. The stale bits themselves follow a numpy oracle: every write
-sets its page's bit whatever the tracker does (logging or not, harvests, stops).
+sets its page's bit whatever the tracker does (logging or not, harvests, stops). The
+tracker keeps them in the same cache lines as its own bits (co-located), which must change
+none of its own results: tests/test_tracker_state_machine.py runs the reference model with
+stale bits started and stopped at any point.
 """
 from __future__ import annotations
 
@@ -13,9 +16,15 @@ import numpy as np
 import pytest
 
 from dirtylog import Link, Migration, PostCopy, PreCopy, Tracker, TrackingCosts, simulate
+from dirtylog.errors import ConfigError, StateError
 from dirtylog.workloads import Hotspot, Trace, Uniform, save_trace
 
 NO_COST = TrackingCosts.zero()
+
+
+def _stale_bits(t: Tracker, pages: int) -> np.ndarray:
+    """The tracker's stale bits, one bool per page."""
+    return np.unpackbits(t.stale_words().view(np.uint8), bitorder="little")[:pages].astype(bool)
 
 
 @pytest.mark.filterwarnings("ignore:.*the trace ends at:UserWarning")  # a deliberately short trace
@@ -44,8 +53,7 @@ def test_a_page_the_tracker_drops_fails_verification_in_every_mode(tmp_path, mod
 def test_stale_bits_follow_every_write_whatever_the_tracker_does(mode: str) -> None:
     pages = 5000  # not a multiple of 64
     t = Tracker(pages, mode=mode, vcpus=2, huge_pages="lazy", ring_entries=256)
-    words = np.zeros(t.config.bitmap_words, dtype=np.uint64)
-    t.attach_stale(words)
+    t.stale_start()
     oracle = np.zeros(pages, dtype=bool)
     rng = np.random.default_rng(5)
     for step in range(12):
@@ -58,19 +66,40 @@ def test_stale_bits_follow_every_write_whatever_the_tracker_does(mode: str) -> N
         oracle[b] = True
         if t.logging and step % 3 == 0:
             t.harvest_bitmap()  # the tracker's own bits are cleared; the stale bits are not
-        got = np.unpackbits(words.view(np.uint8), bitorder="little")[:pages].astype(bool)
-        assert np.array_equal(got, oracle), step
-    t.attach_stale(None)
-    t.write([1, 2, 3])  # detached: no longer marked
-    assert np.array_equal(np.unpackbits(words.view(np.uint8), bitorder="little")[:pages].astype(bool), oracle)
+        assert np.array_equal(_stale_bits(t, pages), oracle), step
+    t.stale_stop()
+    assert not t.stale_kept and t.memory_bytes == Tracker(pages, mode=mode, vcpus=2, huge_pages="lazy",
+                                                          ring_entries=256).memory_bytes
+    with pytest.raises(StateError, match="stale_start"):
+        t.stale_words()
+    t.write([1, 2, 3])  # none kept: nothing marked
+    t.stale_start(initial=True)  # every page stale again
+    assert _stale_bits(t, pages).all() and (t.stale_words() == np.uint64(2**64 - 1)).all()
+
+
+def test_stale_words_are_read_and_set_by_range() -> None:
+    t = Tracker(640, mode="pml")
+    with pytest.raises(StateError):
+        t.set_stale_words(np.zeros(1, dtype=np.uint64))
+    t.stale_start()
+    t.set_stale_words(np.array([5, 6], dtype=np.uint64), first=8)
+    assert t.stale_words().tolist() == [0] * 8 + [5, 6]
+    t.write([0, 639])
+    assert t.stale_words().tolist() == [1] + [0] * 7 + [5, 6 | 1 << 63]
+    with pytest.raises(ConfigError, match="past the last word"):
+        t.set_stale_words(np.zeros(2, dtype=np.uint64), first=9)
+    with pytest.raises(TypeError):
+        t.set_stale_words(np.zeros(2, dtype=np.int64))
+    with pytest.raises(TypeError):
+        t.stale_start(initial=1)  # type: ignore[arg-type]
 
 
 def test_verification_keeps_one_bit_per_page() -> None:
     m = Migration(memory="1GiB", workload=Uniform("10MiB/s", seed=1), link=Link("10Gbit/s"))
-    assert m._stale is not None and m._stale.nbytes == (1 << 18) // 8  # 32 KiB for 262144 pages
-    assert m._src is None  # no per-page versions without zero-page modelling
+    assert m.tracker.stale_kept and m._src is None  # no per-page versions without zero-page modelling
     off = Migration(memory="1GiB", workload=Uniform("10MiB/s", seed=1), link=Link("10Gbit/s"), verify=False)
-    assert off._stale is None
+    assert not off.tracker.stale_kept
+    assert m.tracker.memory_bytes - off.tracker.memory_bytes == (1 << 18) // 8  # 32 KiB for 262144 pages
 
 
 def test_postcopy_and_zero_pages_verify_with_the_stale_bitmap() -> None:
@@ -89,11 +118,11 @@ def test_postcopy_and_zero_pages_verify_with_the_stale_bitmap() -> None:
 # write the tracker then loses is still caught whether it fell above or below the send cursor.
 
 def _floor_off(m: Migration) -> None:
-    """Detaches and re-attaches ``m``'s stale bitmap after round 0 began: the tracker then knows
-    nothing of its words (no floor), so every write stores its bit as before the floor existed."""
+    """Sets ``m``'s stale words to what they are after round 0 began: that raises the floor above
+    them all (nothing known of them), so every write stores its bit as before the floor existed."""
     m.run_until(m.setup_time)
-    assert m.phase == "precopy" and m._stale is not None
-    m.tracker.attach_stale(m._stale)
+    assert m.phase == "precopy" and m.tracker.stale_kept
+    m.tracker.set_stale_words(m.tracker.stale_words())
 
 
 _FLOOR_CASES = {
@@ -125,8 +154,7 @@ def test_the_stale_floor_changes_no_stale_bit(name: str) -> None:
         t += 0.0173  # steps that cut chunks, segments and rounds anywhere
         floor.run_until(t)
         plain.run_until(t)
-        assert floor._stale is not None and plain._stale is not None
-        assert np.array_equal(floor._stale, plain._stale), (name, t, floor.phase)
+        assert np.array_equal(floor.tracker.stale_words(), plain.tracker.stale_words()), (name, t, floor.phase)
         assert t < 60, "did not finish"
     a, b = floor.report(), plain.report()
     assert a.status == "completed" and a.verified is True
@@ -215,7 +243,8 @@ def test_the_stale_floor_starts_above_the_last_clear_bit(mode: str) -> None:
     words = np.full(t.config.bitmap_words, np.uint64(2**64 - 1), dtype=np.uint64)
     words[-1] = np.uint64((1 << (pages % 64)) - 1)
     words[4483 // 64] &= ~np.uint64(1 << (4483 % 64))
-    t.attach_stale(words)
+    t.stale_start()
+    t.set_stale_words(words)
     oracle = np.ones(pages, dtype=bool)
     oracle[4483] = False
     t.start()
@@ -226,7 +255,7 @@ def test_the_stale_floor_starts_above_the_last_clear_bit(mode: str) -> None:
     e.dirty_fill()
 
     def stale() -> np.ndarray:
-        return np.unpackbits(words.view(np.uint8), bitorder="little")[:pages].astype(bool)
+        return _stale_bits(t, pages)
 
     t.write([4483, 4999, 3, 4482], vcpu=0)
     oracle[[4483, 4999, 3, 4482]] = True
@@ -255,8 +284,7 @@ def _engine_stale_after_midslice_fill(midslice_fill: bool) -> "tuple[np.ndarray,
 
     pages = 192
     t = Tracker(pages, mode="wp")
-    stale = np.full(t.config.bitmap_words, np.uint64(2**64 - 1), dtype=np.uint64)
-    t.attach_stale(stale)
+    t.stale_start(initial=True)
     times = [int(0.5e6 * i) for i in range(128)] + [int(64e6 + 0.5e6 * i) for i in range(128)] + [int(300e6)]
     written = list(range(128)) + [150] * 128 + [5]
     wl = Trace(time_ns=np.array(times, dtype=np.uint64), pages=np.array(written, dtype=np.uint64)).bind(pages)
@@ -286,7 +314,7 @@ def _engine_stale_after_midslice_fill(midslice_fill: bool) -> "tuple[np.ndarray,
     assert lib.dl_engine_catch_up(e) == 0
     finish_slice(128 if midslice_fill else None)
     assert st.writes == 256
-    after_slice = stale.copy()
+    after_slice = t.stale_words()
     assert lib.dl_engine_idle(e, 0.4) == 0
     finish_slice()
     assert lib.dl_engine_catch_up(e) == 0
@@ -294,7 +322,7 @@ def _engine_stale_after_midslice_fill(midslice_fill: bool) -> "tuple[np.ndarray,
     out = np.zeros(pages, dtype=np.uint64)
     n = ffi.new("uint64_t *")
     assert lib.dl_engine_verify(e, ffi.from_buffer("uint64_t[]", out), out.size, n) == 0
-    return after_slice, stale.copy(), out[: int(n[0])].tolist()
+    return after_slice, t.stale_words(), out[: int(n[0])].tolist()
 
 
 def test_a_dirty_fill_while_a_segment_slice_is_partly_applied_loses_no_stale_bit() -> None:
@@ -312,27 +340,50 @@ def test_a_dirty_fill_while_a_segment_slice_is_partly_applied_loses_no_stale_bit
 @pytest.mark.parametrize("mode", ["wp", "pml", "ring", "clear"])
 def test_destroying_the_engine_ends_the_stale_floor(mode: str) -> None:
     # dl_engine_dirty_fill puts the floor at word 0 (every bit set: nothing sent). Once the engine is
-    # destroyed, a C caller may clear stale bits by hand (the header forbids it only while an engine
-    # runs): a later write there must set its bit again, not go to the scratch word above the floor.
+    # destroyed, the floor is gone: a later write must store its bit, not go to the scratch word.
     from dirtylog._lib import ffi, lib
     from dirtylog.engine import Engine
 
     pages = 640
     t = Tracker(pages, mode=mode, vcpus=1, ring_entries=256)
-    words = np.full(t.config.bitmap_words, np.uint64(2**64 - 1), dtype=np.uint64)
-    t.attach_stale(words)
+    t.stale_start(initial=True)
     t.start()
     cfg = ffi.new("dl_engine_config *")
     lib.dl_engine_config_init(cfg)
     engine = Engine(cfg, t, None, None)
     engine.dirty_fill()
     t.write([3, 600], vcpu=0)  # above the floor: the scratch word (the bits are set already)
-    assert words.tolist() == [2**64 - 1] * 10
+    assert t.stale_words().tolist() == [2**64 - 1] * 10
     ffi.release(engine.handle)  # dl_engine_destroy, now
-    words[:] = 0  # by hand: nothing stale
+    # the floor is gone: stale_start resets the bits and what is known of them; a write
+    # stores its bit
+    t.stale_start()
     t.write([3, 600, 130], vcpu=0)
-    stale = np.flatnonzero(np.unpackbits(words.view(np.uint8), bitorder="little")[:pages]).tolist()
-    assert stale == [3, 130, 600]
+    assert np.flatnonzero(_stale_bits(t, pages)).tolist() == [3, 130, 600]
+
+
+@pytest.mark.parametrize("mode", ["wp", "pml", "ring", "clear"])
+def test_stale_words_set_while_an_engine_runs_lose_no_write(mode: str) -> None:
+    # dl_engine_dirty_fill puts the floor at word 0 (every bit set: nothing sent); words set by the
+    # caller need not be all ones, so dl_tracker_stale_set raises the floor above them first: a
+    # later write to them stores its bit.
+    from dirtylog._lib import ffi, lib
+    from dirtylog.engine import Engine
+
+    pages = 640
+    t = Tracker(pages, mode=mode, vcpus=1, ring_entries=256)
+    t.stale_start(initial=True)
+    t.start()
+    cfg = ffi.new("dl_engine_config *")
+    lib.dl_engine_config_init(cfg)
+    engine = Engine(cfg, t, None, None)
+    engine.dirty_fill()
+    t.set_stale_words(np.zeros(3, dtype=np.uint64), first=1)  # pages 64 .. 255: not stale
+    t.write([70, 200, 300], vcpu=0)  # 300: above the words set, still above the floor
+    stale = _stale_bits(t, pages)
+    assert stale[:64].all() and stale[256:].all() and np.flatnonzero(~stale).size == 192 - 2
+    assert stale[70] and stale[200]
+    del engine
 
 
 def test_an_engine_keeps_its_tracker_alive_until_it_is_destroyed() -> None:
@@ -346,8 +397,7 @@ def test_an_engine_keeps_its_tracker_alive_until_it_is_destroyed() -> None:
     from dirtylog.engine import Engine
 
     t = Tracker(256, mode="pml")
-    words = np.full(t.config.bitmap_words, np.uint64(2**64 - 1), dtype=np.uint64)
-    t.attach_stale(words)
+    t.stale_start(initial=True)
     cfg = ffi.new("dl_engine_config *")
     lib.dl_engine_config_init(cfg)
     engine = Engine(cfg, t, None, None)

@@ -112,8 +112,8 @@ void dl_engine_config_init(dl_engine_config *cfg);
 int dl_engine_create(const dl_engine_config *cfg, dl_tracker *t, struct dl_workload *w,
                      uint32_t *dst_versions, uint64_t n_dst, dl_engine **out);
 /* Frees the engine (NULL is fine). The engine drops what it told the tracker of its stale
- * bitmap (the stale floor; see dl_tracker_attach_stale), so the caller may clear stale bits
- * by hand afterwards. The tracker may have been destroyed first. */
+ * bits (which words it knows to be all ones, so that writes there skip their store). The
+ * tracker may have been destroyed first. */
 void dl_engine_destroy(dl_engine *e);
 
 int dl_engine_get_state(const dl_engine *e, dl_engine_state *out);
@@ -155,8 +155,8 @@ int dl_engine_transfer(dl_engine *e, uint64_t bytes, double deadline, uint64_t *
 int dl_engine_set_clear_mask(dl_engine *e, const uint64_t *words, size_t nwords, uint64_t chunk_pages);
 
 /* Pages whose newest content the destination lacks; writes the first `cap` of them
- * (in page order) to out. With a stale bitmap attached to the tracker
- * (dl_tracker_attach_stale, set to all ones by the caller: nothing sent yet), the
+ * (in page order) to out. With stale bits kept by the tracker
+ * (dl_tracker_stale_start(t, 1) before the first send: nothing sent yet), the
  * pages whose bit is set (every send clears it, every write sets it); otherwise the
  * pages whose destination version differs from the source's (needs versions on
  * both sides). DL_ERR_STATE with neither. */

@@ -44,7 +44,7 @@
  * (eager, counted) at that moment.
  *
  * Writes while not logging change nothing but the write counters (and the page
- * versions and stale bits, when attached). Stop re-enables writes everywhere and drops every
+ * versions and stale bits, when attached or kept). Stop re-enables writes everywhere and drops every
  * pending record: nothing is reported after a stop.
  *
  * Threads: calls on one dl_tracker (including the fused workload runs and an
@@ -152,7 +152,7 @@ void dl_tracker_destroy(dl_tracker *t); /* NULL is fine */
 
 /* Bytes of state the tracker holds (bitmaps, blocks, logs and rings). It does not change
  * with the writes it is given: a large write call (32768 pages or more) allocates an undo
- * buffer for the call only (a copy of the bitmap, with the stale bitmap if attached, or a
+ * buffer for the call only (a copy of the bitmap, with the stale bits if kept, or a
  * bit per write, plus a log or ring) and frees it before it returns. */
 uint64_t dl_tracker_memory_bytes(const dl_tracker *t);
 int dl_tracker_get_config(const dl_tracker *t, dl_tracker_config *out);
@@ -210,17 +210,31 @@ int dl_tracker_ring_entries(const dl_tracker *t, uint32_t vcpu, dl_ring_entry *o
  * at least `pages` elements and outlive the tracker or a detach (NULL, 0). */
 int dl_tracker_attach_versions(dl_tracker *t, uint32_t *versions, uint64_t n);
 
-/* A stale bitmap for end-to-end verification (1 bit per page instead of versions'
- * 32): once attached, every write (logging or not) sets bit p % 64 of word p / 64;
- * the migration engine clears a page's bit when it sends the page, so a bit still
- * set at the end is a page whose newest content the destination lacks. The words
- * belong to the caller, must cover `pages` bits (dl_tracker_bitmap_words()) and
- * outlive the tracker or a detach (NULL, 0). An engine running on the tracker
- * relies on the bits it has not cleared staying set (a write to a page it has not
- * sent yet in the first pass skips its store, the bit being set already): while it
- * runs, clear none yourself. Attaching again (the same words or others), detaching
- * or destroying the engine drops what the tracker knew of them. */
-int dl_tracker_attach_stale(dl_tracker *t, uint64_t *words, uint64_t nwords);
+/* Stale bits for end-to-end verification (1 bit per page instead of versions' 32),
+ * kept by the tracker itself, in the same cache lines as its own bits (so that a write
+ * touches one line, not two; without them the tracker's layout and speed are unchanged).
+ * While they are kept, every write (logging or not) sets its page's stale bit, bit
+ * p % 64 of stale word p / 64; the migration engine clears a page's bit when it sends
+ * the page, so a bit still set at the end is a page whose newest content the
+ * destination lacks.
+ *
+ * dl_tracker_stale_start: keeps them from now on, every bit (including those past the
+ *   last page, which nothing else touches) set to `initial`: 0 (no page stale) or 1
+ *   (every page stale: the destination holds nothing yet). Called while they are kept,
+ *   it resets them. DL_ERR_INVALID for another `initial`; DL_ERR_NOMEM (nothing
+ *   changed) if the larger bitmap cannot be allocated.
+ * dl_tracker_stale_stop: drops them (DL_OK if none are kept). DL_ERR_NOMEM: kept still.
+ * dl_tracker_stale_get: copies stale words [first, first + nwords) to `out`.
+ * dl_tracker_stale_set: replaces stale words [first, first + nwords) with `words` (for
+ *   tests, and for a caller's own bookkeeping; an engine running on the tracker then
+ *   sees them as they are).
+ * get and set: DL_ERR_STATE when no stale bits are kept, DL_ERR_RANGE when the words
+ * go past dl_tracker_bitmap_words(), DL_ERR_INVALID for a NULL buffer with nwords > 0.
+ * dl_tracker_memory_bytes() counts them (a word per 64 pages). */
+int dl_tracker_stale_start(dl_tracker *t, uint32_t initial);
+int dl_tracker_stale_stop(dl_tracker *t);
+int dl_tracker_stale_get(const dl_tracker *t, uint64_t first, uint64_t *out, size_t nwords);
+int dl_tracker_stale_set(dl_tracker *t, uint64_t first, const uint64_t *words, size_t nwords);
 
 /* Fault injection for tests: the next harvest silently drops `page` from its
  * result (its bit is cleared as if reported). UINT64_MAX disarms it. */
