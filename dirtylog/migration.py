@@ -1469,6 +1469,7 @@ def simulate(
     faults: Optional[Sequence[Fault]] = (),
     give_up_after: Union[float, str, None] = DEFAULTS["give_up_after"],
     advise: Union[bool, str] = False,
+    progress: Optional[Callable[["Migration"], None]] = None,
     **settings: Any,
 ) -> MigrationReport:
     """Run a live migration to its end and return its :class:`MigrationReport`.
@@ -1490,6 +1491,8 @@ def simulate(
     converge, found by more simulations: see :func:`dirtylog.advice.advise`) as
     ``report.advice`` when the migration does not converge; ``"always"`` to attach it
     to one that converges too (how far bandwidth and downtime limit could go down).
+
+    ``progress``: called with the :class:`Migration` as it runs (the hook of :meth:`Migration.run`).
     """
     if advise not in (True, False, "always"):
         raise ConfigError(f"advise must be True, False or 'always', got {advise!r}")
@@ -1500,7 +1503,7 @@ def simulate(
         settings)
     m = Migration(**kw)
     given_up = limit
-    report = m.run(give_up_after=limit)
+    report = m.run(give_up_after=limit, progress=progress)
     if advise == "always" or (advise and not (report.status == "completed" and report.converged)):
         import dataclasses
 

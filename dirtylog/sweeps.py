@@ -28,20 +28,23 @@ import csv
 import io
 import itertools
 import json
+import math
 import os
+import secrets
+import threading
 import time
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures import wait as _wait
 from concurrent.futures import FIRST_COMPLETED
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 from .config import MigrationConfig, default_give_up
 from .errors import ConfigError
 from .units import format_rate, format_size, format_time
 
 __all__ = ["SweepConfig", "SweepResult", "SweepResults", "SweepBar", "grid", "sweep", "run_config", "default_give_up",
-           "VERDICTS"]
+           "VERDICTS", "RunProgress", "run_fraction"]
 
 #: Columns the table adds with advice (sweep(advise=True)): what would make it converge.
 ADVICE_COLUMNS = ("least bw", "least limit", "auto-conv", "dirty quota", "post-copy")
@@ -49,7 +52,7 @@ ADVICE_COLUMNS = ("least bw", "least limit", "auto-conv", "dirty quota", "post-c
 #: Verdicts, best first.
 VERDICTS = ("converges", "post-copy", "forced", "does not converge", "lost")
 
-ProgressLike = Union[bool, None, Callable[[int, int, Optional["SweepResult"]], None]]
+ProgressLike = Union[bool, None, Callable[[float, int, Optional["SweepResult"]], None]]
 
 
 #: One migration of a sweep: :class:`dirtylog.config.MigrationConfig` (the arguments of
@@ -128,13 +131,19 @@ def _verdict(report: Any) -> str:
     return "does not converge"
 
 
-def run_config(config: SweepConfig, index: int = 0, keep_report: bool = False, advise: bool = False) -> SweepResult:
+def run_config(config: SweepConfig, index: int = 0, keep_report: bool = False, advise: bool = False,
+               progress: Optional[Callable[[Any], None]] = None) -> SweepResult:
     """Run one configuration (in a worker) and summarize it (with ``advise``: the advice too, if it
-    does not converge)."""
+    does not converge; ``progress``: the hook of :meth:`dirtylog.Migration.run`, called as it runs)."""
     from .migration import simulate
 
     t0 = time.perf_counter()
-    r = simulate(**config.build(), advise=advise)
+    try:
+        r = simulate(**config.build(), advise=advise, progress=progress)
+    finally:
+        close = getattr(progress, "close", None)
+        if close is not None:
+            close()
     wall = time.perf_counter() - t0
     cols: Dict[str, Any] = r.advice.columns() if r.advice is not None else {}
     ts = r.tracker_stats
@@ -177,8 +186,156 @@ def run_config(config: SweepConfig, index: int = 0, keep_report: bool = False, a
     )
 
 
-def _task(args: Tuple[SweepConfig, int, bool, bool]) -> SweepResult:
+def _task(args: Tuple[SweepConfig, int, bool, bool, Optional["RunProgress"]]) -> SweepResult:
     return run_config(*args)
+
+
+# ------------------------------------------------------------------------------------ progress of runs in flight
+
+#: Wall seconds between two reports of a run in flight (:class:`RunProgress`).
+PROGRESS_INTERVAL = 0.25
+
+
+def run_fraction(m: Any, give_up_after: float) -> float:
+    """How far a migration in flight is, in [0, 1): the simulated time it has run against the most it
+    can run while the guest runs on the source (the policy's timeout, else ``give_up_after``); the
+    command line's simulate bar runs against the same horizon. 0 when there is none."""
+    timeout = getattr(m.policy, "timeout", None)
+    horizon = timeout if timeout is not None else give_up_after
+    if not (horizon > 0) or not math.isfinite(horizon):
+        return 0.0
+    return min(m.clock / horizon, 0.99)  # a switch-over under way still has its end to run
+
+
+class RunProgress:
+    """The progress hook of one configuration's run in a sweep's task (``Migration.run(progress=...)``):
+    every :data:`PROGRESS_INTERVAL` s of wall time it tells the sweep how far the run is
+    (:func:`run_fraction`), so that its bar moves within long runs, not only as each one ends.
+
+    In the sweep's own process (``jobs=1``) it calls ``sink(index, fraction)``. Elsewhere it is
+    pickled into the task and sends ``(index, fraction)`` over a connection to the sweep's
+    :class:`_InFlight` listener (``multiprocessing.connection``, on 127.0.0.1, authenticated by a
+    random key), so it works with every executor whose workers run on this machine: processes,
+    threads, a local dask cluster. A worker that cannot connect (a remote machine) stays silent:
+    the bar then moves as each configuration ends."""
+
+    def __init__(self, index: int, give_up_after: float, sink: Optional[Callable[[int, float], None]] = None,
+                 address: Any = None, key: bytes = b"") -> None:
+        self.index = index
+        self.give_up_after = give_up_after
+        self._sink = sink
+        self._address = address
+        self._key = key
+        self._conn: Any = None
+        self._next = 0.0
+        self._off = False
+
+    def __getstate__(self) -> Dict[str, Any]:  # travels without its connection or local sink
+        state = dict(self.__dict__)
+        state.update(_conn=None, _sink=None, _next=0.0, _off=False)
+        return state
+
+    def __call__(self, m: Any) -> None:
+        now = time.monotonic()
+        if self._off:
+            return
+        if not self._next:
+            self._next = now + PROGRESS_INTERVAL  # a run shorter than that says nothing
+            return
+        if now < self._next:
+            return
+        self._next = now + PROGRESS_INTERVAL
+        f = run_fraction(m, self.give_up_after)
+        if self._sink is not None:
+            self._sink(self.index, f)
+            return
+        try:
+            if self._conn is None:
+                from multiprocessing.connection import Client
+
+                self._conn = Client(self._address, authkey=self._key)
+            self._conn.send((self.index, f))
+        except (OSError, EOFError, ValueError, TypeError):  # the sweep is gone, or out of reach
+            self._off = True
+            self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except OSError:
+                pass
+            self._conn = None
+
+
+class _InFlight:
+    """The sweep's side of :class:`RunProgress`: the fraction each run in flight has reported."""
+
+    def __init__(self) -> None:
+        from multiprocessing.connection import Listener
+
+        self._key = secrets.token_bytes(32)
+        self._listener = Listener(("127.0.0.1", 0), authkey=self._key, backlog=64)
+        self._lock = threading.Lock()
+        self._frac: Dict[int, float] = {}
+        self._ended: Set[int] = set()
+        self._closing = False
+        self._thread: Optional[threading.Thread] = None
+
+    def hook(self, index: int, give_up_after: float) -> RunProgress:
+        return RunProgress(index, give_up_after, address=self._listener.address, key=self._key)
+
+    def start(self) -> None:
+        """Start taking reports (after the executor's workers exist: never fork while a thread runs)."""
+        self._thread = threading.Thread(target=self._accept, name="dirtylog-sweep-progress", daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        from multiprocessing import AuthenticationError
+
+        while True:
+            try:
+                conn = self._listener.accept()
+            except AuthenticationError:
+                continue
+            except OSError:
+                return
+            if self._closing:
+                conn.close()
+                return
+            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+
+    def _read(self, conn: Any) -> None:
+        with conn:
+            while True:
+                try:
+                    index, f = conn.recv()
+                except (EOFError, OSError, ValueError, TypeError):
+                    return
+                with self._lock:
+                    if index not in self._ended:
+                        self._frac[index] = float(f)
+
+    def ended(self, index: int) -> None:
+        with self._lock:
+            self._ended.add(index)
+            self._frac.pop(index, None)
+
+    def total(self) -> float:
+        with self._lock:
+            return sum(self._frac.values())
+
+    def close(self) -> None:
+        from multiprocessing.connection import Client
+
+        self._closing = True
+        if self._thread is not None:
+            try:  # wake the accept() up: closing the socket alone does not, on Linux
+                Client(self._listener.address, authkey=self._key).close()
+            except OSError:
+                pass
+            self._thread.join(5)
+        self._listener.close()
 
 
 # ------------------------------------------------------------------------------------ configs
@@ -371,7 +528,8 @@ class SweepResults(list):  # of SweepResult
 
 class SweepBar:
     """A sweep's progress bar on stderr (rich), for ``sweep(progress=...)``: drawn from the start
-    (``progress(0, total, None)``), with the elapsed time since then and the verdicts so far."""
+    (``progress(0, total, None)``), with the elapsed time since then and the verdicts so far; it
+    moves within long runs too (``done`` counts the part of each run in flight that is done)."""
 
     def __init__(self, description: str = "sweep", force_terminal: Optional[bool] = None) -> None:
         self._what = description
@@ -380,20 +538,21 @@ class SweepBar:
         self._task: Any = None
         self._verdicts: Dict[str, int] = {}
 
-    def __call__(self, done: int, total: int, result: Optional[SweepResult]) -> None:
+    def __call__(self, done: float, total: int, result: Optional[SweepResult]) -> None:
         if self._p is None:
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self._p = Progress(TextColumn(self._what), BarColumn(bar_width=24), MofNCompleteColumn(),
+            # the bar: done, runs in flight included; the count: the configurations finished
+            self._p = Progress(TextColumn(self._what), BarColumn(bar_width=24), TextColumn("{task.fields[count]}"),
                                TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
                                console=Console(stderr=True, force_terminal=self._force), transient=True)
-            self._task = self._p.add_task(self._what, total=total, info="")
+            self._task = self._p.add_task(self._what, total=total, info="", count=f"0/{total}")
             self._p.start()
         if result is not None:
             self._verdicts[result.verdict] = self._verdicts.get(result.verdict, 0) + 1
         info = ", ".join(f"{n} {v}" for v, n in sorted(self._verdicts.items(), key=lambda kv: VERDICTS.index(kv[0])))
-        self._p.update(self._task, completed=done, info=info)
+        self._p.update(self._task, completed=done, info=info, count=f"{sum(self._verdicts.values())}/{total}")
 
     def close(self) -> None:
         if self._p is not None:
@@ -441,7 +600,11 @@ def sweep(
             this process.
         progress: True for a progress bar on stderr (:class:`SweepBar`), or a callable
             ``progress(done, total, result)``, called with ``(0, total, None)`` once
-            the work is under way and then as each result arrives.
+            the work is under way, then as each result arrives, and in between, about
+            every :data:`PROGRESS_INTERVAL` s while runs are long, with ``result`` None.
+            ``done`` counts the results, plus the part of each run in flight that is done
+            (:func:`run_fraction`, reported by workers on this machine: see
+            :class:`RunProgress`), so that it is a float while runs are in flight.
         jobs: worker processes of the default executor (default: the CPU count).
         keep_reports: keep each full :class:`~dirtylog.MigrationReport` in ``result.report``.
         advise: for each configuration that does not converge, find what would make it
@@ -467,19 +630,29 @@ def sweep(
     if not (progress in (True, False, None) or callable(progress)):
         raise TypeError("progress must be a bool or a callable(done, total, result)")
     bar: Optional[SweepBar] = SweepBar() if progress is True else None
-    callback: Optional[Callable[[int, int, Optional[SweepResult]], None]] = (
+    callback: Optional[Callable[[float, int, Optional[SweepResult]], None]] = (
         bar if bar is not None else progress if callable(progress) else None)
     done = 0
 
     def finished() -> SweepResults:
         return SweepResults(r for r in results if r is not None)
 
+    inflight: Optional[_InFlight] = None
     try:
         if executor is None and (n <= 1 or jobs == 1):
             if callback is not None:
                 callback(0, n, None)
             for i, c in enumerate(cfgs):
-                results[i] = run_config(c, i, keep_reports, advise)
+                hook = None
+                if callback is not None:
+                    cb = callback
+
+                    def sink(_: int, f: float, cb: Callable[[float, int, Optional[SweepResult]], None] = cb,
+                             base: int = done) -> None:
+                        cb(base + f, n, None)
+
+                    hook = RunProgress(i, c.resolved_give_up(), sink=sink)
+                results[i] = run_config(c, i, keep_reports, advise, hook)
                 done += 1
                 if callback is not None:
                     callback(done, n, results[i])
@@ -489,16 +662,25 @@ def sweep(
                 max_workers=min(jobs or os.cpu_count() or 1, n), initializer=_ignore_sigint)
             stopped = False
             try:
-                pending: Dict[Future, int] = {ex.submit(_task, (c, i, keep_reports, advise)): i
-                                               for i, c in enumerate(cfgs)}
+                inflight = _InFlight() if callback is not None else None
+                pending: Dict[Future, int] = {
+                    ex.submit(_task, (c, i, keep_reports, advise,
+                                      inflight.hook(i, c.resolved_give_up()) if inflight is not None else None)): i
+                    for i, c in enumerate(cfgs)}
                 # The bar starts once the workers exist: never fork while its thread runs.
                 if callback is not None:
                     callback(0, n, None)
+                if inflight is not None:
+                    inflight.start()
+                shown = 0.0
                 try:
                     while pending:
-                        done_now, _ = _wait(list(pending), return_when=FIRST_COMPLETED)
+                        done_now, _ = _wait(list(pending), timeout=PROGRESS_INTERVAL if inflight else None,
+                                            return_when=FIRST_COMPLETED)
                         for fut in done_now:
                             i = pending.pop(fut)
+                            if inflight is not None:
+                                inflight.ended(i)
                             try:
                                 results[i] = fut.result()
                             except BaseException:
@@ -507,7 +689,13 @@ def sweep(
                                 raise
                             done += 1
                             if callback is not None:
-                                callback(done, n, results[i])
+                                shown = done + (inflight.total() if inflight is not None else 0.0)
+                                callback(shown, n, results[i])
+                        if inflight is not None and callback is not None and pending:
+                            now = done + inflight.total()
+                            if now > shown:
+                                callback(now, n, None)
+                                shown = now
                 except KeyboardInterrupt:
                     for fut in pending:
                         fut.cancel()
@@ -524,6 +712,8 @@ def sweep(
             pass
         raise Interrupted(partial, f"interrupted: {done} of {n} configurations finished") from None
     finally:
+        if inflight is not None:
+            inflight.close()
         if bar is not None:
             bar.close()
     return finished()

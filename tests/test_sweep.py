@@ -97,7 +97,7 @@ def test_progress_callback_sees_every_result():
     res = sweep(small_grid()[:3], jobs=2,
                 progress=lambda done, total, r: seen.append((done, total, r.index if r is not None else None)))
     assert seen[0] == (0, 3, None)  # once the work is under way: a bar can start its clock
-    seen = seen[1:]
+    seen = [x for x in seen[1:] if x[2] is not None]  # (and the runs in flight, when long: below)
     assert [d for d, _, _ in seen] == [1, 2, 3]
     assert {t for _, t, _ in seen} == {3}
     assert sorted(i for _, _, i in seen) == [0, 1, 2]
@@ -164,3 +164,64 @@ def test_dask_distributed_executor():
         with distributed.Client(cluster) as client:
             res = sweep(small_grid()[:4], executor=client.get_executor())
     assert [key(r) for r in res] == [key(r) for r in sweep(small_grid()[:4], jobs=1)]
+
+
+# Runs of about a second of wall time each (8 GiB, 40 s simulated), that never converge.
+LONG = dict(memory="8GiB", workload="uniform:2GiB/s", bandwidth="10Gbit/s", downtime_limit="10ms",
+            give_up_after="40s", stop_when_stalled=False)
+
+
+@pytest.mark.parametrize("how", ["inline", "processes", "threads", "dask"])
+def test_the_progress_moves_within_runs_on_every_executor(how, monkeypatch):
+    """The bar moves while long runs are in flight, not only as each ends: between results, the
+    callback gets the results plus the part of each run in flight that is done (its simulated time
+    against its give-up horizon), on every executor (workers report over a local connection)."""
+    import dirtylog.sweeps as sw
+
+    monkeypatch.setattr(sw, "PROGRESS_INTERVAL", 0.05)  # the workers fork after this (or are threads)
+    cfgs = [SweepConfig(**LONG), SweepConfig(**LONG)]
+    seen = []
+
+    def progress(done, total, r):
+        seen.append((done, r))
+
+    if how == "inline":
+        res = sweep(cfgs, jobs=1, progress=progress)
+    elif how == "processes":
+        res = sweep(cfgs, jobs=2, progress=progress)
+    elif how == "threads":
+        with ThreadPoolExecutor(2) as ex:
+            res = sweep(cfgs, executor=ex, progress=progress)
+    else:
+        distributed = pytest.importorskip("distributed")
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                      dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+            res = sweep(cfgs, executor=client.get_executor(), progress=progress)
+    assert [r.verdict for r in res] == ["does not converge"] * 2 and all(r.total_time == 40.0 for r in res)
+    between = [d for d, r in seen if r is None and d > 0]
+    assert between and all(isinstance(d, float) and 0 < d < 2 for d in between)
+    assert len([d for d, r in seen if r is not None]) == 2 and seen[-1][0] == 2
+    if how == "inline":  # one run at a time: the first run's part, then the second's on top of 1
+        first = [d for d in between if d < 1]
+        assert first == sorted(first) and first[-1] > 0.5 and any(d > 1 for d in between)
+    assert all(b >= a for a, b in zip([d for d, _ in seen], [d for d, _ in seen][1:]))  # never backwards
+
+
+def test_a_run_reports_its_part_of_the_horizon():
+    from dirtylog import Migration
+    from dirtylog.sweeps import RunProgress, run_fraction
+
+    slow = dict(memory="1GiB", workload=Uniform("10MiB/s", seed=1), link=dirtylog.Link("100Mbit/s"))
+    m = Migration(**slow, policy=dirtylog.PreCopy(timeout="20s"))
+    m.run_until(5.0)
+    assert run_fraction(m, 100.0) == pytest.approx(0.25)  # the policy's timeout is the horizon
+    m2 = Migration(**slow)
+    m2.run_until(5.0)
+    assert run_fraction(m2, 10.0) == pytest.approx(0.5) and run_fraction(m2, float("inf")) == 0.0
+    assert run_fraction(m2, 1.0) == 0.99  # past the horizon: a switch-over still has its end to run
+    # a hook travels to a worker without its connection; one that cannot reach the sweep stays silent
+    hook = RunProgress(3, 10.0, address=("127.0.0.1", 1), key=b"k")
+    copy = pickle.loads(pickle.dumps(hook))
+    assert copy.index == 3 and copy.give_up_after == 10.0
+    r = run_config(SweepConfig(**SMALL), progress=copy)
+    assert r.status == "completed"
