@@ -29,8 +29,10 @@ import io
 import itertools
 import json
 import math
+import multiprocessing
 import os
 import secrets
+import socket
 import threading
 import time
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
@@ -226,6 +228,7 @@ class RunProgress:
         self._sink = sink
         self._address = address
         self._key = key
+        self._host = socket.gethostname()  # where the sweep listens: a worker elsewhere stays silent
         self._conn: Any = None
         self._next = 0.0
         self._off = False
@@ -253,9 +256,11 @@ class RunProgress:
             if self._conn is None:
                 from multiprocessing.connection import Client
 
+                if socket.gethostname() != self._host:
+                    raise OSError("not on the sweep's machine")
                 self._conn = Client(self._address, authkey=self._key)
             self._conn.send((self.index, f))
-        except (OSError, EOFError, ValueError, TypeError):  # the sweep is gone, or out of reach
+        except (OSError, EOFError, ValueError, TypeError, multiprocessing.AuthenticationError):  # out of reach
             self._off = True
             self.close()
 
@@ -291,12 +296,10 @@ class _InFlight:
         self._thread.start()
 
     def _accept(self) -> None:
-        from multiprocessing import AuthenticationError
-
         while True:
             try:
                 conn = self._listener.accept()
-            except AuthenticationError:
+            except multiprocessing.AuthenticationError:
                 continue
             except OSError:
                 return
