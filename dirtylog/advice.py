@@ -45,7 +45,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 from .errors import ConfigError
 from .link import Link
 from .policy import PostCopy, PreCopy
-from .units import format_rate, format_size, format_time, parse_rate, parse_time
+from .units import format_dirty_rate, format_rate, format_size, format_time, parse_rate, parse_time
 
 __all__ = ["Advice", "Answer", "Probe", "advise", "probe_give_up", "QUESTIONS"]
 
@@ -208,7 +208,7 @@ def _setting_text(a: Answer) -> str:
     if a.question == "auto_converge":
         return f"yes, ends at {a.value:.0f} % throttle"
     if a.question == "dirty_limit":
-        return f"yes, quota {format_rate(a.value)}"
+        return f"yes, quota {format_dirty_rate(a.value)}"
     return f"degraded {format_time(a.value)}"
 
 
@@ -610,17 +610,17 @@ def _ask_dirty_limit(s: _Searcher, base: Any, tolerance: float, max_probes: int,
             guess = curve(a / dl * period) * psize / period / vcpus
 
     def probe(q: float) -> Tuple[Probe, Any]:
-        return s.run("dirty_limit", q, f"{format_rate(q)} per vCPU", tracker="ring",
+        return s.run("dirty_limit", q, f"{format_dirty_rate(q)} per vCPU", tracker="ring",
                      policy=_with_precopy(pol, dirty_limit=True, auto_converge=False, vcpu_dirty_limit=q))
 
-    good, bad, used = _bisect(probe, False, lo_limit=q_min, hi_limit=top, scale=1e-6, tolerance=tolerance,
+    good, bad, used = _bisect(probe, False, lo_limit=q_min, hi_limit=top, scale=1.0 / 2**20, tolerance=tolerance,
                               max_probes=max_probes, guess=guess)
     if good is None:
         return _answer_from("dirty_limit", None, bad, used,
-                            f"not even at {format_rate(bad or q_min)} per vCPU (with the dirty ring tracker)")
+                            f"not even at {format_dirty_rate(bad or q_min)} per vCPU (with the dirty ring tracker)")
     v, _, r = good
-    note = f"quota {format_rate(v)} per vCPU (tracker 'ring')"
-    note += f"; {format_rate(bad)} does not converge" if bad is not None else "; any quota up to the vCPUs' rate"
+    note = f"quota {format_dirty_rate(v)} per vCPU (tracker 'ring')"
+    note += f"; {format_dirty_rate(bad)} does not converge" if bad is not None else "; any quota up to the vCPUs' rate"
     details = {"tracker": "ring", "guest_lost": r.guest_lost, "rounds": r.precopy_rounds}
     return _answer_from("dirty_limit", good, bad, used, note, details)
 

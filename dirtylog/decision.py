@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import List, Optional
 
 from .policy import PostCopy, PreCopy
-from .units import format_size, format_time
+from .units import format_dirty_rate, format_size, format_time
 
 __all__ = ["Action", "Decision", "SyncState", "ProbeState", "SyncPolicy"]
 
@@ -319,7 +319,7 @@ class SyncPolicy:
         rate = s.dirtied * s.page_size / s.window
         where = "round 0 (the first pass)" if s.round_index == 0 else f"round {s.round_index}"
         return (f"does not converge: in the first {format_time(s.window)} of {where} the guest dirtied "
-                f"{s.dirtied:,} distinct pages ({format_size(rate)}/s), {rate / s.send_bandwidth:.1f}x what the "
+                f"{s.dirtied:,} distinct pages ({format_dirty_rate(rate)}), {rate / s.send_bandwidth:.1f}x what the "
                 f"link sends ({format_size(s.send_bandwidth)}/s). With a stationary workload every later sync "
                 f"would find at least {format_size(floor)} pending, against a threshold of at most "
                 f"{format_size(threshold)} (bandwidth x downtime limit). {NEVER_CONVERGES}")

@@ -282,7 +282,7 @@ def cut_short_text(report: Any, r: Any) -> str:
 
 
 def _throttle_value(report: Any) -> Optional[Line]:
-    from .units import format_rate, format_time
+    from .units import format_dirty_rate, format_time
 
     steps = [e for e in report.events if e.get("event") == "throttle"]
     if steps:
@@ -293,11 +293,12 @@ def _throttle_value(report: Any) -> Optional[Line]:
     dl = [e for e in report.events if e.get("event") == "dirty-limit"]
     if dl:
         periods = [e for e in report.events if e.get("event") == "dirty-limit-period"]
-        text = f"dirty-limit {format_rate(dl[0]['limit'])} per vCPU, engaged at {format_time(dl[0]['time'])}"
+        text = f"dirty-limit {format_dirty_rate(dl[0]['limit'])} per vCPU, engaged at {format_time(dl[0]['time'])}"
         if periods:
             last = periods[-1]
             rates, thr = last.get("rates") or [0.0], last.get("throttles") or [0.0]
-            text += (f"; last of {plural(len(periods), 'period')}: vCPU dirty rates up to {format_rate(max(rates))}, "
+            text += (f"; last of {plural(len(periods), 'period')}: vCPU dirty rates up to "
+                     f"{format_dirty_rate(max(rates))}, "
                      f"vCPU throttles up to {100 * max(thr):.0f} %")
         else:
             text += "; no period completed"
@@ -407,7 +408,7 @@ def summary_lines(report: Any, width: Optional[int] = None, words: Optional[Call
 
 def models_lines(report: Any, width: Optional[int] = None) -> List[Line]:
     """The closed-form predictions for the same inputs, beside the simulated figures."""
-    from .units import format_size
+    from .units import format_dirty_rate, format_size
 
     models = {k: v for k, v in report.models.items() if isinstance(v, dict) and "total_time" in v}
     if not models:
@@ -431,7 +432,7 @@ def models_lines(report: Any, width: Optional[int] = None) -> List[Line]:
     if g and g.get("dirty_rate") is not None:
         fed = "the measured dirty rate" if g.get("dirty_rate_measured", True) else \
             "the workload's page-write rate (no round completed)"
-        notes.append(f"geometric: fed {fed}, {format_size(g['dirty_rate'])}/s")  # MiB/s, as dirty rates everywhere
+        notes.append(f"geometric: fed {fed}, {format_dirty_rate(g['dirty_rate'])}")
     if "cloudsim" in models:
         notes.append("cloudsim: RAM / (bandwidth / 2), no rounds and no downtime")
     lines = table(cols, rows, width, title="Closed-form models, same inputs")

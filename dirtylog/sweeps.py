@@ -43,7 +43,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set,
 
 from .config import MigrationConfig, default_give_up
 from .errors import ConfigError
-from .units import format_rate, format_size, format_time
+from .units import format_dirty_rate, format_rate, format_size, format_time
 
 __all__ = ["SweepConfig", "SweepResult", "SweepResults", "SweepBar", "grid", "sweep", "run_config", "default_give_up",
            "VERDICTS", "RunProgress", "run_fraction"]
@@ -458,7 +458,7 @@ class SweepResults(list):  # of SweepResult
                 row += [opt(r.advice_bandwidth, lambda b: format_rate(b, bits=True)),
                         opt(r.advice_downtime_limit, format_time),
                         opt(r.advice_auto_converge_throttle, lambda t: f"{t:.0f} %"),
-                        opt(r.advice_dirty_limit, format_rate),
+                        opt(r.advice_dirty_limit, format_dirty_rate),
                         opt(r.advice_postcopy_degraded, format_time)]
             rows.append(row)
         return headers, rows

@@ -86,6 +86,12 @@ def test_auto_converge_answer(advice):
 def test_dirty_limit_quota_converges_and_just_above_does_not(advice):
     a = advice.dirty_limit
     assert a.found and a.below is not None and a.below > a.value >= 1e6
+    # printed in MiB/s as QEMU counts a vcpu-dirty-limit, to the precision it was searched at: the
+    # quota a reader sets is the one that ran
+    from dirtylog.units import format_dirty_rate, parse_rate
+
+    assert parse_rate(format_dirty_rate(a.value)) == pytest.approx(a.value)
+    assert f"quota {format_dirty_rate(a.value)} per vCPU" in a.note and "MiB/s" in format_dirty_rate(a.value)
     assert _ok(_run(policy=PreCopy(dirty_limit=True, vcpu_dirty_limit=a.value), tracker="ring"))
     assert _no(_run(policy=PreCopy(dirty_limit=True, vcpu_dirty_limit=a.below), tracker="ring"), a)
 
