@@ -18,6 +18,8 @@ True
 0.3
 >>> format_size(4 * 2**30), format_rate(1.25e9), format_rate(1.25e9, bits=True)
 ('4.00 GiB', '1.25 GB/s', '10.0 Gbit/s')
+>>> format_dirty_rate(120 * 2**20)             # dirty rates and quotas: MiB/s, as QEMU counts them
+'120 MiB/s'
 >>> format_time(0.3), format_time(125)
 ('300 ms', '2 min 5 s')
 
@@ -33,8 +35,8 @@ Conventions
   second.  Sizes reject bit units.  For sizes the ``i`` forms are
   case-insensitive (``"8gib"`` is 8 GiB) and a lone ``b`` is bytes (QEMU accepts
   ``"4096b"``).
-* ``/s`` may be left out of a rate when the unit says bits or bytes
-  (``"1Gbit"``, ``"1GiB"``).
+* ``/s`` may be left out of a bit rate (``"1Gbit"``), not of a byte rate:
+  ``"1GiB"`` is a size, and :func:`parse_rate` refuses it (write ``"1GiB/s"``).
 * Durations: ``ns``, ``us`` (or ``µs``), ``ms``, ``s``, ``min``, ``h``, ``d`` and
   their long forms, and sums of them such as ``"2 min 5 s"`` (what
   :func:`format_time` prints).
