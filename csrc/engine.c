@@ -872,26 +872,29 @@ static void source_sink(void *ctx, uint32_t j, const uint64_t *pages, size_t n)
     e->st.writes += n;
 }
 
-/* The entry listing page p in the segment's sent list, or SIZE_MAX. */
+/* The entry listing page p in the segment's sent list, or SIZE_MAX. The writes come in no
+ * order of page, so the search is branch-free (a conditional move per step): a branch per
+ * step mispredicted half the time and was most of the search's cost. */
 static size_t seg_find(const dl_engine *e, uint64_t p)
 {
     const uint64_t wi = p >> 6, bit = UINT64_C(1) << (p & 63);
     const uint64_t *words = e->seg_word;
     for (int r = 0; r < e->seg_runs; r++) {
-        size_t lo = e->seg_run[r], hi = r + 1 < e->seg_runs ? e->seg_run[r + 1] : e->seg_ne;
-        if (lo >= hi || wi < words[lo] || wi > words[hi - 1])
+        const size_t first = e->seg_run[r], end = r + 1 < e->seg_runs ? e->seg_run[r + 1] : e->seg_ne;
+        if (first >= end || wi < words[first] || wi > words[end - 1])
             continue;
-        while (lo < hi) {
-            size_t mid = lo + (hi - lo) / 2;
-            if (words[mid] < wi)
-                lo = mid + 1;
-            else
-                hi = mid;
+        /* the first entry of word wi: words[first] <= wi <= words[end - 1], so it is in the run */
+        const uint64_t *b = words + first;
+        for (size_t n = end - first; n > 1;) {
+            const size_t half = n / 2;
+            b = b[half] < wi ? b + half : b;
+            n -= half;
         }
+        size_t x = (size_t)(b - words) + (*b < wi);
         /* a word's pages may span entries (chunks) next to each other */
-        for (hi = r + 1 < e->seg_runs ? e->seg_run[r + 1] : e->seg_ne; lo < hi && words[lo] == wi; lo++)
-            if (e->seg_bits[lo] & bit)
-                return lo;
+        for (; x < end && words[x] == wi; x++)
+            if (e->seg_bits[x] & bit)
+                return x;
     }
     return SIZE_MAX;
 }
@@ -1385,6 +1388,122 @@ DL_ALWAYS_INLINE uint64_t low_bits(uint64_t w, uint64_t m)
     return w & ~rest;
 }
 
+/* dl_engine_send_dirty's sends a bitmap word at a time (see there): the chunk's figures in,
+ * and out as they stand after the words taken. */
+struct send_words {
+    uint64_t chunk, pb;                /* the chunk's size in pages, a page's bytes */
+    uint64_t iter_ok, dead_ok;         /* byte counts that surely pass the tests below (integers) */
+    double iter_bytes, dead_bytes;     /* the iteration's end and the deadline in bytes on the link */
+    uint64_t budget, win_bytes;        /* the window's budget (0: none) and its bytes before the chunk */
+    double t;                          /* the chunk's start (listed sends) */
+    uint64_t *stale;
+    int listed;
+    uint64_t lb, bytes, normal, sent;  /* in and out: the chunk's figures so far */
+};
+
+/* The rest of page p's word, then the next words with pages while every check the per-page
+ * loop would make on their pages passes (up to the bitmap's end: a wrap goes through
+ * next_dirty): the same sends, in the same order. Returns whether it sent any. The per-word
+ * work is kept in registers (the list's end, its page count), and a word's limits are
+ * tested against one precomputed bound where they are far. */
+DL_ALWAYS_INLINE int send_words(dl_engine *e, struct send_words *c, uint64_t p)
+{
+    uint64_t wi = p >> 6;
+    uint64_t *const mbm = e->mbm;
+    const uint64_t nwords = e->nwords, budget = c->budget, pb = c->pb, chunk = c->chunk;
+    const uint64_t iter_ok = c->iter_ok, dead_ok = c->dead_ok;
+    const double iter_bytes = c->iter_bytes, dead_bytes = c->dead_bytes;
+    uint64_t *const stale = c->stale;
+    const int listed = c->listed;
+    uint64_t remaining = e->ct.remaining;
+    uint64_t lb = c->lb, bytes = c->bytes, normal = c->normal, sent = c->sent;
+    /* A word whose end (its last page's end, lb + k * pb) is below `fast` passes the three tests
+     * below by their integer parts: end < dead_ok; last < iter_ok (end < iter_ok + pb; both are
+     * below 2^53); and win_bytes + bytes + (k - 1) * pb < budget, that is (bytes and lb grow
+     * together here) end < lb + (budget - win_bytes - bytes) + pb. Other words take the tests. */
+    uint64_t fast = iter_ok + pb < dead_ok ? iter_ok + pb : dead_ok;
+    if (budget) {
+        const uint64_t used = c->win_bytes + bytes;
+        const uint64_t room = budget > used ? budget - used : 0, bound = lb + room + pb;
+        if (!room)
+            fast = 0;
+        else if (bound > lb && bound < fast) /* (a sum that wraps bounds nothing) */
+            fast = bound;
+    }
+    uint64_t w = mbm[wi] & (~UINT64_C(0) << (p & 63));
+    uint64_t *seg_word = e->seg_word, *seg_bits = e->seg_bits;
+    double *seg_t = e->seg_t;
+    uint64_t *filter = e->seg_filter;
+    size_t x = 0;
+    uint64_t taken = 0; /* pages listed by the short path */
+    uint64_t last_w = 0, last_wi = 0;
+    int took = 0;
+    for (;;) {
+        uint64_t k = (uint64_t)dl__popcount64(w);
+        uint64_t end = lb + k * pb;
+        if (DL_UNLIKELY(sent + k > chunk || !(end < fast))) {
+            if (sent + k > chunk) { /* the chunk ends inside the word: its first pages */
+                k = chunk - sent;
+                w = low_bits(w, k);
+                end = lb + k * pb;
+            }
+            /* the word's last page starts before the iteration's end, ends by the deadline, and
+             * starts within the window's budget (the exact tests in double near the limits) */
+            const uint64_t last = end - pb;
+            if (!((last < iter_ok || (double)last < iter_bytes) &&
+                  (end < dead_ok || (double)end <= dead_bytes) &&
+                  (!budget || c->win_bytes + bytes + (k - 1) * pb < budget)))
+                break;
+        }
+        mbm[wi] &= ~w;
+        if (stale)
+            stale_clear(e, stale, wi, w);
+        if (listed) {
+            if (!took) { /* the first word may continue the list's last entry or start a run */
+                segment_sent_word(e, wi, w, k, c->t, 0);
+                x = e->seg_ne;
+            } else { /* the next ones: a word above the last, in the same chunk: a new entry */
+                seg_word[x] = wi;
+                seg_bits[x] = w;
+                seg_t[x] = c->t;
+                const uint64_t h = seg_hash(wi);
+                filter[h >> 6] |= UINT64_C(1) << (h & 63);
+                x++;
+                taken += k;
+            }
+        }
+        remaining -= k;
+        last_w = w;
+        last_wi = wi;
+        lb = end;
+        bytes += k * pb;
+        normal += k;
+        sent += k;
+        took = 1;
+        if (sent >= chunk || remaining == 0)
+            break;
+        do
+            w = ++wi < nwords ? mbm[wi] : 0;
+        while (!w && wi < nwords);
+        if (!w)
+            break;
+    }
+    if (took) {
+        e->ct.remaining = remaining;
+        e->ct.scan = (last_wi << 6) + 64 - (uint64_t)__builtin_clzll(last_w);
+        if (listed && taken) {
+            e->seg_ne = x;
+            e->seg_n += taken;
+            e->seg_last = (last_wi << 6) + 63 - (uint64_t)__builtin_clzll(last_w);
+        }
+        c->lb = lb;
+        c->bytes = bytes;
+        c->normal = normal;
+        c->sent = sent;
+    }
+    return took;
+}
+
 int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, uint64_t below_bytes, int *why)
 {
     if (!e || !why || isnan(deadline) || !(below_seconds >= 0))
@@ -1462,54 +1581,15 @@ int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, ui
                 uint64_t p = next_dirty(e);
                 const int xb_on = e->xcache && e->ct.passes > 0; /* on from the wrap on, as QEMU */
                 if (word_ok && !xb_on && !(inflight && sent == 0)) {
-                    /* The rest of p's word at once when every check the per-page loop would
-                     * make on its pages passes, then the next words with pages while they do
-                     * (up to the bitmap's end: a wrap goes through next_dirty): the same
-                     * sends, in the same order. */
-                    uint64_t wi = p >> 6;
-                    uint64_t *const mbm = e->mbm;
-                    const uint64_t nwords = e->nwords, budget = e->budget, win_bytes = e->ct.window_bytes;
-                    uint64_t remaining = e->ct.remaining, scan = e->ct.scan;
-                    uint64_t w = mbm[wi] & (~UINT64_C(0) << (p & 63));
-                    int took = 0;
-                    for (;;) {
-                        uint64_t k = (uint64_t)dl__popcount64(w);
-                        if (sent + k > chunk) { /* the chunk ends inside the word: its first pages */
-                            k = chunk - sent;
-                            w = low_bits(w, k);
-                        }
-                        /* the word's last page starts before the iteration's end, ends by the
-                         * deadline, and starts within the window's budget (the exact tests in
-                         * double run only near the limits) */
-                        const uint64_t last = lb + (k - 1) * pb, end = last + pb;
-                        if (!((last < iter_ok || (double)last < iter_bytes) &&
-                              (end < dead_ok || (double)end <= dead_bytes) &&
-                              (!budget || win_bytes + bytes + (k - 1) * pb < budget)))
-                            break;
-                        mbm[wi] &= ~w;
-                        if (stale)
-                            stale_clear(e, stale, wi, w);
-                        if (listed)
-                            segment_sent_word(e, wi, w, k, chunk_start, 0);
-                        remaining -= k;
-                        scan = (wi << 6) + 64 - (uint64_t)__builtin_clzll(w);
-                        lb += k * pb;
-                        bytes += k * pb;
-                        normal += k;
-                        sent += k;
-                        took = 1;
-                        if (sent >= chunk || remaining == 0)
-                            break;
-                        do
-                            w = ++wi < nwords ? mbm[wi] : 0;
-                        while (!w && wi < nwords);
-                        if (!w)
-                            break;
-                    }
-                    e->ct.remaining = remaining;
-                    e->ct.scan = scan;
-                    if (took)
+                    struct send_words c = {chunk, pb, iter_ok, dead_ok, iter_bytes, dead_bytes, e->budget,
+                                           e->ct.window_bytes, chunk_start, stale, listed, lb, bytes, normal, sent};
+                    if (send_words(e, &c, p)) {
+                        lb = c.lb;
+                        bytes = c.bytes;
+                        normal = c.normal;
+                        sent = c.sent;
                         continue;
+                    }
                 }
                 int z = do_zero && is_zero(e, src, p);
                 uint64_t cost = z ? e->cfg.zero_bytes : e->cfg.page_bytes;
