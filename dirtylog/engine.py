@@ -33,6 +33,10 @@ class SendResult(enum.IntEnum):
     BELOW = int(lib.DL_SEND_BELOW)
 
 
+#: SendResult by its C value (a dict lookup: SendResult(value) takes a microsecond, at every send).
+_SEND_RESULTS = {int(r): r for r in SendResult}
+
+
 @dataclass(frozen=True)
 class Counters:
     """QEMU's per-window counters and the migration bitmap's state (see ``dl_engine_counters``)."""
@@ -110,6 +114,12 @@ class Engine:
     def remaining(self) -> int:
         check(lib.dl_engine_get_counters(self._e, self._ct), "engine counters")
         return int(self._ct.remaining)
+
+    @property
+    def bandwidth(self) -> float:
+        """The last closed window's measured bandwidth (:attr:`Counters.bandwidth`; 0 before one closed)."""
+        check(lib.dl_engine_get_counters(self._e, self._ct), "engine counters")
+        return float(self._ct.bandwidth)
 
     # -- rates and throttles -------------------------------------------------------
     def set_bandwidth(self, bandwidth: float) -> None:
@@ -199,7 +209,7 @@ class Engine:
             check(lib.dl_engine_send_dirty(self._e, deadline, below_seconds, int(below_bytes), self._why),
                   "send")
             if not self.guest_pending():
-                return SendResult(int(self._why[0]))
+                return _SEND_RESULTS[self._why[0]]
             # stopped inside a guest slice (bounded work): finish it, then go on where the call stopped
             self.drain("send")
 

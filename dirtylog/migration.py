@@ -533,7 +533,7 @@ class Migration:
 
     def _snapshot(self) -> Dict[str, Any]:
         st = self._engine_state()
-        ts = self.tracker.stats
+        ts = self.tracker.totals
         return {
             "clock": float(st.clock), "bytes": int(st.bytes_sent), "pages": int(st.pages_sent),
             "zero": int(st.zero_pages_sent),
@@ -570,21 +570,32 @@ class Migration:
 
     def run_until(self, t: Union[float, str]) -> "Migration":
         """Run the migration until simulated time ``t`` (seconds) or until it ends."""
-        target = parse_time(t, name="t", allow_inf=True)
+        return self._run_until(parse_time(t, name="t", allow_inf=True))
+
+    def _position(self) -> Tuple[str, float, str, int, int]:
+        """Where the migration stands, as the run loop tells whether a step moved it."""
+        return (self.phase, self.clock, self._final_stage, self.dirty_sync_count, self.engine.remaining)
+
+    def _run_until(self, target: float) -> "Migration":
+        """:meth:`run_until` for a time in seconds (the run loop's own calls: nothing to parse)."""
         stalled = 0
         self.engine.drain()  # a slice an interrupt left unfinished comes first
+        after = None
         while not self.done:
+            faulted = False
             while self._faults and self._faults[0].at <= self.clock:
                 self._apply_fault(self._faults.pop(0))
+                faulted = True
                 if self.done:
                     return self
             step_to = min(target, self._faults[0].at) if self._faults else target
-            before = (self.phase, self.clock, self._final_stage, self.dirty_sync_count, self.engine.remaining)
+            # where the last step left it (nothing runs between the two but a fault)
+            before = after if after is not None and not faulted else self._position()
             with self.tracker._lock:  # the engine's C calls write into the tracker
                 self._step(step_to)
             self._fire_callbacks()
-            after = (self.phase, self.clock, self._final_stage, self.dirty_sync_count, self.engine.remaining)
-            if after == before and not (self._faults and self._faults[0].at <= self.clock):
+            after = self._position()
+            if after == before and not (self._faults and self._faults[0].at <= after[1]):
                 break  # nothing moved: the target is reached
             stalled = stalled + 1 if after[1] == before[1] else 0
             if stalled > 100_000:
@@ -620,13 +631,14 @@ class Migration:
                 step = self._run_step()
                 while not self.done:
                     live = self.phase in ("setup", "precopy")
-                    if live and self.clock >= limit:
+                    now = self.clock
+                    if live and now >= limit:
                         self._rollback(f"not converged after {format_time(limit)} of simulated time: QEMU would "
                                        "iterate forever; set PreCopy(timeout=..., on_limit=...), a higher bandwidth "
                                        "or a longer downtime limit")
                         self._fire_callbacks()  # on_round gets the round the give-up cut short
                         break
-                    self.run_until(min(limit if live else math.inf, self.clock + step))
+                    self._run_until(min(limit if live else math.inf, now + step))
                     if progress is not None:
                         progress(self)
                     if sigint.fired:
@@ -741,13 +753,14 @@ class Migration:
                                                                               * p.downtime_limit)))
             else:
                 why = self.engine.send_dirty(deadline, below_seconds=p.downtime_limit)
-            if self.clock >= self._dl_next():
+            now = self.clock  # one read: what follows does not move the clock
+            if now >= self._dl_next():
                 self._dirty_limit_adjust()
             if why != SendResult.DEADLINE:
                 self._iteration()
-            elif self.clock >= limit_at:
+            elif now >= limit_at:
                 self._apply(Decision(Action.LIMIT, f"timeout of {format_time(limit_at)} reached"))
-            elif self.clock >= self._probe_at:
+            elif now >= self._probe_at:
                 self._probe()
             return
         if self.phase == "downtime":
@@ -784,14 +797,14 @@ class Migration:
         """QEMU's threshold_size: the measured bandwidth of the last window (or switchover_bandwidth)
         x downtime limit; 0 before the first window closes, as in QEMU."""
         p = self.policy
-        bw = p.switchover_bandwidth if p.switchover_bandwidth is not None else self.engine.counters().bandwidth
+        bw = p.switchover_bandwidth if p.switchover_bandwidth is not None else self.engine.bandwidth
         return bw * p.downtime_limit
 
     def _measured_bandwidth(self) -> float:
         p = self.policy
         if p.switchover_bandwidth is not None:
             return p.switchover_bandwidth
-        bw = self.engine.counters().bandwidth
+        bw = self.engine.bandwidth
         return bw if bw > 0 else self.bandwidth
 
     def _sync(self, measure: bool = True) -> int:
@@ -801,7 +814,7 @@ class Migration:
         with ``measure`` the dirty-rate period and the throttle are evaluated, as QEMU does
         in every sync but the final one."""
         self.engine.catch_up()  # the guest runs up to the clock first (see Engine.catch_up)
-        kicks0 = self.tracker.stats.kicks
+        kicks0 = self.tracker.totals.kicks
         if self.tracker.mode == "clear":
             words = self.tracker.harvest_bitmap()
             self.engine.set_clear_mask(words, self._clear_chunk)
@@ -821,7 +834,7 @@ class Migration:
                 # (a page reset and dirtied again, entries of several vCPUs): size by it.
                 buf = self._hbuf[i] = np.empty(need + need // 4 + 1024, dtype=np.uint64)
             added = self.engine.dirty_add(self.tracker.harvest(out=buf))
-        kicks = self.tracker.stats.kicks - kicks0
+        kicks = self.tracker.totals.kicks - kicks0
         # per vCPU, what this sync charged the guest (the in-round verdict's probes)
         self._sync_loss = kicks * self.costs.kick / self.vcpus if self.costs.slows_guest else 0.0
         if kicks:
@@ -883,7 +896,7 @@ class Migration:
         if threshold is None:
             threshold = self._pause_threshold if final else self.threshold()
         st = self._engine_state()
-        ts = self.tracker.stats
+        ts = self.tracker.totals
         m = self._mark
         pages, zero, nbytes, duration = self._sent_since_mark(st)
         lost = float(st.lost) - m["lost"]
@@ -1042,7 +1055,7 @@ class Migration:
         kick_rate = kick / self._sync_time if self._sync_time > 0 else (math.inf if kick > 0 else 0.0)
         unsplit = 0
         if self.tracker.huge_pages == "lazy" and c.slows_guest:
-            unsplit = max(0, self.tracker.config.blocks - self.tracker.stats.splits)
+            unsplit = max(0, self.tracker.config.blocks - self.tracker.totals.splits)
         once = unsplit * (c.split + c.fault) / self.vcpus
         reason = self._decider.outrun(ProbeState(
             dirtied=self.tracker.dirtied_since_harvest, window=window, guest_time=guest_time, applied=applied,
@@ -1282,7 +1295,7 @@ class Migration:
         if self.verify:
             # Nothing lost: every write the guest made reached the source's memory.
             writes = int(self._engine_state().writes)
-            self._verified = self.tracker.stats.writes == writes
+            self._verified = self.tracker.totals.writes == writes
         self._event(status, reason=reason)
 
     # -- report ----------------------------------------------------------------------
