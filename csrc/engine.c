@@ -611,7 +611,7 @@ int dl_engine_send(dl_engine *e, const uint64_t *pages, uint64_t first, uint64_t
     uint32_t *src = dl__tracker_versions(e->t);
     uint32_t *dst = e->dst;
     uint64_t *stale = dl__tracker_stale(e->t);
-    int do_zero = zero_pass && e->cfg.zero_fraction > 0;
+    int do_zero = zero_pass && (e->zmap != NULL || e->cfg.zero_fraction > 0);
     const double bw = e->cfg.bandwidth;
     const double page_t = e->cfg.page_bytes / bw, zero_t = e->cfg.zero_bytes / bw;
     uint64_t sent_here = 0; /* pages sent in this call: bounded by the work budget */
@@ -1120,7 +1120,10 @@ int dl_engine_postcopy_step(dl_engine *e, double deadline)
     if (e->g_kind) /* finish the slice in progress first, and nothing else in this call */
         return guest_continue(e);
     uint32_t *src = dl__tracker_versions(e->t);
-    const double page_t = e->cfg.page_bytes / e->cfg.bandwidth;
+    const double page_t = e->cfg.page_bytes / e->cfg.bandwidth, zero_t = e->cfg.zero_bytes / e->cfg.bandwidth;
+    /* the push tests every page it sends, as a pre-copy pass does (QEMU's ram_save_target_page tries
+     * save_zero_page first in post-copy too): a zero page goes as a header */
+    const int do_zero = e->zmap != NULL || e->cfg.zero_fraction > 0;
     uint64_t pushed_here = 0; /* bounded by the work budget */
     while (e->pc.remaining > 0 && e->st.clock < deadline && pushed_here < e->wbudget) {
         uint64_t push = e->pc.remaining < e->cfg.chunk_pages ? e->pc.remaining : e->cfg.chunk_pages;
@@ -1135,7 +1138,7 @@ int dl_engine_postcopy_step(dl_engine *e, double deadline)
         uint64_t served = e->queued < fit ? e->queued : fit;
         e->queued -= served;
         e->credit -= (double)served * page_t;
-        uint64_t sent = served;
+        uint64_t sent = served, zeros = 0;
         uint64_t nw = (e->pages + 63) / 64;
         while (e->credit >= page_t && e->pc.remaining > 0) {
             uint64_t wi = e->cursor >> 6;
@@ -1146,15 +1149,19 @@ int dl_engine_postcopy_step(dl_engine *e, double deadline)
                 word = e->need[wi];
             }
             uint64_t p = (wi << 6) + (uint64_t)__builtin_ctzll(word);
+            int z = do_zero && is_zero(e, src, p);
             pc_receive(e, src, p);
             e->cursor = p + 1;
             e->pc.pushed++;
-            e->credit -= page_t;
+            e->credit -= z ? zero_t : page_t;
+            zeros += (uint64_t)z;
             sent++;
         }
-        e->pc.bytes += sent * e->cfg.page_bytes;
-        e->st.bytes_sent += sent * e->cfg.page_bytes;
+        uint64_t bytes = (sent - zeros) * e->cfg.page_bytes + zeros * e->cfg.zero_bytes;
+        e->pc.bytes += bytes;
+        e->st.bytes_sent += bytes;
         e->st.pages_sent += sent;
+        e->st.zero_pages_sent += zeros;
         pushed_here += sent + 1;
         int rc = guest_begin(e, slice, G_DEST, page_t, 1); /* then pc_after_push, at the slice's end */
         if (rc || e->g_kind) /* a slice left to finish: the rest at the next call */

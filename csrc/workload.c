@@ -236,15 +236,27 @@ static uint64_t perm_key(uint64_t key) { return dl_mix64(key ^ UINT64_C(0x2545f4
 
 int dl_workload_add_uniform(dl_workload *w, double rate, const double *shares, uint64_t seed)
 {
-    if (!w || !rate_ok(rate) || !shares_ok(w, shares))
+    if (!w)
         return DL_ERR_INVALID;
+    return dl_workload_add_uniform_range(w, rate, 0, w->pages, shares, seed);
+}
+
+int dl_workload_add_uniform_range(dl_workload *w, double rate, uint64_t start, uint64_t length,
+                                  const double *shares, uint64_t seed)
+{
+    if (!w || !rate_ok(rate) || !shares_ok(w, shares) || length < 1)
+        return DL_ERR_INVALID;
+    if (start >= w->pages || length > w->pages - start)
+        return DL_ERR_RANGE;
     wl_comp *c;
     int rc = comp_new(w, WL_RANGE, rate, shares, comp_key(w, seed, w->ncomp), 1, &c);
     if (rc)
         return rc;
-    dl_perm_init(&c->perm, 1, 0); /* identity: uniform over all pages needs no permutation */
-    c->u.range.off = 0;
-    c->u.range.size = w->pages;
+    dl_perm_init(&c->perm, 1, 0); /* identity: a contiguous range needs no permutation */
+    /* the same draws as over all of memory (start 0, length pages), shifted: over all of memory
+     * this is the uniform component's stream exactly */
+    c->u.range.off = start;
+    c->u.range.size = length;
     w->ncomp++;
     return DL_OK;
 }

@@ -13,7 +13,8 @@ count (``5000/s``) or a bare number (pages/s). Fractions are ``0.1`` or ``10%``.
 
 =============================  =========================================================================
 ``idle[:RATE]``                an idle guest, uniform writes at RATE (default 50 pages/s)
-``uniform:RATE``               writes spread uniformly over memory; ``seed=N``
+``uniform:RATE``               writes spread uniformly over memory, or over ``start=PAGE|SIZE`` (default 0)
+                               ``length=PAGES|SIZE|FRACTION`` (default: to the end of memory); ``seed=N``
 ``hotspot:RATE``               ``hot=FRACTION`` of memory (default 10%) takes ``share=FRACTION`` of the
                                writes (default 90%); hot pages scattered over memory; ``seed=N``
 ``zipf:RATE``                  Zipf-distributed writes, ``s=EXPONENT`` (default 1.0); ``seed=N``
@@ -71,7 +72,9 @@ GRAMMAR = """\
 workload spec: KIND[:ARG,...][+KIND[:ARG,...]...]  (+ sums the terms)
   idle[:RATE]                          an idle guest: uniform writes at RATE
                                        (default 50 pages/s)
-  uniform:RATE[,seed=N]                writes spread over all memory
+  uniform:RATE[,start=0][,length=ALL][,seed=N]
+                                       writes spread over memory (or the
+                                       region from start=)
   hotspot:RATE[,hot=10%][,share=90%][,seed=N]
                                        hot= of memory takes share= of the writes
   zipf:RATE[,s=1.0][,seed=N]           Zipf-distributed writes
@@ -180,7 +183,9 @@ def _build_idle(o: Dict[str, str], where: str, seed: Optional[int]) -> Any:
 def _build_uniform(o: Dict[str, str], where: str, seed: Optional[int]) -> Any:
     from .workloads import Uniform
 
-    return Uniform(o["rate"], seed=_seed(o, where, seed))
+    start = _pages_or_size(o["start"], "start", where, fraction=False) if "start" in o else 0
+    length = _pages_or_size(o["length"], "length", where, fraction=True) if "length" in o else None
+    return Uniform(o["rate"], start=start, length=length, seed=_seed(o, where, seed))
 
 
 def _build_hotspot(o: Dict[str, str], where: str, seed: Optional[int]) -> Any:
@@ -336,7 +341,7 @@ def _build_qemu_dirty_rate(o: Dict[str, str], where: str, seed: Optional[int]) -
 
 _KINDS: Dict[str, _Kind] = {
     "idle": _Kind(("rate",), 0, ("rate", "seed"), _build_idle),
-    "uniform": _Kind(("rate",), 1, ("rate", "seed"), _build_uniform),
+    "uniform": _Kind(("rate",), 1, ("rate", "start", "length", "seed"), _build_uniform),
     "hotspot": _Kind(("rate", "hot", "share"), 1, ("rate", "hot", "share", "seed"), _build_hotspot,
                      aliases={"hot_fraction": "hot", "hot_share": "share"}),
     "zipf": _Kind(("rate", "s"), 1, ("rate", "s", "seed"), _build_zipf),

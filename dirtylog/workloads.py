@@ -170,6 +170,29 @@ def _pages_of(x: Any, name: str, pages: int, page_size: int, *, fraction: bool) 
     raise TypeError(f"{name} must be a page count (int), {'a fraction (float), ' if fraction else ''}or a size string, got {x!r}")
 
 
+def _region(start: Any, length: Any, pages: int, page_size: int) -> Tuple[int, int]:
+    """``(start, length)`` in pages of a region ``[start, start + length)`` of a guest of ``pages`` pages
+    (``length`` None: to the end of memory; ConfigError if it does not fit): the region that
+    :class:`Sequential` sweeps and :class:`Uniform` writes."""
+    first = _pages_of(start, "start", pages, page_size, fraction=False)
+    if not 0 <= first < pages:
+        raise ConfigError(f"start must be a page of the guest (0..{pages - 1}), got {start!r} ({first})")
+    n = pages - first if length is None else _pages_of(length, "length", pages, page_size, fraction=True)
+    if n < 1 or first + n > pages:
+        raise ConfigError(
+            f"length must be 1..{pages - first} pages (from start={first} to the end of a {pages}-page guest), "
+            f"got {length!r} ({n})"
+        )
+    return first, n
+
+
+def _check_region(start: Any, length: Any) -> None:
+    """Validate a region's ``start`` and ``length`` before the memory size is known."""
+    _check_pages_spec(start, "start", fraction=False, minimum=0)
+    if length is not None:
+        _check_pages_spec(length, "length", fraction=True)
+
+
 def _check_pages_spec(x: Any, name: str, *, fraction: bool, minimum: int = 1) -> None:
     """Validate a page-count spec before the memory size is known."""
     if isinstance(x, str):
@@ -476,7 +499,11 @@ class Workload:
 
 
 class Uniform(Workload):
-    """Writes spread uniformly over all of memory at ``rate`` page writes per second."""
+    """Writes spread uniformly over memory at ``rate`` page writes per second: over all of it, or
+    over the region ``[start, start + length)`` only (pages as ints, or sizes such as ``"4MiB"``;
+    ``length`` may also be a fraction of memory, and defaults to the rest of memory), like a guest
+    that writes only the memory it filled (the validation guest: dirtylog.validation). Over all of
+    memory (the default) the draws are those of the region ``[0, pages)``, write for write."""
 
     @property
     def iid_writes(self) -> bool:
@@ -486,21 +513,32 @@ class Uniform(Workload):
     def stationary(self) -> bool:
         return True
 
-    def __init__(self, rate: RateLike, *, shares: Any = None, seed: Any = 0) -> None:
+    def __init__(self, rate: RateLike, *, start: Union[int, str] = 0, length: Union[int, float, str, None] = None,
+                 shares: Any = None, seed: Any = 0) -> None:
         super().__init__(shares=shares, seed=seed)
         _rate(rate, 4096)
+        _check_region(start, length)
         self.rate = rate
+        self.start = start
+        self.length = length
 
     def _params(self) -> str:
-        return f"rate={self.rate!r}"
+        where = "" if self.start == 0 and self.length is None else f", start={self.start!r}, length={self.length!r}"
+        return f"rate={self.rate!r}{where}"
 
     def write_rate(self, pages: Optional[int] = None, page_size: int = 4096) -> float:
         return _rate(self.rate, page_size)
 
+    def span(self, pages: int, page_size: int = 4096) -> Tuple[int, int]:
+        """``(start, length)`` in pages of the region written, in a guest of ``pages`` pages (ConfigError
+        if it does not fit)."""
+        return _region(self.start, self.length, pages, page_size)
+
     def _add(self, bw: BoundWorkload) -> None:
         sh = bw._shares(self._shares_spec, type(self).__name__)
-        check(lib.dl_workload_add_uniform(bw._w, _rate(self.rate, bw.page_size), _dptr(sh), self.seed),
-              type(self).__name__)
+        start, length = self.span(bw.pages, bw.page_size)
+        check(lib.dl_workload_add_uniform_range(bw._w, _rate(self.rate, bw.page_size), start, length, _dptr(sh),
+                                                self.seed), type(self).__name__)
 
 
 class Idle(Uniform):
@@ -626,9 +664,7 @@ class Sequential(Workload):
         super().__init__(shares=shares, seed=0)
         _rate(rate, 4096)
         self.rate = rate
-        _check_pages_spec(start, "start", fraction=False, minimum=0)
-        if length is not None:
-            _check_pages_spec(length, "length", fraction=True)
+        _check_region(start, length)
         self.start = start
         self.length = length
         self.stride = v.as_int("stride", stride, minimum=1, maximum=2**63 - 1)
@@ -641,19 +677,7 @@ class Sequential(Workload):
 
     def span(self, pages: int, page_size: int = 4096) -> Tuple[int, int]:
         """``(start, length)`` in pages for a guest of ``pages`` pages (ConfigError if it does not fit)."""
-        start = _pages_of(self.start, "start", pages, page_size, fraction=False)
-        if not 0 <= start < pages:
-            raise ConfigError(f"start must be a page of the guest (0..{pages - 1}), got {self.start!r} ({start})")
-        if self.length is None:
-            length = pages - start
-        else:
-            length = _pages_of(self.length, "length", pages, page_size, fraction=True)
-        if length < 1 or start + length > pages:
-            raise ConfigError(
-                f"length must be 1..{pages - start} pages (from start={start} to the end of a {pages}-page guest), "
-                f"got {self.length!r} ({length})"
-            )
-        return start, length
+        return _region(self.start, self.length, pages, page_size)
 
     def _add(self, bw: BoundWorkload) -> None:
         sh = bw._shares(self._shares_spec, "Sequential")

@@ -77,8 +77,32 @@ def test_inputs_map_a_run_to_dirtylog():
     runs = [r for r in map(V.load_run, FILES) if r.scenario == "zero-half"]
     args = V.inputs(runs)
     assert args["memory"] == runs[0].memory  # QEMU's ram.total
-    assert 0.45 < args["zero_pages"] < 0.55  # half of memory left zero
     assert args["workload"].write_rate() == pytest.approx(sum(r.guest_rate for r in runs) / len(runs))
+    # the guest writes uniformly over what it filled, from 4 MiB, and nowhere else
+    pages = runs[0].memory // runs[0].page_size
+    start = V.GUEST_REGION_START // runs[0].page_size
+    assert args["workload"].span(pages) == (start, runs[0].filled_pages)
+
+
+@needs_results
+def test_zero_pages_lie_where_the_guest_has_them():
+    """The guest's zero pages are memory nobody writes: below its region (QEMU sends them in its first
+    window), the region's unfilled part, and above the region (pc.ram's last pages and the ROM blocks,
+    which QEMU's first pass reaches last); together as many as QEMU's duplicate."""
+    runs = [r for r in map(V.load_run, FILES) if r.scenario == "zero-half"]
+    r0 = runs[0]
+    pages = r0.memory // r0.page_size
+    start = V.GUEST_REGION_START // r0.page_size
+    z = V.zero_layout(runs)
+    assert z.page_count(pages, r0.page_size) == r0.figures["zero_pages"] == 33310
+    low, unfilled, above = z.spans
+    assert low == (0, r0.low_zero_pages) and r0.low_zero_pages == 987  # the first poll's duplicate
+    assert unfilled == (start + r0.filled_pages, start + r0.region_pages)  # the top half of the region
+    assert above[1] == pages and above[0] >= start + r0.region_pages
+    full = [r for r in map(V.load_run, FILES) if r.scenario == "idle"]  # memory filled: no zero page in the region
+    spans = V.zero_layout(full).spans
+    assert len(spans) == 2 and spans[0] == (0, 987) and spans[1][1] == pages
+    assert all(b <= start or a >= start + full[0].region_pages for a, b in spans)
 
 
 def test_band_from_spread_and_floor():

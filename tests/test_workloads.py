@@ -13,6 +13,7 @@ from dirtylog._lib import ffi, lib
 from dirtylog.errors import ConfigError
 from dirtylog.measure import dirty_curve
 from dirtylog.reference import ReferenceTracker
+from dirtylog.specs import parse_workload
 from dirtylog.workloads import BoundWorkload
 
 N_BIG = 2**20
@@ -47,6 +48,25 @@ def test_uniform_counts_are_floor_of_rate_times_time():
     assert w.count(0, "250ms", pages=100) == 250
     assert w.count(1.5, 1.5, pages=100) == 0
     assert [a.size for a in w.writes(0, 2, pages=100, vcpus=4)] == [500] * 4
+
+
+def test_uniform_over_a_region_writes_only_there_and_is_the_full_stream_shifted():
+    """Uniform(start=, length=): uniform over [start, start + length) only (the validation guest writes
+    the memory it filled); over all of memory, the default stream write for write."""
+    w = d.Uniform(5000, start=100, length=300, seed=4)
+    a = w.writes(0, 2, pages=1000)[0]
+    assert a.size == 10000 and a.min() >= 100 and a.max() < 400
+    assert np.unique(a).size > 290  # spread over the whole region
+    full = d.Uniform(5000, seed=4).writes(0, 2, pages=1000)[0]
+    assert np.array_equal(d.Uniform(5000, start=0, length=1000, seed=4).writes(0, 2, pages=1000)[0], full)
+    assert np.array_equal(d.Uniform(5000, start="400KiB", length=0.3, seed=4).writes(0, 2, pages=1000)[0], a)
+    assert w.span(1000) == (100, 300) and d.Uniform(1).span(1000) == (0, 1000)
+    assert repr(w) == "Uniform(rate=5000, start=100, length=300, seed=4)" and repr(d.Uniform(5)) == "Uniform(rate=5)"
+    assert parse_workload("uniform:5000,start=100,length=300,seed=4").writes(0, 2, pages=1000)[0].tolist() == a.tolist()
+    with pytest.raises(ConfigError, match="length must be 1..100 pages"):
+        d.Uniform(1, start=900, length=200).writes(0, 1, pages=1000)
+    with pytest.raises(ConfigError, match="start must be a page of the guest"):
+        d.Uniform(1, start=1000).writes(0, 1, pages=1000)
 
 
 def test_byte_rates_are_page_writes():
@@ -546,6 +566,10 @@ def test_c_api_rejects_bad_input_without_crashing():
     nan = float("nan")
     assert lib.dl_workload_add_uniform(w, -1.0, ffi.NULL, 0) == lib.DL_ERR_INVALID
     assert lib.dl_workload_add_uniform(w, nan, ffi.NULL, 0) == lib.DL_ERR_INVALID
+    assert lib.dl_workload_add_uniform_range(w, 1.0, 50, 51, ffi.NULL, 0) == lib.DL_ERR_RANGE
+    assert lib.dl_workload_add_uniform_range(w, 1.0, 100, 1, ffi.NULL, 0) == lib.DL_ERR_RANGE
+    assert lib.dl_workload_add_uniform_range(w, 1.0, 0, 0, ffi.NULL, 0) == lib.DL_ERR_INVALID
+    assert lib.dl_workload_add_uniform_range(ffi.NULL, 1.0, 0, 1, ffi.NULL, 0) == lib.DL_ERR_INVALID
     assert lib.dl_workload_add_hotspot(w, 1.0, 101, 0.5, ffi.NULL, 0) == lib.DL_ERR_RANGE
     assert lib.dl_workload_add_hotspot(w, 1.0, 10, 1.5, ffi.NULL, 0) == lib.DL_ERR_INVALID
     assert lib.dl_workload_add_zipf(w, 1.0, 0.0, ffi.NULL, 0) == lib.DL_ERR_INVALID

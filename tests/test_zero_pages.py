@@ -118,3 +118,24 @@ def test_top_a_whole_number_is_a_page_count_even_one():
         assert parse_zero_pages(str(z)) == z
     with pytest.raises(ConfigError, match="page count must be >= 0"):
         ZeroPages.top(-1)
+
+
+def test_post_copy_push_sends_zero_pages_as_headers():
+    """QEMU tests every page it sends, in post-copy too (ram_save_target_page tries save_zero_page first):
+    zero pages the first pass had not reached when post-copy began go as headers in the push."""
+    from dirtylog import Migration, PostCopy
+
+    link = Link("10MiB/s")
+    m = Migration(memory="4MiB", workload=Sequential("40MiB/s", start=0, length=256), link=link,
+                  zero_pages="top:50%", policy=PostCopy(after_rounds=1 << 20), seed=1)
+    m.run_until(0.1)  # round 0 has sent the low pages only
+    assert m.report().duplicate == 0
+    m.start_postcopy()
+    r = m.run()
+    assert r.status == "completed" and r.verified
+    assert r.duplicate == 512  # every zero page, all of them in the push
+    (push,) = [x for x in r.rounds if x.postcopy]
+    assert push.zero_pages == 512
+    # a header each (QEMU's be64 address and flags, and the one fill byte); every other page whole
+    page_bytes = 4096 + link.header_bytes
+    assert push.bytes == (push.pages_sent - 512) * page_bytes + 512 * (8 + 1)

@@ -109,6 +109,10 @@ uint64_t dl_workload_memory_bytes(const dl_workload *w);
  * components. On error (DL_ERR_INVALID, DL_ERR_RANGE, DL_ERR_NOMEM) the workload
  * is unchanged. */
 int dl_workload_add_uniform(dl_workload *w, double rate, const double *shares, uint64_t seed);
+/* Uniform over the pages [start, start + length) only: start < pages, 1 <= length <= pages - start.
+ * Over all of memory (0, pages) it is dl_workload_add_uniform, draw for draw. */
+int dl_workload_add_uniform_range(dl_workload *w, double rate, uint64_t start, uint64_t length,
+                                  const double *shares, uint64_t seed);
 /* hot_pages <= pages; hot_share in [0, 1]. */
 int dl_workload_add_hotspot(dl_workload *w, double rate, uint64_t hot_pages, double hot_share,
                             const double *shares, uint64_t seed);
