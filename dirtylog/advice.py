@@ -529,7 +529,7 @@ def _ask_downtime(s: _Searcher, base: Any, converges: bool, tolerance: float, ma
     bw = _switch_bw(pol, link)
     pb = base.page_size + link.header_bytes
     guess = None
-    pending = [r.expected_downtime for r in base.rounds if not r.final and not r.postcopy and not r.partial]
+    pending = [r.expected_downtime for r in base.rounds if r.synced]
     if pending and not converges:
         # The trajectory does not depend on the limit until the switch-over: the least limit
         # that switches over is the smallest pending set seen at a sync (plus the device state)

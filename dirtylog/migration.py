@@ -372,6 +372,7 @@ class Migration:
         self._pc_state = ffi.new("dl_postcopy_state *")
         self._bytes_at_resume = 0
         self._remaining_at_rollback = 0  # memory_remaining (pages) when a rollback ended the migration
+        self._setup_round: Optional[RoundReport] = None  # the setup's figures, once it ended (MigrationReport.setup)
         self._pause_threshold = 0.0  # QEMU's threshold when the guest paused (the final rounds report it)
         # QEMU's dirty-rate period and the throttles it steps (dirtylog.throttle)
         self._period = DirtyRatePeriod(self.policy.throttle_trigger_threshold)
@@ -661,11 +662,20 @@ class Migration:
         return min(1.0, max(1e-4, 1e6 / rate))
 
     def cancel(self, reason: str = "cancelled by the user") -> None:
-        """Cancel a migration in progress (status "cancelled", as QEMU's): roll back, the source keeps running."""
+        """Cancel a migration in progress (status "cancelled", as QEMU's): roll back, the source keeps running.
+
+        In the stop-and-copy too, as QEMU's ``migrate-cancel`` in its ``device`` state: ``migrate_fd_cancel``
+        sets ``cancelling`` and shuts the stream, the completion's send fails, ``migration_iteration_finish``
+        restarts the source's vCPUs (``vm_start``) and the cleanup sets ``cancelled``. The guest resumes on
+        the source, having been paused from the switch-over to the cancel (the stop-and-copy round, cut
+        short); there was no downtime to report (NaN), as QEMU reports none. Refused once everything has
+        been sent (QEMU has completed then: the destination resumes the guest), and in post-copy (the
+        destination already runs the guest)."""
         if self.done:
             raise StateError(f"the migration has already ended ({self.status})")
-        if self.phase == "downtime":
-            raise StateError("the migration is in its final stop-and-copy and can no longer be cancelled")
+        if self.phase == "downtime" and self._final_stage == "resume":
+            raise StateError("the stop-and-copy has sent everything: the migration has completed on the source's "
+                             "side and the destination is resuming the guest; too late to cancel")
         if self.phase in ("postcopy", "switchover"):
             raise StateError("a post-copy migration cannot be cancelled: the destination already runs the guest "
                              "and the source lacks its newest pages")
@@ -732,7 +742,10 @@ class Migration:
             end = self.setup_time
             self.engine.idle(min(target, end))
             if self.clock >= end:
-                self._sync(measure=False)  # the setup sync (QEMU's ram_init_bitmaps): every page is dirty anyway
+                added = self._sync(measure=False)  # the setup sync (QEMU's ram_init_bitmaps): every page is dirty anyway
+                # what the guest did while logging started, up to that sync: no round's (rounds begin after it)
+                self._setup_round = self._round_since_mark("sync", added, remaining_pages=self.pages, threshold=0.0,
+                                                           index=-1)
                 self.engine.dirty_fill()
                 self.phase = "precopy"
                 self._begin_round(0)
@@ -883,12 +896,13 @@ class Migration:
                 float(st.clock) - m["clock"])
 
     def _round_since_mark(self, ended: str, dirty_pages: int = 0, remaining_pages: Optional[int] = None,
-                          threshold: Optional[float] = None) -> RoundReport:
+                          threshold: Optional[float] = None, index: Optional[int] = None) -> RoundReport:
         """The figures of the round that began at the mark, as they stand now, ending by ``ended``
         (:data:`dirtylog.report.ROUND_ENDS`). Whether it is a stop-and-copy or post-copy round follows
         the phase. ``remaining_pages``: what the migration bitmap holds (default: what is left to send
         now, as memory_remaining); ``threshold``: the one the sync ending it compared with (default:
-        QEMU's threshold now, :meth:`threshold`; a stop-and-copy or post-copy round: the one at the pause)."""
+        QEMU's threshold now, :meth:`threshold`; a stop-and-copy or post-copy round: the one at the pause);
+        ``index``: the entry's index (default: the round's; -1 for the setup)."""
         final = self.phase in ("downtime", "switchover", "postcopy", "lost")
         postcopy = self._pc_started
         if remaining_pages is None:
@@ -902,7 +916,7 @@ class Migration:
         lost = float(st.lost) - m["lost"]
         denom = duration * self.vcpus
         return RoundReport(
-            index=self._round_index if not final else self._round_count,
+            index=index if index is not None else (self._round_index if not final else self._round_count),
             start=m["clock"],
             duration=duration,
             pages_sent=pages,
@@ -1104,6 +1118,9 @@ class Migration:
         if self._round_open:  # a stop between two syncs: the round's figures up to the pause
             self._end_round("pause", remaining_pages=self.engine.remaining)
         self._sent_precopy = int(self._engine_state().bytes_sent)
+        # the paused phase (the stop-and-copy, post-copy's switch-over) begins here: its round holds the
+        # pause's sync (QEMU's last dirty-sync-count, in the completion) and what it costs (kicks)
+        self._mark = self._snapshot()
         self._sync(measure=False)
         self.engine.set_rate_limit(0)
         self.engine.reset_carry()
@@ -1123,8 +1140,7 @@ class Migration:
         self._final_stage = "pages"
         self._round_index = -1
         self._pending_at_sync = pages
-        self._mark = self._snapshot()
-        self._mark["throttle"] = 1.0
+        self._mark["throttle"] = 1.0  # the mark: the pause (_pause)
         self._round_open = True  # the stop-and-copy
         self._device_left = self.device_bytes
 
@@ -1165,8 +1181,7 @@ class Migration:
         self.phase = "switchover"
         self._round_index = -1
         self._pending_at_sync = int(self._pc_stale.size)  # what post-copy sends: current_round's pages_total
-        self._mark = self._snapshot()
-        self._mark["throttle"] = 1.0
+        self._mark["throttle"] = 1.0  # the mark: the pause (_pause)
         self._round_open = True  # post-copy's switch-over
         # the device state, and the discard list: the destination drops the pages dirty now
         self._device_left = self.device_bytes + discard_bytes(self._pc_stale)
@@ -1282,6 +1297,8 @@ class Migration:
 
     def _rollback(self, reason: str, status: str = "failed") -> None:
         self.engine.catch_up()  # the guest runs up to the clock first (see Engine.catch_up)
+        if self.phase == "setup":  # the setup cut short: its figures up to now
+            self._setup_round = self._round_since_mark(status, index=-1)
         self._cut_round(status)
         self._remaining_at_rollback = self._remaining_pages()
         if self.tracker.logging:
@@ -1372,6 +1389,9 @@ class Migration:
             window_pages_per_second=self._window_figures()["pages_per_second"],
             dirty_limit_ring_full_time=dl_figures[0],
             dirty_limit_throttle_time_per_round=dl_figures[1],
+            switchover_bandwidth=self.policy.switchover_bandwidth,
+            setup=self._setup_round if self._setup_round is not None or not self._started
+            else self._round_since_mark("running", index=-1),
         )
 
     def _window_figures(self) -> Dict[str, float]:
@@ -1408,8 +1428,8 @@ class Migration:
     def _measured_dirty_rate(self) -> Optional[float]:
         """Bytes dirtied per second over the pre-copy rounds, as the syncs measured them (QEMU's
         dirty-pages-rate): distinct pages per round over the rounds' time, page headers included."""
-        # a round cut short has no sync, so no dirty pages measured
-        live = [r for r in self.rounds if not r.final and not r.postcopy and not r.partial and r.duration > 0]
+        # only a sync measures what the guest dirtied: not a round cut short, nor one ended by a pause
+        live = [r for r in self.rounds if r.synced and r.duration > 0]
         span = sum(r.duration for r in live)
         if span <= 0:
             return None

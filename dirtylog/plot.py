@@ -145,6 +145,9 @@ def plot_report(report: Any, path: Optional[PathLike] = None, *, title: Optional
 
     live = [r for r in report.rounds if not r.final and not r.postcopy]
     rounds = [r for r in live if not r.partial]
+    # the rounds a sync ended: the points left to send after each sync, and the threshold each compared them with
+    # (a round ended by a pause, a forced switch-over between syncs, has neither)
+    synced = [r for r in rounds if r.synced]
     cut = [r for r in live if r.partial]
     final = [r for r in report.rounds if r.final]
     throttled = any(r.throttle > 0 for r in live)
@@ -156,30 +159,39 @@ def plot_report(report: Any, path: Optional[PathLike] = None, *, title: Optional
     end = max(report.total_time, 1e-9)
     tscale, tunit = _unit(end, _TIME_UNITS)
     psize = report.page_size
-    pending_bytes = [r.remaining_pages * psize for r in rounds]
-    thresholds_bytes = [r.threshold for r in rounds]
+    pending_bytes = [r.remaining_pages * psize for r in synced]
+    thresholds_bytes = [r.threshold for r in synced]
     # a migration that did not complete: what was left when it stopped (a round cut short, or no round at all)
     left_bytes = [report.memory_remaining] if report.status != "completed" else []
     # a round cut short: what was left to send when it began (the bitmap holds every page in round 0)
-    cut_from = [(rounds[-1].remaining_pages if rounds else report.pages) * psize for _ in cut]
+    cut_from = [(synced[-1].remaining_pages if synced else report.pages) * psize for _ in cut]
     sscale, sunit = _unit(max([r.dirty_pages * psize for r in rounds] + pending_bytes + thresholds_bytes + left_bytes
                               + cut_from + [1.0]), _SIZE_UNITS)
     # the data in the axes' units (seconds or minutes, MiB or GiB): ticks at round numbers of them
-    dirty = [r.dirty_pages * psize / sscale for r in rounds]
+    dirty = [r.dirty_pages * psize / sscale for r in synced]
     pending = [b / sscale for b in pending_bytes]
     thresholds = [b / sscale for b in thresholds_bytes]
     left_end = [b / sscale for b in left_bytes]
     top = max(dirty + pending + thresholds + left_end + [b / sscale for b in cut_from] + [0.0]) or 1.0
     end /= tscale
     handles: List[Any] = []
-    if rounds:
+    if synced:
         # a short round still gets a visible bar (0.4 % of the time axis)
-        ax.bar([r.start / tscale for r in rounds], dirty, width=[max(r.duration / tscale, end * 4e-3) for r in rounds],
+        ax.bar([r.start / tscale for r in synced], dirty, width=[max(r.duration / tscale, end * 4e-3) for r in synced],
                align="edge",
-               color="#4C72B0", edgecolor="white" if len(rounds) <= 60 else "none", linewidth=0.5)
-        handles.append(Patch(color="#4C72B0", label=f"pre-copy rounds ({len(rounds)}): memory dirtied "
+               color="#4C72B0", edgecolor="white" if len(synced) <= 60 else "none", linewidth=0.5)
+        handles.append(Patch(color="#4C72B0", label=f"pre-copy rounds ({len(synced)}): memory dirtied "
                                                     "during each, sent by the next"))
-    else:
+    for r in rounds:
+        if r.synced:
+            continue
+        # a round the pause ended (a forced switch-over between syncs): it sent, but no sync measured it
+        x0 = r.start / tscale
+        span = ax.axvspan(x0, x0 + max(r.duration / tscale, end * 2e-3), facecolor="#4C72B0", alpha=0.15,
+                          linewidth=0, label=f"round {r.index} ended by the pause, before its sync: "
+                                             f"{format_size(r.bytes)} sent in {format_time(r.duration)}")
+        handles.append(span)
+    if not rounds:
         ax.text(0.5, 0.5, f"no pre-copy round completed\n({report.status} at {format_time(report.total_time)})",
                 transform=ax.transAxes, ha="center", va="center", color="#444444",
                 bbox=dict(facecolor="white", edgecolor="none", alpha=0.85), zorder=5)
@@ -194,16 +206,19 @@ def plot_report(report: Any, path: Optional[PathLike] = None, *, title: Optional
                           linestyle=":", linewidth=1.2, label=f"left to send during round {r.index}: "
                                                               f"{format_size(y0)} at its start")
         handles += [span, fall]
-    if rounds:
-        ends = [(r.start + r.duration) / tscale for r in rounds]
-        # each sync's threshold over the round it ended: it moves with the measured bandwidth
-        (thr,) = ax.step([rounds[0].start / tscale] + ends, [thresholds[0]] + thresholds, where="pre",
+    if synced:
+        ends = [(r.start + r.duration) / tscale for r in synced]
+        # each sync's threshold over the round it ended: it moves with the measured bandwidth, or stays at the
+        # one the policy set (QEMU's avail-switchover-bandwidth)
+        assumed = report.switchover_bandwidth
+        which = "measured bandwidth" if assumed is None else "switch-over bandwidth set"
+        (thr,) = ax.step([synced[0].start / tscale] + ends, [thresholds[0]] + thresholds, where="pre",
                          color="#C44E52", linestyle="--", linewidth=1.2,
-                         label=f"switch-over threshold: measured bandwidth x {format_time(report.downtime_limit)} "
+                         label=f"switch-over threshold: {which} x {format_time(report.downtime_limit)} "
                                f"(last sync: {format_size(thresholds_bytes[-1])}, "
                                f"{format_rate(thresholds_bytes[-1] / report.downtime_limit, bits=True)})"
                          if report.downtime_limit > 0 else "switch-over threshold")
-        (left,) = ax.plot(ends, pending, linestyle="none", marker="o", markersize=4 if len(rounds) <= 60 else 2,
+        (left,) = ax.plot(ends, pending, linestyle="none", marker="o", markersize=4 if len(synced) <= 60 else 2,
                           color="#222222", label="left to send after each sync (QEMU's remaining): the guest "
                                                  "pauses once it is below the threshold")
         handles += [left, thr]

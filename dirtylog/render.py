@@ -234,15 +234,16 @@ def rounds_lines(report: Any, width: Optional[int] = None, max_rows: int = 40,
             rows.append((["..."] * len(cols), "dim"))
             continue
         end = r.final
-        cut = r.partial  # no sync ended it: nothing measured of what it dirtied
+        cut = r.partial
+        measured = r.synced  # no sync ended it (cut short, paused, the final rounds): nothing measured
         cells = [
             ("post" if r.postcopy else ("final" if end else str(r.index))) + ("*" if cut else ""),
             _t(r.start),
             _t(r.duration),
             format_size(r.bytes),
-            "-" if end or cut else f"{r.dirty_pages:,}",
-            "-" if end or cut else f"{r.dirty_rate:,.0f}",
-            "-" if end or cut else _t(r.expected_downtime),
+            f"{r.dirty_pages:,}" if measured else "-",
+            f"{r.dirty_rate:,.0f}" if measured else "-",
+            _t(r.expected_downtime) if measured else "-",
             format_rate(r.bandwidth, bits=True) if r.duration > 0 else "-",
             f"{r.exits:,}",
             f"{r.guest_slowdown:.2f} %",

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 
-__all__ = ["RoundReport", "MigrationReport", "json_safe", "ROUND_ENDS", "PARTIAL_ENDS", "CUT_SHORT"]
+__all__ = ["RoundReport", "MigrationReport", "json_safe", "ROUND_ENDS", "PARTIAL_ENDS", "CUT_SHORT", "SYNC_ENDS"]
 
 #: A round cut short (:attr:`RoundReport.partial`), by how it ended: what it is called and what cut it
 #: short, worded once for every place that says it: :data:`ROUND_ENDS`, the text report's note
@@ -39,6 +39,9 @@ ROUND_ENDS: Dict[str, str] = {
     "lost": _cut("lost", " (a failure during post-copy)"),
     "running": _cut("running", " (Ctrl-C, or report() mid-run)"),
 }
+#: The ends of a round that a sync measured (:attr:`RoundReport.synced`): what the guest dirtied in it, and
+#: QEMU's pending size and estimates at that sync. Every figure computed from syncs reads only these rounds.
+SYNC_ENDS = ("sync",)
 
 
 def json_safe(x: Any) -> Any:
@@ -56,7 +59,8 @@ def json_safe(x: Any) -> Any:
 
 @dataclass(frozen=True)
 class RoundReport:
-    """One pre-copy round (round 0 sends all memory) or the stop-and-copy (``final``).
+    """One pre-copy round (round 0 sends all memory) or the stop-and-copy (``final``), or the setup
+    (:attr:`MigrationReport.setup`, index -1: dirty logging starting, up to the setup's sync).
 
     ``dirty_pages`` is the size of the sync at the round's end: the pages dirtied
     while the round ran, which the next round sends. ``remaining_pages`` is what the
@@ -114,6 +118,15 @@ class RoundReport:
         """Whether the round was cut short (:data:`PARTIAL_ENDS`): the migration stopped, or the report
         was taken, while it ran. Its figures are what it had done by then, and no sync ended it."""
         return self.ended in PARTIAL_ENDS
+
+    @property
+    def synced(self) -> bool:
+        """Whether a sync of the dirty log ended the round (:data:`SYNC_ENDS`). Only then are ``dirty_pages``
+        and ``dirty_rate`` measured (a round ended by a pause, a forced switch-over between syncs, keeps 0:
+        the pause's own sync belongs to the stop-and-copy), and ``remaining_pages``, ``expected_downtime`` and
+        ``threshold`` those the switch-over decision compared at a sync. Figures computed from syncs (the
+        measured dirty rate, advice's pending sets, the plot's points after each sync) read only these rounds."""
+        return self.ended in SYNC_ENDS
 
     @property
     def exits(self) -> int:
@@ -203,6 +216,18 @@ class MigrationReport:
     dirty_limit_throttle_time_per_round: Optional[float] = None
     dirty_limit_ring_full_time: Optional[float] = None
     events: List[Dict[str, Any]] = field(default_factory=list)
+    #: The setup, as a round (index -1; None before the migration starts): from the start to the setup's sync
+    #: (QEMU's ram_init_bitmaps, the first dirty-sync-count), while dirty logging starts and the guest runs.
+    #: Its ``writes``, ``guest_lost``, exits and the rest are what no round holds (rounds begin after it):
+    #: with the rounds they add up to the report's ``guest_writes``, ``guest_lost`` and the tracker's counts.
+    #: ``dirty_pages`` is what that sync harvested (every page is in the bitmap then anyway); it sends
+    #: nothing. ``ended`` is "sync", or how the migration ended in its setup ("failed", "cancelled"), or
+    #: "running" in a report taken during it (QEMU's setup-time is its length: ``setup_time``).
+    setup: Optional[RoundReport] = None
+    #: QEMU's avail-switchover-bandwidth (bytes/s) when the policy set it (``PreCopy(switchover_bandwidth=...)``):
+    #: the bandwidth each threshold (``RoundReport.threshold``) and expected downtime assumed instead of the
+    #: measured one; None: they used the bandwidth measured in the last 100 ms window
+    switchover_bandwidth: Optional[float] = None
     #: What would make it converge (:class:`dirtylog.advice.Advice`), when asked for
     #: (``simulate(advise=True)``); None otherwise.
     advice: Optional[Any] = None
@@ -241,6 +266,7 @@ class MigrationReport:
         ``multifd_bytes``); a downtime that never happened is NaN (null in JSON)."""
         d = asdict(self)
         d["rounds"] = [r.to_dict() for r in self.rounds]
+        d["setup"] = self.setup.to_dict() if self.setup is not None else None
         d["precopy_rounds"] = self.precopy_rounds
         d["mbps"] = self.mbps
         d["pages_per_second"] = self.pages_per_second

@@ -498,7 +498,9 @@ def _dirtylog_figures(report: Any, runs: Sequence[QemuRun], polled: Sequence[Dic
     completed = report.status == "completed"
     early, end = _remaining_figures(list(polled), report.memory, runs[0].max_bandwidth,
                                     polled[-1]["t"] if polled else 0.0, converged=completed)
-    live = [r for r in report.rounds if not r.final and not r.partial]  # QEMU's rounds: from one sync to the next
+    # QEMU's rounds (load_run): from one sync to the next, the last one up to the pause (STOP), so a round
+    # ended by a pause counts here; the first round is the bytes before sync 2, so it must end at a sync
+    live = [r for r in report.rounds if not r.final and not r.partial]
     caps = runs[0].capabilities
     xb = report.compression.get("xbzrle") or {}
     return {
@@ -511,7 +513,7 @@ def _dirtylog_figures(report: Any, runs: Sequence[QemuRun], polled: Sequence[Dic
         # device state, and nothing in a post-copy switch-over (whose pause sends no page)
         "pause_bytes": (0 if report.postcopy_bytes else report.downtime_bytes - report.device_bytes)
         if completed else None,
-        "first_round": live[0].bytes if live else None,  # a sync follows every round
+        "first_round": live[0].bytes if live and live[0].synced else None,
         "rounds": tuple(r.bytes for r in live[1:4]),
         "zero_pages": report.duplicate,
         "throttle": report.cpu_throttle_percentage if "auto-converge" in caps else None,

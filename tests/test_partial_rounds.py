@@ -14,7 +14,7 @@ import math
 import pytest
 
 from dirtylog import Link, Migration, PostCopy, PreCopy, simulate
-from dirtylog.errors import Interrupted
+from dirtylog.errors import Interrupted, StateError
 from dirtylog.faults import BandwidthChange, LinkFailure
 from dirtylog.render import plain, rounds_lines
 from dirtylog.report import CUT_SHORT, PARTIAL_ENDS, ROUND_ENDS
@@ -29,6 +29,12 @@ def _adds_up(r) -> None:
         assert math.isclose(sum(x.duration for x in r.rounds), r.total_time - r.setup_time, abs_tol=1e-9)
     assert all(x.ended in ROUND_ENDS for x in r.rounds)
     assert not any(x.partial for x in r.rounds[:-1])
+    # the guest's figures: the setup (what it did while logging started) and the rounds hold every one
+    assert r.setup is not None and r.setup.index == -1 and r.setup.ended in ROUND_ENDS
+    assert sum(x.writes for x in r.rounds) + r.setup.writes == r.guest_writes
+    assert math.isclose(sum(x.guest_lost for x in r.rounds) + r.setup.guest_lost, r.guest_lost, abs_tol=1e-12)
+    for k in ("faults", "pml_full_exits", "ring_full_exits", "splits", "kicks"):
+        assert sum(getattr(x, k) for x in r.rounds) + getattr(r.setup, k) == r.tracker_stats[k], k
 
 
 def _link_failure_in_round_3():
@@ -77,6 +83,31 @@ def test_a_failure_in_the_setup_has_no_round():
                  faults=[LinkFailure("1ms")])
     assert r.status == "failed" and r.rounds == [] and r.pages_sent == 0 and r.total_time < r.setup_time
     assert "no round began: the migration failed in its setup" in plain(rounds_lines(r))
+    # the setup cut short holds what the guest did in it
+    _adds_up(r)
+    assert r.setup.ended == "failed" and r.setup.partial and r.setup.writes == r.guest_writes > 0
+    assert math.isclose(r.setup.duration, r.total_time)
+
+
+def test_the_setup_holds_the_guests_writes_before_round_0():
+    """The setup (dirty logging starting, up to its sync: QEMU's setup status and setup-time, the first
+    dirty-sync-count) is no round; its writes, time lost and exits are report.setup's, so that with the
+    rounds they add up to the report's totals. In JSON too."""
+    r = simulate(memory="1GiB", workload=Uniform("600MiB/s", seed=2), link=Link("10Gbit/s"), tracker="wp")
+    _adds_up(r)
+    s = r.setup
+    assert r.status == "completed" and s.ended == "sync" and s.synced and not s.partial
+    assert s.start == 0.0 and math.isclose(s.duration, r.setup_time) and r.rounds[0].start == s.duration
+    assert s.writes > 500 and s.faults == s.dirty_pages > 0 and s.pages_sent == s.bytes == 0  # WP: a fault a page
+    assert s.remaining_pages == r.pages  # after the setup's sync every page is in the bitmap
+    assert s not in r.rounds and r.precopy_rounds == len([x for x in r.rounds if not x.final])
+    d = json.loads(r.to_json())
+    assert d["setup"]["index"] == -1 and d["setup"]["writes"] == s.writes and d["setup"]["ended"] == "sync"
+    m = Migration(memory="1GiB", workload=Uniform("600MiB/s", seed=2), link=Link("10Gbit/s"), tracker="wp")
+    assert m.report().setup is None  # not started
+    m.run_until(r.setup_time / 2)
+    mid = m.report()
+    assert mid.setup.ended == "running" and mid.rounds == [] and mid.setup.writes == mid.guest_writes
 
 
 def test_cancel_from_the_step_api():
@@ -194,3 +225,77 @@ def test_a_round_cut_short_is_worded_once(tmp_path):
         legend = " ".join(t.get_text() for t in fig.axes[0].get_legend().get_texts())
         assert f"round {r.rounds[-1].index} {state} ({how}): " in legend
         assert fig._suptitle.get_text().endswith(f" + 1 {state}")
+
+
+def test_a_round_ended_by_a_pause_feeds_no_sync_based_figure(tmp_path):
+    """A forced switch-over between syncs (here the timeout, on_limit="force") ends the round in progress
+    with ``ended="pause"``: it sent pages and took time, but no sync measured it (the pause's own sync
+    belongs to the stop-and-copy). The figures computed from syncs read only the rounds a sync ended
+    (``RoundReport.synced``): the measured dirty rate the geometric model is fed, the table's dirty pages,
+    dirty rate and expected downtime, the plot's points after each sync."""
+    r = simulate(memory="64MiB", workload=Uniform("300MiB/s", seed=2), link=Link("1Gbit/s"),
+                 policy=PreCopy(downtime_limit="20ms", timeout="2s", on_limit="force"))
+    _adds_up(r)
+    assert [x.ended for x in r.rounds] == ["sync", "sync", "sync", "pause", "completed"]
+    pause = r.rounds[3]
+    assert not pause.synced and not pause.partial and pause.duration > 0.4 and pause.dirty_pages == 0
+    synced = [x for x in r.rounds if x.synced]
+    assert synced == r.rounds[:3]
+    page_bytes = r.page_size + Link("1Gbit/s").header_bytes
+    rate = sum(x.dirty_pages for x in synced) / sum(x.duration for x in synced) * page_bytes
+    g = r.models["geometric"]
+    assert g["dirty_rate_measured"] and g["dirty_rate"] == pytest.approx(rate, rel=1e-12)
+    # (counting the pause's 0.48 s too had made it a quarter lower)
+    row = next(line for line in plain(rounds_lines(r, 100)).splitlines() if line.split()[0] == "3")
+    assert row.split()[7:10] == ["-", "-", "-"]  # dirty pages, dirty/s, exp. downtime: nothing measured
+    pytest.importorskip("matplotlib")
+    from dirtylog.plot import plot_report
+
+    fig = plot_report(r, tmp_path / "pause.png")
+    left = next(line for line in fig.axes[0].get_lines() if line.get_label().startswith("left to send after each sync"))
+    assert len(left.get_xdata()) == 3  # one point per sync, none at the pause
+    legend = " ".join(t.get_text() for t in fig.axes[0].get_legend().get_texts())
+    assert "pre-copy rounds (3)" in legend and "round 3 ended by the pause, before its sync: 57.4 MiB sent" in legend
+
+
+def test_cancel_in_the_stop_and_copy_resumes_the_source():
+    """QEMU's migrate-cancel acts in its device state (the stop-and-copy): migrate_fd_cancel sets
+    cancelling and shuts the stream, the completion's send fails, migration_iteration_finish restarts the
+    source's vCPUs and the cleanup sets cancelled. dirtylog's cancel() does the same: status cancelled,
+    the guest runs on the source, nothing lost, the stop-and-copy kept as the last round, cut short."""
+    seen = []
+    m = Migration(memory="256MiB", workload=Uniform("20MiB/s", seed=5), link=Link("1Gbit/s"),
+                  policy=PreCopy(downtime_limit="300ms", max_iterations=1, on_limit="force"), on_round=seen.append)
+    while m.phase != "downtime":
+        m.advance("10ms")
+    m.advance("1ms")
+    assert m.phase == "downtime" and m.status == "active"
+    m.cancel()
+    r = m.report()
+    _adds_up(r)
+    last = r.rounds[-1]
+    assert r.status == "cancelled" and r.reason == "cancelled by the user" and m.done
+    assert r.guest_running == "source" and r.verified and not m.tracker.logging  # rolled back, nothing lost
+    assert math.isnan(r.downtime)  # no switch-over happened: QEMU reports no downtime after a cancel
+    assert last.final and last.ended == "cancelled" and last.partial and last.pages_sent > 0
+    paused_at = next(e["time"] for e in r.events if e["event"] == "switchover")
+    assert math.isclose(last.start, paused_at) and math.isclose(last.start + last.duration, r.total_time)
+    assert seen == r.rounds  # on_round got the stop-and-copy the cancel cut short
+    assert m.memory_remaining == last.remaining_pages * r.page_size > 0  # what the pause had left to send
+    assert [e["event"] for e in r.events][-2:] == ["switchover", "cancelled"]
+    text = " ".join(plain(rounds_lines(r, 80)).split())
+    assert "* cut short: the migration was cancelled" in text and "into the stop-and-copy, after 290 pages" in text
+    with pytest.raises(StateError, match="already ended"):
+        m.cancel()
+
+
+def test_cancel_is_refused_once_the_stop_and_copy_has_sent_everything():
+    """Once the pages and the device state are sent QEMU has completed (the destination resumes the
+    guest): too late to cancel; and in post-copy the destination already runs the guest."""
+    m = Migration(memory="16MiB", workload=Uniform("2MiB/s", seed=5), link=Link("1Gbit/s", latency="50ms"),
+                  policy=PreCopy(downtime_limit="300ms"))
+    while not (m.phase == "downtime" and m._final_stage == "resume"):
+        m.advance("1ms")
+    with pytest.raises(StateError, match="too late to cancel"):
+        m.cancel()
+    assert m.run().status == "completed"

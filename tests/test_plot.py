@@ -78,6 +78,32 @@ def test_report_plot_threshold_is_the_summarys(tmp_path):
     assert format_size(r.bandwidth * r.downtime_limit) not in legend
 
 
+def test_report_plot_threshold_says_which_bandwidth(tmp_path):
+    """With switchover_bandwidth set (QEMU's avail-switchover-bandwidth) the threshold is that bandwidth x the
+    downtime limit, not the measured one's, and the legend says so; the report keeps the setting."""
+    from dirtylog.plot import plot_report
+    from dirtylog.units import format_size
+
+    r = simulate(memory="64MiB", workload=Hotspot("100MiB/s", seed=1), link=Link("1Gbit/s"),
+                 policy=PreCopy(downtime_limit="100ms", switchover_bandwidth="400Mbit/s"))
+    assert r.status == "completed" and r.switchover_bandwidth == 5e7
+    synced = [x for x in r.rounds if x.synced]
+    assert all(x.threshold == pytest.approx(5e7 * 0.1) for x in synced)
+    fig = plot_report(r, tmp_path / "sw.png")
+    _png(tmp_path / "sw.png")
+    legend = " ".join(t.get_text() for t in fig.legends[0].get_texts()) if fig.legends else \
+        " ".join(t.get_text() for t in fig.axes[0].get_legend().get_texts())
+    assert "switch-over threshold: switch-over bandwidth set x 100 ms" in legend
+    assert f"last sync: {format_size(5e6)}" in legend and "measured bandwidth" not in legend
+    measured = simulate(memory="64MiB", workload=Hotspot("100MiB/s", seed=1), link=Link("1Gbit/s"),
+                        policy=PreCopy(downtime_limit="100ms"))
+    assert measured.switchover_bandwidth is None
+    fig = plot_report(measured, tmp_path / "m.png")
+    legend = " ".join(t.get_text() for t in fig.legends[0].get_texts()) if fig.legends else \
+        " ".join(t.get_text() for t in fig.axes[0].get_legend().get_texts())
+    assert "switch-over threshold: measured bandwidth x 100 ms" in legend
+
+
 def test_report_plot_postcopy_phase_and_titles_as_the_cli(tmp_path):
     from dirtylog.plot import plot_report
     from dirtylog.render import status_text

@@ -281,7 +281,7 @@ def _step_drive(case: Case, m: Migration, actions: List[Tuple[float, str, Any]],
                 else:
                     m.set_bandwidth(arg)
                 log.append(f"{what} at {m.clock:.6g} in phase {m.phase}")
-            except StateError as exc:  # cancel during the stop-and-copy or post-copy: documented
+            except StateError as exc:  # cancel after the stop-and-copy sent everything, or in post-copy: documented
                 assert what == "cancel", exc
                 log.append(f"cancel refused at {m.clock:.6g}: {exc}")
             if each_step is not None:
@@ -394,7 +394,8 @@ def test_random_rounds_are_bounded():
 
 def rounds_add_up(r: Any) -> Optional[str]:
     """What is wrong with the report's rounds against its totals (None: nothing): every page, zero
-    page, byte and second of the migration after its setup lies in exactly one round, the round a
+    page, byte and second of the migration after its setup lies in exactly one round, and every guest
+    write, second lost and tracking exit in the setup (``report.setup``) or exactly one round, the round a
     failure, a cancel, a loss or the report itself cut short included (``RoundReport.partial``),
     whatever the outcome; only the last round may be cut short, and only when the migration did
     not complete; the syncs that ended rounds are QEMU's dirty-sync-count less the setup's and the
@@ -404,6 +405,26 @@ def rounds_add_up(r: Any) -> Optional[str]:
             "zero_pages": (sum(x.zero_pages for x in rounds), r.duplicate),
             "bytes": (sum(x.bytes for x in rounds), r.transferred)}
     bad = [f"sum of rounds' {k} {got:,} != report's {want:,}" for k, (got, want) in sums.items() if got != want]
+    # the guest's figures: the rounds and the setup (what the guest did while logging started) hold every one
+    setup = r.setup
+    if setup is None:
+        if r.guest_writes or r.total_time > 0:
+            bad.append("no setup entry in a migration that started")
+    else:
+        if setup.index != -1 or setup.pages_sent or setup.bytes or setup.start != 0.0:
+            bad.append(f"the setup entry sent something or is misplaced: {setup}")
+        if not math.isclose(setup.duration, min(r.setup_time, r.total_time), rel_tol=1e-9, abs_tol=1e-12):
+            bad.append(f"the setup entry lasts {setup.duration!r} s, the setup {r.setup_time!r} s")
+        guest = [x for x in rounds] + [setup]
+        ts = r.tracker_stats
+        for k, want in (("writes", r.guest_writes), ("faults", ts["faults"]), ("pml_full_exits", ts["pml_full_exits"]),
+                        ("ring_full_exits", ts["ring_full_exits"]), ("splits", ts["splits"]), ("kicks", ts["kicks"])):
+            got = sum(getattr(x, k) for x in guest)
+            if got != want:
+                bad.append(f"sum of the setup's and rounds' {k} {got:,} != report's {want:,}")
+        lost = sum(x.guest_lost for x in guest)
+        if not math.isclose(lost, r.guest_lost, rel_tol=1e-9, abs_tol=1e-12):
+            bad.append(f"sum of the setup's and rounds' guest_lost {lost!r} != report's {r.guest_lost!r}")
     if rounds:
         span = sum(x.duration for x in rounds)
         if not math.isclose(span, r.total_time - r.setup_time, rel_tol=1e-9, abs_tol=1e-9):
