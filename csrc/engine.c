@@ -35,6 +35,7 @@ struct dl_engine {
     uint32_t prepage;
     uint64_t cursor;       /* next page the background push looks at */
     uint64_t queued;       /* requested pages whose link time is not served yet */
+    uint64_t queued_zero;  /* requested zero pages not served yet (a header each) */
     uint64_t backlog;      /* bytes queued on the channel ahead of a request (0: its own channel) */
     double credit;         /* link seconds available for the next page */
     dl_postcopy_state pc;
@@ -746,6 +747,7 @@ int dl_engine_postcopy_begin(dl_engine *e, const uint64_t *stale_words, size_t n
     e->prepage = prepage;
     e->cursor = 0;
     e->queued = 0;
+    e->queued_zero = 0;
     e->credit = 0;
     free(e->mask);
     e->mask = NULL;
@@ -803,20 +805,29 @@ static double pc_access(dl_engine *e, const uint32_t *src, uint64_t p, double pa
     double ahead = (double)e->pc.remaining * e->cfg.page_bytes;
     if (ahead > (double)e->backlog)
         ahead = (double)e->backlog;
+    /* a requested page is tested for zero as any page sent (QEMU's ram_save_target_page): a header */
+    const int do_zero = e->zmap != NULL || e->cfg.zero_fraction > 0;
+    int z = do_zero && is_zero(e, src, p);
     pc_receive(e, src, p);
     e->pc.requests++;
-    e->queued++;
+    if (z)
+        e->queued_zero++;
+    else
+        e->queued++;
     uint64_t q = p + 1;
     for (; q <= p + e->prepage && q < e->pages; q++) {
         if (pc_lacks(e, q)) {
+            if (do_zero && is_zero(e, src, q))
+                e->queued_zero++;
+            else
+                e->queued++;
             pc_receive(e, src, q);
             e->pc.prepaged++;
-            e->queued++;
         }
     }
     /* the background push goes on after the requested pages (QEMU's get_queued_page) */
     e->cursor = q < e->pages ? q : 0;
-    return 2.0 * e->latency + ahead / e->cfg.bandwidth + page_t;
+    return 2.0 * e->latency + ahead / e->cfg.bandwidth + (z ? e->cfg.zero_bytes / e->cfg.bandwidth : page_t);
 }
 
 typedef struct pc_ctx {
@@ -1097,14 +1108,17 @@ static void pc_after_push(dl_engine *e)
 {
     if (e->pc.remaining != 0)
         return;
-    const double page_t = e->cfg.page_bytes / e->cfg.bandwidth;
-    double tail = (double)e->queued * page_t - e->credit;
+    const double page_t = e->cfg.page_bytes / e->cfg.bandwidth, zero_t = e->cfg.zero_bytes / e->cfg.bandwidth;
+    double tail = (double)e->queued * page_t + (double)e->queued_zero * zero_t - e->credit;
     if (tail < 0)
         tail = 0;
-    e->pc.bytes += e->queued * e->cfg.page_bytes;
-    e->st.bytes_sent += e->queued * e->cfg.page_bytes;
-    e->st.pages_sent += e->queued;
+    uint64_t bytes = e->queued * e->cfg.page_bytes + e->queued_zero * e->cfg.zero_bytes;
+    e->pc.bytes += bytes;
+    e->st.bytes_sent += bytes;
+    e->st.pages_sent += e->queued + e->queued_zero;
+    e->st.zero_pages_sent += e->queued_zero;
     e->queued = 0;
+    e->queued_zero = 0;
     e->credit = 0;
     e->pc.done_at = e->st.clock + tail;
 }
@@ -1127,18 +1141,22 @@ int dl_engine_postcopy_step(dl_engine *e, double deadline)
     uint64_t pushed_here = 0; /* bounded by the work budget */
     while (e->pc.remaining > 0 && e->st.clock < deadline && pushed_here < e->wbudget) {
         uint64_t push = e->pc.remaining < e->cfg.chunk_pages ? e->pc.remaining : e->cfg.chunk_pages;
-        double want = (double)(e->queued + push) * page_t - e->credit;
+        double want = (double)(e->queued + push) * page_t + (double)e->queued_zero * zero_t - e->credit;
         if (want < page_t)
             want = page_t;
         double slice = deadline - e->st.clock < want ? deadline - e->st.clock : want;
         e->st.clock += slice;
         e->credit += slice;
-        /* requests first, then the background push in page order */
+        /* requests first (their zero pages a header each), then the background push in page order */
+        uint64_t zfit = (uint64_t)(e->credit / zero_t);
+        uint64_t zserved = e->queued_zero < zfit ? e->queued_zero : zfit;
+        e->queued_zero -= zserved;
+        e->credit -= (double)zserved * zero_t;
         uint64_t fit = (uint64_t)(e->credit / page_t);
         uint64_t served = e->queued < fit ? e->queued : fit;
         e->queued -= served;
         e->credit -= (double)served * page_t;
-        uint64_t sent = served, zeros = 0;
+        uint64_t sent = served + zserved, zeros = zserved;
         uint64_t nw = (e->pages + 63) / 64;
         while (e->credit >= page_t && e->pc.remaining > 0) {
             uint64_t wi = e->cursor >> 6;

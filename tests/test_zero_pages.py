@@ -10,7 +10,7 @@ import pytest
 from dirtylog import Link, simulate
 from dirtylog.errors import ConfigError
 from dirtylog.specs import parse_zero_pages
-from dirtylog.workloads import Sequential
+from dirtylog.workloads import Sequential, Uniform
 from dirtylog.zeropages import ZeroPages
 
 # 1024 pages; the guest rewrites the top half far faster than the scan reaches it
@@ -139,3 +139,25 @@ def test_post_copy_push_sends_zero_pages_as_headers():
     # a header each (QEMU's be64 address and flags, and the one fill byte); every other page whole
     page_bytes = 4096 + link.header_bytes
     assert push.bytes == (push.pages_sent - 512) * page_bytes + 512 * (8 + 1)
+
+
+def test_post_copy_requests_for_zero_pages_cost_a_header():
+    """A page the destination requests is tested for zero as any page sent: a zero page the guest first
+    touches on the destination costs a header on the wire, and counts in duplicate."""
+    from dirtylog import Migration, PostCopy
+
+    link = Link("10MiB/s", latency="1ms")
+    w = Uniform("20MiB/s", start=512, length=512, seed=3)  # random writes over the zero half
+    m = Migration(memory="4MiB", workload=w, link=link, zero_pages="top:50%",
+                  policy=PostCopy(after_rounds=1 << 20, read_share=0.0, channel_backlog=0), seed=1)
+    m.run_until(0.01)
+    m.start_postcopy()  # acted on at the first window's end: round 0 has sent the low pages only
+    r = m.run()
+    assert r.status == "completed" and r.verified and r.postcopy_requests > 20
+    pre, push = r.rounds[0], next(x for x in r.rounds if x.postcopy)
+    assert pre.ended == "pause" and pre.zero_pages == 0
+    # every zero page the guest had not written on the source goes as a header, requested or pushed
+    on_source = np.unique(w.writes(0, 1, pages=1024)[0][:pre.writes]).size
+    assert 100 < on_source < 400 and push.zero_pages == r.duplicate == 512 - on_source
+    page_bytes = 4096 + link.header_bytes
+    assert push.bytes == (push.pages_sent - push.zero_pages) * page_bytes + push.zero_pages * (8 + 1)
