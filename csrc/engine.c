@@ -93,6 +93,9 @@ struct dl_engine {
     size_t seg_run[4];     /* starts of the ascending runs of entries (the scan wraps) */
     uint64_t *seg_filter;  /* SEG_FILTER bits: bit wi mod 2^SEG_FILTER_BITS set for each listed word wi
                             * (a quick "not listed") */
+    uint32_t *seg_hit;     /* the entries whose early or late masks are set, each once */
+    size_t seg_nhit;
+    int seg_anyzero;       /* a zero mask is set */
     int seg_runs;
     dl__wl_pos seg_pos;
 };
@@ -185,6 +188,7 @@ int dl_engine_create(const dl_engine_config *cfg, dl_tracker *t, dl_workload *w,
     e->seg_late = calloc(SEG_CAP, sizeof(uint64_t));
     e->seg_zero = calloc(SEG_CAP, sizeof(uint64_t));
     e->seg_filter = calloc(((size_t)1 << SEG_FILTER_BITS) / 64, sizeof(uint64_t));
+    e->seg_hit = malloc(SEG_CAP * sizeof(uint32_t));
     if (cfg->xbzrle_slots) {
         e->xcache = malloc(cfg->xbzrle_slots * sizeof(uint64_t));
         e->xage = calloc(cfg->xbzrle_slots, sizeof(uint64_t));
@@ -193,7 +197,7 @@ int dl_engine_create(const dl_engine_config *cfg, dl_tracker *t, dl_workload *w,
     }
     if (!e->vthr || !e->vclock || !e->mbm || !e->g_a || !e->g_b ||
         (cfg->xbzrle_slots && (!e->xcache || !e->xage)) || !e->seg_word || !e->seg_bits || !e->seg_t || !e->seg_early ||
-        !e->seg_late || !e->seg_zero || !e->seg_filter) {
+        !e->seg_late || !e->seg_zero || !e->seg_filter || !e->seg_hit) {
         dl_engine_destroy(e);
         return DL_ERR_NOMEM;
     }
@@ -230,6 +234,7 @@ void dl_engine_destroy(dl_engine *e)
     free(e->seg_early);
     free(e->seg_late);
     free(e->seg_zero);
+    free(e->seg_hit);
     free(e->seg_filter);
     free(e);
 }
@@ -883,9 +888,11 @@ static void source_sink(void *ctx, uint32_t j, const uint64_t *pages, size_t n)
     e->st.writes += n;
 }
 
-/* The entry listing page p in the segment's sent list, or SIZE_MAX. The writes come in no
- * order of page, so the search is branch-free (a conditional move per step): a branch per
- * step mispredicted half the time and was most of the search's cost. */
+/* The entry listing page p in the segment's sent list, or SIZE_MAX. A run's words ascend and
+ * spread about evenly (a dense stretch of the bitmap, or the scattered pages of a later round),
+ * so the search starts where p's word would sit if they spread exactly evenly, then gallops to
+ * it: a few loads next to each other, where a binary search over thousands of entries took a
+ * dozen dependent loads (cache misses: the guest's writes ran in between). */
 static size_t seg_find(const dl_engine *e, uint64_t p)
 {
     const uint64_t wi = p >> 6, bit = UINT64_C(1) << (p & 63);
@@ -894,16 +901,46 @@ static size_t seg_find(const dl_engine *e, uint64_t p)
         const size_t first = e->seg_run[r], end = r + 1 < e->seg_runs ? e->seg_run[r + 1] : e->seg_ne;
         if (first >= end || wi < words[first] || wi > words[end - 1])
             continue;
-        /* the first entry of word wi: words[first] <= wi <= words[end - 1], so it is in the run */
-        const uint64_t *b = words + first;
-        for (size_t n = end - first; n > 1;) {
-            const size_t half = n / 2;
-            b = b[half] < wi ? b + half : b;
-            n -= half;
+        /* the first entry of word wi, in [first, end) as words[first] <= wi <= words[end - 1]:
+         * lo's word is below wi (or lo == first), hi's is not */
+        const uint64_t w0 = words[first], span = words[end - 1] - w0 + 1;
+        size_t x = first + (size_t)((double)(wi - w0) / (double)span * (double)(end - first));
+        if (x >= end)
+            x = end - 1;
+        size_t lo, hi;
+        if (words[x] < wi) { /* gallop up */
+            size_t step = 1;
+            lo = x;
+            hi = end - 1; /* words[end - 1] >= wi */
+            while (lo + step < hi && words[lo + step] < wi) {
+                lo += step;
+                step *= 2;
+            }
+            if (lo + step < hi)
+                hi = lo + step;
+        } else { /* gallop down */
+            size_t step = 1;
+            hi = x;
+            lo = first;
+            while (hi > first + step && words[hi - step] >= wi) {
+                hi -= step;
+                step *= 2;
+            }
+            if (hi > first + step)
+                lo = hi - step;
+            if (words[lo] >= wi) /* lo == first and its word is wi */
+                hi = lo;
         }
-        size_t x = (size_t)(b - words) + (*b < wi);
+        /* words[lo] < wi <= words[hi] unless lo == hi: the first of (lo, hi] with word >= wi */
+        while (hi - lo > 1) {
+            const size_t mid = lo + (hi - lo) / 2;
+            if (words[mid] < wi)
+                lo = mid;
+            else
+                hi = mid;
+        }
         /* a word's pages may span entries (chunks) next to each other */
-        for (; x < end && words[x] == wi; x++)
+        for (x = hi; x < end && words[x] == wi; x++)
             if (e->seg_bits[x] & bit)
                 return x;
     }
@@ -967,6 +1004,8 @@ DL_ALWAYS_INLINE void segment_place(dl_engine *e, const uint64_t *pages, size_t 
                 continue;
             double w = w0 + ((double)(q->k + k - q->k0) + 0.5) / span * len;
             uint64_t bit = UINT64_C(1) << (pages[k] & 63);
+            if (!(e->seg_early[x] | e->seg_late[x]))
+                e->seg_hit[e->seg_nhit++] = (uint32_t)x;
             if (w >= e->seg_t[x] || (e->seg_zero[x] & bit))
                 e->seg_late[x] |= bit;
             else
@@ -1015,19 +1054,48 @@ static void segment_sink(void *ctx, uint32_t j, const uint64_t *pages, size_t n)
  * segment is not stale (the tracker marked it), then the list starts over. The send
  * raised the stale floor above the word already, but a dl_engine_dirty_fill while the
  * slice was partly applied may have lowered it since (the word all ones again): raised
- * here too, as before any clear. */
+ * here too, as before any clear. Only the entries a write was placed in have masks to
+ * read and clear; the filter is cleared over each run's words, or entry by entry where
+ * that is less. */
 static void segment_finish(dl_engine *e)
 {
     uint64_t *stale = dl__tracker_stale(e->t);
-    uint64_t *filter = e->seg_filter;
-    for (size_t x = 0, n = e->seg_ne; x < n; x++) {
-        const uint64_t wi = e->seg_word[x], only_early = e->seg_early[x] & ~e->seg_late[x];
+    for (size_t i = 0; i < e->seg_nhit; i++) {
+        const size_t x = e->seg_hit[i];
+        const uint64_t only_early = e->seg_early[x] & ~e->seg_late[x];
         if (stale && only_early)
-            stale_clear(e, stale, wi, only_early);
-        e->seg_early[x] = e->seg_late[x] = e->seg_zero[x] = 0;
-        const uint64_t h = seg_hash(wi);
-        filter[h >> 6] = 0;
+            stale_clear(e, stale, e->seg_word[x], only_early);
+        e->seg_early[x] = e->seg_late[x] = 0;
     }
+    if (e->seg_anyzero)
+        memset(e->seg_zero, 0, e->seg_ne * sizeof *e->seg_zero);
+    uint64_t *filter = e->seg_filter;
+    const uint64_t fmask = (UINT64_C(1) << SEG_FILTER_BITS) - 1, fwords = (fmask + 1) / 64;
+    for (int r = 0; r < e->seg_runs; r++) {
+        const size_t first = e->seg_run[r], end = r + 1 < e->seg_runs ? e->seg_run[r + 1] : e->seg_ne;
+        if (first >= end)
+            continue;
+        const uint64_t lo = e->seg_word[first], hi = e->seg_word[end - 1];
+        const uint64_t a = (lo & fmask) / 64, b = (hi & fmask) / 64;
+        const int wraps = (lo & fmask) > (hi & fmask);
+        if (hi - lo > fmask) { /* the run's words cover the filter */
+            memset(filter, 0, fwords * sizeof *filter);
+        } else if ((wraps ? b + fwords - a : b - a) < end - first) { /* its filter words, fewer */
+            if (!wraps) {
+                memset(filter + a, 0, (b - a + 1) * sizeof *filter);
+            } else { /* they wrap */
+                memset(filter + a, 0, (fwords - a) * sizeof *filter);
+                memset(filter, 0, (b + 1) * sizeof *filter);
+            }
+        } else {
+            for (size_t x = first; x < end; x++) {
+                const uint64_t h = seg_hash(e->seg_word[x]);
+                filter[h >> 6] = 0;
+            }
+        }
+    }
+    e->seg_nhit = 0;
+    e->seg_anyzero = 0;
     e->seg_n = 0;
     e->seg_ne = 0;
     e->seg_runs = 0;
@@ -1394,8 +1462,10 @@ DL_ALWAYS_INLINE void segment_sent_word(dl_engine *e, uint64_t wi, uint64_t w, u
         e->seg_ne = ++x;
     }
     e->seg_bits[x - 1] |= w;
-    if (z)
+    if (z) {
         e->seg_zero[x - 1] |= w;
+        e->seg_anyzero = 1;
+    }
     e->seg_n += k;
     e->seg_last = (wi << 6) + 63 - (uint64_t)__builtin_clzll(w);
 }
