@@ -14,8 +14,6 @@
 struct dl_engine {
     dl_engine_config cfg;
     dl_tracker *t;
-    uint64_t *floor;       /* the tracker's stale floor (dl__floor in internal.h): reset at destroy */
-    dl__floor *floor_ref;  /* this engine's reference to its cell (it may outlive the tracker) */
     dl_workload *w;
     uint32_t *dst;
     uint64_t pages;
@@ -111,14 +109,9 @@ DL_ALWAYS_INLINE uint64_t seg_hash(uint64_t wi) { return wi & ((UINT64_C(1) << S
 
 enum { G_SOURCE = 1, G_DEST = 2 };
 
-/* Clears the bits `mask` of stale word wi (pages sent). The tracker's stale floor (the
- * words from which on all bits are set, so writes there skip their store) moves above
- * wi first: every clear goes through here, so none can leave a cleared bit above it. */
-DL_ALWAYS_INLINE void stale_clear(dl_engine *e, uint64_t *stale, uint64_t wi, uint64_t mask)
+/* Clears the bits `mask` of stale word wi (pages sent). */
+DL_ALWAYS_INLINE void stale_clear(uint64_t *stale, uint64_t wi, uint64_t mask)
 {
-    uint64_t *floor = e->floor;
-    if (wi >= *floor)
-        *floor = wi + 1;
     DL__STALE(stale, wi) &= ~mask;
 }
 
@@ -164,8 +157,6 @@ int dl_engine_create(const dl_engine_config *cfg, dl_tracker *t, dl_workload *w,
         return DL_ERR_NOMEM;
     e->cfg = *cfg;
     e->t = t;
-    e->floor_ref = dl__tracker_floor_ref(t);
-    e->floor = &e->floor_ref->value;
     e->w = w;
     e->dst = dst_versions;
     e->pages = pages;
@@ -209,13 +200,6 @@ void dl_engine_destroy(dl_engine *e)
 {
     if (!e)
         return;
-    /* The floor is this engine's promise that it raises it before it clears a stale bit: it
-     * ends here, so that bits cleared by hand afterwards cannot hide a write. The cell is
-     * shared: it is still there if the tracker was destroyed first. */
-    if (e->floor_ref) {
-        e->floor_ref->value = UINT64_MAX;
-        dl__floor_unref(e->floor_ref);
-    }
     free(e->mask);
     free(e->need);
     free(e->vthr);
@@ -539,7 +523,7 @@ DL_ALWAYS_INLINE int deliver(dl_engine *e, uint64_t p, const uint32_t *src, uint
     if (dst)
         dst[p] = src ? src[p] : 0;
     if (stale)
-        stale_clear(e, stale, p >> 6, UINT64_C(1) << (p & 63));
+        stale_clear(stale, p >> 6, UINT64_C(1) << (p & 63));
     return DL_OK;
 }
 
@@ -790,7 +774,7 @@ DL_ALWAYS_INLINE void pc_receive(dl_engine *e, const uint32_t *src, uint64_t p)
         e->dst[p] = src ? src[p] : 0;
     uint64_t *stale = dl__tracker_stale(e->t);
     if (stale)
-        stale_clear(e, stale, p >> 6, UINT64_C(1) << (p & 63));
+        stale_clear(stale, p >> 6, UINT64_C(1) << (p & 63));
     e->pc.remaining--;
 }
 
@@ -1051,12 +1035,9 @@ static void segment_sink(void *ctx, uint32_t j, const uint64_t *pages, size_t n)
 }
 
 /* The segment's guest slice is applied: a page written only before its send in the
- * segment is not stale (the tracker marked it), then the list starts over. The send
- * raised the stale floor above the word already, but a dl_engine_dirty_fill while the
- * slice was partly applied may have lowered it since (the word all ones again): raised
- * here too, as before any clear. Only the entries a write was placed in have masks to
- * read and clear; the filter is cleared over each run's words, or entry by entry where
- * that is less. */
+ * segment is not stale (the tracker marked it), then the list starts over. Only the entries
+ * a write was placed in have masks to read and clear; the filter is cleared over each run's
+ * words, or entry by entry where that is less. */
 static void segment_finish(dl_engine *e)
 {
     uint64_t *stale = dl__tracker_stale(e->t);
@@ -1064,7 +1045,7 @@ static void segment_finish(dl_engine *e)
         const size_t x = e->seg_hit[i];
         const uint64_t only_early = e->seg_early[x] & ~e->seg_late[x];
         if (stale && only_early)
-            stale_clear(e, stale, e->seg_word[x], only_early);
+            stale_clear(stale, e->seg_word[x], only_early);
         e->seg_early[x] = e->seg_late[x] = 0;
     }
     if (e->seg_anyzero)
@@ -1286,18 +1267,6 @@ int dl_engine_dirty_fill(dl_engine *e)
     e->ct.remaining = e->pages;
     e->ct.scan = 0;
     e->gen++;
-    /* The stale words that are all ones at the top of memory (in the first pass: every
-     * page not sent yet) stay so until a send clears one of their bits, which raises the
-     * floor first: writes there need not set their bit (see dl__floor in internal.h). */
-    const uint64_t *stale = dl__tracker_stale(e->t);
-    if (stale) {
-        const uint64_t tail = e->pages % 64 ? ~((UINT64_C(1) << (e->pages % 64)) - 1) : 0;
-        uint64_t wi = e->nwords;
-        if ((DL__STALE(stale, wi - 1) | tail) == UINT64_MAX)
-            for (wi--; wi > 0 && DL__STALE(stale, wi - 1) == UINT64_MAX; wi--)
-                ;
-        *e->floor = wi;
-    }
     return DL_OK;
 }
 
@@ -1552,7 +1521,7 @@ DL_ALWAYS_INLINE int send_words(dl_engine *e, struct send_words *c, uint64_t p)
         }
         mbm[wi] &= ~w;
         if (stale)
-            stale_clear(e, stale, wi, w);
+            stale_clear(stale, wi, w);
         if (listed) {
             if (!took) { /* the first word may continue the list's last entry or start a run */
                 segment_sent_word(e, wi, w, k, c->t, 0);

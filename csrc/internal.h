@@ -60,17 +60,6 @@ uint32_t dl__tracker_page_size(const dl_tracker *t);
 uint32_t *dl__tracker_versions(const dl_tracker *t);
 /* The base of the tracker's stale words (DL__STALE(base, w) is word w), NULL if it keeps none. */
 uint64_t *dl__tracker_stale(const dl_tracker *t);
-/* The stale word from which on every word is all ones (UINT64_MAX: none known): writes
- * there skip their store. Whoever clears a stale bit in word w first raises it above w.
- * It lives in a cell of its own, shared by the tracker and each engine on it, each with a
- * reference (the last one frees it): an engine resets it when destroyed, and a garbage
- * collector may free an engine after its tracker (Python's does, for a reference cycle). */
-typedef struct dl__floor {
-    uint64_t value;
-    uint64_t refs;
-} dl__floor;
-dl__floor *dl__tracker_floor_ref(dl_tracker *t); /* a new reference to the tracker's floor */
-void dl__floor_unref(dl__floor *f);              /* NULL is fine */
 const dl_tracker_stats *dl__tracker_stats(const dl_tracker *t);
 uint32_t dl__tracker_mode(const dl_tracker *t);
 

@@ -38,10 +38,12 @@
  * stale bitmap, 3.35-3.63 ns with the stale word in the tracker word's line); without
  * stale bits the layout is the plain bitmap (`stride` 1), and every loop over the
  * bitmap is specialized for the two strides. The write loop keeps the stale word in
- * a register beside `cur`. Words from the stale floor on are all ones (the engine
- * says so where it knows it: pages not sent yet in the first pass, and raises it
- * before it clears a bit there), so a write there, which would set a bit already set,
- * goes to a scratch word instead.
+ * a register beside `cur`, and sets the bit on every write: in the line the write
+ * touches anyway, a store skipped where the bit is known to be set already gains
+ * nothing (an engine's "stale floor" did so for the pages not sent yet in the first
+ * pass, with a separate stale bitmap; with this layout it cost more than it saved:
+ * perf, `simulate` of bench_engine.py's case, the write loop 176-196 ms a run with it,
+ * 148-177 ms without).
  *
  * Hot loops are specialized per mode, per huge-page setting, per attached marks
  * (stale bitmap, versions) and per prefetching (bitmaps over DL_PF_MIN_BYTES)
@@ -83,9 +85,6 @@ struct dl_tracker {
     dl_tracker_stats st;
     uint32_t *versions;
     uint64_t *stale;        /* verification: bits + 1 while stale bits are kept (DL__STALE), or NULL */
-    dl__floor *floor;       /* value: stale words from this one on are all ones (UINT64_MAX: none
-                             * known); shared with the engines on the tracker (see internal.h) */
-    uint64_t stale_sink;    /* scratch word: the writes at or above the floor go here */
     uint64_t drop_page;
     uint64_t *undo;         /* checked writes of large batches, during the call: see write_checked */
 };
@@ -137,9 +136,6 @@ int dl_tracker_create(const dl_tracker_config *cfg, dl_tracker **out)
     if (!t)
         return DL_ERR_NOMEM;
     t->cfg = *cfg;
-    t->floor = malloc(sizeof *t->floor);
-    if (t->floor)
-        *t->floor = (dl__floor){UINT64_MAX, 1};
     t->pages = cfg->pages;
     t->nwords = (cfg->pages + 63) / 64;
     t->nblocks = (cfg->pages + DL_BLOCK_PAGES - 1) / DL_BLOCK_PAGES;
@@ -149,7 +145,7 @@ int dl_tracker_create(const dl_tracker_config *cfg, dl_tracker **out)
     t->bits = dl__calloc_big(t->nwords, sizeof(uint64_t));
     t->stride = 1;
     t->vc = calloc(nv, sizeof(vcpu_counters));
-    int ok = t->bits && t->vc && t->floor;
+    int ok = t->bits && t->vc;
     if (cfg->mode == DL_MODE_RING) {
         t->ring = calloc((size_t)nv * cfg->ring_entries, sizeof(uint64_t));
         t->ring_used = calloc(nv, sizeof(uint32_t));
@@ -191,7 +187,6 @@ void dl_tracker_destroy(dl_tracker *t)
     free(t->ring_dups);
     free(t->vc);
     free(t->undo);
-    dl__floor_unref(t->floor);
     free(t);
 }
 
@@ -454,8 +449,8 @@ typedef struct fresh_io {
 } fresh_io;
 
 DL_ALWAYS_INLINE size_t fresh_tmpl(uint64_t *bits, const uint64_t *pages, size_t i, size_t end,
-                                   uint64_t lim, size_t pf_end, uint64_t sfloor, uint64_t *ssink,
-                                   uint32_t *ver, fresh_io *io, const int down, const int chk,
+                                   uint64_t lim, size_t pf_end, uint32_t *ver, fresh_io *io,
+                                   const int down, const int chk,
                                    const int jrn, const int stl, const int vers, const int pf)
 {
     const unsigned S = stl ? DL__CO : 1; /* the stride: co-located stale words (see the top) */
@@ -482,7 +477,7 @@ DL_ALWAYS_INLINE size_t fresh_tmpl(uint64_t *bits, const uint64_t *pages, size_t
         *rp = p;
         rp += down ? -1 : 1;
         if (stl)
-            *(p >> 6 >= sfloor ? ssink : w + 1) |= m;
+            w[1] |= m; /* the stale word, in the same line */
         if (vers)
             ver[p]++;
         if (jrn) {
@@ -503,11 +498,10 @@ DL_ALWAYS_INLINE size_t fresh_tmpl(uint64_t *bits, const uint64_t *pages, size_t
 
 #define DL_FRESH(name, down, chk, jrn, stl, vers, pf)                                              \
     static DL_NOINLINE size_t name(uint64_t *bits, const uint64_t *pages, size_t i, size_t end,    \
-                                   uint64_t lim, size_t pf_end, uint64_t sfloor, uint64_t *ssink,  \
-                                   uint32_t *ver, fresh_io *io)                                    \
+                                   uint64_t lim, size_t pf_end, uint32_t *ver, fresh_io *io)       \
     {                                                                                              \
-        return fresh_tmpl(bits, pages, i, end, lim, pf_end, sfloor, ssink, ver, io, down, chk,     \
-                          jrn, stl, vers, pf);                                                     \
+        return fresh_tmpl(bits, pages, i, end, lim, pf_end, ver, io, down, chk, jrn, stl, vers,    \
+                          pf);                                                                     \
     }
 /* unchecked (the engine's path, small batches): [stale][versions][prefetch]; checked:
  * journaled (j), or with the bitmaps copied (c: with a stale bitmap for c2 and c3) */
@@ -530,8 +524,8 @@ DL_FRESH_MODE(ring, 0)
 DL_FRESH_MODE(pml, 1)
 #undef DL_FRESH_MODE
 #undef DL_FRESH
-typedef size_t (*fresh_fn)(uint64_t *, const uint64_t *, size_t, size_t, uint64_t, size_t, uint64_t,
-                           uint64_t *, uint32_t *, fresh_io *);
+typedef size_t (*fresh_fn)(uint64_t *, const uint64_t *, size_t, size_t, uint64_t, size_t, uint32_t *,
+                           fresh_io *);
 
 /* The instance for a write loop's variant (constants there: folds to one direct call). */
 #define DL_FRESH_TABLE(tag)                                                                        \
@@ -591,13 +585,10 @@ DL_ALWAYS_INLINE size_t write_loop(dl_tracker *t, uint32_t v, const uint64_t *pa
     /* word w is bits[S * w]; the stale word of w is the next one (see the top) */
     const unsigned S = stl ? DL__CO : 1;
 #define DL_BITS(w) bits[S * (w)]
-    /* the stale word of word w: all ones from the floor on, so a write there needs no store */
-    const uint64_t sfloor = stl ? t->floor->value : 0;
-    uint64_t *const ssink = &t->stale_sink;
-#define DL_STALE_AT(w) ((w) >= sfloor ? ssink : &bits[S * (w) + 1])
+#define DL_STALE_AT(w) (&bits[S * (w) + 1])
     uint64_t cw = pages[0] >> 6;
     uint64_t cur = DL_BITS(cw);
-    uint64_t *sp = stl ? DL_STALE_AT(cw) : ssink;
+    uint64_t *sp = stl ? DL_STALE_AT(cw) : NULL;
     uint64_t scur = stl ? *sp : 0;
     int prot = huge && blk[cw / (DL_BLOCK_PAGES / 64)] == BLK_PROT;
     uint64_t olds = 0, hfaults = 0, exits = 0;
@@ -851,8 +842,7 @@ DL_ALWAYS_INLINE size_t write_loop(dl_tracker *t, uint32_t v, const uint64_t *pa
             } else {
                 if (mode != DL_MODE_WP && fresh) { /* first writes in a loop of their own */
                     fresh_io io = {mode == DL_MODE_RING ? r + u : log + idx, jp, jb};
-                    i = fresh_for(mode, chkd, stl, vers, pf)(bits, pages, i, end, lim, pf_end, sfloor,
-                                                             ssink, ver, &io);
+                    i = fresh_for(mode, chkd, stl, vers, pf)(bits, pages, i, end, lim, pf_end, ver, &io);
                     fresh = i == end; /* else the batch rewrites pages: not again in this call */
                     if (mode == DL_MODE_RING)
                         u = (uint32_t)(io.rp - r);
@@ -1518,7 +1508,6 @@ int dl_tracker_stale_start(dl_tracker *t, uint32_t initial)
 {
     if (!t || initial > 1)
         return DL_ERR_INVALID;
-    t->floor->value = UINT64_MAX; /* nothing known of the new bits (the engine may say more) */
     if (t->stale) {
         for (uint64_t w = 0; w < t->nwords; w++)
             DL__STALE(t->stale, w) = initial ? ~UINT64_C(0) : 0;
@@ -1531,7 +1520,6 @@ int dl_tracker_stale_stop(dl_tracker *t)
 {
     if (!t)
         return DL_ERR_INVALID;
-    t->floor->value = UINT64_MAX;
     return t->stale ? relayout(t, 1, 0) : DL_OK;
 }
 
@@ -1562,10 +1550,6 @@ int dl_tracker_stale_set(dl_tracker *t, uint64_t first, const uint64_t *words, s
     int rc = stale_range(t, first, words, nwords);
     if (rc)
         return rc;
-    /* the words from the floor on are all ones: set ones may not be, so it goes above
-     * them (see dl__floor in internal.h: whoever clears a bit raises it first) */
-    if (nwords && t->floor->value < first + nwords)
-        t->floor->value = first + nwords;
     for (size_t i = 0; i < nwords; i++)
         DL__STALE(t->stale, first + i) = words[i];
     return DL_OK;
@@ -1586,16 +1570,5 @@ uint32_t dl__tracker_vcpus(const dl_tracker *t) { return t->cfg.vcpus; }
 uint32_t dl__tracker_page_size(const dl_tracker *t) { return t->cfg.page_size; }
 uint32_t *dl__tracker_versions(const dl_tracker *t) { return t->versions; }
 uint64_t *dl__tracker_stale(const dl_tracker *t) { return t->stale; }
-dl__floor *dl__tracker_floor_ref(dl_tracker *t)
-{
-    t->floor->refs++;
-    return t->floor;
-}
-
-void dl__floor_unref(dl__floor *f)
-{
-    if (f && --f->refs == 0)
-        free(f);
-}
 const dl_tracker_stats *dl__tracker_stats(const dl_tracker *t) { return &t->st; }
 uint32_t dl__tracker_mode(const dl_tracker *t) { return t->cfg.mode; }

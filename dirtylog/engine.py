@@ -56,9 +56,8 @@ class Counters:
 
 def _destructor(tracker_handle: Any) -> Callable[[Any], None]:
     """dl_engine_destroy, holding the tracker's handle until it has run, so that an engine freed by
-    reference counting goes first. Destroying an engine resets the tracker's stale floor, a cell the
-    two share (csrc/internal.h), so the reverse order, which the garbage collector may take for a
-    reference cycle holding both, is safe too."""
+    reference counting goes first. dl_engine_destroy does not touch the tracker, so the reverse
+    order, which the garbage collector may take for a reference cycle holding both, is safe too."""
     destroy = lib.dl_engine_destroy
 
     def _destroy(e: Any, _tracker: Any = tracker_handle) -> None:
@@ -72,7 +71,7 @@ class Engine:
 
     def __init__(self, config: Any, tracker: Any, workload_handle: Any, dst: Optional[np.ndarray] = None) -> None:
         """``dst``: destination versions (uint32 per page, DL_ABSENT at first) to verify against the
-        tracker's source versions; None when the tracker carries a stale bitmap (or no verification)."""
+        tracker's source versions; None when the tracker keeps stale bits (or no verification)."""
         out = ffi.new("dl_engine **")
         dst_ptr = ffi.from_buffer("uint32_t[]", dst) if dst is not None else ffi.NULL
         check(lib.dl_engine_create(config, tracker._handle, workload_handle if workload_handle is not None

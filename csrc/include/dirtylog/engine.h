@@ -111,9 +111,8 @@ void dl_engine_config_init(dl_engine_config *cfg);
  * source versions; both may be NULL when not verifying. */
 int dl_engine_create(const dl_engine_config *cfg, dl_tracker *t, struct dl_workload *w,
                      uint32_t *dst_versions, uint64_t n_dst, dl_engine **out);
-/* Frees the engine (NULL is fine). The engine drops what it told the tracker of its stale
- * bits (which words it knows to be all ones, so that writes there skip their store). The
- * tracker may have been destroyed first. */
+/* Frees the engine (NULL is fine). It does not touch the tracker, which may have been
+ * destroyed first. */
 void dl_engine_destroy(dl_engine *e);
 
 int dl_engine_get_state(const dl_engine *e, dl_engine_state *out);
