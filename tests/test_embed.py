@@ -25,12 +25,20 @@ static int run_mode(uint32_t mode) {
     cfg.mode = mode;
     cfg.vcpus = 2;
     if (dl_tracker_create(&cfg, &t) != DL_OK) return 1;
+    if (mode == DL_MODE_PML && dl_tracker_stale_start(t, 0) != DL_OK) return 5; /* verification's bits */
     if (dl_tracker_start(t) != DL_OK) return 2;
     uint64_t pages[] = {1, 5, 5, 999, 64};
     size_t bad = 0;
     if (dl_tracker_write(t, 1, pages, 5, &bad) != DL_OK) return 3;
     uint64_t out[16];
     size_t n = 0;
+    if (mode == DL_MODE_PML) {
+        if (dl_tracker_stale_get(t, 0, out, 16) != DL_OK) return 6;
+        printf("stale words 0 1 15: %llx %llx %llx\n", (unsigned long long)out[0], (unsigned long long)out[1],
+               (unsigned long long)out[15]);
+        printf("stale: initial 2: %s; words 15-16 of 16: %s\n", dl_strerror(dl_tracker_stale_start(t, 2)),
+               dl_strerror(dl_tracker_stale_get(t, 15, out, 2)));
+    }
     if (dl_tracker_harvest(t, out, 16, &n) != DL_OK) return 4;
     printf("mode %u harvested %zu:", (unsigned)mode, n);
     for (size_t i = 0; i < n; i++) printf(" %llu", (unsigned long long)out[i]);
@@ -124,8 +132,13 @@ def test_c_program_runs_a_tracker_through_the_c_api(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.splitlines()
     assert lines[0] == f"version {dirtylog.__version__}"
-    for mode in (0, 1, 2):
+    for mode in (0, 1, 2):  # PML's with stale bits kept: its own bits co-located with them
         assert f"mode {mode} harvested 4: 1 5 64 999 writes 5" in lines
+    assert "stale words 0 1 15: 22 1 8000000000" in lines  # pages 1 and 5; 64; 999 = 15 * 64 + 39
+    from dirtylog._lib import ffi, lib
+
+    invalid = ffi.string(lib.dl_strerror(lib.DL_ERR_INVALID)).decode()
+    assert f"stale: initial 2: {invalid}; words 15-16 of 16: {_strerror_range()}" in lines
     assert lines.count("out of range: " + _strerror_range()) == 3
     assert lines[-1].startswith("workload wrote 1000 pages, ")
 
