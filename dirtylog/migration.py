@@ -24,10 +24,11 @@ How time passes (the C engine, ``csrc/engine.c``, does the hot part):
    ``on_limit``: "force" (stop-and-copy now) or "abort" (roll back: logging stops,
    the source keeps running, nothing is lost).
 
-With ``verify=True`` a stale bitmap, independent of the tracker's own bitmaps,
-has a bit per page: set by every write, cleared when the page is sent (and set
-for every page at the start: the destination holds nothing). At the end no bit
-may be left: the destination holds the newest content of every page.
+With ``verify=True`` stale bits, independent of the tracker's own bits (which
+the tracker keeps beside them, in the same cache lines), have a bit per page:
+set by every write, cleared when the page is sent (and set for every page at the
+start: the destination holds nothing). At the end no bit may be left: the
+destination holds the newest content of every page.
 """
 from __future__ import annotations
 
@@ -174,7 +175,7 @@ class Migration:
     seed:
         Seed of the scattered zero-page layout (workloads carry their own seeds).
     verify:
-        Keep a stale bitmap (1 bit per page: written since last sent) and check at
+        Keep stale bits (1 bit per page: written since last sent) and check at
         the end that no page is stale. With ``zero_pages`` the source also counts
         writes per page (4 bytes each): they tell which zero pages the guest has
         since written.
