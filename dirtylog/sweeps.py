@@ -35,6 +35,7 @@ import secrets
 import socket
 import threading
 import time
+import weakref
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures import wait as _wait
 from concurrent.futures import FIRST_COMPLETED
@@ -274,18 +275,28 @@ class RunProgress:
 
 
 class _InFlight:
-    """The sweep's side of :class:`RunProgress`: the fraction each run in flight has reported."""
+    """The sweep's side of :class:`RunProgress`: the fraction each run in flight has reported.
+
+    One thread accepts connections and hands each to a thread of its own, which authenticates it
+    (the key's challenge, both ways, as ``Listener(authkey=...)`` does) before it reads anything: a
+    local client that connects and says nothing holds only its own thread, never the accepting one
+    (which would leave every worker's connection unanswered, and its run waiting forever). A child
+    this process forks (a process pool's worker) closes its copies of the sockets at once (see
+    :func:`_close_in_child`): else the port would stay open in it after the sweep, taking
+    connections that no one answers."""
 
     def __init__(self) -> None:
         from multiprocessing.connection import Listener
 
         self._key = secrets.token_bytes(32)
-        self._listener = Listener(("127.0.0.1", 0), authkey=self._key, backlog=64)
+        self._listener = Listener(("127.0.0.1", 0), backlog=64)  # authenticated per connection: _read
         self._lock = threading.Lock()
         self._frac: Dict[int, float] = {}
         self._ended: Set[int] = set()
+        self._conns: Set[Any] = set()  # accepted connections still open
         self._closing = False
         self._thread: Optional[threading.Thread] = None
+        _SWEEP_SOCKETS.add(self)
 
     def hook(self, index: int, give_up_after: float) -> RunProgress:
         return RunProgress(index, give_up_after, address=self._listener.address, key=self._key)
@@ -299,8 +310,6 @@ class _InFlight:
         while True:
             try:
                 conn = self._listener.accept()
-            except multiprocessing.AuthenticationError:
-                continue
             except OSError:
                 return
             if self._closing:
@@ -309,15 +318,36 @@ class _InFlight:
             threading.Thread(target=self._read, args=(conn,), daemon=True).start()
 
     def _read(self, conn: Any) -> None:
+        from multiprocessing.connection import answer_challenge, deliver_challenge
+
+        with self._lock:
+            self._conns.add(conn)
         with conn:
+            try:
+                deliver_challenge(conn, self._key)
+                answer_challenge(conn, self._key)
+            except (EOFError, OSError, multiprocessing.AuthenticationError):
+                self._forget(conn)
+                return
             while True:
                 try:
                     index, f = conn.recv()
                 except (EOFError, OSError, ValueError, TypeError):
+                    self._forget(conn)
                     return
                 with self._lock:
                     if index not in self._ended:
                         self._frac[index] = float(f)
+
+    def _forget(self, conn: Any) -> None:
+        with self._lock:
+            self._conns.discard(conn)
+
+    def _close_copies(self) -> None:
+        """In a forked child: close the inherited copies of the sockets (the parent's stay open)."""
+        self._listener.close()
+        for conn in list(self._conns):
+            conn.close()
 
     def ended(self, index: int) -> None:
         with self._lock:
@@ -329,16 +359,33 @@ class _InFlight:
             return sum(self._frac.values())
 
     def close(self) -> None:
-        from multiprocessing.connection import Client
-
         self._closing = True
         if self._thread is not None:
             try:  # wake the accept() up: closing the socket alone does not, on Linux
-                Client(self._listener.address, authkey=self._key).close()
+                socket.create_connection(self._listener.address, timeout=5).close()
             except OSError:
                 pass
             self._thread.join(5)
         self._listener.close()
+        _SWEEP_SOCKETS.discard(self)
+
+
+#: The listeners of the sweeps under way in this process (:class:`_InFlight`).
+_SWEEP_SOCKETS: "weakref.WeakSet[_InFlight]" = weakref.WeakSet()
+
+
+def _close_in_child() -> None:
+    """After a fork, in the child: close its copies of the sweeps' sockets. A process pool forks its
+    workers after the sweep's listener exists (the tasks carry its address); a worker that kept the
+    listening socket would keep the port open after the sweep, and a late connection to it would wait
+    forever for an answer."""
+    for inflight in list(_SWEEP_SOCKETS):
+        inflight._close_copies()
+    _SWEEP_SOCKETS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_in_child)
 
 
 # ------------------------------------------------------------------------------------ configs

@@ -225,3 +225,74 @@ def test_a_run_reports_its_part_of_the_horizon():
     assert copy.index == 3 and copy.give_up_after == 10.0
     r = run_config(SweepConfig(**SMALL), progress=copy)
     assert r.status == "completed"
+
+
+def _eventually(cond, what):
+    """Waits for cond() (another thread's doing); the limit only stops a hung test, it measures nothing."""
+    import time
+
+    end = time.monotonic() + 60
+    while not cond():
+        assert time.monotonic() < end, what
+        time.sleep(0.01)
+
+
+def test_a_silent_local_connection_does_not_hold_up_the_reports():
+    """A local client that connects to the sweep's listener and says nothing (a port scan, a stuck
+    process) must not stop the workers' reports: the accepting thread had run the key's handshake
+    itself, so it waited on that client forever, every worker's connection waited for its answer,
+    and so did the worker's run (its hook connects inside Migration.run): the sweep never ended."""
+    import socket
+    import threading
+    from types import SimpleNamespace
+
+    from dirtylog.sweeps import _InFlight
+
+    inflight = _InFlight()
+    inflight.start()
+    stray = socket.create_connection(inflight._listener.address)
+    try:
+        hook = inflight.hook(0, 10.0)
+        hook._next = 1e-9  # a report is due at the next call
+        sent = threading.Event()
+
+        def report():
+            hook(SimpleNamespace(policy=None, clock=5.0))
+            sent.set()
+
+        threading.Thread(target=report, daemon=True).start()
+        _eventually(sent.is_set, "the worker's report waits on the listener")
+        _eventually(lambda: inflight.total() == 0.5, "the report never arrived")
+        hook.close()
+    finally:
+        stray.close()
+        closer = threading.Thread(target=inflight.close, daemon=True)  # (it had hung too, after the stray)
+        closer.start()
+        closer.join(60)
+    assert not closer.is_alive(), "closing the listener hangs"
+
+
+def test_a_process_pool_keeps_no_copy_of_the_listener_after_the_sweep(monkeypatch):
+    """A process pool forks its workers after the sweep's listener exists (its address travels in the
+    tasks); a worker kept its copy of the listening socket, so the port stayed open after the sweep in
+    every worker of a pool the caller keeps, taking connections no one would answer."""
+    import multiprocessing
+    import socket
+    from concurrent.futures import ProcessPoolExecutor
+
+    import dirtylog.sweeps as sw
+
+    addresses = []
+    made = sw._InFlight.__init__
+
+    def init(self):
+        made(self)
+        addresses.append(self._listener.address)
+
+    monkeypatch.setattr(sw._InFlight, "__init__", init)
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as ex:
+        res = sweep(small_grid()[:2], executor=ex, progress=lambda done, total, r: None)
+        assert len(res) == 2 and len(addresses) == 1
+        assert len(ex._processes) == 2  # the workers are alive
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(addresses[0], timeout=10).close()
