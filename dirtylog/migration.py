@@ -252,7 +252,7 @@ class Migration:
                               f"not {topts['mode']!r}: the per-vCPU dirty rates come from the rings")
         tcfg = tracker_config(npages, vcpus=vcpus, page_size=psize, huge_pages=huge_pages, **topts)
         check_memory(migration_memory(
-            tcfg, verify=bool(verify), source_versions=bool(verify) or zfrac > 0,
+            tcfg, verify=bool(verify), source_versions=zfrac > 0,
             write_rate=_nominal_write_rate(workload, npages, psize),
             bandwidth=self.policy.live_bandwidth(self.link.bandwidth),
             page_bytes=psize + self.link.header_bytes, postcopy=self.postcopy is not None,

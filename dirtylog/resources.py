@@ -1,8 +1,8 @@
 """The memory a migration needs, checked against what the machine has before anything is allocated.
 
-A guest's simulation state grows with its size: the tracker's bitmaps, page versions on
-both sides (verification), the per-round dirty page lists, post-copy's bitmaps and the
-XBZRLE cache. A configuration that needs more than the machine can give is refused
+A guest's simulation state grows with its size: the tracker's bitmaps, the stale bits
+(verification), the source's page versions (zero pages), the per-round dirty page lists,
+post-copy's bitmaps and the XBZRLE cache. A configuration that needs more than the machine can give is refused
 with a :class:`~dirtylog.errors.ConfigError` saying how much it needs, instead of
 being killed by the kernel's OOM killer half-way.
 
@@ -98,7 +98,7 @@ def migration_memory(
     if source_versions:
         need["source page versions"] = 4 * pages
     if verify:
-        need["destination page versions"] = 4 * pages
+        need["stale bits"] = words * 8  # beside the tracker's own (Tracker.stale_start)
     if tracker.mode == "clear":
         # the harvested bitmap, the engine's copy as a clear mask, and its unpacked bits
         need["clear-mode bitmaps"] = 2 * words * 8 + pages
@@ -128,5 +128,5 @@ def check_memory(need: Dict[str, int], what: str) -> None:
     raise ConfigError(
         f"{what} needs about {format_size(total)} of memory ({parts}) but this machine has "
         f"{format_size(have)} available; simulate a smaller guest, larger pages (page_size), "
-        f"or verify=False (it keeps two 4-byte versions per page); DIRTYLOG_NO_MEMORY_CHECK=1 skips this check"
+        f"or verify=False (it keeps a stale bit per page); DIRTYLOG_NO_MEMORY_CHECK=1 skips this check"
     )

@@ -163,7 +163,7 @@ def test_a_guest_too_large_for_the_machine_is_refused_before_allocating(monkeypa
     with pytest.raises(ConfigError) as exc:
         Migration(memory="64GiB", workload=Hotspot("1GiB/s"))
     msg = str(exc.value)
-    assert "needs about" in msg and "available" in msg and "page versions" in msg
+    assert "needs about" in msg and "available" in msg and "stale bits" in msg
     # without verification the same guest fits
     Migration(memory="1GiB", workload=Hotspot("1GiB/s"), verify=False)
     monkeypatch.setenv("DIRTYLOG_NO_MEMORY_CHECK", "1")
@@ -181,12 +181,12 @@ def test_the_memory_estimate_counts_what_the_configuration_holds():
     cfg = tracker_config(1 << 20, mode="ring", vcpus=2, huge_pages="lazy")
     need = resources.migration_memory(cfg, verify=True, source_versions=True, write_rate=0.0, bandwidth=1.25e9,
                                       page_bytes=4104, postcopy=True, xbzrle_slots=1000)
-    assert need["source page versions"] == need["destination page versions"] == 4 << 20
+    assert need["source page versions"] == 4 << 20 and need["stale bits"] == (1 << 20) // 8
     assert need["tracker"] >= 2 * (1 << 20) // 8 and need["XBZRLE cache"] == 8000
     assert need["dirty page lists"] <= 2 * 8 * 2  # an idle guest dirties nothing
     idle = resources.migration_memory(cfg, verify=False, source_versions=False, write_rate=None, bandwidth=1.25e9,
                                       page_bytes=4104, postcopy=False, xbzrle_slots=0)
-    assert "destination page versions" not in idle and idle["dirty page lists"] == 2 * 8 * (1 << 20)
+    assert "stale bits" not in idle and idle["dirty page lists"] == 2 * 8 * (1 << 20)
 
 
 def test_available_memory_is_known_on_linux():
