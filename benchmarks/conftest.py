@@ -189,6 +189,7 @@ def _verdict(ok: Optional[bool]) -> str:
     return "" if ok is None else ("ok" if ok else "MISSED")
 
 
+@pytest.hookimpl(trylast=True)  # after pytest-benchmark's own (wide) tables: the run ends with this one
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
     res = config.stash.get(_RESULTS_KEY, None)
     if res is None or not res.ns:
