@@ -609,6 +609,15 @@ class SweepBar:
             self._p.stop()
 
 
+def _in_flight() -> Optional[_InFlight]:
+    """The listener for the runs in flight; None where no local socket can be had (the bar then
+    moves as each configuration ends)."""
+    try:
+        return _InFlight()
+    except OSError:
+        return None
+
+
 def _ignore_sigint() -> None:
     """Worker processes leave Ctrl-C to the parent, which cancels the sweep."""
     import signal
@@ -712,7 +721,7 @@ def sweep(
                 max_workers=min(jobs or os.cpu_count() or 1, n), initializer=_ignore_sigint)
             stopped = False
             try:
-                inflight = _InFlight() if callback is not None else None
+                inflight = _in_flight() if callback is not None else None
                 pending: Dict[Future, int] = {
                     ex.submit(_task, (c, i, keep_reports, advise,
                                       inflight.hook(i, c.resolved_give_up()) if inflight is not None else None)): i
