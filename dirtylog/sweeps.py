@@ -201,8 +201,8 @@ PROGRESS_INTERVAL = 0.25
 
 def run_fraction(m: Any, give_up_after: float) -> float:
     """How far a migration in flight is, in [0, 1): the simulated time it has run against the most it
-    can run while the guest runs on the source (the policy's timeout, else ``give_up_after``); the
-    command line's simulate bar runs against the same horizon. 0 when there is none."""
+    can run while the guest runs on the source: the policy's timeout, else ``give_up_after`` (the
+    horizon the command line's simulate bar runs against). 0 when there is none."""
     timeout = getattr(m.policy, "timeout", None)
     horizon = timeout if timeout is not None else give_up_after
     if not (horizon > 0) or not math.isfinite(horizon):
