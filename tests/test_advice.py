@@ -229,4 +229,10 @@ def test_sweep_adds_advice_columns_for_configurations_that_do_not_converge():
     assert fast.advice_bandwidth is None and fast.advice_postcopy_degraded is None
     headers, rows = res.table_rows()
     assert "least bw" in headers and rows[1][headers.index("least bw")] == "-"
+    assert rows[0][headers.index("dirty quota")].endswith(" MiB/s")  # as QEMU counts a vcpu-dirty-limit
     assert "advice_bandwidth" in res.to_csv().splitlines()[0]
+    # the table fits a narrow terminal: the advice columns go first (the caption says so), then come back
+    narrow = res.table(width=80)
+    assert max(len(line) for line in narrow.splitlines()) <= 80 and "least bw" not in narrow.splitlines()[0]
+    assert "least bw" in " ".join(narrow.split("(narrow terminal:")[1].split())
+    assert all(h in res.table(width=200).splitlines()[0] for h in ("least bw", "least limit", "dirty quota"))
