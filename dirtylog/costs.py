@@ -16,7 +16,8 @@ pass a :class:`TrackingCosts` with your figures.
 * ``split`` (5 us): splitting a 2 MiB block on a write fault: allocating a page-table
   page, writing 512 entries, flushing the block's TLB entries.
 * ``kick`` (2 us): an IPI that forces a running vCPU out so that its PML log is
-  drained before a harvest, and the re-entry.
+  drained before a harvest, and the re-entry. The pause's sync kicks stopped vCPUs:
+  KVM sends no IPI to a vCPU outside guest mode, so those kicks are counted but cost nothing.
 * ``log_start_per_gib`` (5.1 ms): write-protecting memory when logging starts: the
   KVM patch introducing KVM_DIRTY_LOG_INITIALLY_SET measured 650 ms for a 128 GiB
   guest; ``log_start_initially_set_per_gib`` (0.014 ms): 1.8 ms for the same guest

@@ -821,12 +821,16 @@ class Migration:
         bw = self.engine.bandwidth
         return bw if bw > 0 else self.bandwidth
 
-    def _sync(self, measure: bool = True) -> int:
+    def _sync(self, measure: bool = True, stopped: bool = False) -> int:
         """QEMU's migration_bitmap_sync: harvest the dirty log into the migration bitmap.
 
         Returns the pages newly set in the bitmap (QEMU's num_dirty_pages_period share);
         with ``measure`` the dirty-rate period and the throttle are evaluated, as QEMU does
-        in every sync but the final one."""
+        in every sync but the final one. ``stopped``: the vCPUs are stopped (the pause's sync, in
+        QEMU's migration_completion after vm_stop): the harvest still kicks every vCPU (KVM's
+        kvm_arch_sync_dirty_log calls kvm_vcpu_kick on each, and the tracker counts them), but a
+        vCPU outside guest mode gets no IPI and makes no exit (its PML log was flushed when it last
+        exited), so the kicks cost the guest nothing."""
         self.engine.catch_up()  # the guest runs up to the clock first (see Engine.catch_up)
         kicks0 = self.tracker.totals.kicks
         if self.tracker.mode == "clear":
@@ -848,7 +852,7 @@ class Migration:
                 # (a page reset and dirtied again, entries of several vCPUs): size by it.
                 buf = self._hbuf[i] = np.empty(need + need // 4 + 1024, dtype=np.uint64)
             added = self.engine.dirty_add(self.tracker.harvest(out=buf))
-        kicks = self.tracker.totals.kicks - kicks0
+        kicks = 0 if stopped else self.tracker.totals.kicks - kicks0  # the kicks that cost the guest time
         # per vCPU, what this sync charged the guest (the in-round verdict's probes)
         self._sync_loss = kicks * self.costs.kick / self.vcpus if self.costs.slows_guest else 0.0
         if kicks:
@@ -1120,9 +1124,9 @@ class Migration:
             self._end_round("pause", remaining_pages=self.engine.remaining)
         self._sent_precopy = int(self._engine_state().bytes_sent)
         # the paused phase (the stop-and-copy, post-copy's switch-over) begins here: its round holds the
-        # pause's sync (QEMU's last dirty-sync-count, in the completion) and what it costs (kicks)
+        # pause's sync (QEMU's last dirty-sync-count, in the completion), with the vCPUs stopped
         self._mark = self._snapshot()
-        self._sync(measure=False)
+        self._sync(measure=False, stopped=True)
         self.engine.set_rate_limit(0)
         self.engine.reset_carry()
 

@@ -304,3 +304,24 @@ def test_a_probe_counts_what_each_sync_charges_the_guest(monkeypatch):
     seen.clear()
     r = simulate(**HOPELESS, tracker="wp", vcpus=4, costs=TrackingCosts(kick="3ms"), give_up_after="1h")
     assert seen and all(s.sync_loss == 0.0 for s in seen)  # no kicks without PML
+
+
+@pytest.mark.parametrize("postcopy", [False, True])
+def test_the_pause_sync_kicks_stopped_vcpus_at_no_cost(postcopy):
+    """The pause's sync (QEMU's last one, in migration_completion after vm_stop) kicks every vCPU as any
+    PML sync does (counted), but a vCPU outside guest mode gets no IPI and makes no exit: the stop-and-copy
+    (or post-copy's switch-over) round keeps its kicks and loses no guest time; every other sync's kicks do."""
+    from dirtylog import TrackingCosts
+
+    costs = TrackingCosts(fault=0, pml_full=0, ring_full=0, split=0, kick="3ms", log_start_per_gib=0,
+                          log_start_initially_set_per_gib=0)
+    policy = PostCopy(after_rounds=1) if postcopy else PreCopy()
+    r = simulate(memory="64MiB", workload=Hotspot("300MiB/s", seed=3), link=Link("1Gbit/s"), tracker="pml",
+                 vcpus=4, costs=costs, policy=policy)
+    assert r.status == "completed"
+    paused = next(x for x in r.rounds if x.final)  # the stop-and-copy, or post-copy's switch-over
+    assert paused.ended == ("resume" if postcopy else "completed") and paused.kicks == 4
+    assert paused.guest_lost == 0.0 and paused.guest_slowdown == 0.0
+    assert all(x.kicks == 0 and x.guest_lost == 0.0 for x in r.rounds if x.final and x is not paused)
+    running = r.tracker_stats["kicks"] - paused.kicks  # the setup's and the pre-copy syncs' kicks
+    assert running >= 8 and r.guest_lost == pytest.approx(running * 0.003)
