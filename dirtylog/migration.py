@@ -143,6 +143,13 @@ def _nominal_write_rate(workload: Any, pages: int, page_size: int) -> Optional[f
         return None
 
 
+def _written_pages(workload: Any, pages: int, page_size: int) -> int:
+    """The pages the workload's writes fall among (Workload.written_pages; all of them for a workload that
+    does not say), for the closed-form models."""
+    fn = getattr(workload, "written_pages", None)
+    return pages if fn is None else int(fn(pages, page_size))
+
+
 class Migration:
     """A live migration advanced step by step.
 
@@ -254,6 +261,7 @@ class Migration:
         check_memory(migration_memory(
             tcfg, verify=bool(verify), source_versions=zfrac > 0,
             write_rate=_nominal_write_rate(workload, npages, psize),
+            written_pages=_written_pages(workload, npages, psize),
             bandwidth=self.policy.live_bandwidth(self.link.bandwidth),
             page_bytes=psize + self.link.header_bytes, postcopy=self.postcopy is not None,
             xbzrle_slots=self._xbzrle_slots(npages, psize)), f"a migration of a {format_size(npages * psize)} guest")
@@ -1457,7 +1465,8 @@ class Migration:
             out["geometric"] = dict(g.to_dict(), dirty_rate=dirty, dirty_rate_measured=measured is not None)
             s = _models.saturating(self.pages, self.page_size, bw, write_rate,
                                    downtime_limit=self.policy.downtime_limit, header_bytes=self.link.header_bytes,
-                                   resume_time=self.policy.resume_time + self.link.latency)
+                                   resume_time=self.policy.resume_time + self.link.latency,
+                                   written_pages=_written_pages(self.workload, self.pages, self.page_size))
             out["saturating"] = s.to_dict()
             out["cloudsim"] = {"total_time": _models.cloudsim(self.memory, bw)}
         except ConfigError:

@@ -8,7 +8,9 @@ These are the textbook models that dirtylog's simulations are compared with
   ``lambda = D / R`` times the previous one.
 * :func:`saturating`: uniform random page writes; a page written twice in a
   round is sent once, so the pages dirtied during a round of length ``T``
-  saturate at ``N * (1 - exp(-w * T / N))``.  Real dirty curves grow even
+  saturate at ``N * (1 - exp(-w * T / N))`` (:func:`distinct_pages`), ``N`` the
+  pages the writes fall among (all of memory, or the region a workload writes:
+  :meth:`dirtylog.workloads.Workload.written_pages`).  Real dirty curves grow even
   more slowly, so this model predicts fewer rounds than :func:`geometric`.
 * :func:`cloudsim` and :func:`naive`: the round-free estimates used by
   datacenter simulators.
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from ._validate import as_int
 from .units import RateLike, SizeLike, TimeLike, parse_count_rate, parse_rate, parse_size, parse_time
@@ -36,6 +38,7 @@ __all__ = [
     "SaturatingPrediction",
     "geometric",
     "saturating",
+    "distinct_pages",
     "cloudsim",
     "naive",
     "MAX_ROUNDS_LIMIT",
@@ -179,6 +182,8 @@ def geometric(
         resume_time: time to resume on the destination, added to the
             downtime and the total time, >= 0.
         max_rounds: the last round index the prediction may reach, 0..100000.
+        written_pages: the pages the writes fall among, ``1..pages`` (None: ``pages``;
+            :meth:`dirtylog.workloads.Workload.written_pages` gives a workload's).
 
     Raises:
         ConfigError: a value out of range or unreadable (the message names it).
@@ -215,6 +220,13 @@ def geometric(
     )
 
 
+def distinct_pages(writes: float, pages: float) -> float:
+    """The expected distinct pages hit by ``writes`` writes, each to a page chosen uniformly among
+    ``pages``: ``pages * (1 - exp(-writes / pages))`` (the continuous form of
+    ``pages * (1 - (1 - 1/pages)**writes)``); the saturating model's dirty set."""
+    return pages * -math.expm1(-writes / pages)
+
+
 def saturating(
     pages: int,
     page_size: SizeLike,
@@ -224,15 +236,16 @@ def saturating(
     header_bytes: SizeLike = 8,
     resume_time: TimeLike = 0.0,
     max_rounds: int = 30,
+    written_pages: Optional[int] = None,
 ) -> SaturatingPrediction:
     """Predict a pre-copy migration under uniform random page writes.
 
     The guest makes ``write_rate`` page writes per second, each to a page
-    chosen uniformly among ``N = pages``.  Round 0 sends every page; a round
+    chosen uniformly among ``N = written_pages`` (all ``pages`` by default; fewer
+    for a guest that writes a region only).  Round 0 sends every page; a round
     sending ``V(i)`` pages takes ``T(i) = V(i) * (page_size + header_bytes) /
     bandwidth``, during which ``V(i+1) = N * (1 - exp(-write_rate * T(i) / N))``
-    distinct pages are dirtied (the continuous form of
-    ``N * (1 - (1 - 1/N)**w)``).  The migration stops at the first round with
+    distinct pages are dirtied (:func:`distinct_pages`).  The migration stops at the first round with
     ``V(i) * (page_size + header_bytes) <= bandwidth * downtime_limit``, which
     is then sent while the VM is paused; if that does not happen by round
     ``max_rounds`` the result has ``converged=False`` and round ``max_rounds``
@@ -250,12 +263,16 @@ def saturating(
             header), >= 0.
         resume_time: added to the downtime and the total time, >= 0.
         max_rounds: the last round index the prediction may reach, 0..100000.
+        written_pages: the pages the writes fall among, ``1..pages`` (None: ``pages``;
+            :meth:`dirtylog.workloads.Workload.written_pages` gives a workload's).
 
     Raises:
         ConfigError: a value out of range or unreadable (the message names it).
         TypeError: a value of the wrong type.
     """
     n_pages = as_int("pages", pages, minimum=1)
+    n_written = n_pages if written_pages is None else as_int("written_pages", written_pages, minimum=1,
+                                                             maximum=n_pages)
     psize = parse_size(page_size, name="page_size", allow_zero=False)
     r = parse_rate(bandwidth, name="bandwidth", allow_zero=False)
     w = parse_count_rate(write_rate, psize, name="write_rate")
@@ -266,11 +283,10 @@ def saturating(
 
     unit = float(psize + header)
     threshold = r * limit
-    n_float = float(n_pages)
     round_pages: List[float] = []
     round_times: List[float] = []
     converged = False
-    remaining = n_float
+    remaining = float(n_pages)
     for i in range(cap + 1):
         round_pages.append(remaining)
         duration = remaining * unit / r
@@ -280,7 +296,7 @@ def saturating(
             break
         if i == cap:
             break
-        remaining = -n_float * math.expm1(-w * duration / n_float)
+        remaining = distinct_pages(w * duration, n_written)
     round_bytes = [p * unit for p in round_pages]
     return SaturatingPrediction(
         rounds=len(round_pages) - 1,

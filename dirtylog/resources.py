@@ -17,6 +17,7 @@ from typing import Dict, Optional
 
 from ._validate import BLOCK_PAGES, TrackerConfig
 from .errors import ConfigError
+from .models import distinct_pages
 from .units import format_size
 
 __all__ = ["available_memory", "migration_memory", "check_memory"]
@@ -73,6 +74,7 @@ def migration_memory(
     verify: bool,
     source_versions: bool,
     write_rate: Optional[float],
+    written_pages: Optional[int] = None,
     bandwidth: float,
     page_bytes: int,
     postcopy: bool,
@@ -82,7 +84,8 @@ def migration_memory(
 
     Exact for the fixed state; the dirty-page lists are estimated from the workload's
     write rate over the time it takes to send memory once (every page when the rate
-    is unknown), as the saturating model does: ``pages (1 - exp(-w T / pages))``.
+    is unknown), as the saturating model does (:func:`dirtylog.models.distinct_pages`
+    over the ``written_pages`` the writes fall among, all pages by default).
     """
     pages = tracker.pages
     words = (pages + 63) // 64
@@ -106,7 +109,7 @@ def migration_memory(
         dirty = float(pages)
     else:
         first_pass = pages * page_bytes / bandwidth
-        dirty = pages * -math.expm1(-write_rate * first_pass / pages)
+        dirty = distinct_pages(write_rate * first_pass, pages if written_pages is None else written_pages)
     need["dirty page lists"] = int(_LISTS * _ENTRY * min(float(pages), math.ceil(dirty) + 1))
     if postcopy:
         # destination's bitmap (C and Python copies) and the received count per page

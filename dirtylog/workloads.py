@@ -441,6 +441,12 @@ class Workload:
         """Long-run page writes per second (for models; ``pages`` matters only for DirtyCurve)."""
         raise NotImplementedError  # pragma: no cover
 
+    def written_pages(self, pages: int, page_size: int = 4096) -> int:
+        """The pages of a guest of ``pages`` pages that the writes fall among (for models: the saturating
+        model's ``N``, :func:`dirtylog.models.saturating`): all of them, unless the workload writes a
+        region only (Uniform and Sequential with ``start``/``length``)."""
+        return int(pages)
+
     def _params(self) -> str:  # for repr
         return ""
 
@@ -533,6 +539,9 @@ class Uniform(Workload):
         """``(start, length)`` in pages of the region written, in a guest of ``pages`` pages (ConfigError
         if it does not fit)."""
         return _region(self.start, self.length, pages, page_size)
+
+    def written_pages(self, pages: int, page_size: int = 4096) -> int:
+        return self.span(pages, page_size)[1]
 
     def _add(self, bw: BoundWorkload) -> None:
         sh = bw._shares(self._shares_spec, type(self).__name__)
@@ -678,6 +687,11 @@ class Sequential(Workload):
     def span(self, pages: int, page_size: int = 4096) -> Tuple[int, int]:
         """``(start, length)`` in pages for a guest of ``pages`` pages (ConfigError if it does not fit)."""
         return _region(self.start, self.length, pages, page_size)
+
+    def written_pages(self, pages: int, page_size: int = 4096) -> int:
+        """The region's pages, ``length / gcd(stride, length)`` of them (the sweep's)."""
+        length = self.span(pages, page_size)[1]
+        return length // math.gcd(self.stride, length)
 
     def _add(self, bw: BoundWorkload) -> None:
         sh = bw._shares(self._shares_spec, "Sequential")

@@ -267,6 +267,38 @@ def test_saturating_small_guest_stops_at_once() -> None:
     assert p.downtime == pytest.approx(1000 * 4104 / 1.25e9 + 0.005)
 
 
+def test_saturating_over_a_region_dirties_its_pages_only() -> None:
+    # A guest writing a quarter of memory: round 0 still sends every page, later rounds saturate at the region.
+    n, region, psize, bw, w = 2**20, 2**18, 4096, 1.25e8, 200_000.0
+    p = saturating(n, psize, bw, w, written_pages=region, max_rounds=20)
+    assert p.round_pages[0] == n
+    assert all(v <= region for v in p.round_pages[1:])
+    assert p.round_pages[-1] == pytest.approx(region, rel=1e-2) and not p.converged  # nearly all of it dirty again
+    t = n * (psize + 8) / bw
+    assert p.round_pages[1] == pytest.approx(region * (1 - math.exp(-w * t / region)), rel=1e-12)
+    assert saturating(n, psize, bw, w, written_pages=n) == saturating(n, psize, bw, w)
+    for bad in (0, n + 1):
+        with pytest.raises(ConfigError, match="written_pages"):
+            saturating(n, psize, bw, w, written_pages=bad)
+
+
+def test_a_migrations_saturating_model_takes_the_region_its_workload_writes() -> None:
+    from dirtylog import Link, simulate
+    from dirtylog.workloads import Hotspot, Sequential, Uniform
+
+    pages = 256 * MiB // 4096
+    region = Uniform("20MiB/s", start="4MiB", length="16MiB", seed=1)
+    assert region.written_pages(pages) == 16 * MiB // 4096
+    assert Uniform("20MiB/s").written_pages(pages) == Hotspot("20MiB/s").written_pages(pages) == pages
+    assert Sequential("1MiB/s", start=10, length=1000, stride=4).written_pages(pages) == 250  # gcd 4: every 4th
+    r = simulate(memory="256MiB", workload=region, link=Link("100Mbit/s"))
+    s = r.models["saturating"]
+    assert s["round_pages"][0] == pages
+    assert 0 < max(s["round_pages"][1:]) <= 16 * MiB // 4096
+    n, w, t0 = 16 * MiB // 4096, region.write_rate(), s["round_times"][0]
+    assert s["round_pages"][1] == pytest.approx(n * (1 - math.exp(-w * t0 / n)), rel=1e-12)
+
+
 def test_saturating_to_dict() -> None:
     p = saturating(2**20, 4096, "10Gbit/s", "100000/s")
     d = p.to_dict()
