@@ -211,10 +211,12 @@ def _t(x: float) -> str:
 
 def rounds_lines(report: Any, width: Optional[int] = None, max_rows: int = 40,
                  more: str = "report.rounds has them all") -> List[Line]:
-    """The round-by-round table (like successive ``virsh domjobinfo`` snapshots)."""
+    """The round-by-round table (like successive ``virsh domjobinfo`` snapshots), after the setup's row
+    (``report.setup``: dirty logging starting, up to the setup's sync) when the report has one."""
     from .units import format_rate, format_size
 
     rounds = list(report.rounds)
+    setup = getattr(report, "setup", None)
     throttled = any(r.throttle > 0 for r in rounds if not r.final)
     cols = [Column("round", priority=0), Column("start", priority=5), Column("duration", priority=3),
             Column("sent", priority=2), Column("dirty pages", priority=1), Column("dirty/s", priority=6),
@@ -228,6 +230,8 @@ def rounds_lines(report: Any, width: Optional[int] = None, max_rows: int = 40,
         head = max_rows // 2
         shown = rounds[:head] + [None] + rounds[head - max_rows:]
         skipped = len(rounds) - max_rows
+    if setup is not None:
+        shown = [setup] + shown
     rows: List[Tuple[Sequence[str], Union[str, Sequence[str]]]] = []
     for r in shown:
         if r is None:
@@ -237,7 +241,8 @@ def rounds_lines(report: Any, width: Optional[int] = None, max_rows: int = 40,
         cut = r.partial
         measured = r.synced  # no sync ended it (cut short, paused, the final rounds): nothing measured
         cells = [
-            ("post" if r.postcopy else ("final" if end else str(r.index))) + ("*" if cut else ""),
+            ("post" if r.postcopy else ("final" if end else ("setup" if r is setup else str(r.index))))
+            + ("*" if cut else ""),
             _t(r.start),
             _t(r.duration),
             format_size(r.bytes),
@@ -256,8 +261,9 @@ def rounds_lines(report: Any, width: Optional[int] = None, max_rows: int = 40,
     if last is not None and last.partial:
         notes.append(cut_short_text(report, last))
     if not rounds:
-        notes.append(f"no round began: the migration {report.status} in its setup"
-                     if report.status in ("failed", "cancelled") else "no round began yet (setup)")
+        mark = "* " if setup is not None and setup.partial else ""  # the setup's row is marked
+        notes.append(f"{mark}no round began: the migration {report.status} in its setup"
+                     if report.status in ("failed", "cancelled") else f"{mark}no round began yet (setup)")
     return table(cols, rows, width, title="Rounds", caption="; ".join(notes))
 
 

@@ -277,7 +277,7 @@ class MigrationReport:
 
     # -- readable output: dirtylog.render builds the lines, the command line colours the same ----
     def rounds_table(self, width: Optional[int] = None) -> str:
-        """The round-by-round table, like a series of `virsh domjobinfo` snapshots."""
+        """The round-by-round table (the setup first), like a series of `virsh domjobinfo` snapshots."""
         from .render import plain, rounds_lines
 
         return plain(rounds_lines(self, width))

@@ -82,7 +82,9 @@ def test_a_failure_in_the_setup_has_no_round():
     r = simulate(memory="4GiB", workload=Uniform("60MiB/s", seed=1), link=Link("1Gbit/s"),
                  faults=[LinkFailure("1ms")])
     assert r.status == "failed" and r.rounds == [] and r.pages_sent == 0 and r.total_time < r.setup_time
-    assert "no round began: the migration failed in its setup" in plain(rounds_lines(r))
+    table = plain(rounds_lines(r, 80))
+    assert "* no round began: the migration failed in its setup" in table
+    assert [line.split()[0] for line in table.splitlines()[3:4]] == ["setup*"]  # the setup's row, marked
     # the setup cut short holds what the guest did in it
     _adds_up(r)
     assert r.setup.ended == "failed" and r.setup.partial and r.setup.writes == r.guest_writes > 0
@@ -299,3 +301,16 @@ def test_cancel_is_refused_once_the_stop_and_copy_has_sent_everything():
     with pytest.raises(StateError, match="too late to cancel"):
         m.cancel()
     assert m.run().status == "completed"
+
+
+def test_the_table_shows_the_setup_as_its_first_row():
+    """report.setup is the table's first row, shown as the rounds are: its time, its writes' dirty pages
+    (the setup's sync measured them), its exits; the rounds follow."""
+    r = simulate(memory="256MiB", workload=Hotspot("100MiB/s", seed=2), link=Link("1Gbit/s"), tracker="pml", vcpus=2)
+    text = plain(rounds_lines(r, 80))
+    rows = [line.split() for line in text.splitlines()[3:]]
+    s = r.setup
+    assert rows[0][0] == "setup" and s.ended == "sync" and s.dirty_pages > 0
+    assert f"{s.dirty_pages:,}" in rows[0] and rows[0][-1] == f"{s.exits:,}"
+    assert [row[0] for row in rows[1:len(r.rounds) + 1]] == [str(x.index) for x in r.rounds[:-1]] + ["final"]
+    assert all(len(line) <= 80 for line in text.splitlines())
