@@ -1263,20 +1263,22 @@ uint64_t dl_tracker_pending(const dl_tracker *t)
     return n;
 }
 
-/* Kick and drain (PML) or collect and reset every ring (ring mode). */
+/* Kick every vCPU, then drain its PML log (PML) or collect and reset its ring (ring mode).
+ * Ring mode kicks too: QEMU's kvm_dirty_ring_flush kicks every vCPU out to userspace
+ * (kvm_cpu_synchronize_kick_all) before it reaps, so that no entry is still in flight. */
 static void sync_logs(dl_tracker *t)
 {
     uint32_t nv = t->cfg.vcpus;
-    if (t->cfg.mode == DL_MODE_PML) {
-        for (uint32_t v = 0; v < nv; v++) {
-            t->vc[v].kicks++;
+    if (t->cfg.mode != DL_MODE_PML && t->cfg.mode != DL_MODE_RING)
+        return;
+    for (uint32_t v = 0; v < nv; v++) {
+        t->vc[v].kicks++;
+        if (t->cfg.mode == DL_MODE_PML)
             t->pml_idx[v] = (int64_t)t->cfg.pml_entries - 1; /* drained: bits are already set */
-        }
-        t->st.kicks += nv;
-    } else if (t->cfg.mode == DL_MODE_RING) {
-        for (uint32_t v = 0; v < nv; v++)
+        else
             ring_reap(t, v);
     }
+    t->st.kicks += nv;
 }
 
 static void apply_drop(dl_tracker *t)

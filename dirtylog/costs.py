@@ -15,8 +15,11 @@ pass a :class:`TrackingCosts` with your figures.
   for QEMU's reaper to collect the rings and call KVM_RESET_DIRTY_RINGS.
 * ``split`` (5 us): splitting a 2 MiB block on a write fault: allocating a page-table
   page, writing 512 entries, flushing the block's TLB entries.
-* ``kick`` (2 us): an IPI that forces a running vCPU out so that its PML log is
-  drained before a harvest, and the re-entry. The pause's sync kicks stopped vCPUs:
+* ``kick`` (2 us): an IPI that forces a running vCPU out before a harvest, so that its
+  PML log is drained (PML mode) or its ring holds every write (ring mode: QEMU's
+  kvm_dirty_ring_flush kicks every vCPU out to userspace before it reaps), and the
+  re-entry. Ring mode's kick is a round trip to userspace (run_on_cpu), dearer than PML's;
+  dirtylog charges both the same ``kick``. The pause's sync kicks stopped vCPUs:
   KVM sends no IPI to a vCPU outside guest mode, so those kicks are counted but cost nothing.
 * ``log_start_per_gib`` (5.1 ms): write-protecting memory when logging starts: the
   KVM patch introducing KVM_DIRTY_LOG_INITIALLY_SET measured 650 ms for a 128 GiB

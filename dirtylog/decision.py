@@ -130,7 +130,7 @@ class ProbeState:
     throttle_can_step: bool    # a throttle may still change (auto-converge below its maximum, dirty-limit)
     faults_pending: bool
     stationary: bool
-    sync_loss: float = 0.0     # guest seconds per vCPU each sync charges (PML's kicks), outside `lost`
+    sync_loss: float = 0.0     # guest seconds per vCPU each sync charges (its kicks: PML and ring mode), outside `lost`
     debt: float = 0.0          # guest seconds per vCPU the engine owes now (exits charged, not yet paid)
     send_slack: float = 0.0    # bytes/s the live phase may send above send_bandwidth (under a rate limit,
     #                            the page that crosses each window's budget)
@@ -261,7 +261,7 @@ class SyncPolicy:
         them (``kappa``). Its guest time is ``(1 - throttle) W`` less its tracking exits, which
         follow the pages first written after each sync: at most k + 1 times those of a fresh window
         of W (the measured ones, scaled to W) when it spans at most k + 1 rounds, plus what each of
-        those k + 1 syncs charges the guest (``sync_loss``: PML's kicks). (3) The count of
+        those k + 1 syncs charges the guest (``sync_loss``: the kicks of PML and ring mode). (3) The count of
         one window is random: SIGMAS standard deviations (at most its square root) are taken off.
         (4) If the floor of (1)-(3) exceeds twice the threshold plus what the link sends in W / k
         (a round ends once the pending set, less at most one threshold of leftovers that may be zero

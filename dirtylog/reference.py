@@ -384,14 +384,16 @@ class ReferenceTracker:
         return np.packbits(padded, bitorder="little").view("<u8").astype(np.uint64)
 
     def _harvest_mask(self) -> np.ndarray:
-        """Sync (PML kicks / ring collection), then snapshot the dirty bitmap and clear it."""
+        """Sync (kicks, then PML drain / ring collection), then snapshot the dirty bitmap and clear it."""
         if not self._logging:
             raise StateError("cannot harvest: dirty logging is not started; call start() first")
         mode = self._cfg.mode
-        if mode == "pml":
-            # Kick every vCPU: each exits and its log is drained (the D bits are already set).
+        if mode in ("pml", "ring"):
+            # Kick every vCPU (QEMU's kvm_dirty_ring_flush kicks them in ring mode too), then
+            # drain each PML log (the D bits are already set) or collect and reset each ring.
             self._c["kicks"] += self._cfg.vcpus
             self._v["kicks"] += 1
+        if mode == "pml":
             self._pml_index[:] = self._cfg.pml_entries - 1
         elif mode == "ring":
             for v in range(self._cfg.vcpus):

@@ -22,7 +22,7 @@ class VcpuStats:
         faults           write-protection faults it took (including huge-block faults)
         pml_full_exits   "PML full" exits (PML mode)
         ring_full_exits  "dirty ring full" exits (ring mode)
-        kicks            kicks it received before PML harvests
+        kicks            kicks it received before PML or ring harvests
         dirtied          pages it newly recorded (by a fault, a PML entry or a ring push)
         pml_index        next free slot of its PML log, -1 when the log is full
                          (pml_entries - 1 when the log is empty, also outside PML mode)
@@ -57,7 +57,7 @@ class TrackerStats:
         faults           write-protection faults (including huge-block faults)
         pml_full_exits   "PML full" exits
         ring_full_exits  "dirty ring full" exits
-        kicks            vCPU kicks before PML harvests (one per vCPU per harvest)
+        kicks            vCPU kicks before PML or ring harvests (one per vCPU per harvest)
         splits           huge blocks split (at a fault, at start with eager splitting, or by clear())
         harvests         harvest() / harvest_bitmap() calls that succeeded
         harvested_pages  sum of the sizes of every harvest's result

@@ -23,8 +23,9 @@
  *                 but a harvest neither clears nor re-arms; dl_tracker_clear() does.
  *
  * Harvest (KVM_GET_DIRTY_LOG / ring collection + KVM_RESET_DIRTY_RINGS):
- *   PML first kicks every vCPU (counted per vCPU) and drains its log; ring first
- *   collects every ring, vCPU by vCPU and entry by entry, and resets it. Then the
+ *   PML and ring mode first kick every vCPU (counted per vCPU; QEMU's
+ *   kvm_dirty_ring_flush kicks every vCPU out before it reaps). PML then drains each
+ *   log; ring collects every ring, vCPU by vCPU and entry by entry, and resets it. Then the
  *   dirty bitmap is snapshotted and cleared word by word, exactly the pages whose
  *   bits were set are re-armed, and one TLB flush is counted if any were. Clear
  *   mode returns the set and leaves it, and its pages, as they are.
@@ -117,7 +118,7 @@ typedef struct dl_tracker_stats {
     uint64_t faults;          /* write-protection faults (incl. huge-block faults) */
     uint64_t pml_full_exits;
     uint64_t ring_full_exits;
-    uint64_t kicks;           /* vCPU kicks before a PML harvest */
+    uint64_t kicks;           /* vCPU kicks before a PML or ring harvest */
     uint64_t splits;          /* huge blocks split */
     uint64_t harvests;
     uint64_t harvested_pages; /* sum of the sizes of every harvest's result */
