@@ -29,13 +29,11 @@ import io
 import itertools
 import json
 import math
-import multiprocessing
+import mmap
 import os
-import secrets
-import socket
-import threading
+import struct
+import tempfile
 import time
-import weakref
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures import wait as _wait
 from concurrent.futures import FIRST_COMPLETED
@@ -216,33 +214,31 @@ class RunProgress:
     (:func:`run_fraction`), so that its bar moves within long runs, not only as each one ends.
 
     In the sweep's own process (``jobs=1``) it calls ``sink(index, fraction)``. Elsewhere it is
-    pickled into the task and sends ``(index, fraction)`` over a connection to the sweep's
-    :class:`_InFlight` listener (``multiprocessing.connection``, on 127.0.0.1, authenticated by a
-    random key), so it works with every executor whose workers run on this machine: processes,
-    threads, a local dask cluster. A worker that cannot connect (a remote machine) stays silent:
-    the bar then moves as each configuration ends."""
+    pickled into the task and writes the fraction into its slot of the sweep's progress file
+    (:class:`_InFlight`: one float per configuration, mapped into memory), so it works with every
+    executor whose workers see this machine's temporary directory: processes, threads, a local dask
+    cluster. A worker that cannot open the file (another machine) stays silent: the bar then moves as
+    each of its configurations ends. Nothing a worker does here can wait on the sweep."""
 
     def __init__(self, index: int, give_up_after: float, sink: Optional[Callable[[int, float], None]] = None,
-                 address: Any = None, key: bytes = b"") -> None:
+                 path: Optional[str] = None) -> None:
         self.index = index
         self.give_up_after = give_up_after
         self._sink = sink
-        self._address = address
-        self._key = key
-        self._host = socket.gethostname()  # where the sweep listens: a worker elsewhere stays silent
-        self._conn: Any = None
+        self._path = path
+        self._map: Optional[mmap.mmap] = None
         self._next = 0.0
-        self._off = False
+        self._off = sink is None and path is None
 
-    def __getstate__(self) -> Dict[str, Any]:  # travels without its connection or local sink
+    def __getstate__(self) -> Dict[str, Any]:  # travels without its mapping or local sink
         state = dict(self.__dict__)
-        state.update(_conn=None, _sink=None, _next=0.0, _off=False)
+        state.update(_map=None, _sink=None, _next=0.0, _off=self._path is None)
         return state
 
     def __call__(self, m: Any) -> None:
-        now = time.monotonic()
         if self._off:
             return
+        now = time.monotonic()
         if not self._next:
             self._next = now + PROGRESS_INTERVAL  # a run shorter than that says nothing
             return
@@ -254,138 +250,60 @@ class RunProgress:
             self._sink(self.index, f)
             return
         try:
-            if self._conn is None:
-                from multiprocessing.connection import Client
-
-                if socket.gethostname() != self._host:
-                    raise OSError("not on the sweep's machine")
-                self._conn = Client(self._address, authkey=self._key)
-            self._conn.send((self.index, f))
-        except (OSError, EOFError, ValueError, TypeError, multiprocessing.AuthenticationError):  # out of reach
+            if self._map is None:
+                with open(str(self._path), "r+b") as fh:
+                    self._map = mmap.mmap(fh.fileno(), 0)
+            _SLOT.pack_into(self._map, self.index * _SLOT.size, f)
+        except (OSError, ValueError, struct.error):  # not on the sweep's machine, or the sweep is over
             self._off = True
             self.close()
 
     def close(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except OSError:
-                pass
-            self._conn = None
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+
+
+#: One slot of the progress file: a run's fraction, a native double.
+_SLOT = struct.Struct("d")
 
 
 class _InFlight:
-    """The sweep's side of :class:`RunProgress`: the fraction each run in flight has reported.
+    """The sweep's side of :class:`RunProgress`: a temporary file of one float per configuration,
+    mapped into memory, where each run in flight writes how far it is and the sweep reads the sum.
+    A slot is written by one worker and read by the sweep: no lock, no connection, no thread."""
 
-    One thread accepts connections and hands each to a thread of its own, which authenticates it
-    (the key's challenge, both ways, as ``Listener(authkey=...)`` does) before it reads anything: a
-    local client that connects and says nothing holds only its own thread, never the accepting one
-    (which would leave every worker's connection unanswered, and its run waiting forever). A child
-    this process forks (a process pool's worker) closes its copies of the sockets at once (see
-    :func:`_close_in_child`): else the port would stay open in it after the sweep, taking
-    connections that no one answers."""
-
-    def __init__(self) -> None:
-        from multiprocessing.connection import Listener
-
-        self._key = secrets.token_bytes(32)
-        self._listener = Listener(("127.0.0.1", 0), backlog=64)  # authenticated per connection: _read
-        self._lock = threading.Lock()
-        self._frac: Dict[int, float] = {}
+    def __init__(self, n: int) -> None:
+        fd, self.path = tempfile.mkstemp(prefix="dirtylog-sweep-", suffix=".progress")
+        try:
+            os.ftruncate(fd, _SLOT.size * max(n, 1))  # zeros: nothing done yet
+            self._map = mmap.mmap(fd, _SLOT.size * max(n, 1))
+        except BaseException:
+            os.unlink(self.path)
+            raise
+        finally:
+            os.close(fd)
         self._ended: Set[int] = set()
-        self._conns: Set[Any] = set()  # accepted connections still open
-        self._closing = False
-        self._thread: Optional[threading.Thread] = None
-        _SWEEP_SOCKETS.add(self)
 
     def hook(self, index: int, give_up_after: float) -> RunProgress:
-        return RunProgress(index, give_up_after, address=self._listener.address, key=self._key)
-
-    def start(self) -> None:
-        """Start taking reports (after the executor's workers exist: never fork while a thread runs)."""
-        self._thread = threading.Thread(target=self._accept, name="dirtylog-sweep-progress", daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn = self._listener.accept()
-            except OSError:
-                return
-            if self._closing:
-                conn.close()
-                return
-            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
-
-    def _read(self, conn: Any) -> None:
-        from multiprocessing.connection import answer_challenge, deliver_challenge
-
-        with self._lock:
-            self._conns.add(conn)
-        with conn:
-            try:
-                deliver_challenge(conn, self._key)
-                answer_challenge(conn, self._key)
-            except (EOFError, OSError, multiprocessing.AuthenticationError):
-                self._forget(conn)
-                return
-            while True:
-                try:
-                    index, f = conn.recv()
-                except (EOFError, OSError, ValueError, TypeError):
-                    self._forget(conn)
-                    return
-                with self._lock:
-                    if index not in self._ended:
-                        self._frac[index] = float(f)
-
-    def _forget(self, conn: Any) -> None:
-        with self._lock:
-            self._conns.discard(conn)
-
-    def _close_copies(self) -> None:
-        """In a forked child: close the inherited copies of the sockets (the parent's stay open)."""
-        self._listener.close()
-        for conn in list(self._conns):
-            conn.close()
+        return RunProgress(index, give_up_after, path=self.path)
 
     def ended(self, index: int) -> None:
-        with self._lock:
-            self._ended.add(index)
-            self._frac.pop(index, None)
+        self._ended.add(index)
 
     def total(self) -> float:
-        with self._lock:
-            return sum(self._frac.values())
+        """The parts done of the runs still in flight (each in [0, 0.99], as run_fraction gives it)."""
+        slots = _SLOT.size
+        parts = (_SLOT.unpack_from(self._map, i * slots)[0] for i in range(len(self._map) // slots)
+                 if i not in self._ended)
+        return sum(min(max(f, 0.0), 0.99) for f in parts if math.isfinite(f))
 
     def close(self) -> None:
-        self._closing = True
-        if self._thread is not None:
-            try:  # wake the accept() up: closing the socket alone does not, on Linux
-                socket.create_connection(self._listener.address, timeout=5).close()
-            except OSError:
-                pass
-            self._thread.join(5)
-        self._listener.close()
-        _SWEEP_SOCKETS.discard(self)
-
-
-#: The listeners of the sweeps under way in this process (:class:`_InFlight`).
-_SWEEP_SOCKETS: "weakref.WeakSet[_InFlight]" = weakref.WeakSet()
-
-
-def _close_in_child() -> None:
-    """After a fork, in the child: close its copies of the sweeps' sockets. A process pool forks its
-    workers after the sweep's listener exists (the tasks carry its address); a worker that kept the
-    listening socket would keep the port open after the sweep, and a late connection to it would wait
-    forever for an answer."""
-    for inflight in list(_SWEEP_SOCKETS):
-        inflight._close_copies()
-    _SWEEP_SOCKETS.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_close_in_child)
+        self._map.close()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
 
 
 # ------------------------------------------------------------------------------------ configs
@@ -611,11 +529,11 @@ class SweepBar:
             self._p.stop()
 
 
-def _in_flight() -> Optional[_InFlight]:
-    """The listener for the runs in flight; None where no local socket can be had (the bar then
-    moves as each configuration ends)."""
+def _in_flight(n: int) -> Optional[_InFlight]:
+    """The progress file for the runs in flight; None where no temporary file can be had (the bar
+    then moves as each configuration ends)."""
     try:
-        return _InFlight()
+        return _InFlight(n)
     except OSError:
         return None
 
@@ -723,16 +641,14 @@ def sweep(
                 max_workers=min(jobs or os.cpu_count() or 1, n), initializer=_ignore_sigint)
             stopped = False
             try:
-                inflight = _in_flight() if callback is not None else None
+                inflight = _in_flight(n) if callback is not None else None
                 pending: Dict[Future, int] = {
                     ex.submit(_task, (c, i, keep_reports, advise,
                                       inflight.hook(i, c.resolved_give_up()) if inflight is not None else None)): i
                     for i, c in enumerate(cfgs)}
-                # The bar starts once the workers exist: never fork while its thread runs.
+                # The bar starts once the workers exist: never fork while its refresh thread runs.
                 if callback is not None:
                     callback(0, n, None)
-                if inflight is not None:
-                    inflight.start()
                 shown = 0.0
                 try:
                     while pending:

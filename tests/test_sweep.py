@@ -175,7 +175,7 @@ LONG = dict(memory="8GiB", workload="uniform:2GiB/s", bandwidth="10Gbit/s", down
 def test_the_progress_moves_within_runs_on_every_executor(how, monkeypatch):
     """The bar moves while long runs are in flight, not only as each ends: between results, the
     callback gets the results plus the part of each run in flight that is done (its simulated time
-    against its give-up horizon), on every executor (workers report over a local connection)."""
+    against its give-up horizon), on every executor (workers write it into the sweep's progress file)."""
     import dirtylog.sweeps as sw
 
     monkeypatch.setattr(sw, "PROGRESS_INTERVAL", 0.05)  # the workers fork after this (or are threads)
@@ -219,80 +219,46 @@ def test_a_run_reports_its_part_of_the_horizon():
     m2.run_until(5.0)
     assert run_fraction(m2, 10.0) == pytest.approx(0.5) and run_fraction(m2, float("inf")) == 0.0
     assert run_fraction(m2, 1.0) == 0.99  # past the horizon: a switch-over still has its end to run
-    # a hook travels to a worker without its connection; one that cannot reach the sweep stays silent
-    hook = RunProgress(3, 10.0, address=("127.0.0.1", 1), key=b"k")
+    # a hook travels to a worker without its mapping; one that cannot open the sweep's file stays silent
+    hook = RunProgress(3, 10.0, path="/nonexistent/dirtylog-sweep.progress")
     copy = pickle.loads(pickle.dumps(hook))
     assert copy.index == 3 and copy.give_up_after == 10.0
     r = run_config(SweepConfig(**SMALL), progress=copy)
     assert r.status == "completed"
 
 
-def _eventually(cond, what):
-    """Waits for cond() (another thread's doing); the limit only stops a hung test, it measures nothing."""
-    import time
-
-    end = time.monotonic() + 60
-    while not cond():
-        assert time.monotonic() < end, what
-        time.sleep(0.01)
-
-
-def test_a_silent_local_connection_does_not_hold_up_the_reports():
-    """A local client that connects to the sweep's listener and says nothing (a port scan, a stuck
-    process) must not stop the workers' reports: the accepting thread had run the key's handshake
-    itself, so it waited on that client forever, every worker's connection waited for its answer,
-    and so did the worker's run (its hook connects inside Migration.run): the sweep never ended."""
-    import socket
-    import threading
+def test_the_progress_file_takes_each_runs_part_and_is_removed_with_the_sweep():
+    """Workers write their run's part into the slot of the sweep's progress file; the sweep sums the
+    slots of the runs still in flight, and removes the file when it ends. A hook whose file is gone
+    (the sweep is over, or it runs on another machine) stays silent and never fails its run."""
+    import os
     from types import SimpleNamespace
 
     from dirtylog.sweeps import _InFlight
 
-    inflight = _InFlight()
-    inflight.start()
-    stray = socket.create_connection(inflight._listener.address)
+    inflight = _InFlight(3)
     try:
-        hook = inflight.hook(0, 10.0)
-        hook._next = 1e-9  # a report is due at the next call
-        sent = threading.Event()
-
-        def report():
-            hook(SimpleNamespace(policy=None, clock=5.0))
-            sent.set()
-
-        threading.Thread(target=report, daemon=True).start()
-        _eventually(sent.is_set, "the worker's report waits on the listener")
-        _eventually(lambda: inflight.total() == 0.5, "the report never arrived")
-        hook.close()
+        hooks = [pickle.loads(pickle.dumps(inflight.hook(i, 10.0))) for i in range(3)]  # as a worker gets them
+        for h, clock in zip(hooks, (2.0, 5.0, 50.0)):
+            h._next = 1e-9  # a report is due at the next call
+            h(SimpleNamespace(policy=None, clock=clock))
+        assert inflight.total() == pytest.approx(0.2 + 0.5 + 0.99)
+        inflight.ended(2)
+        assert inflight.total() == pytest.approx(0.7)
+        for h in hooks:
+            h.close()
     finally:
-        stray.close()
-        closer = threading.Thread(target=inflight.close, daemon=True)  # (it had hung too, after the stray)
-        closer.start()
-        closer.join(60)
-    assert not closer.is_alive(), "closing the listener hangs"
+        inflight.close()
+    assert not os.path.exists(inflight.path)
+    late = inflight.hook(0, 10.0)
+    late._next = 1e-9
+    late(SimpleNamespace(policy=None, clock=5.0))  # the file is gone: silent, and off from then on
+    assert late._off
 
 
-def test_a_process_pool_keeps_no_copy_of_the_listener_after_the_sweep(monkeypatch):
-    """A process pool forks its workers after the sweep's listener exists (its address travels in the
-    tasks); a worker kept its copy of the listening socket, so the port stayed open after the sweep in
-    every worker of a pool the caller keeps, taking connections no one would answer."""
-    import multiprocessing
-    import socket
-    from concurrent.futures import ProcessPoolExecutor
+def test_a_sweep_leaves_no_progress_file(tmp_path, monkeypatch):
+    import tempfile
 
-    import dirtylog.sweeps as sw
-
-    addresses = []
-    made = sw._InFlight.__init__
-
-    def init(self):
-        made(self)
-        addresses.append(self._listener.address)
-
-    monkeypatch.setattr(sw._InFlight, "__init__", init)
-    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as ex:
-        res = sweep(small_grid()[:2], executor=ex, progress=lambda done, total, r: None)
-        assert len(res) == 2 and len(addresses) == 1
-        assert len(ex._processes) == 2  # the workers are alive
-        with pytest.raises(ConnectionRefusedError):
-            socket.create_connection(addresses[0], timeout=10).close()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    res = sweep(small_grid()[:2], jobs=2, progress=lambda done, total, r: None)
+    assert len(res) == 2 and list(tmp_path.iterdir()) == []
