@@ -835,10 +835,11 @@ class Migration:
         Returns the pages newly set in the bitmap (QEMU's num_dirty_pages_period share);
         with ``measure`` the dirty-rate period and the throttle are evaluated, as QEMU does
         in every sync but the final one. ``stopped``: the vCPUs are stopped (the pause's sync, in
-        QEMU's migration_completion after vm_stop): the harvest still kicks every vCPU (KVM's
-        kvm_arch_sync_dirty_log calls kvm_vcpu_kick on each, and the tracker counts them), but a
-        vCPU outside guest mode gets no IPI and makes no exit (its PML log was flushed when it last
-        exited), so the kicks cost the guest nothing."""
+        QEMU's migration_completion after vm_stop): the harvest still kicks every vCPU (PML: KVM's
+        kvm_arch_sync_dirty_log calls kvm_vcpu_kick on each; ring: QEMU's kvm_dirty_ring_flush calls
+        kvm_cpu_synchronize_kick_all; the tracker counts them), but a vCPU outside guest mode makes no
+        exit (its PML log was flushed, its ring entries pushed, when it last exited), so the kicks
+        cost the guest nothing."""
         self.engine.catch_up()  # the guest runs up to the clock first (see Engine.catch_up)
         kicks0 = self.tracker.totals.kicks
         if self.tracker.mode == "clear":

@@ -275,27 +275,24 @@ class _InFlight:
 
     def __init__(self, n: int) -> None:
         fd, self.path = tempfile.mkstemp(prefix="dirtylog-sweep-", suffix=".progress")
+        size = _SLOT.size * max(n, 1)
         try:
-            os.ftruncate(fd, _SLOT.size * max(n, 1))  # zeros: nothing done yet
-            self._map = mmap.mmap(fd, _SLOT.size * max(n, 1))
+            with open(fd, "r+b") as fh:  # closes fd
+                # Zeros written, not a sparse ftruncate: a full disk fails here (OSError), not with
+                # SIGBUS at the first touch of the mapping.
+                fh.write(bytes(size))
+                fh.flush()
+                self._map = mmap.mmap(fh.fileno(), size)
         except BaseException:
             os.unlink(self.path)
             raise
-        finally:
-            os.close(fd)
-        self._ended: Set[int] = set()
 
     def hook(self, index: int, give_up_after: float) -> RunProgress:
         return RunProgress(index, give_up_after, path=self.path)
 
-    def ended(self, index: int) -> None:
-        self._ended.add(index)
-
-    def total(self) -> float:
-        """The parts done of the runs still in flight (each in [0, 0.99], as run_fraction gives it)."""
-        slots = _SLOT.size
-        parts = (_SLOT.unpack_from(self._map, i * slots)[0] for i in range(len(self._map) // slots)
-                 if i not in self._ended)
+    def total(self, running: Iterable[int]) -> float:
+        """The parts done of the runs in flight, by index (each in [0, 0.99], as run_fraction gives it)."""
+        parts = (_SLOT.unpack_from(self._map, i * _SLOT.size)[0] for i in running)
         return sum(min(max(f, 0.0), 0.99) for f in parts if math.isfinite(f))
 
     def close(self) -> None:
@@ -656,8 +653,6 @@ def sweep(
                                             return_when=FIRST_COMPLETED)
                         for fut in done_now:
                             i = pending.pop(fut)
-                            if inflight is not None:
-                                inflight.ended(i)
                             try:
                                 results[i] = fut.result()
                             except BaseException:
@@ -666,10 +661,10 @@ def sweep(
                                 raise
                             done += 1
                             if callback is not None:
-                                shown = done + (inflight.total() if inflight is not None else 0.0)
+                                shown = done + (inflight.total(pending.values()) if inflight is not None else 0.0)
                                 callback(shown, n, results[i])
                         if inflight is not None and callback is not None and pending:
-                            now = done + inflight.total()
+                            now = done + inflight.total(pending.values())
                             if now > shown:
                                 callback(now, n, None)
                                 shown = now
