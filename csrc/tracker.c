@@ -1281,6 +1281,16 @@ static void sync_logs(dl_tracker *t)
     t->st.kicks += nv;
 }
 
+int dl_tracker_flush(dl_tracker *t)
+{
+    if (!t)
+        return DL_ERR_INVALID;
+    if (!t->logging)
+        return DL_ERR_STATE;
+    sync_logs(t);
+    return DL_OK;
+}
+
 static void apply_drop(dl_tracker *t)
 {
     uint64_t p = t->drop_page;

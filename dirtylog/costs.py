@@ -19,8 +19,12 @@ pass a :class:`TrackingCosts` with your figures.
   PML log is drained (PML mode) or its ring holds every write (ring mode: QEMU's
   kvm_dirty_ring_flush kicks every vCPU out to userspace before it reaps), and the
   re-entry. Ring mode's kick is a round trip to userspace (run_on_cpu), dearer than PML's;
-  dirtylog charges both the same ``kick``. The pause's sync kicks stopped vCPUs:
-  KVM sends no IPI to a vCPU outside guest mode, so those kicks are counted but cost nothing.
+  dirtylog charges both the same ``kick``. KVM sends no IPI to a vCPU outside guest mode, so
+  a kick is counted but costs nothing when the vCPU is stopped (the pause's sync) and costs
+  a throttled vCPU only the share of its time it runs (auto-converge and dirty-limit sleep
+  outside KVM_RUN). In ring mode the sync itself waits for a sleeping vCPU to wake
+  (run_on_cpu): the migration thread's time, not the guest's (:func:`dirtylog.throttle.kick_wait`).
+  Dirty-limit's rate thread syncs too, once per period: its kicks are charged alike.
 * ``log_start_per_gib`` (5.1 ms): write-protecting memory when logging starts: the
   KVM patch introducing KVM_DIRTY_LOG_INITIALLY_SET measured 650 ms for a 128 GiB
   guest; ``log_start_initially_set_per_gib`` (0.014 ms): 1.8 ms for the same guest

@@ -54,7 +54,7 @@ from .link import Link, check_bandwidth
 from .policy import PostCopy, PreCopy
 from .report import MigrationReport, RoundReport
 from .resources import check_memory, migration_memory
-from .throttle import AutoConverge, DirtyLimit, DirtyRatePeriod
+from .throttle import AutoConverge, DirtyLimit, DirtyRatePeriod, Sleeps, kick_wait
 from .tracker import Tracker
 from .units import format_size, format_time, parse_time
 from .zeropages import ZeroPages
@@ -402,6 +402,8 @@ class Migration:
                                                  self.tracker.counts_since_harvest)
         self._probe_at = math.inf
         self._sync_loss = 0.0
+        self._sync_at = math.inf  # a live sync waiting for its kicks to be served (_iteration)
+        self._sync_threshold = 0.0  # and the threshold its iteration began with
         self.interrupted = False
 
     def _xbzrle_slots(self, npages: int, psize: int) -> int:
@@ -468,7 +470,7 @@ class Migration:
             end = c.window_start + win
             while end <= now:
                 end += win
-            return min(nxt, end, self._timeout_at(), self._dl_next(), self._probe_at)
+            return min(nxt, end, self._timeout_at(), self._dl_next(), self._probe_at, self._sync_at)
         bw = self._phase_bandwidth()
         if self._final_stage == "pages":
             if self.phase == Phase.POSTCOPY:
@@ -678,16 +680,20 @@ class Migration:
         restarts the source's vCPUs (``vm_start``) and the cleanup sets ``cancelled``. The guest resumes on
         the source, having been paused from the switch-over to the cancel (the stop-and-copy round, cut
         short); there was no downtime to report (NaN), as QEMU reports none. Refused once everything has
-        been sent (QEMU has completed then: the destination resumes the guest), and in post-copy (the
-        destination already runs the guest)."""
+        been sent (QEMU has completed then: the destination resumes the guest), and once post-copy has
+        begun, its switch-over included, as QEMU 10.0+'s ``qmp_migrate_cancel`` refuses it
+        (``migration_in_postcopy()``): post-copy's switch-over (postcopy_start: the pause, the device state
+        and the discard bitmap, the destination told to run) holds the big QEMU lock, which the cancel
+        waits for, and the state it leaves is postcopy-active (10.2+: postcopy-device)."""
         if self.done:
             raise StateError(f"the migration has already ended ({self.status})")
         if self.phase == "downtime" and self._final_stage == "resume":
             raise StateError("the stop-and-copy has sent everything: the migration has completed on the source's "
                              "side and the destination is resuming the guest; too late to cancel")
         if self.phase in ("postcopy", "switchover"):
-            raise StateError("a post-copy migration cannot be cancelled: the destination already runs the guest "
-                             "and the source lacks its newest pages")
+            raise StateError("Postcopy migration in progress, cannot cancel (QEMU's refusal): after post-copy has "
+                             "started the source cannot take the guest back, its newest pages being on the "
+                             "destination; a failure from here loses the VM")
         self._rollback(reason, status="cancelled")
         self._fire_callbacks()  # on_round gets the round the cancel cut short
 
@@ -778,7 +784,9 @@ class Migration:
             now = self.clock  # one read: what follows does not move the clock
             if now >= self._dl_next():
                 self._dirty_limit_adjust()
-            if why != SendResult.DEADLINE:
+            if now >= self._sync_at:  # every vCPU has served the sync's kick: the rings are reaped now
+                self._sync_and_decide(self._sync_threshold)
+            elif why != SendResult.DEADLINE:
                 self._iteration()
             elif now >= limit_at:
                 self._apply(Decision(Action.LIMIT, f"timeout of {format_time(limit_at)} reached"))
@@ -834,12 +842,11 @@ class Migration:
 
         Returns the pages newly set in the bitmap (QEMU's num_dirty_pages_period share);
         with ``measure`` the dirty-rate period and the throttle are evaluated, as QEMU does
-        in every sync but the final one. ``stopped``: the vCPUs are stopped (the pause's sync, in
-        QEMU's migration_completion after vm_stop): the harvest still kicks every vCPU (PML: KVM's
+        in every sync but the final one. The harvest kicks every vCPU (PML: KVM's
         kvm_arch_sync_dirty_log calls kvm_vcpu_kick on each; ring: QEMU's kvm_dirty_ring_flush calls
-        kvm_cpu_synchronize_kick_all; the tracker counts them), but a vCPU outside guest mode makes no
-        exit (its PML log was flushed, its ring entries pushed, when it last exited), so the kicks
-        cost the guest nothing."""
+        kvm_cpu_synchronize_kick_all; the tracker counts them): :meth:`_kicked` charges them.
+        ``stopped``: the vCPUs are stopped (the pause's sync, in QEMU's migration_completion after
+        vm_stop)."""
         self.engine.catch_up()  # the guest runs up to the clock first (see Engine.catch_up)
         kicks0 = self.tracker.totals.kicks
         if self.tracker.mode == "clear":
@@ -861,16 +868,45 @@ class Migration:
                 # (a page reset and dirtied again, entries of several vCPUs): size by it.
                 buf = self._hbuf[i] = np.empty(need + need // 4 + 1024, dtype=np.uint64)
             added = self.engine.dirty_add(self.tracker.harvest(out=buf))
-        kicks = 0 if stopped else self.tracker.totals.kicks - kicks0  # the kicks that cost the guest time
         # per vCPU, what this sync charged the guest (the in-round verdict's probes)
-        self._sync_loss = kicks * self.costs.kick / self.vcpus if self.costs.slows_guest else 0.0
-        if kicks:
-            self.engine.charge(kicks * self.costs.kick)
+        self._sync_loss = self._kicked(self.tracker.totals.kicks - kicks0, stopped)
         self.dirty_sync_count += 1
         if measure:
             self._period.add(added)
             self._end_period()
         return added
+
+    def _vcpu_sleeps(self) -> Tuple[Sleeps, bool]:
+        """Each vCPU's sleep outside guest mode under the throttle in force (dirtylog.throttle), and
+        whether the vCPUs sleep together (auto-converge) or each at its own moments (dirty-limit)."""
+        if self._autoconverge is not None:
+            return self._autoconverge.sleeps(self.vcpus), True
+        if self._dirtylimit is not None:
+            return self._dirtylimit.sleeps(), False
+        return [(0.0, 0.0)] * self.vcpus, True
+
+    def _wait_for_kicks(self) -> float:
+        """How long a live sync waits for its kicks (0: not at all): ring mode's kick is QEMU's
+        kvm_cpu_synchronize_kick_all, a run_on_cpu per vCPU, which a vCPU asleep under a throttle serves
+        only when its sleep ends (dirtylog.throttle.kick_wait); kvm_dirty_ring_flush reaps the rings
+        after it. PML's kicks are KVM's kvm_vcpu_kick, which waits for nothing. The guest runs on
+        meanwhile at its throttled average (the engine's vCPUs run smoothly at their share, where
+        QEMU's run in bursts: the pages a sleeping vCPU would write after the sync are counted in it)."""
+        return kick_wait(*self._vcpu_sleeps()) if self.tracker.mode == "ring" else 0.0
+
+    def _kicked(self, kicks: int, stopped: bool = False) -> float:
+        """Charge the guest for ``kicks`` (every vCPU kicked once per harvest or flush); returns what it
+        cost each vCPU on average, 0 when the costs do not slow the guest.
+
+        KVM kicks only a vCPU in guest mode (kvm_vcpu_kick sends no IPI to one outside it): a kick
+        costs TrackingCosts.kick to a running vCPU, nothing to a stopped one (``stopped``: the pause's
+        sync, after vm_stop) or to one asleep under a throttle (:meth:`_vcpu_sleeps`; expected value:
+        the share of its time it runs)."""
+        awake = 0.0 if stopped else sum(1.0 - p for p, _ in self._vcpu_sleeps()[0])
+        loss = kicks / self.vcpus * awake * self.costs.kick
+        if loss > 0:
+            self.engine.charge(loss)
+        return loss / self.vcpus if self.costs.slows_guest else 0.0
 
     def _end_period(self) -> None:
         """QEMU's migration_bitmap_sync after the harvest: the dirty-rate period closes at a sync more
@@ -889,9 +925,21 @@ class Migration:
             self._event("dirty-limit", limit=self.policy.vcpu_dirty_limit)
 
     def _dirty_limit_adjust(self) -> None:
-        """Each dirty-limit period: hold every vCPU's dirty page rate at the limit by throttling it alone."""
+        """Each dirty-limit period: hold every vCPU's dirty page rate at the limit by throttling it alone.
+
+        QEMU's dirty-limit thread (system/dirtylimit.c: vcpu_dirty_rate_stat_collect, through
+        vcpu_calculate_dirtyrate) ends each period with a global dirty-log sync of its own
+        (global_dirty_log_sync, which is not the migration's: no dirty-sync-count): in ring mode
+        kvm_dirty_ring_flush kicks every vCPU and reaps every ring (Tracker.flush), so that each
+        vCPU's count of reaped pages (cpu->dirty_pages) holds the period's; the pages wait in the
+        dirty bitmap for the migration's next sync. Its kicks are charged as a harvest's (:meth:`_kicked`)
+        under the throttles of the period that ends; its wait for sleeping vCPUs holds up the
+        dirty-limit thread, not the migration's."""
         self.engine.catch_up()  # the guest runs up to the clock first (see Engine.catch_up)
         assert self._dirtylimit is not None
+        kicks0 = self.tracker.totals.kicks
+        self.tracker.flush()
+        self._kicked(self.tracker.totals.kicks - kicks0)
         rates, throttles, moving = self._dirtylimit.adjust([v.dirtied for v in self.tracker.stats.vcpus])
         if moving:  # still adjusting: no early verdict yet
             self._decider.conditions_changed()
@@ -1043,9 +1091,20 @@ class Migration:
                                                     "before QEMU's first bandwidth measurement (threshold 0)",
                                                     True))
             return
+        wait = self._wait_for_kicks()
+        if wait > 0:  # the migration thread sends nothing until the sync is done (_step); the guest runs on
+            self._sync_at = self._busy_until = self.clock + wait
+            self._sync_threshold = threshold  # QEMU's threshold_size is not updated while its thread waits
+            self._event("sync-wait", seconds=wait)
+            return
+        self._sync_and_decide(threshold)
+
+    def _sync_and_decide(self, threshold: float) -> None:
+        """The rest of QEMU's migration_iteration_run once it syncs: the sync, then the decision against
+        ``threshold``, the one the iteration began with."""
+        self._sync_at = math.inf
         self._sent_precopy = int(self._engine_state().bytes_sent)
         added = self._sync()
-        threshold = self.threshold()  # unchanged by the sync; re-read for clarity
         npend = self.engine.remaining
         pending = npend * self.page_size  # QEMU counts RAM only here; the device state goes in the pause
         bw = self._measured_bandwidth()
@@ -1124,6 +1183,7 @@ class Migration:
         (into the migration bitmap) and lift the rate limit."""
         self.engine.catch_up()  # the guest runs up to the clock first (see Engine.catch_up)
         self._pause_threshold = self.threshold()
+        self._sync_at = math.inf  # a live sync still waiting for its kicks is overtaken by the pause's
         self._lift_dirty_limit()
         c = self.engine.counters()
         self._window = {"bandwidth": c.bandwidth, "mbps": c.bandwidth * 8 / 1e6,
@@ -1318,6 +1378,7 @@ class Migration:
         if self.tracker.logging:
             self.tracker.stop()
         check(lib.dl_engine_set_throttle(self._e, 0.0), "resume the source")
+        self._sync_at = math.inf
         self._lift_dirty_limit()
         self.phase = status
         self.status = status
@@ -1334,7 +1395,10 @@ class Migration:
         """The migration's report (partial while it is still running)."""
         st = self._engine_state()
         total = float(st.clock)
-        ended_precopy = self.phase in ("downtime", "completed", "switchover", "postcopy", "lost")
+        # QEMU's ram_transferred_add counts what it sends while the guest runs as precopy-bytes, while it is
+        # stopped as downtime-bytes, in post-copy as postcopy-bytes: the pause ends pre-copy's bytes, and a
+        # rollback after it (a cancel in the stop-and-copy) leaves what the pause sent in downtime-bytes
+        ended_precopy = not math.isnan(self._downtime_start)
         # NaN (null in JSON): no switch-over happened, so there was no downtime to report
         downtime = (self._downtime_end - self._downtime_start) if not math.isnan(self._downtime_end) else math.nan
         transferred = int(st.bytes_sent)

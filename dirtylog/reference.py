@@ -383,10 +383,13 @@ class ReferenceTracker:
         padded[: self._cfg.pages] = mask
         return np.packbits(padded, bitorder="little").view("<u8").astype(np.uint64)
 
-    def _harvest_mask(self) -> np.ndarray:
-        """Sync (kicks, then PML drain / ring collection), then snapshot the dirty bitmap and clear it."""
+    def flush(self) -> None:
+        """Kick every vCPU and collect its log into the dirty bitmap, without harvesting it."""
         if not self._logging:
-            raise StateError("cannot harvest: dirty logging is not started; call start() first")
+            raise StateError("flush() needs dirty logging: call start() first")
+        self._sync_logs()
+
+    def _sync_logs(self) -> None:
         mode = self._cfg.mode
         if mode in ("pml", "ring"):
             # Kick every vCPU (QEMU's kvm_dirty_ring_flush kicks them in ring mode too), then
@@ -398,6 +401,13 @@ class ReferenceTracker:
         elif mode == "ring":
             for v in range(self._cfg.vcpus):
                 self._reap(v)
+
+    def _harvest_mask(self) -> np.ndarray:
+        """Sync (kicks, then PML drain / ring collection), then snapshot the dirty bitmap and clear it."""
+        if not self._logging:
+            raise StateError("cannot harvest: dirty logging is not started; call start() first")
+        mode = self._cfg.mode
+        self._sync_logs()
 
         if mode == "clear":
             snapshot = self._bits.copy()  # manual protect: GET neither clears nor re-arms

@@ -24,22 +24,65 @@ Three small controllers, each owning its own state, driven by
   the highest per-vCPU dirty rate seen) and ``dirty-limit-throttle-time-per-round``
   (the longest sleep a vCPU takes each time its ring fills).
 
+Both throttles make a vCPU sleep outside ``KVM_RUN``: auto-converge's
+``cpu_throttle_thread`` (system/cpu-throttle.c) sleeps on the vCPU thread for
+``p / (1 - p)`` x 10 ms after each 10 ms of running, every vCPU at the same time (one
+timer queues the sleep on them all); dirty-limit's ``dirtylimit_vcpu_execute`` sleeps
+``throttle_us_per_full`` after each dirty-ring-full exit, each vCPU on its own. Their
+:meth:`~AutoConverge.sleeps` feed two things (:func:`kick_wait`): a kick finds a
+sleeping vCPU outside guest mode, where it costs the guest nothing; and in ring mode,
+where QEMU's ``kvm_cpu_synchronize_kick_all`` is a ``run_on_cpu`` that waits until each
+vCPU has been back in its run loop, the sync waits for the sleeps to end.
+
 Simplifications: a vCPU throttle is a share of the vCPU's time (the C engine
 scales that vCPU's writes); QEMU reaches the same share by sleeping a vCPU for
 ``throttle_us_per_full`` at each ring-full exit, adjusted in steps, so dirtylog's
-dirty-limit settles in one period where QEMU may take a few.
+dirty-limit settles in one period where QEMU may take a few. A kick's cost and wait are
+their expected values over where in its run-and-sleep cycle a vCPU is.
 """
 from __future__ import annotations
 
 import math
 from typing import Any, List, Optional, Sequence, Tuple
 
-__all__ = ["DirtyRatePeriod", "AutoConverge", "DirtyLimit", "PERIOD_MS", "MAX_VCPU_THROTTLE"]
+import numpy as np
+
+__all__ = ["DirtyRatePeriod", "AutoConverge", "DirtyLimit", "PERIOD_MS", "MAX_VCPU_THROTTLE", "THROTTLE_TIMESLICE",
+           "Sleeps", "kick_wait"]
 
 #: QEMU evaluates the period at a sync more than this many milliseconds after it began.
 PERIOD_MS = 1000
 #: The largest share of its time a vCPU sleeps under dirty-limit (QEMU: DIRTYLIMIT_THROTTLE_PCT_MAX 99).
 MAX_VCPU_THROTTLE = 0.99
+#: Auto-converge runs a vCPU this long between two sleeps (QEMU: CPU_THROTTLE_TIMESLICE_NS, 10 ms).
+THROTTLE_TIMESLICE = 0.010
+#: Per vCPU: (the share of its time it sleeps outside guest mode, the length of one sleep in seconds).
+Sleeps = List[Tuple[float, float]]
+#: Points of the midpoint rule in kick_wait's integral (vCPUs sleeping apart).
+_WAIT_POINTS = 256
+
+
+def kick_wait(sleeps: Sleeps, together: bool) -> float:
+    """The expected time a kick of every vCPU at a random moment waits until each one is back in its
+    run loop (ring mode's ``kvm_cpu_synchronize_kick_all``: a ``run_on_cpu`` per vCPU, which a vCPU
+    serves only when its sleep ends; QEMU's ``cpu_throttle_thread`` sleeps on through the kick, and
+    ``g_usleep`` resumes after the signal).
+
+    A vCPU asleep (probability: its share) has a remaining sleep uniform over its sleep's length.
+    ``together``: the vCPUs sleep at the same moments (auto-converge's one timer), so the wait is
+    the longest expected remaining sleep; otherwise (dirty-limit, each vCPU at its own ring-full
+    exits) the sleeps are independent and the wait is the expected longest of them."""
+    live = [(min(max(p, 0.0), 1.0), length) for p, length in sleeps if p > 0 and length > 0]
+    if not live:
+        return 0.0
+    if together:
+        return max(p * length / 2 for p, length in live)
+    top = max(length for _, length in live)
+    x = (np.arange(_WAIT_POINTS) + 0.5) * (top / _WAIT_POINTS)
+    below = np.ones_like(x)  # P(every remaining sleep <= x)
+    for p, length in live:
+        below *= 1.0 - p + p * np.minimum(x / length, 1.0)
+    return float(np.sum(1.0 - below) * (top / _WAIT_POINTS))
 
 
 def _ms(t: float) -> int:
@@ -120,6 +163,13 @@ class AutoConverge:
         """Whether a later step could still throttle more (for the early verdict)."""
         return self.percent < self.policy.max_cpu_throttle
 
+    def sleeps(self, vcpus: int) -> Sleeps:
+        """Every vCPU's sleep (QEMU's cpu_throttle_thread: at p %, p / (1 - p) x 10 ms after each
+        10 ms of running, all vCPUs at once: :func:`kick_wait` with ``together``)."""
+        p = self.percent / 100.0
+        length = p / (1.0 - p) * THROTTLE_TIMESLICE if 0 < p < 1 else 0.0
+        return [(p, length)] * int(vcpus)
+
 
 class DirtyLimit:
     """QEMU's dirty-limit: per-vCPU throttles holding each vCPU's dirty rate at the limit."""
@@ -177,8 +227,20 @@ class DirtyLimit:
         """QEMU's dirty-limit-throttle-time-per-round (seconds): the longest a vCPU sleeps each
         time its ring fills. A vCPU throttled to a share s of its time sleeps s / (1 - s) of a
         ring-full time per ring (QEMU's throttle_us_per_full, adjusted by the same ratio)."""
+        return max(self._sleep_lengths(), default=0.0)
+
+    def _sleep_lengths(self) -> List[float]:
+        """Each vCPU's sleep at a ring-full exit: s / (1 - s) ring-full times for a share s."""
         full = self.ring_full_time()
-        return max((s / (1.0 - s) * full for s in self.throttles), default=0.0)
+        return [s / (1.0 - s) * full for s in self.throttles]
+
+    def sleeps(self) -> Sleeps:
+        """Each vCPU's sleep while the limit is in service: a vCPU throttled to a share s sleeps
+        s / (1 - s) ring-full times at each ring-full exit (QEMU's throttle_us_per_full, the sleep of
+        dirtylimit_vcpu_execute), at its own moments (:func:`kick_wait` apart)."""
+        if not self.active:
+            return [(0.0, 0.0)] * len(self.throttles)
+        return list(zip(self.throttles, self._sleep_lengths()))
 
     def figures(self) -> Tuple[Optional[float], Optional[float]]:
         """(ring-full time, throttle time per round) as of the last period in service; (None, None)

@@ -237,6 +237,19 @@ class Tracker:
         return max(int(st.dirty_pages), sum(int(v.ring_used) for v in st.vcpus))
 
     @_locked
+    def flush(self) -> None:
+        """Kick every vCPU and collect its log into the dirty bitmap, without harvesting it.
+
+        PML logs are drained and dirty rings collected and reset (their pages armed again),
+        as QEMU's ``kvm_dirty_ring_flush`` does in a global dirty-log sync that is not the
+        migration's own (the dirty-limit rate thread's, once per ``dirty_limit_period``).
+        The pages wait in the bitmap for the next :meth:`harvest`. Nothing to collect in
+        ``wp`` and ``clear`` modes (no kicks either).
+        """
+        self._require_logging("flush")
+        check(lib.dl_tracker_flush(self._t), "flush")
+
+    @_locked
     def harvest(self, out: Optional[np.ndarray] = None) -> np.ndarray:
         """Pages dirtied since the previous harvest, sorted (uint64), re-protecting them.
 

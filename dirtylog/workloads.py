@@ -443,9 +443,16 @@ class Workload:
 
     def written_pages(self, pages: int, page_size: int = 4096) -> int:
         """The pages of a guest of ``pages`` pages that the writes fall among (for models: the saturating
-        model's ``N``, :func:`dirtylog.models.saturating`): all of them, unless the workload writes a
-        region only (Uniform and Sequential with ``start``/``length``)."""
+        model's ``N``, :func:`dirtylog.models.saturating`): all of them, unless the workload writes part
+        of memory only: a region (Uniform and Sequential with ``start``/``length``), a hot or cold set
+        taking every write (Hotspot with ``hot_share`` 1 or 0), the phases' sets (WorkingSet), the union
+        of its parts' (Mix)."""
         return int(pages)
+
+    def _written_region(self, pages: int, page_size: int = 4096) -> Optional[range]:
+        """The pages written, as a range, when they are a region of memory (for Mix's union); None when
+        they are a set scattered over memory by a seeded permutation (a hot set, a working set)."""
+        return range(0, int(pages)) if self.written_pages(pages, page_size) == pages else None
 
     def _params(self) -> str:  # for repr
         return ""
@@ -543,6 +550,10 @@ class Uniform(Workload):
     def written_pages(self, pages: int, page_size: int = 4096) -> int:
         return self.span(pages, page_size)[1]
 
+    def _written_region(self, pages: int, page_size: int = 4096) -> Optional[range]:
+        start, length = self.span(pages, page_size)
+        return range(start, start + length)
+
     def _add(self, bw: BoundWorkload) -> None:
         sh = bw._shares(self._shares_spec, type(self).__name__)
         start, length = self.span(bw.pages, bw.page_size)
@@ -600,6 +611,14 @@ class Hotspot(Workload):
 
     def write_rate(self, pages: Optional[int] = None, page_size: int = 4096) -> float:
         return _rate(self.rate, page_size)
+
+    def written_pages(self, pages: int, page_size: int = 4096) -> int:
+        """Every page, unless one set takes every write: the hot set (``hot_share`` 1) or the rest
+        (``hot_share`` 0); an empty set leaves every write to the other one."""
+        hot = self.hot_pages(pages)
+        if 0 < hot < pages and self.hot_share in (0.0, 1.0):
+            return hot if self.hot_share == 1.0 else int(pages) - hot
+        return int(pages)
 
     def _add(self, bw: BoundWorkload) -> None:
         sh = bw._shares(self._shares_spec, "Hotspot")
@@ -693,6 +712,11 @@ class Sequential(Workload):
         length = self.span(pages, page_size)[1]
         return length // math.gcd(self.stride, length)
 
+    def _written_region(self, pages: int, page_size: int = 4096) -> Optional[range]:
+        """Every g-th page of the region, g = gcd(stride, length): the pages the sweep visits."""
+        start, length = self.span(pages, page_size)
+        return range(start, start + length, math.gcd(self.stride, length))
+
     def _add(self, bw: BoundWorkload) -> None:
         sh = bw._shares(self._shares_spec, "Sequential")
         start, length = self.span(bw.pages, bw.page_size)
@@ -769,6 +793,11 @@ class WorkingSet(Workload):
             out.append(n)
         return out
 
+    def written_pages(self, pages: int, page_size: int = 4096) -> int:
+        """The union of the phases' sets: each starts where the previous one ended in the same
+        permutation, so together they cover the sum of their sizes, or all of memory."""
+        return min(int(pages), sum(self.set_pages(pages, page_size)))
+
     def write_rate(self, pages: Optional[int] = None, page_size: int = 4096) -> float:
         """The average over a cycle (repeat) or the last phase's rate (hold)."""
         rates = [_rate(r, page_size) for _, _, r in self.phases]
@@ -793,6 +822,24 @@ class WorkingSet(Workload):
                 f"it must be below 2**62 (and the durations' sum finite): shorten the phases or lower their rates"
             )
         check(rc, "WorkingSet")
+
+
+def _union_size(regions: Sequence[range]) -> int:
+    """How many pages the ranges cover together."""
+    if not regions:
+        return 0
+    if all(r.step == 1 for r in regions):  # intervals: merged in order
+        total, end = 0, -1
+        for r in sorted(regions, key=lambda r: r.start):
+            if r.stop > end:
+                total += r.stop - max(r.start, end)
+                end = r.stop
+        return total
+    lo, hi = min(r.start for r in regions), max(r.stop for r in regions)
+    mask = np.zeros(hi - lo, dtype=bool)
+    for r in regions:
+        mask[r.start - lo:r.stop - lo:r.step] = True
+    return int(np.count_nonzero(mask))
 
 
 class Mix(Workload):
@@ -827,6 +874,21 @@ class Mix(Workload):
 
     def write_rate(self, pages: Optional[int] = None, page_size: int = 4096) -> float:
         return float(sum(c.write_rate(pages, page_size) for c in self.components))
+
+    def written_pages(self, pages: int, page_size: int = 4096) -> int:
+        """The union of the parts' pages: the regions' exactly (Uniform, Sequential); a set scattered
+        over memory (a hot set, a working set: a seeded permutation, independent of the rest) adds its
+        expected share of the pages the others leave out."""
+        n = int(pages)
+        regions: List[range] = []
+        missing = 1.0  # the share of the pages outside the regions that no scattered set holds
+        for leaf in self._leaves():
+            r = leaf._written_region(n, page_size)
+            if r is None:
+                missing *= 1.0 - leaf.written_pages(n, page_size) / n
+            else:
+                regions.append(r)
+        return int(round(n - (n - _union_size(regions)) * missing))
 
     def _add(self, bw: BoundWorkload) -> None:
         for leaf in self._leaves():

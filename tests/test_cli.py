@@ -96,7 +96,9 @@ def test_auto_converge_throttles_and_shows_the_throttle(capsys):
 
 def test_dirty_limit_needs_the_ring_and_excludes_auto_converge(capsys):
     small = ["simulate", "-m", "64MiB", "-w", "hotspot:300MiB/s,hot=50%", "-b", "400Mbit/s", "--give-up-after", "1min"]
-    rc, out, _ = run(capsys, *small, "-t", "ring", "--dirty-limit", "--vcpu-dirty-limit", "5MB/s", "--json")
+    # 500 ms: a ring-mode sync waits for the limited vCPU's sleep while it dirties (dirtylog.throttle.kick_wait)
+    rc, out, _ = run(capsys, *small, "-t", "ring", "--dirty-limit", "--vcpu-dirty-limit", "5MB/s",
+                     "--downtime-limit", "500ms", "--json")
     assert rc == 0 and json.loads(out)["status"] == "completed"
     rc, _, err = run(capsys, *small, "--dirty-limit")
     assert rc == 2 and "ring" in err

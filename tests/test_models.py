@@ -369,3 +369,27 @@ def test_cloudsim_naive_bad_values(func: Any, memory: Any, bandwidth: Any, patte
 def test_naive_is_a_lower_bound_of_geometric() -> None:
     for d in ("0", "1Gbit/s", "5Gbit/s", "9Gbit/s"):
         assert geometric("8GiB", "10Gbit/s", d).total_time >= naive("8GiB", "10Gbit/s") * (1 - 1e-12)
+
+
+def test_written_pages_of_mixes_hot_sets_and_working_sets() -> None:
+    """A Mix writes the union of its parts' pages (it reported all of memory): the regions' union exactly,
+    a set scattered by a seeded permutation its expected share of what the regions leave out. A Hotspot
+    whose hot (or cold) set takes every write, and a WorkingSet, write their sets only."""
+    from dirtylog.workloads import Hotspot, Mix, Sequential, Uniform, WorkingSet, Zipf
+
+    n = 16384
+    a, b = Uniform("1MiB/s", start=0, length=1000), Uniform("1MiB/s", start=500, length=1000)
+    assert Mix([a, b]).written_pages(n) == 1500
+    assert Mix([a, Uniform("1MiB/s", start=4000, length=10)]).written_pages(n) == 1010
+    # every 2nd page of [500, 1500): 500 pages, 250 of them inside a's [0, 1000)
+    assert Mix([a, Sequential("1MiB/s", start=500, length=1000, stride=2)]).written_pages(n) == 1250
+    assert Mix([a, Mix([b])]).written_pages(n) == 1500  # nested mixes are flattened
+    hot = Hotspot("1MiB/s", hot_fraction=0.25, hot_share=1.0)
+    assert hot.written_pages(n) == 4096 and Hotspot("1MiB/s", 0.25, 0.0).written_pages(n) == n - 4096
+    assert Hotspot("1MiB/s", 0.0, 1.0).written_pages(n) == n  # an empty hot set leaves every write to the rest
+    assert Mix([a, hot]).written_pages(n) == round(n - (n - 1000) * (1 - 4096 / n))
+    ws = WorkingSet([("1s", "25%", "1MiB/s"), ("1s", "10%", "1MiB/s")])
+    assert ws.written_pages(n) == 4096 + 1638
+    assert WorkingSet([("1s", "75%", "1MiB/s"), ("1s", "50%", "1MiB/s")]).written_pages(n) == n
+    for whole in (Uniform("1MiB/s"), Hotspot("1MiB/s"), Zipf("1MiB/s")):
+        assert Mix([a, whole]).written_pages(n) == n  # a part writing all of memory covers it

@@ -285,6 +285,9 @@ def test_cancel_in_the_stop_and_copy_resumes_the_source():
     assert seen == r.rounds  # on_round got the stop-and-copy the cancel cut short
     assert m.memory_remaining == last.remaining_pages * r.page_size > 0  # what the pause had left to send
     assert [e["event"] for e in r.events][-2:] == ["switchover", "cancelled"]
+    # QEMU's ram_transferred_add: what went while the guest was stopped is downtime-bytes, cancel or not
+    assert r.downtime_bytes == last.bytes > 0 and r.precopy_bytes == r.transferred - last.bytes
+    assert r.postcopy_bytes == 0
     text = " ".join(plain(rounds_lines(r, 80)).split())
     assert "* cut short: the migration was cancelled" in text and "into the stop-and-copy, after 290 pages" in text
     with pytest.raises(StateError, match="already ended"):

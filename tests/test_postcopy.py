@@ -181,6 +181,19 @@ def test_step_api_through_postcopy_and_no_cancel():
     assert r.verified and r.total_time == pytest.approx(ref.total_time, rel=0.01)
 
 
+def test_cancel_is_refused_from_post_copys_switch_over_on_as_qemu_refuses_it():
+    """QEMU 10.0+'s qmp_migrate_cancel refuses a cancel once migration_in_postcopy(): post-copy's
+    switch-over holds the big QEMU lock the cancel waits for, and leaves the state postcopy-active
+    (postcopy-device in 10.2+). The error says so in QEMU's words; the migration goes on unharmed."""
+    m = Migration(workload=Hotspot("100MiB/s", seed=1), policy=PostCopy(), **KW)
+    while m.phase != "switchover":
+        m.advance("1ms")
+    with pytest.raises(StateError, match="Postcopy migration in progress, cannot cancel"):
+        m.cancel()
+    r = m.run()
+    assert r.status == "completed" and r.verified
+
+
 def test_the_workload_read_share_is_used_unless_the_policy_overrides_it():
     kw = dict(KW, link=Link("100MiB/s"))
     w = Uniform("50MiB/s", seed=3)

@@ -8,7 +8,8 @@ import pytest
 
 from dirtylog import Link, PreCopy, PostCopy, simulate
 from dirtylog.decision import Action, SyncPolicy, SyncState
-from dirtylog.throttle import AutoConverge, DirtyLimit, DirtyRatePeriod
+from dirtylog.costs import TrackingCosts
+from dirtylog.throttle import THROTTLE_TIMESLICE, AutoConverge, DirtyLimit, DirtyRatePeriod, kick_wait
 from dirtylog.workloads import Uniform
 
 
@@ -81,8 +82,8 @@ def test_dirty_limit_figures_as_qemu_reports_them():
 
 
 def test_report_carries_the_dirty_limit_figures_in_json_and_text():
-    kw = dict(memory="256MiB", vcpus=2, link=Link("100MiB/s"), tracker="ring")
-    r = simulate(workload=Uniform("200MiB/s", shares=[0.8, 0.2], seed=1),
+    kw = dict(memory="1GiB", vcpus=2, link=Link("1GiB/s"), tracker="ring")
+    r = simulate(workload=Uniform("4GiB/s", shares=[0.99, 0.01], seed=1),
                  policy=PreCopy(dirty_limit=True, vcpu_dirty_limit="20MB/s"), **kw)
     assert r.status == "completed" and r.verified
     assert r.dirty_limit_ring_full_time > 0 and r.dirty_limit_throttle_time_per_round > 0
@@ -96,6 +97,77 @@ def test_report_carries_the_dirty_limit_figures_in_json_and_text():
     assert plain.dirty_limit_ring_full_time is None and plain.dirty_limit_throttle_time_per_round is None
     assert json.loads(plain.to_json())["dirty_limit_ring_full_time"] is None
     assert "ring-full time" not in plain.summary(200)
+
+
+# -- kicks of vCPUs asleep under a throttle --------------------------------------------------
+def test_kick_wait_is_the_expected_longest_remaining_sleep():
+    """A vCPU asleep (probability p) has a remaining sleep uniform over its sleep's length L."""
+    assert kick_wait([(0.0, 0.0)] * 4, True) == kick_wait([], False) == 0.0
+    assert kick_wait([(0.5, 0.02)] * 8, True) == pytest.approx(0.5 * 0.02 / 2)  # together: one sleep
+    assert kick_wait([(0.5, 0.02), (0.0, 0.0)], False) == pytest.approx(0.005, rel=1e-4)
+    # two independent vCPUs: E[max] = L (1 - ((1)^3 - (1 - p)^3) / (3 p))
+    p, length = 0.6, 2.0
+    assert kick_wait([(p, length)] * 2, False) == pytest.approx(length * (1 - (1 - (1 - p) ** 3) / (3 * p)), rel=1e-4)
+    # apart waits longer than together, and the longest sleep dominates
+    assert kick_wait([(p, length)] * 4, False) > kick_wait([(p, length)] * 4, True)
+    assert kick_wait([(0.9, 3.0), (0.5, 0.01)], False) == pytest.approx(0.9 * 1.5, rel=0.01)
+
+
+def test_auto_converge_and_dirty_limit_sleeps():
+    class _Engine:
+        def set_throttle(self, x):
+            pass
+
+        def set_vcpu_throttle(self, j, x):
+            pass
+
+    ac = AutoConverge(PreCopy(auto_converge=True), _Engine())
+    assert ac.sleeps(2) == [(0.0, 0.0), (0.0, 0.0)]
+    ac.step(1e9, 1.0)  # 20 %: 2.5 ms asleep after each 10 ms of running
+    assert ac.sleeps(2) == [(0.2, pytest.approx(0.25 * THROTTLE_TIMESLICE))] * 2
+    dl = DirtyLimit(PreCopy(dirty_limit=True, vcpu_dirty_limit="4MiB/s"), _Engine(), 2, 4096, 4096)
+    assert dl.sleeps() == [(0.0, 0.0), (0.0, 0.0)]  # not in service
+    dl.engage(0.0, [0, 0])
+    dl.adjust([4096, 256])  # 16 MiB/s and 1 MiB/s over the 1 s period
+    (s0, l0), (s1, l1) = dl.sleeps()
+    assert s0 == pytest.approx(0.75) and l0 == pytest.approx(3 * dl.ring_full_time()) and (s1, l1) == (0.0, 0.0)
+    assert dl.throttle_time_per_round() == pytest.approx(l0)
+
+
+def _kick_costs():
+    return TrackingCosts(fault=0, pml_full=0, ring_full=0, split=0, kick="1ms", log_start_per_gib=0,
+                         log_start_initially_set_per_gib=0)
+
+
+def test_a_kick_costs_a_throttled_vcpu_only_the_share_of_its_time_it_runs():
+    """KVM kicks only a vCPU in guest mode; auto-converge's sleeping vCPU is outside it (QEMU's
+    cpu_throttle_thread sleeps on the vCPU thread): each sync's kicks cost (1 - throttle) of a kick each."""
+    r = simulate(memory="64MiB", workload=Uniform("200MiB/s", seed=8), link=Link("100MiB/s"), tracker="pml",
+                 policy=PreCopy(auto_converge=True), costs=_kick_costs())
+    live = [x for x in r.rounds if not x.final]
+    assert any(x.throttle > 0 for x in live) and all(x.kicks == 1 for x in live)
+    for x in live:
+        assert x.guest_lost == pytest.approx(1e-3 * (1 - x.throttle / 100), rel=1e-9)
+    assert r.rounds[-1].kicks == 1 and r.rounds[-1].guest_lost == 0  # the pause's: the vCPU is stopped
+
+
+def test_ring_syncs_wait_for_throttled_vcpus_to_wake():
+    """Ring mode's kick is QEMU's kvm_cpu_synchronize_kick_all (run_on_cpu): a vCPU asleep in
+    cpu_throttle_thread serves it when its sleep ends, and kvm_dirty_ring_flush reaps after that, so a
+    sync under auto-converge waits (sync-wait events), the migration thread sending nothing meanwhile.
+    PML's kicks (KVM's kvm_vcpu_kick) wait for nothing."""
+    kw = dict(memory="64MiB", workload=Uniform("200MiB/s", seed=8), link=Link("100MiB/s"),
+              policy=PreCopy(auto_converge=True), vcpus=2)
+    ring, pml = simulate(tracker="ring", **kw), simulate(tracker="pml", **kw)
+    assert not [e for e in pml.events if e["event"] == "sync-wait"]
+    waits = [e for e in ring.events if e["event"] == "sync-wait"]
+    assert waits and ring.status == "completed" and ring.verified
+    steps = [e for e in ring.events if e["event"] == "throttle"]
+    for w in waits:  # the throttle in force then: p / (1 - p) x 10 ms asleep, together, half left on average
+        p = max([e["percent"] for e in steps if e["time"] <= w["time"]]) / 100
+        assert w["seconds"] == pytest.approx(p * p / (1 - p) * THROTTLE_TIMESLICE / 2)
+        nxt = next(e for e in ring.events if e["event"] in ("round", "switchover") and e["time"] >= w["time"])
+        assert nxt["time"] >= w["time"] + w["seconds"] - 1e-9  # the sync and its decision came after
 
 
 # -- the decision at a sync ----------------------------------------------------------------

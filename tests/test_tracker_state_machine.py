@@ -3,8 +3,8 @@
 A Hypothesis ``RuleBasedStateMachine`` builds a :class:`dirtylog.Tracker` (the C
 core) and a :class:`dirtylog.reference.ReferenceTracker` with the same random
 configuration and drives both with the same random operations: start, stop,
-batches of writes on several vCPUs (with repeats, in several dtypes), harvests
-(as page arrays and as bitmaps), clears (aligned ranges, with and without masks)
+batches of writes on several vCPUs (with repeats, in several dtypes), flushes of the
+logs into the bitmap, harvests (as page arrays and as bitmaps), clears (aligned ranges, with and without masks)
 and bad operations, which must raise the same exception type in both and leave
 both unchanged. After every step the two must agree on everything observable:
 ``stats`` (every counter, per vCPU too), ``pending``, ``logging``, the PML logs
@@ -231,6 +231,15 @@ class TrackerVsReference(RuleBasedStateMachine):
         else:
             self.c.stale_stop()
             self.stale = None
+
+    @rule()
+    def flush(self) -> None:
+        """A global dirty-log sync that is not a harvest (dirty-limit's): the logs go into the bitmap,
+        the pages the next harvest returns stay the same (the oracle does not move)."""
+        if not self.c.logging:
+            self.both_fail(lambda t: t.flush(), what="flush when not logging")
+            return
+        self.both(lambda t: t.flush(), what="flush")
 
     @rule(bitmap=st.booleans())
     def harvest(self, bitmap: bool) -> None:

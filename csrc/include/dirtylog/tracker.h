@@ -184,6 +184,13 @@ uint64_t dl_tracker_pending(const dl_tracker *t);
  * DL_ERR_STATE when not logging. */
 int dl_tracker_harvest(dl_tracker *t, uint64_t *out, size_t cap, size_t *count);
 
+/* Kicks every vCPU and collects its log into the dirty bitmap without harvesting it:
+ * PML logs drained, dirty rings collected and reset (their pages armed again), as
+ * QEMU's kvm_dirty_ring_flush does in a global dirty-log sync that is not the
+ * migration's own (dirty-limit's rate thread). The pages wait in the bitmap for the
+ * next harvest. Nothing to do in wp and clear modes. DL_ERR_STATE when not logging. */
+int dl_tracker_flush(dl_tracker *t);
+
 /* The same harvest as packed 64-bit words: bit (p % 64) of word p / 64. `nwords`
  * must be at least dl_tracker_bitmap_words(); *count receives the number of pages. */
 int dl_tracker_harvest_bitmap(dl_tracker *t, uint64_t *words, size_t nwords, size_t *count);
