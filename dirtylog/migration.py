@@ -933,8 +933,13 @@ class Migration:
         kvm_dirty_ring_flush kicks every vCPU and reaps every ring (Tracker.flush), so that each
         vCPU's count of reaped pages (cpu->dirty_pages) holds the period's; the pages wait in the
         dirty bitmap for the migration's next sync. Its kicks are charged as a harvest's (:meth:`_kicked`)
-        under the throttles of the period that ends; its wait for sleeping vCPUs holds up the
-        dirty-limit thread, not the migration's."""
+        under the throttles of the period that ends. Its kvm_cpu_synchronize_kick_all waits for the
+        vCPUs asleep at ring-full exits, which holds up the dirty-limit thread, not the migration's;
+        dirtylog reads the rates at the period's end as if that sync took no time. (QEMU reads them
+        after the wait and divides by the period, so its rates read (period + wait) / period high,
+        and the next period starts after the wait; its 25 MB/s tolerance, DIRTYLIMIT_TOLERANCE_RANGE,
+        within which it leaves a throttle as it is, is not modelled either: dirtylog's controller
+        holds each vCPU at the quota, see dirtylog.throttle.)"""
         self.engine.catch_up()  # the guest runs up to the clock first (see Engine.catch_up)
         assert self._dirtylimit is not None
         kicks0 = self.tracker.totals.kicks
