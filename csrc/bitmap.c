@@ -98,6 +98,36 @@ size_t dl_bitmap_take_pages(uint64_t *bm, uint64_t nwords, unsigned stride, uint
     return stride == DL__CO ? pages_tmpl(bm, nwords, out, 1, DL__CO) : pages_tmpl(bm, nwords, out, 1, 1);
 }
 
+/* Takes bm's words (zeroes them) into dst by OR, as QEMU's cpu_physical_memory_sync_dirty_bitmap
+ * moves the dirty log into the migration bitmap, clearing the source words as it goes;
+ * returns the bits newly set in dst. Runs of zero words are skipped eight at a time. */
+DL_ALWAYS_INLINE uint64_t take_or_tmpl(uint64_t *bm, uint64_t nwords, uint64_t *dst, const unsigned s)
+{
+    uint64_t added = 0, i = 0;
+    for (; i + 8 <= nwords; i += 8) {
+        if (zero8(bm + s * i, s))
+            continue;
+        for (uint64_t j = i; j < i + 8; j++) {
+            const uint64_t w = bm[s * j];
+            bm[s * j] = 0;
+            added += dl__popcount64(w & ~dst[j]);
+            dst[j] |= w;
+        }
+    }
+    for (; i < nwords; i++) {
+        const uint64_t w = bm[s * i];
+        bm[s * i] = 0;
+        added += dl__popcount64(w & ~dst[i]);
+        dst[i] |= w;
+    }
+    return added;
+}
+
+uint64_t dl_bitmap_take_or(uint64_t *bm, uint64_t nwords, unsigned stride, uint64_t *dst)
+{
+    return stride == DL__CO ? take_or_tmpl(bm, nwords, dst, DL__CO) : take_or_tmpl(bm, nwords, dst, 1);
+}
+
 void dl_bitmap_take_words(uint64_t *bm, uint64_t nwords, unsigned stride, uint64_t *out)
 {
     if (stride == DL__CO) {

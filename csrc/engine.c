@@ -1310,6 +1310,23 @@ int dl_engine_dirty_add_words(dl_engine *e, const uint64_t *words, size_t nwords
     return DL_OK;
 }
 
+int dl_engine_dirty_harvest(dl_engine *e, uint64_t *added)
+{
+    if (!e || !added)
+        return DL_ERR_INVALID;
+    if (e->seg_open || e->seg_n || e->g_kind) /* dl_engine_catch_up first: the guest runs in order */
+        return DL_ERR_STATE;
+    uint64_t add, taken;
+    const int rc = dl__tracker_harvest_or(e->t, e->mbm, &add, &taken);
+    if (rc)
+        return rc;
+    e->ct.remaining += add;
+    if (taken) /* a harvest that found no page leaves XBZRLE's generation (see dl_engine_dirty_harvest) */
+        e->gen++;
+    *added = add;
+    return DL_OK;
+}
+
 int dl_engine_dirty_get(const dl_engine *e, uint64_t *words, size_t nwords)
 {
     if (!e || !words)

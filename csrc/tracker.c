@@ -1305,6 +1305,19 @@ static void apply_drop(dl_tracker *t)
     t->drop_page = UINT64_MAX;
 }
 
+/* A harvest's accounting, `n` pages harvested; `taken`: the bitmap was cleared (all modes
+ * but clear mode, whose harvest only reads it), which flushes the TLB if any page was set. */
+static void harvested(dl_tracker *t, uint64_t n, int taken)
+{
+    if (taken) {
+        t->st.dirty_pages = 0;
+        if (n)
+            t->st.tlb_flushes++;
+    }
+    t->st.harvests++;
+    t->st.harvested_pages += n;
+}
+
 int dl_tracker_harvest(dl_tracker *t, uint64_t *out, size_t cap, size_t *count)
 {
     if (!t || !count || (cap && !out))
@@ -1320,16 +1333,12 @@ int dl_tracker_harvest(dl_tracker *t, uint64_t *out, size_t cap, size_t *count)
     apply_drop(t);
     uint64_t *bm = t->bits;
     size_t n;
-    if (t->cfg.mode == DL_MODE_CLEAR) {
-        n = dl_bitmap_to_pages(bm, t->nwords, t->stride, out);
-    } else {
+    const int taken = t->cfg.mode != DL_MODE_CLEAR;
+    if (taken)
         n = dl_bitmap_take_pages(bm, t->nwords, t->stride, out);
-        t->st.dirty_pages = 0;
-        if (n)
-            t->st.tlb_flushes++;
-    }
-    t->st.harvests++;
-    t->st.harvested_pages += n;
+    else
+        n = dl_bitmap_to_pages(bm, t->nwords, t->stride, out);
+    harvested(t, n, taken);
     *count = n;
     return DL_OK;
 }
@@ -1346,21 +1355,33 @@ int dl_tracker_harvest_bitmap(dl_tracker *t, uint64_t *words, size_t nwords, siz
     apply_drop(t);
     uint64_t *bm = t->bits;
     uint64_t n = t->st.dirty_pages;
-    if (t->cfg.mode == DL_MODE_CLEAR) {
+    const int taken = t->cfg.mode != DL_MODE_CLEAR;
+    if (taken) {
+        dl_bitmap_take_words(bm, t->nwords, t->stride, words);
+    } else {
         for (uint64_t i = 0; i < t->nwords; i++)
             words[i] = bm[t->stride * i];
-    } else {
-        dl_bitmap_take_words(bm, t->nwords, t->stride, words);
-        t->st.dirty_pages = 0;
-        if (n)
-            t->st.tlb_flushes++;
     }
     if (nwords > t->nwords)
         memset(words + t->nwords, 0, (nwords - t->nwords) * 8);
-    t->st.harvests++;
-    t->st.harvested_pages += n;
+    harvested(t, n, taken);
     if (count)
         *count = (size_t)n;
+    return DL_OK;
+}
+
+int dl__tracker_harvest_or(dl_tracker *t, uint64_t *dst, uint64_t *added, uint64_t *taken)
+{
+    if (t->cfg.mode == DL_MODE_CLEAR) /* its harvest leaves the bitmap as it is: harvest_bitmap */
+        return DL_ERR_MODE;
+    if (!t->logging)
+        return DL_ERR_STATE;
+    sync_logs(t);
+    apply_drop(t);
+    const uint64_t n = t->st.dirty_pages; /* the pages set (as harvest_bitmap counts them) */
+    *added = dl_bitmap_take_or(t->bits, t->nwords, t->stride, dst);
+    harvested(t, n, 1);
+    *taken = n;
     return DL_OK;
 }
 

@@ -157,6 +157,13 @@ class Engine:
               "dirty_add_words")
         return int(self._u64[0])
 
+    def dirty_harvest(self) -> int:
+        """QEMU's migration_bitmap_sync: the tracker's harvest ORed straight into the migration bitmap
+        (``dl_engine_dirty_harvest``; not in clear mode); returns how many pages were not dirty yet."""
+        with self._lock:
+            check(lib.dl_engine_dirty_harvest(self._e, self._u64), "dirty_harvest")
+        return int(self._u64[0])
+
     def dirty_words(self) -> np.ndarray:
         out = np.empty(self.words, dtype=np.uint64)
         check(lib.dl_engine_dirty_get(self._e, ffi.from_buffer("uint64_t[]", out), out.size), "dirty_get")

@@ -371,7 +371,6 @@ class Migration:
         self._mismatch_count = 0
         self._verified: Optional[bool] = None
         self._started = False
-        self._hbuf: List[Optional[np.ndarray]] = [None, None]  # harvest buffers, reused
         self._pc_started = False
         self._pc_stale: Optional[np.ndarray] = None
         self._pc_words: Optional[np.ndarray] = None
@@ -853,21 +852,10 @@ class Migration:
             words = self.tracker.harvest_bitmap()
             self.engine.set_clear_mask(words, self._clear_chunk)
             added = self.engine.dirty_add_words(words)
-        elif self.tracker.mode != "ring" and self.tracker.pending > self.tracker.config.bitmap_words:
-            # More dirty pages than bitmap words: the same harvest as packed words is less memory
-            # traffic than the page list (a 1 TiB guest's round 0 leaves 25 M pages, 200 MB).
-            # Not in ring mode, whose pending counts ring entries and may be far above the pages.
-            added = self.engine.dirty_add_words(self.tracker.harvest_bitmap())
         else:
-            # Two buffers used in turn: a harvest must not overwrite the list still pending.
-            need = self.tracker.pending
-            i = self.dirty_sync_count % 2
-            buf = self._hbuf[i]
-            if buf is None or buf.size < need:
-                # Ring mode's pending counts ring entries, which can exceed the page count
-                # (a page reset and dirtied again, entries of several vCPUs): size by it.
-                buf = self._hbuf[i] = np.empty(need + need // 4 + 1024, dtype=np.uint64)
-            added = self.engine.dirty_add(self.tracker.harvest(out=buf))
+            # The tracker's words ORed straight into the migration bitmap, as QEMU's
+            # cpu_physical_memory_sync_dirty_bitmap does: no page list or copy in between.
+            added = self.engine.dirty_harvest()
         # per vCPU, what this sync charged the guest (the in-round verdict's probes)
         self._sync_loss = self._kicked(self.tracker.totals.kicks - kicks0, stopped)
         self.dirty_sync_count += 1
