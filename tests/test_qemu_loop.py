@@ -197,3 +197,44 @@ def test_the_engine_face_directly():
     assert int(words[0]) & 3 == 3
     e.dirty_clear()
     assert e.send_dirty(2.0) == SendResult.EMPTY
+
+
+@pytest.mark.parametrize("mode", ["wp", "pml", "ring"])
+@pytest.mark.parametrize("stale", [False, True])
+def test_the_engine_harvests_the_tracker_straight_into_its_bitmap(mode, stale):
+    """dl_engine_dirty_harvest (QEMU's cpu_physical_memory_sync_dirty_bitmap: the log ORed into the
+    migration bitmap) gives the bitmap, the count and the tracker's figures that the harvest as a page
+    list followed by dirty_add gives, over several syncs, with pages already dirty in the bitmap."""
+    import dirtylog._lib as L
+    from dirtylog import Tracker
+    from dirtylog.errors import ModeError
+
+    pages = 1000 + 37  # an odd page count: the last word is partial
+    out = []
+    for direct in (False, True):
+        t = Tracker(pages, mode=mode, vcpus=2, ring_entries=256)  # 5000 writes fill rings
+        if stale:
+            t.stale_start(initial=True)
+        t.start()
+        cfg = L.ffi.new("dl_engine_config *")
+        L.lib.dl_engine_config_init(cfg)
+        e = Engine(cfg, t, None, None)
+        r = np.random.default_rng(5)
+        added = []
+        for sync in range(4):
+            for v in range(2):
+                t.write(r.integers(0, pages, size=300 if sync else 5000, dtype=np.uint64), vcpu=v)
+            added.append(e.dirty_harvest() if direct else e.dirty_add(t.harvest()))
+            if sync == 1:
+                e.dirty_clear()  # sent: the next syncs set bits again
+        out.append((added, e.remaining, e.dirty_words().tolist(), t.totals,
+                    t.stale_words().tolist() if stale else None))
+    assert out[0] == out[1]
+    assert out[1][0][0] > 0 and out[1][1] > 0
+
+    t = Tracker(pages, mode="clear")
+    t.start()
+    cfg = L.ffi.new("dl_engine_config *")
+    L.lib.dl_engine_config_init(cfg)
+    with pytest.raises(ModeError, match="dirty_harvest"):  # clear mode's words are its clear mask too
+        Engine(cfg, t, None, None).dirty_harvest()
