@@ -8,6 +8,9 @@
 #include "internal.h"
 
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 DL_ALWAYS_INLINE void fill_tmpl(uint64_t *bm, uint64_t nbits, const unsigned s)
 {
@@ -104,6 +107,33 @@ size_t dl_bitmap_take_pages(uint64_t *bm, uint64_t nwords, unsigned stride, uint
 DL_ALWAYS_INLINE uint64_t take_or_tmpl(uint64_t *bm, uint64_t nwords, uint64_t *dst, const unsigned s)
 {
     uint64_t added = 0, i = 0;
+#if defined(__SSE2__)
+    /* Two words a lane pair; the new bits' counts summed per byte over the group's eight words,
+     * then across bytes once (psadbw): a few instructions a word where a scalar popcount of
+     * baseline x86-64 takes a dozen. */
+    const __m128i m1 = _mm_set1_epi8(0x55), m2 = _mm_set1_epi8(0x33), m4 = _mm_set1_epi8(0x0f);
+    __m128i total = _mm_setzero_si128();
+    for (; i + 8 <= nwords; i += 8) {
+        if (zero8(bm + s * i, s))
+            continue;
+        __m128i bytes = _mm_setzero_si128();
+        for (uint64_t j = i; j < i + 8; j += 2) {
+            const __m128i w = s == 1 ? _mm_loadu_si128((const __m128i *)(bm + j))
+                                     : _mm_unpacklo_epi64(_mm_loadu_si128((const __m128i *)(bm + s * j)),
+                                                          _mm_loadu_si128((const __m128i *)(bm + s * (j + 1))));
+            bm[s * j] = 0;
+            bm[s * (j + 1)] = 0;
+            const __m128i d = _mm_loadu_si128((const __m128i *)(dst + j));
+            _mm_storeu_si128((__m128i *)(dst + j), _mm_or_si128(d, w));
+            __m128i x = _mm_andnot_si128(d, w); /* the bits new in dst */
+            x = _mm_sub_epi64(x, _mm_and_si128(_mm_srli_epi64(x, 1), m1));
+            x = _mm_add_epi64(_mm_and_si128(x, m2), _mm_and_si128(_mm_srli_epi64(x, 2), m2));
+            bytes = _mm_add_epi8(bytes, _mm_and_si128(_mm_add_epi64(x, _mm_srli_epi64(x, 4)), m4)); /* <= 32 */
+        }
+        total = _mm_add_epi64(total, _mm_sad_epu8(bytes, _mm_setzero_si128()));
+    }
+    added = (uint64_t)_mm_cvtsi128_si64(total) + (uint64_t)_mm_cvtsi128_si64(_mm_unpackhi_epi64(total, total));
+#else
     for (; i + 8 <= nwords; i += 8) {
         if (zero8(bm + s * i, s))
             continue;
@@ -114,6 +144,7 @@ DL_ALWAYS_INLINE uint64_t take_or_tmpl(uint64_t *bm, uint64_t nwords, uint64_t *
             dst[j] |= w;
         }
     }
+#endif
     for (; i < nwords; i++) {
         const uint64_t w = bm[s * i];
         bm[s * i] = 0;
