@@ -241,3 +241,30 @@ def test_cmake_root_entry_point_names_the_package():
     group = eps.select(group="cmake.root") if hasattr(eps, "select") else eps.get("cmake.root", [])
     names = {ep.name: ep.value for ep in group}
     assert names.get("dirtylog") == "dirtylog"
+
+
+def test_every_c_function_refuses_a_null_handle():
+    """The C API validates at its boundary: every function that takes an engine, tracker or workload
+    handle, given NULL for it (and for every other pointer, zero for every number), returns
+    DL_ERR_INVALID (a count, a size or a predicate: 0; a destroy: nothing), and none crashes. The functions are
+    the library's own list, so one added later is checked too (the engine's had no such test)."""
+    from dirtylog._lib import ffi, lib
+
+    handles = ("struct dl_engine *", "struct dl_tracker *", "struct dl_workload *")
+    checked = []
+    for name in sorted(n for n in dir(lib) if n.startswith("dl_")):
+        fn = getattr(lib, name)
+        try:
+            t = ffi.typeof(fn)
+        except TypeError:  # a constant, not a function
+            continue
+        if not t.args or t.args[0].cname not in handles:
+            continue
+        rc = fn(*[ffi.NULL if a.kind == "pointer" else 0 for a in t.args])
+        if t.result.cname == "int" and "_is_" not in name:
+            assert rc == lib.DL_ERR_INVALID, name
+        elif t.result.cname != "void":
+            assert rc == 0, name
+        checked.append(name)
+    assert {"dl_engine_dirty_harvest", "dl_tracker_flush", "dl_workload_add_zipf"} <= set(checked)
+    assert len(checked) > 60

@@ -694,6 +694,27 @@ def test_c_null_tracker_everywhere():
     assert lib.dl_tracker_inject_drop(N, 0) == E
 
 
+def test_c_flush_needs_logging_and_moves_the_logs_into_the_bitmap():
+    """dl_tracker_flush (dirty-limit's own sync): DL_ERR_STATE when not logging; in PML and ring
+    modes it kicks every vCPU and leaves the pages for the next harvest; in wp and clear modes
+    it has nothing to collect and kicks nobody."""
+    for mode in (0, 1, 2, 3):
+        t = _create(_cfg(1000, mode=mode, vcpus=2))
+        assert lib.dl_tracker_flush(t) == lib.DL_ERR_STATE
+        assert lib.dl_tracker_start(t) == lib.DL_OK
+        pages = ffi.new("uint64_t[]", [5, 900, 5])
+        assert lib.dl_tracker_write(t, 1, pages, 3, ffi.NULL) == lib.DL_OK
+        st = ffi.new("dl_tracker_stats *")
+        assert lib.dl_tracker_flush(t) == lib.DL_OK
+        lib.dl_tracker_get_stats(t, st)
+        kicks = 2 if mode in (1, 2) else 0  # the modes with per-vCPU logs: PML, ring
+        assert st.kicks == kicks and st.harvests == 0
+        out = ffi.new("uint64_t[]", 4)
+        count = ffi.new("size_t *")
+        assert lib.dl_tracker_harvest(t, out, 4, count) == lib.DL_OK
+        assert [out[i] for i in range(count[0])] == [5, 900]
+
+
 def test_c_null_outputs():
     t = _create(_cfg(1000, mode=1))
     N = ffi.NULL
