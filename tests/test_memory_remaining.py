@@ -9,7 +9,6 @@ import json
 import pytest
 
 from dirtylog import BandwidthChange, Link, LinkFailure, Migration, PostCopy, PreCopy, simulate
-from dirtylog.errors import Interrupted
 from dirtylog.render import plain, summary_lines
 MIB = 1 << 20
 from dirtylog.workloads import Hotspot, Uniform
@@ -105,17 +104,8 @@ def test_a_link_failure_mid_round_reports_the_round_less_what_it_sent():
     assert r.memory_remaining == (begun["pages"] - cut.pages_sent) * PAGE == cut.remaining_pages * PAGE
 
 
-def test_interrupted_report_and_summary_show_what_is_left(monkeypatch):
-    m = Migration(memory="1GiB", workload=Hotspot("50MiB/s", seed=3), link=Link("1Gbit/s"),
-                  policy=PreCopy(max_bandwidth="128MiB/s"))
-
-    def stop_at_3s(mig):
-        if mig.clock >= 3.0:
-            raise KeyboardInterrupt
-
-    with pytest.raises(Interrupted) as info:
-        m.run(progress=stop_at_3s)
-    r = info.value.report
+def test_interrupted_report_and_summary_show_what_is_left(interrupted_in_round_0):
+    m, r = interrupted_in_round_0
     assert r.interrupted and m.dirty_sync_count == 1  # in round 0
     assert r.memory_remaining == (r.pages - r.pages_sent) * PAGE
     assert 0.5 * r.memory < r.memory_remaining < 0.8 * r.memory  # about 3 s x 128 MiB/s of 1 GiB has gone

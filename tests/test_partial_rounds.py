@@ -14,7 +14,7 @@ import math
 import pytest
 
 from dirtylog import Link, Migration, PostCopy, PreCopy, simulate
-from dirtylog.errors import Interrupted, StateError
+from dirtylog.errors import StateError
 from dirtylog.faults import BandwidthChange, LinkFailure
 from dirtylog.render import plain, rounds_lines
 from dirtylog.report import CUT_SHORT, PARTIAL_ENDS, ROUND_ENDS
@@ -134,17 +134,8 @@ def test_cancel_from_the_step_api():
     assert m.report().rounds == r.rounds
 
 
-def test_ctrl_c_reports_the_round_running_and_going_on_completes_it():
-    m = Migration(memory="1GiB", workload=Hotspot("50MiB/s", seed=3), link=Link("1Gbit/s"),
-                  policy=PreCopy(max_bandwidth="128MiB/s"))
-
-    def stop_at_3s(mig):
-        if mig.clock >= 3.0:
-            raise KeyboardInterrupt
-
-    with pytest.raises(Interrupted) as info:
-        m.run(progress=stop_at_3s)
-    r = info.value.report
+def test_ctrl_c_reports_the_round_running_and_going_on_completes_it(interrupted_in_round_0):
+    m, r = interrupted_in_round_0
     _adds_up(r)
     assert r.interrupted and [x.ended for x in r.rounds] == ["running"]
     assert "* still running: the report was taken" in " ".join(plain(rounds_lines(r, 80)).split())
