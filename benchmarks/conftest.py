@@ -30,6 +30,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import pytest
 
+from dirtylog.render import Column, plain, table, wrap
+
 HERE = Path(__file__).resolve().parent
 
 # ---------------------------------------------------------------------------- collection
@@ -195,9 +197,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     if res is None or not res.ns:
         return
     tr = terminalreporter
-    tr.section("dirtylog: tracker vs bare C loop vs numpy reference (best of rounds, same run)")
+    tr.section("dirtylog: tracker vs bare C loop vs numpy reference")  # within 80 columns with its rule
     cpu = os.cpu_count()
-    tr.write_line(f"({cpu} CPUs; ns per write or per harvest; targets are design goals, reported, never asserted)")
+    tr.write_line(plain(wrap("", [(f"(best of rounds, same run; {cpu} CPUs; ns per write or per harvest; targets "
+                                   "are design goals, reported, never asserted)", "")], -1, _width(tr))))
 
     # write table
     rows: List[List[str]] = []
@@ -218,8 +221,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
         rows.append([mode, guest, stream, _fmt(tr_ns), _fmt(bare), _fmt(ref, ".0f"), _fmt(r_bare, ".2f", "x"),
                      f"<= {tgt}x", _fmt(r_ref, ".0f", "x"), _verdict(ok)])
     if rows:
-        head = ["mode", "guest", "stream", "tracker ns", "bare ns", "ref ns", "tracker/bare", "target",
-                "ref/tracker", ""]
+        head = [Column("mode"), Column("guest"), Column("stream"), Column("tracker ns", priority=2),
+                Column("bare ns", priority=3), Column("ref ns", priority=4), Column("tracker/bare", short="trk/bare"),
+                Column("target"), Column("ref/tracker", priority=1, short="ref/trk"), Column("")]
         _table(tr, "write throughput (ns per write)", head, rows)
 
     rows = []
@@ -236,17 +240,19 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
         rows.append([mode, guest, stream, _fmt(tr_ns), _fmt(bare), _fmt(best, ".2f", "x"), _fmt(med, ".2f", "x"),
                      spread, f"<= {tgt}x" if tgt else "-", _verdict(ok)])
     if rows:
-        head = ["mode", "guest", "marks", "tracker ns", "bare ns", "best/best", "paired median", "IQR",
-                "target", ""]
+        head = [Column("mode"), Column("guest"), Column("marks"), Column("tracker ns", priority=3),
+                Column("bare ns", priority=4), Column("best/best", priority=2), Column("paired median", short="median"),
+                Column("IQR", priority=1), Column("target"), Column("")]
         _table(tr, "first writes: 1M distinct pages right after a harvest (ns per write, best round; each round "
                    "paired with an adjacent bare-loop round; the target applies to the paired median)", head, rows)
     rows = []
-    for case in sorted(c for (t, c, _) in res.ns if t == "call"):
+    for case in sorted({c for (t, c, _) in res.ns if t == "call"}):  # each case once (two records a case)
         calls = res.get("call", case, "locked")
         bare = res.get("call", case, "unlocked")
         rows.append([case, _fmt(calls, ".0f"), _fmt(bare, ".0f"), _fmt(calls and bare and calls - bare, ".0f")])
     if rows:
-        head = ["batch", "Tracker.write ns/call", "without the lock", "lock cost ns/call"]
+        head = [Column("batch"), Column("Tracker.write ns/call"), Column("without the lock"),
+                Column("lock cost ns/call")]
         _table(tr, "per-call cost of Tracker.write and of its thread-safety lock", head, rows)
 
     rows = []
@@ -266,8 +272,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
                      _fmt(bare and bare / 1e6, ".3f"), _fmt(ref and ref / 1e6, ".1f"), _fmt(r_bare, ".2f", "x"),
                      _fmt(r_api, ".2f", "x"), "<= 1.5x", _fmt(r_ref, ".0f", "x"), _verdict(ok)])
     if rows:
-        head = ["guest/density", "pages", "tracker ms", "API ms", "bare ms", "ref ms", "tracker/bare",
-                "API/bare", "target", "ref/tracker", ""]
+        head = [Column("guest/density"), Column("pages", priority=1), Column("tracker ms", priority=3),
+                Column("API ms", priority=4), Column("bare ms", priority=5), Column("ref ms", priority=6),
+                Column("tracker/bare", short="trk/bare"), Column("API/bare"), Column("target"),
+                Column("ref/tracker", priority=2, short="ref/trk"), Column("")]
         _table(tr, "harvest (ms per harvest; tracker = dl_tracker_harvest into a caller buffer, "
                    "API = Tracker.harvest() incl. the result array)", head, rows)
 
@@ -280,10 +288,13 @@ def _write_order(case: str) -> tuple:
             STREAMS.index(stream) if stream in STREAMS else 9)
 
 
-def _table(tr, title: str, head: List[str], rows: List[List[str]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+def _table(tr, title: str, head: List[Column], rows: List[List[str]]) -> None:
+    """One table of the summary, by dirtylog's own renderer: fitted to the terminal as the command
+    line's tables are (the columns of the highest priority go first; the caption names them)."""
     tr.write_line("")
-    tr.write_line(title)
-    tr.write_line("  ".join(h.rjust(w) for h, w in zip(head, widths)))
-    for r in rows:
-        tr.write_line("  ".join(c.rjust(w) for c, w in zip(r, widths)))
+    tr.write_line(plain(table(head, [(r, "") for r in rows], _width(tr), title=title)))
+
+
+def _width(tr) -> int:
+    """The terminal's width (pytest's: $COLUMNS, else the terminal's, else 80)."""
+    return tr.config.get_terminal_writer().fullwidth

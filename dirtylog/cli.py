@@ -39,7 +39,8 @@ from typing import Any, Callable, Dict, FrozenSet, List, NoReturn, Optional, Seq
 
 from . import config as _config_mod
 from .errors import ConfigError, DirtylogError
-from .units import format_rate, format_size, format_time, parse_count_rate, parse_rate, parse_size, parse_time
+from .units import (format_dirty_rate, format_rate, format_size, format_time, parse_count_rate, parse_rate, parse_size,
+                    parse_time)
 
 __all__ = ["main", "build_parser"]
 
@@ -1004,19 +1005,22 @@ def cmd_trackers(args: argparse.Namespace) -> int:
     _say(("Dirty tracking compared", "bold"), (f" on {_guest_line(r0.memory, base.workload_label(), r0.vcpus)}; "
                                                f"{format_rate(r0.bandwidth, bits=True)}, downtime limit "
                                                f"{format_time(r0.downtime_limit)}", ""))
-    from .render import ROUNDS_MEANING, Column, table, wrap
+    from .render import ROUNDS_MEANING, Column, slowdown_text, table
 
     extra = [c for c in ("kicks", "splits") if any(getattr(r, c) for r in results)]
-    cols = [Column("tracker", "left"), Column("exits"), Column("faults", priority=5),
-            Column("PML full", priority=5), Column("ring full", priority=5),
-            *[Column(c, priority=6) for c in extra], Column("guest lost", priority=3), Column("slowdown"),
-            Column("sim harvest", priority=1), Column("rounds", priority=2), Column("total time", short="total"),
-            Column("downtime"), Column("verdict", "left")]
+    harvested = (f"one harvest of the pages dirtied by {format_time(window)} of the workload "
+                 f"({harvest[results[0].tracker][1]:,} with {results[0].tracker}), timed in dirtylog's C core")
+    cols = [Column("tracker", "left"), Column("exits", note="VM exits caused by tracking"),
+            Column("faults", priority=5), Column("PML full", priority=5), Column("ring full", priority=5),
+            *[Column(c, priority=6) for c in extra], Column("guest lost", priority=3),
+            Column("slowdown", note="vCPU time lost to them / (total time x vCPUs)"),
+            Column("sim harvest", priority=1, note=harvested), Column("rounds", priority=2, note=ROUNDS_MEANING),
+            Column("total time", short="total"), Column("downtime"), Column("verdict", "left")]
     styles = {"converges": "good", "post-copy": "good", "forced": "warn", "does not converge": "bad", "lost": "bad"}
     rows = []
     for r in results:
         cells = [r.tracker, f"{r.exits:,}", f"{r.faults:,}", f"{r.pml_full_exits:,}", f"{r.ring_full_exits:,}",
-                 *[f"{getattr(r, c):,}" for c in extra], format_time(r.guest_lost), f"{r.guest_slowdown:.3f} %",
+                 *[f"{getattr(r, c):,}" for c in extra], format_time(r.guest_lost), slowdown_text(r.guest_slowdown),
                  format_time(harvest[r.tracker][0]), str(r.rounds), format_time(r.total_time),
                  format_time(r.downtime) if r.status == "completed" else "-", r.verdict]
         rows.append((cells, [""] * (len(cells) - 1) + [styles.get(r.verdict, "")]))
@@ -1024,10 +1028,6 @@ def cmd_trackers(args: argparse.Namespace) -> int:
     bad = [r.tracker for r in results if r.verified is False]
     _say(("Verified:", ""), (f" DIRTY WRITES LOST with {', '.join(bad)}", "bad") if bad else
          (" no dirty write lost with any tracker" if all(r.verified for r in results) else " not checked", ""))
-    _print_lines(wrap("", [(f"exits: VM exits caused by tracking; slowdown: vCPU time lost to them / (total time x "
-                            f"vCPUs); sim harvest: one harvest of the pages dirtied by {format_time(window)} of the "
-                            f"workload ({harvest[results[0].tracker][1]:,} with {results[0].tracker}), timed in "
-                            f"dirtylog's C core; rounds: {ROUNDS_MEANING}.", "dim")], -1, _width()))
     return 1 if any(r.verified is False for r in results) else 0
 
 
@@ -1064,22 +1064,22 @@ def cmd_dirty_rate(args: argparse.Namespace) -> int:
     nominal = wl.write_rate(pages=r0.total_pages, page_size=r0.page_size)
     _say(("Dirty rate", "bold"), (f" of {_guest_line(memory, args.workload, args.vcpus)}; window "
                                   f"{format_time(r0.window)} from t = {format_time(r0.start)}; the workload writes "
-                                  f"{nominal * r0.page_size / 2**20:,.1f} MiB/s ({nominal:,.0f} pages/s)", ""))
+                                  f"{format_dirty_rate(nominal * r0.page_size)} ({nominal:,.0f} pages/s)", ""))
     from .render import Column, table, wrap
 
     cols = [Column("mode", "left"), Column("dirty rate"), Column("± std. error", priority=2, short="± s.e."),
             Column("dirty pages", priority=1), Column("pages/s", priority=3), Column("sampled", priority=4)]
     rows = []
     for r in results:
-        rows.append(([r.mode, f"{r.dirty_rate_mib_s:,.1f} MiB/s",
-                      f"{r.stderr_mib_s:,.1f} MiB/s" if r.mode == "page-sampling" else "-",
+        rows.append(([r.mode, format_dirty_rate(r.dirty_rate_mib_s * 2**20),
+                      format_dirty_rate(r.stderr_mib_s * 2**20) if r.mode == "page-sampling" else "-",
                       f"{r.dirty_pages:,}", f"{r.dirty_rate_pages_s:,.0f}",
                       f"{r.sampled:,} ({r.sample_pages}/GiB)" if r.mode == "page-sampling" else "-"], ""))
     lines = table(cols, rows, _width())
     for r in results:
         if r.vcpu_rates:
             lines += wrap("", [(f"per-vCPU dirty rates ({r.mode}): "
-                                + ", ".join(f"{x:,.1f}" for x in r.vcpu_rates) + " MiB/s", "")], -1, _width())
+                                + ", ".join(format_dirty_rate(x * 2**20) for x in r.vcpu_rates), "")], -1, _width())
     _print_lines(lines)
     return 0
 
@@ -1158,9 +1158,9 @@ def cmd_record(args: argparse.Namespace) -> int:
         if status is not None:
             from rich.text import Text
 
-            mib = p.last_dirty * p.page_size / p.interval / 2**20
+            rate = format_dirty_rate(p.last_dirty * p.page_size / p.interval)
             status.update(Text(f"{name}: {format_time(p.elapsed)}, {p.intervals:,} intervals, last {p.last_dirty:,} "
-                               f"pages dirty ({mib:,.1f} MiB/s) of {format_size(p.pages * p.page_size)}",
+                               f"pages dirty ({rate}) of {format_size(p.pages * p.page_size)}",
                                no_wrap=True, overflow="ellipsis"))
 
     try:
@@ -1230,24 +1230,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             _plural(n, "configuration")
         _say(("Migration plan", "bold"), (f": {done}, {'/'.join(map(str, vcpus))} vCPU{'s' if vcpus != [1] else ''}, "
                                           f"tracker{'s' if len(trackers) > 1 else ''} {', '.join(trackers)}", ""))
-        _print_lines(results.table_lines(
-            [c for c in ("workload", "memory", "tracker", "vcpus") if c in results.varying() or c == "workload"]
-            + ["bandwidth", "downtime_limit"] + [k for k in results.varying() if k in results.knobs()], _width()))
         from .sweeps import VERDICTS
-
-        from .render import ROUNDS_MEANING, wrap
 
         counts = {v: n for v in VERDICTS if (n := sum(1 for r in results if r.verdict == v)) or v != "lost"}
         note = (", ".join(f"{k}: {v}" for k, v in counts.items()) + ". 'does not converge': an early verdict (it "
                 "can never converge under QEMU's rules; --no-stop-when-stalled iterates on as QEMU does), gave up "
                 "after --give-up-after of simulated time (default 10 min, or 20x the time to send memory once), or "
-                f"aborted at a limit; rounds: {ROUNDS_MEANING}.")
-        if getattr(args, "advise", False):
-            note += (" What would make a configuration that does not converge converge (found by simulation, "
-                     "see 'dirtylog advise'): the least bandwidth at its downtime limit (least bw), or the least "
-                     "downtime limit at its bandwidth (least limit), or auto-converge (the throttle it ends at), "
-                     "or a per-vCPU dirty limit (the largest quota), or post-copy (its degraded window).")
-        _print_lines(wrap("", [(note, "dim")], -1, _width()))
+                "aborted at a limit.")
+        # the table's caption: the note, then what each column shown holds (rounds, advice)
+        _print_lines(results.table_lines(
+            [c for c in ("workload", "memory", "tracker", "vcpus") if c in results.varying() or c == "workload"]
+            + ["bandwidth", "downtime_limit"] + [k for k in results.varying() if k in results.knobs()], _width(),
+            caption=note))
     if args.heatmap:
         from .plot import plot_heatmap
 

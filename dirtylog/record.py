@@ -529,7 +529,8 @@ def summarize(rec: Recording, rate_window: Union[float, str] = "1s") -> RecordSu
         win = w
     ivl = rec.interval_ns / 1e9 if rec.interval_ns else 0.1
     cands = [ivl, 2 * ivl, 5 * ivl, 1.0, 2.0, 5.0, 10.0, 20.0, 60.0, 120.0, 300.0]
-    windows = sorted({round(c, 6) for c in cands if c <= dur + 1e-9}) or [max(dur, ivl)]
+    # the ladder's windows that fit, then the whole recording (a 3 s recording's ladder ends at 2 s)
+    windows = sorted({round(c, 6) for c in cands if c <= dur + 1e-9} | {round(max(dur, ivl), 6)})
     curve = dirty_curve(trace, mem, windows, page_size=rec.page_size)
     scans = rec.scan_ns / 1e9 if rec.scan_ns.size else np.zeros(1)
     return RecordSummary(
@@ -548,7 +549,7 @@ def summary_lines(rec: Recording, summary: RecordSummary, output: str = "FILE",
     was recorded, dirty pages and rate per interval, the dirty curve, and how to replay the
     recording (``output``: its file)."""
     from .render import Column, curve_lines, plural, table, wrap
-    from .units import format_size, format_time
+    from .units import format_dirty_rate, format_size, format_time
 
     s = summary
     if rec.method != "preload":  # --pid: the process was not ours to wait for
@@ -571,8 +572,8 @@ def summary_lines(rec: Recording, summary: RecordSummary, output: str = "FILE",
     out.append([])
     cols = [Column("", "left"), Column("mean"), Column("median"), Column("max")]
     rows = [(["dirty pages / interval", f"{s.dirty_mean:,.1f}", f"{s.dirty_median:,.0f}", f"{s.dirty_max:,}"], ""),
-            (["dirty rate (calc-dirty-rate)", f"{s.rate_mean_mib_s:,.1f} MiB/s", "-",
-              f"{s.rate_max_mib_s:,.1f} MiB/s"], ""),
+            (["dirty rate (calc-dirty-rate)", format_dirty_rate(s.rate_mean_mib_s * 2**20), "-",
+              format_dirty_rate(s.rate_max_mib_s * 2**20)], ""),
             (["harvest time / interval", format_time(s.scan_mean), "-", format_time(s.scan_max)], "")]
     out += table(cols, rows, width)
     out += wrap("", [(f"dirty rate: distinct pages dirtied in each whole {format_time(s.rate_window)} window of the "

@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-__all__ = ["Segment", "Line", "Column", "plural", "table", "plain", "output_width", "curve_lines", "ROUNDS_MEANING"]
+__all__ = ["Segment", "Line", "Column", "plural", "slowdown_text", "table", "plain", "output_width", "curve_lines", "ROUNDS_MEANING"]
 
 #: What every "rounds" figure counts (MigrationReport.precopy_rounds), as the tables' notes say it.
 ROUNDS_MEANING = "pre-copy rounds sent while the guest ran, round 0 included, and a round the migration stopped in"
@@ -35,6 +35,12 @@ def output_width() -> Optional[int]:
     return int(cols) if cols.isdigit() and int(cols) > 0 else None
 
 
+def slowdown_text(percent: float) -> str:
+    """A guest slowdown (the share, in %, of vCPU time lost to tracking exits) as every table and
+    summary shows it: ``"0.13 %"``."""
+    return f"{percent:.2f} %"
+
+
 def plural(n: int, noun: str, nouns: Optional[str] = None) -> str:
     """``"1 round"``, ``"3 rounds"`` (``n`` with thousands separators)."""
     return f"{n:,} {noun if n == 1 else (nouns or noun + 's')}"
@@ -48,6 +54,8 @@ class Column:
     justify: str = "right"
     priority: int = 0
     short: str = ""  # a shorter header for a narrow terminal
+    #: what the column holds, said in the table's caption ("header: note") only while the column is shown
+    note: str = ""
 
 
 def table(columns: Sequence[Column], rows: Sequence[Tuple[Sequence[str], Union[str, Sequence[str]]]],
@@ -57,6 +65,8 @@ def table(columns: Sequence[Column], rows: Sequence[Tuple[Sequence[str], Union[s
     Each row is its cells and a style: one for the row, or one per cell.
     With ``width``, columns of the highest priority number are dropped until the
     table fits (the columns of priority 0 always stay); the caption says which.
+    The caption goes first, then the notes of the columns shown (``Column.note``),
+    so that the caption never explains a column the table dropped.
     """
     def fit(headers: List[str]) -> Tuple[List[int], List[int], List[str]]:
         widths = [max([len(headers[i])] + [len(r[0][i]) for r in rows]) for i in range(len(columns))]
@@ -98,6 +108,9 @@ def table(columns: Sequence[Column], rows: Sequence[Tuple[Sequence[str], Union[s
     for cells, style in rows:
         out.append(line(cells, style))
     notes = [caption] if caption else []
+    meanings = [f"{headers[i]}: {columns[i].note}" for i in keep if columns[i].note]
+    if meanings:
+        notes.append("; ".join(meanings) + ".")
     if dropped:
         notes.append(f"(narrow terminal: {', '.join(reversed(dropped))} not shown)")
     for n in notes:
@@ -168,7 +181,7 @@ def curve_lines(curve: Any, width: Optional[int] = None, title: str = "", of: st
     """A dirty curve's table (``dirtylog curve`` and ``dirtylog record``): per window, from the shortest,
     the page writes made in it (when counted), the distinct pages dirtied, their size, their share
     of ``of`` (the guest's memory, or the recording's tracked memory) and the dirty rate."""
-    from .units import format_size, format_time
+    from .units import format_dirty_rate, format_size, format_time
 
     c = curve
     writes = getattr(c, "writes", None)
@@ -181,7 +194,7 @@ def curve_lines(curve: Any, width: Optional[int] = None, title: str = "", of: st
         n = float(c.dirty_pages[i])
         rows.append(([format_time(float(c.windows[i]))] + ([f"{int(writes[i]):,}"] if writes is not None else [])
                      + [f"{n:,.0f}", format_size(n * c.page_size), f"{100 * n / c.total_pages:.1f} %",
-                        f"{rates[i]:,.1f} MiB/s"], ""))
+                        format_dirty_rate(rates[i] * 2**20)], ""))
     return table(cols, rows, width, title=title)
 
 
@@ -249,9 +262,10 @@ def rounds_lines(report: Any, width: Optional[int] = None, max_rows: int = 40,
             f"{r.dirty_pages:,}" if measured else "-",
             f"{r.dirty_rate:,.0f}" if measured else "-",
             _t(r.expected_downtime) if measured else "-",
-            format_rate(r.bandwidth, bits=True) if r.duration > 0 else "-",
+            # the setup sends nothing (the dirty log starts; QEMU's few bytes of RAM block list are not modelled)
+            format_rate(r.bandwidth, bits=True) if r.duration > 0 and r is not setup else "-",
             f"{r.exits:,}",
-            f"{r.guest_slowdown:.2f} %",
+            slowdown_text(r.guest_slowdown),
         ]
         if throttled:
             cells.append("-" if end else f"{r.throttle:.0f} %")
@@ -384,7 +398,7 @@ def summary_items(report: Any, words: Optional[Callable[[str], str]] = None) -> 
     denom = report.total_time * report.vcpus
     slow = 100.0 * report.guest_lost / denom if denom > 0 else 0.0
     items.append(("Guest", [(f"{report.guest_writes:,} page writes; {format_time(report.guest_lost)} of vCPU "
-                             f"time lost to tracking exits ({slow:.2f} %)", "")]))
+                             f"time lost to tracking exits ({slowdown_text(slow)})", "")]))
     ts = report.tracker_stats
     items.append(("Tracker", [(f"{report.tracker}: {plural(ts.get('faults', 0), 'fault')}, "
                                f"{plural(ts.get('pml_full_exits', 0), 'PML-full exit')}, "

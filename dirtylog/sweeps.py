@@ -425,9 +425,11 @@ class SweepResults(list):  # of SweepResult
             rows.append(row)
         return headers, rows
 
-    def table_lines(self, columns: Optional[Sequence[str]] = None, width: Optional[int] = None) -> List[Any]:
-        """The planning table as :mod:`dirtylog.render` lines (the verdicts styled)."""
-        from .render import Column, table
+    def table_lines(self, columns: Optional[Sequence[str]] = None, width: Optional[int] = None,
+                    caption: str = "") -> List[Any]:
+        """The planning table as :mod:`dirtylog.render` lines (the verdicts styled), with ``caption`` and
+        then what the rounds and advice columns hold, for those of them the width leaves."""
+        from .render import ROUNDS_MEANING, Column, table
 
         headers, rows = self.table_rows(columns)
         nax = headers.index("rounds")
@@ -437,16 +439,26 @@ class SweepResults(list):  # of SweepResult
         # used first (with advice the kept columns alone are 85 wide: at 80 the table showed 88-column rows)
         drop = {"rounds": 5, "transferred": 4, "dirty quota": 3, "post-copy": 2, "auto-conv": 1, "least limit": 1,
                 "least bw": 1}
+        # the advice columns: what would make a configuration that does not converge converge, found by
+        # simulation as `dirtylog advise` finds it ("least bw" is dropped last: it says so for them all)
+        notes = {"rounds": ROUNDS_MEANING,
+                 "least bw": "for a configuration that does not converge, the least bandwidth that makes it "
+                             "converge at its downtime limit (found by simulation, see 'dirtylog advise')",
+                 "least limit": "the least downtime limit that makes it converge at its bandwidth",
+                 "auto-conv": "the throttle auto-converge ends at when it makes it converge",
+                 "dirty quota": "the largest per-vCPU dirty limit that makes it converge",
+                 "post-copy": "post-copy's degraded window"}
         cols = [Column(h, "left" if h in ("workload", "verdict") else "right", 0 if i < nax else
-                       drop.get(h, 0), shorts.get(h, "")) for i, h in enumerate(headers)]
+                       drop.get(h, 0), shorts.get(h, ""), notes.get(h, "")) for i, h in enumerate(headers)]
         styles = {"converges": "good", "post-copy": "good", "forced": "warn", "does not converge": "bad",
                   "lost": "bad"}
         return table(cols, [(row, [styles.get(r.verdict, "") if i == v else "" for i in range(len(row))])
-                            for r, row in zip(self, rows)], width)
+                            for r, row in zip(self, rows)], width, caption=caption)
 
     def table(self, columns: Optional[Sequence[str]] = None, width: Optional[int] = None) -> str:
         """The planning table as plain text: the varying parameters, total time, downtime and verdict
-        (``width``: fitted to that many columns; None: every column)."""
+        (``width``: fitted to that many columns; None: every column), and what its rounds and advice
+        columns hold."""
         from .render import plain
 
         return plain(self.table_lines(columns, width))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 
@@ -283,6 +284,11 @@ def test_dirty_rate_three_modes(capsys):
     rc, out, _ = run(capsys, "dirty-rate", "-m", "64MiB", "-w", "uniform:40MiB/s", "--mode", "dirty-bitmap",
                      "--window", "500ms")
     assert rc == 0 and "dirty-bitmap" in out and "page-sampling" not in out
+    # rates as units.format_dirty_rate writes them (the header had "1,024.0 MiB/s" for 1 GiB/s)
+    rc, out, _ = run(capsys, "dirty-rate", "-m", "64MiB", "-w", "uniform:1GiB/s", "--mode", "dirty-ring",
+                     "--window", "100ms", "--vcpus", "2")
+    assert rc == 0 and "the workload writes 1.00 GiB/s (262,144 pages/s)" in " ".join(out.split())
+    assert re.search(r"per-vCPU dirty rates \(dirty-ring\): \d+ MiB/s, \d+ MiB/s", " ".join(out.split())), out
 
 
 def test_curve_then_replay_it(capsys, tmp_path):

@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import math
+import re
 
 import pytest
 
@@ -38,6 +39,9 @@ def test_simulate_fits_the_terminal_and_keeps_round_and_exits(capsys, monkeypatc
         assert col in header, (columns, header)
     if columns >= 120:
         assert "slowdown" in header and "throughput" in header and "narrow terminal" not in out
+        setup = next(line for line in lines if line.startswith("setup"))
+        # the setup sends nothing: no throughput (it read "0 bit/s"), then its exits and its slowdown (2 decimals)
+        assert "bit/s" not in setup and re.search(r"\s-\s+[\d,]+\s+\d+\.\d\d %", setup), setup
     else:
         assert "narrow terminal:" in out
     assert any(line.startswith("final") for line in lines)
@@ -50,11 +54,19 @@ def test_sweep_and_trackers_fit_the_terminal(capsys, monkeypatch, columns):
                      "1Gbit/s,10Gbit/s", "-d", "100ms", "--give-up-after", "5s", "--jobs", "1")
     assert rc == 0 and max(len(line) for line in out.splitlines()) <= columns
     assert "does not converge" in out and "converges" in out
+    # the note explains only the columns shown ("rounds" goes first at 80 columns)
+    header = out.splitlines()[1]
+    assert ("rounds:" in out) == (" rounds " in f" {header} "), out
     rc, out, _ = run(capsys, monkeypatch, columns, "trackers", "-m", "16MiB", "-w", "hotspot:50MiB/s", "-b",
                      "1Gbit/s", "--jobs", "1", "--harvest-window", "100ms")
     assert rc == 0 and max(len(line) for line in out.splitlines()) <= columns
     for t in ("wp", "pml", "ring", "clear"):
         assert f"\n{t} " in out
+    header = next(line for line in out.splitlines() if line.startswith("tracker"))
+    for col in ("sim harvest", "rounds"):
+        assert (f"{col}:" in out) == (col in header), out
+    # slowdown as simulate shows it (one formatter): two decimals
+    assert all(re.search(r"\s\d+\.\d\d %\s", line) for line in out.splitlines() if line.startswith(("wp ", "pml ")))
 
 
 def test_str_report_is_the_command_lines_text(capsys, monkeypatch):

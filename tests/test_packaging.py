@@ -99,3 +99,56 @@ def test_api_reference_covers_every_public_module():
     modules = sorted(f.stem for f in (REPO / "dirtylog").glob("*.py") if not f.stem.startswith("_"))
     missing = [m for m in modules if m != "cli" and f".. automodule:: dirtylog.{m}\n" not in text]
     assert not missing, f"add these modules to the API reference in docs/*.rst: {missing}"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pytest_benchmark") is None, reason="needs pytest-benchmark")
+def test_benchmark_ratio_tables_fit_the_terminal(monkeypatch):
+    """`dirtylog bench` ends with its ratio tables, drawn by dirtylog's table renderer: at 80 columns
+    the absolute times go first (the caption says which), at 200 every column is there."""
+    from types import SimpleNamespace
+
+    from dirtylog.cli import _benchmarks_dir
+
+    bdir = _benchmarks_dir(None)
+    if bdir is None:
+        pytest.skip("the benchmark suite is not installed")
+    spec = importlib.util.spec_from_file_location("dirtylog_bench_conftest", bdir / "conftest.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, bench)  # its dataclasses look their module up
+    spec.loader.exec_module(bench)
+    res = bench.Results()
+    for mode in ("wp", "pml", "ring"):
+        for guest in ("4GiB", "128GiB"):
+            res.record("write", f"{mode}/{guest}/uniform", "tracker", 2.5)
+            res.record("write", f"{mode}/{guest}/uniform", "reference", 1234.0)
+            for marks in ("-", "stale"):
+                case = f"{mode}/{guest}/{marks}"
+                for key, x in (("tracker", 1.2), ("bare_ns_per_write", 0.9), ("best_ratio", 1.3),
+                               ("paired_median", 1.33), ("paired_q1", 1.2), ("paired_q3", 1.5)):
+                    res.record("first-write", case, key, x)
+        res.record("write-bare", f"{guest}/uniform", "bare", 1.1)
+    res.record("call", "64 pages", "locked", 3000.0)
+    res.record("call", "64 pages", "unlocked", 2900.0)
+    for density in ("0.1%", "10%", "100%"):
+        for impl, ms in (("tracker", 7.9), ("tracker-api", 7.3), ("bare", 6.9), ("reference", 116.9)):
+            res.record("harvest", f"128GiB/{density}", impl, ms * 1e6)
+        res.extra[("harvest", f"128GiB/{density}", "pages")] = "3354831"
+
+    def summary(width: int) -> list:
+        lines: list = []
+        config = SimpleNamespace(stash={bench._RESULTS_KEY: res},
+                                 get_terminal_writer=lambda: SimpleNamespace(fullwidth=width))
+        tr = SimpleNamespace(config=config, section=lambda title: lines.append(f"= {title} ="),
+                             write_line=lambda text: lines.extend(str(text).splitlines()))
+        bench.pytest_terminal_summary(tr, 0, config)
+        return lines
+
+    narrow, wide = summary(80), summary(200)
+    assert max(len(line) for line in narrow) <= 80, "\n".join(narrow)
+    assert max(len(line) for line in wide) > 80  # each table whole
+    text = "\n".join(narrow)
+    assert "tracker/bare" in text and "paired median" in text and "(narrow terminal: bare ns, ref ns not shown)" in text
+    assert all(h in "\n".join(wide) for h in ("bare ns", "ref ns", "API ms", "ref ms", "IQR"))
+    assert "narrow terminal" not in "\n".join(wide)
+    assert sum(line.lstrip().startswith("64 pages") for line in narrow) == 1  # each call case once

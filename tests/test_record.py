@@ -111,6 +111,9 @@ def test_cli_records_a_numpy_job_and_the_curve_reads_it(tmp_path):
     assert summary["exit_status"] == 0 and summary["intervals"] >= 5
     assert summary["dirty_max"] >= 1024  # each pass writes 4 MiB = 1024 pages
     assert summary["curve"]["windows"][0] == pytest.approx(0.1)
+    # the curve reaches the end of the recording (the 1-2-5 ladder alone stopped at 0.5 s of a 0.6 s one)
+    assert summary["curve"]["windows"][-1] == pytest.approx(summary["duration"])
+    assert summary["curve"]["dirty_pages"][-1] == summary["dirty_distinct"]
     rec = load_recording(out)
     assert rec.dirty_per_interval().sum() == rec.page.size
     cv = subprocess.run([sys.executable, "-m", "dirtylog", "curve", str(out), "--windows", "100ms,1s", "--json", "-"],
