@@ -7,6 +7,8 @@ ValueError`` keeps working.
 """
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "DirtylogError",
     "ConfigError",
@@ -46,9 +48,10 @@ class Interrupted(KeyboardInterrupt):
     migration object itself is consistent and can be run further.
     """
 
-    def __init__(self, report: object = None, message: str = "interrupted (Ctrl-C)") -> None:
+    def __init__(self, report: Any = None, message: str = "interrupted (Ctrl-C)") -> None:
         super().__init__(message)
-        self.report = report
+        #: a MigrationReport (Migration.run), or the SweepResults that had finished (sweep)
+        self.report: Any = report
 
 
 class UnsupportedError(DirtylogError, RuntimeError):

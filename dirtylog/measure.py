@@ -304,7 +304,7 @@ def dirty_rate(
 def dirty_curve(
     workload: Any,
     memory: Union[int, str],
-    windows: Sequence[Union[float, str]],
+    windows: Union[Sequence[Union[float, str]], np.ndarray],
     *,
     mode: str = "dirty-bitmap",
     sample_pages: int = SAMPLE_PAGES_DEFAULT,

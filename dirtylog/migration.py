@@ -200,7 +200,7 @@ class Migration:
         memory: Union[int, str, None] = None,
         workload: Any = None,
         link: Optional[Link] = None,
-        policy: Optional[PreCopy] = None,
+        policy: Union[PreCopy, PostCopy, None] = None,
         tracker: Union[str, Dict[str, Any]] = "pml",
         vcpus: int = 1,
         page_size: Union[int, str] = 4096,

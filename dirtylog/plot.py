@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["PlotUnavailable", "plot_report", "plot_curve", "plot_heatmap", "check_path"]
 
@@ -278,7 +281,7 @@ def plot_report(report: Any, path: Optional[PathLike] = None, *, title: Optional
 
 
 def plot_curve(curve: Any, path: Optional[PathLike] = None, *, title: Optional[str] = None,
-               expected: Optional[Sequence[float]] = None) -> Any:
+               expected: Union[Sequence[float], "np.ndarray", None] = None) -> Any:
     """A dirty curve (a :class:`~dirtylog.measure.DirtyCurveResult`): dirty pages and rate per window.
 
     ``expected``: another curve over the same windows to draw beside it (a model's, a fit's).

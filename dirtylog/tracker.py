@@ -22,7 +22,7 @@ __all__ = ["Tracker"]
 _MODES = v.MODE_VALUES
 _HUGE = {None: 0, "lazy": 1, "eager": 2}
 
-PagesLike = Union[np.ndarray, Sequence[int]]
+PagesLike = Union[np.ndarray, Sequence[int], int, np.integer]  # a batch, or one page
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
@@ -175,7 +175,7 @@ class Tracker:
 
         ``pages`` is a 1-D integer numpy array (passed to C without a copy when its
         dtype is int32/int64/uint32/uint64 and it is contiguous) or a sequence of
-        ints. A bad page or vCPU rejects the whole batch and changes nothing.
+        ints, or one page number. A bad page or vCPU rejects the whole batch and changes nothing.
         """
         vc = v.check_vcpu(vcpu, self.config.vcpus)
         arr = v.write_batch(pages, self.config.pages)

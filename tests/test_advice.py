@@ -3,17 +3,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any, Dict, Optional
 
 import pytest
 
 import dirtylog
 from dirtylog import Link, PostCopy, PreCopy, simulate
-from dirtylog.advice import QUESTIONS, Advice, _snap, advise
+from dirtylog.advice import QUESTIONS, Advice, Answer, _snap, advise
 from dirtylog.errors import ConfigError
 from dirtylog.workloads import Hotspot, WorkingSet
 
 # A guest that does not converge at 1 Gbit/s and 300 ms: its 51 MiB hot set takes 90 % of 512 MiB/s.
-GUEST = dict(memory="512MiB", workload=Hotspot("512MiB/s", seed=2), vcpus=2)
+GUEST: Dict[str, Any] = dict(memory="512MiB", workload=Hotspot("512MiB/s", seed=2), vcpus=2)
 LINK = Link("1Gbit/s")
 POLICY = PreCopy(downtime_limit="300ms")
 GIVE_UP = "60s"  # simulated; every check below runs the full QEMU loop, without the early verdict
@@ -43,6 +44,12 @@ def _without_verdict(policy):
 
 def _ok(r):
     return r.status == "completed" and r.converged
+
+
+def _asked(answer: Optional[Answer]) -> Answer:
+    """The answer to a question that was asked (Advice holds None for those that were not)."""
+    assert answer is not None
+    return answer
 
 
 @pytest.fixture(scope="module")
@@ -114,13 +121,15 @@ def test_advice_renders_and_serializes(advice):
 
 
 def test_simulate_attaches_advice_on_request():
-    kw = dict(link=LINK, policy=POLICY, give_up_after=GIVE_UP, **GUEST)
+    kw: Dict[str, Any] = dict(link=LINK, policy=POLICY, give_up_after=GIVE_UP, **GUEST)
     r = simulate(advise=True, **kw)
-    assert r.status == "failed" and isinstance(r.advice, Advice) and r.advice.bandwidth.found
-    assert json.loads(r.to_json())["advice"]["bandwidth"]["value"] == r.advice.bandwidth.value
+    assert r.status == "failed" and isinstance(r.advice, Advice)
+    bw = _asked(r.advice.bandwidth)
+    assert bw.found
+    assert json.loads(r.to_json())["advice"]["bandwidth"]["value"] == bw.value
     assert simulate(**kw).advice is None
     # a converging migration gets advice only with advise="always"
-    fast = dict(kw, link=Link("10Gbit/s"))
+    fast: Dict[str, Any] = dict(kw, link=Link("10Gbit/s"))
     assert simulate(advise=True, **fast).advice is None
     adv = simulate(advise="always", **fast).advice
     assert adv is not None and adv.converges
@@ -130,11 +139,12 @@ def test_advice_for_a_migration_that_converges_finds_how_far_it_can_go_down():
     link = Link("4Gbit/s")  # converges; its rounds shrink to about 30 ms, not below
     a = advise(link=link, policy=POLICY, give_up_after=GIVE_UP, questions=("bandwidth", "downtime_limit"), **GUEST)
     assert a.converges
-    bw = a.bandwidth
-    assert bw.found and bw.value < link.bandwidth and bw.below is not None and bw.below < bw.value
+    bw = _asked(a.bandwidth)
+    assert bw.found and bw.value is not None and bw.value < link.bandwidth
+    assert bw.below is not None and bw.below < bw.value
     assert _ok(_run(link=Link(bw.value))) and _no(_run(link=Link(bw.below)), bw)
-    dl = a.downtime_limit
-    assert dl.found and dl.value <= POLICY.downtime_limit and dl.below is not None
+    dl = _asked(a.downtime_limit)
+    assert dl.found and dl.value is not None and dl.value <= POLICY.downtime_limit and dl.below is not None
     assert _ok(_run(link=link, policy=PreCopy(downtime_limit=dl.value)))
     assert _no(_run(link=link, policy=PreCopy(downtime_limit=dl.below)), dl)
 
@@ -144,8 +154,9 @@ def test_a_hopeless_guest_says_so():
     a = advise(memory="64MiB", workload=Hotspot("8GiB/s", hot_fraction=1.0, seed=1), link=Link("100Mbit/s"),
                policy=PreCopy(downtime_limit="1ms"), give_up_after="20s", max_bandwidth="400Mbit/s",
                questions=("bandwidth",), max_probes=4)
-    assert not a.bandwidth.found and "does not converge even with a link bandwidth of" in a.bandwidth.note
-    assert a.bandwidth.probes <= 4
+    bw = _asked(a.bandwidth)
+    assert not bw.found and "does not converge even with a link bandwidth of" in bw.note
+    assert bw.probes <= 4
 
 
 def test_bad_arguments():
@@ -199,8 +210,8 @@ def test_a_max_bandwidth_cap_is_the_knob_searched():
     link = Link("10Gbit/s")
     a = advise(link=link, policy=PreCopy(max_bandwidth="1Gbit/s"), give_up_after=GIVE_UP,
                questions=("bandwidth",), **GUEST)
-    bw = a.bandwidth
-    assert bw.found and bw.details["knob"] == "max-bandwidth" and bw.below is not None
+    bw = _asked(a.bandwidth)
+    assert bw.found and bw.details["knob"] == "max-bandwidth" and bw.value is not None and bw.below is not None
     assert _ok(_run(link=link, policy=PreCopy(max_bandwidth=bw.value)))
     assert _no(_run(link=link, policy=PreCopy(max_bandwidth=bw.below)), bw)
 
@@ -223,9 +234,9 @@ def test_sweep_adds_advice_columns_for_configurations_that_do_not_converge():
     slow, fast = res
     assert slow.verdict == "does not converge" and fast.verdict == "converges"
     alone = advise(link=LINK, policy=POLICY, give_up_after=GIVE_UP, **GUEST)
-    assert slow.advice_bandwidth == alone.bandwidth.value
-    assert slow.advice_downtime_limit == alone.downtime_limit.value
-    assert slow.advice_auto_converge_throttle == alone.auto_converge.value
+    assert slow.advice_bandwidth == _asked(alone.bandwidth).value
+    assert slow.advice_downtime_limit == _asked(alone.downtime_limit).value
+    assert slow.advice_auto_converge_throttle == _asked(alone.auto_converge).value
     assert fast.advice_bandwidth is None and fast.advice_postcopy_degraded is None
     headers, rows = res.table_rows()
     assert "least bw" in headers and rows[1][headers.index("least bw")] == "-"

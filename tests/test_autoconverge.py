@@ -1,13 +1,15 @@
 """Auto-converge (QEMU's cpu throttling) in the migration engine."""
 from __future__ import annotations
 
+from typing import Any, Dict
+
 import pytest
 
 from dirtylog import Link, PreCopy, simulate
 from dirtylog.errors import ConfigError
 from dirtylog.workloads import Uniform
 
-KW = dict(memory="1GiB", link=Link("100MiB/s"), tracker="pml")
+KW: Dict[str, Any] = dict(memory="1GiB", link=Link("100MiB/s"), tracker="pml")
 
 
 def _throttles(report):

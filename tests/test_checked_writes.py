@@ -189,7 +189,7 @@ def test_large_guest_checked_batches(mode: str, undo: str, stale: bool) -> None:
     every written page."""
     from dirtylog.reference import ReferenceTracker
 
-    from test_tracker import observe  # type: ignore[import-not-found]
+    from test_tracker import observe
 
     rng = np.random.default_rng(11)
     n = BIG_COPY_N if undo == "copy" else N

@@ -377,7 +377,7 @@ def test_specs_build_workloads(spec, cls, attrs):
 
 def test_spec_sums_seeds_and_none():
     w = parse_workload("uniform:10MiB/s+hotspot:1GiB/s", seed=9)
-    assert isinstance(w, Mix) and [type(c) for c in w.components] == [Uniform, Hotspot]
+    assert isinstance(w, Mix) and [type(c).__name__ for c in w.components] == ["Uniform", "Hotspot"]
     assert all(c.seed == 9 for c in w.components)
     assert parse_workload("hotspot:1GiB/s,seed=2", seed=9).seed == 2
     assert parse_workload("none") is None

@@ -1,13 +1,15 @@
 """Zero pages, XBZRLE and multifd as models."""
 from __future__ import annotations
 
+from typing import Any, Dict
+
 import pytest
 
 from dirtylog import Link, PreCopy, simulate
 from dirtylog.errors import ConfigError
 from dirtylog.workloads import Hotspot
 
-KW = dict(memory="512MiB", link=Link("100MiB/s"), tracker="pml")
+KW: Dict[str, Any] = dict(memory="512MiB", link=Link("100MiB/s"), tracker="pml")
 
 
 def _hot():
@@ -53,7 +55,7 @@ def test_zero_pages_cost_a_header_in_round_0():
 
 
 def test_multifd_channels_lift_a_per_thread_cap():
-    kw = dict(memory="1GiB", workload=None, link=Link("10Gbit/s"), devices=[])
+    kw: Dict[str, Any] = dict(memory="1GiB", workload=None, link=Link("10Gbit/s"), devices=[])
     one = simulate(policy=PreCopy(channel_bandwidth="2Gbit/s"), **kw)
     four = simulate(policy=PreCopy(multifd_channels=4, channel_bandwidth="2Gbit/s"), **kw)
     eight = simulate(policy=PreCopy(multifd_channels=8, channel_bandwidth="2Gbit/s"), **kw)
@@ -132,7 +134,7 @@ def test_xbzrle_step_api_equals_simulate_at_any_slicing(seed, extra, pol):
 
     from dirtylog import Migration
 
-    kw = dict(memory="64MiB", link=Link("200Mbit/s"), seed=seed, **extra)
+    kw: Dict[str, Any] = dict(memory="64MiB", link=Link("200Mbit/s"), seed=seed, **extra)
     cache = ["64MiB", "1MiB"][seed % 2]
 
     def make(cls):

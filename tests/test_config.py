@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from typing import Any, Dict
 
 import pytest
 
@@ -14,7 +15,7 @@ from dirtylog.config import DEFAULTS, FIELDS, KNOB, KNOBS, MigrationConfig
 from dirtylog.errors import ConfigError
 from dirtylog.sweeps import SweepConfig, grid, run_config
 
-SMALL = dict(memory="16MiB", bandwidth="1Gbit/s", workload="hotspot:50MiB/s")
+SMALL: Dict[str, Any] = dict(memory="16MiB", bandwidth="1Gbit/s", workload="hotspot:50MiB/s")
 
 
 def test_simulate_takes_spec_strings_and_flat_settings():
@@ -89,6 +90,7 @@ def test_knobs_are_written_once():
     # every knob has its option in simulate, trackers and sweep
     p = build_parser()
     sub = next(a for a in p._actions if a.__class__.__name__ == "_SubParsersAction")
+    assert isinstance(sub.choices, dict)  # the subcommands' parsers by name
     for cmd in ("simulate", "trackers", "sweep"):
         opts = {s for a in sub.choices[cmd]._actions for s in a.option_strings}
         for k in KNOBS:

@@ -1,6 +1,8 @@
 """Dirty-limit: per-vCPU dirty rate caps read from the dirty rings."""
 from __future__ import annotations
 
+from typing import Any, Dict
+
 import pytest
 
 from dirtylog import Link, PreCopy, simulate
@@ -10,8 +12,8 @@ from dirtylog.workloads import Uniform
 # One vCPU dirtying far above the link, the others at the quota: its syncs wait for the heavy vCPU's
 # long sleeps (ring mode's kvm_cpu_synchronize_kick_all), and the others dirty meanwhile, about half a
 # ring each per sync (dirtylog.throttle.kick_wait): the link sends that within a window or two.
-KW = dict(memory="4GiB", vcpus=4, link=Link("1GiB/s"), tracker="ring")
-HEAVY = dict(shares=[0.961, 0.013, 0.013, 0.013], seed=1)
+KW: Dict[str, Any] = dict(memory="4GiB", vcpus=4, link=Link("1GiB/s"), tracker="ring")
+HEAVY: Dict[str, Any] = dict(shares=[0.961, 0.013, 0.013, 0.013], seed=1)
 RATE = "1.5GiB/s"
 
 

@@ -237,8 +237,10 @@ def test_cmake_find_package_gives_dirtylog_core(tmp_path):
 def test_cmake_root_entry_point_names_the_package():
     from importlib.metadata import entry_points
 
-    eps = entry_points()
-    group = eps.select(group="cmake.root") if hasattr(eps, "select") else eps.get("cmake.root", [])
+    if sys.version_info >= (3, 10):
+        group = entry_points(group="cmake.root")
+    else:  # Python 3.9: a dict of groups
+        group = entry_points().get("cmake.root", [])
     names = {ep.name: ep.value for ep in group}
     assert names.get("dirtylog") == "dirtylog"
 

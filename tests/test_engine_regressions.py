@@ -1,6 +1,8 @@
 """Regressions found in review of the migration engine."""
 from __future__ import annotations
 
+from typing import Any, Dict
+
 import pytest
 
 from dirtylog import Link, Migration, PostCopy, PreCopy, simulate
@@ -56,14 +58,15 @@ def test_the_clock_never_runs_backwards_on_a_bandwidth_rise():
 
 @pytest.mark.parametrize("give_up", ["5.3s", "5.6s"])
 def test_give_up_during_postcopy_still_returns(give_up):
-    kw = dict(memory="512MiB", workload=Uniform("100MiB/s", seed=3), link=Link("100MiB/s"),
-              policy=PostCopy(after_rounds=1))
+    kw: Dict[str, Any] = dict(memory="512MiB", workload=Uniform("100MiB/s", seed=3), link=Link("100MiB/s"),
+                              policy=PostCopy(after_rounds=1))
     r = simulate(give_up_after=give_up, **kw)
     assert r.status == "completed" and r.verified
 
 
 def test_verify_off_gives_the_same_migration():
-    kw = dict(memory="256MiB", workload=Uniform("400MiB/s", seed=4), link=Link("1GiB/s"), zero_pages=0.5)
+    kw: Dict[str, Any] = dict(
+        memory="256MiB", workload=Uniform("400MiB/s", seed=4), link=Link("1GiB/s"), zero_pages=0.5)
     on = simulate(verify=True, **kw)
     off = simulate(verify=False, **kw)
     assert off.verified is None

@@ -14,6 +14,7 @@ def _load(name):
     if not path.is_file():
         pytest.skip(f"{path} is not here (examples are in the source tree)")
     spec = importlib.util.spec_from_file_location(f"example_{name}", path)
+    assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

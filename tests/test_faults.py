@@ -1,6 +1,8 @@
 """Link failures and bandwidth changes during a migration."""
 from __future__ import annotations
 
+from typing import Any, Dict
+
 import pytest
 
 from dirtylog import Link, Migration, PreCopy, simulate
@@ -8,7 +10,7 @@ from dirtylog.errors import StateError
 from dirtylog.faults import BandwidthChange, LinkFailure
 from dirtylog.workloads import Hotspot, Uniform
 
-KW = dict(memory="256MiB", link=Link("100MiB/s"), tracker="pml")
+KW: Dict[str, Any] = dict(memory="256MiB", link=Link("100MiB/s"), tracker="pml")
 
 
 @pytest.mark.parametrize("at", ["0.5s", "2.45s", "2.62s"])  # round 0, round 1, round 2 (QEMU's loop)
@@ -50,7 +52,7 @@ def test_a_slower_link_takes_longer():
 
 def test_bad_fault_arguments():
     with pytest.raises(TypeError):
-        simulate(workload=None, faults=["boom"], **KW)
+        simulate(workload=None, faults=["boom"], **KW)  # type: ignore[list-item]  # the wrong type is the point
     with pytest.raises(ValueError):
         BandwidthChange("1s", 0)
     with pytest.raises(ValueError):

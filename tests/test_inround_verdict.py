@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from typing import Any, Dict
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from dirtylog.faults import BandwidthChange
 from dirtylog.workloads import (DirtyCurve, DirtyRate, Hotspot, Idle, Mix, Sequential, Trace, Uniform, WorkingSet,
                                 Zipf)
 
-HOPELESS = dict(memory="256MiB", workload=Hotspot("1GiB/s", seed=5), link=Link("200Mbit/s"))
+HOPELESS: Dict[str, Any] = dict(memory="256MiB", workload=Hotspot("1GiB/s", seed=5), link=Link("200Mbit/s"))
 IN_ROUND = "distinct pages"  # words of the in-round verdict's reason only
 STALL = "x the threshold"    # words of the stall verdict's reason only
 
@@ -84,7 +85,7 @@ CONVERGING = [
 @pytest.mark.parametrize("case", range(len(CONVERGING)))
 def test_a_run_it_does_not_end_is_unchanged_bit_for_bit(mode, case):
     wl, bw = CONVERGING[case]
-    kw = dict(memory="256MiB", workload=wl, link=Link(bw), tracker=mode, zero_pages=0.2, vcpus=2)
+    kw: Dict[str, Any] = dict(memory="256MiB", workload=wl, link=Link(bw), tracker=mode, zero_pages=0.2, vcpus=2)
     with_probes, without = _run(True, **kw), _run(False, **kw)
     assert with_probes.status == "completed" and with_probes.converged
     assert with_probes.to_json() == without.to_json()
@@ -150,9 +151,10 @@ def test_no_stall_verdict_on_a_slow_drift_that_converges():
     # pending crawls from 3.7 to 3.1 MiB, holds near 3.1-3.2 MiB for ~40 syncs, then drifts below the 2.52 MiB
     # threshold: QEMU's loop converges after 138 syncs. Two medians of 5 syncs each once read the noise
     # over the drift as a steady set and gave "steady 3.63 MiB vs 2.52 MiB" at 29 s.
-    kw = dict(memory="128MiB", workload=Zipf("25.39MB/s", s=1.1, seed=553), link=Link(12.5e6), tracker="ring",
-              vcpus=2, zero_pages=0.3, seed=553, huge_pages="lazy")
-    limits = dict(downtime_limit="300ms", max_bandwidth="8.8MB/s")
+    kw: Dict[str, Any] = dict(
+        memory="128MiB", workload=Zipf("25.39MB/s", s=1.1, seed=553), link=Link(12.5e6), tracker="ring", vcpus=2,
+        zero_pages=0.3, seed=553, huge_pages="lazy")
+    limits: Dict[str, Any] = dict(downtime_limit="300ms", max_bandwidth="8.8MB/s")
     off = simulate(**kw, policy=PreCopy(**limits, stop_when_stalled=False))
     assert off.status == "completed" and off.converged and off.dirty_sync_count > 100
     on = simulate(**kw, policy=PreCopy(**limits))
@@ -165,9 +167,10 @@ def test_no_stall_verdict_just_above_the_threshold():
     # down over 20 s: QEMU's loop converges at 61.2 s, after 258 syncs (61.5 s and 250 before ring syncs kicked). The fitted line of the 40 syncs before 42.2 s
     # was flat at 1.28x the threshold, more than 6 standard deviations of its scatter above it, and the verdict came
     # then, 9.9 standard deviations of the pending's scatter above the threshold
-    kw = dict(memory="64MiB", workload=Zipf("10.738MB/s", s=0.991, seed=218), link=Link(12.5e6), tracker="ring",
-              vcpus=4, zero_pages=0.3, seed=218, huge_pages="lazy")
-    limits = dict(downtime_limit=0.5, max_bandwidth=5e6)
+    kw: Dict[str, Any] = dict(
+        memory="64MiB", workload=Zipf("10.738MB/s", s=0.991, seed=218), link=Link(12.5e6), tracker="ring", vcpus=4,
+        zero_pages=0.3, seed=218, huge_pages="lazy")
+    limits: Dict[str, Any] = dict(downtime_limit=0.5, max_bandwidth=5e6)
     off = simulate(**kw, policy=PreCopy(**limits, stop_when_stalled=False), give_up_after=120)
     assert off.status == "completed" and off.converged and off.total_time == pytest.approx(61.2, abs=0.1)
     assert off.dirty_sync_count > 200
@@ -246,6 +249,7 @@ def test_tracker_counts_the_pages_written_since_the_harvest(mode):
         t.write(batch, vcpu=i % 2)
         seen.update(int(p) for p in batch)
         d = t.dirtied_since_harvest
+        assert d is not None  # logging
         if mode == "ring":  # a lower bound: a page reaped, reset and written again sits in a ring again
             assert d <= len(seen) <= t.pending
         else:

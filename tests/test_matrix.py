@@ -6,6 +6,8 @@ what it is for (a throttle step, the dirty limit engaged, pages sent after the s
 """
 from __future__ import annotations
 
+from typing import Any, Dict
+
 import pytest
 
 from dirtylog import Link, PostCopy, PreCopy, simulate
@@ -24,7 +26,7 @@ POLICIES = {
                            on_limit="force"),
 }
 # 4 MiB (1024 pages, two 2 MiB blocks) on 20 MiB/s: the guest dirties all of memory faster than it goes
-KW = dict(memory="4MiB", workload=Uniform("50MiB/s", seed=7), link=Link("20MiB/s"), seed=1)
+KW: Dict[str, Any] = dict(memory="4MiB", workload=Uniform("50MiB/s", seed=7), link=Link("20MiB/s"), seed=1)
 
 
 @pytest.mark.parametrize("policy", list(POLICIES))
@@ -32,7 +34,7 @@ KW = dict(memory="4MiB", workload=Uniform("50MiB/s", seed=7), link=Link("20MiB/s
 @pytest.mark.parametrize("huge", HUGE, ids=lambda h: f"huge-{h}")
 @pytest.mark.parametrize("tracker", TRACKERS)
 def test_verified_migration(tracker, huge, vcpus, policy):
-    kw = dict(KW, tracker=tracker, huge_pages=huge, vcpus=vcpus, policy=POLICIES[policy])
+    kw: Dict[str, Any] = dict(KW, tracker=tracker, huge_pages=huge, vcpus=vcpus, policy=POLICIES[policy])
     if policy == "dirty-limit" and tracker != "ring":
         with pytest.raises(ConfigError, match="ring"):  # QEMU's dirty-limit reads the dirty rings
             simulate(**kw)

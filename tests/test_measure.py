@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any, Dict, List, Tuple, Union
 
 import numpy as np
 import pytest
@@ -69,7 +70,7 @@ def test_dirty_ring_gives_per_vcpu_rates():
     # 16 GiB: few pages are written by two vCPUs (the later vCPU finds them already dirty)
     r = dirty_rate(w, "16GiB", mode="dirty-ring", vcpus=3, ring_entries=65536)
     bitmap = dirty_rate(w, "16GiB", mode="dirty-bitmap", vcpus=3)
-    assert len(r.vcpu_rates) == 3
+    assert r.vcpu_rates is not None and len(r.vcpu_rates) == 3
     assert sum(r.vcpu_rates) == pytest.approx(r.dirty_rate_mib_s)
     # rings this big never fill, so each page is pushed once: the same count as the bitmap
     assert r.dirty_pages == bitmap.dirty_pages
@@ -106,6 +107,7 @@ def test_dirty_ring_vcpus_run_as_if_at_the_same_time(spec, memory, vcpus, window
     from dirtylog.specs import parse_workload
 
     r = dirty_rate(parse_workload(spec), memory, window=window, mode="dirty-ring", vcpus=vcpus)
+    assert r.vcpu_rates is not None
     got = [round(x * MIB / 4096 * window) for x in r.vcpu_rates]
     assert sum(got) == r.dirty_pages
     for per_slice in (4, 8):
@@ -132,7 +134,7 @@ def test_longer_windows_give_lower_rates():
 
 def test_dirty_curve_equals_fresh_runs_per_window():
     w = d.Mix([d.Hotspot(30000, seed=1), d.Sequential(2000)])
-    windows = [2, 0.25, "500ms", 1]
+    windows: List[Union[float, str]] = [2, 0.25, "500ms", 1]
     res = dirty_curve(w, "256MiB", windows, vcpus=2, start=0.5)
     assert res.windows.tolist() == [2, 0.25, 0.5, 1]  # the order asked
     for t, got in zip(res.windows, res.dirty_pages):
@@ -158,13 +160,15 @@ def test_curve_counts_the_writes_of_each_window_not_the_mean_rate():
             assert writes == int(((t_ns >= lo) & (t_ns < hi)).sum())  # every record in the window, once
             assert writes >= dirty  # each dirty page took at least one write
     first = dirty_curve(tr, 20_000 * 4096, [0.1])
-    assert first.writes[0] >= 10_000 and first.dirty_pages[0] >= 10_000
+    assert first.writes is not None and first.writes[0] >= 10_000 and first.dirty_pages[0] >= 10_000
     assert json.loads(json.dumps(first.to_dict()))["writes"] == first.writes.tolist()
     # a synthetic workload: the counted writes are its rate x the window (Poisson-free: exactly paced)
     seq = dirty_curve(d.Sequential(2000), "64MiB", [0.5, 2])
-    assert np.all(np.abs(seq.writes - 2000 * seq.windows) <= 1)
+    assert seq.writes is not None and np.all(np.abs(seq.writes - 2000 * seq.windows) <= 1)
     sampled = dirty_curve(tr, 20_000 * 4096, [0.1, 1], mode="page-sampling", seed=1)
-    assert sampled.writes.tolist() == dirty_curve(tr, 20_000 * 4096, [0.1, 1]).writes.tolist()
+    exact = dirty_curve(tr, 20_000 * 4096, [0.1, 1])
+    assert sampled.writes is not None and exact.writes is not None
+    assert sampled.writes.tolist() == exact.writes.tolist()
 
 
 def test_sampled_dirty_curve_and_fit():
@@ -211,7 +215,7 @@ def test_results_are_frozen_and_serializable():
     ],
 )
 def test_bad_measurement_parameters(kwargs, match):
-    args = {"memory": "64MiB"}
+    args: Dict[str, Any] = {"memory": "64MiB"}
     args.update(kwargs)
     with pytest.raises(ConfigError, match=match):
         dirty_rate(d.Uniform(100), **args)
@@ -233,7 +237,7 @@ def test_a_sampled_curve_with_an_empty_window_still_fits(recwarn):
     w = d.Hotspot("200MiB/s", seed=0)
     wins = [0.001, 0.01, 0.1, 1, 10]
     sampled = dirty_curve(w, "1GiB", windows=wins, mode="page-sampling", seed=0)
-    assert sampled.sample_dirty[0] == 0
+    assert sampled.sample_dirty is not None and sampled.sample_dirty[0] == 0
     fit = sampled.fit()
     assert not [x for x in recwarn if "DirtyCurve" in str(x.message)]
     replay = dirty_curve(fit, "1GiB", windows=wins).dirty_pages
@@ -250,7 +254,7 @@ def test_progress_reports_guest_time_and_changes_no_figure(workload):
     from dirtylog.specs import parse_workload
 
     for mode in ("page-sampling", "dirty-bitmap", "dirty-ring"):
-        seen = []
+        seen: List[Tuple[float, float]] = []
         a = dirty_rate(parse_workload(workload), "64MiB", window="700ms", mode=mode, vcpus=2, start="0.1s")
         b = dirty_rate(parse_workload(workload), "64MiB", window="700ms", mode=mode, vcpus=2, start="0.1s",
                        progress=lambda done, total: seen.append((done, total)))
@@ -258,9 +262,10 @@ def test_progress_reports_guest_time_and_changes_no_figure(workload):
         assert len(seen) >= 100
         assert seen[-1][0] == pytest.approx(0.7) and all(t == pytest.approx(0.7) for _, t in seen)
         assert all(x[0] <= y[0] for x, y in zip(seen, seen[1:]))
-    seen = []
+    done_s: List[float] = []
     windows = ["100ms", "1s", "300ms"]
-    a = dirty_curve(parse_workload(workload), "64MiB", windows)
-    b = dirty_curve(parse_workload(workload), "64MiB", windows, progress=lambda done, total: seen.append(done))
-    assert np.array_equal(a.dirty_pages, b.dirty_pages) and np.array_equal(a.writes, b.writes)
-    assert seen[-1] == pytest.approx(1.0) and all(x <= y + 1e-12 for x, y in zip(seen, seen[1:]))
+    ca = dirty_curve(parse_workload(workload), "64MiB", windows)
+    cb = dirty_curve(parse_workload(workload), "64MiB", windows, progress=lambda done, total: done_s.append(done))
+    assert ca.writes is not None and cb.writes is not None
+    assert np.array_equal(ca.dirty_pages, cb.dirty_pages) and np.array_equal(ca.writes, cb.writes)
+    assert done_s[-1] == pytest.approx(1.0) and all(x <= y + 1e-12 for x, y in zip(done_s, done_s[1:]))

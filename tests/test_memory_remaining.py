@@ -5,6 +5,7 @@ runs (validation/results) poll it every 100 ms: tests/test_validation.py compare
 from __future__ import annotations
 
 import json
+from typing import Any, Dict, List
 
 import pytest
 
@@ -18,8 +19,8 @@ PAGE = 4096
 
 def _slow(**kw):
     """64 MiB at 32 MiB/s: round 0 lasts about 2 s."""
-    args = dict(memory="64MiB", workload=Uniform("8MiB/s", seed=1), link=Link("1Gbit/s"),
-                policy=PreCopy(max_bandwidth="32MiB/s"), tracker="pml")
+    args: Dict[str, Any] = dict(memory="64MiB", workload=Uniform("8MiB/s", seed=1), link=Link("1Gbit/s"),
+                                policy=PreCopy(max_bandwidth="32MiB/s"), tracker="pml")
     args.update(kw)
     return Migration(**args)
 
@@ -118,7 +119,7 @@ def test_interrupted_report_and_summary_show_what_is_left(interrupted_in_round_0
 def test_postcopy_counts_the_pages_the_destination_lacks():
     m = Migration(memory="64MiB", workload=Hotspot("100MiB/s", seed=7), link=Link("1Gbit/s"), tracker="pml",
                   policy=PostCopy(after_rounds=2, precopy=PreCopy(downtime_limit="20ms")))
-    phases = {}
+    phases: Dict[str, List[int]] = {}
     while not m.done:
         m.advance("1ms")
         phases.setdefault(m.phase, []).append(m.memory_remaining)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any, Dict, List
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import dirtylog
 from dirtylog import Link, Migration, PreCopy, TrackingCosts, simulate
 from dirtylog.devices import Device
 from dirtylog.errors import ConfigError, StateError
+from dirtylog.report import RoundReport
 from dirtylog.workloads import Hotspot, Idle, Mix, Sequential, Trace, Uniform, WorkingSet, Zipf, save_trace
 
 PAGE = 4096
@@ -193,9 +195,10 @@ def test_verification_catches_a_dropped_dirty_page(tmp_path):
 
 
 def test_step_api_matches_simulate():
-    kw = dict(memory="128MiB", link=Link("200MiB/s"), policy=PreCopy(downtime_limit="20ms"), tracker="pml")
+    kw: Dict[str, Any] = dict(
+        memory="128MiB", link=Link("200MiB/s"), policy=PreCopy(downtime_limit="20ms"), tracker="pml")
     full = simulate(workload=Uniform("50MiB/s", seed=9), **kw)
-    seen = []
+    seen: List[RoundReport] = []
     m = Migration(workload=Uniform("50MiB/s", seed=9), on_round=seen.append, **kw)
     t = 0.0
     while not m.done:

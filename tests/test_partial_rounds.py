@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import List
 
 import pytest
 
@@ -17,7 +18,7 @@ from dirtylog import Link, Migration, PostCopy, PreCopy, simulate
 from dirtylog.errors import StateError
 from dirtylog.faults import BandwidthChange, LinkFailure
 from dirtylog.render import plain, rounds_lines
-from dirtylog.report import CUT_SHORT, PARTIAL_ENDS, ROUND_ENDS
+from dirtylog.report import CUT_SHORT, PARTIAL_ENDS, ROUND_ENDS, RoundReport
 from dirtylog.workloads import Hotspot, Uniform
 
 
@@ -87,6 +88,7 @@ def test_a_failure_in_the_setup_has_no_round():
     assert [line.split()[0] for line in table.splitlines()[3:4]] == ["setup*"]  # the setup's row, marked
     # the setup cut short holds what the guest did in it
     _adds_up(r)
+    assert r.setup is not None
     assert r.setup.ended == "failed" and r.setup.partial and r.setup.writes == r.guest_writes > 0
     assert math.isclose(r.setup.duration, r.total_time)
 
@@ -98,6 +100,7 @@ def test_the_setup_holds_the_guests_writes_before_round_0():
     r = simulate(memory="1GiB", workload=Uniform("600MiB/s", seed=2), link=Link("10Gbit/s"), tracker="wp")
     _adds_up(r)
     s = r.setup
+    assert s is not None
     assert r.status == "completed" and s.ended == "sync" and s.synced and not s.partial
     assert s.start == 0.0 and math.isclose(s.duration, r.setup_time) and r.rounds[0].start == s.duration
     assert s.writes > 500 and s.faults == s.dirty_pages > 0 and s.pages_sent == s.bytes == 0  # WP: a fault a page
@@ -109,11 +112,11 @@ def test_the_setup_holds_the_guests_writes_before_round_0():
     assert m.report().setup is None  # not started
     m.run_until(r.setup_time / 2)
     mid = m.report()
-    assert mid.setup.ended == "running" and mid.rounds == [] and mid.setup.writes == mid.guest_writes
+    assert mid.setup is not None and mid.setup.ended == "running" and mid.rounds == [] and mid.setup.writes == mid.guest_writes
 
 
 def test_cancel_from_the_step_api():
-    seen = []
+    seen: List[RoundReport] = []
     m = Migration(memory="1GiB", workload=Hotspot("50MiB/s", seed=3), link=Link("1Gbit/s"),
                   policy=PreCopy(downtime_limit="5ms"), on_round=seen.append)
     m.run_until(3.0)
@@ -256,7 +259,7 @@ def test_cancel_in_the_stop_and_copy_resumes_the_source():
     cancelling and shuts the stream, the completion's send fails, migration_iteration_finish restarts the
     source's vCPUs and the cleanup sets cancelled. dirtylog's cancel() does the same: status cancelled,
     the guest runs on the source, nothing lost, the stop-and-copy kept as the last round, cut short."""
-    seen = []
+    seen: List[RoundReport] = []
     m = Migration(memory="256MiB", workload=Uniform("20MiB/s", seed=5), link=Link("1Gbit/s"),
                   policy=PreCopy(downtime_limit="300ms", max_iterations=1, on_limit="force"), on_round=seen.append)
     while m.phase != "downtime":
@@ -304,6 +307,7 @@ def test_the_table_shows_the_setup_as_its_first_row():
     text = plain(rounds_lines(r, 80))
     rows = [line.split() for line in text.splitlines()[3:]]
     s = r.setup
+    assert s is not None
     assert rows[0][0] == "setup" and s.ended == "sync" and s.dirty_pages > 0
     assert f"{s.dirty_pages:,}" in rows[0] and rows[0][-1] == f"{s.exits:,}"
     assert [row[0] for row in rows[1:len(r.rounds) + 1]] == [str(x.index) for x in r.rounds[:-1]] + ["final"]

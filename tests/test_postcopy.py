@@ -1,6 +1,8 @@
 """Post-copy migration: switch-over, remote faults, background push, failures."""
 from __future__ import annotations
 
+from typing import Any, Dict
+
 import numpy as np
 import pytest
 
@@ -10,7 +12,7 @@ from dirtylog.faults import LinkFailure
 from dirtylog.workloads import Hotspot, Sequential, Uniform
 
 PAGE_BYTES = 4096 + 8
-KW = dict(memory="256MiB", link=Link("100MiB/s", latency="1ms"), tracker="pml")
+KW: Dict[str, Any] = dict(memory="256MiB", link=Link("100MiB/s", latency="1ms"), tracker="pml")
 
 
 def _stale_pages(r):
@@ -88,7 +90,7 @@ def test_remote_faults_grow_with_the_access_rate():
 def test_requests_wait_behind_the_pushs_backlog_as_in_qemu_7_2():
     # QEMU 7.2 without postcopy-preempt: a requested page goes on the one stream behind what the
     # push has queued, so each fault stalls the vCPU for backlog / bandwidth and faults are few
-    kw = dict(KW, link=Link("100MiB/s"))
+    kw: Dict[str, Any] = dict(KW, link=Link("100MiB/s"))
     w = Uniform("50MiB/s", seed=3).with_read_share(0.0)
     own = simulate(workload=w, policy=PostCopy(channel_backlog=0), **kw)
     shared = simulate(workload=w, policy=PostCopy(), **kw)  # the default: 12 MiB queued ahead
@@ -107,7 +109,7 @@ def test_the_push_goes_on_after_the_requested_page():
     # QEMU's get_queued_page moves the background scan to the requested page: a sweep slower than
     # the push then finds the push ahead of it (77 requests here; a push that went on from where
     # it stood, as before, made 996: every page from there up to the sweep faulted)
-    kw = dict(memory="64MiB", link=Link("100MiB/s"), tracker="pml")
+    kw: Dict[str, Any] = dict(memory="64MiB", link=Link("100MiB/s"), tracker="pml")
     sweep = Sequential("60MiB/s", start=8192, length=8192)
     r = simulate(workload=sweep, policy=PostCopy(read_share=0.0, channel_backlog=0,
                                                  precopy=PreCopy(downtime_limit="20ms")), **kw)
@@ -117,7 +119,7 @@ def test_the_push_goes_on_after_the_requested_page():
 
 def test_reads_fault_too():
     # no latency: a fault stalls the vCPU only for the page's transfer, so accesses are not stall-bound
-    kw = dict(KW, link=Link("100MiB/s"))
+    kw: Dict[str, Any] = dict(KW, link=Link("100MiB/s"))
     few = simulate(workload=Uniform("50MiB/s", seed=3), policy=PostCopy(read_share=0.0, channel_backlog=0), **kw)
     many = simulate(workload=Uniform("50MiB/s", seed=3), policy=PostCopy(read_share=0.5, channel_backlog=0), **kw)
     assert few.verified and many.verified
@@ -126,7 +128,7 @@ def test_reads_fault_too():
 
 def test_prepaging_sends_the_following_pages_with_each_request():
     # A sweep faster than the link: after round 0 nearly every page is stale.
-    kw = dict(KW, link=Link("50MiB/s", latency="1ms"))
+    kw: Dict[str, Any] = dict(KW, link=Link("50MiB/s", latency="1ms"))
     plain = simulate(workload=Sequential("200MiB/s"), policy=PostCopy(read_share=0.0, channel_backlog=0), **kw)
     pre = simulate(workload=Sequential("200MiB/s"), policy=PostCopy(read_share=0.0, prepage=16, channel_backlog=0),
                    **kw)
@@ -195,7 +197,7 @@ def test_cancel_is_refused_from_post_copys_switch_over_on_as_qemu_refuses_it():
 
 
 def test_the_workload_read_share_is_used_unless_the_policy_overrides_it():
-    kw = dict(KW, link=Link("100MiB/s"))
+    kw: Dict[str, Any] = dict(KW, link=Link("100MiB/s"))
     w = Uniform("50MiB/s", seed=3)
     base = simulate(workload=w.with_read_share(0.0), policy=PostCopy(channel_backlog=0), **kw)
     own = simulate(workload=w.with_read_share(0.5), policy=PostCopy(channel_backlog=0), **kw)

@@ -3,6 +3,7 @@ zero pages, status words, phases, next_event_time, bounded reports and committed
 from __future__ import annotations
 
 import math
+from typing import List
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from dirtylog.costs import TrackingCosts
 from dirtylog.errors import ConfigError
 from dirtylog.engine import WINDOW, Engine, SendResult
 from dirtylog.migration import KEEP_ROUNDS, Phase
+from dirtylog.report import RoundReport
 from dirtylog.workloads import Hotspot, Uniform
 
 NO_COST = TrackingCosts.zero()
@@ -136,7 +138,7 @@ def test_tracker_mode_names_in_any_case():
 
 
 def test_long_reports_keep_the_first_and_last_rounds_and_sum_the_middle():
-    seen = []
+    seen: List[RoundReport] = []
     r = simulate(memory="64MiB", workload=Hotspot("300MiB/s", hot_fraction=0.06, hot_share=1.0, seed=3),
                  link=Link("100MiB/s"), policy=PreCopy(downtime_limit="30ms", stop_when_stalled=False),
                  give_up_after="150s", costs=NO_COST, on_round=seen.append)

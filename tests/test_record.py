@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Dict
 
 import numpy as np
 import pytest
@@ -48,7 +49,7 @@ def check_schedule(rec, a: int, b: int):
     for p in range(4):
         want[int(pb[p])] = 4  # B appears in interval 4 with its populated pages
     ours = set(pa.tolist()) | set(pb.tolist())
-    got = {}
+    got: Dict[int, int] = {}
     for page, k in zip(rec.page.tolist(), rec.interval.tolist()):
         if page in ours:
             assert page not in got, f"page {page} reported twice (intervals {got[page]} and {k})"

@@ -18,14 +18,14 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Set, Tuple
 
 import numpy as np
 import pytest
 
 import dirtylog
 from dirtylog.errors import UnsupportedError
-from dirtylog.record import RecordError, load_recording
+from dirtylog.record import Progress, RecordError, load_recording
 from dirtylog.record_pid import choose_method, eligible_regions, record_pid
 from dirtylog.softdirty import soft_dirty_available
 
@@ -46,6 +46,7 @@ def _env() -> Dict[str, str]:
 
 def _start(prog: str) -> Tuple[subprocess.Popen, int]:
     p = subprocess.Popen([prog], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env())
+    assert p.stdout is not None
     line = p.stdout.readline().split()
     assert line[0] == "A", line
     return p, int(line[1])
@@ -62,6 +63,7 @@ def test_uffd_records_a_running_program_which_runs_on_unharmed(schedule_prog, tm
         ivl = 100_000_000
 
         def go(t0: int) -> None:  # the program blocks in read(2) until the recording has started
+            assert proc.stdin is not None
             proc.stdin.write(f"{t0} {ivl}\n")
             proc.stdin.flush()
 
@@ -101,6 +103,7 @@ def test_uffd_cli_at_80_columns(tmp_path):
     (tmp_path / "job.py").write_text(job)
     proc = subprocess.Popen([sys.executable, str(tmp_path / "job.py")], stdout=subprocess.PIPE, text=True,
                             env=_env())
+    assert proc.stdout is not None
     try:
         assert proc.stdout.readline().strip() == "ready"
         r = subprocess.run([sys.executable, "-m", "dirtylog", "record", "--pid", str(proc.pid), "--duration", "1s",
@@ -187,8 +190,10 @@ int main(void)
 @needs_cc
 def test_uffd_refuses_a_process_under_seccomp(tmp_path):
     (tmp_path / "sc.c").write_text(SECCOMP_PROG)
+    assert CC is not None  # needs_cc
     subprocess.run([CC, "-o", str(tmp_path / "sc"), str(tmp_path / "sc.c")], check=True)
     p = subprocess.Popen([str(tmp_path / "sc")], stdout=subprocess.PIPE, text=True, env=_env())
+    assert p.stdout is not None
     try:
         assert p.stdout.readline().strip() == "ready"
         with pytest.raises(UnsupportedError, match="runs under seccomp .a filter.*does not inject"):
@@ -321,13 +326,13 @@ def test_soft_dirty_recorder_on_a_synthetic_procfs(tmp_path):
         4: [lambda: k.write(R1 + 9 * PAGE), lambda: shutil.rmtree(k.dir)],  # exits mid-interval
     }
     clock, sleep = _fake_clock(k)
-    starts = []
+    starts: List[int] = []
     rec = record_pid(4242, tmp_path / "sd.npz", interval="100ms", procfs=str(root), clock=clock, sleep=sleep,
                      on_start=starts.append, method="auto")
     assert rec.method == "soft-dirty" and not rec.complete and rec.command == "fake --prog" and rec.pid == 4242
     assert starts == [10**12]
     assert rec.intervals == 4 and rec.interval_end_ns.tolist() == [1e8, 2e8, 3e8, 4e8]
-    got = {}
+    got: Dict[int, Set[int]] = {}
     for page, iv in zip(rec.page.tolist(), rec.interval.tolist()):
         got.setdefault(iv, set()).add(int(rec.address([page])[0]))
     assert got == {
@@ -347,7 +352,7 @@ def test_soft_dirty_duration_and_progress_on_a_synthetic_procfs(tmp_path):
     k.flush()
     k.schedule = {t: [lambda t=t: k.write(0x10000000 + (t % 64) * PAGE)] for t in range(100)}
     clock, sleep = _fake_clock(k)
-    seen = []
+    seen: List[Progress] = []
     rec = record_pid(7, interval="10ms", duration="95ms", procfs=str(root), clock=clock, sleep=sleep,
                      progress=seen.append, method="soft-dirty")
     assert rec.complete and rec.intervals == 10 and rec.duration == pytest.approx(0.095)

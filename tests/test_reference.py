@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Dict, List
 
 import numpy as np
 import pytest
@@ -32,7 +33,8 @@ def test_config_properties():
     assert t.initially_set is False and t.logging is False
     assert t.pending == 0
     s = t.stats
-    assert s == TrackerStats(*([0] * 14), vcpus=tuple(VcpuStats(0, 0, 0, 0, 0, 0, 7, 0) for _ in range(3)))
+    zeros = {f.name: 0 for f in dataclasses.fields(TrackerStats) if f.name != "vcpus"}
+    assert s == TrackerStats(**zeros, vcpus=tuple(VcpuStats(0, 0, 0, 0, 0, 0, 7, 0) for _ in range(3)))
     assert t.memory_bytes >= 2 * 1000 + 3 * 512 * 8
     assert t.memory_bytes > ReferenceTracker(1000).memory_bytes >= 1000
 
@@ -559,7 +561,7 @@ def test_bad_clears_change_nothing():
     t.start()
     t.write([1, 65, 299])
     before = _observe(t)
-    bad_calls = [
+    bad_calls: List[Dict[str, Any]] = [
         dict(first=32, count=64),  # first not 64-aligned
         dict(first=0, count=10),  # count not aligned and not reaching the end
         dict(first=256, count=64),  # past the last page

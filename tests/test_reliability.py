@@ -1,6 +1,8 @@
 """Regressions of issue 15 (reliability): parsing bounds, bad inputs, memory checks, models beside multifd."""
 from __future__ import annotations
 
+from typing import Any, Dict
+
 import numpy as np
 import pytest
 
@@ -113,12 +115,13 @@ def test_save_trace_keeps_page_numbers_past_2_63_given_as_python_ints(tmp_path):
     (lambda: PreCopy(channel_bandwidth=1e-300), ConfigError, "channel_bandwidth"),
     (lambda: BandwidthChange("1s", 1e-300), ConfigError, "BandwidthChange.bandwidth"),
     (lambda: Migration(memory="1EiB"), ConfigError, "memory"),
-    (lambda: Migration(memory=1e300), ConfigError, "memory"),
-    (lambda: Migration(memory="64MiB", faults="12s"), TypeError, "faults"),
-    (lambda: Migration(memory="64MiB", faults=5), TypeError, "faults"),
-    (lambda: Migration(memory="64MiB", on_round=5), TypeError, "on_round"),
-    (lambda: Migration(memory="64MiB", verify="no"), TypeError, "verify"),
-    (lambda: Migration(memory="64MiB", devices=5), TypeError, "devices"),
+    # the wrong types are the point
+    (lambda: Migration(memory=1e300), ConfigError, "memory"),  # type: ignore[arg-type]
+    (lambda: Migration(memory="64MiB", faults="12s"), TypeError, "faults"),  # type: ignore[arg-type]
+    (lambda: Migration(memory="64MiB", faults=5), TypeError, "faults"),  # type: ignore[arg-type]
+    (lambda: Migration(memory="64MiB", on_round=5), TypeError, "on_round"),  # type: ignore[arg-type]
+    (lambda: Migration(memory="64MiB", verify="no"), TypeError, "verify"),  # type: ignore[arg-type]
+    (lambda: Migration(memory="64MiB", devices=5), TypeError, "devices"),  # type: ignore[arg-type]
     (lambda: Migration(memory="64MiB", devices=[Device("a", "1PiB"), Device("b", "1PiB")]), ConfigError, "devices"),
     (lambda: Migration(memory="64MiB").set_bandwidth(1e-300), ConfigError, "bandwidth"),
 ])
@@ -133,7 +136,7 @@ def test_faults_none_means_no_faults():
 
 
 def test_an_xbzrle_cache_larger_than_memory_holds_every_page():
-    kw = dict(memory="32MiB", workload=Hotspot("100MiB/s", seed=3), link=Link("1Gbit/s"))
+    kw: Dict[str, Any] = dict(memory="32MiB", workload=Hotspot("100MiB/s", seed=3), link=Link("1Gbit/s"))
     huge = simulate(policy=PreCopy(xbzrle=True, xbzrle_cache_size="1PiB", downtime_limit="20ms"), **kw)
     exact = simulate(policy=PreCopy(xbzrle=True, xbzrle_cache_size="32MiB", downtime_limit="20ms"), **kw)
     a, b = huge.compression["xbzrle"], exact.compression["xbzrle"]
@@ -143,7 +146,7 @@ def test_an_xbzrle_cache_larger_than_memory_holds_every_page():
 
 
 def test_a_chunk_larger_than_memory_is_memory():
-    kw = dict(memory="32MiB", workload=Uniform("100MiB/s", seed=3), link=Link("1Gbit/s"))
+    kw: Dict[str, Any] = dict(memory="32MiB", workload=Uniform("100MiB/s", seed=3), link=Link("1Gbit/s"))
     a = simulate(policy=PreCopy(chunk_size="1TiB"), **kw)
     b = simulate(policy=PreCopy(chunk_size="32MiB"), **kw)
     assert a.verified and a.total_time == b.total_time and a.transferred == b.transferred
@@ -224,6 +227,7 @@ def test_ctrl_c_stops_a_simulation_whose_guest_writes_1e15_pages_per_second(tmp_
               "sys.exit(main(['simulate', '-m', '4GiB', '-w', 'uniform:1e15', '--no-progress']))")
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
     try:
         assert proc.stdout.readline().strip() == "ready"  # imported: SIGINT now reaches the command
         time.sleep(1.0)  # inside the first sends

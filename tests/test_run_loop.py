@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+from typing import Any, Dict
 
 import pytest
 
@@ -13,7 +14,7 @@ from dirtylog.workloads import Hotspot, Mix, Sequential, Uniform, WorkingSet, Zi
 
 
 # -- the early verdict ---------------------------------------------------------------------
-HOPELESS = dict(memory="64MiB", workload=Hotspot("400MiB/s", seed=3), link=Link("200Mbit/s"))
+HOPELESS: Dict[str, Any] = dict(memory="64MiB", workload=Hotspot("400MiB/s", seed=3), link=Link("200Mbit/s"))
 
 
 def test_stalled_migration_fails_early_with_the_figures():
@@ -98,7 +99,7 @@ def test_policy_rates_accept_units():
 
 # -- the run loop ----------------------------------------------------------------------------
 def test_simulate_is_the_run_loop():
-    kw = dict(memory="64MiB", workload=Uniform("20MiB/s", seed=4), link=Link("1Gbit/s"))
+    kw: Dict[str, Any] = dict(memory="64MiB", workload=Uniform("20MiB/s", seed=4), link=Link("1Gbit/s"))
     a = simulate(**kw)
     b = Migration(**kw).run(give_up_after="1h")
     assert a.total_time == b.total_time and a.transferred == b.transferred and a.downtime == b.downtime

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any, Dict
 
 import pytest
 
@@ -74,6 +75,7 @@ def test_dirty_limit_figures_as_qemu_reports_them():
     assert rates == [16 * 2**20, 2 * 2**20] and moving
     assert thr == [pytest.approx(0.75), 0.0] and e.vcpu == {0: pytest.approx(0.75)}
     full, per = dl.figures()
+    assert full is not None and per is not None
     assert full == pytest.approx(16 * 2**20 / (16 * 2**20))  # a 16 MiB ring at 16 MiB/s: 1 s
     assert per == pytest.approx(0.75 / 0.25 * full)  # sleeps 3 s per ring full to run a quarter of the time
     dl.lift()
@@ -82,11 +84,12 @@ def test_dirty_limit_figures_as_qemu_reports_them():
 
 
 def test_report_carries_the_dirty_limit_figures_in_json_and_text():
-    kw = dict(memory="1GiB", vcpus=2, link=Link("1GiB/s"), tracker="ring")
+    kw: Dict[str, Any] = dict(memory="1GiB", vcpus=2, link=Link("1GiB/s"), tracker="ring")
     r = simulate(workload=Uniform("4GiB/s", shares=[0.99, 0.01], seed=1),
                  policy=PreCopy(dirty_limit=True, vcpu_dirty_limit="20MB/s"), **kw)
     assert r.status == "completed" and r.verified
-    assert r.dirty_limit_ring_full_time > 0 and r.dirty_limit_throttle_time_per_round > 0
+    full, per = r.dirty_limit_ring_full_time, r.dirty_limit_throttle_time_per_round
+    assert full is not None and per is not None and full > 0 and per > 0
     # the heavy vCPU's rate before the limit bounds the ring-full time: 4096 entries x 4 KiB
     rates = [max(e["rates"]) for e in r.events if e["event"] == "dirty-limit-period"]
     assert r.dirty_limit_ring_full_time == pytest.approx(4096 * 4096 / max(rates))
@@ -172,8 +175,8 @@ def test_ring_syncs_wait_for_throttled_vcpus_to_wake():
 
 # -- the decision at a sync ----------------------------------------------------------------
 def _state(**kw):
-    base = dict(pending_pages=1000, page_size=4096, threshold=1e6, round_index=3, sent_precopy=10 << 20,
-                memory=8 << 20, clock=5.0, throttle_can_step=False, faults_pending=False, stationary=True)
+    base: Dict[str, Any] = dict(pending_pages=1000, page_size=4096, threshold=1e6, round_index=3, sent_precopy=10 << 20,
+                                memory=8 << 20, clock=5.0, throttle_can_step=False, faults_pending=False, stationary=True)
     base.update(kw)
     return SyncState(**base)
 

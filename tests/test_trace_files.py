@@ -38,7 +38,7 @@ def test_csv_fast_path_round_trips_a_large_trace(tmp_path, with_vcpu):
     assert np.array_equal(d.page, p)
     assert (d.vcpu is None) == (v is None)
     if v is not None:
-        assert d.vcpu.dtype == np.uint32 and np.array_equal(d.vcpu, v)
+        assert d.vcpu is not None and d.vcpu.dtype == np.uint32 and np.array_equal(d.vcpu, v)
 
 
 def test_csv_columns_in_any_order_and_what_only_the_slow_path_reads(tmp_path):
@@ -47,7 +47,7 @@ def test_csv_columns_in_any_order_and_what_only_the_slow_path_reads(tmp_path):
     d = load_trace(_write(tmp_path / "odd.csv", text))
     assert d.time_ns.tolist() == [0, 5, 5]
     assert d.page.tolist() == [7, 8, 9]
-    assert d.vcpu.tolist() == [1, 0, 1]
+    assert d.vcpu is not None and d.vcpu.tolist() == [1, 0, 1]
 
 
 def test_csv_with_a_header_only_is_an_empty_trace(tmp_path):

@@ -7,6 +7,7 @@ reference against hand-computed scenarios.
 from __future__ import annotations
 
 import tracemalloc
+from typing import Any, Dict, Union
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import pytest
 import dirtylog
 from dirtylog import ConfigError, ModeError, StateError, Tracker
 from dirtylog._lib import ffi, lib
+from dirtylog.reference import ReferenceTracker
 
 MODES = ("wp", "pml", "ring", "clear")
 TIB_PAGES = 2**28  # 1 TiB of 4 KiB pages
@@ -26,7 +28,7 @@ def started(*args, **kwargs) -> Tracker:
     return t
 
 
-def observe(t: Tracker) -> list:
+def observe(t: Union[Tracker, ReferenceTracker]) -> list:
     """Everything a caller can see without changing the tracker."""
     obs = [t.stats, t.pending, t.logging]
     if t.mode == "pml":
@@ -85,7 +87,7 @@ def test_config_errors_are_value_and_type_errors():
     with pytest.raises(ValueError):
         Tracker(0)
     with pytest.raises(TypeError):
-        Tracker("lots")
+        Tracker("lots")  # type: ignore[arg-type]  # the wrong type is the point
 
 
 # ====================================================================== bad inputs leave the state unchanged
@@ -232,7 +234,7 @@ def test_bad_inject_drop_and_versions():
     with pytest.raises(TypeError):
         t.attach_versions(np.zeros(100, dtype=np.int64))
     with pytest.raises(TypeError):
-        t.attach_versions([0] * 100)
+        t.attach_versions([0] * 100)  # type: ignore[arg-type]  # the wrong type is the point
     with pytest.raises(TypeError):
         t.attach_versions(np.zeros(200, dtype=np.uint32)[::2])
     with pytest.raises(ConfigError, match="at least 100"):
@@ -294,7 +296,7 @@ def test_non_contiguous_batches_work():
 def test_every_layout_and_dtype_gives_the_same_result(mode, make):
     rng = np.random.default_rng(5)
     batch = rng.integers(0, 3000, size=5000)
-    kw = dict(mode=mode, vcpus=2, pml_entries=16, ring_entries=256)
+    kw: Dict[str, Any] = dict(mode=mode, vcpus=2, pml_entries=16, ring_entries=256)
     ref = started(3000, **kw)
     ref.write(batch.astype(np.uint64), vcpu=1)
     t = started(3000, **kw)
@@ -344,11 +346,9 @@ def test_one_tib_guest_works():
 def test_large_guest_matches_the_reference(mode, huge, versions):
     """Bitmaps over 1 MiB take the prefetching variants of the write loops (the
     state-machine test's small guests never do): they must agree with the reference."""
-    from dirtylog.reference import ReferenceTracker
-
     rng = np.random.default_rng(3)
     pages = (1 << 23) + 1000  # a 1 MiB + bitmap, a partial last word and block
-    kw = dict(mode=mode, vcpus=2, huge_pages=huge, pml_entries=8, ring_entries=256)
+    kw: Dict[str, Any] = dict(mode=mode, vcpus=2, huge_pages=huge, pml_entries=8, ring_entries=256)
     t = started(pages, **kw)
     r = ReferenceTracker(pages, **kw)
     r.start()

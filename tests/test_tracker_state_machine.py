@@ -27,7 +27,7 @@ One machine class per mode, so that every mode gets its share of examples.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, Type
 
 import numpy as np
 from hypothesis import HealthCheck, event, note, settings
@@ -69,15 +69,15 @@ def tracker_configs(draw: Any, mode: str) -> dict:
                 st.integers(1, 40).map(lambda k: 64 * k),
             )
         )
-    cfg = dict(
-        pages=pages,
-        mode=mode,
-        vcpus=draw(st.integers(1, 4)),
-        huge_pages=huge,
-        pml_entries=draw(st.sampled_from([1, 2, 3, 4, 5, 7, 8, 64])),
-        ring_entries=draw(st.sampled_from([256, 256, 256, 512])),
-        initially_set=draw(st.booleans()) if mode == "clear" else False,
-    )
+    cfg: Dict[str, Any] = dict(
+                        pages=pages,
+                        mode=mode,
+                        vcpus=draw(st.integers(1, 4)),
+                        huge_pages=huge,
+                        pml_entries=draw(st.sampled_from([1, 2, 3, 4, 5, 7, 8, 64])),
+                        ring_entries=draw(st.sampled_from([256, 256, 256, 512])),
+                        initially_set=draw(st.booleans()) if mode == "clear" else False,
+                    )
     return cfg
 
 
@@ -143,7 +143,7 @@ class TrackerVsReference(RuleBasedStateMachine):
             obs += [t.pml_log(v).tolist() for v in range(t.vcpus)]
         if t.mode == "ring":
             obs += [t.ring_entries(v).tolist() for v in range(t.vcpus)]
-        if t is self.c and t.stale_kept:  # the C tracker's own (the reference keeps none)
+        if isinstance(t, Tracker) and t.stale_kept:  # the C tracker's own (the reference keeps none)
             obs.append(t.stale_words().tolist())
         return obs
 
@@ -187,6 +187,7 @@ class TrackerVsReference(RuleBasedStateMachine):
 
     @rule()
     def start(self) -> None:
+        assert self.c is not None  # the initialize rule ran
         if self.c.logging:
             self.both_fail(lambda t: t.start(), what="start twice")
             return
@@ -195,6 +196,7 @@ class TrackerVsReference(RuleBasedStateMachine):
 
     @rule()
     def stop(self) -> None:
+        assert self.c is not None  # the initialize rule ran
         if not self.c.logging:
             self.both_fail(lambda t: t.stop(), what="stop when not logging")
             return
@@ -203,6 +205,7 @@ class TrackerVsReference(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def write(self, data: st.DataObject) -> None:
+        assert self.c is not None  # the initialize rule ran
         batches = data.draw(st.integers(1, 3), label="batches")
         for _ in range(batches):
             batch = make_batch(data.draw, self.pages)
@@ -224,6 +227,7 @@ class TrackerVsReference(RuleBasedStateMachine):
     @rule(on=st.booleans(), initial=st.booleans())
     def stale_bits(self, on: bool, initial: bool) -> None:
         """Start (or restart) or stop the C tracker's stale bits: its own bits change layout."""
+        assert self.c is not None  # the initialize rule ran
         note(f"stale bits: {'start, initial ' + str(initial) if on else 'stop'}")
         if on:
             self.c.stale_start(initial=initial)
@@ -243,6 +247,7 @@ class TrackerVsReference(RuleBasedStateMachine):
 
     @rule(bitmap=st.booleans())
     def harvest(self, bitmap: bool) -> None:
+        assert self.c is not None  # the initialize rule ran
         if not self.c.logging:
             self.both_fail(lambda t: t.harvest_bitmap() if bitmap else t.harvest(), what="harvest when not logging")
             return
@@ -270,6 +275,7 @@ class TrackerVsReference(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def clear(self, data: st.DataObject) -> None:
+        assert self.c is not None  # the initialize rule ran
         first = 64 * data.draw(st.integers(0, self.nwords), label="first word")
         first = min(first, self.pages - self.pages % 64 if self.pages % 64 else self.pages)
         rest = self.pages - first
@@ -335,6 +341,7 @@ class TrackerVsReference(RuleBasedStateMachine):
         kind = data.draw(st.sampled_from(["page", "negative", "vcpu", "float", "object"]), label="bad kind")
         good = make_batch(data.draw, self.pages)
         vcpu = data.draw(st.integers(0, self.vcpus - 1), label="vcpu")
+        arg: Any  # a list or an array, as a caller may pass
         if kind == "page":
             bad = data.draw(st.sampled_from([self.pages, self.pages + 1, 2**31 - 1, 2**63, 2**64 - 1]), label="bad page")
             dtype = data.draw(st.sampled_from(["uint64", "list", ">u8"] + (["uint32"] if bad < 2**32 else [])
@@ -413,7 +420,7 @@ class TrackerVsReference(RuleBasedStateMachine):
 
     @invariant()
     def agree(self) -> None:
-        if self.c is None:
+        if self.c is None or self.r is None:
             return
         sc, sr = self.c.stats, self.r.stats
         assert sc == sr, f"stats differ:\n  C   {sc}\n  ref {sr}"
@@ -437,7 +444,7 @@ class TrackerVsReference(RuleBasedStateMachine):
             assert np.array_equal(got[: self.pages], self.stale), "stale bits"
 
 
-def _machine_for(mode: str) -> type:
+def _machine_for(mode: str) -> Type[TrackerVsReference]:
     class Machine(TrackerVsReference):
         MODE = mode
 

@@ -1,7 +1,8 @@
-"""The installed package type-checks cleanly (dirtylog ships py.typed).
+"""The installed package type-checks cleanly (dirtylog ships py.typed), and so do the tests.
 
 mypy runs on the *installed* dirtylog (``-p dirtylog`` from an empty directory, so
-that the source tree does not shadow it) with the repository's configuration.
+that the source tree does not shadow it) with the repository's configuration, then
+on the tests, which import that installed package.
 """
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ def _package_root() -> Path:
     return Path(spec.origin).resolve().parent.parent
 
 
-@pytest.mark.slow
-def test_mypy_reports_no_errors(tmp_path):
+def _mypy(tmp_path: Path, *args: str) -> None:
+    """Run mypy with the repository's configuration from an empty directory (so that the source tree
+    does not shadow the installed package) and fail with its report unless it found nothing."""
     if importlib.util.find_spec("mypy") is None:
         pytest.skip("mypy is not installed (pip install 'dirtylog[test]')")
     if not PYPROJECT.is_file():
@@ -40,10 +42,24 @@ def test_mypy_reports_no_errors(tmp_path):
         env["MYPYPATH"] = str(root)
     proc = subprocess.run(
         [sys.executable, "-m", "mypy", "--config-file", str(PYPROJECT), "--cache-dir", str(tmp_path / "cache"),
-         "-p", "dirtylog"],
+         *args],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )
     report = (proc.stdout + proc.stderr).strip()
-    assert proc.returncode == 0, f"mypy found problems in {root / 'dirtylog'}:\n{report}"
+    assert proc.returncode == 0, f"mypy found problems in {' '.join(args)} (package at {root / 'dirtylog'}):\n{report}"
     assert proc.stdout.startswith("Success: no issues found"), report
     assert proc.stderr == "", report  # e.g. a setting of pyproject.toml that this mypy rejects
+
+
+@pytest.mark.slow
+def test_mypy_reports_no_errors(tmp_path):
+    _mypy(tmp_path, "-p", "dirtylog")
+
+
+@pytest.mark.slow
+def test_mypy_reports_no_errors_in_the_tests(tmp_path):
+    """The tests type-check against the installed package too: their bodies are checked
+    (check_untyped_defs) though, as pytest tests, they need not annotate their fixtures and
+    returns (the two flags below; a per-module override cannot name the tests, which are
+    top-level modules, not a package)."""
+    _mypy(tmp_path, "--allow-untyped-defs", "--allow-incomplete-defs", str(Path(__file__).resolve().parent))

@@ -483,7 +483,7 @@ def test_format_dirty_rate_counts_as_qemu_does() -> None:
     assert format_dirty_rate(126e6) == "120 MiB/s"
     assert parse_rate(format_dirty_rate(153.5 * MiB)) == pytest.approx(153.5 * MiB, rel=4e-3)
     with pytest.raises(TypeError):
-        format_dirty_rate(None)
+        format_dirty_rate(None)  # type: ignore[arg-type]  # the wrong type is the point
 
 
 @pytest.mark.parametrize(

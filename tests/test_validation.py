@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Dict, List
 
 import pytest
 
@@ -21,7 +22,7 @@ needs_results = pytest.mark.skipif(not FILES, reason="validation/results/ is not
 
 
 def _cases():
-    groups = {}
+    groups: Dict[str, List[V.QemuRun]] = {}
     for f in FILES:
         run = V.load_run(f)
         groups.setdefault(run.scenario, []).append(run)
@@ -52,7 +53,7 @@ def test_figure_within_qemus_spread(comparison, scenario, key):
 
 @needs_results
 def test_every_scenario_of_the_issue_is_recorded_two_or_three_times():
-    counts = {}
+    counts: Dict[str, int] = {}
     for f in FILES:
         counts[V.load_run(f).scenario] = counts.get(V.load_run(f).scenario, 0) + 1
     for name in ("idle", "uniform-converge", "uniform-threshold", "noconverge", "autoconverge", "hot-under",

@@ -11,7 +11,7 @@ stale bits started and stopped at any point.
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 import pytest
@@ -36,9 +36,10 @@ def test_a_page_the_tracker_drops_fails_verification_in_every_mode(tmp_path, mod
     path = tmp_path / "one.npz"
     save_trace(path, np.array([100_000_000], dtype=np.uint64), np.array([7], dtype=np.uint64))
     # a 10 ms downtime limit: the first sync comes near the end of the pass (0.64 s)
-    kw = dict(pages=16384, workload=Trace(path), link=Link("100MiB/s"), devices=[], costs=NO_COST, tracker=mode,
-              huge_pages=huge, policy=PreCopy(downtime_limit="10ms"))
-    m = Migration(**kw)  # type: ignore[arg-type]
+    kw: Dict[str, Any] = dict(
+        pages=16384, workload=Trace(path), link=Link("100MiB/s"), devices=[], costs=NO_COST, tracker=mode,
+        huge_pages=huge, policy=PreCopy(downtime_limit="10ms"))
+    m = Migration(**kw)
     m.run_until(0.5)
     assert m.phase == "precopy" and m.current_round["index"] == 0
     m.tracker.inject_drop(7)  # the next sync loses page 7
@@ -46,7 +47,7 @@ def test_a_page_the_tracker_drops_fails_verification_in_every_mode(tmp_path, mod
     assert r.status == "completed" and r.verified is False
     assert r.mismatches == 1 and r.mismatched_pages == [7]
 
-    clean = simulate(**kw)  # type: ignore[arg-type]
+    clean = simulate(**kw)
     assert clean.verified is True and clean.mismatches == 0
 
 
@@ -115,7 +116,7 @@ def test_postcopy_and_zero_pages_verify_with_the_stale_bitmap() -> None:
 # The stale bits live in the tracker's own cache lines (its bits' layout changes when they are kept):
 # a migration with verification must take every step exactly as one without, in every mode.
 
-_CASES = {
+_CASES: Dict[str, Dict[str, Any]] = {
     "wp": dict(tracker="wp"),
     "pml-4vcpu": dict(tracker="pml", vcpus=4),
     "ring": dict(tracker="ring", vcpus=2),
@@ -143,8 +144,8 @@ def _unverified(m: Migration) -> dict:
 
 @pytest.mark.parametrize("name", sorted(_CASES))
 def test_verification_changes_no_step_of_a_migration(name: str) -> None:
-    kw: dict = dict(memory="32MiB", workload=Hotspot("60MiB/s", hot_fraction=0.3, seed=11), link=Link("1Gbit/s"),
-                    policy=PreCopy(downtime_limit="5ms"), costs=NO_COST)
+    kw: Dict[str, Any] = dict(memory="32MiB", workload=Hotspot("60MiB/s", hot_fraction=0.3, seed=11),
+                              link=Link("1Gbit/s"), policy=PreCopy(downtime_limit="5ms"), costs=NO_COST)
     kw.update(_CASES[name])
     on = Migration(**kw)
     off = Migration(verify=False, **kw)

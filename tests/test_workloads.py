@@ -305,7 +305,7 @@ def test_trace_round_trips_exactly(tmp_path, suffix, with_vcpu):
     assert data.time_ns.dtype == np.uint64 and data.page.dtype == np.uint64
     assert np.array_equal(data.time_ns, times) and np.array_equal(data.page, pages)
     if with_vcpu:
-        assert data.vcpu.dtype == np.uint32 and np.array_equal(data.vcpu, vcpus)
+        assert data.vcpu is not None and data.vcpu.dtype == np.uint32 and np.array_equal(data.vcpu, vcpus)
     else:
         assert data.vcpu is None
     d.Trace(path).save(tmp_path / f"again{suffix}")
@@ -339,7 +339,7 @@ def test_trace_2d_npy_is_accepted(tmp_path):
     arr = np.array([[0, 5, 1], [10, 6, 0], [10, 7, 1]], dtype=np.int64)
     np.save(tmp_path / "t.npy", arr)
     data = d.load_trace(tmp_path / "t.npy")
-    assert data.page.tolist() == [5, 6, 7] and data.vcpu.tolist() == [1, 0, 1]
+    assert data.page.tolist() == [5, 6, 7] and data.vcpu is not None and data.vcpu.tolist() == [1, 0, 1]
 
 
 def test_bad_trace_files_name_the_record(tmp_path):
@@ -507,7 +507,8 @@ def test_dirty_curve_rejects_bad_curves():
         (lambda: d.WorkingSet([(1, 1.5, 100)]), r"working_set as a fraction of memory must be in \(0, 1\]"),
         (lambda: d.WorkingSet([(1, "150%", 100)]), "percentage"),
         (lambda: d.WorkingSet([(1, 10, -3)]), r"phases\[0\] rate"),
-        (lambda: d.WorkingSet([(1, 10)]), r"phases\[0\] must be a \(duration, working_set, rate\)"),
+        (lambda: d.WorkingSet([(1, 10)]),  # type: ignore[list-item]  # the wrong shape is the point
+         r"phases\[0\] must be a \(duration, working_set, rate\)"),
         (lambda: d.WorkingSet([(1, 10, 5)], shares=[-1]), r"shares\[0\]"),
         (lambda: d.Uniform(5, shares=[0, 0]), "positive sum"),
         (lambda: d.Uniform(5, shares=[]), "empty"),
@@ -535,11 +536,11 @@ def test_bad_parameters_raise_config_error(make, match):
 
 def test_wrong_types_raise_type_error():
     with pytest.raises(TypeError):
-        d.Hotspot(100, hot_fraction="0.1")
+        d.Hotspot(100, hot_fraction="0.1")  # type: ignore[arg-type]  # the wrong types are the point
     with pytest.raises(TypeError):
-        d.Mix(d.Uniform(1))
+        d.Mix(d.Uniform(1))  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        d.Mix([d.Uniform(1), 3])
+        d.Mix([d.Uniform(1), 3])  # type: ignore[list-item]
     with pytest.raises(TypeError):
         d.Uniform(True)
 

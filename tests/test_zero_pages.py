@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any, Dict
 
 import numpy as np
 import pytest
@@ -14,8 +15,8 @@ from dirtylog.workloads import Sequential, Uniform
 from dirtylog.zeropages import ZeroPages
 
 # 1024 pages; the guest rewrites the top half far faster than the scan reaches it
-TOP_WRITER = dict(memory="4MiB", workload=Sequential("400MiB/s", start=512, length=512), link=Link("10MiB/s"),
-                  seed=3)
+TOP_WRITER: Dict[str, Any] = dict(
+    memory="4MiB", workload=Sequential("400MiB/s", start=512, length=512), link=Link("10MiB/s"), seed=3)
 
 
 @pytest.mark.parametrize("spec,expect", [
@@ -40,10 +41,13 @@ def test_bad_specs_are_config_errors(spec):
 def test_bitmap_and_share():
     z = ZeroPages.top(0.25)
     words = z.bitmap(100, 4096)
+    assert words is not None
     bits = np.unpackbits(words.view(np.uint8), bitorder="little")[:100]
     assert np.flatnonzero(bits).tolist() == list(range(75, 100)) and z.share(100, 4096) == 0.25
     r = ZeroPages.ranges([range(3, 5), (10, 12)])
-    bits = np.unpackbits(r.bitmap(64, 4096).view(np.uint8), bitorder="little")
+    words = r.bitmap(64, 4096)
+    assert words is not None
+    bits = np.unpackbits(words.view(np.uint8), bitorder="little")
     assert np.flatnonzero(bits).tolist() == [3, 4, 10, 11]
     assert ZeroPages.scattered(0.5).bitmap(64, 4096) is None
     with pytest.raises(ConfigError, match="past the guest's last page"):
