@@ -159,8 +159,8 @@ def test_ring_syncs_wait_for_throttled_vcpus_to_wake():
     cpu_throttle_thread serves it when its sleep ends, and kvm_dirty_ring_flush reaps after that, so a
     sync under auto-converge waits (sync-wait events), the migration thread sending nothing meanwhile.
     PML's kicks (KVM's kvm_vcpu_kick) wait for nothing."""
-    kw = dict(memory="64MiB", workload=Uniform("200MiB/s", seed=8), link=Link("100MiB/s"),
-              policy=PreCopy(auto_converge=True), vcpus=2)
+    kw: Dict[str, Any] = dict(memory="64MiB", workload=Uniform("200MiB/s", seed=8), link=Link("100MiB/s"),
+                              policy=PreCopy(auto_converge=True), vcpus=2)
     ring, pml = simulate(tracker="ring", **kw), simulate(tracker="pml", **kw)
     assert not [e for e in pml.events if e["event"] == "sync-wait"]
     waits = [e for e in ring.events if e["event"] == "sync-wait"]

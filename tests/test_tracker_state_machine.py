@@ -240,6 +240,7 @@ class TrackerVsReference(RuleBasedStateMachine):
     def flush(self) -> None:
         """A global dirty-log sync that is not a harvest (dirty-limit's): the logs go into the bitmap,
         the pages the next harvest returns stay the same (the oracle does not move)."""
+        assert self.c is not None  # the initialize rule ran
         if not self.c.logging:
             self.both_fail(lambda t: t.flush(), what="flush when not logging")
             return
