@@ -81,8 +81,8 @@ class Answer:
 
     ``found`` is True when a setting that converges was found; ``value`` is it (the
     least bandwidth in bytes/s, the least downtime limit in s, the throttle in % at
-    which auto-converge ends, the largest per-vCPU dirty quota in bytes/s, the
-    post-copy degraded window in s) and ``below`` the nearest setting simulated that
+    which auto-converge ends, the largest per-vCPU dirty quota in bytes/s, a whole
+    number of MiB/s as QEMU's vcpu-dirty-limit takes it, the post-copy degraded window in s) and ``below`` the nearest setting simulated that
     does not converge (None if none was needed: e.g. the migration already converges
     at the lowest setting searched). ``total_time``, ``downtime`` and
     ``transferred`` are the engine's prediction at ``value``. ``details`` holds the
@@ -215,15 +215,19 @@ def _setting_text(a: Answer) -> str:
 # ----------------------------------------------------------------------------------- rounding
 
 
-def _snap(x: float, scale: float, up: bool) -> float:
-    """x rounded (up or down) to three significant digits of ``x * scale`` (the printed precision)."""
+def _snap(x: float, scale: float, up: bool, whole: bool = False) -> float:
+    """x rounded (up or down) to three significant digits of ``x * scale`` (the printed precision);
+    ``whole``: then to a whole number of that unit, the only values the setting takes."""
     y = x * scale
     if not (y > 0) or math.isinf(y):
         return x
     e = 10.0 ** (math.floor(math.log10(y)) - 2)
     q = y / e
     n = math.ceil(q - 1e-9) if up else math.floor(q + 1e-9)
-    return max(n, 1) * e / scale
+    y = max(n, 1) * e
+    if whole:
+        y = max(math.ceil(y - 1e-9) if up else math.floor(y + 1e-9), 1)
+    return y / scale
 
 
 # ----------------------------------------------------------------------------------- the search
@@ -310,6 +314,7 @@ def _bisect(
     max_probes: int,
     known: Sequence[Tuple[float, Probe, Any]] = (),
     guess: Optional[float] = None,
+    whole: bool = False,
 ) -> Tuple[Optional[Tuple[float, Probe, Any]], Optional[float], int]:
     """Find the boundary between settings that converge and settings that do not.
 
@@ -321,7 +326,8 @@ def _bisect(
     converging setting nearest the boundary (or None), the nearest failing setting
     (or None) and the number of probes run. Values are snapped to the printed
     precision (``scale``: the unit factor); the bracket closes at ``tolerance`` or
-    after ``max_probes``; the range is ``[lo_limit, hi_limit]``.
+    after ``max_probes``; the range is ``[lo_limit, hi_limit]``. ``whole``: the setting takes only
+    whole numbers of the unit (see :func:`_snap`).
     """
     good: Optional[Tuple[float, Probe, Any]] = None
     bad: Optional[float] = None
@@ -342,7 +348,7 @@ def _bisect(
         add(x, p, r)
 
     def snap(x: float, toward_help: bool = True) -> float:  # a printed value
-        return _snap(min(max(x, lo_limit), hi_limit), scale, up=(helps_up == toward_help))
+        return _snap(min(max(x, lo_limit), hi_limit), scale, up=(helps_up == toward_help), whole=whole)
 
     def inside(x: float) -> bool:  # strictly inside the bracket (and the range)
         if not (lo_limit * (1 - 1e-9) <= x <= hi_limit * (1 + 1e-9)):
@@ -613,8 +619,10 @@ def _ask_dirty_limit(s: _Searcher, base: Any, tolerance: float, max_probes: int,
         return s.run("dirty_limit", q, f"{format_dirty_rate(q)} per vCPU", tracker="ring",
                      policy=_with_precopy(pol, dirty_limit=True, auto_converge=False, vcpu_dirty_limit=q))
 
+    # QEMU's vcpu-dirty-limit (the migration parameter, and set-vcpu-dirty-limit's dirty-rate) is a whole
+    # number (uint64) of "MB/s", counted in MiB: a quota of 74.7 MiB/s could not be set
     good, bad, used = _bisect(probe, False, lo_limit=q_min, hi_limit=top, scale=1.0 / 2**20, tolerance=tolerance,
-                              max_probes=max_probes, guess=guess)
+                              max_probes=max_probes, guess=guess, whole=True)
     if good is None:
         return _answer_from("dirty_limit", None, bad, used,
                             f"not even at {format_dirty_rate(bad or q_min)} per vCPU (with the dirty ring tracker)")

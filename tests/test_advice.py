@@ -98,6 +98,7 @@ def test_dirty_limit_quota_converges_and_just_above_does_not(advice):
     from dirtylog.units import format_dirty_rate, parse_rate
 
     assert parse_rate(format_dirty_rate(a.value)) == pytest.approx(a.value)
+    assert a.value % 2**20 == 0 and a.below % 2**20 == 0  # whole MiB/s: set-vcpu-dirty-limit takes a uint64
     assert f"quota {format_dirty_rate(a.value)} per vCPU" in a.note and "MiB/s" in format_dirty_rate(a.value)
     assert _ok(_run(policy=PreCopy(dirty_limit=True, vcpu_dirty_limit=a.value), tracker="ring"))
     assert _no(_run(policy=PreCopy(dirty_limit=True, vcpu_dirty_limit=a.below), tracker="ring"), a)
@@ -175,6 +176,11 @@ def test_snapping_to_printed_values():
     assert _snap(3.1234, 1.0, up=False) == pytest.approx(3.12)
     assert _snap(3.0, 1.0, up=True) == pytest.approx(3.0)
     assert _snap(441e6, 8.0, up=True) * 8 == pytest.approx(3.53e9)  # bytes/s printed in bits/s
+    # a dirty quota: whole MiB/s, as QEMU's vcpu-dirty-limit takes it (74.7 MiB/s cannot be set)
+    assert _snap(74.74 * 2**20, 1 / 2**20, up=False, whole=True) == 74 * 2**20
+    assert _snap(74.74 * 2**20, 1 / 2**20, up=True, whole=True) == 75 * 2**20
+    assert _snap(0.3 * 2**20, 1 / 2**20, up=False, whole=True) == 2**20  # 1 MiB/s at least
+    assert _snap(123.4 * 2**20, 1 / 2**20, up=False, whole=True) == 123 * 2**20
 
 
 def test_command_line_advise_and_simulate_advise(capsys, tmp_path, monkeypatch):
