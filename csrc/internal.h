@@ -39,7 +39,8 @@ void *dl__calloc_big(size_t n, size_t size);
  * (pages 64 w .. 64 w + 63) is bits[DL__CO * w] and the stale word of the same pages
  * bits[DL__CO * w + 1], so a write reads and writes one 16-byte pair, in one cache line
  * (a separate stale bitmap cost a second random cache line per write). Without stale
- * bits, word w is bits[w]. `stride` below is that multiplier: 1, or DL__CO. */
+ * bits, word w is bits[w], or in ring mode bits[DL__CO * w] in rounds that lay the live
+ * words beside (tracker.c, ring_lay). `stride` below is that multiplier: 1, or DL__CO. */
 #define DL__CO 2
 /* Stale word w, from the base dl__tracker_stale returns (an lvalue). */
 #define DL__STALE(base, w) ((base)[DL__CO * (w)])

@@ -10,9 +10,11 @@
  * In ring mode a page has two bits: `bits` says which pages were pushed to a ring
  * since the last harvest (collected, or still in a ring: this is the dirty bitmap
  * a harvest takes, once every ring is collected), `live` which of them are live in
- * a ring (pushed, not yet reset: KVM's write protection lifted). They are separate
- * bitmaps so that `bits` alone is as dense as the bare bitmap (interleaving them in
- * one cache line measured slower on first writes: twice the lines to touch). A
+ * a ring (pushed, not yet reset: KVM's write protection lifted). Round by round the
+ * live words lie apart from the bits, so that `bits` alone is as dense as the bare
+ * bitmap (first writes touch no live word; interleaved, they touch twice the lines),
+ * or beside them in one cache line, after a round whose writes needed them, when the
+ * bitmaps outgrow the cache (see ring_lay). A
  * write to a page whose first bit is clear is a push
  * (one test-and-set and one entry store); a page whose first bit is set is pushed
  * again only if it is not live (collected and reset since). The live bits are kept
@@ -71,10 +73,13 @@ struct dl_tracker {
     uint64_t nblocks;
     int logging;
     uint32_t soft_limit;
-    uint64_t *bits;         /* word w at bits[stride * w]; stride DL__CO: with the stale words */
+    uint64_t *bits;         /* word w at bits[stride * w]; stride DL__CO: with the stale or live words */
     unsigned stride;
-    uint64_t *live;         /* ring mode: the live bits, kept only while live_on (see the top) */
+    uint64_t *live;         /* ring mode: live word w at live[lstride * w], kept only while live_on (ring_lay) */
+    unsigned lstride;       /* DL__CO: live words beside the bits (bits + 1); 1: apart */
+    uint64_t *live_own;     /* ring mode with stale words: the live bits' own bitmap, else NULL */
     int live_on;
+    int live_used;          /* a scattered batch built the live bits since the last harvest (ring_lay) */
     uint8_t *blk;           /* huge pages only */
     uint64_t *pml;          /* vcpus * (pml_entries + 1): slot 0 of each log is scratch */
     int64_t *pml_idx;       /* per vCPU */
@@ -88,6 +93,35 @@ struct dl_tracker {
     uint64_t drop_page;
     uint64_t *undo;         /* checked writes of large batches, during the call: see write_checked */
 };
+
+/* Words of `bits`: room for a second word beside each in ring mode (its live words, see
+ * ring_lay) and with stale words (DL__CO, internal.h). */
+static uint64_t bits_words(const dl_tracker *t)
+{
+    return t->nwords * (t->cfg.mode == DL_MODE_RING || t->stale ? DL__CO : 1);
+}
+
+/*
+ * Ring mode's live words, without stale words: the 2 nwords words of `bits` hold the
+ * bits and the live words laid out apart (word w at bits[w], its live word at
+ * bits[nwords + w]) or beside each other (bits[2 w], bits[2 w + 1]: one 16-byte pair in
+ * one cache line). Beside, a write whose page the live bits decide touches one cache
+ * line instead of two, and a reap resets its entries in the lines their pushes touched;
+ * apart, the bits alone are as dense as the bare bitmap, which first writes (that never
+ * read a live word) need: beside, they touch twice the lines. A harvest, after which
+ * every word is zero, lays the next round out beside if the bitmaps outgrow the cache
+ * (DL_PF_MIN_BYTES) and in the round just harvested a scattered batch (the flat write
+ * loop) built the live bits (a write found its page pushed before), else apart: sequential
+ * streams ran slower beside (the README's figures). Only the speed depends on it.
+ * With stale words (DL__CO pairs of bits and stale words) the live bits have a bitmap
+ * of their own.
+ */
+static void ring_lay(dl_tracker *t, int beside)
+{
+    t->stride = beside ? DL__CO : 1;
+    t->live = beside ? t->bits + 1 : t->bits + t->nwords;
+    t->lstride = beside ? DL__CO : 1;
+}
 
 void dl_tracker_config_init(dl_tracker_config *cfg, uint64_t pages)
 {
@@ -142,16 +176,17 @@ int dl_tracker_create(const dl_tracker_config *cfg, dl_tracker **out)
     t->soft_limit = cfg->ring_entries - DL_RING_RESERVED;
     t->drop_page = UINT64_MAX;
     uint32_t nv = cfg->vcpus;
-    t->bits = dl__calloc_big(t->nwords, sizeof(uint64_t));
     t->stride = 1;
+    t->bits = dl__calloc_big(bits_words(t), sizeof(uint64_t));
     t->vc = calloc(nv, sizeof(vcpu_counters));
     int ok = t->bits && t->vc;
     if (cfg->mode == DL_MODE_RING) {
         t->ring = calloc((size_t)nv * cfg->ring_entries, sizeof(uint64_t));
         t->ring_used = calloc(nv, sizeof(uint32_t));
         t->ring_dups = calloc(nv, sizeof(uint32_t));
-        t->live = dl__calloc_big(t->nwords, sizeof(uint64_t));
-        ok = ok && t->ring && t->ring_used && t->ring_dups && t->live;
+        ok = ok && t->ring && t->ring_used && t->ring_dups;
+        if (ok)
+            ring_lay(t, 0);
     }
     if (cfg->mode == DL_MODE_PML) {
         t->pml = calloc((size_t)nv * (cfg->pml_entries + 1), sizeof(uint64_t));
@@ -178,7 +213,7 @@ void dl_tracker_destroy(dl_tracker *t)
     if (!t)
         return;
     free(t->bits);
-    free(t->live);
+    free(t->live_own);
     free(t->blk);
     free(t->pml);
     free(t->pml_idx);
@@ -195,7 +230,7 @@ uint64_t dl_tracker_memory_bytes(const dl_tracker *t)
     if (!t)
         return 0;
     uint64_t nv = t->cfg.vcpus;
-    uint64_t b = sizeof *t + t->nwords * 8 * (t->stride + (t->live ? 1 : 0)) + nv * sizeof(vcpu_counters);
+    uint64_t b = sizeof *t + (bits_words(t) + (t->live_own ? t->nwords : 0)) * 8 + nv * sizeof(vcpu_counters);
     if (t->blk)
         b += t->nblocks;
     if (t->pml)
@@ -245,7 +280,7 @@ int dl_tracker_start(dl_tracker *t)
         dl_bitmap_zero(t->bits, t->nwords, t->stride);
     }
     if (t->live)
-        memset(t->live, 0, t->nwords * 8);
+        dl_bitmap_zero(t->live, t->nwords, t->lstride);
     if (t->blk) {
         uint8_t s = BLK_PROT;
         if (t->cfg.initially_set)
@@ -269,7 +304,7 @@ int dl_tracker_stop(dl_tracker *t)
     reset_logs(t);
     dl_bitmap_zero(t->bits, t->nwords, t->stride);
     if (t->live)
-        memset(t->live, 0, t->nwords * 8);
+        dl_bitmap_zero(t->live, t->nwords, t->lstride);
     if (t->blk)
         memset(t->blk, BLK_HUGE_RW, t->nblocks);
     t->st.dirty_pages = 0;
@@ -304,6 +339,9 @@ static inline size_t undo_saved_words(const dl_tracker *t)
  * word costs far less than a random update of one). */
 #define DL_LIVE_ZERO_PER_ENTRY 8
 
+/* Ring mode's live word w (an lvalue; see the top). */
+#define DL_LIVE(t, w) ((t)->live[(t)->lstride * (w)])
+
 /* Sets the live bits of every ring's entries (vCPU v's ring holding u of them) and
  * keeps them from now on. */
 static DL_NOINLINE void live_build(dl_tracker *t, uint32_t v, uint32_t u)
@@ -312,7 +350,7 @@ static DL_NOINLINE void live_build(dl_tracker *t, uint32_t v, uint32_t u)
         const uint64_t *r = t->ring + (size_t)w * t->cfg.ring_entries;
         const uint32_t n = w == v ? u : t->ring_used[w];
         for (uint32_t i = 0; i < n; i++)
-            t->live[r[i] >> 6] |= UINT64_C(1) << (r[i] & 63);
+            DL_LIVE(t, r[i] >> 6) |= UINT64_C(1) << (r[i] & 63);
     }
     t->live_on = 1;
 }
@@ -331,16 +369,15 @@ static void ring_reap(dl_tracker *t, uint32_t v)
         uint64_t others = 0;
         for (uint32_t w = 0; w < t->cfg.vcpus; w++)
             others += w == v ? 0 : t->ring_used[w];
-        uint64_t *live = t->live;
-        if (others == 0 && t->nwords <= DL_LIVE_ZERO_PER_ENTRY * n) {
-            memset(live, 0, t->nwords * 8); /* no entry stays live: cheaper than n updates */
+        if (others == 0 && t->lstride == 1 && t->nwords <= DL_LIVE_ZERO_PER_ENTRY * n) {
+            dl_bitmap_zero(t->live, t->nwords, t->lstride); /* no entry stays live: cheaper than n updates */
         } else {
             const uint64_t *r = t->ring + (size_t)v * t->cfg.ring_entries;
             const int pf = t->nwords * 8 > DL_PF_MIN_BYTES;
             for (uint32_t i = 0; i < n; i++) {
                 if (pf && i + DL_PF_DIST < n)
-                    __builtin_prefetch(&live[r[i + DL_PF_DIST] >> 6], 1, 3);
-                live[r[i] >> 6] &= ~(UINT64_C(1) << (r[i] & 63));
+                    __builtin_prefetch(&DL_LIVE(t, r[i + DL_PF_DIST] >> 6), 1, 3);
+                DL_LIVE(t, r[i] >> 6) &= ~(UINT64_C(1) << (r[i] & 63));
             }
         }
         t->live_on = others != 0;
@@ -414,9 +451,9 @@ static DL_NOINLINE void huge_fault(dl_tracker *t, uint32_t v, uint64_t p, batch_
         if (old || t->live_on) { /* see the write loop */
             if (!t->live_on)
                 live_build(t, v, t->ring_used[v]);
-            if (t->live[p >> 6] & m)
+            if (DL_LIVE(t, p >> 6) & m)
                 return; /* live: writable */
-            t->live[p >> 6] |= m;
+            DL_LIVE(t, p >> 6) |= m;
             t->ring_dups[v] += old != 0;
         }
         c->pushed++; /* the ring loop counts its pushes as recorded */
@@ -450,10 +487,11 @@ typedef struct fresh_io {
 
 DL_ALWAYS_INLINE size_t fresh_tmpl(uint64_t *bits, const uint64_t *pages, size_t i, size_t end,
                                    uint64_t lim, size_t pf_end, uint32_t *ver, fresh_io *io,
-                                   const int down, const int chk,
+                                   const int down, const int co, const int chk,
                                    const int jrn, const int stl, const int vers, const int pf)
 {
-    const unsigned S = stl ? DL__CO : 1; /* the stride: co-located stale words (see the top) */
+    /* the stride: co-located stale words, or ring mode's live words beside (see ring_lay) */
+    const unsigned S = stl || (co && !down) ? DL__CO : 1;
     uint64_t *rp = io->rp;
     uint64_t *jp = jrn ? io->jp : NULL;
     uint64_t jb = jrn ? io->jb : 0;
@@ -496,32 +534,33 @@ DL_ALWAYS_INLINE size_t fresh_tmpl(uint64_t *bits, const uint64_t *pages, size_t
     return i;
 }
 
-#define DL_FRESH(name, down, chk, jrn, stl, vers, pf)                                              \
+#define DL_FRESH(name, down, co, chk, jrn, stl, vers, pf)                                          \
     static DL_NOINLINE size_t name(uint64_t *bits, const uint64_t *pages, size_t i, size_t end,    \
                                    uint64_t lim, size_t pf_end, uint32_t *ver, fresh_io *io)       \
     {                                                                                              \
-        return fresh_tmpl(bits, pages, i, end, lim, pf_end, ver, io, down, chk, jrn, stl, vers,    \
-                          pf);                                                                     \
+        return fresh_tmpl(bits, pages, i, end, lim, pf_end, ver, io, down, co, chk, jrn, stl,      \
+                          vers, pf);                                                               \
     }
 /* unchecked (the engine's path, small batches): [stale][versions][prefetch]; checked:
  * journaled (j), or with the bitmaps copied (c: with a stale bitmap for c2 and c3) */
-#define DL_FRESH_MODE(tag, down)                                                                   \
-    DL_FRESH(fresh_##tag##_000, down, 0, 0, 0, 0, 0)                                               \
-    DL_FRESH(fresh_##tag##_001, down, 0, 0, 0, 0, 1)                                               \
-    DL_FRESH(fresh_##tag##_010, down, 0, 0, 0, 1, 0)                                               \
-    DL_FRESH(fresh_##tag##_011, down, 0, 0, 0, 1, 1)                                               \
-    DL_FRESH(fresh_##tag##_100, down, 0, 0, 1, 0, 0)                                               \
-    DL_FRESH(fresh_##tag##_101, down, 0, 0, 1, 0, 1)                                               \
-    DL_FRESH(fresh_##tag##_110, down, 0, 0, 1, 1, 0)                                               \
-    DL_FRESH(fresh_##tag##_111, down, 0, 0, 1, 1, 1)                                               \
-    DL_FRESH(fresh_##tag##_j0, down, 1, 1, 0, 0, 0)                                                \
-    DL_FRESH(fresh_##tag##_j1, down, 1, 1, 0, 0, 1)                                                \
-    DL_FRESH(fresh_##tag##_c0, down, 1, 0, 0, 0, 0)                                                \
-    DL_FRESH(fresh_##tag##_c1, down, 1, 0, 0, 0, 1)                                                \
-    DL_FRESH(fresh_##tag##_c2, down, 1, 0, 1, 0, 0)                                                \
-    DL_FRESH(fresh_##tag##_c3, down, 1, 0, 1, 0, 1)
-DL_FRESH_MODE(ring, 0)
-DL_FRESH_MODE(pml, 1)
+#define DL_FRESH_MODE(tag, down, co)                                                               \
+    DL_FRESH(fresh_##tag##_000, down, co, 0, 0, 0, 0, 0)                                           \
+    DL_FRESH(fresh_##tag##_001, down, co, 0, 0, 0, 0, 1)                                           \
+    DL_FRESH(fresh_##tag##_010, down, co, 0, 0, 0, 1, 0)                                           \
+    DL_FRESH(fresh_##tag##_011, down, co, 0, 0, 0, 1, 1)                                           \
+    DL_FRESH(fresh_##tag##_100, down, co, 0, 0, 1, 0, 0)                                           \
+    DL_FRESH(fresh_##tag##_101, down, co, 0, 0, 1, 0, 1)                                           \
+    DL_FRESH(fresh_##tag##_110, down, co, 0, 0, 1, 1, 0)                                           \
+    DL_FRESH(fresh_##tag##_111, down, co, 0, 0, 1, 1, 1)                                           \
+    DL_FRESH(fresh_##tag##_j0, down, co, 1, 1, 0, 0, 0)                                            \
+    DL_FRESH(fresh_##tag##_j1, down, co, 1, 1, 0, 0, 1)                                            \
+    DL_FRESH(fresh_##tag##_c0, down, co, 1, 0, 0, 0, 0)                                            \
+    DL_FRESH(fresh_##tag##_c1, down, co, 1, 0, 0, 0, 1)                                            \
+    DL_FRESH(fresh_##tag##_c2, down, co, 1, 0, 1, 0, 0)                                            \
+    DL_FRESH(fresh_##tag##_c3, down, co, 1, 0, 1, 0, 1)
+DL_FRESH_MODE(ring, 0, 0)
+DL_FRESH_MODE(ringco, 0, 1)
+DL_FRESH_MODE(pml, 1, 0)
 #undef DL_FRESH_MODE
 #undef DL_FRESH
 typedef size_t (*fresh_fn)(uint64_t *, const uint64_t *, size_t, size_t, uint64_t, size_t, uint32_t *,
@@ -533,12 +572,12 @@ typedef size_t (*fresh_fn)(uint64_t *, const uint64_t *, size_t, size_t, uint64_
      fresh_##tag##_100, fresh_##tag##_101, fresh_##tag##_110, fresh_##tag##_111,                   \
      fresh_##tag##_j0,  fresh_##tag##_j1,  fresh_##tag##_c0,  fresh_##tag##_c1,                    \
      fresh_##tag##_c2,  fresh_##tag##_c3}
-DL_ALWAYS_INLINE fresh_fn fresh_for(const int mode, const int chkd, const int stl, const int vers,
-                                    const int pf)
+DL_ALWAYS_INLINE fresh_fn fresh_for(const int mode, const int co, const int chkd, const int stl,
+                                    const int vers, const int pf)
 {
-    static const fresh_fn table[2][14] = {DL_FRESH_TABLE(ring), DL_FRESH_TABLE(pml)};
+    static const fresh_fn table[3][14] = {DL_FRESH_TABLE(ring), DL_FRESH_TABLE(pml), DL_FRESH_TABLE(ringco)};
     const int k = chkd == 1 ? 8 + pf : chkd == 2 ? 10 + (stl << 1 | pf) : stl << 2 | vers << 1 | pf;
-    return table[mode == DL_MODE_PML][k];
+    return table[mode == DL_MODE_PML ? 1 : co ? 2 : 0][k];
 }
 #undef DL_FRESH_TABLE
 
@@ -561,12 +600,14 @@ DL_ALWAYS_INLINE fresh_fn fresh_for(const int mode, const int chkd, const int st
  * (a reap or a build of the live bits touches only live words).
  */
 DL_ALWAYS_INLINE size_t write_loop(dl_tracker *t, uint32_t v, const uint64_t *pages, size_t n,
-                                   const int mode, const int huge, const int stl, const int vers,
-                                   const int pf, const int flat, const int chkd, batch_counts *c)
+                                   const int mode, const int co_, const int huge, const int stl,
+                                   const int vers, const int pf, const int flat, const int chkd,
+                                   batch_counts *c)
 {
     /* chkd: the indices are checked as they are read (see write_checked): 1, the
      * writes are journaled for their undo (no marks); 2, the bitmaps were copied */
     const int jrn = chkd == 1;
+    const int live_undone = chkd == 2 && !stl; /* ring mode: the copy holds the live words too */
     const uint64_t lim = chkd ? t->pages : 0;
     if (chkd && pages[0] >= lim) {
         c->done = 0;
@@ -582,8 +623,11 @@ DL_ALWAYS_INLINE size_t write_loop(dl_tracker *t, uint32_t v, const uint64_t *pa
     uint64_t *bits = t->bits;
     const uint8_t *blk = t->blk;
     uint32_t *ver = t->versions;
-    /* word w is bits[S * w]; the stale word of w is the next one (see the top) */
-    const unsigned S = stl ? DL__CO : 1;
+    /* word w is bits[S * w]; the stale word of w is the next one, or in ring mode laid out
+     * beside the bits (co) the live word; else live word w is live[w] (see ring_lay) */
+    const int co = mode == DL_MODE_RING && co_ && !stl;
+    const unsigned S = stl || co ? DL__CO : 1;
+    const unsigned LS = co ? DL__CO : 1; /* live word w: live[LS * w] */
 #define DL_BITS(w) bits[S * (w)]
 #define DL_STALE_AT(w) (&bits[S * (w) + 1])
     uint64_t cw = pages[0] >> 6;
@@ -682,7 +726,7 @@ DL_ALWAYS_INLINE size_t write_loop(dl_tracker *t, uint32_t v, const uint64_t *pa
                 u++;                                                                               \
             } else { /* first bit set (live?), or live bits kept: the live bit decides */          \
                 if (!(ON)) { /* first needed: build them, and go on with ON spans */               \
-                    if (chkd && !rest_ok) { /* no undo past this: check the rest first */          \
+                    if (chkd && !live_undone && !rest_ok) { /* no undo past this: check */     \
                         const size_t b = first_bad_uint64_t(pages + i + 1, n - i - 1, lim);        \
                         if (b < n - i - 1) {                                                       \
                             done = i + 1;                                                          \
@@ -692,10 +736,11 @@ DL_ALWAYS_INLINE size_t write_loop(dl_tracker *t, uint32_t v, const uint64_t *pa
                         rest_ok = 1;                                                               \
                     }                                                                              \
                     live_build(t, v, u);                                                           \
+                    t->live_used |= flat; /* a scattered stream needed them (see ring_lay) */      \
                     on = 1;                                                                        \
                     end = i + 1;                                                                   \
                 }                                                                                  \
-                uint64_t *lw = &live[cw];                                                          \
+                uint64_t *lw = &live[LS * cw];                                                     \
                 const uint64_t l = *lw;                                                            \
                 const uint32_t push = (uint32_t)(((l >> sh) & 1) ^ 1); /* not live: pushed (again) */ \
                 *lw = l | UINT64_C(1) << sh;                                                       \
@@ -730,7 +775,7 @@ DL_ALWAYS_INLINE size_t write_loop(dl_tracker *t, uint32_t v, const uint64_t *pa
             if (vers)
                 __builtin_prefetch(&ver[q], 1, 3);
             __builtin_prefetch(&DL_BITS(q >> 6), 1, 3); /* and the stale word beside it */
-            if (mode == DL_MODE_RING && on)
+            if (mode == DL_MODE_RING && on && !co) /* else in the bits' line */
                 __builtin_prefetch(&live[q >> 6], 1, 3);
         }
     }
@@ -740,7 +785,7 @@ DL_ALWAYS_INLINE size_t write_loop(dl_tracker *t, uint32_t v, const uint64_t *pa
         if (pf && i < pf_end) {                                                                    \
             const uint64_t pw = DL_SAFE(pages[i + DL_PF_DIST]) >> 6;                               \
             __builtin_prefetch(&DL_BITS(pw), 1, 3);                                                \
-            if (mode == DL_MODE_RING && (ON))                                                      \
+            if (mode == DL_MODE_RING && (ON) && !co) /* else in the bits' line */                  \
                 __builtin_prefetch(&live[pw], 1, 3);                                               \
         }                                                                                          \
     } while (0)
@@ -842,7 +887,7 @@ DL_ALWAYS_INLINE size_t write_loop(dl_tracker *t, uint32_t v, const uint64_t *pa
             } else {
                 if (mode != DL_MODE_WP && fresh) { /* first writes in a loop of their own */
                     fresh_io io = {mode == DL_MODE_RING ? r + u : log + idx, jp, jb};
-                    i = fresh_for(mode, chkd, stl, vers, pf)(bits, pages, i, end, lim, pf_end, ver, &io);
+                    i = fresh_for(mode, co, chkd, stl, vers, pf)(bits, pages, i, end, lim, pf_end, ver, &io);
                     fresh = i == end; /* else the batch rewrites pages: not again in this call */
                     if (mode == DL_MODE_RING)
                         u = (uint32_t)(io.rp - r);
@@ -925,44 +970,45 @@ DL_ALWAYS_INLINE size_t write_loop(dl_tracker *t, uint32_t v, const uint64_t *pa
 
 /* Aligned so that the hot loops' placement, and so their speed, does not depend on
  * what else is linked into the module (the bare loops of bench.c are aligned alike). */
-#define DL_WRITE_VARIANT(name, mode, kind, stl, vers, pf)                                          \
+#define DL_WRITE_VARIANT(name, mode, co, kind, stl, vers, pf)                                      \
     __attribute__((aligned(64))) static size_t name(dl_tracker *t, uint32_t v, const uint64_t *p,  \
                                                     size_t n, batch_counts *c)                     \
     {                                                                                              \
         const int flat = kind == 2 || kind == 4 || kind == 6;                                      \
-        return write_loop(t, v, p, n, mode, kind == 1, stl, vers, pf, flat,                        \
+        return write_loop(t, v, p, n, mode, co, kind == 1, stl, vers, pf, flat,                    \
                           kind < 3 ? 0 : kind < 5 ? 1 : 2, c);                                     \
     }
-#define DL_WRITE_MARKS(mode, tag, huge)                                                            \
-    DL_WRITE_VARIANT(write_##tag##_##huge##000, mode, huge, 0, 0, 0)                               \
-    DL_WRITE_VARIANT(write_##tag##_##huge##001, mode, huge, 0, 0, 1)                               \
-    DL_WRITE_VARIANT(write_##tag##_##huge##010, mode, huge, 0, 1, 0)                               \
-    DL_WRITE_VARIANT(write_##tag##_##huge##011, mode, huge, 0, 1, 1)                               \
-    DL_WRITE_VARIANT(write_##tag##_##huge##100, mode, huge, 1, 0, 0)                               \
-    DL_WRITE_VARIANT(write_##tag##_##huge##101, mode, huge, 1, 0, 1)                               \
-    DL_WRITE_VARIANT(write_##tag##_##huge##110, mode, huge, 1, 1, 0)                               \
-    DL_WRITE_VARIANT(write_##tag##_##huge##111, mode, huge, 1, 1, 1)
+#define DL_WRITE_MARKS(mode, co, tag, huge)                                                        \
+    DL_WRITE_VARIANT(write_##tag##_##huge##000, mode, co, huge, 0, 0, 0)                           \
+    DL_WRITE_VARIANT(write_##tag##_##huge##001, mode, co, huge, 0, 0, 1)                           \
+    DL_WRITE_VARIANT(write_##tag##_##huge##010, mode, co, huge, 0, 1, 0)                           \
+    DL_WRITE_VARIANT(write_##tag##_##huge##011, mode, co, huge, 0, 1, 1)                           \
+    DL_WRITE_VARIANT(write_##tag##_##huge##100, mode, co, huge, 1, 0, 0)                           \
+    DL_WRITE_VARIANT(write_##tag##_##huge##101, mode, co, huge, 1, 0, 1)                           \
+    DL_WRITE_VARIANT(write_##tag##_##huge##110, mode, co, huge, 1, 1, 0)                           \
+    DL_WRITE_VARIANT(write_##tag##_##huge##111, mode, co, huge, 1, 1, 1)
 /* checked indices (see write_checked): kinds 3 and 4 are 0 and 2 journaled, 5 and 6
  * with a copy of the bitmap (and of the stale bitmap: c8 to c11) */
-#define DL_WRITE_CHECKED(mode, tag)                                                                \
-    DL_WRITE_VARIANT(write_##tag##_c0, mode, 3, 0, 0, 0)                                           \
-    DL_WRITE_VARIANT(write_##tag##_c1, mode, 3, 0, 0, 1)                                           \
-    DL_WRITE_VARIANT(write_##tag##_c2, mode, 4, 0, 0, 0)                                           \
-    DL_WRITE_VARIANT(write_##tag##_c3, mode, 4, 0, 0, 1)                                           \
-    DL_WRITE_VARIANT(write_##tag##_c4, mode, 5, 0, 0, 0)                                           \
-    DL_WRITE_VARIANT(write_##tag##_c5, mode, 5, 0, 0, 1)                                           \
-    DL_WRITE_VARIANT(write_##tag##_c6, mode, 6, 0, 0, 0)                                           \
-    DL_WRITE_VARIANT(write_##tag##_c7, mode, 6, 0, 0, 1)                                           \
-    DL_WRITE_VARIANT(write_##tag##_c8, mode, 5, 1, 0, 0)                                           \
-    DL_WRITE_VARIANT(write_##tag##_c9, mode, 5, 1, 0, 1)                                           \
-    DL_WRITE_VARIANT(write_##tag##_c10, mode, 6, 1, 0, 0)                                          \
-    DL_WRITE_VARIANT(write_##tag##_c11, mode, 6, 1, 0, 1)
-#define DL_WRITE_MODE(mode, tag)                                                                   \
-    DL_WRITE_MARKS(mode, tag, 0) DL_WRITE_MARKS(mode, tag, 1) DL_WRITE_MARKS(mode, tag, 2)         \
-    DL_WRITE_CHECKED(mode, tag)
-DL_WRITE_MODE(DL_MODE_WP, wp)
-DL_WRITE_MODE(DL_MODE_PML, pml)
-DL_WRITE_MODE(DL_MODE_RING, ring)
+#define DL_WRITE_CHECKED(mode, co, tag)                                                            \
+    DL_WRITE_VARIANT(write_##tag##_c0, mode, co, 3, 0, 0, 0)                                       \
+    DL_WRITE_VARIANT(write_##tag##_c1, mode, co, 3, 0, 0, 1)                                       \
+    DL_WRITE_VARIANT(write_##tag##_c2, mode, co, 4, 0, 0, 0)                                       \
+    DL_WRITE_VARIANT(write_##tag##_c3, mode, co, 4, 0, 0, 1)                                       \
+    DL_WRITE_VARIANT(write_##tag##_c4, mode, co, 5, 0, 0, 0)                                       \
+    DL_WRITE_VARIANT(write_##tag##_c5, mode, co, 5, 0, 0, 1)                                       \
+    DL_WRITE_VARIANT(write_##tag##_c6, mode, co, 6, 0, 0, 0)                                       \
+    DL_WRITE_VARIANT(write_##tag##_c7, mode, co, 6, 0, 0, 1)                                       \
+    DL_WRITE_VARIANT(write_##tag##_c8, mode, co, 5, 1, 0, 0)                                       \
+    DL_WRITE_VARIANT(write_##tag##_c9, mode, co, 5, 1, 0, 1)                                       \
+    DL_WRITE_VARIANT(write_##tag##_c10, mode, co, 6, 1, 0, 0)                                      \
+    DL_WRITE_VARIANT(write_##tag##_c11, mode, co, 6, 1, 0, 1)
+#define DL_WRITE_MODE(mode, co, tag)                                                               \
+    DL_WRITE_MARKS(mode, co, tag, 0) DL_WRITE_MARKS(mode, co, tag, 1)                              \
+    DL_WRITE_MARKS(mode, co, tag, 2) DL_WRITE_CHECKED(mode, co, tag)
+DL_WRITE_MODE(DL_MODE_WP, 0, wp)
+DL_WRITE_MODE(DL_MODE_PML, 0, pml)
+DL_WRITE_MODE(DL_MODE_RING, 0, ring)
+DL_WRITE_MODE(DL_MODE_RING, 1, ringco) /* live words beside the bits (see ring_lay) */
 
 typedef size_t (*write_fn)(dl_tracker *, uint32_t, const uint64_t *, size_t, batch_counts *);
 #define DL_WRITE_HALF(tag, huge)                                                                   \
@@ -978,7 +1024,8 @@ typedef size_t (*write_fn)(dl_tracker *, uint32_t, const uint64_t *, size_t, bat
  * 1: huge pages, 2: flat (no huge pages); then [24 + (copied << 2 | flat << 1 | prefetch)]
  * with checked indices (no huge pages, no versions; copied: the bitmap, not a journal),
  * plus 4 with a stale bitmap (copied only) */
-static const write_fn write_table[3][36] = {DL_WRITE_ROW(wp), DL_WRITE_ROW(pml), DL_WRITE_ROW(ring)};
+static const write_fn write_table[4][36] = {DL_WRITE_ROW(wp), DL_WRITE_ROW(pml), DL_WRITE_ROW(ring),
+                                            DL_WRITE_ROW(ringco)};
 
 /* Whether a batch goes to another bitmap word on nearly every write (judged on its
  * first writes): such streams run the flat loop. Only the speed depends on it. */
@@ -1009,7 +1056,7 @@ static size_t write_batch(dl_tracker *t, uint32_t v, const uint64_t *pages, size
                 DL__STALE(t->stale, pages[i] >> 6) |= UINT64_C(1) << (pages[i] & 63);
         return SIZE_MAX;
     }
-    int m = t->cfg.mode == DL_MODE_CLEAR ? 0 : (int)t->cfg.mode;
+    int m = t->cfg.mode == DL_MODE_CLEAR ? 0 : t->lstride == DL__CO ? 3 : (int)t->cfg.mode; /* 3: ringco */
     int pf = t->nwords * 8 > DL_PF_MIN_BYTES || (t->versions && t->pages * 4 > DL_PF_MIN_BYTES);
     int kind = t->blk ? 1 : scattered(pages, n) ? 2 : 0;
     int variant = kind << 3 | (t->stale ? 4 : 0) | (t->versions ? 2 : 0) | pf;
@@ -1052,7 +1099,8 @@ void dl__tracker_write_unchecked(dl_tracker *t, uint32_t v, const uint64_t *page
  * bad one undoes the writes before it:
  * - the bitmap only ever gets bits set. If it is small beside the batch (a word per 8
  *   writes or fewer) it is copied into `undo` (grown here, outside the loop) and
- *   copied back, with the stale words if kept (co-located: one copy of both). Else the loop journals
+ *   copied back, with the stale words if kept (co-located: one copy of both), and in
+ *   ring mode without them with the live words (bits_words). Else the loop journals
  *   each write's bit before it (one bit per write, 63 to a word, into `undo`) and
  *   the undo clears the bits whose journal bit is clear: the journal costs the loop
  *   two instructions a write, which at small bitmaps, where the loop is bound by its
@@ -1064,8 +1112,9 @@ void dl__tracker_write_unchecked(dl_tracker *t, uint32_t v, const uint64_t *page
  *   state's bookkeeping);
  * - what could not be undone so is not done before the rest of the batch is known
  *   good: huge pages (a fault splits a block) keep the separate check, as does ring
- *   mode with live bits kept; the first write that needs them built (a page pushed
- *   before) checks the rest of the batch first, and the loop goes on unchecked.
+ *   mode with live bits kept unless the copy holds them; the first write that needs
+ *   them built (a page pushed before) checks the rest of the batch first unless the
+ *   copy holds them, and the loop goes on unchecked.
  * Small batches, which the separate check reads from cache, keep it, and so do
  * trackers with versions attached, or a stale bitmap too large to copy (journaling
  * the stale bit too measured slower than the separate check at 4 GiB; the engine,
@@ -1079,7 +1128,8 @@ typedef struct write_saved {
     int64_t pml_idx;
     uint32_t ring_used, ring_dups;
     size_t entries; /* saved log or ring entries, at the start of `undo` */
-    int copied;     /* the bitmap (with the stale words) after them, or the journal */
+    int copied;     /* the bitmap (with the stale or live words) after them, or the journal */
+    int live_on, live_used;
 } write_saved;
 
 /* Whether a checked batch of n writes undoes with a copy of the bitmap, not a journal. */
@@ -1088,7 +1138,7 @@ static inline int undo_copies(const dl_tracker *t, size_t n) { return t->nwords 
 /* Allocates `undo` for an n-write batch (0 if no memory); write_checked frees it. */
 static int undo_alloc(dl_tracker *t, size_t n)
 {
-    const size_t copy = t->nwords * t->stride;
+    const size_t copy = bits_words(t);
     const size_t words = undo_saved_words(t) + (undo_copies(t, n) ? copy : n / 63 + 1);
     t->undo = malloc(words * sizeof(uint64_t));
     return t->undo != NULL;
@@ -1100,7 +1150,7 @@ static DL_NOINLINE void write_undo(dl_tracker *t, uint32_t v, const uint64_t *pa
 {
     const uint64_t *jp = t->undo + undo_saved_words(t);
     if (sv->copied) {
-        memcpy(t->bits, jp, t->nwords * t->stride * sizeof(uint64_t)); /* with the stale words */
+        memcpy(t->bits, jp, bits_words(t) * sizeof(uint64_t)); /* with the stale or live words */
     } else {
         uint64_t w = 0;
         int b = -1; /* the next write's bit in w */
@@ -1116,6 +1166,8 @@ static DL_NOINLINE void write_undo(dl_tracker *t, uint32_t v, const uint64_t *pa
     }
     t->st = sv->st;
     t->vc[v] = sv->vc;
+    t->live_on = sv->live_on;
+    t->live_used = sv->live_used;
     if (t->pml_idx) {
         t->pml_idx[v] = sv->pml_idx;
         uint64_t *log = pml_log_base(t, v);
@@ -1128,7 +1180,8 @@ static DL_NOINLINE void write_undo(dl_tracker *t, uint32_t v, const uint64_t *pa
     }
 }
 
-/* A batch of checked indices, logging, no huge pages, no live bits kept, n >= 1. */
+/* A batch of checked indices, logging, no huge pages, no live bits kept unless the copy holds
+ * them, n >= 1. */
 static int write_checked(dl_tracker *t, uint32_t v, const uint64_t *pages, size_t n, size_t *bad)
 {
     write_saved sv;
@@ -1138,6 +1191,8 @@ static int write_checked(dl_tracker *t, uint32_t v, const uint64_t *pages, size_
     sv.ring_used = t->ring_used ? t->ring_used[v] : 0;
     sv.ring_dups = t->ring_dups ? t->ring_dups[v] : 0;
     sv.entries = 0;
+    sv.live_on = t->live_on;
+    sv.live_used = t->live_used;
     if (t->pml_idx && n > (size_t)(sv.pml_idx + 1)) { /* more writes than free slots: may exit */
         sv.entries = (size_t)((int64_t)t->cfg.pml_entries - 1 - sv.pml_idx);
         memcpy(t->undo, pml_log_base(t, v) + sv.pml_idx + 1, sv.entries * sizeof(uint64_t));
@@ -1148,7 +1203,7 @@ static int write_checked(dl_tracker *t, uint32_t v, const uint64_t *pages, size_
     sv.copied = undo_copies(t, n);
     if (sv.copied) {
         uint64_t *copy = t->undo + undo_saved_words(t);
-        memcpy(copy, t->bits, t->nwords * t->stride * sizeof(uint64_t)); /* with the stale words */
+        memcpy(copy, t->bits, bits_words(t) * sizeof(uint64_t)); /* with the stale or live words */
     }
     batch_counts c = {0, 0, 0, 0, 0, 0, 0};
     const size_t b = write_batch(t, v, pages, n, sv.copied ? 2 : 1, &c);
@@ -1170,8 +1225,9 @@ static int write_checked(dl_tracker *t, uint32_t v, const uint64_t *pages, size_
  * and allocating it again each call measured as cheap as keeping it (see the README). */
 static int checks_in_loop(dl_tracker *t, size_t n)
 {
-    return n >= DL_CHECKED_MIN && t->logging && !t->blk && !(t->live && t->live_on) && !t->versions &&
-           (!t->stale || undo_copies(t, n)) && undo_alloc(t, n);
+    const int copies = undo_copies(t, n);
+    return n >= DL_CHECKED_MIN && t->logging && !t->blk && (!t->live_on || (copies && !t->live_own)) &&
+           !t->versions && (!t->stale || copies) && undo_alloc(t, n);
 }
 
 static int check_write(const dl_tracker *t, uint32_t vcpu, const void *pages, size_t n, size_t *bad)
@@ -1305,14 +1361,25 @@ static void apply_drop(dl_tracker *t)
     t->drop_page = UINT64_MAX;
 }
 
+/* After a harvest that took the bitmap (every word zero, every ring collected): the next
+ * round's layout of ring mode's live words (see ring_lay). */
+static void ring_relay(dl_tracker *t)
+{
+    if (t->ring && !t->stale)
+        ring_lay(t, t->live_used && t->nwords * 8 > DL_PF_MIN_BYTES);
+    t->live_used = 0;
+}
+
 /* A harvest's accounting, `n` pages harvested; `taken`: the bitmap was cleared (all modes
- * but clear mode, whose harvest only reads it), which flushes the TLB if any page was set. */
+ * but clear mode, whose harvest only reads it), which flushes the TLB if any page was set,
+ * and lays ring mode's next round out. */
 static void harvested(dl_tracker *t, uint64_t n, int taken)
 {
     if (taken) {
         t->st.dirty_pages = 0;
         if (n)
             t->st.tlb_flushes++;
+        ring_relay(t);
     }
     t->st.harvests++;
     t->st.harvested_pages += n;
@@ -1518,22 +1585,56 @@ int dl_tracker_attach_versions(dl_tracker *t, uint32_t *versions, uint64_t n)
     return DL_OK;
 }
 
-/* Moves the tracker's words to a bitmap of the given stride (the stale words, every bit
- * `initial`, beside them for DL__CO; dropped for 1). */
-static int relayout(dl_tracker *t, unsigned stride, uint32_t initial)
+/* Lays the tracker's words out with stale words (each bit `initial`) or without them:
+ * word w at bits[stride * w], and with stale words the stale word beside it (DL__CO).
+ * Ring mode's array holds 2 nwords words either way (bits_words), so it is laid out anew
+ * in place (the peak memory is the final one): its live words go to a bitmap of their
+ * own while the stale words are kept, and come back apart (see ring_lay) when they are
+ * dropped. */
+static int relayout(dl_tracker *t, int stale, uint32_t initial)
 {
-    uint64_t *nb = dl__calloc_big(t->nwords * stride, sizeof(uint64_t));
+    const uint64_t n = t->nwords;
+    const uint64_t fill = initial ? ~UINT64_C(0) : 0;
+    uint64_t *b = t->bits;
+    if (t->cfg.mode == DL_MODE_RING && stale) {
+        uint64_t *own = dl__calloc_big(n, sizeof(uint64_t));
+        if (!own)
+            return DL_ERR_NOMEM;
+        for (uint64_t w = 0; w < n; w++)
+            own[w] = DL_LIVE(t, w);
+        for (uint64_t w = n; w-- > 0;) { /* downwards: pair w is at or after word w */
+            b[DL__CO * w] = b[t->stride * w];
+            b[DL__CO * w + 1] = fill;
+        }
+        t->stride = DL__CO;
+        t->stale = b + 1;
+        t->live = t->live_own = own;
+        t->lstride = 1;
+        return DL_OK;
+    }
+    if (t->cfg.mode == DL_MODE_RING) {
+        for (uint64_t w = 0; w < n; w++) /* upwards: word w is at or before pair w */
+            b[w] = b[DL__CO * w];
+        memcpy(b + n, t->live_own, n * sizeof(uint64_t));
+        free(t->live_own);
+        t->live_own = NULL;
+        t->stale = NULL;
+        ring_lay(t, 0);
+        return DL_OK;
+    }
+    const unsigned stride = stale ? DL__CO : 1;
+    uint64_t *nb = dl__calloc_big(n * stride, sizeof(uint64_t));
     if (!nb)
         return DL_ERR_NOMEM;
-    for (uint64_t w = 0; w < t->nwords; w++) {
-        nb[stride * w] = t->bits[t->stride * w];
-        if (stride == DL__CO)
-            nb[stride * w + 1] = initial ? ~UINT64_C(0) : 0;
+    for (uint64_t w = 0; w < n; w++) {
+        nb[stride * w] = b[t->stride * w];
+        if (stale)
+            nb[stride * w + 1] = fill;
     }
-    free(t->bits);
+    free(b);
     t->bits = nb;
     t->stride = stride;
-    t->stale = stride == DL__CO ? nb + 1 : NULL;
+    t->stale = stale ? nb + 1 : NULL;
     return DL_OK;
 }
 
@@ -1546,14 +1647,14 @@ int dl_tracker_stale_start(dl_tracker *t, uint32_t initial)
             DL__STALE(t->stale, w) = initial ? ~UINT64_C(0) : 0;
         return DL_OK;
     }
-    return relayout(t, DL__CO, initial);
+    return relayout(t, 1, initial);
 }
 
 int dl_tracker_stale_stop(dl_tracker *t)
 {
     if (!t)
         return DL_ERR_INVALID;
-    return t->stale ? relayout(t, 1, 0) : DL_OK;
+    return t->stale ? relayout(t, 0, 0) : DL_OK;
 }
 
 /* The checks shared by dl_tracker_stale_get and _set. */

@@ -376,6 +376,72 @@ def test_large_guest_matches_the_reference(mode, huge, versions):
         assert np.array_equal(ver, expected_versions)
 
 
+@pytest.mark.parametrize("vcpus", [1, 3])
+def test_ring_layouts_match_the_reference(vcpus):
+    """Ring mode lays its live words out beside the bits after a harvest of a round that
+    rewrote pages, when the bitmaps outgrow the cache, and apart after a round of first
+    writes; stale words give them a bitmap of their own. Every change of layout, a
+    rejected batch in each, and the stale words across them, agree with the reference."""
+    from dirtylog.reference import ReferenceTracker
+
+    rng = np.random.default_rng(11)
+    pages = (1 << 23) + 77  # a 1 MiB + bitmap, a partial last word
+    kw = dict(mode="ring", vcpus=vcpus, ring_entries=512)
+    t = started(pages, **kw)
+    r = ReferenceTracker(pages, **kw)
+    r.start()
+    written = np.zeros(pages, dtype=bool)  # since stale_start(initial=False)
+    stale = False
+
+    def write(batch: np.ndarray) -> None:
+        v = int(rng.integers(0, vcpus))
+        t.write(batch, vcpu=v)
+        r.write(batch, vcpu=v)
+        written[batch.astype(np.int64)] = True
+        assert observe(t) == observe(r)
+
+    def rejected(batch: np.ndarray) -> None:  # a bad index: nothing changes
+        before = observe(t)
+        with pytest.raises(ConfigError, match="out of range"):
+            t.write(np.append(batch, np.uint64(pages)))
+        assert observe(t) == before
+
+    def first_writes() -> list:  # a round's batches of distinct pages
+        return np.split(rng.choice(pages, size=80_000, replace=False).astype(np.uint64), 2)
+
+    def rewrites() -> np.ndarray:
+        hot = rng.integers(0, pages, size=3000)
+        return np.concatenate([rng.choice(hot, size=20_000), rng.integers(0, pages, size=20_000),
+                               [pages - 1, 0, pages - 1]]).astype(np.uint64)
+
+    # (round's batches, then: harvest as pages or words, stale words started or stopped)
+    plan = [("first", "pages", None), ("rewrite", "words", None), ("rewrite", "pages", "start"),
+            ("rewrite", "pages", None), ("rewrite", "words", "stop"), ("rewrite", "pages", None),
+            ("first", "pages", None), ("first", "words", "start"), ("rewrite", "pages", "stop"),
+            ("rewrite", "words", None)]
+    for kind, harvest, toggle in plan:
+        rejected(rewrites())
+        for batch in first_writes() if kind == "first" else [rewrites(), rewrites()]:
+            write(batch)
+        rejected(rewrites())
+        if harvest == "pages":
+            assert t.harvest().tolist() == r.harvest().tolist()
+        else:
+            assert np.array_equal(t.harvest_bitmap(), r.harvest_bitmap())
+        assert observe(t) == observe(r)
+        if stale:
+            expect = np.packbits(np.pad(written, (0, -pages % 64)).reshape(-1, 8)[:, ::-1]).view("<u8")
+            assert np.array_equal(t.stale_words(), expect)
+        if toggle == "start":
+            t.stale_start(initial=False)
+            written[:] = False
+            stale = True
+        elif toggle == "stop":
+            t.stale_stop()
+            stale = False
+        assert observe(t) == observe(r)
+
+
 # ====================================================================== harvest order and stop
 
 
