@@ -1316,13 +1316,12 @@ int dl_engine_dirty_harvest(dl_engine *e, uint64_t *added)
         return DL_ERR_INVALID;
     if (e->seg_open || e->seg_n || e->g_kind) /* dl_engine_catch_up first: the guest runs in order */
         return DL_ERR_STATE;
-    uint64_t add, taken;
-    const int rc = dl__tracker_harvest_or(e->t, e->mbm, &add, &taken);
+    uint64_t add;
+    const int rc = dl__tracker_harvest_or(e->t, e->mbm, &add);
     if (rc)
         return rc;
     e->ct.remaining += add;
-    if (taken) /* a harvest that found no page leaves XBZRLE's generation (see dl_engine_dirty_harvest) */
-        e->gen++;
+    e->gen++; /* every sync, whatever it finds (QEMU's migration_bitmap_sync: dirty_sync_count) */
     *added = add;
     return DL_OK;
 }

@@ -58,9 +58,8 @@ uint64_t dl_bitmap_count(const uint64_t *bm, uint64_t nwords);
 /* tracker.c: for fused generators and the engine, which validate on their own. */
 void dl__tracker_write_unchecked(dl_tracker *t, uint32_t vcpu, const uint64_t *pages, size_t n);
 /* dl_tracker_harvest_bitmap's harvest ORed straight into dst (tracker's bitmap_words words),
- * not through a copy; *added: the bits newly set in dst, *taken: the pages harvested. Not in
- * clear mode (DL_ERR_MODE). */
-int dl__tracker_harvest_or(dl_tracker *t, uint64_t *dst, uint64_t *added, uint64_t *taken);
+ * not through a copy; *added: the bits newly set in dst. Not in clear mode (DL_ERR_MODE). */
+int dl__tracker_harvest_or(dl_tracker *t, uint64_t *dst, uint64_t *added);
 uint64_t dl__tracker_pages(const dl_tracker *t);
 uint32_t dl__tracker_vcpus(const dl_tracker *t);
 uint32_t dl__tracker_page_size(const dl_tracker *t);

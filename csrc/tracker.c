@@ -1437,7 +1437,7 @@ int dl_tracker_harvest_bitmap(dl_tracker *t, uint64_t *words, size_t nwords, siz
     return DL_OK;
 }
 
-int dl__tracker_harvest_or(dl_tracker *t, uint64_t *dst, uint64_t *added, uint64_t *taken)
+int dl__tracker_harvest_or(dl_tracker *t, uint64_t *dst, uint64_t *added)
 {
     if (t->cfg.mode == DL_MODE_CLEAR) /* its harvest leaves the bitmap as it is: harvest_bitmap */
         return DL_ERR_MODE;
@@ -1448,7 +1448,6 @@ int dl__tracker_harvest_or(dl_tracker *t, uint64_t *dst, uint64_t *added, uint64
     const uint64_t n = t->st.dirty_pages; /* the pages set (as harvest_bitmap counts them) */
     *added = dl_bitmap_take_or(t->bits, t->nwords, t->stride, dst);
     harvested(t, n, 1);
-    *taken = n;
     return DL_OK;
 }
 

@@ -111,6 +111,46 @@ def test_xbzrle_keeps_a_fresh_cached_page_as_qemus_page_cache():
     assert resend(1) == (2, 4)  # sync 7: a hit
 
 
+@pytest.mark.parametrize("mode", ["wp", "pml", "ring"])
+def test_every_harvest_ages_the_xbzrle_cache_as_qemus_dirty_sync_count(mode):
+    """QEMU's migration_bitmap_sync adds 1 to dirty_sync_count on every sync, whether it finds pages or
+    not, and XBZRLE's cache ages by it (cache_insert, cache_is_cached): two syncs that find nothing age
+    a cached page past CACHED_PAGE_LIFETIME as any two syncs do. Pages 0 and 1 share the one slot."""
+    import numpy as np
+
+    import dirtylog._lib as L
+    from dirtylog import Tracker
+    from dirtylog.engine import Engine, SendResult
+
+    t = Tracker(4, mode=mode)
+    t.start()
+    cfg = L.ffi.new("dl_engine_config *")
+    L.lib.dl_engine_config_init(cfg)
+    cfg.bandwidth = 4104 * 1000.0
+    cfg.xbzrle_slots = 1
+    cfg.xbzrle_ratio = 0.01
+    e = Engine(cfg, t, None, None)
+    e.dirty_fill()  # the first pass, no XBZRLE
+    clock = 1.0
+    assert e.send_dirty(clock) == SendResult.EMPTY
+
+    def sync_and_send(*pages: int) -> tuple:
+        nonlocal clock
+        if pages:
+            t.write(np.array(pages, dtype=np.uint64), vcpu=0)
+        assert e.dirty_harvest() == len(pages)
+        clock += 1.0
+        assert e.send_dirty(clock) == SendResult.EMPTY
+        st = e.state()
+        return int(st.xbzrle_pages), int(st.xbzrle_misses)
+
+    assert sync_and_send(0) == (0, 1)  # a miss: page 0 cached
+    assert sync_and_send() == (0, 1)  # a sync that finds nothing: page 0 one sync old
+    assert sync_and_send() == (0, 1)  # and two
+    assert sync_and_send(1) == (0, 2)  # a miss; page 0 is stale now, so page 1 takes the slot
+    assert sync_and_send(1) == (1, 2)  # a hit (with page 0 kept fresh, page 1 would miss again)
+
+
 def _same_report(a, b, rel=1e-12):
     """Equal, floats to ``rel`` (time sums cut at other points may round differently; NaN equals NaN)."""
     if isinstance(a, dict) and isinstance(b, dict):

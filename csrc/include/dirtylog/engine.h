@@ -33,8 +33,8 @@
  * with mean xbzrle_ratio of a page (a delta larger than a page overflows and the
  * page goes whole); a miss sends the page whole and caches it, unless its slot holds
  * another page filled or hit within the last 2 syncs (QEMU's CACHED_PAGE_LIFETIME:
- * a fresh page is not evicted). A sync is a dl_engine_dirty_add* or _fill call, or a
- * dl_engine_dirty_harvest that found pages. A
+ * a fresh page is not evicted). A sync is a dl_engine_dirty_add*, _fill or _harvest
+ * call, whether it finds pages or not (QEMU's dirty_sync_count). A
  * zero page sent meanwhile is cached too (as zeros).
  *
  * In clear (manual protect) mode, set a clear mask (the bitmap of the last sync):
@@ -204,9 +204,9 @@ int dl_engine_dirty_add(dl_engine *e, const uint64_t *pages, size_t n, uint64_t 
 int dl_engine_dirty_add_words(dl_engine *e, const uint64_t *words, size_t nwords, uint64_t *added);
 /* QEMU's migration_bitmap_sync: harvests the tracker (as dl_tracker_harvest_bitmap: its
  * logs synced, its bitmap taken and cleared) straight into the migration bitmap, word by
- * word, as cpu_physical_memory_sync_dirty_bitmap does; *added: bits newly set. A harvest
- * that finds pages counts as a sync for XBZRLE's cache ages, as dl_engine_dirty_add with
- * pages does (one that finds none does not). Not in clear
+ * word, as cpu_physical_memory_sync_dirty_bitmap does; *added: bits newly set. Every
+ * harvest counts as a sync for XBZRLE's cache ages, whether it finds pages or not (QEMU's
+ * migration_bitmap_sync adds 1 to dirty_sync_count each time). Not in clear
  * mode, whose harvest must also set the clear mask (DL_ERR_MODE); DL_ERR_STATE while the
  * guest lags the clock (dl_engine_catch_up first) or the tracker is not logging. */
 int dl_engine_dirty_harvest(dl_engine *e, uint64_t *added);
