@@ -144,9 +144,13 @@ def tracker_config(
     if huge_pages not in HUGE_MODES:
         raise ConfigError(f"huge_pages must be None, 'lazy' or 'eager', got {huge_pages!r}")
     pml = as_int("pml_entries", pml_entries, minimum=PML_MIN, maximum=PML_MAX)
-    ring = as_int("ring_entries", ring_entries, minimum=RING_MIN, maximum=RING_MAX)
-    if ring & (ring - 1):
-        raise ConfigError(f"ring_entries must be a power of two from {RING_MIN} to {RING_MAX}, got {ring}")
+    ring = as_int("ring_entries", ring_entries)
+    if not RING_MIN <= ring <= RING_MAX or ring & (ring - 1):
+        allowed = ", ".join(str(1 << b) for b in range(RING_MIN.bit_length() - 1, RING_MAX.bit_length()))
+        raise ConfigError(
+            f"ring_entries must be one of {allowed} (a power of two: KVM's kvm_vm_ioctl_enable_dirty_log_ring "
+            f"on x86 with PML needs room for its {RING_RESERVED} reserved entries and a full 512-entry PML log, "
+            f"and takes at most {RING_MAX}; QEMU's dirty-ring-size must be a power of two), got {ring}")
     if not isinstance(initially_set, (bool, np.bool_)):
         raise TypeError(f"initially_set must be a bool, got {type(initially_set).__name__}")
     if initially_set and mode != "clear":

@@ -67,7 +67,7 @@ class Tracker:
         write) or ``"eager"`` (every block split when logging starts).
     pml_entries, ring_entries:
         Per-vCPU PML log size (512 in hardware) and dirty ring size (a power of two
-        from 256 to 65536; soft limit ``ring_entries - 64``).
+        from 1024 to 65536, what KVM on x86 with PML takes; soft limit ``ring_entries - 64``).
     initially_set:
         Clear mode only: the bitmap starts all ones and nothing is protected.
 

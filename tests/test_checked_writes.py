@@ -34,7 +34,7 @@ DTYPES = ("uint64", "int64", "uint32", "int32")
 def _make(mode: str, stale: bool, versions: bool, small_logs: bool, pages: int = PAGES) -> Tracker:
     kw: dict = {}
     if small_logs:  # many PML-full exits and ring-full reaps per batch
-        kw = {"pml_entries": 64, "ring_entries": 256}
+        kw = {"pml_entries": 64, "ring_entries": 1024}
     t = Tracker(pages, mode=mode, vcpus=2, **kw)
     if stale:
         t.stale_start()
@@ -267,7 +267,7 @@ def test_random_batches_match_the_reference(seed: int) -> None:
         nv = int(rng.integers(1, 4))
         kw: dict = {"mode": mode, "vcpus": nv}
         if mode == "ring":
-            kw["ring_entries"] = int(2 ** rng.integers(8, 17))
+            kw["ring_entries"] = int(2 ** rng.integers(10, 17))  # 1024 .. 65536
         else:
             kw["pml_entries"] = int(rng.choice([512, 1, 37, 4096]))
         a, b = Tracker(pages, **kw), ReferenceTracker(pages, **kw)

@@ -235,7 +235,7 @@ def test_workloads_say_whether_their_writes_are_iid():
 
 @pytest.mark.parametrize("mode", ["wp", "pml", "ring", "clear"])
 def test_tracker_counts_the_pages_written_since_the_harvest(mode):
-    t = Tracker(4096, mode=mode, vcpus=2, ring_entries=256)
+    t = Tracker(4096, mode=mode, vcpus=2, ring_entries=1024)
     assert t.dirtied_since_harvest is None  # not logging
     t.start()
     if mode == "clear":

@@ -214,7 +214,7 @@ def test_the_engine_harvests_the_tracker_straight_into_its_bitmap(mode, stale):
     pages = 1000 + 37  # an odd page count: the last word is partial
     out = []
     for direct in (False, True):
-        t = Tracker(pages, mode=mode, vcpus=2, ring_entries=256)  # 5000 writes fill rings
+        t = Tracker(pages, mode=mode, vcpus=2, ring_entries=1024)  # 5000 writes fill rings
         if stale:
             t.stale_start(initial=True)
         t.start()

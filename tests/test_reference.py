@@ -27,9 +27,9 @@ def as_list(a: np.ndarray) -> list:
 
 
 def test_config_properties():
-    t = ReferenceTracker(1000, mode="ring", vcpus=3, page_size=8192, huge_pages="lazy", pml_entries=8, ring_entries=512)
+    t = ReferenceTracker(1000, mode="ring", vcpus=3, page_size=8192, huge_pages="lazy", pml_entries=8, ring_entries=1024)
     assert (t.pages, t.mode, t.vcpus, t.page_size, t.huge_pages, t.pml_entries) == (1000, "ring", 3, 8192, "lazy", 8)
-    assert t.config.ring_entries == 512 and t.config.ring_soft_limit == 448
+    assert t.config.ring_entries == 1024 and t.config.ring_soft_limit == 960
     assert t.initially_set is False and t.logging is False
     assert t.pending == 0
     s = t.stats
@@ -48,6 +48,8 @@ def test_bad_config_rejected():
         ReferenceTracker(10, mode="wp", initially_set=True)
     with pytest.raises(ConfigError):
         ReferenceTracker(10, mode="ring", ring_entries=300)
+    with pytest.raises(ConfigError, match="one of 1024, 2048, .*, 65536 .*PML.*got 512"):
+        ReferenceTracker(10, mode="ring", ring_entries=512)  # KVM on x86 with PML takes 1024 at least
 
 
 def test_stats_dataclasses():
@@ -210,56 +212,56 @@ def test_pml_log_exact_multiple():
 
 
 def test_ring_soft_limit_exit_and_reap():
-    t = started(1000, mode="ring", ring_entries=256)  # soft limit 192
-    t.write(np.arange(191))
+    t = started(1000, mode="ring", ring_entries=1024)  # soft limit 960
+    t.write(np.arange(959))
     s = t.stats
-    assert (s.ring_pushed, s.ring_full_exits, s.dirty_pages, s.vcpus[0].ring_used) == (191, 0, 0, 191)
-    assert as_list(t.ring_entries(0)) == list(range(191))
-    assert t.pending == 191
-    t.write([191])
+    assert (s.ring_pushed, s.ring_full_exits, s.dirty_pages, s.vcpus[0].ring_used) == (959, 0, 0, 959)
+    assert as_list(t.ring_entries(0)) == list(range(959))
+    assert t.pending == 959
+    t.write([959])
     s = t.stats
-    assert (s.ring_pushed, s.ring_full_exits, s.vcpus[0].ring_full_exits) == (192, 1, 1)
-    assert (s.ring_reaped, s.vcpus[0].ring_used, s.dirty_pages, s.tlb_flushes) == (192, 0, 192, 1)
+    assert (s.ring_pushed, s.ring_full_exits, s.vcpus[0].ring_full_exits) == (960, 1, 1)
+    assert (s.ring_reaped, s.vcpus[0].ring_used, s.dirty_pages, s.tlb_flushes) == (960, 0, 960, 1)
     assert s.faults == 0 and s.exits == 1
     assert as_list(t.ring_entries()) == []
     t.write([0])  # reset by the reap: armed again
     s = t.stats
-    assert (s.ring_pushed, s.vcpus[0].ring_used, s.vcpus[0].dirtied) == (193, 1, 193)
-    assert t.pending == 193  # an upper bound: page 0 is collected and in the ring
-    assert as_list(t.harvest()) == list(range(192))
+    assert (s.ring_pushed, s.vcpus[0].ring_used, s.vcpus[0].dirtied) == (961, 1, 961)
+    assert t.pending == 961  # an upper bound: page 0 is collected and in the ring
+    assert as_list(t.harvest()) == list(range(960))
     s = t.stats
     # one flush for the reap of the ring at harvest, one for the harvest itself
-    assert (s.ring_reaped, s.tlb_flushes, s.dirty_pages, s.harvested_pages) == (193, 3, 0, 192)
+    assert (s.ring_reaped, s.tlb_flushes, s.dirty_pages, s.harvested_pages) == (961, 3, 0, 960)
     assert t.pending == 0
     assert as_list(t.harvest()) == []
     assert t.stats.tlb_flushes == 3  # empty rings, empty result: no flush
 
 
 def test_ring_rearm_within_one_batch():
-    t = started(1000, mode="ring", ring_entries=256)
-    t.write(np.concatenate([np.arange(192), [0, 5, 0]]))
+    t = started(1000, mode="ring", ring_entries=1024)
+    t.write(np.concatenate([np.arange(960), [0, 5, 0]]))
     s = t.stats
-    assert (s.ring_full_exits, s.ring_pushed, s.ring_reaped) == (1, 194, 192)
+    assert (s.ring_full_exits, s.ring_pushed, s.ring_reaped) == (1, 962, 960)
     assert as_list(t.ring_entries()) == [0, 5]
 
 
 def test_ring_long_batch_two_passes():
-    # 1000 new pages then the same 1000 again, soft limit 192:
-    # pass 1 exits at pushes 192, 384, 576, 768, 960 (the ring keeps 960..999);
-    # pass 2 re-pushes 0..151 (all reaped), the exit after 0..151 also resets 960..999, so
-    # 152..999 are pushed too: 848 = 4 x 192 + 80, leaving 920..999 in the ring.
-    t = started(1000, mode="ring", ring_entries=256)
-    batch = np.concatenate([np.arange(1000), np.arange(1000)])
+    # 5000 new pages then the same 5000 again, soft limit 960:
+    # pass 1 exits at pushes 960, 1920, 2880, 3840, 4800 (the ring keeps 4800..4999);
+    # pass 2 re-pushes 0..759 (all reaped), the exit after 0..759 also resets 4800..4999, so
+    # 760..4999 are pushed too: 4240 = 4 x 960 + 400, leaving 4600..4999 in the ring.
+    t = started(5000, mode="ring", ring_entries=1024)
+    batch = np.concatenate([np.arange(5000), np.arange(5000)])
     t.write(batch)
     s = t.stats
-    assert (s.ring_full_exits, s.ring_pushed, s.ring_reaped) == (10, 2000, 1920)
-    assert as_list(t.ring_entries()) == list(range(920, 1000))
-    assert (s.dirty_pages, t.pending) == (1000, 1080)
-    assert as_list(t.harvest()) == list(range(1000))
+    assert (s.ring_full_exits, s.ring_pushed, s.ring_reaped) == (10, 10000, 9600)
+    assert as_list(t.ring_entries()) == list(range(4600, 5000))
+    assert (s.dirty_pages, t.pending) == (5000, 5400)
+    assert as_list(t.harvest()) == list(range(5000))
 
 
 def test_ring_pages_shared_between_vcpus():
-    t = started(100, mode="ring", vcpus=2, ring_entries=256)
+    t = started(100, mode="ring", vcpus=2, ring_entries=1024)
     t.write([1, 2], vcpu=0)
     t.write([2, 3], vcpu=1)  # page 2 is already in vCPU 0's ring
     assert as_list(t.ring_entries(0)) == [1, 2] and as_list(t.ring_entries(1)) == [3]
@@ -293,12 +295,12 @@ def _naive_ring(pages, soft, batches):
 def test_ring_matches_naive_per_write_loop():
     rng = np.random.default_rng(7)
     for _ in range(20):
-        pages = int(rng.integers(200, 3000))
-        batches = [rng.integers(0, pages, size=int(rng.integers(0, 3000))) for _ in range(4)]
-        t = started(pages, mode="ring", ring_entries=256)
+        pages = int(rng.integers(1000, 15000))
+        batches = [rng.integers(0, pages, size=int(rng.integers(0, 15000))) for _ in range(4)]
+        t = started(pages, mode="ring", ring_entries=1024)
         for b in batches:
             t.write(b)
-        coll, ring, exits = _naive_ring(pages, 192, [b.tolist() for b in batches])
+        coll, ring, exits = _naive_ring(pages, 960, [b.tolist() for b in batches])
         assert as_list(t.ring_entries()) == ring
         assert t.stats.ring_full_exits == exits
         assert t.stats.dirty_pages == len(coll)
@@ -460,7 +462,7 @@ def test_pml_lazy_fault_bypasses_the_log():
 
 
 def test_ring_lazy_fault_pushes_to_ring():
-    t = started(1024, mode="ring", huge_pages="lazy", ring_entries=256)
+    t = started(1024, mode="ring", huge_pages="lazy", ring_entries=1024)
     t.write([0, 1, 0])
     s = t.stats
     assert (s.faults, s.splits, s.ring_pushed) == (1, 1, 2)
@@ -468,11 +470,11 @@ def test_ring_lazy_fault_pushes_to_ring():
 
 
 def test_ring_lazy_huge_fault_can_fill_the_ring():
-    t = started(2048, mode="ring", huge_pages="lazy", ring_entries=256)
-    t.write(np.arange(191))  # block 0: one huge fault, 190 ordinary pushes
-    t.write([512])  # huge fault whose push reaches the soft limit
+    t = started(4096, mode="ring", huge_pages="lazy", ring_entries=1024)
+    t.write(np.arange(959))  # blocks 0 and 1: two huge faults, 957 ordinary pushes
+    t.write([1024])  # huge fault whose push reaches the soft limit
     s = t.stats
-    assert (s.faults, s.splits, s.ring_full_exits, s.ring_reaped, s.dirty_pages) == (2, 2, 1, 192, 192)
+    assert (s.faults, s.splits, s.ring_full_exits, s.ring_reaped, s.dirty_pages) == (3, 3, 1, 960, 960)
 
 
 # ---------------------------------------------------------------------- errors leave the state unchanged

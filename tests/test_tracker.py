@@ -72,6 +72,7 @@ def test_config_and_repr():
         (dict(pages=10, pml_entries=65537), ConfigError, "65537"),
         (dict(pages=10, ring_entries=300), ConfigError, "300"),
         (dict(pages=10, ring_entries=128), ConfigError, "128"),
+        (dict(pages=10, ring_entries=512), ConfigError, r"one of 1024, 2048, .*, 65536 .*PML.*got 512"),
         (dict(pages=10, ring_entries=131072), ConfigError, "131072"),
         (dict(pages=10, initially_set=True), ConfigError, "initially_set"),
         (dict(pages=10, mode="ring", initially_set=True), ConfigError, "initially_set"),
@@ -96,7 +97,7 @@ def test_config_errors_are_value_and_type_errors():
 @pytest.fixture(params=MODES)
 def busy(request) -> Tracker:
     """A logging tracker with some state in every structure of its mode."""
-    t = started(1000, mode=request.param, vcpus=2, huge_pages="lazy", pml_entries=4, ring_entries=256)
+    t = started(1000, mode=request.param, vcpus=2, huge_pages="lazy", pml_entries=4, ring_entries=1024)
     t.write([1, 2, 3, 600, 999], vcpu=0)
     t.write(np.arange(10, 20), vcpu=1)
     return t
@@ -296,7 +297,7 @@ def test_non_contiguous_batches_work():
 def test_every_layout_and_dtype_gives_the_same_result(mode, make):
     rng = np.random.default_rng(5)
     batch = rng.integers(0, 3000, size=5000)
-    kw: Dict[str, Any] = dict(mode=mode, vcpus=2, pml_entries=16, ring_entries=256)
+    kw: Dict[str, Any] = dict(mode=mode, vcpus=2, pml_entries=16, ring_entries=1024)
     ref = started(3000, **kw)
     ref.write(batch.astype(np.uint64), vcpu=1)
     t = started(3000, **kw)
@@ -348,7 +349,7 @@ def test_large_guest_matches_the_reference(mode, huge, versions):
     state-machine test's small guests never do): they must agree with the reference."""
     rng = np.random.default_rng(3)
     pages = (1 << 23) + 1000  # a 1 MiB + bitmap, a partial last word and block
-    kw: Dict[str, Any] = dict(mode=mode, vcpus=2, huge_pages=huge, pml_entries=8, ring_entries=256)
+    kw: Dict[str, Any] = dict(mode=mode, vcpus=2, huge_pages=huge, pml_entries=8, ring_entries=1024)
     t = started(pages, **kw)
     r = ReferenceTracker(pages, **kw)
     r.start()
@@ -386,7 +387,7 @@ def test_ring_layouts_match_the_reference(vcpus):
 
     rng = np.random.default_rng(11)
     pages = (1 << 23) + 77  # a 1 MiB + bitmap, a partial last word
-    kw = dict(mode="ring", vcpus=vcpus, ring_entries=512)
+    kw = dict(mode="ring", vcpus=vcpus, ring_entries=1024)
     t = started(pages, **kw)
     r = ReferenceTracker(pages, **kw)
     r.start()
@@ -447,7 +448,7 @@ def test_ring_layouts_match_the_reference(vcpus):
 
 @pytest.mark.parametrize("mode", ["wp", "pml", "ring"])
 def test_write_after_harvest_is_reported_next_time(mode):
-    t = started(500, mode=mode, vcpus=2, pml_entries=4, ring_entries=256)
+    t = started(500, mode=mode, vcpus=2, pml_entries=4, ring_entries=1024)
     t.write([5, 6, 7], vcpu=0)
     t.write([7, 8], vcpu=1)
     assert t.harvest().tolist() == [5, 6, 7, 8]
@@ -469,11 +470,11 @@ def test_interleaved_rounds_report_each_dirtying_exactly_once(mode):
     """A migration's view: every round reports exactly the pages written since the last one."""
     rng = np.random.default_rng(11)
     pages = 2000
-    t = started(pages, mode=mode, vcpus=3, huge_pages="lazy", pml_entries=8, ring_entries=256)
+    t = started(pages, mode=mode, vcpus=3, huge_pages="lazy", pml_entries=8, ring_entries=1024)
     for _ in range(30):
         written = set()
         for _ in range(int(rng.integers(0, 4))):
-            batch = rng.integers(0, pages, size=int(rng.integers(1, 600)))
+            batch = rng.integers(0, pages, size=int(rng.integers(1, 1500)))
             t.write(batch, vcpu=int(rng.integers(0, 3)))
             written.update(batch.tolist())
         if rng.random() < 0.5:
@@ -512,10 +513,10 @@ def test_initially_set():
 
 @pytest.mark.parametrize("mode", MODES)
 def test_stop_drops_everything_and_writes_while_stopped_are_never_reported(mode):
-    t = Tracker(300, mode=mode, vcpus=2, huge_pages="eager", pml_entries=4, ring_entries=256)
+    t = Tracker(1500, mode=mode, vcpus=2, huge_pages="eager", pml_entries=4, ring_entries=1024)
     t.write([1, 2, 3], vcpu=1)  # before the first start
     t.start()
-    t.write(np.arange(250), vcpu=0)  # fills logs and rings
+    t.write(np.arange(1250), vcpu=0)  # fills logs and rings
     t.stop()
     assert not t.logging and t.pending == 0 and t.stats.dirty_pages == 0
     assert all(v.ring_used == 0 and v.pml_index == 3 for v in t.stats.vcpus)
@@ -523,7 +524,7 @@ def test_stop_drops_everything_and_writes_while_stopped_are_never_reported(mode)
     t.start()
     assert t.harvest().tolist() == []
     s = t.stats
-    assert s.writes == 256 and s.vcpus[1].writes == 6
+    assert s.writes == 1256 and s.vcpus[1].writes == 6
     t.write([20])
     assert t.harvest().tolist() == [20]
 
@@ -549,27 +550,27 @@ def test_pml_log_most_recent_first():
 
 
 def test_ring_contents_and_reap():
-    t = started(1000, mode="ring", vcpus=2, ring_entries=256)  # soft limit 192
+    t = started(2000, mode="ring", vcpus=2, ring_entries=1024)  # soft limit 960
     t.write([5, 3, 5, 9], vcpu=1)
     t.write([3, 4], vcpu=0)
     assert t.ring_entries(1).tolist() == [5, 3, 9]  # oldest first, no repeats
     assert t.ring_entries(0).tolist() == [4]
     assert [v.ring_used for v in t.stats.vcpus] == [1, 3]
     assert t.pending == 4 and t.stats.dirty_pages == 0
-    t.write(np.arange(100, 291), vcpu=0)  # the 192nd push: ring full, reaped at once
+    t.write(np.arange(100, 1059), vcpu=0)  # the 960th push: ring full, reaped at once
     s = t.stats
-    assert (s.ring_full_exits, s.vcpus[0].ring_full_exits, s.ring_reaped, s.dirty_pages) == (1, 1, 192, 192)
+    assert (s.ring_full_exits, s.vcpus[0].ring_full_exits, s.ring_reaped, s.dirty_pages) == (1, 1, 960, 960)
     assert t.ring_entries(0).tolist() == []
     assert t.ring_entries(1).tolist() == [5, 3, 9]
     got = t.harvest()
-    assert got.tolist() == [3, 4, 5, 9] + list(range(100, 291))
+    assert got.tolist() == [3, 4, 5, 9] + list(range(100, 1059))
     assert t.ring_entries(1).tolist() == []
-    assert t.stats.ring_reaped == 195
+    assert t.stats.ring_reaped == 963
 
 
 def test_ring_entries_are_kvm_dirty_gfns():
     """The raw entries: flags DIRTY then RESET after collection, slot 0, offset = page."""
-    t = started(1000, mode="ring", ring_entries=256)
+    t = started(1000, mode="ring", ring_entries=1024)
     t.write([7, 8])
     buf = ffi.new("dl_ring_entry[]", 256)
     count = ffi.new("size_t *")
@@ -587,7 +588,7 @@ def test_ring_entries_are_kvm_dirty_gfns():
 
 @pytest.mark.parametrize("mode", MODES)
 def test_inject_drop(mode):
-    t = started(200, mode=mode, ring_entries=256)
+    t = started(200, mode=mode, ring_entries=1024)
     t.write([3, 4, 5])
     t.inject_drop(4)
     assert t.harvest().tolist() == [3, 5]
@@ -642,7 +643,7 @@ def test_attach_versions_counts_every_write():
 @pytest.mark.parametrize("mode", MODES)
 def test_attach_versions_in_every_mode_with_huge_pages(mode):
     rng = np.random.default_rng(2)
-    t = started(1500, mode=mode, huge_pages="lazy", pml_entries=4, ring_entries=256)
+    t = started(1500, mode=mode, huge_pages="lazy", pml_entries=4, ring_entries=1024)
     ver = np.zeros(1500, dtype=np.uint32)
     t.attach_versions(ver)
     batch = rng.integers(0, 1500, size=4000)
@@ -703,6 +704,7 @@ def test_c_create_rejects_null_pointers():
         dict(ring_entries=0),
         dict(ring_entries=128),
         dict(ring_entries=300),
+        dict(ring_entries=512, mode=2),  # KVM on x86 with PML: 64 reserved + 512 PML entries, a power of two
         dict(ring_entries=131072),
         dict(reserved=1),
         dict(initially_set=1),  # WP mode
@@ -719,7 +721,7 @@ def test_c_create_rejects_bad_configs(fields):
 
 def test_c_create_accepts_the_limits():
     for fields in (dict(pages=1), dict(pages=2**40, mode=0), dict(vcpus=4096, pml_entries=1),
-                   dict(ring_entries=256, mode=2), dict(ring_entries=65536, mode=2),
+                   dict(ring_entries=1024, mode=2), dict(ring_entries=65536, mode=2),
                    dict(page_size=512), dict(page_size=1 << 20), dict(mode=3, initially_set=1)):
         pages = fields.pop("pages", 1000)
         if pages == 2**40:
@@ -874,7 +876,7 @@ def test_c_clear_errors():
 
 def test_c_logs_rings_and_hooks_errors():
     pml = _create(_cfg(1000, mode=1, vcpus=2, pml_entries=4))
-    ring = _create(_cfg(1000, mode=2, ring_entries=256))
+    ring = _create(_cfg(1000, mode=2, ring_entries=1024))
     count = ffi.new("size_t *")
     out = ffi.new("uint64_t[]", 4)
     entries = ffi.new("dl_ring_entry[]", 4)

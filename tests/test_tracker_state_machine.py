@@ -75,7 +75,7 @@ def tracker_configs(draw: Any, mode: str) -> dict:
                         vcpus=draw(st.integers(1, 4)),
                         huge_pages=huge,
                         pml_entries=draw(st.sampled_from([1, 2, 3, 4, 5, 7, 8, 64])),
-                        ring_entries=draw(st.sampled_from([256, 256, 256, 512])),
+                        ring_entries=draw(st.sampled_from([1024, 1024, 1024, 2048])),
                         initially_set=draw(st.booleans()) if mode == "clear" else False,
                     )
     return cfg

@@ -19,7 +19,7 @@ from dirtylog import Tracker, Uniform
 
 def _race(mode: str, fused: bool) -> None:
     pages = 1 << 15
-    t = Tracker(pages, mode=mode, vcpus=2, ring_entries=256)
+    t = Tracker(pages, mode=mode, vcpus=2, ring_entries=1024)
     t.start()
     rng = np.random.default_rng(7)
     batches = [rng.integers(0, pages, size=4096, dtype=np.uint64) for _ in range(48)]

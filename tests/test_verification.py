@@ -54,7 +54,7 @@ def test_a_page_the_tracker_drops_fails_verification_in_every_mode(tmp_path, mod
 @pytest.mark.parametrize("mode", ["wp", "pml", "ring", "clear"])
 def test_stale_bits_follow_every_write_whatever_the_tracker_does(mode: str) -> None:
     pages = 5000  # not a multiple of 64
-    t = Tracker(pages, mode=mode, vcpus=2, huge_pages="lazy", ring_entries=256)
+    t = Tracker(pages, mode=mode, vcpus=2, huge_pages="lazy", ring_entries=1024)
     t.stale_start()
     oracle = np.zeros(pages, dtype=bool)
     rng = np.random.default_rng(5)
@@ -71,7 +71,7 @@ def test_stale_bits_follow_every_write_whatever_the_tracker_does(mode: str) -> N
         assert np.array_equal(_stale_bits(t, pages), oracle), step
     t.stale_stop()
     assert not t.stale_kept and t.memory_bytes == Tracker(pages, mode=mode, vcpus=2, huge_pages="lazy",
-                                                          ring_entries=256).memory_bytes
+                                                          ring_entries=1024).memory_bytes
     with pytest.raises(StateError, match="stale_start"):
         t.stale_words()
     t.write([1, 2, 3])  # none kept: nothing marked
@@ -238,7 +238,7 @@ def test_stale_bits_follow_an_engines_sends_and_the_writes(mode: str) -> None:
     from dirtylog.engine import Engine
 
     pages = 5000  # not a multiple of 64: the last word's bits past page 4999 are clear here
-    t = Tracker(pages, mode=mode, vcpus=2, ring_entries=256)
+    t = Tracker(pages, mode=mode, vcpus=2, ring_entries=1024)
     words = np.full(t.config.bitmap_words, np.uint64(2**64 - 1), dtype=np.uint64)
     words[-1] = np.uint64((1 << (pages % 64)) - 1)
     words[4483 // 64] &= ~np.uint64(1 << (4483 % 64))
@@ -344,7 +344,7 @@ def test_stale_words_set_while_an_engine_runs_lose_no_write(mode: str) -> None:
     from dirtylog.engine import Engine
 
     pages = 640
-    t = Tracker(pages, mode=mode, vcpus=1, ring_entries=256)
+    t = Tracker(pages, mode=mode, vcpus=1, ring_entries=1024)
     t.stale_start(initial=True)
     t.start()
     cfg = ffi.new("dl_engine_config *")

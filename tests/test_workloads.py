@@ -158,8 +158,8 @@ def test_sliced_run_equals_one_run_in_the_tracker():
 def test_run_matches_generated_writes_and_reference_tracker():
     w = d.Mix([d.Uniform(3000, seed=5), d.Sequential(2000, stride=3)])
     for mode in ("wp", "ring"):
-        t = d.Tracker(4096, mode=mode, vcpus=2, ring_entries=256)
-        r = ReferenceTracker(4096, mode=mode, vcpus=2, ring_entries=256)
+        t = d.Tracker(4096, mode=mode, vcpus=2, ring_entries=1024)
+        r = ReferenceTracker(4096, mode=mode, vcpus=2, ring_entries=1024)
         t.start()
         r.start()
         assert w.run(t, 0, 1) == w.run(r, 0, 1) == 5000

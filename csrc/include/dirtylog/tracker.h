@@ -85,7 +85,9 @@ enum {
     DL_MAX_VCPUS = 4096,
     DL_PML_MIN_ENTRIES = 1,
     DL_PML_MAX_ENTRIES = 65536,      /* hardware has 512; larger logs are for experiments */
-    DL_RING_MIN_ENTRIES = 256,       /* KVM: at least one host page of 16-byte entries */
+    DL_RING_MIN_ENTRIES = 1024,      /* KVM on x86 with PML (kvm_vm_ioctl_enable_dirty_log_ring): the
+                                        ring holds KVM_DIRTY_RING_RSVD_ENTRIES + the 512-entry PML log,
+                                        a power of two; QEMU suggests it as dirty-ring-size's minimum */
     DL_RING_MAX_ENTRIES = 65536,     /* KVM_DIRTY_RING_MAX_ENTRIES */
     DL_RING_RESERVED = 64,           /* KVM_DIRTY_RING_RSVD_ENTRIES */
     DL_PAGE_SIZE_MIN = 512,          /* page_size: a power of two in [MIN, MAX] bytes */
