@@ -277,7 +277,14 @@ class SyncPolicy:
         wall second (no more than one sync's kicks per ``sync`` time), ``loss_once`` (huge blocks
         still to split), and the debt owed at the window's start: what the engine owes now (``debt``:
         exits already charged, a split storm's for instance, are paid later) plus one segment's charge of
-        those, as long as a write's exits take less guest time than it spans."""
+        those, as long as a write's exits take less guest time than it spans.
+
+        Ring mode's wait for its kicks (:func:`dirtylog.throttle.kick_wait`: a vCPU asleep under a
+        throttle serves the sync's run_on_cpu only when its sleep ends) is in none of these bounds, and
+        need not be: it is the migration thread's time, not the guest's (the sleep is the throttle's,
+        already out of ``run``; the kick itself is in ``sync_loss`` and ``kick_rate``), so it only
+        lengthens a sync (fewer syncs, and kicks, per wall second than ``kick_rate`` assumes) and the
+        rounds, and holds sends back (fewer pages sent than ``sent``): each bound stays a bound."""
         if s.dirtied is None or not self.may_outrun(s.iid_writes, True):
             return None
         if not self._verdict_allowed(s.throttle_can_step, s.faults_pending, s.stationary):
