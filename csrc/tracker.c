@@ -92,6 +92,7 @@ struct dl_tracker {
     uint64_t *stale;        /* verification: bits + 1 while stale bits are kept (DL__STALE), or NULL */
     uint64_t drop_page;
     uint64_t *undo;         /* checked writes of large batches, during the call: see write_checked */
+    int undo_live;          /* during such a call: its copy holds the live words (write_checked) */
 };
 
 /* Words of `bits`: room for a second word beside each in ring mode (its live words, see
@@ -607,7 +608,7 @@ DL_ALWAYS_INLINE size_t write_loop(dl_tracker *t, uint32_t v, const uint64_t *pa
     /* chkd: the indices are checked as they are read (see write_checked): 1, the
      * writes are journaled for their undo (no marks); 2, the bitmaps were copied */
     const int jrn = chkd == 1;
-    const int live_undone = chkd == 2 && !stl; /* ring mode: the copy holds the live words too */
+    const int live_undone = chkd == 2 && t->undo_live; /* ring mode: the copy holds the live words */
     const uint64_t lim = chkd ? t->pages : 0;
     if (chkd && pages[0] >= lim) {
         c->done = 0;
@@ -1129,6 +1130,7 @@ typedef struct write_saved {
     uint32_t ring_used, ring_dups;
     size_t entries; /* saved log or ring entries, at the start of `undo` */
     int copied;     /* the bitmap (with the stale or live words) after them, or the journal */
+    size_t copy_words;
     int live_on, live_used;
 } write_saved;
 
@@ -1150,7 +1152,7 @@ static DL_NOINLINE void write_undo(dl_tracker *t, uint32_t v, const uint64_t *pa
 {
     const uint64_t *jp = t->undo + undo_saved_words(t);
     if (sv->copied) {
-        memcpy(t->bits, jp, bits_words(t) * sizeof(uint64_t)); /* with the stale or live words */
+        memcpy(t->bits, jp, sv->copy_words * sizeof(uint64_t)); /* with the stale or live words */
     } else {
         uint64_t w = 0;
         int b = -1; /* the next write's bit in w */
@@ -1201,12 +1203,19 @@ static int write_checked(dl_tracker *t, uint32_t v, const uint64_t *pages, size_
         memcpy(t->undo, t->ring + (size_t)v * t->cfg.ring_entries, sv.entries * sizeof(uint64_t));
     }
     sv.copied = undo_copies(t, n);
+    /* Ring mode's live words are all zero while no live bits are kept: the copy then holds
+     * the bits (and stale words) only, as before there were live words to hold (reading
+     * the zeros and writing them beside the batch measured slower on first writes), and a
+     * build of the live bits checks the rest of the batch first (see write_loop). */
+    t->undo_live = sv.copied && t->live_on;
+    sv.copy_words = t->undo_live ? bits_words(t) : t->nwords * t->stride;
     if (sv.copied) {
         uint64_t *copy = t->undo + undo_saved_words(t);
-        memcpy(copy, t->bits, bits_words(t) * sizeof(uint64_t)); /* with the stale or live words */
+        memcpy(copy, t->bits, sv.copy_words * sizeof(uint64_t)); /* with the stale or live words */
     }
     batch_counts c = {0, 0, 0, 0, 0, 0, 0};
     const size_t b = write_batch(t, v, pages, n, sv.copied ? 2 : 1, &c);
+    t->undo_live = 0;
     if (b != SIZE_MAX)
         write_undo(t, v, pages, c.done, &sv);
     free(t->undo); /* not kept: see checks_in_loop */
