@@ -1,7 +1,7 @@
 """Zero pages, XBZRLE and multifd as models."""
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 import pytest
 
@@ -74,16 +74,14 @@ def test_bad_compression_parameters(kw):
         PreCopy(**kw)
 
 
-def test_xbzrle_keeps_a_fresh_cached_page_as_qemus_page_cache():
-    """QEMU's cache_insert does not evict a page filled or hit within the last 2 syncs
-    (CACHED_PAGE_LIFETIME): pages 0 and 1 share the one slot here."""
-    import numpy as np
-
+def _one_slot_xbzrle_engine(mode: str) -> Tuple[Any, Any]:
+    """A tracker of 4 pages in ``mode`` and an engine with a one-slot XBZRLE cache (pages 0 and 1 share
+    it), past its first pass (sync 1, which sends every page without XBZRLE)."""
     import dirtylog._lib as L
     from dirtylog import Tracker
     from dirtylog.engine import Engine, SendResult
 
-    t = Tracker(4, mode="wp")
+    t = Tracker(4, mode=mode)
     t.start()
     cfg = L.ffi.new("dl_engine_config *")
     L.lib.dl_engine_config_init(cfg)
@@ -91,9 +89,20 @@ def test_xbzrle_keeps_a_fresh_cached_page_as_qemus_page_cache():
     cfg.xbzrle_slots = 1
     cfg.xbzrle_ratio = 0.01
     e = Engine(cfg, t, None, None)
-    e.dirty_fill()  # sync 1: the first pass, no XBZRLE
+    e.dirty_fill()
+    assert e.send_dirty(1.0) == SendResult.EMPTY
+    return t, e
+
+
+def test_xbzrle_keeps_a_fresh_cached_page_as_qemus_page_cache():
+    """QEMU's cache_insert does not evict a page filled or hit within the last 2 syncs
+    (CACHED_PAGE_LIFETIME): pages 0 and 1 share the one slot here."""
+    import numpy as np
+
+    from dirtylog.engine import SendResult
+
+    _, e = _one_slot_xbzrle_engine("wp")
     clock = 1.0
-    assert e.send_dirty(clock) == SendResult.EMPTY
 
     def resend(page: int) -> tuple:
         nonlocal clock
@@ -118,21 +127,10 @@ def test_every_harvest_ages_the_xbzrle_cache_as_qemus_dirty_sync_count(mode):
     a cached page past CACHED_PAGE_LIFETIME as any two syncs do. Pages 0 and 1 share the one slot."""
     import numpy as np
 
-    import dirtylog._lib as L
-    from dirtylog import Tracker
-    from dirtylog.engine import Engine, SendResult
+    from dirtylog.engine import SendResult
 
-    t = Tracker(4, mode=mode)
-    t.start()
-    cfg = L.ffi.new("dl_engine_config *")
-    L.lib.dl_engine_config_init(cfg)
-    cfg.bandwidth = 4104 * 1000.0
-    cfg.xbzrle_slots = 1
-    cfg.xbzrle_ratio = 0.01
-    e = Engine(cfg, t, None, None)
-    e.dirty_fill()  # the first pass, no XBZRLE
+    t, e = _one_slot_xbzrle_engine(mode)
     clock = 1.0
-    assert e.send_dirty(clock) == SendResult.EMPTY
 
     def sync_and_send(*pages: int) -> tuple:
         nonlocal clock
