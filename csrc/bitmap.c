@@ -101,6 +101,16 @@ size_t dl_bitmap_take_pages(uint64_t *bm, uint64_t nwords, unsigned stride, uint
     return stride == DL__CO ? pages_tmpl(bm, nwords, out, 1, DL__CO) : pages_tmpl(bm, nwords, out, 1, 1);
 }
 
+/* Word j of bm (stride s) zeroed into dst[j] by OR; returns the bits new in dst[j]. */
+DL_ALWAYS_INLINE uint64_t take_or_word(uint64_t *bm, uint64_t *dst, uint64_t j, const unsigned s)
+{
+    const uint64_t w = bm[s * j];
+    bm[s * j] = 0;
+    const uint64_t added = dl__popcount64(w & ~dst[j]);
+    dst[j] |= w;
+    return added;
+}
+
 /* Takes bm's words (zeroes them) into dst by OR, as QEMU's cpu_physical_memory_sync_dirty_bitmap
  * moves the dirty log into the migration bitmap, clearing the source words as it goes;
  * returns the bits newly set in dst. Runs of zero words are skipped eight at a time. */
@@ -137,20 +147,12 @@ DL_ALWAYS_INLINE uint64_t take_or_tmpl(uint64_t *bm, uint64_t nwords, uint64_t *
     for (; i + 8 <= nwords; i += 8) {
         if (zero8(bm + s * i, s))
             continue;
-        for (uint64_t j = i; j < i + 8; j++) {
-            const uint64_t w = bm[s * j];
-            bm[s * j] = 0;
-            added += dl__popcount64(w & ~dst[j]);
-            dst[j] |= w;
-        }
+        for (uint64_t j = i; j < i + 8; j++)
+            added += take_or_word(bm, dst, j, s);
     }
 #endif
-    for (; i < nwords; i++) {
-        const uint64_t w = bm[s * i];
-        bm[s * i] = 0;
-        added += dl__popcount64(w & ~dst[i]);
-        dst[i] |= w;
-    }
+    for (; i < nwords; i++)
+        added += take_or_word(bm, dst, i, s);
     return added;
 }
 
