@@ -134,9 +134,13 @@ void dl_tracker_config_init(dl_tracker_config *cfg, uint64_t pages)
     cfg->vcpus = 1;
     cfg->page_size = 4096;
     cfg->huge = DL_HUGE_NONE;
-    cfg->pml_entries = 512;
+    cfg->pml_entries = DL_PML_LOG_ENTRIES;
     cfg->ring_entries = 4096;
 }
+
+/* KVM takes a power-of-two ring that holds its reserved entries: 1024 is the least. */
+_Static_assert(DL_RING_MIN_ENTRIES >= DL_RING_RESERVED && DL_RING_MIN_ENTRIES / 2 < DL_RING_RESERVED,
+               "DL_RING_MIN_ENTRIES: the least power of two that holds DL_RING_RESERVED");
 
 static int config_valid(const dl_tracker_config *c)
 {

@@ -67,7 +67,8 @@ class Tracker:
         write) or ``"eager"`` (every block split when logging starts).
     pml_entries, ring_entries:
         Per-vCPU PML log size (512 in hardware) and dirty ring size (a power of two
-        from 1024 to 65536, what KVM on x86 with PML takes; soft limit ``ring_entries - 64``).
+        from 1024 to 65536, what KVM on x86 with PML takes; soft limit ``ring_entries - 576``,
+        KVM's: 64 reserved entries and a 512-entry PML log).
     initially_set:
         Clear mode only: the bitmap starts all ones and nothing is protected.
 

@@ -119,7 +119,7 @@ def test_dirty_ring_vcpus_run_as_if_at_the_same_time(spec, memory, vcpus, window
 
 
 def test_dirty_ring_counts_pages_again_after_a_ring_full_reap():
-    # 1,311 hot pages written over and over: more than a 1024-entry ring's soft limit (960)
+    # 1,311 hot pages written over and over: more than a 1024-entry ring's soft limit (448)
     w = d.Hotspot(100000, hot_fraction=0.005, hot_share=1.0, seed=1)
     ring = dirty_rate(w, "1GiB", mode="dirty-ring", ring_entries=1024)
     bitmap = dirty_rate(w, "1GiB", mode="dirty-bitmap")

@@ -29,7 +29,7 @@ def as_list(a: np.ndarray) -> list:
 def test_config_properties():
     t = ReferenceTracker(1000, mode="ring", vcpus=3, page_size=8192, huge_pages="lazy", pml_entries=8, ring_entries=1024)
     assert (t.pages, t.mode, t.vcpus, t.page_size, t.huge_pages, t.pml_entries) == (1000, "ring", 3, 8192, "lazy", 8)
-    assert t.config.ring_entries == 1024 and t.config.ring_soft_limit == 960
+    assert t.config.ring_entries == 1024 and t.config.ring_soft_limit == 448  # KVM's: 1024 - 64 - 512
     assert t.initially_set is False and t.logging is False
     assert t.pending == 0
     s = t.stats
@@ -212,26 +212,26 @@ def test_pml_log_exact_multiple():
 
 
 def test_ring_soft_limit_exit_and_reap():
-    t = started(1000, mode="ring", ring_entries=1024)  # soft limit 960
-    t.write(np.arange(959))
+    t = started(1000, mode="ring", ring_entries=1024)  # soft limit 448: KVM's 1024 - 64 - 512 on x86 with PML
+    t.write(np.arange(447))
     s = t.stats
-    assert (s.ring_pushed, s.ring_full_exits, s.dirty_pages, s.vcpus[0].ring_used) == (959, 0, 0, 959)
-    assert as_list(t.ring_entries(0)) == list(range(959))
-    assert t.pending == 959
-    t.write([959])
+    assert (s.ring_pushed, s.ring_full_exits, s.dirty_pages, s.vcpus[0].ring_used) == (447, 0, 0, 447)
+    assert as_list(t.ring_entries(0)) == list(range(447))
+    assert t.pending == 447
+    t.write([447])
     s = t.stats
-    assert (s.ring_pushed, s.ring_full_exits, s.vcpus[0].ring_full_exits) == (960, 1, 1)
-    assert (s.ring_reaped, s.vcpus[0].ring_used, s.dirty_pages, s.tlb_flushes) == (960, 0, 960, 1)
+    assert (s.ring_pushed, s.ring_full_exits, s.vcpus[0].ring_full_exits) == (448, 1, 1)
+    assert (s.ring_reaped, s.vcpus[0].ring_used, s.dirty_pages, s.tlb_flushes) == (448, 0, 448, 1)
     assert s.faults == 0 and s.exits == 1
     assert as_list(t.ring_entries()) == []
     t.write([0])  # reset by the reap: armed again
     s = t.stats
-    assert (s.ring_pushed, s.vcpus[0].ring_used, s.vcpus[0].dirtied) == (961, 1, 961)
-    assert t.pending == 961  # an upper bound: page 0 is collected and in the ring
-    assert as_list(t.harvest()) == list(range(960))
+    assert (s.ring_pushed, s.vcpus[0].ring_used, s.vcpus[0].dirtied) == (449, 1, 449)
+    assert t.pending == 449  # an upper bound: page 0 is collected and in the ring
+    assert as_list(t.harvest()) == list(range(448))
     s = t.stats
     # one flush for the reap of the ring at harvest, one for the harvest itself
-    assert (s.ring_reaped, s.tlb_flushes, s.dirty_pages, s.harvested_pages) == (961, 3, 0, 960)
+    assert (s.ring_reaped, s.tlb_flushes, s.dirty_pages, s.harvested_pages) == (449, 3, 0, 448)
     assert t.pending == 0
     assert as_list(t.harvest()) == []
     assert t.stats.tlb_flushes == 3  # empty rings, empty result: no flush
@@ -239,24 +239,24 @@ def test_ring_soft_limit_exit_and_reap():
 
 def test_ring_rearm_within_one_batch():
     t = started(1000, mode="ring", ring_entries=1024)
-    t.write(np.concatenate([np.arange(960), [0, 5, 0]]))
+    t.write(np.concatenate([np.arange(448), [0, 5, 0]]))  # soft limit 448
     s = t.stats
-    assert (s.ring_full_exits, s.ring_pushed, s.ring_reaped) == (1, 962, 960)
+    assert (s.ring_full_exits, s.ring_pushed, s.ring_reaped) == (1, 450, 448)
     assert as_list(t.ring_entries()) == [0, 5]
 
 
 def test_ring_long_batch_two_passes():
-    # 5000 new pages then the same 5000 again, soft limit 960:
-    # pass 1 exits at pushes 960, 1920, 2880, 3840, 4800 (the ring keeps 4800..4999);
-    # pass 2 re-pushes 0..759 (all reaped), the exit after 0..759 also resets 4800..4999, so
-    # 760..4999 are pushed too: 4240 = 4 x 960 + 400, leaving 4600..4999 in the ring.
+    # 5000 new pages then the same 5000 again, soft limit 448:
+    # pass 1 exits at pushes 448, 896, ..., 4928 (11 exits; the ring keeps 4928..4999, 72 entries);
+    # pass 2 re-pushes 0..375 (all reaped; 72 + 376 = 448), the exit after 0..375 also resets
+    # 4928..4999, so 376..4999 are pushed too: 4624 = 10 x 448 + 144, leaving 4856..4999 in the ring.
     t = started(5000, mode="ring", ring_entries=1024)
     batch = np.concatenate([np.arange(5000), np.arange(5000)])
     t.write(batch)
     s = t.stats
-    assert (s.ring_full_exits, s.ring_pushed, s.ring_reaped) == (10, 10000, 9600)
-    assert as_list(t.ring_entries()) == list(range(4600, 5000))
-    assert (s.dirty_pages, t.pending) == (5000, 5400)
+    assert (s.ring_full_exits, s.ring_pushed, s.ring_reaped) == (22, 10000, 22 * 448)
+    assert as_list(t.ring_entries()) == list(range(4856, 5000))
+    assert (s.dirty_pages, t.pending) == (5000, 5144)
     assert as_list(t.harvest()) == list(range(5000))
 
 
@@ -300,7 +300,7 @@ def test_ring_matches_naive_per_write_loop():
         t = started(pages, mode="ring", ring_entries=1024)
         for b in batches:
             t.write(b)
-        coll, ring, exits = _naive_ring(pages, 960, [b.tolist() for b in batches])
+        coll, ring, exits = _naive_ring(pages, 448, [b.tolist() for b in batches])
         assert as_list(t.ring_entries()) == ring
         assert t.stats.ring_full_exits == exits
         assert t.stats.dirty_pages == len(coll)
@@ -471,10 +471,10 @@ def test_ring_lazy_fault_pushes_to_ring():
 
 def test_ring_lazy_huge_fault_can_fill_the_ring():
     t = started(4096, mode="ring", huge_pages="lazy", ring_entries=1024)
-    t.write(np.arange(959))  # blocks 0 and 1: two huge faults, 957 ordinary pushes
-    t.write([1024])  # huge fault whose push reaches the soft limit
+    t.write(np.concatenate([np.arange(300), np.arange(512, 659)]))  # blocks 0 and 1: two huge faults, 445 pushes
+    t.write([1024])  # huge fault whose push reaches the soft limit (448)
     s = t.stats
-    assert (s.faults, s.splits, s.ring_full_exits, s.ring_reaped, s.dirty_pages) == (3, 3, 1, 960, 960)
+    assert (s.faults, s.splits, s.ring_full_exits, s.ring_reaped, s.dirty_pages) == (3, 3, 1, 448, 448)
 
 
 # ---------------------------------------------------------------------- errors leave the state unchanged

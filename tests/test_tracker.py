@@ -550,22 +550,22 @@ def test_pml_log_most_recent_first():
 
 
 def test_ring_contents_and_reap():
-    t = started(2000, mode="ring", vcpus=2, ring_entries=1024)  # soft limit 960
+    t = started(2000, mode="ring", vcpus=2, ring_entries=1024)  # soft limit 448 (1024 - 64 - 512)
     t.write([5, 3, 5, 9], vcpu=1)
     t.write([3, 4], vcpu=0)
     assert t.ring_entries(1).tolist() == [5, 3, 9]  # oldest first, no repeats
     assert t.ring_entries(0).tolist() == [4]
     assert [v.ring_used for v in t.stats.vcpus] == [1, 3]
     assert t.pending == 4 and t.stats.dirty_pages == 0
-    t.write(np.arange(100, 1059), vcpu=0)  # the 960th push: ring full, reaped at once
+    t.write(np.arange(100, 547), vcpu=0)  # the 448th push: ring full, reaped at once
     s = t.stats
-    assert (s.ring_full_exits, s.vcpus[0].ring_full_exits, s.ring_reaped, s.dirty_pages) == (1, 1, 960, 960)
+    assert (s.ring_full_exits, s.vcpus[0].ring_full_exits, s.ring_reaped, s.dirty_pages) == (1, 1, 448, 448)
     assert t.ring_entries(0).tolist() == []
     assert t.ring_entries(1).tolist() == [5, 3, 9]
     got = t.harvest()
-    assert got.tolist() == [3, 4, 5, 9] + list(range(100, 1059))
+    assert got.tolist() == [3, 4, 5, 9] + list(range(100, 547))
     assert t.ring_entries(1).tolist() == []
-    assert t.stats.ring_reaped == 963
+    assert t.stats.ring_reaped == 451
 
 
 def test_ring_entries_are_kvm_dirty_gfns():

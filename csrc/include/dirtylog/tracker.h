@@ -15,10 +15,17 @@
  *                 "PML full" exit (counted), the log is drained into the dirty
  *                 bitmap and the index reset, then the page is logged.
  *   DL_MODE_RING  the page is pushed to the writing vCPU's dirty ring. When a push
- *                 brings the ring to its soft limit (ring_entries - 64) the vCPU
+ *                 brings the ring to its soft limit (ring_entries - DL_RING_RESERVED) the vCPU
  *                 takes a "ring full" exit (counted) and the ring is reaped at once,
  *                 as QEMU's reaper does: its entries are collected in order into
  *                 the dirty bitmap, then reset, which re-arms their pages.
+ *                 (KVM on x86 logs the page in the PML log first and pushes the whole
+ *                 log into the ring at the vCPU's next VM exit, a PML-full one or any
+ *                 other; the vCPU leaves at its next entry once the ring holds its
+ *                 soft limit or more, so KVM's exit comes at the first flush at or past
+ *                 it: up to 511 entries later, ring_entries - 512 when PML-full exits
+ *                 are the only ones. dirtylog pushes each page at once, exits at the
+ *                 soft limit exactly and counts no PML-full exits in this mode.)
  *   DL_MODE_CLEAR write protection with KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2: as WP,
  *                 but a harvest neither clears nor re-arms; dl_tracker_clear() does.
  *
@@ -85,11 +92,16 @@ enum {
     DL_MAX_VCPUS = 4096,
     DL_PML_MIN_ENTRIES = 1,
     DL_PML_MAX_ENTRIES = 65536,      /* hardware has 512; larger logs are for experiments */
-    DL_RING_MIN_ENTRIES = 1024,      /* KVM on x86 with PML (kvm_vm_ioctl_enable_dirty_log_ring): the
-                                        ring holds KVM_DIRTY_RING_RSVD_ENTRIES + the 512-entry PML log,
-                                        a power of two; QEMU suggests it as dirty-ring-size's minimum */
+    DL_PML_LOG_ENTRIES = 512,        /* the hardware's PML log (PML_LOG_NR_ENTRIES): the default */
+    /* A dirty ring's entries beyond its soft limit, KVM's kvm_dirty_ring_get_rsvd_entries() on x86
+       with PML: KVM_DIRTY_RING_RSVD_ENTRIES (64) + kvm_cpu_dirty_log_size() (a full PML log, flushed
+       into the ring at a VM exit after the limit is reached). kvm_dirty_ring_alloc sets soft_limit =
+       size - this; the vCPU leaves for userspace at its next entry once that many are used. */
+    DL_RING_RESERVED = 64 + DL_PML_LOG_ENTRIES,
+    DL_RING_MIN_ENTRIES = 1024,      /* the least power of two above DL_RING_RESERVED, what KVM takes
+                                        (kvm_vm_ioctl_enable_dirty_log_ring); QEMU suggests it as
+                                        dirty-ring-size's minimum */
     DL_RING_MAX_ENTRIES = 65536,     /* KVM_DIRTY_RING_MAX_ENTRIES */
-    DL_RING_RESERVED = 64,           /* KVM_DIRTY_RING_RSVD_ENTRIES */
     DL_PAGE_SIZE_MIN = 512,          /* page_size: a power of two in [MIN, MAX] bytes */
     DL_PAGE_SIZE_MAX = 1048576
 };
