@@ -40,6 +40,7 @@ struct dl_engine {
     /* dirty-limit: per-vCPU throttles and guest clocks (vmode once any was set) */
     double *vthr;
     double *vclock;
+    double *vdebt;         /* vmode: running seconds each vCPU still owes (st.debt holds none then) */
     int vmode;
     uint64_t *xcache;      /* XBZRLE: the page held in each slot (UINT64_MAX: empty) */
     uint64_t *xage;        /* XBZRLE: the sync generation at which each slot was last filled or hit */
@@ -169,6 +170,7 @@ int dl_engine_create(const dl_engine_config *cfg, dl_tracker *t, dl_workload *w,
     e->iter_len = 0.05;
     e->vthr = calloc(e->vcpus, sizeof(double));
     e->vclock = calloc(e->vcpus, sizeof(double));
+    e->vdebt = calloc(e->vcpus, sizeof(double));
     e->g_a = calloc(e->vcpus, sizeof(double));
     e->g_b = calloc(e->vcpus, sizeof(double));
     e->wbudget = cfg->work_budget ? cfg->work_budget : DL_ENGINE_WORK_BUDGET;
@@ -186,7 +188,7 @@ int dl_engine_create(const dl_engine_config *cfg, dl_tracker *t, dl_workload *w,
         if (e->xcache)
             memset(e->xcache, 0xff, cfg->xbzrle_slots * sizeof(uint64_t));
     }
-    if (!e->vthr || !e->vclock || !e->mbm || !e->g_a || !e->g_b ||
+    if (!e->vthr || !e->vclock || !e->vdebt || !e->mbm || !e->g_a || !e->g_b ||
         (cfg->xbzrle_slots && (!e->xcache || !e->xage)) || !e->seg_word || !e->seg_bits || !e->seg_t || !e->seg_early ||
         !e->seg_late || !e->seg_zero || !e->seg_filter || !e->seg_hit) {
         dl_engine_destroy(e);
@@ -204,6 +206,7 @@ void dl_engine_destroy(dl_engine *e)
     free(e->need);
     free(e->vthr);
     free(e->vclock);
+    free(e->vdebt);
     free(e->g_a);
     free(e->g_b);
     free(e->xcache);
@@ -229,6 +232,12 @@ int dl_engine_get_state(const dl_engine *e, dl_engine_state *out)
         return DL_ERR_INVALID;
     *out = e->st;
     out->guest_pending = e->g_kind != 0;
+    if (e->vmode) { /* what the vCPUs owe, per vCPU on average */
+        double d = 0;
+        for (uint32_t j = 0; j < e->vcpus; j++)
+            d += e->vdebt[j];
+        out->debt = d / e->vcpus;
+    }
     return DL_OK;
 }
 
@@ -265,9 +274,12 @@ int dl_engine_set_vcpu_throttle(dl_engine *e, uint32_t vcpu, double throttle)
         return DL_ERR_STATE;
     if (vcpu >= e->vcpus)
         return DL_ERR_RANGE;
-    if (!e->vmode) {
-        for (uint32_t j = 0; j < e->vcpus; j++)
+    if (!e->vmode) { /* each vCPU keeps its own clock, and owes what the guest owed */
+        for (uint32_t j = 0; j < e->vcpus; j++) {
             e->vclock[j] = e->st.guest_clock;
+            e->vdebt[j] = e->st.debt;
+        }
+        e->st.debt = 0;
         e->vmode = 1;
     }
     e->vthr[vcpu] = throttle;
@@ -286,7 +298,7 @@ int dl_engine_get_vcpu_clock(const dl_engine *e, uint32_t vcpu, double *clock, d
 }
 
 /* vCPU j's guest window for the common guest slice [g0, g1): its own clock, slowed
- * by its own (dirty-limit) throttle. */
+ * by its own (dirty-limit) throttle, less what it owes (paid out of its running time). */
 DL_ALWAYS_INLINE void vcpu_window(dl_engine *e, uint32_t j, double g0, double g1, double *a, double *b)
 {
     if (!e->vmode) {
@@ -294,9 +306,27 @@ DL_ALWAYS_INLINE void vcpu_window(dl_engine *e, uint32_t j, double g0, double g1
         *b = g1;
         return;
     }
+    double run = (g1 - g0) * (1.0 - e->vthr[j]);
+    double pay = e->vdebt[j] < run ? e->vdebt[j] : run;
+    e->vdebt[j] -= pay;
     *a = e->vclock[j];
-    *b = *a + (g1 - g0) * (1.0 - e->vthr[j]);
+    *b = *a + (run - pay);
     e->vclock[j] = *b;
+}
+
+/* Every vCPU owes `each` seconds of its running time (an exit, a kick or a stall takes a
+ * running vCPU's time). With one guest clock they pay it out of the next slices' common
+ * time (guest_slice), which the global throttle has already scaled; under per-vCPU
+ * throttles each pays its own out of its own running time (vcpu_window), not out of the
+ * time before its throttle, which would take only (1 - throttle) of it. */
+static void owe(dl_engine *e, double each)
+{
+    if (!e->vmode) {
+        e->st.debt += each;
+        return;
+    }
+    for (uint32_t j = 0; j < e->vcpus; j++)
+        e->vdebt[j] += each;
 }
 
 int dl_engine_charge(dl_engine *e, double vcpu_seconds)
@@ -307,7 +337,7 @@ int dl_engine_charge(dl_engine *e, double vcpu_seconds)
         return DL_ERR_STATE;
     e->st.lost += vcpu_seconds;
     if (e->cfg.feedback)
-        e->st.debt += vcpu_seconds / e->vcpus;
+        owe(e, vcpu_seconds / e->vcpus);
     return DL_OK;
 }
 
@@ -1122,7 +1152,7 @@ static int guest_continue(dl_engine *e)
         if (cost > 0) {
             e->st.lost += cost;
             if (e->cfg.feedback)
-                e->st.debt += cost / e->vcpus;
+                owe(e, cost / e->vcpus);
         }
         if (e->seg_flushing)
             segment_finish(e);
@@ -1130,7 +1160,7 @@ static int guest_continue(dl_engine *e)
     }
     if (e->g_stall > 0) {
         e->pc.stall += e->g_stall;
-        e->st.debt += e->g_stall / e->vcpus; /* a faulting vCPU waits for its page */
+        owe(e, e->g_stall / e->vcpus); /* a faulting vCPU waits for its page */
     }
     if (e->g_after_push)
         pc_after_push(e);

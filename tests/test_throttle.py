@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import pytest
 
@@ -171,6 +171,46 @@ def test_ring_syncs_wait_for_throttled_vcpus_to_wake():
         assert w["seconds"] == pytest.approx(p * p / (1 - p) * THROTTLE_TIMESLICE / 2)
         nxt = next(e for e in ring.events if e["event"] in ("round", "switchover") and e["time"] >= w["time"])
         assert nxt["time"] >= w["time"] + w["seconds"] - 1e-9  # the sync and its decision came after
+
+
+def _writes_under(throttle: float, vcpu_throttles: List[float], charge: Any) -> List[int]:
+    """Each vCPU's writes in 2 s of wall time: 2 vCPUs of a Uniform guest writing 1024 times per second each
+    while it runs, under a global ``throttle`` and per-vCPU (dirty-limit) ``vcpu_throttles``, after
+    ``charge`` (Engine.charge's argument; None: no charge) at t = 0. Tracking exits cost nothing here."""
+    import dirtylog._lib as L
+    from dirtylog import Tracker
+    from dirtylog.engine import Engine
+
+    pages = 1 << 16
+    t = Tracker(pages, mode="wp", vcpus=2)
+    t.start()
+    w = Uniform(2048, seed=1).bind(pages, vcpus=2, page_size=4096)
+    cfg = L.ffi.new("dl_engine_config *")
+    L.lib.dl_engine_config_init(cfg)
+    cfg.cost_fault = cfg.cost_pml_full = cfg.cost_ring_full = cfg.cost_split = cfg.cost_kick = 0.0
+    e = Engine(cfg, t, w._handle, None)
+    e.set_throttle(throttle)
+    for j, s in enumerate(vcpu_throttles):
+        e.set_vcpu_throttle(j, s)
+    if charge is not None:
+        e.charge(charge)
+    e.idle(2.0)
+    e.catch_up()
+    return [v.writes for v in t.stats.vcpus]
+
+
+def test_a_charge_takes_running_time_under_a_global_or_a_per_vcpu_throttle_alike():
+    """What a vCPU owes (exits, kicks) is running time: a kick or an exit takes it while it runs. Under
+    a global throttle the guest pays it out of its throttled time; under dirty-limit's per-vCPU
+    throttles each vCPU must pay it out of its own running time too, not out of the time before its
+    throttle (which took only (1 - s) of it: half here). 0.5 vCPU-seconds over 2 vCPUs: 0.25 s of
+    running time each, 256 of the 1024 writes per running second."""
+    assert _writes_under(0.5, [], None) == _writes_under(0.0, [0.5, 0.5], None) == [1024, 1024]  # 1 s running
+    assert _writes_under(0.5, [], 0.5) == [1024 - 256, 1024 - 256]
+    assert _writes_under(0.0, [0.5, 0.5], 0.5) == [1024 - 256, 1024 - 256]
+    # vCPU 0 at 75 % runs 0.5 s (512 writes), vCPU 1 unthrottled 2 s (2048): each still loses 0.25 s
+    assert _writes_under(0.0, [0.75, 0.0], None) == [512, 2048]
+    assert _writes_under(0.0, [0.75, 0.0], 0.5) == [512 - 256, 2048 - 256]
 
 
 # -- the decision at a sync ----------------------------------------------------------------

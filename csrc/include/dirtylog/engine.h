@@ -14,6 +14,9 @@
  * while it is paused. With cost feedback on, the guest time a vCPU spends in
  * tracking exits (faults, PML-full and ring-full exits, splits, kicks) is taken
  * out of the following slices: a tracker that exits more lets the guest write less.
+ * What is owed is running time: with per-vCPU (dirty-limit) throttles each vCPU pays
+ * its own out of its own running time, after its throttle, as the global throttle's
+ * guest does out of its throttled time (an exit or a kick takes a vCPU while it runs).
  *
  * Post-copy: after dl_engine_postcopy_begin the guest runs on the destination. The
  * pages it lacks (the stale set) are pushed in page order in the background; an
@@ -87,7 +90,8 @@ typedef struct dl_engine_state {
     double clock;            /* wall (simulated) seconds */
     double guest_clock;      /* guest run time: what workloads see */
     double throttle;         /* 0 .. 1 (1: the guest is paused) */
-    double debt;             /* guest seconds still owed to tracking exits */
+    double debt;             /* running seconds per vCPU still owed to tracking exits (per-vCPU
+                                throttles: their mean) */
     double lost;             /* vCPU-seconds lost to tracking exits so far */
     double carry;            /* link seconds already spent on the next page */
     uint64_t pages_sent;
@@ -123,7 +127,8 @@ int dl_engine_set_throttle(dl_engine *e, double throttle);
  * first call on, each vCPU keeps its own guest clock. */
 int dl_engine_set_vcpu_throttle(dl_engine *e, uint32_t vcpu, double throttle);
 int dl_engine_get_vcpu_clock(const dl_engine *e, uint32_t vcpu, double *clock, double *throttle);
-/* Charges guest time for kicks done outside the engine (a harvest's kicks). */
+/* Charges guest time for kicks done outside the engine (a harvest's kicks), spread
+ * evenly over the vCPUs: each loses vcpu_seconds / vcpus of its running time. */
 int dl_engine_charge(dl_engine *e, double vcpu_seconds);
 
 /* Sends pages[*pos .. n) in order (pages == NULL: the range first + *pos .. first + n)
