@@ -341,6 +341,30 @@ int dl_engine_charge(dl_engine *e, double vcpu_seconds)
     return DL_OK;
 }
 
+int dl_engine_charge_vcpus(dl_engine *e, const double *seconds, uint32_t n)
+{
+    if (!e || !seconds || n != e->vcpus)
+        return DL_ERR_INVALID;
+    double total = 0;
+    for (uint32_t j = 0; j < n; j++) {
+        if (!(seconds[j] >= 0) || !isfinite(seconds[j]))
+            return DL_ERR_INVALID;
+        total += seconds[j];
+    }
+    if (e->seg_open) /* dl_engine_catch_up first: the guest runs in order */
+        return DL_ERR_STATE;
+    e->st.lost += total;
+    if (!e->cfg.feedback)
+        return DL_OK;
+    if (!e->vmode) { /* one guest clock: the vCPUs pay the total together */
+        e->st.debt += total / e->vcpus;
+        return DL_OK;
+    }
+    for (uint32_t j = 0; j < n; j++)
+        e->vdebt[j] += seconds[j];
+    return DL_OK;
+}
+
 static double exit_cost(const dl_engine *e, const dl_tracker_stats *a, const dl_tracker_stats *b)
 {
     const dl_engine_config *c = &e->cfg;

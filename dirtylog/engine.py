@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -136,9 +136,16 @@ class Engine:
         self.catch_up()
         check(lib.dl_engine_set_vcpu_throttle(self._e, vcpu, float(throttle)), "vCPU throttle")
 
-    def charge(self, vcpu_seconds: float) -> None:
+    def charge(self, seconds: Union[float, Sequence[float]]) -> None:
+        """Guest time lost to kicks done outside the engine: ``seconds`` of vCPU time spread evenly over the
+        vCPUs (``dl_engine_charge``), or one figure per vCPU, each vCPU's own running time
+        (``dl_engine_charge_vcpus``: under per-vCPU throttles each vCPU pays its own)."""
         self.catch_up()
-        check(lib.dl_engine_charge(self._e, float(vcpu_seconds)), "charge")
+        if isinstance(seconds, (int, float)):
+            check(lib.dl_engine_charge(self._e, float(seconds)), "charge")
+            return
+        per = ffi.new("double[]", [float(x) for x in seconds])
+        check(lib.dl_engine_charge_vcpus(self._e, per, len(per)), "charge")
 
     # -- the migration bitmap ----------------------------------------------------
     def dirty_fill(self) -> None:

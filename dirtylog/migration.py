@@ -889,12 +889,15 @@ class Migration:
         KVM kicks only a vCPU in guest mode (kvm_vcpu_kick sends no IPI to one outside it): a kick
         costs TrackingCosts.kick to a running vCPU, nothing to a stopped one (``stopped``: the pause's
         sync, after vm_stop) or to one asleep under a throttle (:meth:`_vcpu_sleeps`; expected value:
-        the share of its time it runs)."""
-        awake = 0.0 if stopped else sum(1.0 - p for p, _ in self._vcpu_sleeps()[0])
-        loss = kicks / self.vcpus * awake * self.costs.kick
-        if loss > 0:
+        the share of its time it runs). Each vCPU is charged its own expected loss of running time,
+        (1 - s_j) x kick, and pays it out of its own running time (the engine's per-vCPU debt under
+        dirty-limit's throttles), once."""
+        each = kicks / self.vcpus * self.costs.kick
+        loss = [0.0 if stopped else each * (1.0 - p) for p, _ in self._vcpu_sleeps()[0]]
+        total = sum(loss)
+        if total > 0:
             self.engine.charge(loss)
-        return loss / self.vcpus if self.costs.slows_guest else 0.0
+        return total / self.vcpus if self.costs.slows_guest else 0.0
 
     def _end_period(self) -> None:
         """QEMU's migration_bitmap_sync after the harvest: the dirty-rate period closes at a sync more

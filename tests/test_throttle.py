@@ -213,6 +213,42 @@ def test_a_charge_takes_running_time_under_a_global_or_a_per_vcpu_throttle_alike
     assert _writes_under(0.0, [0.75, 0.0], 0.5) == [512 - 256, 2048 - 256]
 
 
+def test_a_vcpu_charged_alone_pays_alone():
+    """Engine.charge with one figure per vCPU (dl_engine_charge_vcpus): under per-vCPU throttles only the
+    vCPU charged loses running time. vCPU 0 at 75 % runs 0.5 s of the 2 s (512 writes) and pays 0.25 s
+    of it (256 writes); vCPU 1 loses nothing. With one guest clock the vCPUs pay the total together."""
+    assert _writes_under(0.0, [0.75, 0.0], [0.25, 0.0]) == [512 - 256, 2048]
+    assert _writes_under(0.5, [], [0.5, 0.0]) == [1024 - 256, 1024 - 256]
+
+
+def test_each_vcpu_is_charged_its_own_kick_under_dirty_limit():
+    """QEMU's vCPU j loses a kick only while it runs, (1 - s_j) of the time under dirty-limit's throttle
+    s_j: Migration._kicked charges each vCPU its own (1 - s_j) x kick (1 ms here, one kick per vCPU per
+    sync or dirty-limit flush), where it charged their mean to all of them."""
+    from dirtylog import Migration
+
+    m = Migration(memory="128MiB", workload=Uniform("150MiB/s", shares=[0.7, 0.1, 0.1, 0.1], seed=9),
+                  link=Link("100MiB/s"), tracker={"mode": "ring", "ring_entries": 1024}, vcpus=4,
+                  policy=PreCopy(downtime_limit="300ms", dirty_limit=True, vcpu_dirty_limit="5MB/s"),
+                  costs=_kick_costs())
+    charged = []
+    charge = m.engine.charge
+
+    def record(seconds: Any) -> None:
+        dl = m._dirtylimit
+        throttles = list(dl.throttles) if dl is not None and dl.active else [0.0] * 4
+        charged.append((list(seconds), throttles))
+        charge(seconds)
+
+    m.engine.charge = record  # type: ignore[method-assign]
+    r = m.run()
+    assert r.status == "completed" and r.verified
+    assert charged and all(got == pytest.approx([1e-3 * (1 - s) for s in thr], rel=1e-12) for got, thr in charged)
+    uneven = [got for got, thr in charged if len(set(thr)) > 1]
+    assert uneven and all(got[0] < min(got[1:]) for got in uneven)  # vCPU 0, the most throttled, loses least
+    assert r.guest_lost == pytest.approx(sum(sum(got) for got, _ in charged), rel=1e-9)
+
+
 # -- the decision at a sync ----------------------------------------------------------------
 def _state(**kw):
     base: Dict[str, Any] = dict(pending_pages=1000, page_size=4096, threshold=1e6, round_index=3, sent_precopy=10 << 20,

@@ -130,6 +130,10 @@ int dl_engine_get_vcpu_clock(const dl_engine *e, uint32_t vcpu, double *clock, d
 /* Charges guest time for kicks done outside the engine (a harvest's kicks), spread
  * evenly over the vCPUs: each loses vcpu_seconds / vcpus of its running time. */
 int dl_engine_charge(dl_engine *e, double vcpu_seconds);
+/* The same, vCPU by vCPU: vCPU j loses seconds[j] of its running time (n: the engine's
+ * vCPUs). Under per-vCPU throttles each pays its own; with one guest clock the vCPUs
+ * pay the total together. */
+int dl_engine_charge_vcpus(dl_engine *e, const double *seconds, uint32_t n);
 
 /* Sends pages[*pos .. n) in order (pages == NULL: the range first + *pos .. first + n)
  * until all are sent or the clock reaches `deadline`; *pos advances. zero_pass = 1
