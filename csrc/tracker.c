@@ -547,40 +547,46 @@ DL_ALWAYS_INLINE size_t fresh_tmpl(uint64_t *bits, const uint64_t *pages, size_t
                           vers, pf);                                                               \
     }
 /* unchecked (the engine's path, small batches): [stale][versions][prefetch]; checked:
- * journaled (j), or with the bitmaps copied (c: with a stale bitmap for c2 and c3) */
-#define DL_FRESH_MODE(tag, down, co)                                                               \
+ * journaled (j), or with the bitmaps copied (c: with a stale bitmap for c2 and c3).
+ * Ring mode's live words beside the bits (ringco) exclude stale bits (see ring_lay), so
+ * ringco has no stale variants: its row of the table takes ring's (never selected). */
+#define DL_FRESH_PLAIN(tag, down, co)                                                              \
     DL_FRESH(fresh_##tag##_000, down, co, 0, 0, 0, 0, 0)                                           \
     DL_FRESH(fresh_##tag##_001, down, co, 0, 0, 0, 0, 1)                                           \
     DL_FRESH(fresh_##tag##_010, down, co, 0, 0, 0, 1, 0)                                           \
     DL_FRESH(fresh_##tag##_011, down, co, 0, 0, 0, 1, 1)                                           \
+    DL_FRESH(fresh_##tag##_j0, down, co, 1, 1, 0, 0, 0)                                            \
+    DL_FRESH(fresh_##tag##_j1, down, co, 1, 1, 0, 0, 1)                                            \
+    DL_FRESH(fresh_##tag##_c0, down, co, 1, 0, 0, 0, 0)                                            \
+    DL_FRESH(fresh_##tag##_c1, down, co, 1, 0, 0, 0, 1)
+#define DL_FRESH_STALE(tag, down, co)                                                              \
     DL_FRESH(fresh_##tag##_100, down, co, 0, 0, 1, 0, 0)                                           \
     DL_FRESH(fresh_##tag##_101, down, co, 0, 0, 1, 0, 1)                                           \
     DL_FRESH(fresh_##tag##_110, down, co, 0, 0, 1, 1, 0)                                           \
     DL_FRESH(fresh_##tag##_111, down, co, 0, 0, 1, 1, 1)                                           \
-    DL_FRESH(fresh_##tag##_j0, down, co, 1, 1, 0, 0, 0)                                            \
-    DL_FRESH(fresh_##tag##_j1, down, co, 1, 1, 0, 0, 1)                                            \
-    DL_FRESH(fresh_##tag##_c0, down, co, 1, 0, 0, 0, 0)                                            \
-    DL_FRESH(fresh_##tag##_c1, down, co, 1, 0, 0, 0, 1)                                            \
     DL_FRESH(fresh_##tag##_c2, down, co, 1, 0, 1, 0, 0)                                            \
     DL_FRESH(fresh_##tag##_c3, down, co, 1, 0, 1, 0, 1)
-DL_FRESH_MODE(ring, 0, 0)
-DL_FRESH_MODE(ringco, 0, 1)
-DL_FRESH_MODE(pml, 1, 0)
-#undef DL_FRESH_MODE
+DL_FRESH_PLAIN(ring, 0, 0) DL_FRESH_STALE(ring, 0, 0)
+DL_FRESH_PLAIN(ringco, 0, 1)
+DL_FRESH_PLAIN(pml, 1, 0) DL_FRESH_STALE(pml, 1, 0)
+#undef DL_FRESH_PLAIN
+#undef DL_FRESH_STALE
 #undef DL_FRESH
 typedef size_t (*fresh_fn)(uint64_t *, const uint64_t *, size_t, size_t, uint64_t, size_t, uint32_t *,
                            fresh_io *);
 
-/* The instance for a write loop's variant (constants there: folds to one direct call). */
-#define DL_FRESH_TABLE(tag)                                                                        \
-    {fresh_##tag##_000, fresh_##tag##_001, fresh_##tag##_010, fresh_##tag##_011,                   \
-     fresh_##tag##_100, fresh_##tag##_101, fresh_##tag##_110, fresh_##tag##_111,                   \
-     fresh_##tag##_j0,  fresh_##tag##_j1,  fresh_##tag##_c0,  fresh_##tag##_c1,                    \
-     fresh_##tag##_c2,  fresh_##tag##_c3}
+/* The instance for a write loop's variant (constants there: folds to one direct call);
+ * `stag`: the row whose stale variants this row takes. */
+#define DL_FRESH_TABLE(tag, stag)                                                                  \
+    {fresh_##tag##_000,  fresh_##tag##_001,  fresh_##tag##_010,  fresh_##tag##_011,                 \
+     fresh_##stag##_100, fresh_##stag##_101, fresh_##stag##_110, fresh_##stag##_111,                \
+     fresh_##tag##_j0,   fresh_##tag##_j1,   fresh_##tag##_c0,   fresh_##tag##_c1,                  \
+     fresh_##stag##_c2,  fresh_##stag##_c3}
 DL_ALWAYS_INLINE fresh_fn fresh_for(const int mode, const int co, const int chkd, const int stl,
                                     const int vers, const int pf)
 {
-    static const fresh_fn table[3][14] = {DL_FRESH_TABLE(ring), DL_FRESH_TABLE(pml), DL_FRESH_TABLE(ringco)};
+    static const fresh_fn table[3][14] = {DL_FRESH_TABLE(ring, ring), DL_FRESH_TABLE(pml, pml),
+                                          DL_FRESH_TABLE(ringco, ring)};
     const int k = chkd == 1 ? 8 + pf : chkd == 2 ? 10 + (stl << 1 | pf) : stl << 2 | vers << 1 | pf;
     return table[mode == DL_MODE_PML ? 1 : co ? 2 : 0][k];
 }
@@ -983,18 +989,19 @@ DL_ALWAYS_INLINE size_t write_loop(dl_tracker *t, uint32_t v, const uint64_t *pa
         return write_loop(t, v, p, n, mode, co, kind == 1, stl, vers, pf, flat,                    \
                           kind < 3 ? 0 : kind < 5 ? 1 : 2, c);                                     \
     }
-#define DL_WRITE_MARKS(mode, co, tag, huge)                                                        \
+#define DL_WRITE_PLAIN(mode, co, tag, huge)                                                        \
     DL_WRITE_VARIANT(write_##tag##_##huge##000, mode, co, huge, 0, 0, 0)                           \
     DL_WRITE_VARIANT(write_##tag##_##huge##001, mode, co, huge, 0, 0, 1)                           \
     DL_WRITE_VARIANT(write_##tag##_##huge##010, mode, co, huge, 0, 1, 0)                           \
-    DL_WRITE_VARIANT(write_##tag##_##huge##011, mode, co, huge, 0, 1, 1)                           \
+    DL_WRITE_VARIANT(write_##tag##_##huge##011, mode, co, huge, 0, 1, 1)
+#define DL_WRITE_STALE(mode, co, tag, huge)                                                        \
     DL_WRITE_VARIANT(write_##tag##_##huge##100, mode, co, huge, 1, 0, 0)                           \
     DL_WRITE_VARIANT(write_##tag##_##huge##101, mode, co, huge, 1, 0, 1)                           \
     DL_WRITE_VARIANT(write_##tag##_##huge##110, mode, co, huge, 1, 1, 0)                           \
     DL_WRITE_VARIANT(write_##tag##_##huge##111, mode, co, huge, 1, 1, 1)
 /* checked indices (see write_checked): kinds 3 and 4 are 0 and 2 journaled, 5 and 6
  * with a copy of the bitmap (and of the stale bitmap: c8 to c11) */
-#define DL_WRITE_CHECKED(mode, co, tag)                                                            \
+#define DL_WRITE_CHECKED_PLAIN(mode, co, tag)                                                      \
     DL_WRITE_VARIANT(write_##tag##_c0, mode, co, 3, 0, 0, 0)                                       \
     DL_WRITE_VARIANT(write_##tag##_c1, mode, co, 3, 0, 0, 1)                                       \
     DL_WRITE_VARIANT(write_##tag##_c2, mode, co, 4, 0, 0, 0)                                       \
@@ -1002,35 +1009,41 @@ DL_ALWAYS_INLINE size_t write_loop(dl_tracker *t, uint32_t v, const uint64_t *pa
     DL_WRITE_VARIANT(write_##tag##_c4, mode, co, 5, 0, 0, 0)                                       \
     DL_WRITE_VARIANT(write_##tag##_c5, mode, co, 5, 0, 0, 1)                                       \
     DL_WRITE_VARIANT(write_##tag##_c6, mode, co, 6, 0, 0, 0)                                       \
-    DL_WRITE_VARIANT(write_##tag##_c7, mode, co, 6, 0, 0, 1)                                       \
+    DL_WRITE_VARIANT(write_##tag##_c7, mode, co, 6, 0, 0, 1)
+#define DL_WRITE_CHECKED_STALE(mode, co, tag)                                                      \
     DL_WRITE_VARIANT(write_##tag##_c8, mode, co, 5, 1, 0, 0)                                       \
     DL_WRITE_VARIANT(write_##tag##_c9, mode, co, 5, 1, 0, 1)                                       \
     DL_WRITE_VARIANT(write_##tag##_c10, mode, co, 6, 1, 0, 0)                                      \
     DL_WRITE_VARIANT(write_##tag##_c11, mode, co, 6, 1, 0, 1)
-#define DL_WRITE_MODE(mode, co, tag)                                                               \
-    DL_WRITE_MARKS(mode, co, tag, 0) DL_WRITE_MARKS(mode, co, tag, 1)                              \
-    DL_WRITE_MARKS(mode, co, tag, 2) DL_WRITE_CHECKED(mode, co, tag)
-DL_WRITE_MODE(DL_MODE_WP, 0, wp)
-DL_WRITE_MODE(DL_MODE_PML, 0, pml)
-DL_WRITE_MODE(DL_MODE_RING, 0, ring)
-DL_WRITE_MODE(DL_MODE_RING, 1, ringco) /* live words beside the bits (see ring_lay) */
+#define DL_WRITE_MODE_PLAIN(mode, co, tag)                                                         \
+    DL_WRITE_PLAIN(mode, co, tag, 0) DL_WRITE_PLAIN(mode, co, tag, 1) DL_WRITE_PLAIN(mode, co, tag, 2) \
+    DL_WRITE_CHECKED_PLAIN(mode, co, tag)
+#define DL_WRITE_MODE_STALE(mode, co, tag)                                                         \
+    DL_WRITE_STALE(mode, co, tag, 0) DL_WRITE_STALE(mode, co, tag, 1) DL_WRITE_STALE(mode, co, tag, 2) \
+    DL_WRITE_CHECKED_STALE(mode, co, tag)
+DL_WRITE_MODE_PLAIN(DL_MODE_WP, 0, wp) DL_WRITE_MODE_STALE(DL_MODE_WP, 0, wp)
+DL_WRITE_MODE_PLAIN(DL_MODE_PML, 0, pml) DL_WRITE_MODE_STALE(DL_MODE_PML, 0, pml)
+DL_WRITE_MODE_PLAIN(DL_MODE_RING, 0, ring) DL_WRITE_MODE_STALE(DL_MODE_RING, 0, ring)
+/* live words beside the bits (see ring_lay), never with stale bits: no stale variants */
+DL_WRITE_MODE_PLAIN(DL_MODE_RING, 1, ringco)
 
 typedef size_t (*write_fn)(dl_tracker *, uint32_t, const uint64_t *, size_t, batch_counts *);
-#define DL_WRITE_HALF(tag, huge)                                                                   \
+/* `stag`: the row whose stale variants this row takes (ringco: ring's, never selected) */
+#define DL_WRITE_HALF(tag, stag, huge)                                                             \
     write_##tag##_##huge##000, write_##tag##_##huge##001, write_##tag##_##huge##010,               \
-        write_##tag##_##huge##011, write_##tag##_##huge##100, write_##tag##_##huge##101,           \
-        write_##tag##_##huge##110, write_##tag##_##huge##111
-#define DL_WRITE_ROW(tag)                                                                          \
-    {DL_WRITE_HALF(tag, 0), DL_WRITE_HALF(tag, 1), DL_WRITE_HALF(tag, 2), write_##tag##_c0,        \
-     write_##tag##_c1, write_##tag##_c2, write_##tag##_c3, write_##tag##_c4, write_##tag##_c5,     \
-     write_##tag##_c6, write_##tag##_c7, write_##tag##_c8, write_##tag##_c9, write_##tag##_c10,    \
-     write_##tag##_c11}
+        write_##tag##_##huge##011, write_##stag##_##huge##100, write_##stag##_##huge##101,         \
+        write_##stag##_##huge##110, write_##stag##_##huge##111
+#define DL_WRITE_ROW(tag, stag)                                                                    \
+    {DL_WRITE_HALF(tag, stag, 0), DL_WRITE_HALF(tag, stag, 1), DL_WRITE_HALF(tag, stag, 2),        \
+     write_##tag##_c0, write_##tag##_c1, write_##tag##_c2, write_##tag##_c3, write_##tag##_c4,     \
+     write_##tag##_c5, write_##tag##_c6, write_##tag##_c7, write_##stag##_c8, write_##stag##_c9,   \
+     write_##stag##_c10, write_##stag##_c11}
 /* [mode][kind << 3 | stale << 2 | versions << 1 | prefetch], kind 0: register-held word,
  * 1: huge pages, 2: flat (no huge pages); then [24 + (copied << 2 | flat << 1 | prefetch)]
  * with checked indices (no huge pages, no versions; copied: the bitmap, not a journal),
  * plus 4 with a stale bitmap (copied only) */
-static const write_fn write_table[4][36] = {DL_WRITE_ROW(wp), DL_WRITE_ROW(pml), DL_WRITE_ROW(ring),
-                                            DL_WRITE_ROW(ringco)};
+static const write_fn write_table[4][36] = {DL_WRITE_ROW(wp, wp), DL_WRITE_ROW(pml, pml),
+                                            DL_WRITE_ROW(ring, ring), DL_WRITE_ROW(ringco, ring)};
 
 /* Whether a batch goes to another bitmap word on nearly every write (judged on its
  * first writes): such streams run the flat loop. Only the speed depends on it. */
