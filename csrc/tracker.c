@@ -113,7 +113,7 @@ static uint64_t bits_words(const dl_tracker *t)
  * every word is zero, lays the next round out beside if the bitmaps outgrow the cache
  * (DL_PF_MIN_BYTES) and in the round just harvested a scattered batch (the flat write
  * loop) built the live bits (a write found its page pushed before), else apart: sequential
- * streams ran slower beside (the README's figures). Only the speed depends on it.
+ * streams ran slower beside (docs/performance.rst). Only the speed depends on it.
  * With stale words (DL__CO pairs of bits and stale words) the live bits have a bitmap
  * of their own.
  */
@@ -1248,7 +1248,7 @@ static int write_checked(dl_tracker *t, uint32_t v, const uint64_t *pages, size_
  * has its undo buffer. The buffer lives for the call only, so that the tracker's memory
  * (dl_tracker_memory_bytes) does not depend on the batches it was given: at most the
  * bitmap (twice, with a stale bitmap) plus a ring or log, or a bit per write. Freeing it
- * and allocating it again each call measured as cheap as keeping it (see the README). */
+ * and allocating it again each call measured as cheap as keeping it (see docs/performance.rst). */
 static int checks_in_loop(dl_tracker *t, size_t n)
 {
     const int copies = undo_copies(t, n);
