@@ -208,7 +208,7 @@ def _setting_text(a: Answer) -> str:
     if a.question == "auto_converge":
         return f"yes, ends at {a.value:.0f} % throttle"
     if a.question == "dirty_limit":
-        return f"yes, quota {format_dirty_rate(a.value)}"
+        return f"yes, quota {format_dirty_rate(a.value, whole=True)}"
     return f"degraded {format_time(a.value)}"
 
 
@@ -616,7 +616,7 @@ def _ask_dirty_limit(s: _Searcher, base: Any, tolerance: float, max_probes: int,
             guess = curve(a / dl * period) * psize / period / vcpus
 
     def probe(q: float) -> Tuple[Probe, Any]:
-        return s.run("dirty_limit", q, f"{format_dirty_rate(q)} per vCPU", tracker="ring",
+        return s.run("dirty_limit", q, f"{format_dirty_rate(q, whole=True)} per vCPU", tracker="ring",
                      policy=_with_precopy(pol, dirty_limit=True, auto_converge=False, vcpu_dirty_limit=q))
 
     # QEMU's vcpu-dirty-limit (the migration parameter, and set-vcpu-dirty-limit's dirty-rate) is a whole
@@ -625,10 +625,10 @@ def _ask_dirty_limit(s: _Searcher, base: Any, tolerance: float, max_probes: int,
                               max_probes=max_probes, guess=guess, whole=True)
     if good is None:
         return _answer_from("dirty_limit", None, bad, used,
-                            f"not even at {format_dirty_rate(bad or q_min)} per vCPU (with the dirty ring tracker)")
+                            f"not even at {format_dirty_rate(bad or q_min, whole=True)} per vCPU (with the dirty ring tracker)")
     v, _, r = good
-    note = f"quota {format_dirty_rate(v)} per vCPU (tracker 'ring')"
-    note += f"; {format_dirty_rate(bad)} does not converge" if bad is not None else "; any quota up to the vCPUs' rate"
+    note = f"quota {format_dirty_rate(v, whole=True)} per vCPU (tracker 'ring')"
+    note += f"; {format_dirty_rate(bad, whole=True)} does not converge" if bad is not None else "; any quota up to the vCPUs' rate"
     details = {"tracker": "ring", "guest_lost": r.guest_lost, "rounds": r.precopy_rounds}
     return _answer_from("dirty_limit", good, bad, used, note, details)
 

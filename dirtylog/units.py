@@ -625,14 +625,21 @@ def format_rate(bytes_per_s: RateLike, *, bits: bool = False) -> str:
     return _scaled(v, 1000, units)
 
 
-def format_dirty_rate(bytes_per_s: RateLike) -> str:
+def format_dirty_rate(bytes_per_s: RateLike, *, whole: bool = False) -> str:
     """Format a rate of guest memory (a dirty rate, a dirty-limit quota) in binary units, as QEMU
     counts them: ``"153 MiB/s"``. QEMU's calc-dirty-rate reports MiB/s and its vcpu-dirty-limit,
     though documented in "MB/s", counts MiB (pages x page size >> 20): a quota printed in decimal
-    MB/s would be set 4.9 % higher in QEMU. :func:`format_rate`'s decimal units are for links."""
+    MB/s would be set 4.9 % higher in QEMU. :func:`format_rate`'s decimal units are for links.
+
+    ``whole=True`` is for a value that is a whole number of MiB/s by construction, such as a quota
+    for QEMU's vcpu-dirty-limit (a uint64 of MiB/s): it is printed exactly, in MiB/s, as QEMU takes
+    it (``"75 MiB/s"``, ``"1100 MiB/s"``), where three significant digits would print ``"75.0 MiB/s"``
+    or ``"1.07 GiB/s"``. A value that is not whole is printed as without it."""
     v = parse_rate(bytes_per_s, name="bytes_per_s", allow_inf=True) if isinstance(bytes_per_s, str) else (
         _real_for_format(bytes_per_s, "bytes_per_s")
     )
+    if whole and math.isfinite(v) and v > 0 and (v / 2**20).is_integer():
+        return f"{int(v) >> 20} MiB/s"
     return f"{format_size(v)}/s"
 
 

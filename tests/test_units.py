@@ -486,6 +486,19 @@ def test_format_dirty_rate_counts_as_qemu_does() -> None:
         format_dirty_rate(None)  # type: ignore[arg-type]  # the wrong type is the point
 
 
+def test_format_dirty_rate_whole_quotas_as_qemu_takes_them() -> None:
+    """A quota that is a whole number of MiB/s by construction (QEMU's vcpu-dirty-limit is a uint64 of
+    MiB/s; advice searches only those) prints exactly, in MiB/s, without a false third digit; a value
+    that is not whole prints as without ``whole``."""
+    assert format_dirty_rate(75 * MiB, whole=True) == "75 MiB/s"
+    assert format_dirty_rate(75 * MiB) == "75.0 MiB/s"
+    assert format_dirty_rate("1MiB/s", whole=True) == "1 MiB/s"
+    assert format_dirty_rate(1100 * MiB, whole=True) == "1100 MiB/s"  # three digits would say 1.07 GiB/s
+    assert parse_rate(format_dirty_rate(1100 * MiB, whole=True)) == 1100 * MiB
+    assert format_dirty_rate(74.7 * MiB, whole=True) == format_dirty_rate(74.7 * MiB) == "74.7 MiB/s"
+    assert format_dirty_rate(0, whole=True) == format_dirty_rate(0)
+
+
 @pytest.mark.parametrize(
     "value, expected",
     [
