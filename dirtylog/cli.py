@@ -534,8 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "curve with --json FILE and replay it with --workload curve:FILE.",
         epilog=GRAMMAR)
     _add_guest(cv, memory_help=f"guest memory (default {DEFAULTS['memory']}, or the recorded size of a TRACE)")
-    cv.add_argument("--windows", type=_list_of(_time_pos), default=["100ms", "200ms", "500ms", "1s", "2s", "5s", "10s"],
-                    metavar="LIST", help="window lengths (default 100ms,200ms,500ms,1s,2s,5s,10s)")
+    cv.add_argument("--windows", type=_list_of(_time_pos), default=None, metavar="LIST",
+                    help=f"window lengths (default {','.join(CURVE_WINDOWS)}); with a trace played once, those that "
+                         "end past its last record give way to one window of the whole trace")
     cv.add_argument("--mode", choices=("dirty-bitmap", "page-sampling"), default="dirty-bitmap",
                     help="exact bitmap, or page-sampling estimates (default dirty-bitmap)")
     _add_sample_pages(cv)
@@ -1084,6 +1085,40 @@ def cmd_dirty_rate(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``dirtylog curve``'s window lengths unless --windows is given.
+CURVE_WINDOWS = ("100ms", "200ms", "500ms", "1s", "2s", "5s", "10s")
+
+
+def _curve_windows(wl: Any, texts: Sequence[str], start_text: str) -> List[float]:
+    """The curve's windows. A trace played once (every part of the workload one) writes nothing after its
+    last record: a window that ends past it would only add idle time (its rate would read low, and a
+    curve replayed from it, ``-w curve:FILE``, would stop dirtying there). Such windows are replaced by
+    the whole trace, saying so."""
+    from .measure import windows_within
+    from .workloads import Trace
+
+    windows = [parse_time(w) for w in texts]
+    start = parse_time(start_text)
+    leaves = wl._leaves()
+    if not leaves or not all(isinstance(leaf, Trace) and leaf.period is None for leaf in leaves):
+        return windows
+    if not any(leaf.records for leaf in leaves):
+        raise UsageError("the trace holds no records: its dirty curve is empty")
+    last = max(leaf.duration for leaf in leaves)
+    span = last + 1e-9 - start  # the window [start, start + span) holds the last record
+    if span <= 1e-9:
+        raise UsageError(f"the trace's last record is at {format_time(last)}: from --start {format_time(start)} on "
+                         "it writes nothing (replay it over and over with -w trace:FILE,repeat=yes)")
+    longer = sorted({w for w in windows if w > span + 1e-9})
+    if longer:
+        warnings.warn(f"the trace writes nothing after its last record, {format_time(span)} after the start: "
+                      f"the curve ends with that window, the whole trace, in place of "
+                      f"{', '.join(format_time(w) for w in longer)} (replay it over and over with "
+                      "-w trace:FILE,repeat=yes for longer windows)")
+        windows = windows_within(windows, span)
+    return windows
+
+
 def cmd_curve(args: argparse.Namespace) -> int:
     from .measure import dirty_curve
     from .specs import parse_workload
@@ -1102,9 +1137,10 @@ def cmd_curve(args: argparse.Namespace) -> int:
     wl = parse_workload(args.workload, seed=args.seed)
     if wl is None:
         raise UsageError("curve needs a workload (not 'none')")
+    windows = _curve_windows(wl, args.windows or CURVE_WINDOWS, args.start)
     bar = _measure_bar(args, "curve")
     try:
-        c = dirty_curve(wl, args.memory, args.windows, mode=args.mode, sample_pages=args.sample_pages,
+        c = dirty_curve(wl, args.memory, windows, mode=args.mode, sample_pages=args.sample_pages,
                         vcpus=args.vcpus, page_size=args.page_size, seed=args.seed, start=args.start,
                         progress=None if bar is None else bar.guest_time)
     finally:

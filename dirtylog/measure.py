@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -45,7 +45,7 @@ from .errors import ConfigError
 from .tracker import Tracker
 from .units import parse_time
 
-__all__ = ["DirtyRateResult", "DirtyCurveResult", "dirty_rate", "dirty_curve", "MODES"]
+__all__ = ["DirtyRateResult", "DirtyCurveResult", "dirty_rate", "dirty_curve", "windows_within", "MODES"]
 
 MODES = ("page-sampling", "dirty-bitmap", "dirty-ring")
 MIB = 1 << 20
@@ -299,6 +299,13 @@ def dirty_rate(
     return DirtyRateResult(
         est * to_mib, int(round(est)), win, m, spg, None, se_pages * to_mib, k, pages, psize, t0
     )
+
+
+def windows_within(windows: Iterable[float], span: float) -> List[float]:
+    """The window lengths (seconds) that fit within ``span`` seconds, then ``span`` itself, sorted
+    without repeats: the windows of a dirty curve over a trace played once (a recording), which
+    writes nothing after its last record, so that a longer window would only add idle time."""
+    return sorted({float(w) for w in windows if w <= span + 1e-9} | {float(span)})
 
 
 def dirty_curve(

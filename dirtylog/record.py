@@ -511,7 +511,7 @@ class RecordSummary:
 def summarize(rec: Recording, rate_window: Union[float, str] = "1s") -> RecordSummary:
     """Dirty pages per interval, the dirty rate as QEMU's calc-dirty-rate reports it (dirty-bitmap
     mode, each whole ``rate_window`` of the recording), and the dirty curve."""
-    from .measure import dirty_curve, dirty_rate
+    from .measure import dirty_curve, dirty_rate, windows_within
 
     per = rec.dirty_per_interval()
     win = parse_time(rate_window, name="rate_window", allow_zero=False)
@@ -530,7 +530,7 @@ def summarize(rec: Recording, rate_window: Union[float, str] = "1s") -> RecordSu
     ivl = rec.interval_ns / 1e9 if rec.interval_ns else 0.1
     cands = [ivl, 2 * ivl, 5 * ivl, 1.0, 2.0, 5.0, 10.0, 20.0, 60.0, 120.0, 300.0]
     # the ladder's windows that fit, then the whole recording (a 3 s recording's ladder ends at 2 s)
-    windows = sorted({round(c, 6) for c in cands if c <= dur + 1e-9} | {round(max(dur, ivl), 6)})
+    windows = windows_within({round(c, 6) for c in cands}, round(max(dur, ivl), 6))
     curve = dirty_curve(trace, mem, windows, page_size=rec.page_size)
     scans = rec.scan_ns / 1e9 if rec.scan_ns.size else np.zeros(1)
     return RecordSummary(

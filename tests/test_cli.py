@@ -316,6 +316,31 @@ def test_curve_of_a_recording_shows_the_writes_it_made(capsys, tmp_path):
     assert [r[3] for r in rows] == ["10,000", "10,000"], out  # dirty pages (the later writes rewrite 20 of them)
 
 
+def test_curve_of_a_trace_ends_with_the_whole_trace(capsys, tmp_path):
+    # 2,500 distinct pages written over 2.5 s, then nothing: windows past the last record would only add
+    # idle time (the default ladder goes to 10 s), so the curve ends with one window of the whole trace
+    path = tmp_path / "short.npz"
+    save_trace(path, np.arange(2500) * 1_000_000, np.arange(2500))
+    rc, out, err = run(capsys, "curve", str(path), "-m", "64MiB", "--json", "-")
+    assert rc == 0
+    d = json.loads(out)
+    assert d["windows"][:-1] == [0.1, 0.2, 0.5, 1.0, 2.0] and d["windows"][-1] == pytest.approx(2.499, abs=1e-6)
+    assert d["dirty_pages"] == [100, 200, 500, 1000, 2000, 2500]  # the last window holds every record
+    assert "nothing after its last record, 2.50 s after the start" in err and "in place of 5.00 s, 10.0 s" in err
+    # windows given on the command line alike; those within the trace stay as given
+    rc, out, err = run(capsys, "curve", "-m", "64MiB", "-w", f"trace:{path}", "--windows", "1s,3s,10s", "--json", "-")
+    assert rc == 0 and json.loads(out)["dirty_pages"] == [1000, 2500] and "in place of 3.00 s, 10.0 s" in err
+    # from --start on the windows are counted from there
+    rc, out, err = run(capsys, "curve", str(path), "--start", "2s", "--windows", "100ms,1s", "--json", "-")
+    assert rc == 0 and json.loads(out)["dirty_pages"] == [100, 500] and "499 ms after the start" in err
+    # a trace replayed over and over writes on: nothing to clip
+    rc, out, err = run(capsys, "curve", "-m", "64MiB", "-w", f"trace:{path},repeat=yes", "--windows", "1s,10s",
+                       "--json", "-")
+    assert rc == 0 and json.loads(out)["windows"] == [1.0, 10.0] and err == ""
+    rc, out, err = run(capsys, "curve", str(path), "--start", "3s")
+    assert rc == 2 and "last record is at 2.50 s: from --start 3.00 s on it writes nothing" in err
+
+
 def test_sweep_table_csv_and_json(capsys, tmp_path):
     csv_path = tmp_path / "plan.csv"
     rc, out, _ = run(capsys, "sweep", "-m", "32MiB", "-w", "hotspot", "--dirty-rate", "20MiB/s,200MiB/s",
