@@ -32,6 +32,8 @@ import numpy as np
 import pytest
 
 import dirtylog as d
+from dirtylog.render import Column, output_width, plain, table
+from dirtylog.units import format_size
 
 WRITES = int(os.environ.get("DIRTYLOG_BENCH_WRITES", 4_000_000))
 PAGES = int(os.environ.get("DIRTYLOG_BENCH_PAGES", 2**22))
@@ -125,15 +127,18 @@ def measure(name: str, fused_seconds: float = 0.0) -> Dict[str, float]:
 
 
 def print_table() -> None:
+    """The results, by dirtylog's own table renderer (as the other benchmarks' summary tables),
+    fitted to the terminal."""
+    head = [Column("workload", justify="left"), Column("fused C"), Column("numpy+write"), Column("ratio"),
+            Column("gen C", priority=3), Column("gen numpy", priority=2), Column("gen ratio", priority=1)]
+    rows = [([name, f"{r['fused_writes_per_s'] / 1e6:.1f} M/s", f"{r['numpy_writes_per_s'] / 1e6:.1f} M/s",
+              f"{r['ratio']:.1f}x", f"{r['generate_c_per_s'] / 1e6:.1f} M/s",
+              f"{r['generate_numpy_per_s'] / 1e6:.1f} M/s", f"{r['generate_ratio']:.1f}x"], "")
+            for name, r in RESULTS.items()]
+    title = (f"writes per second, fused C against numpy + Tracker.write, and generation alone (guest: {PAGES:,} pages, "
+             f"{format_size(PAGES * 4096)}, {WRITES:,} writes per round, WP tracker)")
     print()
-    print(f"guest: {PAGES} pages ({PAGES * 4096 / 2**30:.0f} GiB), {WRITES} writes per round, WP tracker")
-    print(f"{'workload':<9} {'fused C':>12} {'numpy+write':>12} {'ratio':>7}   {'gen C':>12} {'gen numpy':>12} {'ratio':>7}")
-    for name, r in RESULTS.items():
-        print(
-            f"{name:<9} {r['fused_writes_per_s'] / 1e6:>9.1f} M/s {r['numpy_writes_per_s'] / 1e6:>9.1f} M/s "
-            f"{r['ratio']:>6.1f}x   {r['generate_c_per_s'] / 1e6:>9.1f} M/s {r['generate_numpy_per_s'] / 1e6:>9.1f} M/s "
-            f"{r['generate_ratio']:>6.1f}x"
-        )
+    print(plain(table(head, rows, output_width(), title=title)))
 
 
 @pytest.fixture(scope="module", autouse=True)
