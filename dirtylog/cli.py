@@ -663,7 +663,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only this scenario (may be repeated)")
     _add_json(v, "the comparison")
     v.add_argument("--markdown", action="store_true",
-                   help="print one Markdown row per scenario (QEMU / dirtylog per figure, as in the README)")
+                   help="print one Markdown row per scenario (QEMU / dirtylog per figure, the table of docs/validation.rst)")
     v.set_defaults(func=cmd_validate)
     return p
 

@@ -737,7 +737,7 @@ class Comparison:
     def markdown(self, keys: Sequence[str] = ("verdict", "dirty_sync_count", "total_time", "downtime",
                                               "transferred")) -> str:
         """One row per scenario, a cell per figure: "QEMU median / dirtylog", marked ✓ when
-        dirtylog is within QEMU's spread and ✗ when not (the README's table)."""
+        dirtylog is within QEMU's spread and ✗ when not (the table of docs/validation.rst)."""
         labels = {k: lab for k, lab, _ in FIGURES}
         out = ["| scenario | runs | " + " | ".join(labels[k] for k in keys) + " |",
                "| --- | ---: | " + " | ".join("---" for _ in keys) + " |"]
