@@ -1111,10 +1111,9 @@ def _curve_windows(wl: Any, texts: Sequence[str], start_text: str) -> List[float
                          "it writes nothing (replay it over and over with -w trace:FILE,repeat=yes)")
     longer = sorted({w for w in windows if w > span + 1e-9})
     if longer:
-        warnings.warn(f"the trace writes nothing after its last record, {format_time(span)} after the start: "
-                      f"the curve ends with that window, the whole trace, in place of "
-                      f"{', '.join(format_time(w) for w in longer)} (replay it over and over with "
-                      "-w trace:FILE,repeat=yes for longer windows)")
+        warnings.warn(f"the trace ends {format_time(span)} after the start (its last record): the last window is "
+                      f"the whole trace, in place of {', '.join(format_time(w) for w in longer)}; "
+                      "-w trace:FILE,repeat=yes replays it for longer windows")
         windows = windows_within(windows, span)
     return windows
 

@@ -326,7 +326,7 @@ def test_curve_of_a_trace_ends_with_the_whole_trace(capsys, tmp_path):
     d = json.loads(out)
     assert d["windows"][:-1] == [0.1, 0.2, 0.5, 1.0, 2.0] and d["windows"][-1] == pytest.approx(2.499, abs=1e-6)
     assert d["dirty_pages"] == [100, 200, 500, 1000, 2000, 2500]  # the last window holds every record
-    assert "nothing after its last record, 2.50 s after the start" in err and "in place of 5.00 s, 10.0 s" in err
+    assert "the trace ends 2.50 s after the start (its last record)" in err and "in place of 5.00 s, 10.0 s" in err
     # windows given on the command line alike; those within the trace stay as given
     rc, out, err = run(capsys, "curve", "-m", "64MiB", "-w", f"trace:{path}", "--windows", "1s,3s,10s", "--json", "-")
     assert rc == 0 and json.loads(out)["dirty_pages"] == [1000, 2500] and "in place of 3.00 s, 10.0 s" in err
