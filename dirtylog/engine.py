@@ -160,6 +160,9 @@ class Engine:
         return int(self._u64[0])
 
     def dirty_add_words(self, words: np.ndarray) -> int:
+        """Marks dirty the pages of a packed bitmap (uint64 words, bit p % 64 of word p // 64, as
+        :meth:`Tracker.harvest_bitmap <dirtylog.tracker.Tracker.harvest_bitmap>` returns it); returns how
+        many were not dirty yet. A sync in clear mode, whose words are also the clear mask."""
         check(lib.dl_engine_dirty_add_words(self._e, ffi.from_buffer("uint64_t[]", words), words.size, self._u64),
               "dirty_add_words")
         return int(self._u64[0])
