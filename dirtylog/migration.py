@@ -385,7 +385,8 @@ class Migration:
         # QEMU's dirty-rate period and the throttles it steps (dirtylog.throttle)
         self._period = DirtyRatePeriod(self.policy.throttle_trigger_threshold)
         self._autoconverge = AutoConverge(self.policy, self.engine) if self.policy.auto_converge else None
-        self._dirtylimit = (DirtyLimit(self.policy, self.engine, self.vcpus, psize, self.tracker.config.ring_entries)
+        self._dirtylimit = (DirtyLimit(self.policy, self.engine, self.vcpus, psize, self.tracker.config.ring_entries,
+                                       self.tracker.config.ring_soft_limit)
                             if self.policy.dirty_limit else None)
         # what to do at a sync (dirtylog.decision), with the early verdict's history
         self._decider = SyncPolicy(self.policy, self.postcopy)
@@ -928,9 +929,8 @@ class Migration:
         vCPUs asleep at ring-full exits, which holds up the dirty-limit thread, not the migration's;
         dirtylog reads the rates at the period's end as if that sync took no time. (QEMU reads them
         after the wait and divides by the period, so its rates read (period + wait) / period high,
-        and the next period starts after the wait; its 25 MB/s tolerance, DIRTYLIMIT_TOLERANCE_RANGE,
-        within which it leaves a throttle as it is, is not modelled either: dirtylog's controller
-        holds each vCPU at the quota, see dirtylog.throttle.)"""
+        and the next period starts after the wait.) The rates then step each vCPU's sleep as QEMU's
+        dirtylimit_process does (dirtylog.throttle.DirtyLimit.adjust)."""
         self.engine.catch_up()  # the guest runs up to the clock first (see Engine.catch_up)
         assert self._dirtylimit is not None
         kicks0 = self.tracker.totals.kicks

@@ -82,9 +82,11 @@ class PreCopy:
     dirty_limit, vcpu_dirty_limit, dirty_limit_period:
         QEMU's dirty-limit (instead of auto-converge, which it excludes): when the
         same trigger fires, each vCPU's dirty page rate, read from its dirty ring
-        every ``dirty_limit_period`` (1 s), is held at ``vcpu_dirty_limit`` (QEMU's
+        every ``dirty_limit_period`` (1 s), is brought to ``vcpu_dirty_limit`` (QEMU's
         default 1 "MB/s", which QEMU's dirty-rate code counts in MiB: ``"1MiB/s"``)
-        by throttling that vCPU alone. Needs ``tracker="ring"``.
+        by throttling that vCPU alone, in QEMU's steps, until it is within 25 MiB/s of
+        it (QEMU's tolerance: a vCPU that dirties less than the quota + 25 MiB/s is
+        left alone). Needs ``tracker="ring"``.
     xbzrle, xbzrle_cache_size, xbzrle_ratio:
         XBZRLE delta compression of re-sent pages (a model): from round 1 on, each
         page sent is looked up in a direct-mapped cache of ``xbzrle_cache_size``

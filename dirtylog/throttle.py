@@ -16,10 +16,11 @@ Three small controllers, each owning its own state, driven by
   (or, with ``cpu_throttle_tailslow``, a step sized by how far the dirty rate is
   from the threshold), at most ``max_cpu_throttle`` %. A throttled guest runs
   (100 - throttle) % of the time (QEMU's cpu-throttle sleeps the vCPUs).
-- :class:`DirtyLimit`: QEMU's dirty-limit (softmmu/dirtylimit.c, 8.1+): once the
+- :class:`DirtyLimit`: QEMU's dirty-limit (system/dirtylimit.c, 8.1+): once the
   trigger fires it is engaged for good; every ``dirty_limit_period`` it reads each
-  vCPU's dirty rate from its dirty ring and throttles that vCPU alone so that its
-  rate comes to ``vcpu_dirty_limit``. It also keeps what QEMU reports as
+  vCPU's dirty rate from its dirty ring and, unless the rate is within 25 MiB/s of
+  ``vcpu_dirty_limit`` (``dirtylimit_done``), steps that vCPU's sleep per ring-full
+  exit as QEMU's ``dirtylimit_set_throttle`` does. It also keeps what QEMU reports as
   ``dirty-limit-ring-full-time`` (how long a vCPU takes to fill its dirty ring at
   the highest per-vCPU dirty rate seen) and ``dirty-limit-throttle-time-per-round``
   (the longest sleep a vCPU takes each time its ring fills).
@@ -35,10 +36,11 @@ where QEMU's ``kvm_cpu_synchronize_kick_all`` is a ``run_on_cpu`` that waits unt
 vCPU has been back in its run loop, the sync waits for the sleeps to end.
 
 Simplifications: a vCPU throttle is a share of the vCPU's time (the C engine
-scales that vCPU's writes); QEMU reaches the same share by sleeping a vCPU for
-``throttle_us_per_full`` at each ring-full exit, adjusted in steps, so dirtylog's
-dirty-limit settles in one period where QEMU may take a few. A kick's cost and wait are
-their expected values over where in its run-and-sleep cycle a vCPU is.
+scales that vCPU's writes): a vCPU that sleeps ``throttle_us_per_full`` after each
+ring fill, which takes it ``fill`` seconds of running (the ring's soft limit at the
+rate it dirtied pages while running in the last period), sleeps ``T / (T + fill)`` of
+its time. QEMU's integer MiB/s and microseconds are kept as real numbers. A kick's cost
+and wait are their expected values over where in its run-and-sleep cycle a vCPU is.
 """
 from __future__ import annotations
 
@@ -47,13 +49,19 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["DirtyRatePeriod", "AutoConverge", "DirtyLimit", "PERIOD_MS", "MAX_VCPU_THROTTLE", "THROTTLE_TIMESLICE",
-           "Sleeps", "kick_wait"]
+__all__ = ["DirtyRatePeriod", "AutoConverge", "DirtyLimit", "PERIOD_MS", "TOLERANCE_MIB_S", "LINEAR_ADJUSTMENT_PCT",
+           "MAX_SLEEP_RING_FULLS", "THROTTLE_TIMESLICE", "Sleeps", "kick_wait"]
 
 #: QEMU evaluates the period at a sync more than this many milliseconds after it began.
 PERIOD_MS = 1000
-#: The largest share of its time a vCPU sleeps under dirty-limit (QEMU: DIRTYLIMIT_THROTTLE_PCT_MAX 99).
-MAX_VCPU_THROTTLE = 0.99
+#: Dirty-limit leaves a vCPU's sleep as it is while its dirty rate is within this many MiB/s of the quota
+#: (QEMU's DIRTYLIMIT_TOLERANCE_RANGE, "25 MB/s", in the MiB its dirty rates are counted in).
+TOLERANCE_MIB_S = 25
+#: Beyond this percentage of the larger of rate and quota, dirty-limit steps a vCPU's sleep by the ratio
+#: of the two; within it, by a tenth of a ring-full time (QEMU's DIRTYLIMIT_LINEAR_ADJUSTMENT_PCT).
+LINEAR_ADJUSTMENT_PCT = 50
+#: The longest sleep per ring fill, in ring-full times (QEMU's DIRTYLIMIT_THROTTLE_PCT_MAX, 99, as a factor).
+MAX_SLEEP_RING_FULLS = 99
 #: Auto-converge runs a vCPU this long between two sleeps (QEMU: CPU_THROTTLE_TIMESLICE_NS, 10 ms).
 THROTTLE_TIMESLICE = 0.010
 #: Per vCPU: (the share of its time it sleeps outside guest mode, the length of one sleep in seconds).
@@ -172,16 +180,20 @@ class AutoConverge:
 
 
 class DirtyLimit:
-    """QEMU's dirty-limit: per-vCPU throttles holding each vCPU's dirty rate at the limit."""
+    """QEMU's dirty-limit: per-vCPU sleeps at ring-full exits, stepped toward the quota each period."""
 
-    def __init__(self, policy: Any, engine: Any, vcpus: int, page_size: int, ring_entries: int) -> None:
+    def __init__(self, policy: Any, engine: Any, vcpus: int, page_size: int, ring_entries: int,
+                 ring_soft_limit: int) -> None:
         self.policy = policy
         self.engine = engine
         self.page_size = int(page_size)
         self.ring_bytes = int(ring_entries) * self.page_size
+        self.soft_limit = int(ring_soft_limit)  # pages a vCPU dirties between two ring-full exits
         self.active = False
         self.next_at = math.inf
         self.throttles = [0.0] * int(vcpus)
+        #: QEMU's throttle_us_per_full (in seconds): each vCPU's sleep after each ring-full exit
+        self.sleep = [0.0] * int(vcpus)
         self._snap: List[int] = []
         self._max_rate = 0.0  # QEMU's static max_dirtyrate of dirtylimit_dirty_ring_full_time
         #: (ring-full time, throttle time per round) as of the last period the limit was in service
@@ -194,27 +206,51 @@ class DirtyLimit:
         self._snap = list(dirtied)
         self.next_at = now + self.policy.dirty_limit_period
 
+    def _step(self, sleep: float, quota: float, current: float) -> float:
+        """QEMU's dirtylimit_set_throttle: a vCPU's next sleep per ring fill, from its sleep now, the quota
+        and its dirty rate in the period (MiB/s). Far from the quota (more than LINEAR_ADJUSTMENT_PCT % of
+        the larger of the two) the step is a ring-full time x p / (100 - p), p the whole percentage the
+        rate is off; nearer, a tenth of a ring-full time; at most MAX_SLEEP_RING_FULLS ring-full times."""
+        if current == 0:
+            return 0.0
+        full = self.ring_full_time()
+        lo, hi = min(quota, current), max(quota, current)
+        if (hi - lo) * 100 / hi > LINEAR_ADJUSTMENT_PCT:
+            pct = math.floor((hi - lo) * 100 / hi)
+            step = full * pct / (100 - pct)
+        else:
+            step = full / 10
+        sleep = sleep + step if quota < current else sleep - step
+        return min(max(sleep, 0.0), full * MAX_SLEEP_RING_FULLS)
+
     def adjust(self, dirtied: Sequence[int]) -> Tuple[List[float], List[float], bool]:
-        """A period ended: each vCPU's dirty rate over it, throttled to the limit.
+        """A period ended: each vCPU's dirty rate over it; a vCPU further than TOLERANCE_MIB_S from the
+        quota has its sleep stepped (QEMU's dirtylimit_adjust_throttle, dirtylimit_done), and each vCPU
+        then sleeps that long at each ring fill.
 
         Returns (rates in bytes/s, the new throttles, whether any throttle still moves)."""
         p = self.policy
-        rates: List[float] = []
+        pages = [b - a for a, b in zip(self._snap, dirtied)]
+        rates = [n * self.page_size / p.dirty_limit_period for n in pages]
+        self._max_rate = max([self._max_rate] + rates)
+        quota = p.vcpu_dirty_limit / 2**20
         moving = False
-        for j, (a, b) in enumerate(zip(self._snap, dirtied)):
-            rate = (b - a) * self.page_size / p.dirty_limit_period
+        for j, (n, rate) in enumerate(zip(pages, rates)):
+            current = rate / 2**20
+            if abs(current - quota) > TOLERANCE_MIB_S:
+                self.sleep[j] = self._step(self.sleep[j], quota, current)
             cur = self.throttles[j]
-            new = 1.0 - (1.0 - cur) * p.vcpu_dirty_limit / rate if rate > 0 else 0.0
-            new = min(max(new, 0.0), MAX_VCPU_THROTTLE)
+            # a ring fill takes the soft limit's pages at the rate the vCPU dirtied them while it ran
+            running = n / (p.dirty_limit_period * (1.0 - cur))
+            fill = self.soft_limit / running if running > 0 else math.inf
+            new = self.sleep[j] / (self.sleep[j] + fill) if self.sleep[j] > 0 and fill < math.inf else 0.0
             if abs(new - cur) > 1e-3:
                 moving = True
             if new != cur:
                 self.engine.set_vcpu_throttle(j, new)
                 self.throttles[j] = new
-            rates.append(rate)
         self._snap = list(dirtied)
         self.next_at += p.dirty_limit_period
-        self._max_rate = max([self._max_rate] + rates)
         self._figures = (self.ring_full_time(), self.throttle_time_per_round())
         return rates, list(self.throttles), moving
 
@@ -225,22 +261,16 @@ class DirtyLimit:
 
     def throttle_time_per_round(self) -> float:
         """QEMU's dirty-limit-throttle-time-per-round (seconds): the longest a vCPU sleeps each
-        time its ring fills. A vCPU throttled to a share s of its time sleeps s / (1 - s) of a
-        ring-full time per ring (QEMU's throttle_us_per_full, adjusted by the same ratio)."""
-        return max(self._sleep_lengths(), default=0.0)
-
-    def _sleep_lengths(self) -> List[float]:
-        """Each vCPU's sleep at a ring-full exit: s / (1 - s) ring-full times for a share s."""
-        full = self.ring_full_time()
-        return [s / (1.0 - s) * full for s in self.throttles]
+        time its ring fills (QEMU's largest throttle_us_per_full)."""
+        return max(self.sleep, default=0.0)
 
     def sleeps(self) -> Sleeps:
-        """Each vCPU's sleep while the limit is in service: a vCPU throttled to a share s sleeps
-        s / (1 - s) ring-full times at each ring-full exit (QEMU's throttle_us_per_full, the sleep of
+        """Each vCPU's sleep while the limit is in service: its share of time asleep, and the sleep
+        it takes at each ring-full exit (QEMU's throttle_us_per_full, the sleep of
         dirtylimit_vcpu_execute), at its own moments (:func:`kick_wait` apart)."""
         if not self.active:
             return [(0.0, 0.0)] * len(self.throttles)
-        return list(zip(self.throttles, self._sleep_lengths()))
+        return [(s, t if s > 0 else 0.0) for s, t in zip(self.throttles, self.sleep)]
 
     def figures(self) -> Tuple[Optional[float], Optional[float]]:
         """(ring-full time, throttle time per round) as of the last period in service; (None, None)

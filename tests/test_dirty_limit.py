@@ -28,15 +28,15 @@ def test_dirty_limit_holds_each_vcpu_at_its_quota_and_converges():
                  **KW)
     assert r.status == "completed" and r.converged and r.verified
     periods = _periods(r)
-    assert len(periods) >= 5
+    assert len(periods) >= 4
     first = periods[0]
     assert first["rates"][0] > 5 * 20e6  # the heavy vCPU dirtied far above the limit before
-    for p in periods[1:]:  # afterwards every vCPU is held at the quota
+    for p in periods[1:]:  # afterwards every vCPU is within QEMU's 25 MiB/s of the quota (dirtylimit_done)
         for rate in p["rates"]:
-            assert rate == pytest.approx(20e6, rel=0.1)
-    # only the heavy vCPU needed a real throttle
+            assert abs(rate - 20e6) <= 25 * 2**20
+    # only the heavy vCPU is throttled: the others dirty 20.9 MB/s, within the band from the start
     thr = periods[-1]["throttles"]
-    assert thr[0] > 0.8 and max(thr[1:]) < 0.1
+    assert thr[0] > 0.8 and thr[1:] == [0.0, 0.0, 0.0]
     assert r.cpu_throttle_percentage == 0  # no global (auto-converge) throttle
 
 
@@ -48,7 +48,7 @@ def test_each_dirty_limit_period_syncs_the_dirty_log_kicking_every_vcpu():
     written is lost, and a sync's harvest holds what the periods since the last sync reaped."""
     r = simulate(workload=Uniform(RATE, **HEAVY), policy=PreCopy(dirty_limit=True, vcpu_dirty_limit="20MB/s"), **KW)
     periods = len(_periods(r))
-    assert periods >= 5 and r.status == "completed" and r.verified
+    assert periods >= 4 and r.status == "completed" and r.verified
     assert r.tracker_stats["kicks"] == r.vcpus * (r.dirty_sync_count + periods)
     assert r.setup is not None and sum(x.kicks for x in [r.setup] + r.rounds) == r.tracker_stats["kicks"]
     # the rings were reaped at each period too: more collections than syncs and ring-full exits explain

@@ -63,24 +63,47 @@ def test_auto_converge_tailslow_sizes_the_step_by_the_dirty_rate():
     assert ac.step(1.0, 0.95) == 24
 
 
-def test_dirty_limit_figures_as_qemu_reports_them():
+def test_dirty_limit_steps_each_vcpus_sleep_as_qemu_does():
+    """QEMU's dirtylimit_process (system/dirtylimit.c), counted by hand: a 4096-entry ring of 4 KiB pages (16
+    MiB, soft limit 3520 entries), quota 4 MiB/s, 1 s periods."""
     e = FakeEngine()
     pol = PreCopy(dirty_limit=True, vcpu_dirty_limit="4MiB/s", dirty_limit_period="1s")
-    dl = DirtyLimit(pol, e, vcpus=2, page_size=4096, ring_entries=4096)
+    dl = DirtyLimit(pol, e, vcpus=2, page_size=4096, ring_entries=4096, ring_soft_limit=3520)
     assert dl.figures() == (None, None)
     dl.engage(2.0, [0, 0])
     assert dl.active and dl.next_at == 3.0
-    # vCPU 0 dirtied 16 MiB/s, vCPU 1 2 MiB/s
-    rates, thr, moving = dl.adjust([4096, 512])
-    assert rates == [16 * 2**20, 2 * 2**20] and moving
-    assert thr == [pytest.approx(0.75), 0.0] and e.vcpu == {0: pytest.approx(0.75)}
-    full, per = dl.figures()
-    assert full is not None and per is not None
-    assert full == pytest.approx(16 * 2**20 / (16 * 2**20))  # a 16 MiB ring at 16 MiB/s: 1 s
-    assert per == pytest.approx(0.75 / 0.25 * full)  # sleeps 3 s per ring full to run a quarter of the time
+    # vCPU 0 dirtied 100 MiB/s (25,600 pages), vCPU 1 20 MiB/s: within 25 MiB/s of the quota (dirtylimit_done)
+    rates, thr, moving = dl.adjust([25600, 5120])
+    assert rates == [100 * 2**20, 20 * 2**20] and moving
+    full = 16 / 100  # dirtylimit_dirty_ring_full_time: the 16 MiB ring at the highest rate, 100 MiB/s
+    # 96 % off, more than 50 %: the sleep per ring fill grows by full x 96 / 4 (dirtylimit_set_throttle)
+    assert dl.sleep == [pytest.approx(full * 96 / 4), 0.0]
+    # vCPU 0 fills 3520 entries in 3520 / 25600 s of running, then sleeps 3.84 s
+    share = 3.84 / (3.84 + 3520 / 25600)
+    assert thr == [pytest.approx(share), 0.0] and e.vcpu == {0: pytest.approx(share)}
+    assert dl.figures() == (pytest.approx(full), pytest.approx(3.84))
+    # the next period it dirties 25,600 x (1 - share) pages, 3.46 MiB/s: within the band, nothing moves
+    rates, thr, moving = dl.adjust([25600 + round(25600 * (1 - share)), 5120 * 2])
+    assert not moving and dl.sleep[0] == pytest.approx(3.84) and thr[0] == pytest.approx(share, rel=1e-3)
     dl.lift()
     assert not dl.active and e.vcpu[0] == 0.0 and dl.next_at == math.inf
-    assert dl.figures() == (full, per)  # kept as of the last period in service
+    assert dl.figures() == (pytest.approx(full), pytest.approx(3.84))  # kept as of the last period in service
+
+
+def test_dirty_limit_steps_a_tenth_of_a_ring_full_time_near_the_quota():
+    pol = PreCopy(dirty_limit=True, vcpu_dirty_limit="40MiB/s", dirty_limit_period="1s")
+    dl = DirtyLimit(pol, FakeEngine(), vcpus=1, page_size=4096, ring_entries=4096, ring_soft_limit=3520)
+    dl.engage(0.0, [0])
+    _, thr, _ = dl.adjust([70 * 256])  # 70 MiB/s: 30 MiB/s off (beyond the band), 43 % of 70 (not beyond 50 %)
+    full = 16 / 70
+    assert dl.sleep == [pytest.approx(full / 10)]
+    assert thr == [pytest.approx(full / 10 / (full / 10 + 3520 / (70 * 256)))]
+    # the guest now dirties 5 MiB/s while running: 87 % below the quota, the sleep shrinks by
+    # full x 87 / 13, to nothing (never below 0)
+    dl.adjust([70 * 256 + round(5 * 256 * (1 - thr[0]))])
+    assert dl.sleep == [0.0] and dl.throttles == [0.0]
+    # at most 99 ring-full times (DIRTYLIMIT_THROTTLE_PCT_MAX, a factor there)
+    assert dl._step(98 * full, 1.0, 70.0) == pytest.approx(99 * full)
 
 
 def test_report_carries_the_dirty_limit_figures_in_json_and_text():
@@ -128,12 +151,12 @@ def test_auto_converge_and_dirty_limit_sleeps():
     assert ac.sleeps(2) == [(0.0, 0.0), (0.0, 0.0)]
     ac.step(1e9, 1.0)  # 20 %: 2.5 ms asleep after each 10 ms of running
     assert ac.sleeps(2) == [(0.2, pytest.approx(0.25 * THROTTLE_TIMESLICE))] * 2
-    dl = DirtyLimit(PreCopy(dirty_limit=True, vcpu_dirty_limit="4MiB/s"), _Engine(), 2, 4096, 4096)
+    dl = DirtyLimit(PreCopy(dirty_limit=True, vcpu_dirty_limit="4MiB/s"), _Engine(), 2, 4096, 4096, 3520)
     assert dl.sleeps() == [(0.0, 0.0), (0.0, 0.0)]  # not in service
     dl.engage(0.0, [0, 0])
-    dl.adjust([4096, 256])  # 16 MiB/s and 1 MiB/s over the 1 s period
-    (s0, l0), (s1, l1) = dl.sleeps()
-    assert s0 == pytest.approx(0.75) and l0 == pytest.approx(3 * dl.ring_full_time()) and (s1, l1) == (0.0, 0.0)
+    dl.adjust([25600, 256])  # 100 MiB/s and 1 MiB/s over the 1 s period
+    (s0, l0), (s1, l1) = dl.sleeps()  # 3.84 s after each ring fill of 3520 / 25600 s (the test above)
+    assert s0 == pytest.approx(3.84 / (3.84 + 3520 / 25600)) and l0 == pytest.approx(3.84) and (s1, l1) == (0.0, 0.0)
     assert dl.throttle_time_per_round() == pytest.approx(l0)
 
 
@@ -229,8 +252,8 @@ def test_each_vcpu_is_charged_its_own_kick_under_dirty_limit():
 
     m = Migration(memory="128MiB", workload=Uniform("150MiB/s", shares=[0.7, 0.1, 0.1, 0.1], seed=9),
                   link=Link("100MiB/s"), tracker={"mode": "ring", "ring_entries": 1024}, vcpus=4,
-                  policy=PreCopy(downtime_limit="300ms", dirty_limit=True, vcpu_dirty_limit="5MB/s"),
-                  costs=_kick_costs())
+                  policy=PreCopy(downtime_limit="300ms", dirty_limit=True, vcpu_dirty_limit="20MiB/s",
+                                 timeout="60s"), costs=_kick_costs())
     charged = []
     charge = m.engine.charge
 
