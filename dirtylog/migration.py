@@ -404,6 +404,7 @@ class Migration:
         self._sync_loss = 0.0
         self._sync_at = math.inf  # a live sync waiting for its kicks to be served (_iteration)
         self._sync_threshold = 0.0  # and the threshold its iteration began with
+        self._dl_wait = 0.0  # how long the dirty-limit period in progress will wait for its kicks at its end
         self.interrupted = False
 
     def _xbzrle_slots(self, npages: int, psize: int) -> int:
@@ -913,6 +914,7 @@ class Migration:
                 self._event("throttle", percent=new)
         elif self._dirtylimit is not None and not self._dirtylimit.active:
             self._dirtylimit.engage(self.clock, [v.dirtied for v in self.tracker.stats.vcpus])
+            self._dl_wait = 0.0  # nobody sleeps under the limit yet
             self._decider.conditions_changed()
             self._event("dirty-limit", limit=self.policy.vcpu_dirty_limit)
 
@@ -926,20 +928,25 @@ class Migration:
         vCPU's count of reaped pages (cpu->dirty_pages) holds the period's; the pages wait in the
         dirty bitmap for the migration's next sync. Its kicks are charged as a harvest's (:meth:`_kicked`)
         under the throttles of the period that ends. Its kvm_cpu_synchronize_kick_all waits for the
-        vCPUs asleep at ring-full exits, which holds up the dirty-limit thread, not the migration's;
-        dirtylog reads the rates at the period's end as if that sync took no time. (QEMU reads them
-        after the wait and divides by the period, so its rates read (period + wait) / period high,
-        and the next period starts after the wait.) The rates then step each vCPU's sleep as QEMU's
-        dirtylimit_process does (dirtylog.throttle.DirtyLimit.adjust)."""
+        vCPUs asleep at ring-full exits (:meth:`_wait_for_kicks`), which holds up the dirty-limit
+        thread, not the migration's; vcpu_calculate_dirtyrate reads the counts after that wait and
+        divides them by the period alone (dirty_stat_wait's duration), and the next period starts
+        then. So the period in progress ends, and is read, ``wait`` after its nominal end (the
+        expected wait under the sleeps in force, fixed when it began), its rates read (period +
+        wait) / period high. The rates then step each vCPU's sleep as QEMU's dirtylimit_process does
+        (dirtylog.throttle.DirtyLimit.adjust)."""
         self.engine.catch_up()  # the guest runs up to the clock first (see Engine.catch_up)
         assert self._dirtylimit is not None
         kicks0 = self.tracker.totals.kicks
         self.tracker.flush()
         self._kicked(self.tracker.totals.kicks - kicks0)
-        rates, throttles, moving = self._dirtylimit.adjust([v.dirtied for v in self.tracker.stats.vcpus])
+        wait = self._dl_wait
+        rates, throttles, moving = self._dirtylimit.adjust([v.dirtied for v in self.tracker.stats.vcpus], self.clock)
+        self._dl_wait = self._wait_for_kicks()  # under the sleeps now in force, until the next adjust
+        self._dirtylimit.next_at += self._dl_wait
         if moving:  # still adjusting: no early verdict yet
             self._decider.conditions_changed()
-        self._event("dirty-limit-period", rates=rates, throttles=throttles)
+        self._event("dirty-limit-period", rates=rates, throttles=throttles, wait=wait)
 
     def _lift_dirty_limit(self) -> None:
         self.engine.catch_up()  # the guest runs up to the clock first (see Engine.catch_up)

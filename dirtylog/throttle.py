@@ -195,6 +195,7 @@ class DirtyLimit:
         #: QEMU's throttle_us_per_full (in seconds): each vCPU's sleep after each ring-full exit
         self.sleep = [0.0] * int(vcpus)
         self._snap: List[int] = []
+        self._start = 0.0  # when the period in progress began
         self._max_rate = 0.0  # QEMU's static max_dirtyrate of dirtylimit_dirty_ring_full_time
         #: (ring-full time, throttle time per round) as of the last period the limit was in service
         self._figures: Optional[Tuple[float, float]] = None
@@ -204,6 +205,7 @@ class DirtyLimit:
         has dirtied so far)."""
         self.active = True
         self._snap = list(dirtied)
+        self._start = float(now)
         self.next_at = now + self.policy.dirty_limit_period
 
     def _step(self, sleep: float, quota: float, current: float) -> float:
@@ -223,10 +225,12 @@ class DirtyLimit:
         sleep = sleep + step if quota < current else sleep - step
         return min(max(sleep, 0.0), full * MAX_SLEEP_RING_FULLS)
 
-    def adjust(self, dirtied: Sequence[int]) -> Tuple[List[float], List[float], bool]:
+    def adjust(self, dirtied: Sequence[int], now: float) -> Tuple[List[float], List[float], bool]:
         """A period ended: each vCPU's dirty rate over it; a vCPU further than TOLERANCE_MIB_S from the
         quota has its sleep stepped (QEMU's dirtylimit_adjust_throttle, dirtylimit_done), and each vCPU
-        then sleeps that long at each ring fill.
+        then sleeps that long at each ring fill. The period ends, and the next begins, ``now``: the rates
+        are the pages counted since it began over its nominal length, as QEMU's, where the time a ring
+        fill takes counts the time that really passed.
 
         Returns (rates in bytes/s, the new throttles, whether any throttle still moves)."""
         p = self.policy
@@ -241,7 +245,7 @@ class DirtyLimit:
                 self.sleep[j] = self._step(self.sleep[j], quota, current)
             cur = self.throttles[j]
             # a ring fill takes the soft limit's pages at the rate the vCPU dirtied them while it ran
-            running = n / (p.dirty_limit_period * (1.0 - cur))
+            running = n / ((now - self._start) * (1.0 - cur)) if now > self._start else 0.0
             fill = self.soft_limit / running if running > 0 else math.inf
             new = self.sleep[j] / (self.sleep[j] + fill) if self.sleep[j] > 0 and fill < math.inf else 0.0
             if abs(new - cur) > 1e-3:
@@ -250,7 +254,8 @@ class DirtyLimit:
                 self.engine.set_vcpu_throttle(j, new)
                 self.throttles[j] = new
         self._snap = list(dirtied)
-        self.next_at += p.dirty_limit_period
+        self._start = float(now)
+        self.next_at = now + p.dirty_limit_period
         self._figures = (self.ring_full_time(), self.throttle_time_per_round())
         return rates, list(self.throttles), moving
 

@@ -73,7 +73,7 @@ def test_dirty_limit_steps_each_vcpus_sleep_as_qemu_does():
     dl.engage(2.0, [0, 0])
     assert dl.active and dl.next_at == 3.0
     # vCPU 0 dirtied 100 MiB/s (25,600 pages), vCPU 1 20 MiB/s: within 25 MiB/s of the quota (dirtylimit_done)
-    rates, thr, moving = dl.adjust([25600, 5120])
+    rates, thr, moving = dl.adjust([25600, 5120], 3.0)
     assert rates == [100 * 2**20, 20 * 2**20] and moving
     full = 16 / 100  # dirtylimit_dirty_ring_full_time: the 16 MiB ring at the highest rate, 100 MiB/s
     # 96 % off, more than 50 %: the sleep per ring fill grows by full x 96 / 4 (dirtylimit_set_throttle)
@@ -83,24 +83,36 @@ def test_dirty_limit_steps_each_vcpus_sleep_as_qemu_does():
     assert thr == [pytest.approx(share), 0.0] and e.vcpu == {0: pytest.approx(share)}
     assert dl.figures() == (pytest.approx(full), pytest.approx(3.84))
     # the next period it dirties 25,600 x (1 - share) pages, 3.46 MiB/s: within the band, nothing moves
-    rates, thr, moving = dl.adjust([25600 + round(25600 * (1 - share)), 5120 * 2])
+    rates, thr, moving = dl.adjust([25600 + round(25600 * (1 - share)), 5120 * 2], 4.0)
     assert not moving and dl.sleep[0] == pytest.approx(3.84) and thr[0] == pytest.approx(share, rel=1e-3)
     dl.lift()
     assert not dl.active and e.vcpu[0] == 0.0 and dl.next_at == math.inf
     assert dl.figures() == (pytest.approx(full), pytest.approx(3.84))  # kept as of the last period in service
 
 
+def test_dirty_limit_reads_a_late_period_over_its_nominal_length():
+    """vcpu_calculate_dirtyrate divides the pages counted after its sync's wait by the period alone: a 1 s
+    period read 0.25 s late (its flush waited for sleeping vCPUs) reads 25,600 pages as 100 MiB/s, and
+    the next period begins then. The ring fills in the time that really passed: 25,600 pages in 1.25 s."""
+    pol = PreCopy(dirty_limit=True, vcpu_dirty_limit="4MiB/s", dirty_limit_period="1s")
+    dl = DirtyLimit(pol, FakeEngine(), vcpus=1, page_size=4096, ring_entries=4096, ring_soft_limit=3520)
+    dl.engage(0.0, [0])
+    rates, thr, _ = dl.adjust([25600], 1.25)
+    assert rates == [100 * 2**20] and dl.sleep == [pytest.approx(0.16 * 96 / 4)]
+    assert thr == [pytest.approx(3.84 / (3.84 + 3520 / (25600 / 1.25)))] and dl.next_at == 2.25
+
+
 def test_dirty_limit_steps_a_tenth_of_a_ring_full_time_near_the_quota():
     pol = PreCopy(dirty_limit=True, vcpu_dirty_limit="40MiB/s", dirty_limit_period="1s")
     dl = DirtyLimit(pol, FakeEngine(), vcpus=1, page_size=4096, ring_entries=4096, ring_soft_limit=3520)
     dl.engage(0.0, [0])
-    _, thr, _ = dl.adjust([70 * 256])  # 70 MiB/s: 30 MiB/s off (beyond the band), 43 % of 70 (not beyond 50 %)
+    _, thr, _ = dl.adjust([70 * 256], 1.0)  # 70 MiB/s: 30 MiB/s off (beyond the band), 43 % of 70 (not beyond 50 %)
     full = 16 / 70
     assert dl.sleep == [pytest.approx(full / 10)]
     assert thr == [pytest.approx(full / 10 / (full / 10 + 3520 / (70 * 256)))]
     # the guest now dirties 5 MiB/s while running: 87 % below the quota, the sleep shrinks by
     # full x 87 / 13, to nothing (never below 0)
-    dl.adjust([70 * 256 + round(5 * 256 * (1 - thr[0]))])
+    dl.adjust([70 * 256 + round(5 * 256 * (1 - thr[0]))], 2.0)
     assert dl.sleep == [0.0] and dl.throttles == [0.0]
     # at most 99 ring-full times (DIRTYLIMIT_THROTTLE_PCT_MAX, a factor there)
     assert dl._step(98 * full, 1.0, 70.0) == pytest.approx(99 * full)
@@ -154,7 +166,7 @@ def test_auto_converge_and_dirty_limit_sleeps():
     dl = DirtyLimit(PreCopy(dirty_limit=True, vcpu_dirty_limit="4MiB/s"), _Engine(), 2, 4096, 4096, 3520)
     assert dl.sleeps() == [(0.0, 0.0), (0.0, 0.0)]  # not in service
     dl.engage(0.0, [0, 0])
-    dl.adjust([25600, 256])  # 100 MiB/s and 1 MiB/s over the 1 s period
+    dl.adjust([25600, 256], 1.0)  # 100 MiB/s and 1 MiB/s over the 1 s period
     (s0, l0), (s1, l1) = dl.sleeps()  # 3.84 s after each ring fill of 3520 / 25600 s (the test above)
     assert s0 == pytest.approx(3.84 / (3.84 + 3520 / 25600)) and l0 == pytest.approx(3.84) and (s1, l1) == (0.0, 0.0)
     assert dl.throttle_time_per_round() == pytest.approx(l0)
