@@ -357,7 +357,7 @@ def simulate_kwargs(kw: Dict[str, Any], settings: Dict[str, Any]) -> Tuple[Dict[
     "postcopy"). ``settings``: the flat ones (``bandwidth``, ``latency`` and the
     policy knobs of :data:`KNOBS`).
     """
-    from .link import Link
+    from .link import Link, as_link
     from .specs import parse_workload
     from .units import parse_time
 
@@ -375,6 +375,8 @@ def simulate_kwargs(kw: Dict[str, Any], settings: Dict[str, Any]) -> Tuple[Dict[
         else:
             kw["memory"] = DEFAULTS["memory"]
     link_keys = [k for k in ("bandwidth", "latency") if k in settings]
+    if kw.get("link") is not None:
+        as_link(kw["link"], also="; or give bandwidth= (and latency=) in its place, e.g. bandwidth='10Gbit/s'")
     if link_keys:
         if kw.get("link") is not None:
             raise ConfigError(f"give either link=Link(...) or {' and '.join(link_keys)}, not both")

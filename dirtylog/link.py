@@ -8,7 +8,7 @@ from ._validate import as_int
 from .errors import ConfigError
 from .units import format_rate, format_time, parse_rate, parse_time
 
-__all__ = ["Link", "check_bandwidth", "MIN_BANDWIDTH"]
+__all__ = ["Link", "as_link", "check_bandwidth", "MIN_BANDWIDTH"]
 
 #: The slowest link dirtylog models: 1 byte/s (a 4 KiB page every 68 minutes).
 MIN_BANDWIDTH = 1.0
@@ -20,6 +20,15 @@ def check_bandwidth(x: Any, name: str) -> float:
     if bw < MIN_BANDWIDTH:
         raise ConfigError(f"{name} must be at least {format_rate(MIN_BANDWIDTH)} (8 bit/s), got {x!r}")
     return bw
+
+
+def as_link(x: Any, also: str = "") -> "Link":
+    """``x`` if it is a :class:`Link`; else a TypeError saying what a link is (``also``: what else the
+    caller takes in its place, said after it)."""
+    if isinstance(x, Link):
+        return x
+    got = f"{type(x).__name__} {x!r}" if isinstance(x, (str, int, float)) else type(x).__name__
+    raise TypeError(f"link must be a dirtylog.Link such as Link('10Gbit/s', latency='1ms'), got {got}{also}")
 
 
 @dataclass(frozen=True, init=False)

@@ -50,7 +50,7 @@ from .devices import Device, default_devices, device_bytes, ordered
 from .engine import ITERATION, WINDOW, Engine, SendResult
 from .errors import ConfigError, CoreError, Interrupted, StateError
 from .faults import BandwidthChange, Fault, LinkFailure, check_fault
-from .link import Link, check_bandwidth
+from .link import Link, as_link, check_bandwidth
 from .policy import PostCopy, PreCopy
 from .report import MigrationReport, RoundReport
 from .resources import check_memory, migration_memory
@@ -223,9 +223,7 @@ class Migration:
             npages = as_int("pages", pages, minimum=1, maximum=MAX_PAGES)
         else:
             npages = guest_pages(memory, psize)
-        self.link = link if link is not None else Link()
-        if not isinstance(self.link, Link):
-            raise TypeError(f"link must be a dirtylog.Link, got {type(self.link).__name__}")
+        self.link = as_link(link) if link is not None else Link()
         self.policy: PreCopy
         self.postcopy: Optional[PostCopy]
         if isinstance(policy, PostCopy):
