@@ -321,7 +321,9 @@ def _knob_type(k: Any) -> Callable[[str], Any]:
 
 def _default_text(k: Any) -> str:
     d = k.default
-    if d is None or isinstance(d, bool):
+    if d is None:
+        return k.unset
+    if isinstance(d, bool):
         return ""
     if k.kind == "time" and isinstance(d, (int, float)):
         return f"{d:g}s"
@@ -348,7 +350,8 @@ def _add_knobs(groups: Dict[str, Any], listed: bool = False, skip: Sequence[str]
         g = groups.get(k.group) or groups["policy"]
         flags = ([k.short] if k.short else []) + [k.option]
         default = _default_text(k)
-        help_text = k.help.replace("%", "%%") + (f" (default {default.replace('%', '%%')})" if default else "")
+        said = ": " if k.default is None else " "  # an unset knob's default is prose ("default: no cap")
+        help_text = k.help.replace("%", "%%") + (f" (default{said}{default.replace('%', '%%')})" if default else "")
         if k.kind == "flag":  # a switch: turns the knob on, or off (--no-...) when it is on by default
             g.add_argument(*([k.short] if k.short else []), k.option, dest=k.name, action="store_const",
                            const=k.default is not True, default=None, help=help_text)

@@ -100,6 +100,8 @@ class Knob:
     maximum: Optional[float] = None
     allow_zero: bool = True
     allow_inf: bool = False
+    #: what the knob's owner does when it is unset (its default is None), said as the option's default
+    unset: str = ""
 
     @property
     def parameter(self) -> str:
@@ -131,18 +133,22 @@ _ALL_KNOBS: Tuple[Knob, ...] = (
          group="link and policy"),
     Knob("stop", "choice", "stop rule: qemu (no iteration cap) or xen (29 iterations, 3x memory, < 50 pages)",
          choices=("qemu", "xen")),
-    Knob("max_iterations", "int", "at most N pre-copy rounds after round 0", metavar="N", minimum=0),
+    Knob("max_iterations", "int", "at most N pre-copy rounds after round 0", metavar="N", minimum=0,
+         unset="no cap; 28 with --stop xen"),
     Knob("max_total_factor", "number", "at most X times memory sent before the limit action", metavar="X",
-         minimum=1.0),
-    Knob("min_dirty_pages", "int", "switch over below N dirty pages whatever the threshold", metavar="N", minimum=0),
-    Knob("timeout", "time", "longest total migration time", allow_zero=False, allow_inf=True),
+         minimum=1.0, unset="no cap; 3 with --stop xen"),
+    Knob("min_dirty_pages", "int", "switch over below N dirty pages whatever the threshold", metavar="N", minimum=0,
+         unset="0; 50 with --stop xen"),
+    Knob("timeout", "time", "longest total migration time", allow_zero=False, allow_inf=True, unset="none"),
     Knob("on_limit", "choice", "at a limit: force the stop-and-copy (default), abort (roll back) or switch to "
                                "post-copy", choices=("force", "abort", "postcopy")),
     Knob("resume_time", "time", "time for the destination to resume the guest"),
     Knob("max_bandwidth", "rate", "cap on the live phase's bandwidth (QEMU's max-bandwidth; the stop-and-copy "
-                                  "runs at link speed)", allow_zero=False),
+                                  "runs at link speed)", allow_zero=False,
+         unset="no cap"),
     Knob("switchover_bandwidth", "rate", "bandwidth assumed in the switch-over threshold and the expected "
-                                         "downtime (QEMU's avail-switchover-bandwidth)", allow_zero=False),
+                                         "downtime (QEMU's avail-switchover-bandwidth)", allow_zero=False,
+         unset="the measured bandwidth"),
     Knob("rate_window", "time", "how long QEMU's 100 ms rate-limit windows really last (a late migration "
                                 "thread stretches them; each still sends max-bandwidth x 100 ms)",
          allow_zero=False),
@@ -175,9 +181,10 @@ _ALL_KNOBS: Tuple[Knob, ...] = (
     Knob("multifd_channels", "int", "multifd: sending channels (0: one, no multifd)", metavar="N",
          group="compression", minimum=0, maximum=256),
     Knob("channel_bandwidth", "rate", "multifd: what one sending thread can push (caps the link at channels x "
-                                      "this)", group="compression", allow_zero=False),
+                                      "this)", group="compression", allow_zero=False,
+         unset="no cap"),
     Knob("max_postcopy_bandwidth", "rate", "post-copy: cap on its page traffic (QEMU's max-postcopy-bandwidth)",
-         group="post-copy", allow_zero=False),
+         group="post-copy", allow_zero=False, unset="no cap: link speed"),
     Knob("postcopy_after_rounds", "int", "post-copy: pre-copy rounds first, round 0 included", metavar="N",
          group="post-copy", owner="PostCopy", param="after_rounds", minimum=1),
     Knob("prepage", "int", "post-copy: pages after a faulting page sent along with it", metavar="N",
@@ -185,8 +192,8 @@ _ALL_KNOBS: Tuple[Knob, ...] = (
     Knob("channel_backlog", "size", "post-copy: bytes queued on the migration channel ahead of a requested page "
                                     "(QEMU 7.2's one stream; 0: postcopy-preempt)", group="post-copy",
          owner="PostCopy"),
-    Knob("read_share", "fraction", "post-copy: share of the guest's accesses that are reads (default: the "
-                                   "workload's, else 2/3)", group="post-copy", owner="PostCopy"),
+    Knob("read_share", "fraction", "post-copy: share of the guest's accesses that are reads", group="post-copy",
+         owner="PostCopy", unset="the workload's, else 2/3"),
 )
 
 

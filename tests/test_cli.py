@@ -497,6 +497,23 @@ def test_help_fits_80_columns(capsys, monkeypatch, command):
     assert not wide, f"{command} --help has lines over 80 columns: {wide}"
 
 
+def test_every_valued_policy_option_says_its_default(capsys, monkeypatch):
+    # --max-iterations, --timeout, --max-bandwidth... said nothing when their policy default is None (unset)
+    from dirtylog.config import KNOBS
+
+    monkeypatch.setenv("COLUMNS", "80")
+    rc, out, _ = run(capsys, "simulate", "--help")
+    assert rc == 0
+    # each option's entry: its line and the indented lines of its help after it, joined
+    entries = {m.group(1): " ".join(m.group(0).split())
+               for m in re.finditer(r"^  (?:-\w [A-Z]+, )?(--[\w-]+).*\n(?: {8,}.*\n)*", out, re.M)}
+    for k in KNOBS:
+        if k.kind != "flag":
+            assert "(default" in entries[k.option], entries[k.option]
+    assert "at most N pre-copy rounds after round 0 (default: no cap; 28 with --stop xen)" in entries["--max-iterations"]
+    assert entries["--max-bandwidth"].endswith("(default: no cap)")
+
+
 def test_hints_name_the_negated_option_as_written():
     from dirtylog.cli import cli_words
 
