@@ -231,10 +231,15 @@ def rounds_lines(report: Any, width: Optional[int] = None, max_rows: int = 40,
     rounds = list(report.rounds)
     setup = getattr(report, "setup", None)
     throttled = any(r.throttle > 0 for r in rounds if not r.final)
+    # what each measured column holds (RoundReport's fields), said under the table while the column is shown
     cols = [Column("round", priority=0), Column("start", priority=5), Column("duration", priority=3),
-            Column("sent", priority=2), Column("dirty pages", priority=1), Column("dirty/s", priority=6),
-            Column("exp. downtime", priority=1), Column("throughput", priority=8), Column("exits", priority=4),
-            Column("slowdown", priority=7)]
+            Column("sent", priority=2),
+            Column("dirty pages", priority=1, note="found by the sync that ended the round"),
+            Column("dirty/s", priority=6, note="those pages per second of the round (QEMU's dirty-pages-rate)"),
+            Column("exp. downtime", priority=1, note="what the sync left / bandwidth (QEMU's expected-downtime)"),
+            Column("throughput", priority=8),
+            Column("exits", priority=4, note="VM exits caused by dirty tracking"),
+            Column("slowdown", priority=7, note="share of vCPU time lost to them")]
     if throttled:
         cols.append(Column("throttle", priority=4))
     shown: List[Any] = rounds

@@ -46,6 +46,14 @@ def test_simulate_fits_the_terminal_and_keeps_round_and_exits(capsys, monkeypatc
         assert "narrow terminal:" in out
     assert any(line.startswith("final") for line in lines)
     assert "rounds not shown (--rounds 0 shows all)" in out
+    # the measured columns say what they hold (dirty/s is pages per second, as QEMU's dirty-pages-rate), and
+    # only the columns shown: at 80 columns the slowdown is dropped, and so is its note
+    text = " ".join(out.split())
+    assert "dirty pages: found by the sync that ended the round;" in text
+    assert "exp. downtime: what the sync left / bandwidth (QEMU's expected-downtime)" in text
+    assert "exits: VM exits caused by dirty tracking" in text
+    assert ("slowdown: share of vCPU time lost to them" in text) == ("slowdown" in header)
+    assert ("dirty/s: those pages per second of the round (QEMU's dirty-pages-rate)" in text) == ("dirty/s" in header)
 
 
 @pytest.mark.parametrize("columns", [80, 120])
@@ -75,7 +83,10 @@ def test_str_report_is_the_command_lines_text(capsys, monkeypatch):
     body = r.render(100)
     assert rc == 0
     assert body in out  # the command line adds only its title (and colour, on a terminal)
-    assert r.rounds_table() in str(r) and r.summary() in str(r)
+    from dirtylog.render import output_width
+
+    w = output_width()  # what str() fits to; the tables' notes wrap to it
+    assert r.rounds_table(w) in str(r) and r.summary(w) in str(r)
 
 
 def test_one_round_count_everywhere(capsys, monkeypatch):
