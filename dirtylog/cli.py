@@ -1079,7 +1079,16 @@ def cmd_dirty_rate(args: argparse.Namespace) -> int:
                       format_dirty_rate(r.stderr_mib_s * 2**20) if r.mode == "page-sampling" else "-",
                       f"{r.dirty_pages:,}", f"{r.dirty_rate_pages_s:,.0f}",
                       f"{r.sampled:,} ({r.sample_pages}/GiB)" if r.mode == "page-sampling" else "-"], ""))
-    lines = table(cols, rows, _width())
+    by_mode = {r.mode: r for r in results}
+    caption = ""
+    if "dirty-ring" in by_mode:  # a figure that can be twice dirty-bitmap's: say why beside it
+        caption = ("dirty-ring counts ring entries: a page written again after a full ring was reaped (its "
+                   "pages protected again) counts again, so a guest that rewrites a hot set reads higher than "
+                   "dirty-bitmap")
+        exact = by_mode.get("dirty-bitmap")
+        if exact is not None and exact.dirty_pages:
+            caption += f" (here {by_mode['dirty-ring'].dirty_pages / exact.dirty_pages:.2f}x)"
+    lines = table(cols, rows, _width(), caption=caption)
     for r in results:
         if r.vcpu_rates:
             lines += wrap("", [(f"per-vCPU dirty rates ({r.mode}): "
