@@ -678,7 +678,7 @@ def advise(
 
     Takes the arguments of :func:`dirtylog.simulate` (``verify`` is off in the
     probes). ``report``: the migration's own report, if already simulated (saves a
-    probe; it must come from the same arguments). ``questions``: a subset of
+    probe; it must come from the same arguments). ``questions``: one of, or a subset of
     :data:`QUESTIONS`. ``tolerance``: the relative width at which a bisection
     stops; ``max_probes``: probes per question at most; ``max_bandwidth``: the
     highest bandwidth tried. ``progress(done, total, text)`` is called before each
@@ -693,6 +693,8 @@ def advise(
     """
     from .migration import simulate
 
+    if isinstance(questions, str):  # one question: "bandwidth" is not the questions "b", "a", "n", ...
+        questions = (questions,)
     for q in questions:
         if q not in QUESTIONS:
             raise ConfigError(f"unknown advice question {q!r}; allowed: {', '.join(QUESTIONS)}")

@@ -227,9 +227,19 @@ def _run(workload: Any, tr: Any, t0: float, t1: float, progress: Optional[Callab
             progress(base + (b - t0), total)
 
 
-def _check_workload(workload: Any) -> None:
+def _workload(workload: Any, seed: int) -> Any:
+    """The workload object: ``workload`` itself, or built from a spec string (as ``simulate()`` takes it)."""
+    if isinstance(workload, str):
+        from .specs import parse_workload
+
+        built = parse_workload(workload, seed=seed)
+        if built is None:
+            raise ConfigError(f"workload {workload!r} writes nothing: a measurement needs a workload that writes")
+        return built
     if not hasattr(workload, "run") or not hasattr(workload, "bind"):
-        raise TypeError(f"workload must be a dirtylog workload (Uniform, Hotspot, ...), got {type(workload).__name__}")
+        raise TypeError(f"workload must be a dirtylog workload (Uniform, Hotspot, ...) or a spec string such as "
+                        f"'hotspot:1GiB/s', got {type(workload).__name__}")
+    return workload
 
 
 # ---------------------------------------------------------------------------- measurements
@@ -251,20 +261,21 @@ def dirty_rate(
     """Measure ``workload``'s dirty rate over one window, like QEMU's ``calc-dirty-rate``.
 
     Args:
-        workload: a :mod:`dirtylog.workloads` workload.
+        workload: a :mod:`dirtylog.workloads` workload, or a spec string (``"hotspot:1GiB/s"``,
+            :mod:`dirtylog.specs`; built with ``seed``), as :func:`dirtylog.simulate` takes it.
         memory: guest memory in bytes or as a size (``"4GiB"``); a whole number of pages.
         window: the measurement window (calc-time), seconds or ``"1s"``, > 0.
         mode: ``"page-sampling"``, ``"dirty-bitmap"`` or ``"dirty-ring"`` (module docs).
         sample_pages: page-sampling: pages sampled per GiB (QEMU's range, 128..16384;
             at least one page is sampled).
         vcpus, page_size: the guest's.
-        seed: page-sampling: seed of the sample (the workload has its own).
+        seed: page-sampling: seed of the sample (a workload object has its own; a spec string is built with it).
         start: guest time at which the window starts.
         ring_entries: dirty-ring: entries per vCPU ring.
         progress: called as ``progress(done, total)`` (seconds of guest time run, and of the window)
             as the window runs (the command line draws a bar with it); the result is the same without it.
     """
-    _check_workload(workload)
+    workload = _workload(workload, seed)
     nbytes, pages, psize, nv = _guest(memory, page_size, vcpus)
     win = parse_time(window, name="window", allow_zero=False)
     t0 = parse_time(start, name="start")
@@ -323,6 +334,8 @@ def dirty_curve(
 ) -> DirtyCurveResult:
     """Distinct pages dirtied in each window ``[start, start + w)``, from a clean state.
 
+    ``workload`` is a workload object or a spec string, as :func:`dirty_rate` takes it.
+
     ``mode`` is ``"dirty-bitmap"`` (exact) or ``"page-sampling"`` (counted on a
     sample of ``sample_pages`` pages per GiB and scaled; the raw counts are in
     ``sample_dirty``, ready for :class:`~dirtylog.workloads.DirtyCurve`). The
@@ -330,7 +343,7 @@ def dirty_curve(
     workloads this equals one fresh run per window. ``progress(done, total)``,
     if given, is called in seconds of guest time as it runs.
     """
-    _check_workload(workload)
+    workload = _workload(workload, seed)
     nbytes, pages, psize, nv = _guest(memory, page_size, vcpus)
     m = _mode(mode, ("dirty-bitmap", "page-sampling"))
     if isinstance(windows, (str, bytes)) or not hasattr(windows, "__iter__"):

@@ -33,6 +33,7 @@ destination holds the newest content of every page.
 from __future__ import annotations
 
 import enum
+import inspect
 import math
 import signal
 import threading
@@ -43,7 +44,7 @@ import numpy as np
 from . import models as _models
 from ._lib import check, ffi, lib
 from ._validate import MAX_PAGES, as_int, check_page_size, guest_pages, tracker_config, tracker_mode
-from .config import DEFAULTS, simulate_kwargs
+from .config import DEFAULTS, simulate_kwargs, suggest
 from .costs import TrackingCosts
 from .decision import PROBE_FIRST, Action, Decision, ProbeState, SyncPolicy, SyncState
 from .devices import Device, default_devices, device_bytes, ordered
@@ -249,9 +250,15 @@ class Migration:
             raise TypeError(f"tracker must be a mode name or a dict of Tracker options, got {type(tracker).__name__}")
         if topts["mode"] == "clear":
             topts.setdefault("initially_set", True)  # QEMU enables it whenever KVM offers it
-        for k in ("pages", "vcpus", "page_size", "huge_pages"):
+        own = ("pages", "vcpus", "page_size", "huge_pages")  # Migration's own arguments
+        for k in own:
             if k in topts:
                 raise ConfigError(f"give {k} to Migration itself, not in the tracker options")
+        options = [o for o in inspect.signature(tracker_config).parameters if o not in own]
+        unknown = sorted(o for o in topts if o not in options)
+        if unknown:  # tracker_config's own TypeError named neither what is allowed nor the nearest
+            raise ConfigError(f"unknown tracker option {unknown[0]!r}{suggest(str(unknown[0]), options)} "
+                              f"(allowed: {', '.join(options)})")
         if self.policy.dirty_limit and topts["mode"] != "ring":
             raise ConfigError(f"dirty_limit needs the dirty ring tracker (tracker='ring'), as in QEMU, "
                               f"not {topts['mode']!r}: the per-vCPU dirty rates come from the rings")

@@ -164,6 +164,9 @@ def test_a_hopeless_guest_says_so():
 def test_bad_arguments():
     with pytest.raises(ConfigError, match="unknown advice question"):
         advise(questions=("speed",), **GUEST)
+    # one question as a string is that question, not its letters ("unknown advice question 's'")
+    with pytest.raises(ConfigError, match="unknown advice question 'speed'; allowed: bandwidth, downtime_limit"):
+        advise(questions="speed", **GUEST)
     with pytest.raises(ConfigError, match="tolerance"):
         advise(tolerance=0, **GUEST)
     with pytest.raises(ConfigError, match="max_probes"):

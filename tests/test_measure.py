@@ -29,6 +29,20 @@ def test_dirty_bitmap_counts_distinct_pages_exactly():
     assert r.dirty_rate_pages_s == pytest.approx(expect / 2)
 
 
+def test_a_spec_string_is_the_workload_it_describes():
+    # as simulate() takes it; measure raised "workload must be a dirtylog workload ..., got str"
+    spec = dirty_rate("hotspot:50000,hot=2%", "1GiB", window="2s", mode="dirty-bitmap", vcpus=2, seed=4)
+    obj = dirty_rate(d.Hotspot(50000, hot_fraction=0.02, seed=4), "1GiB", window="2s", mode="dirty-bitmap", vcpus=2)
+    assert spec.dirty_pages == obj.dirty_pages > 0
+    c = dirty_curve("hotspot:50000,hot=2%", "1GiB", ["1s", "2s"], seed=4, vcpus=2)
+    assert c.dirty_pages[-1] == obj.dirty_pages
+    with pytest.raises(ConfigError, match="unknown kind 'hotpot'"):
+        dirty_rate("hotpot:1GiB/s", "1GiB")
+    with pytest.raises(TypeError, match=r"a dirtylog workload \(Uniform, Hotspot, ...\) or a spec string such as "
+                                        r"'hotspot:1GiB/s', got int"):
+        dirty_rate(5, "1GiB")
+
+
 def test_window_start_selects_the_guest_time():
     w = d.WorkingSet([(1, 100, 1000), (1, 5000, 20000)], seed=1)
     quiet = dirty_rate(w, 2**16 * 4096, window=1, mode="dirty-bitmap", start=0)

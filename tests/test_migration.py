@@ -275,6 +275,13 @@ def test_bad_arguments_raise_clear_errors(make):
     assert str(e.value)
 
 
+def test_an_unknown_tracker_option_is_named_with_the_allowed_ones():
+    # it was tracker_config()'s own TypeError ("got an unexpected keyword argument 'ring_entrys'")
+    with pytest.raises(ConfigError, match=r"unknown tracker option 'ring_entrys'; did you mean 'ring_entries'\? "
+                                          r"\(allowed: mode, pml_entries, ring_entries, initially_set\)"):
+        simulate(memory="1MiB", tracker={"mode": "ring", "ring_entrys": 1024})
+
+
 def test_migration_given_a_spec_string_says_how_to_build_the_workload():
     # simulate() takes spec strings; Migration takes workload objects, and says how to build one
     with pytest.raises(TypeError, match=r"got str 'hotspot:1GiB/s': build the object from the spec with "
