@@ -55,6 +55,28 @@ HUGE_PAGES = ("none", "lazy", "eager")
 SWEEP_AXES = {"bandwidth": ["1Gbit/s", "10Gbit/s", "25Gbit/s"], "downtime_limit": ["100ms", "300ms", "1s"]}
 
 
+# Each command's examples, shown at the start of the epilog of its --help (tests parse every one).
+EXAMPLES: Dict[str, Tuple[str, ...]] = {
+    "simulate": ("dirtylog simulate -m 64GiB --vcpus 8 -w hotspot:2GiB/s -b 25Gbit/s -d 100ms",
+                 "dirtylog simulate -w zipf:1GiB/s,s=1.2 -b 1Gbit/s --auto-converge --plot a.png",
+                 "dirtylog simulate -m 16GiB -w trace:app.npz,repeat=yes --json report.json"),
+    "trackers": ("dirtylog trackers -m 16GiB -w hotspot:1GiB/s -b 10Gbit/s",
+                 "dirtylog trackers --trackers pml,ring --vcpus 4 --huge-pages lazy"),
+    "dirty-rate": ("dirtylog dirty-rate -m 8GiB -w zipf:1GiB/s,s=1.2 --window 1s",
+                   "dirtylog dirty-rate -w hotspot:1GiB/s --vcpus 4 --mode dirty-ring"),
+    "curve": ("dirtylog curve -w hotspot:1GiB/s --windows 100ms,1s,10s --plot curve.png",
+              "dirtylog curve app.npz --json c.json   # then: simulate -w curve:c.json"),
+    "record": ("dirtylog record -o app.npz --duration 30s -- ./my-app --its-options",
+               "dirtylog record --pid 1234 --duration 20s -o job.npz"),
+    "sweep": ("dirtylog sweep -m 16GiB -w hotspot:1GiB/s -w zipf:1GiB/s,s=1.2 -d 100ms,1s",
+              "dirtylog sweep --dirty-rate 100MiB/s,1GiB/s -b 10Gbit/s --heatmap plan.png"),
+    "advise": ("dirtylog advise -m 8GiB -b 1Gbit/s -w hotspot:1GiB/s",
+               "dirtylog advise -m 64GiB -w dirty-rate:120MiB/s@1s --questions bandwidth"),
+    "bench": ("dirtylog bench -- -k harvest",),
+    "validate": ("dirtylog validate --scenario hot-under   # in a source checkout",),
+}
+
+
 class UsageError(DirtylogError):
     """A command line that cannot be run (exit status 2)."""
 
@@ -668,6 +690,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--markdown", action="store_true",
                    help="print one Markdown row per scenario (QEMU / dirtylog per figure, the table of docs/validation.rst)")
     v.set_defaults(func=cmd_validate)
+    for name, parser in sub.choices.items():  # each command's help begins its epilog with its examples
+        lines = "\n".join(f"  {line}" for line in EXAMPLES[name])
+        parser.epilog = f"examples:\n{lines}" + (f"\n\n{parser.epilog}" if parser.epilog else "")
     return p
 
 

@@ -514,6 +514,25 @@ def test_help_fits_80_columns(capsys, monkeypatch, command):
     assert not wide, f"{command} --help has lines over 80 columns: {wide}"
 
 
+def test_every_command_shows_examples_that_parse(capsys, monkeypatch):
+    import shlex
+
+    from dirtylog.cli import EXAMPLES, build_parser
+
+    p = build_parser()
+    sub = next(a for a in p._actions if a.__class__.__name__ == "_SubParsersAction")
+    assert set(EXAMPLES) == set(sub.choices)  # a new command gets its examples too
+    monkeypatch.setenv("COLUMNS", "80")
+    for command, lines in EXAMPLES.items():
+        _, out, _ = run(capsys, command, "--help")
+        assert "examples:\n" + "".join(f"  {line}\n" for line in lines) in out, command
+        for line in lines:
+            argv = shlex.split(line.split("  #")[0])
+            assert argv[:2] == ["dirtylog", command]
+            args = p.parse_args(argv[1:])  # a bad option or value would exit with status 2
+            assert args.func.__name__ == "cmd_" + command.replace("-", "_")
+
+
 def test_every_valued_policy_option_says_its_default(capsys, monkeypatch):
     # --max-iterations, --timeout, --max-bandwidth... said nothing when their policy default is None (unset)
     from dirtylog.config import KNOBS
