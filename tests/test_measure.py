@@ -243,8 +243,10 @@ def test_bad_curve_parameters():
         dirty_curve(d.Uniform(100), "64MiB", [1, 0])
     with pytest.raises(ConfigError, match="unknown mode"):
         dirty_curve(d.Uniform(100), "64MiB", [1], mode="dirty-ring")
+    with pytest.raises(ConfigError, match=r"workload 'uniform': missing rate, e.g. uniform:2GiB/s"):
+        dirty_rate("uniform", "64MiB")  # a spec string, as simulate() takes it: it names what is missing
     with pytest.raises(TypeError):
-        dirty_rate("uniform", "64MiB")
+        dirty_rate(["uniform"], "64MiB")
 
 
 def test_a_sampled_curve_with_an_empty_window_still_fits(recwarn):
