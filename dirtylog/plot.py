@@ -116,15 +116,24 @@ def _time_ticks(axis: Any) -> None:
 
 
 def _nice_ticks(vmin: float, vmax: float) -> List[float]:
-    """Round values from vmin to vmax for a log colour bar: 1, 2, 5 of each decade (only 1 over many decades),
-    or the two ends when no round value lies between them."""
+    """Round values from vmin to vmax for a log colour bar: 1, 2, 5 of each decade (only 1 over many decades);
+    over a range too narrow for three of them, 1 to 9 of each decade (a sweep's total times of 1.43-4.76 s:
+    2, 3, 4 s, where it had labelled only the two ends); or the two ends when no round value lies between."""
     if not (vmin > 0 and vmax > vmin):
         return [vmin]
+
+    def values(subs: Sequence[float]) -> List[float]:
+        return [round(m * 10.0 ** e, 12) for e in range(math.floor(math.log10(vmin)), math.ceil(math.log10(vmax)) + 1)
+                for m in subs if vmin <= m * 10.0 ** e <= vmax]
+
     for subs in ((1.0, 2.0, 5.0), (1.0, 3.0), (1.0,)):
-        out = [m * 10.0 ** e for e in range(math.floor(math.log10(vmin)), math.ceil(math.log10(vmax)) + 1)
-               for m in subs if vmin <= m * 10.0 ** e <= vmax]
+        out = values(subs)
         if len(out) <= 7:
             break
+    if len(out) < 3:
+        finer = values([float(m) for m in range(1, 10)])
+        if len(finer) <= 7:
+            out = finer
     return out if len(out) >= 2 else [vmin, vmax]
 
 

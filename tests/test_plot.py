@@ -183,6 +183,16 @@ def test_heatmap(tmp_path):
         plot_heatmap(res, value="speed")
 
 
+def test_colour_bar_ticks_label_the_inside_of_a_narrow_range():
+    from dirtylog.plot import _nice_ticks
+
+    # the default sweep's total times (1.43-4.76 s) got labels at its two ends only
+    assert _nice_ticks(1.43, 4.76) == [2.0, 3.0, 4.0]
+    assert _nice_ticks(0.09, 0.6) == [0.1, 0.2, 0.5]  # three of 1, 2, 5: as before
+    assert _nice_ticks(0.05, 30.0) == [0.1, 0.3, 1.0, 3.0, 10.0, 30.0]
+    assert _nice_ticks(1.1, 1.9) == [1.1, 1.9]  # no round value inside: the ends
+
+
 def test_cli_writes_pictures(tmp_path, capsys):
     small = ["-m", "16MiB", "-w", "hotspot:50MiB/s", "-b", "500Mbit/s"]
     assert main(["simulate", *small, "--plot", str(tmp_path / "s.png")]) == 0
