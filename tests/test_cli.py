@@ -521,6 +521,7 @@ def test_every_command_shows_examples_that_parse(capsys, monkeypatch):
 
     p = build_parser()
     sub = next(a for a in p._actions if a.__class__.__name__ == "_SubParsersAction")
+    assert isinstance(sub.choices, dict)  # the subcommands' parsers by name
     assert set(EXAMPLES) == set(sub.choices)  # a new command gets its examples too
     monkeypatch.setenv("COLUMNS", "80")
     for command, lines in EXAMPLES.items():

@@ -50,9 +50,9 @@ def test_simulate_given_a_rate_as_link_says_what_a_link_is():
     # it raised AttributeError ('str' object has no attribute 'bandwidth') before Migration could check it
     with pytest.raises(TypeError, match=r"link must be a dirtylog\.Link such as Link\('10Gbit/s'.*got str "
                                         r"'10Gbit/s'; or give bandwidth= .*in its place"):
-        dirtylog.simulate(memory="4MiB", link="10Gbit/s")
+        dirtylog.simulate(memory="4MiB", link="10Gbit/s")  # type: ignore[arg-type]  # the mistake tested
     with pytest.raises(TypeError, match=r"link must be a dirtylog\.Link .*got str '10Gbit/s'$"):
-        dirtylog.Migration(memory="4MiB", link="10Gbit/s")
+        dirtylog.Migration(memory="4MiB", link="10Gbit/s")  # type: ignore[arg-type]  # the mistake tested
 
 
 def test_one_set_of_defaults():
