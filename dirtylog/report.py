@@ -211,7 +211,7 @@ class MigrationReport:
     window_pages_per_second: float = 0.0
     #: QEMU's dirty-limit-throttle-time-per-round and dirty-limit-ring-full-time (QEMU 8.1+, there in
     #: microseconds, here in seconds): the longest a vCPU sleeps each time its dirty ring fills, and how
-    #: long a vCPU at the highest per-vCPU dirty rate seen takes to fill its ring, as of the last
+    #: long a vCPU at the highest dirty rate seen (as QEMU counts it) takes to fill its ring, as of the last
     #: dirty-limit period; None when dirty-limit never completed a period (QEMU omits both then)
     dirty_limit_throttle_time_per_round: Optional[float] = None
     dirty_limit_ring_full_time: Optional[float] = None

@@ -215,7 +215,7 @@ class DirtyLimit:
         rate is off; nearer, a tenth of a ring-full time; at most MAX_SLEEP_RING_FULLS ring-full times."""
         if current == 0:
             return 0.0
-        full = self.ring_full_time()
+        full = self._ring_full_time(current * 2**20)
         lo, hi = min(quota, current), max(quota, current)
         if (hi - lo) * 100 / hi > LINEAR_ADJUSTMENT_PCT:
             pct = math.floor((hi - lo) * 100 / hi)
@@ -236,7 +236,6 @@ class DirtyLimit:
         p = self.policy
         pages = [b - a for a, b in zip(self._snap, dirtied)]
         rates = [n * self.page_size / p.dirty_limit_period for n in pages]
-        self._max_rate = max([self._max_rate] + rates)
         quota = p.vcpu_dirty_limit / 2**20
         moving = False
         for j, (n, rate) in enumerate(zip(pages, rates)):
@@ -256,12 +255,24 @@ class DirtyLimit:
         self._snap = list(dirtied)
         self._start = float(now)
         self.next_at = now + p.dirty_limit_period
-        self._figures = (self.ring_full_time(), self.throttle_time_per_round())
+        # QEMU's dirty-limit-ring-full-time (dirtylimit_ring_full_time, read by query-migrate): at the
+        # vCPUs' mean rate, which raises the highest rate seen when it is above it
+        self._figures = (self._ring_full_time(sum(rates) / len(rates) if rates else 0.0),
+                         self.throttle_time_per_round())
         return rates, list(self.throttles), moving
 
+    def _ring_full_time(self, rate: float) -> float:
+        """QEMU's dirtylimit_dirty_ring_full_time(rate): the highest rate seen (a static in QEMU) takes in
+        ``rate`` (bytes/s), then the ring-full time at it. dirtylimit_set_throttle calls it with the rate of
+        the vCPU it steps, vCPU by vCPU in order, so a vCPU stepped before a faster one is stepped by the
+        ring-full time at the highest rate seen so far, and a vCPU within the tolerance band raises nothing."""
+        self._max_rate = max(self._max_rate, rate)
+        return self.ring_full_time()
+
     def ring_full_time(self) -> float:
-        """QEMU's dirty-limit-ring-full-time (seconds): how long a vCPU dirtying at the highest
-        per-vCPU rate seen takes to fill its dirty ring (0 before any vCPU dirtied a page)."""
+        """QEMU's dirty-limit-ring-full-time (seconds): how long a vCPU dirtying at the highest rate
+        seen takes to fill its dirty ring (0 before any rate was seen). As in QEMU, the rates seen are
+        those of the vCPUs stepped (:meth:`_ring_full_time`) and each period's mean."""
         return self.ring_bytes / self._max_rate if self._max_rate > 0 else 0.0
 
     def throttle_time_per_round(self) -> float:

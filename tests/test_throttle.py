@@ -118,6 +118,27 @@ def test_dirty_limit_steps_a_tenth_of_a_ring_full_time_near_the_quota():
     assert dl._step(98 * full, 1.0, 70.0) == pytest.approx(99 * full)
 
 
+def test_dirty_limit_ring_full_time_takes_the_rates_of_the_vcpus_stepped_in_order():
+    """QEMU's dirtylimit_set_throttle reads the ring-full time through dirtylimit_dirty_ring_full_time(current),
+    whose static max_dirtyrate takes in the rate of the vCPU being stepped, vCPU by vCPU (CPU_FOREACH): a vCPU
+    stepped before a faster one is stepped by the ring-full time at the highest rate seen so far, its own, and a
+    vCPU within the tolerance band (not stepped) raises nothing. The figure query-migrate reports
+    (dirtylimit_ring_full_time) is taken at the vCPUs' mean rate. A 16 MiB ring, quota 4 MiB/s."""
+    pol = PreCopy(dirty_limit=True, vcpu_dirty_limit="4MiB/s", dirty_limit_period="1s")
+    dl = DirtyLimit(pol, FakeEngine(), vcpus=2, page_size=4096, ring_entries=4096, ring_soft_limit=3520)
+    dl.engage(0.0, [0, 0])
+    dl.adjust([60 * 256, 200 * 256], 1.0)  # 60 and 200 MiB/s
+    # vCPU 0: 93 % off (56 / 60), ring-full time 16 / 60 s; vCPU 1: 98 % off, 16 / 200 s
+    assert dl.sleep == [pytest.approx(16 / 60 * 93 / 7), pytest.approx(16 / 200 * 98 / 2)]
+    assert dl.figures()[0] == pytest.approx(16 / 200)
+    # every vCPU within 25 MiB/s of a 20 MiB/s quota: none is stepped; the figure is at their mean, 20 MiB/s
+    pol = PreCopy(dirty_limit=True, vcpu_dirty_limit="20MiB/s", dirty_limit_period="1s")
+    dl = DirtyLimit(pol, FakeEngine(), vcpus=2, page_size=4096, ring_entries=4096, ring_soft_limit=3520)
+    dl.engage(0.0, [0, 0])
+    dl.adjust([30 * 256, 10 * 256], 1.0)
+    assert dl.sleep == [0.0, 0.0] and dl.figures() == (pytest.approx(16 / 20), 0.0)
+
+
 def test_report_carries_the_dirty_limit_figures_in_json_and_text():
     kw: Dict[str, Any] = dict(memory="1GiB", vcpus=2, link=Link("1GiB/s"), tracker="ring")
     r = simulate(workload=Uniform("4GiB/s", shares=[0.99, 0.01], seed=1),
