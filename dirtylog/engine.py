@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import numpy as np
 
 from ._lib import check, ffi, lib
+from .errors import ConfigError
 
 __all__ = ["Engine", "Counters", "SendResult", "WINDOW", "ITERATION"]
 
@@ -84,6 +85,7 @@ class Engine:
         self._u64 = ffi.new("uint64_t *")
         self._why = ffi.new("int *")
         self.words = int(tracker.config.bitmap_words)
+        self.vcpus = int(tracker.vcpus)
         self._lock = tracker._lock  # held around the C calls that write into the tracker (catch_up)
         #: Checked between two bounded calls while a guest slice is finished (:meth:`drain`):
         #: when it returns True, KeyboardInterrupt is raised there (the engine keeps the rest).
@@ -141,11 +143,14 @@ class Engine:
         vCPUs (``dl_engine_charge``), or one figure per vCPU, each vCPU's own running time
         (``dl_engine_charge_vcpus``: under per-vCPU throttles each vCPU pays its own)."""
         self.catch_up()
-        if isinstance(seconds, (int, float)):
+        if isinstance(seconds, (int, float, np.integer, np.floating)):  # a number, numpy's too
             check(lib.dl_engine_charge(self._e, float(seconds)), "charge")
             return
-        per = ffi.new("double[]", [float(x) for x in seconds])
-        check(lib.dl_engine_charge_vcpus(self._e, per, len(per)), "charge")
+        per = [float(x) for x in seconds]
+        if len(per) != self.vcpus:
+            raise ConfigError(f"charge takes one figure (spread over the vCPUs) or one per vCPU ({self.vcpus}), "
+                              f"got {len(per)}")
+        check(lib.dl_engine_charge_vcpus(self._e, ffi.new("double[]", per), len(per)), "charge")
 
     # -- the migration bitmap ----------------------------------------------------
     def dirty_fill(self) -> None:

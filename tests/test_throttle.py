@@ -277,6 +277,20 @@ def test_a_vcpu_charged_alone_pays_alone():
     assert _writes_under(0.5, [], [0.5, 0.0]) == [1024 - 256, 1024 - 256]
 
 
+def test_engine_charge_takes_numpy_numbers_and_says_what_a_list_must_hold():
+    """Engine.charge takes one number (numpy's too: an int64 was read as a list, "'numpy.int64' object is not
+    iterable") or one figure per vCPU; a list of another length says so, where it said "charge: invalid
+    argument"."""
+    import numpy as np
+
+    from dirtylog.errors import ConfigError
+
+    assert _writes_under(0.5, [], np.float32(0.5)) == _writes_under(0.5, [], np.int64(1) / 2) == [768, 768]
+    assert _writes_under(0.5, [], np.int64(1)) == [1024 - 512, 1024 - 512]
+    with pytest.raises(ConfigError, match=r"one figure \(spread over the vCPUs\) or one per vCPU \(2\), got 1"):
+        _writes_under(0.5, [], [0.5])
+
+
 def test_each_vcpu_is_charged_its_own_kick_under_dirty_limit():
     """QEMU's vCPU j loses a kick only while it runs, (1 - s_j) of the time under dirty-limit's throttle
     s_j: Migration._kicked charges each vCPU its own (1 - s_j) x kick (1 ms here, one kick per vCPU per
