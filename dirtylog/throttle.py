@@ -217,8 +217,8 @@ class DirtyLimit:
             return 0.0
         full = self._ring_full_time(current * 2**20)
         lo, hi = min(quota, current), max(quota, current)
-        if (hi - lo) * 100 / hi > LINEAR_ADJUSTMENT_PCT:
-            pct = math.floor((hi - lo) * 100 / hi)
+        pct = math.floor((hi - lo) * 100 / hi)  # QEMU's integer percentage, for the test as for the step
+        if pct > LINEAR_ADJUSTMENT_PCT:
             step = full * pct / (100 - pct)
         else:
             step = full / 10

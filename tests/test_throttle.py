@@ -139,6 +139,17 @@ def test_dirty_limit_ring_full_time_takes_the_rates_of_the_vcpus_stepped_in_orde
     assert dl.sleep == [0.0, 0.0] and dl.figures() == (pytest.approx(16 / 20), 0.0)
 
 
+def test_dirty_limit_steps_linearly_only_beyond_a_whole_50_percent():
+    """dirtylimit_need_linear_adjustment compares QEMU's integer percentage, (max - min) x 100 / max in
+    uint64, with 50: a rate 50.5 % off (quota 50 MiB/s, rate 101 MiB/s) is 50, not beyond, so the sleep
+    grows by a tenth of a ring-full time (16 MiB / 101 MiB/s), not by a whole one (50 / (100 - 50))."""
+    pol = PreCopy(dirty_limit=True, vcpu_dirty_limit="50MiB/s", dirty_limit_period="1s")
+    dl = DirtyLimit(pol, FakeEngine(), vcpus=1, page_size=4096, ring_entries=4096, ring_soft_limit=3520)
+    dl.engage(0.0, [0])
+    dl.adjust([101 * 256], 1.0)
+    assert dl.sleep == [pytest.approx(16 / 101 / 10)]
+
+
 def test_report_carries_the_dirty_limit_figures_in_json_and_text():
     kw: Dict[str, Any] = dict(memory="1GiB", vcpus=2, link=Link("1GiB/s"), tracker="ring")
     r = simulate(workload=Uniform("4GiB/s", shares=[0.99, 0.01], seed=1),
