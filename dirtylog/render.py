@@ -222,6 +222,22 @@ def _t(x: float) -> str:
     return format_time(x) if x == x and x not in (float("inf"), float("-inf")) else "-"
 
 
+def _starts(values: Sequence[float]) -> List[str]:
+    """Times for a column of start times: as :func:`_t` writes them, unless that makes different times
+    look the same (short rounds an hour in: "5 min 40 s" for a dozen rounds), then with the fewest
+    decimals of a second (up to 3) that tell them apart."""
+    texts = [_t(v) for v in values]
+    distinct = len(set(values))
+    if len(set(texts)) < distinct:
+        from .units import format_time
+
+        for decimals in (1, 2, 3):
+            texts = [format_time(v, decimals) for v in values]
+            if len(set(texts)) == distinct:
+                break
+    return texts
+
+
 def rounds_lines(report: Any, width: Optional[int] = None, max_rows: int = 40,
                  more: str = "report.rounds has them all") -> List[Line]:
     """The round-by-round table (like successive ``virsh domjobinfo`` snapshots), after the setup's row
@@ -251,6 +267,7 @@ def rounds_lines(report: Any, width: Optional[int] = None, max_rows: int = 40,
     if setup is not None:
         shown = [setup] + shown
     rows: List[Tuple[Sequence[str], Union[str, Sequence[str]]]] = []
+    starts = iter(_starts([r.start for r in shown if r is not None]))
     for r in shown:
         if r is None:
             rows.append((["..."] * len(cols), "dim"))
@@ -261,7 +278,7 @@ def rounds_lines(report: Any, width: Optional[int] = None, max_rows: int = 40,
         cells = [
             ("post" if r.postcopy else ("final" if end else ("setup" if r is setup else str(r.index))))
             + ("*" if cut else ""),
-            _t(r.start),
+            next(starts),
             _t(r.duration),
             format_size(r.bytes),
             f"{r.dirty_pages:,}" if measured else "-",

@@ -643,14 +643,16 @@ def format_dirty_rate(bytes_per_s: RateLike, *, whole: bool = False) -> str:
     return f"{format_size(v)}/s"
 
 
-def format_time(seconds: TimeLike) -> str:
+def format_time(seconds: TimeLike, decimals: Optional[int] = None) -> str:
     """Format a duration for people.
 
     Below a minute: three significant digits in ns, us, ms or s (``"250 ns"``,
     ``"12.0 us"``, ``"300 ms"``, ``"1.50 s"``); from a minute on: whole seconds
-    split into h, min and s (``"2 min 5 s"``, ``"1 h 30 min"``).  The output
-    is readable by :func:`parse_time`.  A string is read with
-    :func:`parse_time` first.
+    split into h, min and s (``"2 min 5 s"``, ``"1 h 30 min"``).  With
+    ``decimals`` (0 to 9), the seconds to that many decimals instead, as
+    times in a column that must tell close values apart (``"5 min 40.06 s"``,
+    ``"23.45 s"``).  The output is readable by :func:`parse_time`.  A string is
+    read with :func:`parse_time` first.
     """
     v = parse_time(seconds, name="seconds", allow_inf=True) if isinstance(seconds, str) else (
         _real_for_format(seconds, "seconds")
@@ -658,9 +660,16 @@ def format_time(seconds: TimeLike) -> str:
     if math.isnan(v) or math.isinf(v):
         return f"{v} s"
     if v < 0:
-        return "-" + format_time(-v)
+        return "-" + format_time(-v, decimals)
     if v == 0:
         return "0 s"
+    if decimals is not None:
+        if isinstance(decimals, bool) or not isinstance(decimals, int) or not 0 <= decimals <= 9:
+            raise ConfigError(f"decimals must be a whole number from 0 to 9, got {decimals!r}")
+        minutes_total, secs = divmod(round(v, decimals), 60)
+        hours, minutes = divmod(int(minutes_total), 60)
+        head = (f"{hours} h " if hours else "") + (f"{minutes} min " if hours or minutes else "")
+        return f"{head}{secs:.{decimals}f} s"
     for scale, unit in ((1e-9, "ns"), (1e-6, "us"), (1e-3, "ms")):
         if v < scale * 1000:
             text = _sig3(v / scale)

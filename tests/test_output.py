@@ -210,3 +210,14 @@ def test_a_table_title_wraps_to_the_width():
     title = "noconverge (3 runs): a CPU-bound writer dirtying faster than max-bandwidth: never converges"
     lines = plain(table([Column("a", "left"), Column("b")], [(["x", "1"], "")], 40, title=title)).splitlines()
     assert max(len(line) for line in lines) <= 40 and " ".join(" ".join(lines[:3]).split()).startswith(title)
+
+
+def test_start_times_that_print_alike_get_decimals():
+    # rounds of 58 ms five minutes in all printed "5 min 40 s" (a 256 GiB guest over 10 Gbit/s)
+    from dirtylog.render import _starts
+
+    assert _starts([0.0, 0.0204, 3.17]) == ["0 s", "20.4 ms", "3.17 s"]  # distinct already: as before
+    assert _starts([340.0571, 340.1148, 340.1725, 340.1725]) == ["5 min 40.06 s", "5 min 40.11 s",
+                                                                 "5 min 40.17 s", "5 min 40.17 s"]
+    assert _starts([23.41, 23.46, 23.51]) == ["23.41 s", "23.46 s", "23.51 s"]
+

@@ -521,6 +521,29 @@ def test_format_time(value: Any, expected: str) -> None:
     assert format_time(value) == expected
 
 
+@pytest.mark.parametrize(
+    "value, decimals, expected",
+    [
+        (340.0571, 2, "5 min 40.06 s"),
+        (23.456, 1, "23.5 s"),
+        (0.0204, 3, "0.020 s"),
+        (3725.5, 0, "1 h 2 min 6 s"),
+        (3600.04, 1, "1 h 0 min 0.0 s"),
+        (59.996, 2, "1 min 0.00 s"),
+        (-1.26, 1, "-1.3 s"),
+    ],
+)
+def test_format_time_with_decimals(value: float, decimals: int, expected: str) -> None:
+    # for a column of times that must tell close values apart; parse_time reads it back
+    assert format_time(value, decimals) == expected
+    assert parse_time(expected.lstrip("-")) == pytest.approx(abs(value), abs=0.5 * 10.0**-decimals + 1e-9)
+
+
+def test_format_time_decimals_out_of_range() -> None:
+    with pytest.raises(ConfigError, match="decimals must be a whole number from 0 to 9"):
+        format_time(1.0, 10)
+
+
 @pytest.mark.parametrize("func", [format_size, format_rate, format_time])
 @pytest.mark.parametrize("value", [None, [1], True])
 def test_format_wrong_type(func: Any, value: Any) -> None:
