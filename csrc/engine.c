@@ -314,6 +314,19 @@ DL_ALWAYS_INLINE void vcpu_window(dl_engine *e, uint32_t j, double g0, double g1
     e->vclock[j] = *b;
 }
 
+/* vCPU j owes each[j] seconds of its running time (each == NULL: `mean` each; `mean`: their
+ * mean). With one guest clock the vCPUs pay the mean together; under per-vCPU throttles each
+ * pays its own (see owe). */
+static void owe_vcpus(dl_engine *e, double mean, const double *each)
+{
+    if (!e->vmode) {
+        e->st.debt += mean;
+        return;
+    }
+    for (uint32_t j = 0; j < e->vcpus; j++)
+        e->vdebt[j] += each ? each[j] : mean;
+}
+
 /* Every vCPU owes `each` seconds of its running time (an exit, a kick or a stall takes a
  * running vCPU's time). With one guest clock they pay it out of the next slices' common
  * time (guest_slice), which the global throttle has already scaled; under per-vCPU
@@ -321,12 +334,7 @@ DL_ALWAYS_INLINE void vcpu_window(dl_engine *e, uint32_t j, double g0, double g1
  * time before its throttle, which would take only (1 - throttle) of it. */
 static void owe(dl_engine *e, double each)
 {
-    if (!e->vmode) {
-        e->st.debt += each;
-        return;
-    }
-    for (uint32_t j = 0; j < e->vcpus; j++)
-        e->vdebt[j] += each;
+    owe_vcpus(e, each, NULL);
 }
 
 int dl_engine_charge(dl_engine *e, double vcpu_seconds)
@@ -354,14 +362,8 @@ int dl_engine_charge_vcpus(dl_engine *e, const double *seconds, uint32_t n)
     if (e->seg_open) /* dl_engine_catch_up first: the guest runs in order */
         return DL_ERR_STATE;
     e->st.lost += total;
-    if (!e->cfg.feedback)
-        return DL_OK;
-    if (!e->vmode) { /* one guest clock: the vCPUs pay the total together */
-        e->st.debt += total / e->vcpus;
-        return DL_OK;
-    }
-    for (uint32_t j = 0; j < n; j++)
-        e->vdebt[j] += seconds[j];
+    if (e->cfg.feedback)
+        owe_vcpus(e, total / e->vcpus, seconds);
     return DL_OK;
 }
 
