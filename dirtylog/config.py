@@ -367,14 +367,15 @@ def simulate_kwargs(kw: Dict[str, Any], settings: Dict[str, Any]) -> Tuple[Dict[
     from .link import Link, as_link
     from .specs import parse_workload
     from .units import parse_time
+    from .workloads import check_seed
 
     kw = dict(kw)
     settings = dict(settings)
     unknown = [k for k in settings if k not in ("bandwidth", "latency") and k not in KNOB]
     if unknown:
         raise _unknown(unknown, "argument")
-    if isinstance(kw.get("workload"), str):
-        kw["workload"] = parse_workload(kw["workload"], seed=kw.get("seed") or 0)
+    if isinstance(kw.get("workload"), str):  # the seed checked first: its error is the call's, not the spec's
+        kw["workload"] = parse_workload(kw["workload"], seed=check_seed(kw.get("seed") or 0))
     if kw.get("memory") is None and kw.get("pages") is None:
         recorded = getattr(kw.get("workload"), "guest_pages", None)  # a recorded trace: its own size
         if recorded:

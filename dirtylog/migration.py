@@ -57,6 +57,7 @@ from .report import MigrationReport, RoundReport
 from .resources import check_memory, migration_memory
 from .throttle import AutoConverge, DirtyLimit, DirtyRatePeriod, Sleeps, kick_wait
 from .tracker import Tracker
+from .workloads import check_seed
 from .units import format_size, format_time, parse_time
 from .zeropages import ZeroPages
 
@@ -278,7 +279,7 @@ class Migration:
         self.workload = workload
         self.devices = ordered(devices) if devices is not None else default_devices(self.vcpus)
         self.device_bytes = device_bytes(self.devices)
-        self.seed = as_int("seed", seed, minimum=0, maximum=2**64 - 1)
+        self.seed = check_seed(seed)
         if not isinstance(verify, (bool, np.bool_)):
             raise TypeError(f"verify must be a bool, got {type(verify).__name__} {verify!r}")
         self.verify = bool(verify)

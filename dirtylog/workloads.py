@@ -109,8 +109,12 @@ def _exponent(x: Any) -> float:
     return f
 
 
-def _seed(seed: Any) -> int:
+def check_seed(seed: Any) -> int:
+    """A seed of dirtylog's streams: a whole number from 0 to 2**64 - 1 (every seed is checked here)."""
     return v.as_int("seed", seed, minimum=0, maximum=_SEED_MAX)
+
+
+_seed = check_seed
 
 
 def _shares(shares: Any) -> Optional[Tuple[float, ...]]:

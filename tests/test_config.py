@@ -55,6 +55,15 @@ def test_simulate_given_a_rate_as_link_says_what_a_link_is():
         dirtylog.Migration(memory="4MiB", link="10Gbit/s")  # type: ignore[arg-type]  # the mistake tested
 
 
+def test_a_bad_seed_is_the_calls_not_the_workload_specs():
+    # it read "workload 'hotspot:1GiB/s': seed must be ...": the spec was built with the call's seed first
+    for seed in (-1, 2**64):
+        with pytest.raises(ConfigError, match=r"^seed must be 0 <= seed <= 18446744073709551615, got"):
+            dirtylog.simulate(memory="4MiB", seed=seed)
+        with pytest.raises(ConfigError, match=r"^seed must be"):
+            dirtylog.Migration(memory="4MiB", workload=dirtylog.workloads.Hotspot("1GiB/s"), seed=seed)
+
+
 def test_one_set_of_defaults():
     sim = inspect.signature(dirtylog.simulate).parameters
     mig = inspect.signature(dirtylog.Migration).parameters
