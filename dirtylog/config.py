@@ -26,6 +26,7 @@ from typing import Any, Dict, Iterable, Optional, Sequence, Tuple, Union
 
 from ._validate import HUGE_MODES, MODES
 from .errors import ConfigError
+from .throttle import TOLERANCE_MIB_S as _DIRTY_LIMIT_TOLERANCE_MIB_S
 
 __all__ = ["DEFAULTS", "Knob", "KNOBS", "KNOB", "FIELDS", "MigrationConfig", "default_give_up", "suggest",
            "POLICIES", "TRACKERS"]
@@ -167,8 +168,10 @@ _ALL_KNOBS: Tuple[Knob, ...] = (
     Knob("max_cpu_throttle", "percent", "auto-converge: highest throttle", group="auto-converge"),
     Knob("cpu_throttle_tailslow", "flag", "auto-converge: size the later steps by the ratio of dirty rate to "
                                           "bandwidth", group="auto-converge"),
-    Knob("dirty_limit", "flag", "QEMU's dirty-limit instead of auto-converge: hold each vCPU's dirty rate at "
-                                "--vcpu-dirty-limit (needs --tracker ring)", group="dirty-limit"),
+    Knob("dirty_limit", "flag", "QEMU's dirty-limit instead of auto-converge: step each vCPU's sleep at "
+                                "ring-full exits until its dirty rate is within "
+                                f"{_DIRTY_LIMIT_TOLERANCE_MIB_S} MiB/s of --vcpu-dirty-limit (a vCPU already within "
+                                "it runs free; needs --tracker ring)", group="dirty-limit"),
     Knob("vcpu_dirty_limit", "rate", "dirty-limit: each vCPU's dirty-rate quota", group="dirty-limit",
          allow_zero=False),
     Knob("dirty_limit_period", "time", "dirty-limit: how often the vCPUs' dirty rates are read",

@@ -115,6 +115,17 @@ def test_knobs_are_written_once():
             assert k.option in opts, (cmd, k.option)
 
 
+def test_dirty_limit_help_says_what_qemus_controller_does():
+    """--dirty-limit's help said it held each vCPU's dirty rate at the quota; since e50a1e4 the controller steps
+    each vCPU's sleep as QEMU's dirtylimit_process does, and leaves alone a vCPU within its tolerance band of the
+    quota (with the 1 MiB/s default, every vCPU under 26 MiB/s runs free): the help says so."""
+    from dirtylog.throttle import TOLERANCE_MIB_S
+
+    text = KNOB["dirty_limit"].help
+    assert f"within {TOLERANCE_MIB_S} MiB/s of --vcpu-dirty-limit" in text and "runs free" in text
+    assert "hold each" not in text
+
+
 def test_a_knob_given_as_a_list_is_a_sweep_axis(capsys):
     rc = main(["sweep", "-m", "16MiB", "-w", "hotspot:200MiB/s", "-b", "200Mbit/s", "-d", "30ms",
                "--max-iterations", "2,5", "--json", "--jobs", "1"])
