@@ -149,8 +149,8 @@ def tracker_config(
         allowed = ", ".join(str(1 << b) for b in range(RING_MIN.bit_length() - 1, RING_MAX.bit_length()))
         raise ConfigError(
             f"ring_entries must be one of {allowed} (a power of two: KVM's kvm_vm_ioctl_enable_dirty_log_ring "
-            f"on x86 with PML needs room for its {RING_RESERVED} reserved entries (64 and a full "
-            f"{int(lib.DL_PML_LOG_ENTRIES)}-entry PML log), "
+            f"on x86 with PML needs room for its {RING_RESERVED} reserved entries "
+            f"({int(lib.DL_RING_RSVD_ENTRIES)} and a full {int(lib.DL_PML_LOG_ENTRIES)}-entry PML log), "
             f"and takes at most {RING_MAX}; QEMU's dirty-ring-size must be a power of two), got {ring}")
     if not isinstance(initially_set, (bool, np.bool_)):
         raise TypeError(f"initially_set must be a bool, got {type(initially_set).__name__}")

@@ -21,7 +21,7 @@ def _periods(r):
     return [e for e in r.events if e["event"] == "dirty-limit-period"]
 
 
-def test_dirty_limit_holds_each_vcpu_at_its_quota_and_converges():
+def test_dirty_limit_holds_each_vcpu_within_qemus_band_of_its_quota_and_converges():
     stuck = simulate(workload=Uniform(RATE, **HEAVY), policy=PreCopy(max_iterations=12, on_limit="abort"), **KW)
     assert stuck.status == "failed"
     r = simulate(workload=Uniform(RATE, **HEAVY), policy=PreCopy(dirty_limit=True, vcpu_dirty_limit="20MB/s"),

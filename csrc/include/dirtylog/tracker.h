@@ -93,11 +93,12 @@ enum {
     DL_PML_MIN_ENTRIES = 1,
     DL_PML_MAX_ENTRIES = 65536,      /* hardware has 512; larger logs are for experiments */
     DL_PML_LOG_ENTRIES = 512,        /* the hardware's PML log (PML_LOG_NR_ENTRIES): the default */
+    DL_RING_RSVD_ENTRIES = 64,       /* KVM_DIRTY_RING_RSVD_ENTRIES */
     /* A dirty ring's entries beyond its soft limit, KVM's kvm_dirty_ring_get_rsvd_entries() on x86
-       with PML: KVM_DIRTY_RING_RSVD_ENTRIES (64) + kvm_cpu_dirty_log_size() (a full PML log, flushed
+       with PML: KVM_DIRTY_RING_RSVD_ENTRIES + kvm_cpu_dirty_log_size() (a full PML log, flushed
        into the ring at a VM exit after the limit is reached). kvm_dirty_ring_alloc sets soft_limit =
        size - this; the vCPU leaves for userspace at its next entry once that many are used. */
-    DL_RING_RESERVED = 64 + DL_PML_LOG_ENTRIES,
+    DL_RING_RESERVED = DL_RING_RSVD_ENTRIES + DL_PML_LOG_ENTRIES,
     DL_RING_MIN_ENTRIES = 1024,      /* the least power of two above DL_RING_RESERVED, what KVM takes
                                         (kvm_vm_ioctl_enable_dirty_log_ring); QEMU suggests it as
                                         dirty-ring-size's minimum */
