@@ -39,8 +39,8 @@ from typing import Any, Callable, Dict, FrozenSet, List, NoReturn, Optional, Seq
 
 from . import config as _config_mod
 from .errors import ConfigError, DirtylogError
-from .units import (format_dirty_rate, format_rate, format_size, format_time, parse_count_rate, parse_rate, parse_size,
-                    parse_time)
+from .units import (UNIT_HINTS, MissingUnitError, format_dirty_rate, format_rate, format_size, format_time,
+                    parse_count_rate, parse_rate, parse_size, parse_time)
 
 __all__ = ["main", "build_parser"]
 
@@ -174,28 +174,20 @@ def _strip_name(msg: str, name: str) -> str:
     return msg
 
 
-_BARE_NUMBER = re.compile(r"^\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*$")
-# How to write a value of each kind on the command line; {n} is the number the user gave.
-_UNIT_HINT = {
-    "size": "write a size with its unit, such as '{n}GiB', '{n}MiB' or '{n}B' (a bare number would be bytes)",
-    "rate": "write a rate with its unit, such as '{n}Gbit/s' (bits), '{n}MiB/s' or '{n}B/s' (bytes; a bare "
-            "number would be bytes/s)",
-    "time": "write a time with its unit, such as '{n}ms' or '{n}s' (a bare number would be seconds)",
-}
 _PARSERS: Dict[str, Callable[..., Any]] = {"size": parse_size, "rate": parse_rate, "time": parse_time}
 
 
 def _united(kind: str, allow_zero: bool = True, allow_inf: bool = False) -> Callable[[str], str]:
-    """An argparse type for a size, rate or time: checked with dirtylog's parser, a unit required
-    (a bare 0 aside), and the text kept for the configuration."""
+    """An argparse type for a size, rate or time: checked with dirtylog's parser (which wants the
+    unit: units.MissingUnitError), and the text kept for the configuration."""
     parse = _PARSERS[kind]
 
     def check(text: str) -> str:
-        if _BARE_NUMBER.match(text) and float(text) != 0:
-            raise argparse.ArgumentTypeError(f"{text.strip()!r} has no unit; "
-                                             + _UNIT_HINT[kind].format(n=text.strip().lstrip("+")))
         try:
             parse(text, name=kind, allow_zero=allow_zero, allow_inf=allow_inf)
+        except MissingUnitError as exc:  # the command line takes no bare number: no "or pass the number"
+            raise argparse.ArgumentTypeError(f"{exc.number!r} has no unit; "
+                                             + UNIT_HINTS[exc.kind].format(n=exc.number)) from None
         except (ConfigError, TypeError) as exc:
             msg = re.sub(r"use a number of [^;]*? or a string like", "write", _strip_name(str(exc), kind))
             raise argparse.ArgumentTypeError(msg) from None
@@ -1167,7 +1159,7 @@ def cmd_curve(args: argparse.Namespace) -> int:
         args.workload = f"trace:{args.trace}"
         size = Trace(args.trace).guest_pages
         if args.memory is None and size is not None:
-            args.memory = str(size * int(parse_size(args.page_size)))
+            args.memory = f"{size * int(parse_size(args.page_size))}B"
     if args.memory is None:
         args.memory = DEFAULTS["memory"]
     wl = parse_workload(args.workload, seed=args.seed)

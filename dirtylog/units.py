@@ -40,6 +40,10 @@ Conventions
 * Durations: ``ns``, ``us`` (or ``µs``), ``ms``, ``s``, ``min``, ``h``, ``d`` and
   their long forms, and sums of them such as ``"2 min 5 s"`` (what
   :func:`format_time` prints).
+* A string says its unit: ``"300"`` is refused (:class:`MissingUnitError`), because
+  QEMU reads a bare ``300`` as milliseconds (``downtime-limit``), ``-m 4096`` as MiB,
+  and dirtylog would read seconds and bytes. A number (``300``, ``0.3``) is in the base
+  unit (bytes, bytes/s, seconds); ``"0"`` and ``"inf"`` need no unit.
 
 All parsers raise :class:`~dirtylog.errors.ConfigError` (a ``ValueError``) for
 a value they cannot read or that is out of range, with a message naming the
@@ -59,6 +63,8 @@ import numpy as np
 from .errors import ConfigError
 
 __all__ = [
+    "MissingUnitError",
+    "UNIT_HINTS",
     "SizeLike",
     "RateLike",
     "TimeLike",
@@ -126,6 +132,30 @@ _TIME_PART_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zµμ]+)", re.IGNORE
 
 # A parsed number: an exact Fraction, or a float for inf/nan.
 _Num = Union[Fraction, float]
+
+# How to write a value of each kind with its unit; {n} is the number given.
+UNIT_HINTS = {
+    "size": "write a size with its unit, such as '{n}GiB', '{n}MiB' or '{n}B'",
+    "rate": "write a rate with its unit, such as '{n}Gbit/s' (bits), '{n}MiB/s' or '{n}B/s' (bytes)",
+    "time": "write a time with its unit, such as '{n}ms' or '{n}s'",
+}
+_BASE_UNITS = {"size": "bytes", "rate": "bytes/s", "time": "seconds"}
+
+
+class MissingUnitError(ConfigError):
+    """A size, rate or time given as a string of a number without its unit (``"300"``)."""
+
+    def __init__(self, name: str, text: str, kind: str) -> None:
+        self.kind, self.number = kind, text.strip().lstrip("+")
+        super().__init__(f"{name}: {text!r} has no unit; {UNIT_HINTS[kind].format(n=self.number)}, "
+                         f"or pass the number itself ({self.number}) for {_BASE_UNITS[kind]}")
+
+
+def _check_unit(number: _Num, unit: str, x: str, name: str, kind: str) -> None:
+    """MissingUnitError for a string number without a unit, unless it is 0 or inf/nan (the same in
+    every unit)."""
+    if unit == "" and not isinstance(number, float) and number != 0:
+        raise MissingUnitError(name, x, kind)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -280,7 +310,7 @@ def parse_size(
 
     Args:
         x: a number of bytes (an int, or a float with no fractional part) or a
-            string such as ``"8GiB"``, ``"8 GiB"``, ``"4096"``, ``"512KiB"``,
+            string such as ``"8GiB"``, ``"8 GiB"``, ``"4096B"``, ``"512KiB"``,
             ``"4KB"`` (4000), ``"1.5TiB"``, ``"100MB"``, ``"4G"`` (binary, as in
             QEMU) or ``"512k"``.  A string with a prefix is rounded to a whole
             number of bytes (``"0.1KiB"`` is 102); a plain number must be whole.
@@ -292,7 +322,8 @@ def parse_size(
         The size in bytes as an int (``math.inf`` if allowed and given).
 
     Raises:
-        ConfigError: unreadable string, bit units (``"4Gb"``), a negative, NaN,
+        ConfigError: a number in a string without its unit
+            (:class:`MissingUnitError`), unreadable string, bit units (``"4Gb"``), a negative, NaN,
             zero (unless allowed), infinite (unless allowed) or fractional
             number of bytes.
         TypeError: ``x`` is not a str or a real number (``bool`` included).
@@ -304,6 +335,7 @@ def parse_size(
         if parts is None:
             raise _unreadable(name, x, "size", _SIZE_FORMS)
         number, unit = parts
+        _check_unit(number, unit, x, name, "size")
         mult = _size_multiplier(unit, x, name)
         if mult is None:
             hint = " (that looks like a rate)" if "/" in unit or unit.lower().endswith("ps") else ""
@@ -384,7 +416,7 @@ def parse_rate(
             ``"10 Gbps"``, ``"10Gb/s"``, ``"1Gbit"`` (bits, decimal prefixes:
             10 Gbit/s is 1.25e9 B/s), ``"1Gibit/s"`` (binary bits), ``"1GiB/s"``,
             ``"128MiB/s"``, ``"100MB/s"``, ``"100 MBps"``, ``"1.5 GB/s"``,
-            ``"1e9 B/s"`` or ``"12500000"``.  ``/s`` may be left out of a bit
+            ``"1e9 B/s"`` or ``"12500000B/s"``.  ``/s`` may be left out of a bit
             rate (``"1Gbit"``), not of a byte rate: ``"1GiB"`` is a size and an error.
         name: the parameter's name, used in error messages.
         allow_zero: accept 0.
@@ -394,7 +426,8 @@ def parse_rate(
         The rate in bytes per second, as a float.
 
     Raises:
-        ConfigError: unreadable or ambiguous string (``"10G"``), a negative,
+        ConfigError: a number in a string without its unit
+            (:class:`MissingUnitError`), unreadable or ambiguous string (``"10G"``), a negative,
             NaN, zero (unless allowed) or infinite (unless allowed) rate.
         TypeError: ``x`` is not a str or a real number (``bool`` included).
     """
@@ -405,6 +438,7 @@ def parse_rate(
         if parts is None:
             raise _unreadable(name, x, "rate", _RATE_FORMS)
         number, unit = parts
+        _check_unit(number, unit, x, name, "rate")
         mult = _rate_multiplier(unit, x, name)
         if mult is None:
             raise _unreadable(name, x, "rate", _RATE_FORMS)
@@ -486,6 +520,7 @@ def _parse_time_string(x: str, name: str) -> _Num:
     parts = _split(x)
     if parts is not None:
         number, unit = parts
+        _check_unit(number, unit, x, name, "time")
         if unit == "":
             return number
         factor = _TIME_UNITS.get(unit.lower())
@@ -528,7 +563,8 @@ def parse_time(
         The duration in seconds, as a float.
 
     Raises:
-        ConfigError: unreadable string, a negative, NaN, zero (unless allowed)
+        ConfigError: a number in a string without its unit
+            (:class:`MissingUnitError`), unreadable string, a negative, NaN, zero (unless allowed)
             or infinite (unless allowed) duration.
         TypeError: ``x`` is not a str or a real number (``bool`` included).
     """

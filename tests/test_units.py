@@ -31,7 +31,6 @@ KiB, MiB, GiB, TiB, PiB = 2**10, 2**20, 2**30, 2**40, 2**50
         ("8GiB", 8 * GiB),
         ("8 GiB", 8 * GiB),
         ("  8 GiB  ", 8 * GiB),
-        ("4096", 4096),
         ("512KiB", 512 * KiB),
         ("4KB", 4000),
         ("4kB", 4000),
@@ -57,7 +56,7 @@ KiB, MiB, GiB, TiB, PiB = 2**10, 2**20, 2**30, 2**40, 2**50
         ("4096 B", 4096),
         ("4096b", 4096),  # QEMU accepts a lone b for bytes
         ("4096 bytes", 4096),
-        ("1e3", 1000),
+        ("1e3B", 1000),
         ("1e3 KiB", 1000 * KiB),
         ("0", 0),
         ("0 GiB", 0),
@@ -119,13 +118,13 @@ def test_parse_size_unreadable(value: str) -> None:
     assert "'8GiB'" in msg  # an example of an allowed form
 
 
-@pytest.mark.parametrize("value", [-1, -1.0, "-1", "-4GiB", -math.inf, "-inf"])
+@pytest.mark.parametrize("value", [-1, -1.0, "-1B", "-4GiB", -math.inf, "-inf"])
 def test_parse_size_negative(value: Any) -> None:
     with pytest.raises(ConfigError, match=r"memory must be >= 0"):
         parse_size(value, name="memory")
 
 
-@pytest.mark.parametrize("value", [1.5, "1.5", "1.5 B", 0.25, np.float32(2.5)])
+@pytest.mark.parametrize("value", [1.5, "1.5b", "1.5 B", 0.25, np.float32(2.5)])
 def test_parse_size_fractional_bytes(value: Any) -> None:
     with pytest.raises(ConfigError, match=r"page_size must be a whole number of bytes"):
         parse_size(value, name="page_size")
@@ -199,9 +198,9 @@ def test_config_error_is_value_error() -> None:
         ("1e9B/s", 1e9),
         ("100 Bps", 100.0),
         ("100 bytes/s", 100.0),
-        ("12500000", 12_500_000.0),
+        ("12500000B/s", 12_500_000.0),
         ("12500000/s", 12_500_000.0),
-        ("0.5", 0.5),
+        ("0.5B/s", 0.5),
         ("0", 0.0),
         ("0 Gbit/s", 0.0),
         ("1 MB/sec", 1e6),
@@ -328,7 +327,7 @@ def test_parse_rate_too_large_for_float() -> None:
         ("1d", 86400.0),
         ("0s", 0.0),
         ("0", 0.0),
-        ("30", 30.0),
+        ("30 sec", 30.0),
         ("1e-3 s", 1e-3),
         ("2 min 5 s", 125.0),
         ("1h30min", 5400.0),
@@ -563,7 +562,7 @@ def test_format_then_parse_round_trips() -> None:
         assert parse_rate(format_rate(nbytes, bits=True)) == pytest.approx(nbytes, rel=6e-3)
 
 
-@pytest.mark.parametrize("value, hint", [(4, "'4GiB'"), ("4", "'4GiB'"), (16.0, "'16.0GiB'"), (np.int64(8), "'8GiB'"),
+@pytest.mark.parametrize("value, hint", [(4, "'4GiB'"), (16.0, "'16.0GiB'"), (np.int64(8), "'8GiB'"),
                                          ("100B", None), ("2KiB", None)])
 def test_a_guest_smaller_than_a_page_is_an_error_everywhere(value: Any, hint: Any) -> None:
     """memory=4 is 4 bytes: below one page, whatever takes a guest size says so (it ran a one-page guest)."""
@@ -614,3 +613,38 @@ def test_a_bad_page_size_is_one_error_everywhere(value: Any, got: str) -> None:
     assert [check_page_size(x) for x in (512, "4KiB", 4096.0, np.int64(65536), 1 << 20)] == [512, 4096, 4096, 65536,
                                                                                               1 << 20]
     assert dirtylog.Migration(memory="1MiB", page_size="64KiB").pages == 16
+
+
+@pytest.mark.parametrize("parse, kind, base", [(parse_size, "size", "bytes"), (parse_rate, "rate", "bytes/s"),
+                                               (parse_time, "time", "seconds")])
+@pytest.mark.parametrize("text", ["300", " 300 ", "+300", "1e3", "0.5", "-1", "4096"])
+def test_a_string_number_needs_its_unit(parse: Any, kind: str, base: str, text: str) -> None:
+    """A string says its unit: QEMU reads a bare 300 as ms (downtime-limit) and -m 4096 as MiB, so
+    "300" read silently as seconds or bytes would be a trap; the number itself is in the base unit."""
+    from dirtylog.units import MissingUnitError
+
+    with pytest.raises(MissingUnitError) as info:
+        parse(text, name="knob")
+    n = text.strip().lstrip("+")
+    assert str(info.value).startswith(f"knob: {text!r} has no unit; write a {kind} with its unit, such as '{n}")
+    assert str(info.value).endswith(f"or pass the number itself ({n}) for {base}")
+    assert isinstance(info.value, ConfigError) and (info.value.kind, info.value.number) == (kind, n)
+
+
+@pytest.mark.parametrize("parse", [parse_size, parse_rate, parse_time])
+def test_zero_and_inf_need_no_unit(parse: Any) -> None:
+    assert parse("0") == 0 and parse(" 0.0 ") == 0
+    assert parse("inf", allow_inf=True) == math.inf
+
+
+def test_the_api_refuses_a_string_number_without_its_unit() -> None:
+    import dirtylog
+    from dirtylog import Link, PreCopy
+
+    with pytest.raises(ConfigError, match=r"downtime_limit: '300' has no unit; .*'300ms'.*\(300\) for seconds"):
+        PreCopy(downtime_limit="300")
+    with pytest.raises(ConfigError, match=r"memory: '4096' has no unit; .*'4096MiB'"):
+        dirtylog.simulate(memory="4096")
+    with pytest.raises(ConfigError, match=r"bandwidth: '1000' has no unit"):
+        Link("1000")
+    assert PreCopy(downtime_limit=0.3) == PreCopy(downtime_limit="300ms")
