@@ -64,6 +64,8 @@ struct dl_engine {
     double *g_a, *g_b;     /* each vCPU's guest window of the slice */
     dl__wl_cursor g_cur;
     dl_tracker_stats g_before; /* tracker counters at the slice's start (exit costs) */
+    dl_tracker_stats g_vbefore; /* tracker counters at the start of the vCPU being applied */
+    double *g_cost;        /* each vCPU's exit costs in the slice (guest seconds; per-vCPU throttles) */
     double g_stall;        /* post-copy: vCPU-seconds stalled in the slice so far */
     double g_vstall;       /* post-copy: seconds the vCPU being applied has stalled in the slice */
     double g_wall;         /* the slice's length in simulated seconds */
@@ -173,6 +175,7 @@ int dl_engine_create(const dl_engine_config *cfg, dl_tracker *t, dl_workload *w,
     e->vdebt = calloc(e->vcpus, sizeof(double));
     e->g_a = calloc(e->vcpus, sizeof(double));
     e->g_b = calloc(e->vcpus, sizeof(double));
+    e->g_cost = calloc(e->vcpus, sizeof(double));
     e->wbudget = cfg->work_budget ? cfg->work_budget : DL_ENGINE_WORK_BUDGET;
     e->seg_word = malloc(SEG_CAP * sizeof(uint64_t));
     e->seg_bits = malloc(SEG_CAP * sizeof(uint64_t));
@@ -188,7 +191,7 @@ int dl_engine_create(const dl_engine_config *cfg, dl_tracker *t, dl_workload *w,
         if (e->xcache)
             memset(e->xcache, 0xff, cfg->xbzrle_slots * sizeof(uint64_t));
     }
-    if (!e->vthr || !e->vclock || !e->vdebt || !e->mbm || !e->g_a || !e->g_b ||
+    if (!e->vthr || !e->vclock || !e->vdebt || !e->mbm || !e->g_a || !e->g_b || !e->g_cost ||
         (cfg->xbzrle_slots && (!e->xcache || !e->xage)) || !e->seg_word || !e->seg_bits || !e->seg_t || !e->seg_early ||
         !e->seg_late || !e->seg_zero || !e->seg_filter || !e->seg_hit) {
         dl_engine_destroy(e);
@@ -209,6 +212,7 @@ void dl_engine_destroy(dl_engine *e)
     free(e->vdebt);
     free(e->g_a);
     free(e->g_b);
+    free(e->g_cost);
     free(e->xcache);
     free(e->xage);
     free(e->mbm);
@@ -435,6 +439,7 @@ static int guest_begin(dl_engine *e, double wall, int kind, double page_t, int a
     e->g_cur.comp = 0;
     e->g_cur.done = 0;
     e->g_before = *dl__tracker_stats(e->t);
+    e->g_vbefore = e->g_before;
     e->g_stall = 0.0;
     e->g_vstall = 0.0;
     e->g_wall = wall;
@@ -1166,6 +1171,11 @@ static int guest_continue(dl_engine *e)
         if (e->g_kind == G_DEST && !e->g_reads && e->read_scale > 0 && e->reads) {
             e->g_reads = 1;
         } else {
+            if (e->g_kind == G_SOURCE) { /* vCPU j's own exits: the tracker's counters moved by its writes alone */
+                const dl_tracker_stats *now = dl__tracker_stats(e->t);
+                e->g_cost[j] = exit_cost(e, &e->g_vbefore, now);
+                e->g_vbefore = *now;
+            }
             e->g_reads = 0;
             e->g_j++;
             e->g_vstall = 0.0;
@@ -1177,8 +1187,8 @@ static int guest_continue(dl_engine *e)
         double cost = exit_cost(e, &e->g_before, dl__tracker_stats(e->t));
         if (cost > 0) {
             e->st.lost += cost;
-            if (e->cfg.feedback)
-                owe(e, cost / e->vcpus);
+            if (e->cfg.feedback) /* each vCPU its own exits (KVM's exit takes the vCPU that exits) */
+                owe_vcpus(e, cost / e->vcpus, e->g_cost);
         }
         if (e->seg_flushing)
             segment_finish(e);

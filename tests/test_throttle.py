@@ -288,6 +288,39 @@ def test_a_vcpu_charged_alone_pays_alone():
     assert _writes_under(0.5, [], [0.5, 0.0]) == [1024 - 256, 1024 - 256]
 
 
+def test_each_vcpu_pays_its_own_ring_full_exits_under_dirty_limit():
+    """KVM's KVM_EXIT_DIRTY_RING_FULL takes the vCPU whose ring filled, and under dirty-limit QEMU's
+    kvm_cpu_exec has that vCPU reap its own ring (kvm_dirty_ring_reap(kvm_state, cpu)): the exit's cost is
+    its running time alone. Hand-counted: 2 vCPUs of a Sequential guest (every write a new page) writing
+    1024 pages per running second each, 1024-entry rings (full at 448 entries), 1/16 s per ring-full exit,
+    vCPU 1 at a 50 % dirty-limit throttle. In the first second vCPU 0 writes 1024 pages (2 exits: 1/8 s
+    owed), vCPU 1 runs 0.5 s and writes 512 (1 exit: 1/16 s). In the next second vCPU 0 runs 1 - 1/8 s
+    (896 writes), vCPU 1 0.5 - 1/16 s (448). Spread evenly, each would have owed 3/32 s: 928 and 416."""
+    import dirtylog._lib as L
+    from dirtylog import Tracker
+    from dirtylog.engine import Engine
+    from dirtylog.workloads import Sequential
+
+    pages = 1 << 16
+    t = Tracker(pages, mode="ring", vcpus=2, ring_entries=1024)
+    t.start()
+    w = Sequential(2048).bind(pages, vcpus=2, page_size=4096)
+    cfg = L.ffi.new("dl_engine_config *")
+    L.lib.dl_engine_config_init(cfg)
+    cfg.cost_fault = cfg.cost_pml_full = cfg.cost_split = cfg.cost_kick = 0.0
+    cfg.cost_ring_full = 1 / 16
+    e = Engine(cfg, t, w._handle, None)
+    e.set_vcpu_throttle(0, 0.0)
+    e.set_vcpu_throttle(1, 0.5)
+    e.idle(1.0)
+    e.catch_up()
+    assert [v.writes for v in t.stats.vcpus] == [1024, 512]
+    assert [v.ring_full_exits for v in t.stats.vcpus] == [2, 1]
+    e.idle(2.0)
+    e.catch_up()
+    assert [v.writes for v in t.stats.vcpus] == [1024 + 896, 512 + 448]
+
+
 def test_engine_charge_takes_numpy_numbers_and_says_what_a_list_must_hold():
     """Engine.charge takes one number (numpy's too: an int64 was read as a list, "'numpy.int64' object is not
     iterable") or one figure per vCPU; a list of another length says so, where it said "charge: invalid

@@ -16,7 +16,10 @@
  * out of the following slices: a tracker that exits more lets the guest write less.
  * What is owed is running time: with per-vCPU (dirty-limit) throttles each vCPU pays
  * its own out of its own running time, after its throttle, as the global throttle's
- * guest does out of its throttled time (an exit or a kick takes a vCPU while it runs).
+ * guest does out of its throttled time (an exit or a kick takes a vCPU while it runs),
+ * and its own exits only (KVM's exit takes the vCPU that exits: a ring-full exit and
+ * its reap fall on the vCPU whose ring filled); with one guest clock the vCPUs pay the
+ * mean of all exits together.
  *
  * Post-copy: after dl_engine_postcopy_begin the guest runs on the destination. The
  * pages it lacks (the stale set) are pushed in page order in the background; an
