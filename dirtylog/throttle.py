@@ -40,7 +40,11 @@ scales that vCPU's writes): a vCPU that sleeps ``throttle_us_per_full`` after ea
 ring fill, which takes it ``fill`` seconds of running (the ring's soft limit at the
 rate it dirtied pages while running in the last period), sleeps ``T / (T + fill)`` of
 its time. QEMU's integer MiB/s and microseconds are kept as real numbers. A kick's cost
-and wait are their expected values over where in its run-and-sleep cycle a vCPU is.
+and wait are their expected values over where in its run-and-sleep cycle a vCPU is. What the
+smooth shape changes (measured with tools/dirtylimit_bursts.py): the sleep and the dirty rate
+kept agree with QEMU's burst shape, the pages a sync finds do not, and QEMU never puts to sleep
+a vCPU that cannot fill its ring between two reaps (docs/model.rst, "Assumptions and
+simplifications").
 """
 from __future__ import annotations
 
