@@ -40,7 +40,7 @@ from typing import Any, Callable, Dict, FrozenSet, List, NoReturn, Optional, Seq
 from . import config as _config_mod
 from .errors import ConfigError, DirtylogError
 from .units import (UNIT_HINTS, MissingUnitError, format_dirty_rate, format_rate, format_size, format_time,
-                    parse_count_rate, parse_rate, parse_size, parse_time)
+                    parse_count_rate, parse_fraction, parse_percent, parse_rate, parse_size, parse_time)
 
 __all__ = ["main", "build_parser"]
 
@@ -239,19 +239,22 @@ def _add_sample_pages(p: argparse.ArgumentParser) -> None:
                         "default %(default)s)")
 
 
-def _percent(name: str, maximum: float = 99) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        t = text.strip().rstrip("%")
+def _read_with(name: str, parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type reading with one of dirtylog.units' parsers: its ConfigError, less the name that
+    argparse's "argument --x:" already says."""
+    def read(text: str) -> Any:
         try:
-            v = int(t)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole percentage") from None
-        if not 1 <= v <= maximum:
-            raise argparse.ArgumentTypeError(f"must be 1 to {maximum:g} (%), got {text!r}")
-        return v
+            return parse(text)
+        except (ConfigError, TypeError) as exc:
+            raise argparse.ArgumentTypeError(re.sub(rf"^{re.escape(name)}:? ", "", str(exc))) from None
 
-    parse.__name__ = name
-    return parse
+    read.__name__ = name
+    return read
+
+
+def _percent(name: str, minimum: int, maximum: int) -> Callable[[str], int]:
+    """A whole percentage (units.parse_percent): 20 or 20%."""
+    return _read_with(name, functools.partial(parse_percent, name=name, minimum=minimum, maximum=maximum))
 
 
 def _zero_pages(text: str) -> str:
@@ -265,15 +268,8 @@ def _zero_pages(text: str) -> str:
     return text
 
 
-def _fraction(text: str) -> float:
-    t = text.strip()
-    try:
-        v = float(t[:-1]) / 100 if t.endswith("%") else float(t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction; write 0.3 or 30%") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (0% to 100%), got {text!r}")
-    return v
+#: A share from 0 to 1 (units.parse_fraction): 0.3 or 30%.
+_fraction = _read_with("fraction", functools.partial(parse_fraction, name="fraction"))
 
 
 def _number(name: str, minimum: Optional[float] = None) -> Callable[[str], float]:
@@ -323,7 +319,9 @@ def _knob_type(k: Any) -> Callable[[str], Any]:
     if k.kind == "int":
         return _whole(k.name, k.minimum, k.maximum)
     if k.kind == "percent":
-        return _percent(k.name, k.maximum if k.maximum is not None else 99)
+        from .policy import PERCENT_RANGES
+
+        return _percent(k.name, *PERCENT_RANGES[k.parameter])
     if k.kind == "number":
         return _number(k.name, k.minimum)
     if k.kind == "fraction":

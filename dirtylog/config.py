@@ -82,8 +82,9 @@ class Knob:
     """One policy knob: a parameter of :class:`~dirtylog.PreCopy` (or :class:`~dirtylog.PostCopy`).
 
     ``kind`` says how the command line reads it: ``"time"``, ``"rate"``,
-    ``"size"`` (units required), ``"int"``, ``"percent"``, ``"number"``,
-    ``"fraction"``, ``"flag"`` (a switch) or ``"choice"`` (one of ``choices``).
+    ``"size"`` (units required), ``"int"``, ``"percent"`` (a whole number of percent,
+    20 or 20%, in QEMU's range :data:`dirtylog.policy.PERCENT_RANGES`), ``"number"``,
+    ``"fraction"`` (0.3 or 30%), ``"flag"`` (a switch) or ``"choice"`` (one of ``choices``).
     ``owner`` is the class whose parameter ``param`` it is; its default is read
     from that class's signature, so it is written nowhere else.
     """
@@ -161,8 +162,7 @@ _ALL_KNOBS: Tuple[Knob, ...] = (
                                   "what is sent, twice (20%, then +10% each time, at most 99%)",
          group="auto-converge"),
     Knob("throttle_trigger_threshold", "percent", "auto-converge and dirty-limit: dirtied bytes, as a share of "
-                                                  "the bytes sent, that count as too many", group="auto-converge",
-         maximum=100),
+                                                  "the bytes sent, that count as too many", group="auto-converge"),
     Knob("cpu_throttle_initial", "percent", "auto-converge: first throttle", group="auto-converge"),
     Knob("cpu_throttle_increment", "percent", "auto-converge: throttle added each time", group="auto-converge"),
     Knob("max_cpu_throttle", "percent", "auto-converge: highest throttle", group="auto-converge"),

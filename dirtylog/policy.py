@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 from ._validate import as_int
 from .errors import ConfigError
 from .link import check_bandwidth
+from .workloads import check_read_share
 from .engine import WINDOW
-from .units import format_size, format_time, parse_rate, parse_size, parse_time
+from .units import (FractionLike, PercentLike, format_size, format_time, parse_fraction, parse_percent, parse_rate, parse_size,
+                    parse_time)
 
 __all__ = ["PreCopy", "PostCopy", "STOP_RULES", "ON_LIMIT"]
 
@@ -37,6 +39,14 @@ def _bounded_size(x: Any, name: str, maximum: int) -> int:
     if size > maximum:
         raise ConfigError(f"{name} must be at most {format_size(maximum)}, got {x!r} ({format_size(size)})")
     return size
+
+
+#: QEMU's ranges of the percent parameters (migrate_params_check), in percent: the trigger threshold
+#: 1..100, the throttle's steps and cap 1..99. A number is a number of percent (20 is 20 %, as QEMU's
+#: cpu-throttle-initial=20); a string may carry the sign ("20%"): :func:`dirtylog.units.parse_percent`.
+PERCENT_RANGES: Dict[str, Tuple[int, int]] = {
+    "throttle_trigger_threshold": (1, 100), "cpu_throttle_initial": (1, 99), "cpu_throttle_increment": (1, 99),
+    "max_cpu_throttle": (1, 99)}
 
 
 @dataclass(frozen=True, init=False)
@@ -78,7 +88,10 @@ class PreCopy:
         first, then ``+cpu_throttle_increment`` % each time, at most
         ``max_cpu_throttle`` %. With ``cpu_throttle_tailslow`` the later steps are
         sized by the ratio of the dirty rate to the threshold (smaller near the end).
-        A throttled guest runs (100 - throttle) % of the time.
+        A throttled guest runs (100 - throttle) % of the time. The four percentages are
+        numbers of percent, as QEMU takes them: ``20``, ``"20"`` and ``"20%"`` are all
+        20 % (``0.2`` is refused, not read as 20 %); their ranges are
+        :data:`PERCENT_RANGES`, QEMU's.
     dirty_limit, vcpu_dirty_limit, dirty_limit_period:
         QEMU's dirty-limit (instead of auto-converge, which it excludes): when the
         same trigger fires, each vCPU's dirty page rate, read from its dirty ring
@@ -91,7 +104,7 @@ class PreCopy:
         XBZRLE delta compression of re-sent pages (a model): from round 1 on, each
         page sent is looked up in a direct-mapped cache of ``xbzrle_cache_size``
         (QEMU's default 64 MiB); a hit is sent as a delta whose size is exponential
-        with mean ``xbzrle_ratio`` of a page (0.25 by default: deltas of re-dirtied
+        with mean ``xbzrle_ratio`` of a page (a share: 0.25 or "25%", the default: deltas of re-dirtied
         pages are typically a few times smaller than the page; measure yours), a
         delta larger than a page overflows and the page goes whole, a miss sends the
         page whole and caches it unless its slot holds another page cached or hit
@@ -203,17 +216,17 @@ class PreCopy:
         chunk_size: Union[int, str] = "512KiB",
         clear_chunk: Union[int, str] = "1GiB",
         auto_converge: bool = False,
-        throttle_trigger_threshold: int = 50,
-        cpu_throttle_initial: int = 20,
-        cpu_throttle_increment: int = 10,
-        max_cpu_throttle: int = 99,
+        throttle_trigger_threshold: PercentLike = 50,
+        cpu_throttle_initial: PercentLike = 20,
+        cpu_throttle_increment: PercentLike = 10,
+        max_cpu_throttle: PercentLike = 99,
         cpu_throttle_tailslow: bool = False,
         dirty_limit: bool = False,
         vcpu_dirty_limit: Union[float, str] = "1MiB/s",
         dirty_limit_period: TimeLike = "1s",
         xbzrle: bool = False,
         xbzrle_cache_size: Union[int, str] = "64MiB",
-        xbzrle_ratio: float = 0.25,
+        xbzrle_ratio: FractionLike = 0.25,
         multifd_channels: int = 0,
         channel_bandwidth: Optional[Union[float, str]] = None,
         max_bandwidth: Optional[Union[float, str]] = None,
@@ -262,24 +275,17 @@ class PreCopy:
             if not isinstance(val, bool):
                 raise TypeError(f"{flag} must be a bool, got {val!r}")
             s(self, flag, val)
-        # QEMU's ranges: threshold 1..100, initial and increment 1..99, max 1..99
-        s(self, "throttle_trigger_threshold", as_int("throttle_trigger_threshold", throttle_trigger_threshold,
-                                                     minimum=1, maximum=100))
-        s(self, "cpu_throttle_initial", as_int("cpu_throttle_initial", cpu_throttle_initial, minimum=1, maximum=99))
-        s(self, "cpu_throttle_increment", as_int("cpu_throttle_increment", cpu_throttle_increment,
-                                                 minimum=1, maximum=99))
-        s(self, "max_cpu_throttle", as_int("max_cpu_throttle", max_cpu_throttle, minimum=1, maximum=99))
+        for pname, pval in (("throttle_trigger_threshold", throttle_trigger_threshold),
+                            ("cpu_throttle_initial", cpu_throttle_initial),
+                            ("cpu_throttle_increment", cpu_throttle_increment), ("max_cpu_throttle", max_cpu_throttle)):
+            lo, hi = PERCENT_RANGES[pname]
+            s(self, pname, parse_percent(pval, name=pname, minimum=lo, maximum=hi))
         if auto_converge and dirty_limit:
             raise ConfigError("auto_converge and dirty_limit exclude each other (as in QEMU): choose one")
         s(self, "vcpu_dirty_limit", parse_rate(vcpu_dirty_limit, name="vcpu_dirty_limit", allow_zero=False))
         s(self, "dirty_limit_period", parse_time(dirty_limit_period, name="dirty_limit_period", allow_zero=False))
         s(self, "xbzrle_cache_size", _bounded_size(xbzrle_cache_size, "xbzrle_cache_size", MAX_XBZRLE_CACHE))
-        try:
-            ratio = float(xbzrle_ratio)
-        except (TypeError, ValueError):
-            raise TypeError(f"xbzrle_ratio must be a number in (0, 1], got {xbzrle_ratio!r}") from None
-        if not 0.0 < ratio <= 1.0:
-            raise ConfigError(f"xbzrle_ratio must be in (0, 1] (a delta's mean size as a share of a page), got {ratio}")
+        ratio = parse_fraction(xbzrle_ratio, name="xbzrle_ratio", allow_zero=False)  # a delta's mean share of a page
         s(self, "xbzrle_ratio", ratio)
         s(self, "multifd_channels", as_int("multifd_channels", multifd_channels, minimum=0, maximum=256))
         s(self, "channel_bandwidth", None if channel_bandwidth is None
@@ -331,7 +337,7 @@ class PostCopy:
         The :class:`PreCopy` settings of those rounds (downtime limit, limits,
         chunk size, auto-converge ...). Its ``on_limit`` applies as usual.
     read_share:
-        Share of the guest's memory accesses that are reads. None (the default):
+        Share of the guest's memory accesses that are reads (0.6 or "60%"). None (the default):
         the workload's own (``Workload.with_read_share``), else 2/3 (two reads per
         write, a common load/store mix). Reads follow the write stream's
         distribution over pages (drawn from the same generator at another point of
@@ -372,7 +378,7 @@ class PostCopy:
     channel_backlog: int
 
     def __init__(self, after_rounds: int = 1, precopy: Optional[PreCopy] = None,
-                 read_share: Optional[float] = None, prepage: int = 0,
+                 read_share: Optional[FractionLike] = None, prepage: int = 0,
                  channel_backlog: Union[int, str] = "12MiB") -> None:
         s = object.__setattr__
         s(self, "after_rounds", as_int("after_rounds", after_rounds, minimum=1))
@@ -381,15 +387,7 @@ class PostCopy:
         if not isinstance(precopy, PreCopy):
             raise TypeError(f"precopy must be a PreCopy, got {type(precopy).__name__}")
         s(self, "precopy", precopy)
-        rs: Optional[float] = None
-        if read_share is not None:
-            try:
-                rs = float(read_share)
-            except (TypeError, ValueError):
-                raise TypeError(f"read_share must be a number in [0, 1), got {read_share!r}") from None
-            if not 0.0 <= rs < 1.0:
-                raise ConfigError(f"read_share must be in [0, 1) (a share of the accesses), got {read_share!r}")
-        s(self, "read_share", rs)
+        s(self, "read_share", None if read_share is None else check_read_share(read_share))
         s(self, "prepage", as_int("prepage", prepage, minimum=0, maximum=4096))
         backlog = int(parse_size(channel_backlog, name="channel_backlog", allow_zero=True))
         if backlog > MAX_CHANNEL_BACKLOG:

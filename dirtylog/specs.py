@@ -63,6 +63,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .errors import ConfigError
+from .units import parse_fraction
 
 __all__ = ["GRAMMAR", "KINDS", "Term", "parse_terms", "parse_workload", "with_rate", "describe", "ZERO_GRAMMAR",
            "parse_zero_pages"]
@@ -131,16 +132,6 @@ class _Kind:
     aliases: Dict[str, str] = field(default_factory=dict)
 
 
-def _fraction(value: str, name: str, where: str) -> float:
-    v = value.strip()
-    try:
-        if v.endswith("%"):
-            return float(v[:-1]) / 100.0
-        return float(v)
-    except ValueError:
-        raise ConfigError(f"{where}: {name}={value!r} is not a fraction; write 0.1 or 10%") from None
-
-
 def _int(value: str, name: str, where: str) -> int:
     try:
         return int(value.strip().replace("_", ""), 0)
@@ -164,10 +155,13 @@ def _seed(opts: Dict[str, str], where: str, seed: Optional[int]) -> int:
 
 
 def _pages_or_size(value: str, name: str, where: str, fraction: bool) -> Any:
-    """An int page count, a size string ("1GiB") or (if allowed) a fraction (0.5, "50%")."""
+    """An int page count, a size string ("1GiB") or (if allowed) a fraction (0.5, or "50%", kept as written
+    for the workload to read and to show in its errors)."""
     v = value.strip()
-    if fraction and (v.endswith("%") or ("." in v and v.replace(".", "", 1).isdigit())):
-        return _fraction(v, name, where)
+    if fraction and v.endswith("%"):
+        return v
+    if fraction and "." in v and v.replace(".", "", 1).isdigit():
+        return parse_fraction(v, name=name)
     try:
         return int(v.replace("_", ""), 0)
     except ValueError:
@@ -191,9 +185,8 @@ def _build_uniform(o: Dict[str, str], where: str, seed: Optional[int]) -> Any:
 def _build_hotspot(o: Dict[str, str], where: str, seed: Optional[int]) -> Any:
     from .workloads import Hotspot
 
-    hot = _fraction(o["hot"], "hot", where) if "hot" in o else 0.1
-    share = _fraction(o["share"], "share", where) if "share" in o else 0.9
-    return Hotspot(o["rate"], hot_fraction=hot, hot_share=share, seed=_seed(o, where, seed))
+    shares = {api: o[arg] for api, arg in _KINDS["hotspot"].aliases.items() if arg in o}  # read by Hotspot
+    return Hotspot(o["rate"], **shares, seed=_seed(o, where, seed))
 
 
 def _build_zipf(o: Dict[str, str], where: str, seed: Optional[int]) -> Any:

@@ -349,7 +349,7 @@ def _option(r: "SweepResult", name: str) -> Any:
 
 def _knob_text(name: str, value: Any) -> str:
     from .config import KNOB
-    from .units import parse_rate, parse_size, parse_time
+    from .units import parse_percent, parse_rate, parse_size, parse_time
 
     kind = KNOB[name].kind
     if value is None:
@@ -363,7 +363,7 @@ def _knob_text(name: str, value: Any) -> str:
     if kind == "size":
         return format_size(parse_size(value))
     if kind == "percent":
-        return f"{value} %"
+        return f"{parse_percent(value)} %"
     return str(value)
 
 

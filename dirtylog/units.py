@@ -44,6 +44,12 @@ Conventions
   QEMU reads a bare ``300`` as milliseconds (``downtime-limit``), ``-m 4096`` as MiB,
   and dirtylog would read seconds and bytes. A number (``300``, ``0.3``) is in the base
   unit (bytes, bytes/s, seconds); ``"0"`` and ``"inf"`` need no unit.
+* Percentages and shares. A *percent* knob (QEMU's ``cpu-throttle-initial=20``) reads a
+  number as a number of percent: ``20``, ``"20"`` and ``"20%"`` are all 20 %
+  (:func:`parse_percent`). A *share* (a hot set, a fraction of memory, a ratio) reads a
+  number as a fraction of the whole: ``0.3`` and ``"0.3"`` are 30 %, and so is ``"30%"``
+  (:func:`parse_fraction`); a share given as ``30`` is refused with a hint to write ``"30%"``.
+  Errors show the value as it was written (``'200%'``).
 
 All parsers raise :class:`~dirtylog.errors.ConfigError` (a ``ValueError``) for
 a value they cannot read or that is out of range, with a message naming the
@@ -72,6 +78,10 @@ __all__ = [
     "parse_rate",
     "parse_time",
     "parse_count_rate",
+    "PercentLike",
+    "FractionLike",
+    "parse_percent",
+    "parse_fraction",
     "format_size",
     "format_rate",
     "format_dirty_rate",
@@ -84,11 +94,17 @@ SizeLike = Union[str, int, float, "np.integer[Any]", "np.floating[Any]"]
 RateLike = Union[str, int, float, "np.integer[Any]", "np.floating[Any]"]
 #: A duration: a number of seconds or a string such as ``"300ms"``.
 TimeLike = Union[str, int, float, "np.integer[Any]", "np.floating[Any]"]
+#: A percentage (QEMU's percent parameters): a number of percent (``20``) or a string (``"20%"``, ``"20"``).
+PercentLike = Union[str, int, float, "np.integer[Any]", "np.floating[Any]"]
+#: A share of a whole: a number from 0 to 1 (``0.3``) or a string (``"30%"``, ``"0.3"``).
+FractionLike = Union[str, int, float, "np.integer[Any]", "np.floating[Any]"]
 
 _SIZE_FORMS = "use a number of bytes or a string like '8GiB', '512KiB', '4G', '100MB'"
 _RATE_FORMS = "use a number of bytes/s or a string like '10Gbit/s', '1.25GB/s', '128MiB/s'"
 _TIME_FORMS = "use a number of seconds or a string like '300ms', '1.5s', '2min', '1h'"
 _COUNT_FORMS = "use a number of pages/s or a string like '5000/s', '5000 pages/s', '128MiB/s'"
+_PERCENT_FORMS = "use a whole number of percent (20, or '20%')"
+_FRACTION_FORMS = "use a number from 0 to 1 (0.3) or a percentage ('30%')"
 
 _NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:inf(?:inity)?|nan)"
 # Matched against the stripped text: no pattern around the unit that could backtrack.
@@ -511,6 +527,90 @@ def parse_count_rate(
         return float(value)
     except OverflowError:
         raise ConfigError(f"{name}: {x!r} is too large for a float; {_COUNT_FORMS}") from None
+
+
+# --------------------------------------------------------------------------- percentages and shares
+
+
+def _read_percent_text(x: Any, name: str, noun: str, forms: str) -> Tuple[_Num, bool]:
+    """The number in ``x`` (a real number, or a string such as ``"20"``, ``"20%"``, ``"0.3"``) and whether
+    it was written with a ``%`` sign."""
+    _check_type(x, name, f"a number or a string like '20%' ({noun})")
+    if not isinstance(x, str):
+        return _number_from_real(x, name, forms), False
+    _check_length(x, name, noun, forms)
+    text = x.strip()
+    pct = text.endswith("%")
+    parts = _split(text[:-1] if pct else text)
+    if parts is None or parts[1] != "":
+        raise _unreadable(name, x, noun, forms)
+    return parts[0], pct
+
+
+def _shown(x: Any) -> str:
+    """A value as the user wrote it, for messages: ``'200%'`` for a string, ``2.5`` for a number."""
+    return repr(x) if isinstance(x, str) else str(x)
+
+
+def parse_percent(x: PercentLike, *, name: str = "value", minimum: int = 0, maximum: int = 100) -> int:
+    """Read a whole percentage, as QEMU's percent parameters (``cpu-throttle-initial=20``) take it.
+
+    Args:
+        x: a number of percent (``20``, ``20.0``) or a string (``"20%"``, ``"20 %"``, ``"20"``): all
+            mean 20 %. A number is *not* a fraction here: ``0.2`` is 0.2 %, refused as not whole.
+        name: the parameter's name, used in error messages.
+        minimum, maximum: the allowed range, in percent (inclusive).
+
+    Returns:
+        The percentage as an int (20 for 20 %).
+
+    Raises:
+        ConfigError: unreadable, NaN, not whole, or outside ``minimum..maximum``; the message shows the
+            value as written and the range.
+        TypeError: ``x`` is not a str or a real number (``bool`` included).
+    """
+    number, _ = _read_percent_text(x, name, "percentage", _PERCENT_FORMS)
+    span = f"a whole number of percent from {minimum} to {maximum}"
+    if isinstance(number, float) or number != int(number) or not minimum <= number <= maximum:
+        hint = ""
+        if not isinstance(number, float) and 0 < number < 1 and not (isinstance(x, str) and "%" in x):
+            hint = f" (a number here is percent, as in QEMU: for {float(number) * 100:g} % write {float(number) * 100:g})"
+        raise ConfigError(f"{name} must be {span}, got {_shown(x)}{hint}")
+    return int(number)
+
+
+def parse_fraction(x: FractionLike, *, name: str = "value", allow_zero: bool = True,
+                   allow_one: bool = True) -> float:
+    """Read a share of a whole (a hot set, a fraction of memory, a ratio), from 0 to 1.
+
+    Args:
+        x: a number from 0 to 1 (``0.3``), or a string: ``"0.3"`` or a percentage ``"30%"``.
+        name: the parameter's name, used in error messages.
+        allow_zero: accept 0 (0 %).
+        allow_one: accept 1 (100 %).
+
+    Returns:
+        The share, as a float (0.3 for ``"30%"``).
+
+    Raises:
+        ConfigError: unreadable, NaN or out of range; the message shows the value as written
+            (``'200%'``, not 2.0), and for a number such as ``30`` suggests ``'30%'``.
+        TypeError: ``x`` is not a str or a real number (``bool`` included).
+    """
+    number, pct = _read_percent_text(x, name, "fraction", _FRACTION_FORMS)
+    value = number / 100 if pct else number
+    low_ok = value >= 0 if allow_zero else value > 0
+    high_ok = value <= 1 if allow_one else value < 1
+    if isinstance(value, float) and math.isnan(value) or not (low_ok and high_ok):
+        span = {(True, True): "from 0 to 1 (0% to 100%)",
+                (False, True): "above 0 and at most 1 (above 0%, up to 100%)",
+                (True, False): "from 0 to below 1 (0% to below 100%)",
+                (False, False): "above 0 and below 1 (between 0% and 100%)"}[allow_zero, allow_one]
+        hint = ""
+        if not pct and not isinstance(value, float) and 1 < value <= 100:
+            hint = f"; for {float(value):g} % write '{float(value):g}%'"
+        raise ConfigError(f"{name} must be {span}, got {_shown(x)}{hint}")
+    return float(value)
 
 
 # --------------------------------------------------------------------------- durations

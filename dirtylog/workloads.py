@@ -53,7 +53,7 @@ from ._lib import check, ffi, lib
 from .dirtycurve import ClassFit, expected_curve, fit_rate_classes
 from .errors import ConfigError
 from .trace import TraceData, check_trace, check_trace_bounds, load_trace, save_trace
-from .units import parse_count_rate, parse_size, parse_time
+from .units import FractionLike, parse_count_rate, parse_fraction, parse_size, parse_time
 
 __all__ = [
     "Workload",
@@ -91,13 +91,10 @@ def _rate(rate: Any, page_size: int, name: str = "rate") -> float:
     return r
 
 
-def _fraction(x: Any, name: str) -> float:
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
-        raise TypeError(f"{name} must be a number in [0, 1], got {type(x).__name__} {x!r}")
-    f = float(x)
-    if not (0.0 <= f <= 1.0):  # also rejects NaN
-        raise ConfigError(f"{name} must be in [0, 1], got {x!r}")
-    return f
+def check_read_share(share: Any) -> float:
+    """A share of the guest's accesses that are reads, from 0 to below 1 (``0.6`` or ``"60%"``): the one check
+    of it (:meth:`Workload.with_read_share`, :class:`~dirtylog.PostCopy`)."""
+    return parse_fraction(share, name="read_share", allow_one=False)
 
 
 def _exponent(x: Any) -> float:
@@ -155,13 +152,8 @@ def _pages_of(x: Any, name: str, pages: int, page_size: int, *, fraction: bool) 
     if isinstance(x, str):
         s = x.strip()
         if s.endswith("%"):
-            try:
-                f = float(s[:-1])
-            except ValueError:
-                raise ConfigError(f"{name}: cannot read {x!r} as a percentage") from None
-            if not (0.0 < f <= 100.0):
-                raise ConfigError(f"{name} must be a percentage in (0%, 100%], got {x!r}")
-            return max(1, min(pages, int(round(f / 100.0 * pages))))
+            f = parse_fraction(s, name=name, allow_zero=False)
+            return max(1, min(pages, int(round(f * pages))))
         nbytes = parse_size(s, name=name)
         return nbytes // page_size
     if isinstance(x, (bool, np.bool_)):
@@ -215,9 +207,7 @@ def _check_pages_spec(x: Any, name: str, *, fraction: bool, minimum: int = 1) ->
             raise ConfigError(f"{name} must be >= {minimum} pages, got {x!r}")
         return
     if isinstance(x, numbers.Real) and fraction:
-        f = float(x)
-        if not (0.0 < f <= 1.0):
-            raise ConfigError(f"{name} as a fraction of memory must be in (0, 1], got {x!r}")
+        parse_fraction(float(x), name=f"{name} as a fraction of memory", allow_zero=False)
         return
     raise TypeError(f"{name} must be a page count (int), {'a fraction (float), ' if fraction else ''}or a size string, got {x!r}")
 
@@ -400,19 +390,14 @@ class Workload:
     #: too). None: the default, :data:`DEFAULT_READ_SHARE`. Set with :meth:`with_read_share`.
     read_share: Optional[float] = None
 
-    def with_read_share(self, share: float) -> "Workload":
-        """A copy of this workload whose accesses are ``share`` reads (0 <= share < 1).
+    def with_read_share(self, share: FractionLike) -> "Workload":
+        """A copy of this workload whose accesses are ``share`` reads (0 <= share < 1, or ``"60%"``).
 
         Reads follow the same distribution over pages as the writes; they matter
         only after a post-copy switch-over, where a read of a page the destination
         lacks is a remote fault like a write.
         """
-        try:
-            rs = float(share)
-        except (TypeError, ValueError):
-            raise TypeError(f"read_share must be a number in [0, 1), got {share!r}") from None
-        if not 0.0 <= rs < 1.0:
-            raise ConfigError(f"read_share must be in [0, 1) (a share of the accesses), got {share!r}")
+        rs = check_read_share(share)
         c = copy.copy(self)
         c.read_share = rs
         return c
@@ -578,7 +563,8 @@ class Hotspot(Workload):
     The hot pages are scattered over memory (a seeded permutation), not one
     block. The hot set has ``round(hot_fraction * pages)`` pages, at least 1 when
     ``hot_fraction > 0``; writes are uniform within the hot set and within the
-    rest. If either set is empty every write goes to the other one.
+    rest. If either set is empty every write goes to the other one. Both shares are
+    numbers from 0 to 1 or percentages (``0.05`` or ``"5%"``).
     """
 
     @property
@@ -592,8 +578,8 @@ class Hotspot(Workload):
     def __init__(
         self,
         rate: RateLike,
-        hot_fraction: float = 0.1,
-        hot_share: float = 0.9,
+        hot_fraction: FractionLike = 0.1,
+        hot_share: FractionLike = 0.9,
         *,
         shares: Any = None,
         seed: Any = 0,
@@ -601,8 +587,8 @@ class Hotspot(Workload):
         super().__init__(shares=shares, seed=seed)
         _rate(rate, 4096)
         self.rate = rate
-        self.hot_fraction = _fraction(hot_fraction, "hot_fraction")
-        self.hot_share = _fraction(hot_share, "hot_share")
+        self.hot_fraction = parse_fraction(hot_fraction, name="hot_fraction")
+        self.hot_share = parse_fraction(hot_share, name="hot_share")
 
     def _params(self) -> str:
         return f"rate={self.rate!r}, hot_fraction={self.hot_fraction}, hot_share={self.hot_share}"

@@ -23,11 +23,12 @@ them (a written page is no longer zero):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional, Tuple, Union
+from typing import Any, Iterable, Optional, Tuple
 
 import numpy as np
 
 from .errors import ConfigError
+from .units import parse_fraction
 
 __all__ = ["ZeroPages", "KINDS"]
 
@@ -54,7 +55,7 @@ class ZeroPages:
     @classmethod
     def scattered(cls, fraction: Any) -> "ZeroPages":
         """Each page zero with probability ``fraction`` (0..1, or ``"30%"``)."""
-        return cls("scattered", fraction=_fraction(fraction, "zero_pages"))
+        return cls("scattered", fraction=parse_fraction(fraction, name="zero_pages"))
 
     @classmethod
     def top(cls, amount: Any) -> "ZeroPages":
@@ -70,7 +71,7 @@ class ZeroPages:
             from .units import parse_size
 
             return cls("top", size=int(parse_size(amount, name="zero_pages top", allow_zero=True)))
-        return cls("top", fraction=_fraction(amount, "zero_pages top"))
+        return cls("top", fraction=parse_fraction(amount, name="zero_pages top"))
 
     @classmethod
     def ranges(cls, spans: Iterable[Any]) -> "ZeroPages":
@@ -192,25 +193,6 @@ def _fraction_spec(v: float) -> str:
     """A fraction as a spec that reads back as exactly ``v``: a short percentage where one is exact,
     else the shortest decimal that is (never an exponent: ``top:`` would take its ``e`` for a unit)."""
     short = f"{100 * v:g}%"
-    if _fraction(short, "zero_pages") == v:
+    if parse_fraction(short, name="zero_pages") == v:
         return short
     return str(np.format_float_positional(v, unique=True, trim="0"))
-
-
-def _fraction(x: Union[float, int, str], name: str) -> float:
-    if isinstance(x, bool):
-        raise TypeError(f"{name} must be a fraction between 0 and 1, got {x!r}")
-    if isinstance(x, str):
-        t = x.strip()
-        try:
-            v = float(t[:-1]) / 100 if t.endswith("%") else float(t)
-        except ValueError:
-            raise ConfigError(f"{name} must be a fraction between 0 and 1 (0% to 100%), got {x!r}") from None
-    else:
-        try:
-            v = float(x)
-        except (TypeError, ValueError):
-            raise TypeError(f"{name} must be a fraction between 0 and 1, got {x!r}") from None
-    if not 0.0 <= v <= 1.0:
-        raise ConfigError(f"{name} must be a fraction between 0 and 1 (0% to 100%), got {x!r}")
-    return v

@@ -154,10 +154,10 @@ def test_trace_and_mix_workloads(capsys, tmp_path):
     (["simulate", "--downtime-limit=-1s"], "negative"),
     (["simulate", "--vcpus", "0"], ">= 1"),
     (["simulate", "--tracker", "dirty"], "'dirty' is not allowed (allowed: wp, pml, ring, clear)"),
-    (["simulate", "--zero-pages", "150%"], "between 0 and 1"),
+    (["simulate", "--zero-pages", "150%"], "from 0 to 1 (0% to 100%), got '150%'"),
     (["simulate", "-w", "hotpot:1GiB/s"], "unknown kind"),
     (["simulate", "-w", "hotspot"], "missing rate"),
-    (["simulate", "-w", "hotspot:1GiB/s,hot=3"], "hot= must be in [0, 1]"),
+    (["simulate", "-w", "hotspot:1GiB/s,hot=3"], "hot= must be from 0 to 1 (0% to 100%), got '3'; for 3 % write '3%'"),
     (["simulate", "-w", "zipf:1GiB/s,q=1"], "unknown argument"),
     (["simulate", "-m", "16MiB", "-w", "trace:/no/such/file.npz"], "no such trace file"),
     (["simulate", "-m", "16MiB", "-w", "sequential:1GiB/s,start=1GiB"], "start"),
@@ -208,7 +208,8 @@ def test_bad_values_give_one_line_and_status_2(capsys, argv, words):
     (["simulate", "--stop", "qmu"], ["'qmu'", "did you mean qemu?"]),
     (["sweep", "--trackers", "pml"], ["did you mean --tracker?"]),
     # no doubled percent signs
-    (["simulate", "--cpu-throttle-initial", "120"], ["1 to 99 (%)"]),
+    (["simulate", "--cpu-throttle-initial", "120"], ["whole number of percent from 1 to 99, got '120'"]),
+    (["simulate", "--cpu-throttle-initial", "0.2"], ["a number here is percent", "for 20 % write 20"]),
     (["simulate", "--zero-pages", "2"], ["(0% to 100%)"]),
     # the plot's format is checked before the run
     (["simulate", "--plot", "out.jpg2"], ["--plot out.jpg2", "'.jpg2' is not a picture format", ".png"]),
@@ -218,7 +219,7 @@ def test_bad_values_give_one_line_and_status_2(capsys, argv, words):
     (["curve", "--sample-pages", "99999"], ["argument --sample-pages", "from 128 to 16384"]),
     (["simulate", "-t", "PML"], ["'PML' is not allowed; did you mean pml?"]),
     # a spec's errors name its own arguments (hot=, not the Python API's hot_fraction)
-    (["simulate", "-w", "hotspot:1GiB/s,hot=120%"], ["'hotspot:1GiB/s,hot=120%': hot= must be in [0, 1], got 1.2"]),
+    (["simulate", "-w", "hotspot:1GiB/s,hot=120%"], ["'hotspot:1GiB/s,hot=120%': hot= must be from 0 to 1 (0% to 100%), got '120%'"]),
     # record's errors name the subcommand (its program is not the subcommand's name)
     (["record"], ["dirtylog record: error: give the program to record after '--'"]),
     (["record", "-o", "x.txt", "--", "true"], ["dirtylog record: error:", "got 'x.txt'"]),
@@ -405,7 +406,7 @@ def test_python_m_dirtylog_simulate(tmp_path):
     ("hotspot:1GiB/s,0.2,80%", Hotspot, {"hot_fraction": 0.2, "hot_share": 0.8}),
     ("zipf:1GiB/s,s=1.2", Zipf, {"s": 1.2}),
     ("sequential:100MiB/s,start=1MiB,length=50%,stride=3", Sequential,
-     {"start": "1MiB", "length": 0.5, "stride": 3}),
+     {"start": "1MiB", "length": "50%", "stride": 3}),
     ("idle", Idle, {"rate": 50}),
     ("idle:74", Idle, {"rate": "74"}),
     ("workingset:2s:10%:800MiB/s,1s:512MiB:200MiB/s,repeat=no", WorkingSet, {"repeat": False}),
@@ -424,7 +425,7 @@ def test_spec_sums_seeds_and_none():
     assert parse_workload("hotspot:1GiB/s,seed=2", seed=9).seed == 2
     assert parse_workload("none") is None
     ws = parse_workload("workingset:2s:10%:800MiB/s,1s:512MiB:200MiB/s")
-    assert ws.phases == ((2.0, 0.1, "800MiB/s"), (1.0, "512MiB", "200MiB/s"))
+    assert ws.phases == ((2.0, "10%", "800MiB/s"), (1.0, "512MiB", "200MiB/s"))
     assert [t.kind for t in parse_terms("mix:idle+seq:5")] == ["idle", "sequential"]
 
 

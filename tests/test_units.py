@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
-from typing import Any
+from typing import Any, Dict
 
 import numpy as np
 import pytest
@@ -648,3 +648,90 @@ def test_the_api_refuses_a_string_number_without_its_unit() -> None:
     with pytest.raises(ConfigError, match=r"bandwidth: '1000' has no unit"):
         Link("1000")
     assert PreCopy(downtime_limit=0.3) == PreCopy(downtime_limit="300ms")
+
+
+# --------------------------------------------------------------------------- percentages and shares
+
+
+@pytest.mark.parametrize("given", [20, 20.0, "20", "20%", " 20 % ", np.int64(20), np.float64(20.0)])
+def test_a_percent_is_a_number_of_percent_with_or_without_its_sign(given: Any) -> None:
+    """QEMU's cpu-throttle-initial=20 is 20 %: a number, a string and a string with '%' read alike."""
+    from dirtylog.units import parse_percent
+
+    assert parse_percent(given, name="knob", minimum=1, maximum=99) == 20
+    assert type(parse_percent(given, name="knob")) is int
+
+
+@pytest.mark.parametrize("given, words", [
+    (0.2, "got 0.2 (a number here is percent, as in QEMU: for 20 % write 20)"),
+    ("12.5%", "got '12.5%'"),
+    ("100%", "from 1 to 99, got '100%'"),
+    (0, "from 1 to 99, got 0"),
+    (float("nan"), "got nan"),
+    ("20 %%", "cannot read '20 %%' as a percentage; use a whole number of percent (20, or '20%')"),
+    ("twenty", "cannot read 'twenty' as a percentage"),
+])
+def test_a_bad_percent_says_what_was_written_and_the_range(given: Any, words: str) -> None:
+    from dirtylog.units import parse_percent
+
+    with pytest.raises(ConfigError) as info:
+        parse_percent(given, name="knob", minimum=1, maximum=99)
+    assert str(info.value).startswith("knob")
+    assert words in str(info.value)
+
+
+@pytest.mark.parametrize("given, value", [(0.3, 0.3), ("0.3", 0.3), ("30%", 0.3), ("30 %", 0.3), (0, 0.0),
+                                          ("0%", 0.0), (1, 1.0), ("100%", 1.0), ("12.5%", 0.125)])
+def test_a_share_is_a_fraction_or_a_percentage(given: Any, value: float) -> None:
+    from dirtylog.units import parse_fraction
+
+    assert parse_fraction(given, name="share") == value
+
+
+@pytest.mark.parametrize("given, kw, words", [
+    ("200%", {}, "share must be from 0 to 1 (0% to 100%), got '200%'"),
+    (30, {}, "got 30; for 30 % write '30%'"),
+    ("30", {}, "got '30'; for 30 % write '30%'"),
+    ("-1%", {}, "got '-1%'"),
+    ("0%", {"allow_zero": False}, "must be above 0 and at most 1 (above 0%, up to 100%), got '0%'"),
+    (1, {"allow_one": False}, "must be from 0 to below 1 (0% to below 100%), got 1"),
+    ("a third", {}, "cannot read 'a third' as a fraction; use a number from 0 to 1 (0.3) or a percentage ('30%')"),
+])
+def test_a_bad_share_is_shown_as_written(given: Any, kw: Dict[str, bool], words: str) -> None:
+    from dirtylog.units import parse_fraction
+
+    with pytest.raises(ConfigError) as info:
+        parse_fraction(given, name="share", **kw)
+    assert words in str(info.value)
+
+
+@pytest.mark.parametrize("given", [None, [20], True])
+def test_percent_and_share_refuse_other_types(given: Any) -> None:
+    from dirtylog.units import parse_fraction, parse_percent
+
+    with pytest.raises(TypeError):
+        parse_percent(given)
+    with pytest.raises(TypeError):
+        parse_fraction(given)
+
+
+def test_the_api_takes_percent_knobs_and_shares_as_the_cli_does() -> None:
+    """One parser behind the CLI, the spec strings and the Python API: '20%' is 20 % everywhere."""
+    from dirtylog import Hotspot, PostCopy, PreCopy
+    from dirtylog.cli import build_parser
+    from dirtylog.specs import parse_workload
+
+    assert PreCopy(cpu_throttle_initial="20%") == PreCopy(cpu_throttle_initial=20) == PreCopy()
+    assert PreCopy(throttle_trigger_threshold="100%").throttle_trigger_threshold == 100
+    assert PreCopy(xbzrle_ratio="25%") == PreCopy(xbzrle_ratio=0.25)
+    assert PostCopy(read_share="60%").read_share == 0.6
+    assert Hotspot("1GiB/s", hot_fraction="5%", hot_share="95%").hot_fraction == 0.05
+    spec = parse_workload("hotspot:1GiB/s,hot=5%,share=0.95")
+    assert (spec.hot_fraction, spec.hot_share) == (0.05, 0.95)
+    args = build_parser().parse_args(["simulate", "--cpu-throttle-initial", "20%", "--xbzrle-ratio", "25%"])
+    assert (args.cpu_throttle_initial, args.xbzrle_ratio) == (20, 0.25)
+    with pytest.raises(ConfigError, match=r"cpu_throttle_initial must be a whole number of percent from 1 to 99, "
+                                          r"got 0.2 \(a number here is percent"):
+        PreCopy(cpu_throttle_initial=0.2)
+    with pytest.raises(ConfigError, match=r"hot= must be from 0 to 1 \(0% to 100%\), got '200%'"):
+        parse_workload("hotspot:1GiB/s,hot=200%")

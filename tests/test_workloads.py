@@ -491,8 +491,9 @@ def test_dirty_curve_rejects_bad_curves():
         (lambda: d.Uniform("5 parsecs/s"), "rate"),
         (lambda: d.Uniform(1e16), "at most"),
         (lambda: d.Idle(rate=-5), "rate"),
-        (lambda: d.Hotspot(100, hot_fraction=1.5), r"hot_fraction must be in \[0, 1\]"),
-        (lambda: d.Hotspot(100, hot_share=-0.1), r"hot_share must be in \[0, 1\]"),
+        (lambda: d.Hotspot(100, hot_fraction=1.5), r"hot_fraction must be from 0 to 1 \(0% to 100%\), got 1.5; for 1.5 % write '1.5%'"),
+        (lambda: d.Hotspot(100, hot_fraction="200%"), r"hot_fraction must be from 0 to 1 \(0% to 100%\), got '200%'"),
+        (lambda: d.Hotspot(100, hot_share=-0.1), r"hot_share must be from 0 to 1 \(0% to 100%\), got -0.1"),
         (lambda: d.Hotspot(100, hot_share=float("nan")), "hot_share"),
         (lambda: d.Zipf(100, s=0), r"s \(the Zipf exponent\) must be in \(0, 100\]"),
         (lambda: d.Zipf(100, s=-1), "Zipf exponent"),
@@ -504,8 +505,8 @@ def test_dirty_curve_rejects_bad_curves():
         (lambda: d.WorkingSet([]), "at least one"),
         (lambda: d.WorkingSet([(0, 10, 100)]), "duration"),
         (lambda: d.WorkingSet([(1, 0, 100)]), "working_set"),
-        (lambda: d.WorkingSet([(1, 1.5, 100)]), r"working_set as a fraction of memory must be in \(0, 1\]"),
-        (lambda: d.WorkingSet([(1, "150%", 100)]), "percentage"),
+        (lambda: d.WorkingSet([(1, 1.5, 100)]), r"working_set as a fraction of memory must be above 0 and at most 1"),
+        (lambda: d.WorkingSet([(1, "150%", 100)]), r"working_set must be above 0 and at most 1 \(above 0%, up to 100%\), got '150%'"),
         (lambda: d.WorkingSet([(1, 10, -3)]), r"phases\[0\] rate"),
         (lambda: d.WorkingSet([(1, 10)]),  # type: ignore[list-item]  # the wrong shape is the point
          r"phases\[0\] must be a \(duration, working_set, rate\)"),
@@ -536,7 +537,7 @@ def test_bad_parameters_raise_config_error(make, match):
 
 def test_wrong_types_raise_type_error():
     with pytest.raises(TypeError):
-        d.Hotspot(100, hot_fraction="0.1")  # type: ignore[arg-type]  # the wrong types are the point
+        d.Hotspot(100, hot_fraction=[0.1])  # type: ignore[arg-type]  # the wrong types are the point
     with pytest.raises(TypeError):
         d.Mix(d.Uniform(1))  # type: ignore[arg-type]
     with pytest.raises(TypeError):
