@@ -15,6 +15,7 @@ from .costs import TrackingCosts
 from .devices import Device, default_devices
 from .faults import BandwidthChange, LinkFailure
 from .link import Link
+from .engine import Engine
 from .migration import Migration, simulate
 from .policy import PostCopy, PreCopy
 from .report import MigrationReport, RoundReport
@@ -45,6 +46,7 @@ __all__ = [
     "ConfigError",
     "LinkFailure",
     "Device",
+    "Engine",
     "Link",
     "Migration",
     "MigrationReport",

@@ -68,7 +68,14 @@ def _destructor(tracker_handle: Any) -> Callable[[Any], None]:
 
 
 class Engine:
-    """One C engine bound to a tracker and a workload (both must outlive it)."""
+    """One C engine bound to a tracker and a workload (both must outlive it): a migration's mechanism,
+    ``Migration.engine`` (also ``dirtylog.Engine``, for annotations and ``isinstance``).
+
+    :class:`~dirtylog.migration.Migration` builds it, with the C configuration it derives from its
+    link and policy, and makes every decision; a program embedding a migration reads its figures
+    (:meth:`counters`: QEMU's per-window counters and the migration bitmap, :attr:`remaining`,
+    :attr:`bandwidth`, :attr:`clock`) rather than driving it. C programs drive the same engine
+    through ``dirtylog/engine.h`` (``dl_engine_*``; :mod:`dirtylog.embed`)."""
 
     def __init__(self, config: Any, tracker: Any, workload_handle: Any, dst: Optional[np.ndarray] = None) -> None:
         """``dst``: destination versions (uint32 per page, DL_ABSENT at first) to verify against the
@@ -102,9 +109,11 @@ class Engine:
 
     @property
     def clock(self) -> float:
+        """The simulated clock (seconds since the migration started)."""
         return float(self.state().clock)
 
     def counters(self) -> Counters:
+        """QEMU's per-window counters and the migration bitmap's state, now."""
         check(lib.dl_engine_get_counters(self._e, self._ct), "engine counters")
         c = self._ct
         return Counters(int(c.remaining), int(c.scan), int(c.passes), int(c.windows), int(c.iterations),
@@ -113,6 +122,7 @@ class Engine:
 
     @property
     def remaining(self) -> int:
+        """Dirty pages in the migration bitmap, still to send (QEMU's ``remaining`` is this x page size)."""
         check(lib.dl_engine_get_counters(self._e, self._ct), "engine counters")
         return int(self._ct.remaining)
 

@@ -156,3 +156,15 @@ def test_benchmark_ratio_tables_fit_the_terminal(monkeypatch):
     assert all(h in "\n".join(wide) for h in ("bare ns", "ref ns", "API ms", "ref ms", "IQR", "best/best"))
     assert "narrow terminal" not in "\n".join(wide)
     assert sum(line.lstrip().startswith("64 pages") for line in narrow) == 1  # each call case once
+
+
+def test_engine_is_exported_as_the_type_of_migration_engine():
+    """The API reference documents Engine (dirtylog.engine), and a migration hands one out as
+    Migration.engine: it is importable from dirtylog, for annotations and isinstance."""
+    import dirtylog
+
+    assert "Engine" in dirtylog.__all__ and dirtylog.Engine is dirtylog.engine.Engine
+    m = dirtylog.Migration(memory="64MiB", workload=dirtylog.Hotspot("10MiB/s"), link=dirtylog.Link("1Gbit/s"))
+    assert isinstance(m.engine, dirtylog.Engine)
+    m.run()
+    assert m.engine.counters().passes >= 1 and m.engine.remaining == m.engine.counters().remaining
