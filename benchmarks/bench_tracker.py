@@ -263,7 +263,7 @@ def _paired_rounds(benchmark, write, reset, count: int, bare=None, rounds: int =
 
 
 def _paired(benchmark, bare_s: List[float], ops: int) -> Dict[str, float]:
-    """The paired figures of a benchmark timed by _paired_rounds (see test_first_write_tracker)."""
+    """The paired figures of a benchmark timed by _paired_rounds (see test_first_write_paired)."""
     stats = getattr(benchmark, "stats", None)
     data = list(getattr(getattr(stats, "stats", None), "data", []) or [])
     if not data or len(data) != len(bare_s):
@@ -281,7 +281,7 @@ def _paired(benchmark, bare_s: List[float], ops: int) -> Dict[str, float]:
 @pytest.mark.parametrize("marks", ["-", "stale"])
 @pytest.mark.parametrize("guest", FIRST_GUESTS)
 @pytest.mark.parametrize("mode", WRITE_MODES)
-def test_first_write_tracker(benchmark, results, mode, guest, marks):
+def test_first_write_paired(benchmark, results, mode, guest, marks):
     """The tracker's first writes, each round paired with a bare-loop round.
 
     Each timed round writes one batch of ``WRITE_BATCH`` distinct pages right after a
@@ -430,7 +430,7 @@ def test_harvest_tracker(benchmark, results, density):
 
 
 @pytest.mark.parametrize("density", list(DENSITIES))
-def test_harvest_tracker_api(benchmark, results, density):
+def test_harvest_python_api(benchmark, results, density):
     """Tracker.harvest(): the C harvest plus the Python call and a fresh result array."""
     h = _HarvestCase.get(density)
 

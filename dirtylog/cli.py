@@ -95,7 +95,8 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         message, prog = self._with_suggestion(message)
-        self.exit(2, f"{prog}: error: {message} (see '{prog} --help')\n")
+        _tell(f"{prog}: error: {message} (see '{prog} --help')")
+        self.exit(2)
 
     def _options(self, argv: Sequence[str]) -> Tuple[List[str], List[str], Optional[str]]:
         """The option strings (of the subcommand named in argv, if any), the subcommand names and
@@ -165,6 +166,35 @@ def _terminal_width(default: int) -> int:
     import shutil
 
     return shutil.get_terminal_size((default, 24)).columns
+
+
+def _stderr_columns() -> Optional[int]:
+    """The width to wrap messages on stderr at: the terminal's ($COLUMNS first) when stderr is a terminal;
+    None when it is a pipe or a file, where each message stays one line for grep and for logs."""
+    try:
+        if not sys.stderr.isatty():
+            return None
+        columns = os.environ.get("COLUMNS", "")
+        if columns.isdigit() and int(columns) > 0:
+            return int(columns)
+        return os.get_terminal_size(sys.stderr.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _message_text(line: str, columns: Optional[int]) -> str:
+    """A message wrapped by the renderer at the spaces of its text to ``columns`` (its later lines indented
+    by two), never inside a word, an option (``--cpu-throttle-initial``) or a value; as it is without
+    ``columns``."""
+    from .render import wrap
+
+    return "\n".join("".join(t for t, _ in ln) for ln in wrap("", [(line, "")], -1, columns, hang=2))
+
+
+def _tell(line: str) -> None:
+    """An error, a warning or a notice on stderr ("dirtylog simulate: error: ..."): the one place the command
+    line prints them, wrapped to the terminal's width (one line each into a pipe or a file)."""
+    print(_message_text(line, _stderr_columns()), file=sys.stderr)
 
 
 def _strip_name(msg: str, name: str) -> str:
@@ -677,8 +707,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--scenario", action="append", metavar="NAME",
                    help="only this scenario (may be repeated)")
     _add_json(v, "the comparison")
-    v.add_argument("--markdown", action="store_true",
-                   help="print one Markdown row per scenario (QEMU / dirtylog per figure, the table of docs/validation.rst)")
+    form = v.add_mutually_exclusive_group()
+    form.add_argument("--rst", action="store_true",
+                      help="print the table of docs/validation.rst: one row per scenario, QEMU / dirtylog per "
+                           "figure (a reStructuredText simple table)")
+    form.add_argument("--markdown", action="store_true", help="print that table in Markdown")
     v.set_defaults(func=cmd_validate)
     for name, parser in sub.choices.items():  # each command's help begins its epilog with its examples
         lines = "\n".join(f"  {line}" for line in EXAMPLES[name])
@@ -886,8 +919,8 @@ def _run_sweep(configs: List[Any], args: argparse.Namespace, what: str) -> Tuple
 
 
 def _interrupted(command: str, results: Any, total: int) -> int:
-    print(f"{PROG} {command}: interrupted: {len(results)} of {_plural(total, 'configuration')} finished"
-          f"{' (shown above)' if len(results) else ''}", file=sys.stderr)
+    _tell(f"{PROG} {command}: interrupted: {len(results)} of {_plural(total, 'configuration')} finished"
+         f"{' (shown above)' if len(results) else ''}")
     return 130
 
 
@@ -960,8 +993,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         if not interrupted:  # advice on a run that had not ended would mislead
             _print_advice(report)
     if interrupted:
-        print(f"{PROG} simulate: interrupted at {format_time(report.total_time)} (simulated); the rounds so far "
-              "are above", file=sys.stderr)
+        _tell(f"{PROG} simulate: interrupted at {format_time(report.total_time)} (simulated); the rounds so far "
+             "are above")
         return 130
     if args.plot:
         from .plot import plot_report
@@ -1470,7 +1503,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     # The suite prints its ratio table (measured against its baselines in the same run) at the end.
     rc = subprocess.call(cmd, cwd=str(bdir))
     if rc == 5:
-        print(f"{PROG} bench: no benchmark was collected in {bdir}", file=sys.stderr)
+        _tell(f"{PROG} bench: error: no benchmark was collected in {bdir}")
     return 0 if rc == 0 else 1
 
 
@@ -1485,8 +1518,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         _emit(_to_json(result.to_dict()), args.json, "comparison")
         if args.json == "-":
             return 1 if result.regressions else 0
-    if args.markdown:
-        sys.stdout.write(result.markdown() + "\n")
+    if args.rst or args.markdown:
+        sys.stdout.write(result.markup("rst" if args.rst else "markdown") + "\n")
         return 1 if result.regressions else 0
     _print_lines(result.lines(_width()))
     return 1 if result.regressions else 0
@@ -1638,7 +1671,7 @@ class _own_warnings:
                 text = cli_words(str(message).strip())
                 if text not in seen:
                     seen.add(text)
-                    print(f"{prog}: warning: {text}", file=sys.stderr)
+                    _tell(f"{prog}: warning: {text}")
                 return
             if issubclass(category, (DeprecationWarning, PendingDeprecationWarning)) \
                     or "Deprecation" in category.__name__:
@@ -1674,7 +1707,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with _own_warnings(prog):
             return int(args.func(args))
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+        _tell(f"{prog}: interrupted")
         return 130
     except BrokenPipeError:  # e.g. `dirtylog sweep --csv | head`
         try:
@@ -1686,8 +1719,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except MemoryError as exc:
         if debug:
             raise
-        print(f"{prog}: error: out of memory: {str(exc).strip() or 'an allocation failed'}; "
-              "try a smaller guest (--memory) or fewer jobs", file=sys.stderr)
+        _tell(f"{prog}: error: out of memory: {str(exc).strip() or 'an allocation failed'}; "
+             "try a smaller guest (--memory) or fewer jobs")
         return 2
     except (DirtylogError, TypeError, ValueError, OSError, ImportError) as exc:
         if debug:
@@ -1695,5 +1728,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         msg = cli_words(str(exc).strip().replace("\n", " ")) or type(exc).__name__
         if isinstance(exc, OSError) and getattr(exc, "filename", None) and str(exc.filename) not in msg:
             msg = f"{msg}: {exc.filename}"
-        print(f"{prog}: error: {msg}", file=sys.stderr)
+        _tell(f"{prog}: error: {msg}")
         return 2

@@ -16,8 +16,8 @@ from .errors import ConfigError
 from .link import check_bandwidth
 from .workloads import check_read_share
 from .engine import WINDOW
-from .units import (FractionLike, PercentLike, format_size, format_time, parse_fraction, parse_percent, parse_rate, parse_size,
-                    parse_time)
+from .units import (FractionLike, PercentLike, format_size, format_time, parse_fraction, parse_percent, parse_rate,
+                    parse_size, parse_time)
 
 __all__ = ["PreCopy", "PostCopy", "STOP_RULES", "ON_LIMIT"]
 

@@ -58,8 +58,12 @@ class Column:
     note: str = ""
 
 
+#: The markups :func:`table` writes besides its text: what documentation pages take.
+MARKUPS = ("rst", "markdown")
+
+
 def table(columns: Sequence[Column], rows: Sequence[Tuple[Sequence[str], Union[str, Sequence[str]]]],
-          width: Optional[int] = None, title: str = "", caption: str = "") -> List[Line]:
+          width: Optional[int] = None, title: str = "", caption: str = "", markup: str = "") -> List[Line]:
     """A table as lines: a title (wrapped to ``width``), the header, a rule, the rows and a caption.
 
     Each row is its cells and a style: one for the row, or one per cell.
@@ -67,7 +71,28 @@ def table(columns: Sequence[Column], rows: Sequence[Tuple[Sequence[str], Union[s
     table fits (the columns of priority 0 always stay); the caption says which.
     The caption goes first, then the notes of the columns shown (``Column.note``),
     so that the caption never explains a column the table dropped.
+
+    ``markup`` (one of :data:`MARKUPS`) writes the table alone, every column, for a
+    documentation page: ``"rst"`` a reStructuredText simple table (``=`` rules),
+    ``"markdown"`` a pipe table (right-aligned columns marked ``---:``).
     """
+    if markup == "markdown":
+        def row(cells: Sequence[str]) -> Line:
+            return [("| " + " | ".join(cells) + " |", "")]
+
+        return [row([c.header for c in columns]),
+                row(["---:" if c.justify == "right" else "---" for c in columns])] + [row(r[0]) for r in rows]
+    if markup == "rst":
+        widths = [max([len(c.header)] + [len(r[0][i]) for r in rows]) for i, c in enumerate(columns)]
+        rule: Line = [(" ".join("=" * w for w in widths), "")]
+
+        def cells_line(cells: Sequence[str]) -> Line:
+            return [(" ".join(t.rjust(w) if c.justify == "right" else t.ljust(w)
+                              for t, w, c in zip(cells, widths, columns)).rstrip(), "")]
+
+        return [rule, cells_line([c.header for c in columns]), rule] + [cells_line(r[0]) for r in rows] + [rule]
+    if markup:
+        raise ValueError(f"unknown table markup {markup!r}; allowed: {', '.join(MARKUPS)}")
     def fit(headers: List[str]) -> Tuple[List[int], List[int], List[str]]:
         widths = [max([len(headers[i])] + [len(r[0][i]) for r in rows]) for i in range(len(columns))]
         keep = list(range(len(columns)))
@@ -137,8 +162,9 @@ def _words(text: str) -> List[str]:
     return out
 
 
-def wrap(label: str, value: Line, label_width: int, width: Optional[int]) -> List[Line]:
-    """``label  value`` lines, the value's words wrapped under itself to ``width``."""
+def wrap(label: str, value: Line, label_width: int, width: Optional[int], hang: int = 0) -> List[Line]:
+    """``label  value`` lines, the value's words wrapped under itself to ``width``; ``hang`` indents the
+    value's later lines by that many more spaces (a message's continuation)."""
     pad = label_width + 2 if label_width >= 0 else 0
     head: Line = [(label.ljust(label_width) + "  ", "bold")] if pad else []
     if width is None or pad + sum(len(t) for t, _ in value) <= width:
@@ -163,7 +189,7 @@ def wrap(label: str, value: Line, label_width: int, width: Optional[int]) -> Lis
     used = 0
     for pieces in words:
         n = sum(len(t) for t, _ in pieces)
-        if used and used + 1 + n > room:
+        if used and used + 1 + n > (room - hang if lines else room):
             lines.append(cur)
             cur, used = [], 0
         if used:
@@ -173,7 +199,7 @@ def wrap(label: str, value: Line, label_width: int, width: Optional[int]) -> Lis
         used += n
     if cur:
         lines.append(cur)
-    indent: Line = [(" " * pad, "")] if pad else []
+    indent: Line = [(" " * (pad + hang), "")] if pad + hang else []
     return [head + lines[0]] + [indent + ln for ln in lines[1:]]
 
 

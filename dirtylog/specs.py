@@ -155,13 +155,11 @@ def _seed(opts: Dict[str, str], where: str, seed: Optional[int]) -> int:
 
 
 def _pages_or_size(value: str, name: str, where: str, fraction: bool) -> Any:
-    """An int page count, a size string ("1GiB") or (if allowed) a fraction (0.5, or "50%", kept as written
-    for the workload to read and to show in its errors)."""
+    """An int page count, a size string ("1GiB") or (if allowed) a fraction of memory (0.5 or "50%", more
+    than none)."""
     v = value.strip()
-    if fraction and v.endswith("%"):
-        return v
-    if fraction and "." in v and v.replace(".", "", 1).isdigit():
-        return parse_fraction(v, name=name)
+    if fraction and (v.endswith("%") or ("." in v and v.replace(".", "", 1).isdigit())):
+        return parse_fraction(v, name=name, allow_zero=False)
     try:
         return int(v.replace("_", ""), 0)
     except ValueError:

@@ -574,7 +574,8 @@ def parse_percent(x: PercentLike, *, name: str = "value", minimum: int = 0, maxi
     if isinstance(number, float) or number != int(number) or not minimum <= number <= maximum:
         hint = ""
         if not isinstance(number, float) and 0 < number < 1 and not (isinstance(x, str) and "%" in x):
-            hint = f" (a number here is percent, as in QEMU: for {float(number) * 100:g} % write {float(number) * 100:g})"
+            pct = f"{float(number) * 100:g}"
+            hint = f" (a number here is percent, as in QEMU: for {pct} % write {pct})"
         raise ConfigError(f"{name} must be {span}, got {_shown(x)}{hint}")
     return int(number)
 

@@ -734,15 +734,21 @@ class Comparison:
 
         return self.table(output_width())
 
-    def markdown(self, keys: Sequence[str] = ("verdict", "dirty_sync_count", "total_time", "downtime",
-                                              "transferred")) -> str:
-        """One row per scenario, a cell per figure: "QEMU median / dirtylog", marked ✓ when
-        dirtylog is within QEMU's spread and ✗ when not (the table of docs/validation.rst)."""
+    #: The figures of the table for a documentation page (:meth:`markup`), in its order.
+    DOC_KEYS = ("verdict", "dirty_sync_count", "total_time", "downtime", "transferred")
+
+    def markup(self, kind: str = "rst", keys: Sequence[str] = DOC_KEYS) -> str:
+        """One row per scenario, a cell per figure: "QEMU median / dirtylog", marked ✓ when dirtylog is
+        within QEMU's spread and ✗ when not: the table of docs/validation.rst (``kind="rst"``, a
+        reStructuredText simple table) or of a Markdown page (``"markdown"``); drawn by
+        :func:`dirtylog.render.table`."""
+        from .render import Column, table
+
         labels = {k: lab for k, lab, _ in FIGURES}
-        out = ["| scenario | runs | " + " | ".join(labels[k] for k in keys) + " |",
-               "| --- | ---: | " + " | ".join("---" for _ in keys) + " |"]
+        columns = [Column("scenario", "left"), Column("runs")] + [Column(labels[k], "left") for k in keys]
+        rows = []
         for s in self.scenarios:
-            cells = []
+            cells = [s.scenario, str(len(s.runs))]
             for k in keys:
                 f = s.figure(k)
                 if f.status == "n/a":
@@ -750,8 +756,12 @@ class Comparison:
                     continue
                 mark = "✓" if f.status in ("ok", "fixed gap") else "✗"
                 cells.append(f"{_fmt(f.qemu_median, f.unit)} / {_fmt(f.dirtylog, f.unit)} {mark}")
-            out.append(f"| {s.scenario} | {len(s.runs)} | " + " | ".join(cells) + " |")
-        return "\n".join(out)
+            rows.append((cells, ""))
+        return "\n".join("".join(t for t, _ in line) for line in table(columns, rows, markup=kind))
+
+    def markdown(self, keys: Sequence[str] = DOC_KEYS) -> str:
+        """:meth:`markup` in Markdown."""
+        return self.markup("markdown", keys)
 
     def to_dict(self) -> Dict[str, Any]:
         return {"scenarios": [{"scenario": s.scenario, "runs": [r.path for r in s.runs],

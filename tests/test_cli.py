@@ -406,7 +406,7 @@ def test_python_m_dirtylog_simulate(tmp_path):
     ("hotspot:1GiB/s,0.2,80%", Hotspot, {"hot_fraction": 0.2, "hot_share": 0.8}),
     ("zipf:1GiB/s,s=1.2", Zipf, {"s": 1.2}),
     ("sequential:100MiB/s,start=1MiB,length=50%,stride=3", Sequential,
-     {"start": "1MiB", "length": "50%", "stride": 3}),
+     {"start": "1MiB", "length": 0.5, "stride": 3}),
     ("idle", Idle, {"rate": 50}),
     ("idle:74", Idle, {"rate": "74"}),
     ("workingset:2s:10%:800MiB/s,1s:512MiB:200MiB/s,repeat=no", WorkingSet, {"repeat": False}),
@@ -425,7 +425,7 @@ def test_spec_sums_seeds_and_none():
     assert parse_workload("hotspot:1GiB/s,seed=2", seed=9).seed == 2
     assert parse_workload("none") is None
     ws = parse_workload("workingset:2s:10%:800MiB/s,1s:512MiB:200MiB/s")
-    assert ws.phases == ((2.0, "10%", "800MiB/s"), (1.0, "512MiB", "200MiB/s"))
+    assert ws.phases == ((2.0, 0.1, "800MiB/s"), (1.0, "512MiB", "200MiB/s"))
     assert [t.kind for t in parse_terms("mix:idle+seq:5")] == ["idle", "sequential"]
 
 
@@ -452,6 +452,35 @@ def test_warnings_are_one_line_each(capsys, tmp_path):
     rc, out, err = run(capsys, "curve", "--memory", "64MiB", "--workload", f"curve:{path}", "--windows", "1s")
     lines = [x for x in err.splitlines() if x.strip()]
     assert rc == 0 and lines and all(x.startswith("dirtylog curve: warning: ") for x in lines)
+
+
+@pytest.mark.parametrize("argv", [
+    ("curve", "--memory", "64MiB", "--workload", "curve:{path}", "--windows", "1s"),  # the fit warns
+    ("simulate", "--auto-converge", "--cpu-throttle-initial", "0.2"),
+    ("simulate", "-w", "hotspot:1GiB/s,hot=200%"),
+    ("simulate", "-m", "4096"),
+    ("simulate", "--trackr", "pml"),
+])
+def test_messages_wrap_at_words_on_a_terminal_and_stay_one_line_in_a_pipe(capsys, monkeypatch, tmp_path, argv):
+    """Errors and warnings fit a terminal of 40-80 columns, broken only at spaces, their later lines
+    indented; into a pipe or a file (capsys) each stays one line, as the other tests read them."""
+    import dirtylog.cli as cli
+
+    path = tmp_path / "convex.json"
+    path.write_text(json.dumps({"windows": [1, 2, 3], "dirty_pages": [10, 20, 1000], "total_pages": 10000}))
+    argv = tuple(a.format(path=path) for a in argv)
+    rc, _, piped = run(capsys, *argv)
+    flat = [x for x in piped.splitlines() if x.strip()]
+    assert flat and all(x.startswith("dirtylog ") for x in flat)
+    for columns in (80, 40):
+        monkeypatch.setattr(cli, "_stderr_columns", lambda c=columns: c)
+        rc2, _, err = run(capsys, *argv)
+        lines = err.rstrip("\n").split("\n")
+        assert rc2 == rc
+        assert all(len(x) <= columns or " " not in x.strip() for x in lines), err
+        messages = [m for m in re.split(r"\n(?! )", err.rstrip("\n"))]
+        assert [" ".join(m.split()) for m in messages] == [" ".join(x.split()) for x in flat]
+        assert any(len(x) > columns for x in flat) == (len(lines) > len(flat))
 
 
 @pytest.mark.parametrize("name, content, words", [

@@ -168,3 +168,19 @@ def test_engine_is_exported_as_the_type_of_migration_engine():
     assert isinstance(m.engine, dirtylog.Engine)
     m.run()
     assert m.engine.counters().passes >= 1 and m.engine.remaining == m.engine.counters().remaining
+
+
+def test_each_benchmark_name_selects_itself_alone():
+    """``-k NAME`` selects by substring: no benchmark's name may sit inside another's (``-k write_tracker``
+    had also selected the first-write rows of ``test_first_write_tracker``)."""
+    from dirtylog.cli import _benchmarks_dir
+
+    bdir = _benchmarks_dir(None)
+    if bdir is None:
+        pytest.skip("the benchmark suite is not installed")
+    trees = [ast.parse(f.read_text()) for f in bdir.glob("bench_*.py")]
+    names = sorted({node.name[len("test_"):] for tree in trees for node in ast.walk(tree)
+                    if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")})
+    assert len(names) > 10
+    clashes = [(a, b) for a in names for b in names if a != b and a in b]
+    assert not clashes, f"-k {clashes[0][0]} would also select test_{clashes[0][1]}: {clashes}"

@@ -143,6 +143,10 @@ def test_cli_prints_the_table(capsys):
     rc = main(["validate", "--markdown", *files])
     md = capsys.readouterr().out
     assert md.startswith("| scenario | runs |") and "| idle | 3 |" in md
+    rc = main(["validate", "--rst", *files])
+    rst = capsys.readouterr().out.splitlines()
+    assert rst[0] == rst[2] == rst[-1] and set(rst[0]) == {"=", " "} and rst[1].split()[:2] == ["scenario", "runs"]
+    assert rst[3].split()[:2] == ["idle", "3"] and len(rst) == 5
     rc = main(["validate", "--scenario", "nosuch", *files])
     assert rc == 2
 
@@ -178,3 +182,14 @@ def test_cli_text_is_the_api_text_and_fits_the_terminal(capsys, monkeypatch, col
         assert col in header
     assert any(line.startswith("Within QEMU's spread") for line in lines)
     assert any("known gap" in line and line.startswith("downtime") for line in lines)  # the post-copy pause
+
+
+@needs_results
+def test_the_docs_table_is_what_validate_prints():
+    """docs/validation.rst's table is ``dirtylog validate --rst`` over every recorded run: re-run it and
+    paste its output there when dirtylog's figures move."""
+    docs = RESULTS.parent.parent / "docs" / "validation.rst"
+    if not docs.is_file():
+        pytest.skip("docs/ is not here (it is in the source tree)")
+    table = V.compare(FILES).markup("rst")
+    assert table in docs.read_text(), f"docs/validation.rst: replace its table with:\n{table}"
