@@ -8,7 +8,7 @@ command line in-process and returns its exit status:
 * 0: done;
 * 1: the simulation ran but its end-to-end check found a lost dirty write, or the
   benchmarks failed;
-* 2: a bad option, value or unit (one line on stderr, no traceback), or
+* 2: a bad option, value or unit (one message on stderr, no traceback), or
   something this build cannot do (post-copy, a missing optional package);
 * 130: interrupted.
 
@@ -17,7 +17,9 @@ Set ``DIRTYLOG_DEBUG=1`` to get the traceback of an error instead of its line.
 Text goes to stdout through one renderer (:mod:`dirtylog.render`: plain-text tables and
 wrapped paragraphs fitted to the terminal), coloured with rich on a terminal; progress
 bars (rich) go to stderr, only when stderr is a terminal (``--progress`` forces them,
-``--no-progress`` turns them off); ``--json`` prints machine output instead.
+``--no-progress`` turns them off); ``--json`` prints machine output instead. Errors and
+warnings are one line each on stderr, wrapped at spaces to the terminal's width when stderr
+is a terminal (their later lines indented), never when it is a pipe or a file.
 """
 from __future__ import annotations
 
@@ -920,7 +922,7 @@ def _run_sweep(configs: List[Any], args: argparse.Namespace, what: str) -> Tuple
 
 def _interrupted(command: str, results: Any, total: int) -> int:
     _tell(f"{PROG} {command}: interrupted: {len(results)} of {_plural(total, 'configuration')} finished"
-         f"{' (shown above)' if len(results) else ''}")
+          f"{' (shown above)' if len(results) else ''}")
     return 130
 
 
@@ -994,7 +996,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             _print_advice(report)
     if interrupted:
         _tell(f"{PROG} simulate: interrupted at {format_time(report.total_time)} (simulated); the rounds so far "
-             "are above")
+              "are above")
         return 130
     if args.plot:
         from .plot import plot_report
@@ -1720,7 +1722,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if debug:
             raise
         _tell(f"{prog}: error: out of memory: {str(exc).strip() or 'an allocation failed'}; "
-             "try a smaller guest (--memory) or fewer jobs")
+              "try a smaller guest (--memory) or fewer jobs")
         return 2
     except (DirtylogError, TypeError, ValueError, OSError, ImportError) as exc:
         if debug:

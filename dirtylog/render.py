@@ -76,21 +76,25 @@ def table(columns: Sequence[Column], rows: Sequence[Tuple[Sequence[str], Union[s
     documentation page: ``"rst"`` a reStructuredText simple table (``=`` rules),
     ``"markdown"`` a pipe table (right-aligned columns marked ``---:``).
     """
-    if markup == "markdown":
-        def row(cells: Sequence[str]) -> Line:
-            return [("| " + " | ".join(cells) + " |", "")]
+    if markup in MARKUPS:
+        # a page wraps cells where they have spaces: a number keeps its unit (no-break spaces, as wrap() keeps
+        # them), and in reST a cell that would read as a list item ("-") is escaped
+        body = [[_marked(t, markup) for t in r[0]] for r in rows]
+        heads = [c.header for c in columns]
+        if markup == "markdown":
+            def row(cells: Sequence[str]) -> Line:
+                return [("| " + " | ".join(cells) + " |", "")]
 
-        return [row([c.header for c in columns]),
-                row(["---:" if c.justify == "right" else "---" for c in columns])] + [row(r[0]) for r in rows]
-    if markup == "rst":
-        widths = [max([len(c.header)] + [len(r[0][i]) for r in rows]) for i, c in enumerate(columns)]
+            return [row(heads), row(["---:" if c.justify == "right" else "---" for c in columns])] + [
+                row(r) for r in body]
+        widths = [max([len(h)] + [len(r[i]) for r in body]) for i, h in enumerate(heads)]
         rule: Line = [(" ".join("=" * w for w in widths), "")]
 
         def cells_line(cells: Sequence[str]) -> Line:
             return [(" ".join(t.rjust(w) if c.justify == "right" else t.ljust(w)
                               for t, w, c in zip(cells, widths, columns)).rstrip(), "")]
 
-        return [rule, cells_line([c.header for c in columns]), rule] + [cells_line(r[0]) for r in rows] + [rule]
+        return [rule, cells_line(heads), rule] + [cells_line(r) for r in body] + [rule]
     if markup:
         raise ValueError(f"unknown table markup {markup!r}; allowed: {', '.join(MARKUPS)}")
     def fit(headers: List[str]) -> Tuple[List[int], List[int], List[str]]:
@@ -141,6 +145,15 @@ def table(columns: Sequence[Column], rows: Sequence[Tuple[Sequence[str], Union[s
     for n in notes:
         out += wrap("", [(n, "dim")], -1, width)
     return out
+
+
+def _marked(text: str, markup: str) -> str:
+    """A table cell for a page in ``markup``: no-break spaces between numbers and their units, and in
+    reST a leading list marker ("-", "*", "+") escaped."""
+    text = " ".join(w.replace(" ", "\u00a0") for w in _words(text))
+    if markup == "rst" and re.match(r"[-*+](?: |$)", text):
+        text = "\\" + text
+    return text
 
 
 def plain(lines: Sequence[Line]) -> str:
