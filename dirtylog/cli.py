@@ -75,7 +75,8 @@ EXAMPLES: Dict[str, Tuple[str, ...]] = {
     "advise": ("dirtylog advise -m 8GiB -b 1Gbit/s -w hotspot:1GiB/s",
                "dirtylog advise -m 64GiB -w dirty-rate:120MiB/s@1s --questions bandwidth"),
     "bench": ("dirtylog bench -- -k harvest",),
-    "validate": ("dirtylog validate --scenario hot-under   # in a source checkout",),
+    "validate": ("dirtylog validate --scenario hot-under   # in a source checkout",
+                 "dirtylog validate --rst                    # the table of docs/validation.rst"),
 }
 
 
