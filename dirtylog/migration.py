@@ -1229,7 +1229,11 @@ class Migration:
 
     def _downtime_step(self, target: float) -> None:
         if self._final_stage == "pages":
-            if self.engine.send_dirty(target) == SendResult.EMPTY:
+            # With nothing left the pages are done now, in a step that ends now too: a host that advances to
+            # next_event_time() lands exactly where the last page went, and the engine finds the bitmap empty
+            # only in a call whose deadline is ahead of its clock (with no page left it sends nothing and its
+            # clock stays, so the deadline changes nothing else).
+            if self.engine.send_dirty(target if self.engine.remaining else math.inf) == SendResult.EMPTY:
                 self._final_stage = "devices"
             return
         if self._final_stage == "devices":

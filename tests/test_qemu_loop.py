@@ -113,20 +113,28 @@ def test_phases_are_an_enum_that_compares_as_strings():
     assert m.phase == Phase.COMPLETED and str(Phase.COMPLETED) == "completed"
 
 
-def test_next_event_time_lets_a_host_schedule_instead_of_polling():
-    m = Migration(memory="64MiB", workload=Uniform("20MiB/s", seed=5), link=Link("400Mbit/s"))
+@pytest.mark.parametrize("policy", [PreCopy(), PreCopy(timeout="0.3s", on_limit="force")], ids=["converges", "forced"])
+def test_next_event_time_lets_a_host_schedule_instead_of_polling(policy):
+    """A host that advances to next_event_time() and nowhere else (no step of its own) reaches the end,
+    with simulate()'s report. A forced switch-over's stop-and-copy ends exactly at the time it gave:
+    run_until(that time) left the stage "pages" with nothing to send, and next_event_time() then gave
+    the clock itself, forever (a SimPy host spun at one instant)."""
+    kw = dict(memory="64MiB", workload=Uniform("20MiB/s", seed=5), link=Link("400Mbit/s"), policy=policy)
+    m = Migration(**kw)
     steps = 0
     while not m.done:
         t = m.next_event_time()
         assert t >= m.clock
-        m.run_until(t if t > m.clock else m.clock + 1e-3)
+        m.run_until(t)
         steps += 1
-        assert steps < 10_000
+        assert steps < 10_000, f"stuck at {m.clock} s in {m.phase}"
     assert m.next_event_time() == math.inf
-    ref = simulate(memory="64MiB", workload=Uniform("20MiB/s", seed=5), link=Link("400Mbit/s"))
-    assert m.report().status == ref.status == "completed"
-    assert m.report().dirty_sync_count == ref.dirty_sync_count
-    assert m.report().total_time == pytest.approx(ref.total_time, rel=1e-3)
+    ref = simulate(**kw)
+    r = m.report()
+    assert r.status == ref.status == "completed" and r.converged == ref.converged
+    assert (r.dirty_sync_count, r.transferred, r.guest_writes) == (ref.dirty_sync_count, ref.transferred, ref.guest_writes)
+    assert r.total_time == pytest.approx(ref.total_time, rel=1e-12)
+    assert r.downtime == pytest.approx(ref.downtime, rel=1e-12)
 
 
 def test_tracker_mode_names_in_any_case():
