@@ -717,9 +717,30 @@ class Migration:
             raise StateError(f"the guest is already paused ({self.phase}): too late to start post-copy")
         self._postcopy_requested = True
 
-    def set_bandwidth(self, bandwidth: Union[float, str]) -> None:
-        """Change the link's bandwidth from now on (bytes/s or ``"1Gbit/s"``)."""
+    def set_bandwidth(self, bandwidth: Union[float, str], at: Union[float, str, None] = None) -> None:
+        """Change the link's bandwidth (bytes/s or ``"1Gbit/s"``) from now on, or from simulated time ``at``.
+
+        Now is the migration's :attr:`clock`, which is behind a host simulator's own clock until the host
+        advances the migration to it. A host that shares a link between migrations, or changes its
+        capacity, passes its own time as ``at`` (seconds since this migration started): a time ahead of
+        the clock is kept as a :class:`~dirtylog.faults.BandwidthChange` (as the ``faults`` argument's),
+        which the migration applies when it gets there (:meth:`next_event_time` includes it); the clock
+        itself is now; a time behind it is refused (the migration has already run past it).
+        Refused once the migration has ended (StateError)."""
+        if self.done:
+            raise StateError(f"the migration has already ended ({self.status}): its bandwidth can no longer change")
         link = check_bandwidth(bandwidth, "bandwidth")
+        if at is not None:
+            when = parse_time(at, name="at")
+            now = self.clock
+            if when < now:
+                raise StateError(f"set_bandwidth(at={format_time(when)}): the migration has already run to "
+                                 f"{format_time(now)}; give a time at or after its clock, or advance it no "
+                                 f"further than your own clock (run_until) before changing the bandwidth")
+            if when > now:
+                later = next((i for i, f in enumerate(self._faults) if f.at > when), len(self._faults))
+                self._faults.insert(later, BandwidthChange(when, link))
+                return
         self.link_bandwidth = self.policy.effective_bandwidth(link)
         self.bandwidth = self.policy.live_bandwidth(link)
         check(lib.dl_engine_set_bandwidth(self._e, self._phase_bandwidth()), "set_bandwidth")

@@ -57,3 +57,37 @@ def test_bad_fault_arguments():
         BandwidthChange("1s", 0)
     with pytest.raises(ValueError):
         LinkFailure("-1s")
+
+
+def test_set_bandwidth_at_a_later_time_is_the_scheduled_change():
+    """A host that shares a link passes its own time: set_bandwidth(bw, at=t) with t ahead of the
+    migration's clock gives the report of faults=[BandwidthChange(t, bw)], and next_event_time() stops
+    there; at the clock itself it applies now."""
+    want = simulate(workload=Uniform("10MiB/s", seed=4), faults=[BandwidthChange("1.25s", "50MiB/s")], **KW)
+    m = Migration(workload=Uniform("10MiB/s", seed=4), **KW)
+    m.run_until("0.5s")
+    m.set_bandwidth("50MiB/s", at="1.25s")
+    assert m.next_event_time() <= 1.25
+    m.run()
+    got = m.report()
+    assert (got.total_time, got.downtime, got.transferred, got.dirty_sync_count) == (
+        want.total_time, want.downtime, want.transferred, want.dirty_sync_count)
+    assert [e for e in got.events if e["event"] == "bandwidth"] == [
+        e for e in want.events if e["event"] == "bandwidth"] != []
+    now = Migration(workload=Uniform("10MiB/s", seed=4), **KW)
+    now.run_until("1.25s")
+    now.set_bandwidth("50MiB/s", at=now.clock)
+    assert now.events[-1] == {"time": 1.25, "event": "bandwidth", "bandwidth": 50 * 2**20}
+
+
+def test_set_bandwidth_refuses_a_past_time_and_an_ended_migration():
+    m = Migration(workload=Uniform("10MiB/s", seed=4), **KW)
+    m.run_until("1s")
+    with pytest.raises(StateError, match=r"already run to 1(\.00)? s.*at or after its clock"):
+        m.set_bandwidth("50MiB/s", at="0.5s")
+    m.run()
+    events = list(m.events)
+    # it had been taken, and recorded as an event after "completed", changing nothing
+    with pytest.raises(StateError, match="already ended"):
+        m.set_bandwidth("50MiB/s")
+    assert m.events == events
