@@ -93,6 +93,9 @@ class Phase(str, enum.Enum):
 ENDED = ("completed", "failed", "cancelled", "lost")
 #: Rounds kept at each end of a long migration's report (the ones between are summed into one).
 KEEP_ROUNDS = 500
+#: How far behind the clock (relative, at least that many seconds) a host's time passed to
+#: :meth:`Migration.set_bandwidth` as ``at`` is still the clock: a rounding error of the host's offsets.
+AT_CLOCK = 1e-9
 
 
 def _merge_rounds(a: RoundReport, b: RoundReport) -> RoundReport:
@@ -725,7 +728,9 @@ class Migration:
         capacity, passes its own time as ``at`` (seconds since this migration started): a time ahead of
         the clock is kept as a :class:`~dirtylog.faults.BandwidthChange` (as the ``faults`` argument's),
         which the migration applies when it gets there (:meth:`next_event_time` includes it); the clock
-        itself is now; a time behind it is refused (the migration has already run past it).
+        itself is now, and so is a time behind it by a rounding error (:data:`AT_CLOCK`: a host's time
+        minus the migration's start can fall an ulp short); a time further behind is refused (the
+        migration has already run past it).
         Refused once the migration has ended (StateError)."""
         if self.done:
             raise StateError(f"the migration has already ended ({self.status}): its bandwidth can no longer change")
@@ -733,6 +738,8 @@ class Migration:
         if at is not None:
             when = parse_time(at, name="at")
             now = self.clock
+            if now - AT_CLOCK * max(1.0, now) <= when < now:
+                when = now  # a host's time carried into the migration's seconds: off by a rounding error
             if when < now:
                 raise StateError(f"set_bandwidth(at={format_time(when)}): the migration has already run to "
                                  f"{format_time(now)}; give a time at or after its clock, or advance it no "

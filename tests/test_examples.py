@@ -54,3 +54,45 @@ def test_simpy_example_main(capsys):
     assert ex.main(["--memory", "32MiB", "--workload", "hotspot:50MiB/s", "--bandwidth", "1Gbit/s"]) == 0
     out = capsys.readouterr().out
     assert "migration completed" in out and "requests" in out
+
+
+def test_simpy_shared_link_splits_one_link_between_migrations_at_the_hosts_time():
+    """Three migrations share a link: each gets capacity / running at SimPy's time, through
+    set_bandwidth(at=...), scheduled on next_event_time() alone. One migration's report equals
+    simulate() with its shares as BandwidthChange faults: the host's scheduling adds nothing."""
+    pytest.importorskip("simpy")
+    from dirtylog import Link, simulate
+    from dirtylog.faults import BandwidthChange
+    from dirtylog.specs import parse_workload
+
+    ex = _load("simpy_shared_link")
+    vms = (("a", "256MiB", "hotspot:20MiB/s", "0s"), ("b", "256MiB", "hotspot:60MiB/s", "0s"),
+           ("c", "128MiB", "uniform:5MiB/s", "0.25s"))
+    out = ex.run(vms=vms, link="2Gbit/s", drop_to="1Gbit/s", drop_at="0.6s", cancel=("b", "0.4s"), seed=3)
+    r = out["reports"]
+    assert r["b"].status == "cancelled" and r["b"].total_time == pytest.approx(0.4)
+    assert r["a"].status == r["c"].status == "completed" and r["a"].verified and r["c"].verified
+    # the shares: at every change, the running migrations' bandwidths add up to the capacity
+    changes = sorted({out["starts"][n] + e["time"] for n in r for e in r[n].events if e["event"] == "bandwidth"})
+    assert changes[:4] == pytest.approx([0.0, 0.25, 0.4, 0.6])
+    for t in changes:
+        capacity = 2e9 / 8 if t < 0.6 else 1e9 / 8
+        running = [n for n in r if out["starts"][n] <= t < out["starts"][n] + r[n].total_time]
+        share = {n: [e["bandwidth"] for e in r[n].events if e["event"] == "bandwidth"
+                     and out["starts"][n] + e["time"] <= t + 1e-12][-1] for n in running}
+        assert sum(share.values()) == pytest.approx(capacity), (t, share)
+    # a's migration, as simulate() runs it with its shares as scheduled bandwidth changes
+    shares = [e for e in r["a"].events if e["event"] == "bandwidth"]
+    want = simulate(memory="256MiB", workload=parse_workload("hotspot:20MiB/s", seed=3),
+                    link=Link(shares[0]["bandwidth"]),
+                    faults=[BandwidthChange(e["time"], e["bandwidth"]) for e in shares[1:]])
+    assert (r["a"].total_time, r["a"].downtime, r["a"].transferred) == (want.total_time, want.downtime,
+                                                                        want.transferred)
+
+
+def test_simpy_shared_link_main(capsys):
+    pytest.importorskip("simpy")
+    ex = _load("simpy_shared_link")
+    assert ex.main(["--link", "2Gbit/s", "--drop-to", "1Gbit/s", "--drop-at", "1s", "--cancel", ""]) == 0
+    out = capsys.readouterr().out
+    assert all(f"vm{i}: " in out for i in range(3)) and "vm2: completed" in out
