@@ -16,6 +16,7 @@ __all__ = [
     "ModeError",
     "CoreError",
     "Interrupted",
+    "SweepError",
     "UnsupportedError",
 ]
 
@@ -52,6 +53,19 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(message)
         #: a MigrationReport (Migration.run), or the SweepResults that had finished (sweep)
         self.report: Any = report
+
+
+class SweepError(DirtylogError, RuntimeError):
+    """Configurations of a sweep raised; every other one ran to its end.
+
+    ``results`` holds the :class:`~dirtylog.sweeps.SweepResults` of those that finished (in the order of
+    the configurations), ``failures`` each one that raised as ``(index, config, exception)``, by index;
+    the first failure's exception is the ``__cause__``."""
+
+    def __init__(self, message: str, results: Any, failures: Any) -> None:
+        super().__init__(message)
+        self.results: Any = results
+        self.failures: Any = failures
 
 
 class UnsupportedError(DirtylogError, RuntimeError):

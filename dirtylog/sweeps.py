@@ -41,7 +41,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 from .config import MigrationConfig, default_give_up
-from .errors import ConfigError
+from .errors import ConfigError, SweepError
 from .units import format_dirty_rate, format_rate, format_size, format_time
 
 __all__ = ["SweepConfig", "SweepResult", "SweepResults", "SweepBar", "grid", "sweep", "run_config", "default_give_up",
@@ -600,8 +600,11 @@ def sweep(
             the answers as the ``advice_*`` fields (and table columns).
 
     Every configuration is checked before anything runs (a bad value raises
-    ConfigError or TypeError here, not in a worker). If a task raises, the others
-    still queued are cancelled and the error is raised. Ctrl-C cancels the work
+    ConfigError or TypeError here, not in a worker). A configuration that raises
+    in its task (out of memory, a worker that died) does not stop the others: once
+    they have all run, :class:`~dirtylog.errors.SweepError` is raised, naming each
+    configuration that failed and why, with the results of the others in
+    ``.results`` and the failures in ``.failures``. Ctrl-C cancels the work
     still queued, stops the default executor's workers, and raises
     :class:`~dirtylog.errors.Interrupted` whose ``report`` is the
     :class:`SweepResults` that had finished.
@@ -625,6 +628,8 @@ def sweep(
     def finished() -> SweepResults:
         return SweepResults(r for r in results if r is not None)
 
+    failures: List[Tuple[int, SweepConfig, Exception]] = []
+
     inflight: Optional[_InFlight] = None
     try:
         if executor is None and (n <= 1 or jobs == 1):
@@ -640,7 +645,10 @@ def sweep(
                         cb(base + f, n, None)
 
                     hook = RunProgress(i, c.resolved_give_up(), sink=sink)
-                results[i] = run_config(c, i, keep_reports, advise, hook)
+                try:
+                    results[i] = run_config(c, i, keep_reports, advise, hook)
+                except Exception as exc:  # noqa: BLE001 (reported with the others' results at the end)
+                    failures.append((i, c, exc))
                 done += 1
                 if callback is not None:
                     callback(done, n, results[i])
@@ -667,10 +675,8 @@ def sweep(
                             i = pending.pop(fut)
                             try:
                                 results[i] = fut.result()
-                            except BaseException:
-                                for other in pending:
-                                    other.cancel()
-                                raise
+                            except Exception as exc:  # noqa: BLE001 (the others go on: reported at the end)
+                                failures.append((i, cfgs[i], exc))
                             done += 1
                             if callback is not None:
                                 shown = done + (inflight.total(pending.values()) if inflight is not None else 0.0)
@@ -700,4 +706,26 @@ def sweep(
             inflight.close()
         if bar is not None:
             bar.close()
+    if failures:
+        failures.sort(key=lambda f: f[0])
+        raise _failed(failures, finished(), n) from failures[0][2]
     return finished()
+
+
+def _describe(config: SweepConfig) -> str:
+    """A configuration as the settings it gives beyond the defaults (its workload first)."""
+    from .config import DEFAULTS
+
+    given = {k: v for k, v in config.values().items() if k not in ("workload", "label") and
+             (k not in DEFAULTS or v != DEFAULTS[k])}
+    return ", ".join([config.workload_label()] + [f"{k}={v}" for k, v in given.items()])
+
+
+def _failed(failures: List[Tuple[int, SweepConfig, Exception]], results: SweepResults, n: int) -> SweepError:
+    """The error of a sweep whose configurations raised: which ones and why, the others' results kept."""
+    shown = failures[:3]
+    lines = "; ".join(f"configuration {i} ({_describe(c)}): {type(e).__name__}: {str(e).strip() or '-'}"
+                      for i, c, e in shown)
+    more = f"; and {len(failures) - len(shown)} more (in .failures)" if len(failures) > len(shown) else ""
+    return SweepError(f"{len(failures)} of {n} configurations failed, {len(results)} finished (their results are "
+                      f"in .results): {lines}{more}", results, failures)

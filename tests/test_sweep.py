@@ -12,7 +12,7 @@ import pytest
 
 import dirtylog
 from dirtylog import simulate
-from dirtylog.errors import ConfigError
+from dirtylog.errors import ConfigError, SweepError
 from dirtylog.sweeps import SweepConfig, SweepResult, SweepResults, default_give_up, grid, run_config, sweep
 from dirtylog.workloads import Hotspot, Mix, Uniform
 
@@ -265,3 +265,33 @@ def test_a_sweep_leaves_no_progress_file(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     res = sweep(small_grid()[:2], jobs=2, progress=lambda done, total, r: None)
     assert len(res) == 2 and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("how", ["in this process", "executor"])
+def test_a_configuration_that_raises_is_named_and_the_others_finish(monkeypatch, how):
+    """A task that raises (out of memory, a worker that died) had stopped the sweep with its bare exception:
+    which configuration it was went unsaid, and the results that had finished were lost. The others now
+    run to their end; SweepError names each failure and keeps the others' results."""
+    from dirtylog import migration
+
+    real = migration.simulate
+
+    def simulate_or_fail(**kw: Any) -> Any:
+        if kw["memory"] == "32MiB":
+            raise MemoryError("no room for the bitmaps")
+        return real(**kw)
+
+    monkeypatch.setattr(migration, "simulate", simulate_or_fail)
+    cfgs = grid(memory=["16MiB", "32MiB", "48MiB"], workload="hotspot:10MiB/s", bandwidth="1Gbit/s")
+    seen = []
+    with ThreadPoolExecutor(2) as ex:
+        with pytest.raises(SweepError, match=r"^1 of 3 configurations failed, 2 finished \(their results are in "
+                                             r"\.results\): configuration 1 \(hotspot:10MiB/s, memory=32MiB, "
+                                             r"bandwidth=1Gbit/s\): MemoryError: no room for the bitmaps$") as info:
+            sweep(cfgs, executor=ex if how == "executor" else None, jobs=1,
+                  progress=lambda done, total, r: seen.append(done))
+    err = info.value
+    assert [r.index for r in err.results] == [0, 2] and all(r.verdict == "converges" for r in err.results)
+    assert [(i, c.memory, type(e)) for i, c, e in err.failures] == [(1, "32MiB", MemoryError)]
+    assert isinstance(err.__cause__, MemoryError)
+    assert max(seen) == 3  # the bar reached the end: the failed configuration's work is done too
