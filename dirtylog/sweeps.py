@@ -6,6 +6,7 @@
 >>> results = sweep(configs)                                  # doctest: +SKIP
 >>> print(results)                        # the table, fitted to the terminal  # doctest: +SKIP
 >>> results.to_csv("plan.csv")                                # doctest: +SKIP
+>>> frame = pandas.DataFrame(results.records())               # doctest: +SKIP
 
 Every configuration is one :func:`dirtylog.simulate` call, run in its own task
 of a :class:`concurrent.futures.Executor`: a ``ProcessPoolExecutor`` by default
@@ -470,19 +471,29 @@ class SweepResults(list):  # of SweepResult
         return self.table(width=output_width())
 
     def to_dicts(self) -> List[Dict[str, Any]]:
+        """Every result as a dict (:meth:`SweepResult.to_dict`: the knobs a configuration set in ``options``)."""
         return [r.to_dict() for r in self]
 
-    def to_csv(self, path: Union[str, "os.PathLike[str]", None] = None) -> str:
-        """Every field of every result as CSV (returned, and written to ``path`` if given)."""
-        buf = io.StringIO()
+    def records(self) -> List[Dict[str, Any]]:
+        """One flat dict per result, the rows of :meth:`to_csv` as numbers: ``pandas.DataFrame(results.records())``.
+        Every field but ``report``, and in place of ``options`` a column for each policy knob any configuration
+        set (:meth:`knobs`), holding the policy's default where a configuration left it unset."""
         knobs = self.knobs()
-        names = [f.name for f in fields(SweepResult) if f.name not in ("report", "options")] + knobs
-        w = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
-        w.writeheader()
+        rows = []
         for r in self:
             row = r.to_dict()
             row.pop("options")
             row.update({k: _option(r, k) for k in knobs})
+            rows.append(row)
+        return rows
+
+    def to_csv(self, path: Union[str, "os.PathLike[str]", None] = None) -> str:
+        """Every field of every result as CSV (returned, and written to ``path`` if given): :meth:`records`."""
+        buf = io.StringIO()
+        names = [f.name for f in fields(SweepResult) if f.name not in ("report", "options")] + self.knobs()
+        w = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
+        w.writeheader()
+        for row in self.records():
             # not a number (a downtime that never happened): an empty cell
             w.writerow({k: "" if isinstance(v, float) and v != v else v for k, v in row.items()})
         text = buf.getvalue()

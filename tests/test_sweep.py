@@ -295,3 +295,16 @@ def test_a_configuration_that_raises_is_named_and_the_others_finish(monkeypatch,
     assert [(i, c.memory, type(e)) for i, c, e in err.failures] == [(1, "32MiB", MemoryError)]
     assert isinstance(err.__cause__, MemoryError)
     assert max(seen) == 3  # the bar reached the end: the failed configuration's work is done too
+
+
+def test_records_are_the_csv_rows_as_numbers_for_pandas():
+    res = sweep(grid(workload="hotspot:10MiB/s", bandwidth=["200Mbit/s", "1Gbit/s"], auto_converge=[False, True],
+                     **SMALL), jobs=1)
+    rows = res.records()
+    assert list(rows[0]) == list(next(csv.DictReader(io.StringIO(res.to_csv()))))  # the CSV's columns, in order
+    assert "options" not in rows[0] and [r["auto_converge"] for r in rows] == [False, True, False, True]
+    assert [r["total_time"] for r in rows] == [r.total_time for r in res]
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(res.records())
+    assert frame.shape == (4, len(rows[0]))
+    assert frame.groupby("auto_converge")["total_time"].count().tolist() == [2, 2]
