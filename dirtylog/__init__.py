@@ -16,7 +16,7 @@ from .devices import Device, default_devices
 from .faults import BandwidthChange, LinkFailure
 from .link import Link
 from .engine import Engine
-from .migration import Migration, simulate
+from .migration import Migration, Phase, simulate
 from .policy import PostCopy, PreCopy
 from .report import MigrationReport, RoundReport
 from . import measure, workloads
@@ -50,6 +50,7 @@ __all__ = [
     "Link",
     "Migration",
     "MigrationReport",
+    "Phase",
     "PostCopy",
     "PreCopy",
     "RoundReport",
