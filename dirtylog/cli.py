@@ -1311,10 +1311,17 @@ def sweep_configs(args: argparse.Namespace) -> List[Any]:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from .errors import SweepError
+
     configs = sweep_configs(args)
-    results, stopped = _run_sweep(configs, args, "sweep")
+    failed: Optional[SweepError] = None
+    try:
+        results, stopped = _run_sweep(configs, args, "sweep")
+    except SweepError as exc:  # the others' results are shown and written, then the error (exit status 2)
+        results, stopped, failed = exc.results, False, exc
     if not results:
-        return _interrupted("sweep", results, len(configs)) if stopped else 0
+        return _sweep_failed(failed) if failed is not None else \
+            _interrupted("sweep", results, len(configs)) if stopped else 0
     quiet = args.json == "-" or args.csv == "-"
     if args.csv is not None:
         _emit(results.to_csv(), args.csv, "CSV")
@@ -1325,6 +1332,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         vcpus = sorted({r.vcpus for r in results})
         trackers = sorted({r.tracker for r in results})
         done = f"{n} of {_plural(len(configs), 'configuration')} (interrupted)" if stopped else \
+            f"{n} of {_plural(len(configs), 'configuration')} ({len(failed.failures)} failed)" if failed else \
             _plural(n, "configuration")
         _say(("Migration plan", "bold"), (f": {done}, {'/'.join(map(str, vcpus))} vCPU{'s' if vcpus != [1] else ''}, "
                                           f"tracker{'s' if len(trackers) > 1 else ''} {', '.join(trackers)}", ""))
@@ -1347,7 +1355,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"heatmap written to {args.heatmap}", file=sys.stderr)
     if stopped:
         return _interrupted("sweep", results, len(configs))
+    if failed is not None:
+        return _sweep_failed(failed)
     return 1 if any(r.verified is False for r in results) else 0
+
+
+def _sweep_failed(exc: Any) -> int:
+    """A sweep whose configurations raised (errors.SweepError): the error after what finished, exit status 2."""
+    print(f"{PROG} sweep: error: {cli_words(str(exc))}", file=sys.stderr)
+    return 2
 
 
 # ----------------------------------------------------------------------------- advise

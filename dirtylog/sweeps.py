@@ -737,6 +737,6 @@ def _failed(failures: List[Tuple[int, SweepConfig, Exception]], results: SweepRe
     shown = failures[:3]
     lines = "; ".join(f"configuration {i} ({_describe(c)}): {type(e).__name__}: {str(e).strip() or '-'}"
                       for i, c, e in shown)
-    more = f"; and {len(failures) - len(shown)} more (in .failures)" if len(failures) > len(shown) else ""
-    return SweepError(f"{len(failures)} of {n} configurations failed, {len(results)} finished (their results are "
-                      f"in .results): {lines}{more}", results, failures)
+    more = f"; and {len(failures) - len(shown)} more" if len(failures) > len(shown) else ""
+    return SweepError(f"{len(failures)} of {n} configurations failed ({len(results)} finished): {lines}{more}",
+                      results, failures)

@@ -285,9 +285,9 @@ def test_a_configuration_that_raises_is_named_and_the_others_finish(monkeypatch,
     cfgs = grid(memory=["16MiB", "32MiB", "48MiB"], workload="hotspot:10MiB/s", bandwidth="1Gbit/s")
     seen = []
     with ThreadPoolExecutor(2) as ex:
-        with pytest.raises(SweepError, match=r"^1 of 3 configurations failed, 2 finished \(their results are in "
-                                             r"\.results\): configuration 1 \(hotspot:10MiB/s, memory=32MiB, "
-                                             r"bandwidth=1Gbit/s\): MemoryError: no room for the bitmaps$") as info:
+        with pytest.raises(SweepError, match=r"^1 of 3 configurations failed \(2 finished\): configuration 1 "
+                                             r"\(hotspot:10MiB/s, memory=32MiB, bandwidth=1Gbit/s\): MemoryError: "
+                                             r"no room for the bitmaps$") as info:
             sweep(cfgs, executor=ex if how == "executor" else None, jobs=1,
                   progress=lambda done, total, r: seen.append(done))
     err = info.value
@@ -308,3 +308,26 @@ def test_records_are_the_csv_rows_as_numbers_for_pandas():
     frame = pd.DataFrame(res.records())
     assert frame.shape == (4, len(rows[0]))
     assert frame.groupby("auto_converge")["total_time"].count().tolist() == [2, 2]
+
+
+def test_cli_sweep_shows_what_finished_then_the_configuration_that_failed(monkeypatch, capsys, tmp_path):
+    from dirtylog import migration
+    from dirtylog.__main__ import main
+
+    real = migration.simulate
+
+    def simulate_or_fail(**kw: Any) -> Any:
+        if kw["memory"] == "32MiB":
+            raise MemoryError("no room for the bitmaps")
+        return real(**kw)
+
+    monkeypatch.setattr(migration, "simulate", simulate_or_fail)
+    csv_path = tmp_path / "plan.csv"
+    rc = main(["sweep", "-m", "16MiB,32MiB", "-w", "hotspot:10MiB/s", "-b", "1Gbit/s", "-d", "300ms",
+               "--jobs", "1", "--no-progress", "--csv", str(csv_path)])
+    out, err = capsys.readouterr()
+    assert rc == 2
+    assert "1 of 2 configurations (1 failed)" in out and "converges" in out
+    assert len(list(csv.DictReader(csv_path.open()))) == 1  # the one that finished, written
+    assert "dirtylog sweep: error: 1 of 2 configurations failed (1 finished): configuration 1 (" in err
+    assert "--memory 32MiB" in err and "MemoryError: no room for the bitmaps" in err
