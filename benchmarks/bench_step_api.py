@@ -1,6 +1,6 @@
 """The step API's cost against ``Migration.run()``: what a host simulator pays for driving a migration itself.
 
-One migration (16 GiB, Hotspot 2 GiB/s over 10 Gbit/s; ``DIRTYLOG_BENCH_STEP_MEMORY`` and
+One migration (16 GiB, Hotspot 1 GiB/s over 10 Gbit/s: it converges in 19.3 s; ``DIRTYLOG_BENCH_STEP_MEMORY`` and
 ``DIRTYLOG_BENCH_STEP_RATE`` change it) is run to its end four ways, alternated within each repeat:
 
 * ``run()``: the run loop, as ``simulate()`` runs it;
@@ -27,7 +27,7 @@ from dirtylog.render import Column, output_width, plain, table
 from dirtylog.workloads import Hotspot
 
 MEMORY = os.environ.get("DIRTYLOG_BENCH_STEP_MEMORY", "16GiB")
-RATE = os.environ.get("DIRTYLOG_BENCH_STEP_RATE", "2GiB/s")
+RATE = os.environ.get("DIRTYLOG_BENCH_STEP_RATE", "1GiB/s")
 REPEATS = int(os.environ.get("DIRTYLOG_BENCH_STEP_REPEATS", 7))
 
 Run = Callable[[], Tuple[float, dirtylog.MigrationReport, Optional[int]]]
