@@ -58,7 +58,7 @@ class Result:
 
 
 def run(shape: str, vcpus: int, raw: float, quota: float, sync: float, *, ring: int = 4096,
-        memory: int = 8 << 30, duration: float = 40.0, measure_from: float = 20.0, dt: float = 2.5e-4,
+        memory: int = 8 << 30, duration: float = 30.0, measure_from: float = 15.0, dt: float = 2.5e-4,
         seed: int = 1) -> Result:
     """One run: ``vcpus`` vCPUs of a Uniform guest each writing ``raw`` bytes/s while it runs, a
     ``quota`` bytes/s per-vCPU dirty limit (1 s periods) in service from t = 0, and a migration sync
@@ -159,7 +159,7 @@ def main(argv: Any = None) -> None:
     ap.add_argument("--quota", type=float, nargs="*", default=[1, 10, 25, 50, 100], help="MiB/s per vCPU")
     ap.add_argument("--sync", type=float, nargs="*", default=[0.1, 0.3, 1.0], help="seconds between syncs")
     ap.add_argument("--ring", type=int, default=4096)
-    ap.add_argument("--duration", type=float, default=40.0)
+    ap.add_argument("--duration", type=float, default=30.0, help="simulated seconds; the second half is measured")
     ap.add_argument("--dt", type=float, default=2.5e-4)
     a = ap.parse_args(argv)
     for v in a.vcpus:
