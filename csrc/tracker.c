@@ -80,6 +80,7 @@ struct dl_tracker {
     uint64_t *live_own;     /* ring mode with stale words: the live bits' own bitmap, else NULL */
     int live_on;
     int live_used;          /* a scattered batch built the live bits since the last harvest (ring_lay) */
+    int reap_own;           /* ring mode: a ring-full exit reaps only its own vCPU's ring (ring_full) */
     uint8_t *blk;           /* huge pages only */
     uint64_t *pml;          /* vcpus * (pml_entries + 1): slot 0 of each log is scratch */
     int64_t *pml_idx;       /* per vCPU */
@@ -331,10 +332,11 @@ static inline uint64_t *pml_log_base(const dl_tracker *t, uint32_t v)
     return t->pml + (size_t)v * (t->cfg.pml_entries + 1) + 1;
 }
 
-/* Words at the start of `undo` for a saved PML log or ring (see write_checked). */
+/* Words at the start of `undo` for a saved PML log, or a saved ring and every ring's fill
+ * and ring_dups (a ring-full exit reaps them all, ring_full; see write_checked). */
 static inline size_t undo_saved_words(const dl_tracker *t)
 {
-    return t->pml ? t->cfg.pml_entries : t->ring ? t->cfg.ring_entries : 0;
+    return t->pml ? t->cfg.pml_entries : t->ring ? (size_t)t->cfg.ring_entries + t->cfg.vcpus : 0;
 }
 
 /* ---- ring helpers --------------------------------------------------------- */
@@ -394,6 +396,21 @@ static void ring_reap(dl_tracker *t, uint32_t v)
     t->ring_dups[v] = 0;
 }
 
+/* vCPU v's ring reached its soft limit (its fill and ring_dups stored): the exit's reap. QEMU's
+ * kvm_cpu_exec (KVM_EXIT_DIRTY_RING_FULL) reaps every vCPU's ring, kvm_dirty_ring_reap(kvm_state,
+ * NULL), then KVM_RESET_DIRTY_RINGS re-arms them all; only while dirty-limit is in service
+ * (dirtylimit_in_service(): reap_own) does it reap the exiting vCPU's ring alone, so that the
+ * others still fill theirs and sleep. The one place a ring-full exit's reap is decided. */
+static void ring_full(dl_tracker *t, uint32_t v)
+{
+    if (t->reap_own) {
+        ring_reap(t, v);
+        return;
+    }
+    for (uint32_t w = 0; w < t->cfg.vcpus; w++)
+        ring_reap(t, w);
+}
+
 /* Pushes page p (newly recorded) to vCPU v's ring; a full ring exits and is reaped. */
 static inline void ring_push(dl_tracker *t, uint32_t v, uint64_t p, uint64_t *r, uint64_t *exits)
 {
@@ -402,7 +419,7 @@ static inline void ring_push(dl_tracker *t, uint32_t v, uint64_t p, uint64_t *r,
     t->ring_used[v] = ++u;
     if (u == t->soft_limit) {
         (*exits)++;
-        ring_reap(t, v);
+        ring_full(t, v);
     }
 }
 
@@ -764,7 +781,7 @@ DL_ALWAYS_INLINE size_t write_loop(dl_tracker *t, uint32_t v, const uint64_t *pa
                 t->ring_used[v] = u;                                                               \
                 t->ring_dups[v] += dups;                                                           \
                 dups = 0;                                                                          \
-                ring_reap(t, v);                                                                   \
+                ring_full(t, v);                                                                   \
                 u = 0;                                                                             \
                 on = t->live_on;                                                                   \
                 end = i + 1; /* room again (unchecked spans), and ON may have changed */           \
@@ -924,7 +941,7 @@ DL_ALWAYS_INLINE size_t write_loop(dl_tracker *t, uint32_t v, const uint64_t *pa
             t->ring_used[v] = u;
             t->ring_dups[v] += dups;
             dups = 0;
-            ring_reap(t, v);
+            ring_full(t, v);
             u = 0;
             on = t->live_on;
         }
@@ -1193,6 +1210,11 @@ static DL_NOINLINE void write_undo(dl_tracker *t, uint32_t v, const uint64_t *pa
         memcpy(log + sv->pml_idx + 1, t->undo, sv->entries * sizeof(uint64_t));
     }
     if (t->ring_used) {
+        const uint64_t *fills = t->undo + t->cfg.ring_entries; /* the others' rings kept their entries */
+        for (uint32_t w = 0; w < t->cfg.vcpus; w++) {
+            t->ring_used[w] = (uint32_t)fills[w];
+            t->ring_dups[w] = (uint32_t)(fills[w] >> 32);
+        }
         t->ring_used[v] = sv->ring_used;
         t->ring_dups[v] = sv->ring_dups;
         memcpy(t->ring + (size_t)v * t->cfg.ring_entries, t->undo, sv->entries * sizeof(uint64_t));
@@ -1218,6 +1240,11 @@ static int write_checked(dl_tracker *t, uint32_t v, const uint64_t *pages, size_
     } else if (t->ring_used && n >= t->soft_limit - sv.ring_used) { /* may fill: reaped */
         sv.entries = sv.ring_used;
         memcpy(t->undo, t->ring + (size_t)v * t->cfg.ring_entries, sv.entries * sizeof(uint64_t));
+    }
+    if (t->ring_used) {
+        uint64_t *fills = t->undo + t->cfg.ring_entries;
+        for (uint32_t w = 0; w < t->cfg.vcpus; w++)
+            fills[w] = t->ring_used[w] | (uint64_t)t->ring_dups[w] << 32;
     }
     sv.copied = undo_copies(t, n);
     /* Ring mode's live words are all zero while no live bits are kept: the copy then holds
@@ -1371,6 +1398,21 @@ int dl_tracker_flush(dl_tracker *t)
         return DL_ERR_STATE;
     sync_logs(t);
     return DL_OK;
+}
+
+int dl_tracker_set_reap_own(dl_tracker *t, int reap_own)
+{
+    if (!t)
+        return DL_ERR_INVALID;
+    if (t->cfg.mode != DL_MODE_RING)
+        return DL_ERR_MODE;
+    t->reap_own = reap_own != 0;
+    return DL_OK;
+}
+
+int dl_tracker_reap_own(const dl_tracker *t)
+{
+    return t ? t->reap_own : DL_ERR_INVALID;
 }
 
 static void apply_drop(dl_tracker *t)

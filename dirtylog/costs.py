@@ -11,8 +11,9 @@ pass a :class:`TrackingCosts` with your figures.
   A bare VM exit/entry round trip costs on the order of 1 us on current parts.
 * ``pml_full`` (8 us): a "PML full" exit plus draining 512 GPAs into the dirty
   bitmap (``kvm_flush_pml_buffers``), about 10-15 ns per entry on top of the exit.
-* ``ring_full`` (50 us): a "dirty ring full" exit to userspace; the vCPU thread waits
-  for QEMU's reaper to collect the rings and call KVM_RESET_DIRTY_RINGS.
+* ``ring_full`` (50 us): a "dirty ring full" exit to userspace; the vCPU thread takes the
+  big QEMU lock, collects every vCPU's ring (its own only under dirty-limit) and calls
+  KVM_RESET_DIRTY_RINGS (``kvm_dirty_ring_reap``).
 * ``split`` (5 us): splitting a 2 MiB block on a write fault: allocating a page-table
   page, writing 512 entries, flushing the block's TLB entries.
 * ``kick`` (2 us): an IPI that forces a running vCPU out before a harvest, so that its

@@ -22,7 +22,8 @@ Modes (background: QEMU migration/dirtyrate.c):
     pushed (``dirtied``) and the overall rate is their sum, as in QEMU (whose
     vCPU's ``dirty_pages`` counts the entries reaped from its ring). A ring
     that fills up is reaped and its pages re-armed, so a page written again
-    after that counts again: this mode can report more than "dirty-bitmap".
+    after that counts again: this mode can report more than "dirty-bitmap"
+    (a ring-full exit reaps every vCPU's ring, as QEMU's does).
     A page goes to the ring of the vCPU that writes it first, so the vCPUs run
     as if at the same time, as real vCPUs do: they take turns in slices of about
     ``INTERLEAVE_WRITES`` writes each, each slice running every vCPU's writes of it

@@ -948,6 +948,7 @@ class Migration:
                 self._event("throttle", percent=new)
         elif self._dirtylimit is not None and not self._dirtylimit.active:
             self._dirtylimit.engage(self.clock, [v.dirtied for v in self.tracker.stats.vcpus])
+            self.tracker.reap_own = True  # QEMU's ring-full exit reaps its own ring while the limit serves
             self._dl_wait = 0.0  # nobody sleeps under the limit yet
             self._decider.conditions_changed()
             self._event("dirty-limit", limit=self.policy.vcpu_dirty_limit)
@@ -986,6 +987,7 @@ class Migration:
         self.engine.catch_up()  # the guest runs up to the clock first (see Engine.catch_up)
         if self._dirtylimit is not None:
             self._dirtylimit.lift()
+            self.tracker.reap_own = False  # out of service: every ring again (Tracker.reap_own)
 
     def _sent_since_mark(self, st: Any) -> Tuple[int, int, int, float]:
         """Pages, zero pages and bytes sent, and seconds passed, since the round began (the mark), as of

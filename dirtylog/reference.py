@@ -96,6 +96,7 @@ class ReferenceTracker:
         if cfg.mode == "pml":
             self._pml_log = np.zeros((cfg.vcpus, cfg.pml_entries), dtype=np.uint64)
         self._ring_used = np.zeros(cfg.vcpus, dtype=np.int64)
+        self._reap_own = False
         if cfg.mode == "ring":
             self._ring = np.zeros((cfg.vcpus, cfg.ring_entries), dtype=np.uint64)
 
@@ -340,8 +341,21 @@ class ReferenceTracker:
             return False
         self._c["ring_full_exits"] += 1
         self._v["ring_full_exits"][v] += 1
-        self._reap(v)
+        # QEMU reaps every vCPU's ring at a ring-full exit, only the exiting one's under dirty-limit
+        for w in [v] if self._reap_own else range(self._cfg.vcpus):
+            self._reap(w)
         return True
+
+    @property
+    def reap_own(self) -> bool:
+        """Ring mode: a ring-full exit reaps only its own vCPU's ring (see ``dirtylog.Tracker.reap_own``)."""
+        return self._reap_own
+
+    @reap_own.setter
+    def reap_own(self, own: bool) -> None:
+        if self._cfg.mode != "ring":
+            raise ModeError(f"reap_own (a ring-full exit's reap; tracker mode {self._cfg.mode!r}, needs 'ring')")
+        self._reap_own = bool(own)
 
     def _reap(self, v: int) -> None:
         """Collect vCPU v's ring into the dirty bitmap, then reset it (re-arming its pages)."""

@@ -144,6 +144,26 @@ class Tracker:
         """True between :meth:`start` and :meth:`stop`."""
         return bool(lib.dl_tracker_is_logging(self._t))
 
+    @property
+    @_locked
+    def reap_own(self) -> bool:
+        """Ring mode: whether a ring-full exit reaps only the exiting vCPU's ring.
+
+        False (the default): every vCPU's ring is reaped, as QEMU's ``kvm_cpu_exec`` does on
+        ``KVM_EXIT_DIRTY_RING_FULL`` (``kvm_dirty_ring_reap(kvm_state, NULL)``, then
+        ``KVM_RESET_DIRTY_RINGS``). True: the exiting vCPU's ring alone, as QEMU does while
+        dirty-limit is in service (``kvm_dirty_ring_reap(kvm_state, cpu)``); a
+        :class:`~dirtylog.Migration` sets it while its dirty-limit is engaged. Settable at any
+        time; in other modes it is False and setting it raises :class:`~dirtylog.ModeError`.
+        """
+        return bool(lib.dl_tracker_reap_own(self._t))
+
+    @reap_own.setter
+    @_locked
+    def reap_own(self, own: bool) -> None:
+        check(lib.dl_tracker_set_reap_own(self._t, int(bool(own))),
+              f"reap_own (a ring-full exit's reap; tracker mode {self.config.mode!r}, needs 'ring')")
+
     def __repr__(self) -> str:
         c = self.config
         huge = f", huge_pages={c.huge_pages!r}" if c.huge_pages else ""

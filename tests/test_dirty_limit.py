@@ -91,3 +91,18 @@ def test_each_period_is_read_after_its_flush_waited_for_the_sleeping_vcpus():
         assert all(w == pytest.approx(p["wait"], rel=1e-12) for w in between)
         start = p["time"]
     assert any(p["wait"] > 0 for p in periods)
+
+
+def test_ring_full_exits_reap_their_own_ring_only_while_the_limit_serves():
+    """QEMU's kvm_cpu_exec reaps every vCPU's ring at a ring-full exit, but only the exiting vCPU's while
+    dirtylimit_in_service(): the migration's tracker reaps every ring until the limit engages, its own from
+    then on, and every ring again once the limit is lifted (the pause). Seen at each progress call."""
+    from dirtylog import Migration
+
+    m = Migration(memory="128MiB", workload=Uniform("150MiB/s", shares=[0.7, 0.1, 0.1, 0.1], seed=9),
+                  link=Link("100MiB/s"), tracker={"mode": "ring", "ring_entries": 1024}, vcpus=4,
+                  policy=PreCopy(downtime_limit="300ms", dirty_limit=True, vcpu_dirty_limit="20MiB/s"))
+    seen = set()
+    m.run(progress=lambda mig: seen.add((mig.dirty_limit_active, mig.tracker.reap_own)))
+    assert seen == {(False, False), (True, True)}
+    assert m.tracker.reap_own is False  # lifted at the pause

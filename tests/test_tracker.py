@@ -557,15 +557,52 @@ def test_ring_contents_and_reap():
     assert t.ring_entries(0).tolist() == [4]
     assert [v.ring_used for v in t.stats.vcpus] == [1, 3]
     assert t.pending == 4 and t.stats.dirty_pages == 0
-    t.write(np.arange(100, 547), vcpu=0)  # the 448th push: ring full, reaped at once
+    t.write(np.arange(100, 547), vcpu=0)  # the 448th push: ring full, every ring reaped at once
     s = t.stats
-    assert (s.ring_full_exits, s.vcpus[0].ring_full_exits, s.ring_reaped, s.dirty_pages) == (1, 1, 448, 448)
+    assert (s.ring_full_exits, s.vcpus[0].ring_full_exits, s.ring_reaped, s.dirty_pages) == (1, 1, 451, 451)
     assert t.ring_entries(0).tolist() == []
-    assert t.ring_entries(1).tolist() == [5, 3, 9]
+    assert t.ring_entries(1).tolist() == []
     got = t.harvest()
     assert got.tolist() == [3, 4, 5, 9] + list(range(100, 547))
-    assert t.ring_entries(1).tolist() == []
     assert t.stats.ring_reaped == 451
+
+
+def _ring_full_exits_at_two_rates(tracker: Any, reap_own: bool) -> tuple:
+    """2 vCPUs with 1024-entry rings (soft limit 448) writing only first writes, vCPU 0 at twice
+    vCPU 1's rate: 14 steps of 64 and 32 new pages."""
+    t = tracker(4096, mode="ring", vcpus=2, ring_entries=1024)
+    t.start()
+    t.reap_own = reap_own
+    page = 0
+    for _ in range(14):
+        for v, k in ((0, 64), (1, 32)):
+            t.write(np.arange(page, page + k, dtype=np.uint64), vcpu=v)
+            page += k
+    s = t.stats
+    return ([x.ring_full_exits for x in s.vcpus], [x.ring_used for x in s.vcpus], s.ring_reaped)
+
+
+@pytest.mark.parametrize("reference", [False, True])
+def test_ring_full_exit_reaps_every_ring(reference: bool) -> None:
+    """QEMU's kvm_cpu_exec reaps every vCPU's ring at a ring-full exit (kvm_dirty_ring_reap(kvm_state,
+    NULL)), and only the exiting vCPU's while dirty-limit is in service (reap_own). Hand-counted:
+    vCPU 0 reaches 448 entries at steps 7 and 14 (2 exits either way). Reaping every ring empties
+    vCPU 1's 224 entries at step 7 and 192 at step 14 (it then writes its 32), so vCPU 1 never fills:
+    2 exits in all, 1312 entries reaped, 32 left. Reaping its own ring only, vCPU 1 fills at
+    its 448th page, step 14: 3 exits, 1344 reaped, none left."""
+    tracker: Any = ReferenceTracker if reference else Tracker
+    assert _ring_full_exits_at_two_rates(tracker, reap_own=False) == ([2, 0], [0, 32], 1312)
+    assert _ring_full_exits_at_two_rates(tracker, reap_own=True) == ([2, 1], [0, 0], 1344)
+
+
+def test_reap_own_is_ring_mode_only() -> None:
+    t = Tracker(64, mode="ring")
+    assert t.reap_own is False
+    t.reap_own = True
+    assert t.reap_own is True
+    with pytest.raises(ModeError, match="reap_own.*needs 'ring'"):
+        Tracker(64, mode="pml").reap_own = True
+    assert Tracker(64, mode="pml").reap_own is False
 
 
 def test_ring_entries_are_kvm_dirty_gfns():

@@ -236,6 +236,17 @@ class TrackerVsReference(RuleBasedStateMachine):
             self.c.stale_stop()
             self.stale = None
 
+    @rule(own=st.booleans())
+    def reap_own(self, own: bool) -> None:
+        """Which rings a ring-full exit reaps: every vCPU's (QEMU's default) or the exiting one's
+        (dirty-limit's); ring mode only, anywhere else both refuse."""
+        assert self.c is not None and self.r is not None  # the initialize rule ran
+        if self.MODE != "ring":
+            self.both_fail(lambda t: setattr(t, "reap_own", own), what="reap_own outside ring mode")
+            return
+        self.both(lambda t: setattr(t, "reap_own", own), what="reap_own")
+        assert self.c.reap_own is self.r.reap_own is own
+
     @rule()
     def flush(self) -> None:
         """A global dirty-log sync that is not a harvest (dirty-limit's): the logs go into the bitmap,

@@ -16,9 +16,11 @@
  *                 bitmap and the index reset, then the page is logged.
  *   DL_MODE_RING  the page is pushed to the writing vCPU's dirty ring. When a push
  *                 brings the ring to its soft limit (ring_entries - DL_RING_RESERVED) the vCPU
- *                 takes a "ring full" exit (counted) and the ring is reaped at once,
- *                 as QEMU's reaper does: its entries are collected in order into
- *                 the dirty bitmap, then reset, which re-arms their pages.
+ *                 takes a "ring full" exit (counted) and the rings are reaped at once,
+ *                 as QEMU's kvm_cpu_exec does: every vCPU's ring (only the exiting
+ *                 one's while dirty-limit serves: dl_tracker_set_reap_own), its entries
+ *                 collected in order into the dirty bitmap, then reset, which re-arms
+ *                 their pages.
  *                 (KVM on x86 logs the page in the PML log first and pushes the whole
  *                 log into the ring at the vCPU's next VM exit, a PML-full one or any
  *                 other; the vCPU leaves at its next entry once the ring holds its
@@ -205,6 +207,15 @@ int dl_tracker_harvest(dl_tracker *t, uint64_t *out, size_t cap, size_t *count);
  * migration's own (dirty-limit's rate thread). The pages wait in the bitmap for the
  * next harvest. Nothing to do in wp and clear modes. DL_ERR_STATE when not logging. */
 int dl_tracker_flush(dl_tracker *t);
+
+/* Ring mode: which rings a ring-full exit reaps. By default (reap_own 0) every vCPU's, as
+ * QEMU's kvm_cpu_exec does on KVM_EXIT_DIRTY_RING_FULL (kvm_dirty_ring_reap(kvm_state, NULL),
+ * then KVM_RESET_DIRTY_RINGS); with reap_own nonzero only the exiting vCPU's, as QEMU does
+ * while dirty-limit is in service (kvm_dirty_ring_reap(kvm_state, cpu)), so that each vCPU
+ * fills its own ring and sleeps. May change at any time; DL_ERR_MODE in other modes.
+ * dl_tracker_reap_own returns the setting (0 or 1), or DL_ERR_INVALID without a tracker. */
+int dl_tracker_set_reap_own(dl_tracker *t, int reap_own);
+int dl_tracker_reap_own(const dl_tracker *t);
 
 /* The same harvest as packed 64-bit words: bit (p % 64) of word p / 64. `nwords`
  * must be at least dl_tracker_bitmap_words(); *count receives the number of pages. */
