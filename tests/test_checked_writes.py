@@ -317,3 +317,21 @@ def test_random_batches_match_the_reference(seed: int) -> None:
                 else:
                     assert np.array_equal(a.pml_log(v), b.pml_log(v))
         assert np.array_equal(a.harvest(), b.harvest())
+
+
+@pytest.mark.parametrize("pages", [N + 1000, 64 * 8 * N])  # the bitmap copied, or the writes journaled
+def test_a_rejected_batch_restores_the_rings_its_exit_reaped(pages: int) -> None:
+    """A ring-full exit reaps every vCPU's ring (QEMU's kvm_dirty_ring_reap(kvm_state, NULL)), so a large
+    checked batch that fills its vCPU's ring and then meets a bad index must give back the other vCPUs'
+    rings too: vCPU 1's 100 entries, emptied by vCPU 0's exit, are there again after the error."""
+    t = Tracker(pages, mode="ring", vcpus=2, ring_entries=1024)  # soft limit 448
+    t.start()
+    t.write(np.arange(N, N + 100, dtype=np.uint64), vcpu=1)
+    before = (t.stats, t.ring_entries(0).tolist(), t.ring_entries(1).tolist())
+    batch = np.arange(N, dtype=np.uint64)  # first writes: vCPU 0's ring fills 89 times
+    batch[N - 5] = pages
+    with pytest.raises(ConfigError, match=f"position {N - 5} "):
+        t.write(batch, vcpu=0)
+    assert (t.stats, t.ring_entries(0).tolist(), t.ring_entries(1).tolist()) == before
+    t.write(batch[: N - 5], vcpu=0)  # the good part: the first exit reaps vCPU 1's ring
+    assert t.stats.vcpus[1].ring_used == 0 and t.stats.ring_full_exits == (N - 5) // 448
