@@ -79,6 +79,8 @@ struct dl_engine {
      * iteration), not once per chunk; the sends of the segment are listed so that each
      * write can be placed before or after its page's send (the stale bitmap). */
     int seg_open;          /* a segment's guest has not run yet: the guest lags the clock */
+    uint64_t cut_left;     /* per-chunk sending: pages left of the chunk a deadline cut (its guest
+                            * waits in the open segment from the chunk's start) */
     double seg_start;      /* wall clock at the segment's start */
     double seg_w0, seg_w1; /* the segment's wall interval (set when it is flushed) */
     int seg_flushing;      /* the guest slice in progress is the segment's */
@@ -1463,6 +1465,7 @@ static int segment_flush(dl_engine *e)
 {
     double wall = e->seg_open ? e->st.clock - e->seg_start : 0.0;
     e->seg_open = 0;
+    e->cut_left = 0; /* a chunk a deadline cut ends here: its other pages go in the next ones */
     e->seg_w1 = e->st.clock;
     e->seg_w0 = e->seg_w1 - wall;
     if (wall > 0) {
@@ -1670,12 +1673,19 @@ int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, ui
      * a send is only the bitmaps' bits (no clear mode, destination versions or zero pages) */
     const int word_ok = !e->mask && !dst && !do_zero;
     const uint64_t pb = e->cfg.page_bytes;
-    if (!seg && e->seg_open) { /* the guest's open segment (idle time) runs before per-chunk sending */
+    if (!seg && e->seg_open && !e->cut_left) { /* the guest's open segment (idle time) runs before per-chunk sending */
         int rc = segment_flush(e);
         if (rc || e->g_kind)
             return rc;
     }
+    /* Bounded work (see dl_engine_resume): pages sent, guest writes and passes of this
+     * loop count; a return at the top of the loop leaves nothing half done, so the next
+     * call goes on exactly as this one would have. */
+    const uint64_t sent0 = e->st.pages_sent, writes0 = e->st.writes;
+    uint64_t passes = 0;
     while (e->st.clock < deadline) {
+        if (passes++ && DL_UNLIKELY(passes + (e->st.pages_sent - sent0) + (e->st.writes - writes0) > e->wbudget))
+            return DL_OK; /* *why DL_SEND_DEADLINE, the clock short of it: call again */
         if (!e->iter_open) {
             e->iter_open = 1;
             e->iter_start = e->st.clock;
@@ -1692,8 +1702,9 @@ int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, ui
                     return rc;
             }
             /* a listed chunk ends where the list is full */
-            const uint64_t chunk = listed && SEG_CAP - e->seg_n < e->cfg.chunk_pages ? SEG_CAP - e->seg_n
-                                                                                     : e->cfg.chunk_pages;
+            const uint64_t chunk = e->cut_left                                       ? e->cut_left
+                                   : listed && SEG_CAP - e->seg_n < e->cfg.chunk_pages ? SEG_CAP - e->seg_n
+                                                                                       : e->cfg.chunk_pages;
             /* one chunk: pages read now, the guest runs for their transfer time. The link's
              * time is link_base + bytes / bandwidth, rebased only where the link was idle,
              * so that pages end at the same times however the calls cut the sending. */
@@ -1707,7 +1718,7 @@ int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, ui
             uint64_t lb = e->link_bytes;
             /* the iteration's end and the deadline as bytes on the link since link_base, a bit
              * early: the exact test (a division) runs only near them */
-            const double slack = 1e-12 * (fabs(iter_end) + fabs(e->link_base) + fabs(deadline));
+            const double slack = 1e-12 * (fabs(iter_end) + fabs(e->link_base) + (isfinite(deadline) ? fabs(deadline) : 0));
             const double iter_bytes = (iter_end - e->link_base - slack) * bw * (1.0 - 1e-12);
             const double dead_bytes = (deadline - e->link_base - slack) * bw * (1.0 - 1e-12);
             /* Byte counts below these pass the tests against iter_bytes (x < iter_bytes) and
@@ -1767,10 +1778,16 @@ int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, ui
             }
             e->link_bytes = lb;
             link = e->link_base + (double)lb / bw;
-            if (seg)
+            /* Per-chunk sending (!seg): a deadline that cuts the chunk leaves its guest waiting in
+             * the open segment from the chunk's start, and the next call sends the rest of the
+             * chunk, then runs the guest over all of it: the same sends and writes, in the same
+             * order, as with no deadline there (only dl_engine_catch_up ends the chunk early). */
+            if (seg || partial)
                 segment_open(e); /* from the chunk's start */
             double wall;
             if (partial) {
+                if (!seg)
+                    e->cut_left = chunk - sent;
                 e->st.carry = deadline - link; /* link time spent on the page in flight */
                 wall = deadline - e->st.clock;
                 e->st.clock = deadline;
@@ -1785,7 +1802,12 @@ int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, ui
             e->st.bytes_sent += bytes;
             e->ct.window_bytes += bytes;
             e->win_normal_acc += normal;
-            if (!seg && wall > 0) {
+            if (!seg && !partial && e->seg_open) { /* the rest of a chunk a deadline cut: all its guest */
+                wall = e->st.clock - e->seg_start;
+                e->seg_open = 0;
+                e->cut_left = 0;
+            }
+            if (!seg && !partial && wall > 0) {
                 int rc = run_guest(e, wall);
                 if (rc || e->g_kind) /* a slice left to finish: the caller resumes it, then calls again */
                     return rc;
@@ -1795,6 +1817,11 @@ int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, ui
             continue;
         }
         /* the iteration is over: QEMU's migration_rate_limit */
+        if (!seg && e->seg_open) { /* a chunk a deadline cut, that sent nothing more: its guest first */
+            int rc = segment_flush(e);
+            if (rc || e->g_kind)
+                return rc;
+        }
         if (limited) {
             double end = e->ct.window_start + e->win_len;
             if (end > e->st.clock) {

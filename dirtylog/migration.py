@@ -603,7 +603,10 @@ class Migration:
         stalled = 0
         self.engine.drain()  # a slice an interrupt left unfinished comes first
         after = None
+        interrupt = self.engine.interrupt  # run()'s Ctrl-C, taken between two steps (each bounded work)
         while not self.done:
+            if interrupt is not None and interrupt():
+                raise KeyboardInterrupt
             faulted = False
             while self._faults and self._faults[0].at <= self.clock:
                 self._apply_fault(self._faults.pop(0))
@@ -634,10 +637,13 @@ class Migration:
         when the dirty rate outruns the link, so a migration still iterating then is
         rolled back (status "failed") with a reason saying so. A switch-over already
         under way always finishes. ``progress`` is called with the migration after
-        each step (about 20 times per second of wall time).
+        each step of the loop (:meth:`_run_step`: about a million guest writes, at most
+        1 s of simulated time); without it the loop takes no steps but the ones where
+        something can change (the give-up limit; faults, syncs and the rest are the
+        migration's own), and the report is the same either way.
 
         Ctrl-C: every call into the C core does bounded work, and SIGINT is taken
-        between two steps (in the main thread), so the migration stays consistent;
+        between two of them (in the main thread), so the migration stays consistent;
         :class:`~dirtylog.errors.Interrupted` (a KeyboardInterrupt) is raised carrying
         ``.report``, the partial report marked ``interrupted``. ``run`` may be called
         again to go on.
@@ -650,7 +656,7 @@ class Migration:
         with _SigintDeferred() as sigint:
             self.engine.interrupt = lambda: sigint.fired  # checked between two bounded C calls
             try:
-                step = self._run_step()
+                step = self._run_step() if progress is not None else math.inf
                 while not self.done:
                     live = self.phase in ("setup", "precopy")
                     now = self.clock
@@ -663,8 +669,6 @@ class Migration:
                     self._run_until(min(limit if live else math.inf, now + step))
                     if progress is not None:
                         progress(self)
-                    if sigint.fired:
-                        raise KeyboardInterrupt
             except KeyboardInterrupt:
                 self.interrupted = True
                 raise Interrupted(self.report()) from None
@@ -673,10 +677,13 @@ class Migration:
         return self.report()
 
     def _run_step(self) -> float:
-        """Simulated seconds per step of the run loop: about a million guest writes, at most 1 s.
+        """Simulated seconds between two calls of :meth:`run`'s progress callback: about a million
+        guest writes, at most 1 s.
 
-        A function of the configuration only (never of wall time), so that every caller of
-        the run loop gets the same figures for the same seed."""
+        A function of the configuration only (never of wall time), so that a callback sees the
+        same points of the same run every time. The figures do not depend on it: the engine
+        gives the same result wherever a step ends (see :meth:`Engine.catch_up
+        <dirtylog.engine.Engine.catch_up>`), and a run without a callback takes no such steps."""
         rate = _nominal_write_rate(self.workload, self.pages, self.page_size)
         if not rate or not math.isfinite(rate):
             return 1.0

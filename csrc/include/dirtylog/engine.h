@@ -230,7 +230,9 @@ int dl_engine_dirty_clear(dl_engine *e);
  * below the threshold (DL_SEND_BELOW): `below_bytes` if > 0, else the last window's
  * measured bandwidth x `below_seconds` (0: never). *why says which. The first pass's
  * zero pages and, once the scan has wrapped, XBZRLE apply as configured. A return with
- * guest_pending set (bounded work) is not a deadline: resume, then call again.
+ * guest_pending set (bounded work) is not a deadline: resume, then call again; nor is a
+ * return with the clock short of `deadline` (*why DL_SEND_DEADLINE) after about
+ * work_budget pages sent and guest writes: call again, as if it had not returned.
  * The guest runs once per segment, not once per chunk: a segment ends at the end of an
  * iteration, after 2^15 sends, or at dl_engine_catch_up; each guest write to a page
  * sent in the segment counts as before or after that send by its place among its vCPU's
@@ -238,7 +240,8 @@ int dl_engine_dirty_clear(dl_engine *e);
  * the start of its chunk). The exits of a segment are charged at its end. A return at
  * `deadline` inside an iteration leaves the segment open (the guest lags the clock), so
  * that where a caller's deadlines fall changes nothing. Clear mode and destination
- * versions run the guest per chunk. */
+ * versions run the guest per chunk: a chunk that `deadline` cuts is sent on by the next
+ * call, and its guest runs once its last page is sent (or at dl_engine_catch_up). */
 int dl_engine_send_dirty(dl_engine *e, double deadline, double below_seconds, uint64_t below_bytes, int *why);
 /* Runs the guest of send_dirty's open segment up to the clock (bounded work: a return
  * with guest_pending set is resumed with dl_engine_resume). While a segment is open,
