@@ -640,7 +640,10 @@ class Migration:
         each step of the loop (:meth:`_run_step`: about a million guest writes, at most
         1 s of simulated time); without it the loop takes no steps but the ones where
         something can change (the give-up limit; faults, syncs and the rest are the
-        migration's own), and the report is the same either way.
+        migration's own), and the report is the same either way. A migration that may
+        go to post-copy (a :class:`PostCopy` policy, or ``on_limit="postcopy"``) takes
+        the steps either way: post-copy charges remote-fault stalls per push slice, and
+        a step's end cuts a slice.
 
         Ctrl-C: every call into the C core does bounded work, and SIGINT is taken
         between two of them (in the main thread), so the migration stays consistent;
@@ -656,7 +659,11 @@ class Migration:
         with _SigintDeferred() as sigint:
             self.engine.interrupt = lambda: sigint.fired  # checked between two bounded C calls
             try:
-                step = self._run_step() if progress is not None else math.inf
+                # Unobserved, the loop takes no steps, except where post-copy may come: its remote-fault
+                # stalls are charged per push slice, which a step's end cuts, so a post-copy migration
+                # takes the same steps with or without a callback (the same report either way).
+                observed = progress is not None or self.postcopy is not None
+                step = self._run_step() if observed else math.inf
                 while not self.done:
                     live = self.phase in ("setup", "precopy")
                     now = self.clock
@@ -681,9 +688,11 @@ class Migration:
         guest writes, at most 1 s.
 
         A function of the configuration only (never of wall time), so that a callback sees the
-        same points of the same run every time. The figures do not depend on it: the engine
-        gives the same result wherever a step ends (see :meth:`Engine.catch_up
-        <dirtylog.engine.Engine.catch_up>`), and a run without a callback takes no such steps."""
+        same points of the same run every time. Pre-copy's figures do not depend on it: the
+        engine gives the same result wherever a step ends (see :meth:`Engine.catch_up
+        <dirtylog.engine.Engine.catch_up>`), and a run without a callback takes no such steps.
+        Post-copy's do (a step's end cuts a push slice), so a migration that may go to post-copy
+        takes these steps with or without a callback."""
         rate = _nominal_write_rate(self.workload, self.pages, self.page_size)
         if not rate or not math.isfinite(rate):
             return 1.0

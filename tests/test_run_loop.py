@@ -8,7 +8,7 @@ from typing import Any, Dict
 
 import pytest
 
-from dirtylog import Link, Migration, PreCopy, simulate
+from dirtylog import Link, Migration, PostCopy, PreCopy, simulate
 from dirtylog.errors import Interrupted
 from dirtylog.workloads import Hotspot, Mix, Sequential, Uniform, WorkingSet, Zipf
 
@@ -201,3 +201,16 @@ def test_a_run_without_a_progress_callback_takes_ctrl_c():
     finally:
         timer.cancel()
     assert ei.value.report.interrupted and ei.value.report.status == "active" and m.clock < 3600
+
+
+def test_a_postcopy_report_does_not_depend_on_a_progress_callback():
+    """Post-copy charges the guest's remote-fault stalls per push slice, and a step's end cuts a slice: a run
+    without a callback (no steps) gave another post-copy than the same run with one (78be189: 184,594 guest
+    writes and 2.664 s of stalls against 184,623 and 2.649 s). A migration that may go to post-copy takes the
+    run loop's steps either way."""
+    kw: Dict[str, Any] = dict(memory="64MiB", workload=Uniform("300MiB/s", seed=1), link=Link("200Mbit/s"),
+                              tracker="pml", policy=PostCopy(after_rounds=1))
+    unobserved = _figures(Migration(**kw), give_up_after="60s")
+    observed = _figures(Migration(**kw), give_up_after="60s", progress=lambda m: None)
+    assert '"postcopy_requests": 0,' not in unobserved  # remote faults were served
+    assert observed == unobserved
