@@ -415,6 +415,7 @@ class Migration:
         self._sync_threshold = 0.0  # and the threshold its iteration began with
         self._dl_wait = 0.0  # how long the dirty-limit period in progress will wait for its kicks at its end
         self.interrupted = False
+        self._step_to: Optional[float] = None  # where run()'s step in progress ends (a Ctrl-C can cut it)
 
     def _xbzrle_slots(self, npages: int, psize: int) -> int:
         if not self.policy.xbzrle:
@@ -673,7 +674,11 @@ class Migration:
                                        "or a longer downtime limit")
                         self._fire_callbacks()  # on_round gets the round the give-up cut short
                         break
-                    self._run_until(min(limit if live else math.inf, now + step))
+                    # a step a Ctrl-C cut short ends where it would have: the same steps as in one run
+                    if self._step_to is None or self._step_to <= now:
+                        self._step_to = now + step
+                    self._run_until(min(limit if live else math.inf, self._step_to))
+                    self._step_to = None
                     if progress is not None:
                         progress(self)
             except KeyboardInterrupt:
