@@ -812,7 +812,7 @@ def _emit(text: str, dest: str, what: str) -> None:
         return
     with open(dest, "w", newline="") as f:
         f.write(text if text.endswith("\n") else text + "\n")
-    print(f"{what} written to {dest}", file=sys.stderr)
+    _tell(f"{what} written to {dest}")
 
 
 def _to_json(obj: Any) -> str:
@@ -1003,7 +1003,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         from .plot import plot_report
 
         plot_report(report, args.plot)
-        print(f"plot written to {args.plot}", file=sys.stderr)
+        _tell(f"plot written to {args.plot}")
     return 1 if report.verified is False else 0
 
 
@@ -1223,7 +1223,7 @@ def cmd_curve(args: argparse.Namespace) -> int:
         from .plot import plot_curve
 
         plot_curve(c, args.plot, title=f"Dirty curve: {args.workload}, {format_size(c.total_pages * c.page_size)}")
-        print(f"plot written to {args.plot}", file=sys.stderr)
+        _tell(f"plot written to {args.plot}")
     return 0
 
 
@@ -1272,7 +1272,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     finally:
         if status is not None:
             status.stop()
-    print(f"recording written to {args.output}", file=sys.stderr)
+    _tell(f"recording written to {args.output}")
     s = summarize(rec)
     if args.json is not None:
         d = s.to_dict()
@@ -1352,7 +1352,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         from .plot import plot_heatmap
 
         plot_heatmap(results, args.heatmap, value=args.heatmap_value)
-        print(f"heatmap written to {args.heatmap}", file=sys.stderr)
+        _tell(f"heatmap written to {args.heatmap}")
     if stopped:
         return _interrupted("sweep", results, len(configs))
     if failed is not None:
@@ -1362,7 +1362,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def _sweep_failed(exc: Any) -> int:
     """A sweep whose configurations raised (errors.SweepError): the error after what finished, exit status 2."""
-    print(f"{PROG} sweep: error: {cli_words(str(exc))}", file=sys.stderr)
+    _tell(f"{PROG} sweep: error: {cli_words(str(exc))}")
     return 2
 
 

@@ -483,6 +483,22 @@ def test_messages_wrap_at_words_on_a_terminal_and_stay_one_line_in_a_pipe(capsys
         assert any(len(x) > columns for x in flat) == (len(lines) > len(flat))
 
 
+def test_notices_wrap_on_a_terminal_as_errors_do(capsys, monkeypatch, tmp_path):
+    """"... written to PATH" notices go through the one message printer (cli._tell): wrapped at spaces
+    on a terminal, one line into a pipe."""
+    import dirtylog.cli as cli
+
+    path = tmp_path / ("a-folder-name-long-enough-to-wrap " * 2).strip() / "r.json"
+    path.parent.mkdir()
+    rc, _, piped = run(capsys, "simulate", *SMALL, "--json", str(path), "--no-models")
+    assert rc == 0 and piped.strip() == f"report written to {path}"
+    monkeypatch.setattr(cli, "_stderr_columns", lambda: 40)
+    rc, _, err = run(capsys, "simulate", *SMALL, "--json", str(path), "--no-models")
+    lines = err.rstrip("\n").split("\n")
+    assert rc == 0 and len(lines) > 1 and all(x.startswith("  ") for x in lines[1:])
+    assert " ".join(" ".join(x.split()) for x in lines) == " ".join(piped.split())
+
+
 @pytest.mark.parametrize("name, content, words", [
     ("t.npy", b"garbage", "not a valid .npy array file"),
     ("t.npy", b"\x93NUMPY\x01\x00garbage", "not a valid .npy array file"),
