@@ -267,11 +267,8 @@ def test_a_sweep_leaves_no_progress_file(tmp_path, monkeypatch):
     assert len(res) == 2 and list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("how", ["in this process", "executor"])
-def test_a_configuration_that_raises_is_named_and_the_others_finish(monkeypatch, how):
-    """A task that raises (out of memory, a worker that died) had stopped the sweep with its bare exception:
-    which configuration it was went unsaid, and the results that had finished were lost. The others now
-    run to their end; SweepError names each failure and keeps the others' results."""
+def fail_at_32mib(monkeypatch: Any) -> None:
+    """simulate() raises MemoryError for a 32 MiB guest (a task that fails) and runs every other one."""
     from dirtylog import migration
 
     real = migration.simulate
@@ -282,6 +279,14 @@ def test_a_configuration_that_raises_is_named_and_the_others_finish(monkeypatch,
         return real(**kw)
 
     monkeypatch.setattr(migration, "simulate", simulate_or_fail)
+
+
+@pytest.mark.parametrize("how", ["in this process", "executor"])
+def test_a_configuration_that_raises_is_named_and_the_others_finish(monkeypatch, how):
+    """A task that raises (out of memory, a worker that died) had stopped the sweep with its bare exception:
+    which configuration it was went unsaid, and the results that had finished were lost. The others now
+    run to their end; SweepError names each failure and keeps the others' results."""
+    fail_at_32mib(monkeypatch)
     cfgs = grid(memory=["16MiB", "32MiB", "48MiB"], workload="hotspot:10MiB/s", bandwidth="1Gbit/s")
     seen = []
     with ThreadPoolExecutor(2) as ex:
@@ -311,17 +316,9 @@ def test_records_are_the_csv_rows_as_numbers_for_pandas():
 
 
 def test_cli_sweep_shows_what_finished_then_the_configuration_that_failed(monkeypatch, capsys, tmp_path):
-    from dirtylog import migration
     from dirtylog.__main__ import main
 
-    real = migration.simulate
-
-    def simulate_or_fail(**kw: Any) -> Any:
-        if kw["memory"] == "32MiB":
-            raise MemoryError("no room for the bitmaps")
-        return real(**kw)
-
-    monkeypatch.setattr(migration, "simulate", simulate_or_fail)
+    fail_at_32mib(monkeypatch)
     csv_path = tmp_path / "plan.csv"
     rc = main(["sweep", "-m", "16MiB,32MiB", "-w", "hotspot:10MiB/s", "-b", "1Gbit/s", "-d", "300ms",
                "--jobs", "1", "--no-progress", "--csv", str(csv_path)])
